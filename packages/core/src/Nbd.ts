@@ -1,0 +1,1103 @@
+/**
+ * The NBD client handle: libnbd's `nbd_*` calls as Effect functions over a handle whose life is a `Scope`.
+ *
+ * @since 0.1.0
+ */
+import * as Socket from "@effect/platform/Socket"
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as ExecutionStrategy from "effect/ExecutionStrategy"
+import * as Option from "effect/Option"
+import * as Scope from "effect/Scope"
+import type * as Stream from "effect/Stream"
+import * as SubscriptionRef from "effect/SubscriptionRef"
+import * as HandleState from "./HandleState.js"
+import { utf8 } from "./internal/bytes.js"
+import * as commands from "./internal/commands.js"
+import { Connection } from "./internal/connection.js"
+import * as internal from "./internal/handle.js"
+import * as handshake from "./internal/handshake.js"
+import * as NbdError from "./NbdError.js"
+import * as Protocol from "./Protocol.js"
+
+/**
+ * @since 0.1.0
+ * @category type ids
+ */
+export const TypeId: unique symbol = Symbol.for("@effect-nbd/core/Nbd/Handle")
+
+/**
+ * @since 0.1.0
+ * @category type ids
+ */
+export type TypeId = typeof TypeId
+
+/**
+ * An NBD handle: one connection to one export, from `make` until its scope closes.
+ * @since 0.1.0
+ * @category models
+ */
+export interface Handle {
+  readonly [TypeId]: TypeId
+}
+
+/**
+ * A command queued in order with its cookie; `await` gives its result or its typed error.
+ * @since 0.1.0
+ * @category models
+ */
+export type Command<A> = commands.Command<A>
+
+/**
+ * TLS modes, as libnbd's LIBNBD_TLS_*.
+ * @since 0.1.0
+ * @category models
+ */
+export type TlsMode = internal.TlsMode
+
+/**
+ * The settings a handle can be made with; every one has libnbd's default.
+ * @since 0.1.0
+ * @category models
+ */
+export interface Settings {
+  readonly exportName?: string
+  readonly handleName?: string
+  readonly tls?: TlsMode
+  readonly optMode?: boolean
+  readonly requestStructuredReplies?: boolean
+  readonly requestExtendedHeaders?: boolean
+  readonly requestMetaContext?: boolean
+  readonly metaContexts?: ReadonlyArray<string>
+  readonly fullInfo?: boolean
+  readonly requestBlockSize?: boolean
+  readonly handshakeFlags?: number
+  readonly strictMode?: number
+}
+
+/**
+ * libnbd's strict-mode flags (LIBNBD_STRICT_*); the default is all of them.
+ * @since 0.1.0
+ * @category constants
+ */
+export const Strict = commands.Strict
+
+/**
+ * libnbd's handshake flags (LIBNBD_HANDSHAKE_FLAG_*).
+ * @since 0.1.0
+ * @category constants
+ */
+export const HandshakeFlag = { FIXED_NEWSTYLE: 0x01, NO_ZEROES: 0x02, MASK: 0x03 } as const
+
+/**
+ * Command flags a call may be given (LIBNBD_CMD_FLAG_*).
+ * @since 0.1.0
+ * @category constants
+ */
+export const CmdFlag = Protocol.CmdFlag
+
+const impls = new WeakMap<Handle, internal.HandleImpl>()
+const toImpl = (h: Handle): internal.HandleImpl => impls.get(h)!
+
+/** Scopes of the connections, kept apart from the handle so the close finalizer runs while they live. */
+const connectionScopes = new WeakMap<internal.HandleImpl, Scope.CloseableScope>()
+
+const GRACE = Duration.seconds(2)
+
+const closeHandle = (h: internal.HandleImpl): Effect.Effect<void> =>
+  Effect.gen(function* () {
+    const conn = h.connection
+    const state = yield* h.state.get
+    if (conn !== undefined && conn.ended === undefined) {
+      if (HandleState.isConnected(state) && !conn.disconnectRequested) yield* Effect.ignore(commands.disconnect(h, "nbd_close"))
+      else if (HandleState.isNegotiating(state)) handshake.sendAbort(conn)
+      conn.endWrites()
+      conn.failPending("the handle was closed before the server replied")
+      yield* conn.drain(GRACE)
+      yield* Effect.ignore(Effect.timeout(Deferred.await(conn.endedSignal), GRACE))
+    }
+    if (!HandleState.isDead(yield* h.state.get)) yield* h.setState(HandleState.Closed)
+    if (conn !== undefined) yield* conn.terminate(undefined)
+  })
+
+/**
+ * Makes a handle (nbd_create). Closing the scope closes it (nbd_close): a connected handle sends
+ * NBD_CMD_DISC, commands still waiting fail with ENOTCONN, and the socket is released.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (settings: Settings = {}): Effect.Effect<Handle, never, Scope.Scope> =>
+  Effect.gen(function* () {
+    const scope = yield* Effect.scope
+    const connectionScope = yield* Scope.fork(scope, ExecutionStrategy.sequential)
+    const state = yield* SubscriptionRef.make<HandleState.HandleState>(HandleState.Created)
+    const { metaContexts, ...rest } = settings
+    const impl = new internal.HandleImpl(state, connectionScope, {
+      ...(rest as Partial<internal.Settings>),
+      ...(metaContexts ? { metaContexts: [...metaContexts] } : {})
+    })
+    connectionScopes.set(impl, connectionScope)
+    const handle: Handle = { [TypeId]: TypeId }
+    impls.set(handle, impl)
+    yield* Scope.addFinalizer(scope, closeHandle(impl))
+    return handle
+  })
+
+// ---------------------------------------------------------------------------------------------------------------
+// State
+// ---------------------------------------------------------------------------------------------------------------
+
+/**
+ * The handle's state. Ready shows as Processing while a request is half-sent or a reply half-received.
+ * @since 0.1.0
+ * @category state
+ */
+export const state = (h: Handle): Effect.Effect<HandleState.HandleState> => toImpl(h).currentState
+
+/**
+ * The handle's states as they change, starting with the current one.
+ * @since 0.1.0
+ * @category state
+ */
+export const stateChanges = (h: Handle): Stream.Stream<HandleState.HandleState> => toImpl(h).state.changes
+
+const predicate =
+  (p: (s: HandleState.HandleState) => boolean) =>
+  (h: Handle): Effect.Effect<boolean> =>
+    Effect.map(state(h), p)
+
+/**
+ * @since 0.1.0
+ * @category state
+ */
+export const aioIsCreated = predicate(HandleState.isCreated)
+/**
+ * @since 0.1.0
+ * @category state
+ */
+export const aioIsConnecting = predicate(HandleState.isConnecting)
+/**
+ * @since 0.1.0
+ * @category state
+ */
+export const aioIsNegotiating = predicate(HandleState.isNegotiating)
+/**
+ * @since 0.1.0
+ * @category state
+ */
+export const aioIsReady = predicate(HandleState.isReady)
+/**
+ * @since 0.1.0
+ * @category state
+ */
+export const aioIsProcessing = predicate(HandleState.isProcessing)
+/**
+ * @since 0.1.0
+ * @category state
+ */
+export const aioIsDead = predicate(HandleState.isDead)
+/**
+ * @since 0.1.0
+ * @category state
+ */
+export const aioIsClosed = predicate(HandleState.isClosed)
+
+// ---------------------------------------------------------------------------------------------------------------
+// Connecting
+// ---------------------------------------------------------------------------------------------------------------
+
+const handshakes = new WeakMap<internal.HandleImpl, Deferred.Deferred<void, NbdError.NbdError>>()
+
+/** Moves Created → Connecting atomically, so a handle connects once. */
+const claimForConnect = (h: internal.HandleImpl, operation: string) =>
+  SubscriptionRef.modify(h.state, (s): [Option.Option<HandleState.HandleState>, HandleState.HandleState] =>
+    HandleState.isCreated(s) ? [Option.none(), HandleState.Connecting] : [Option.some(s), s]
+  ).pipe(
+    Effect.flatMap(
+      Option.match({
+        onNone: () => Effect.void,
+        onSome: (s) =>
+          Effect.fail(
+            new NbdError.InvalidStateError({
+              errno: "EINVAL",
+              operation,
+              message: `invalid state: ${HandleState.shortName(s)}: the handle must be newly created`
+            })
+          )
+      })
+    )
+  )
+
+/** Marks the handle dead with `error` and ends its connection, after sending what was queued. */
+const kill = (h: internal.HandleImpl, conn: Connection, error: NbdError.NbdError): Effect.Effect<void> =>
+  Effect.gen(function* () {
+    const s = yield* h.state.get
+    if (!HandleState.isDead(s) && !HandleState.isClosed(s)) yield* h.setState(HandleState.Dead(error))
+    yield* conn.drain(GRACE)
+    yield* conn.terminate(error)
+  })
+
+/**
+ * Begins the handshake on the socket the `Socket` layer gives, and returns at once: the state is
+ * Connecting right after. `connectSocket` waits for the end of the handshake.
+ *
+ * @since 0.1.0
+ * @category connecting
+ */
+export const aioConnectSocket = (h: Handle): Effect.Effect<void, NbdError.NbdError, Socket.Socket> =>
+  Effect.gen(function* () {
+    const impl = toImpl(h)
+    const operation = "nbd_aio_connect_socket"
+    yield* claimForConnect(impl, operation)
+    const socket = yield* Socket.Socket
+    const scope = connectionScopes.get(impl)!
+    const done = yield* Deferred.make<void, NbdError.NbdError>()
+    handshakes.set(impl, done)
+    const conn = yield* Connection.start(impl, socket, scope)
+    impl.connection = conn
+    yield* handshake.run(impl, conn, operation).pipe(
+      Effect.tapError((error) => kill(impl, conn, error)),
+      Effect.onInterrupt(() =>
+        kill(impl, conn, new NbdError.ConnectionError({ errno: "ENOTCONN", operation, message: "handshake interrupted" }))
+      ),
+      Effect.exit,
+      Effect.flatMap((exit) => Deferred.done(done, exit)),
+      Effect.forkIn(scope)
+    )
+  })
+
+/**
+ * Connects on the socket the `Socket` layer gives and waits until the handle is Ready (Negotiating in
+ * option mode), or fails with the error that ended the handshake.
+ *
+ * @since 0.1.0
+ * @category connecting
+ */
+export const connectSocket = (h: Handle): Effect.Effect<void, NbdError.NbdError, Socket.Socket> =>
+  Effect.zipRight(aioConnectSocket(h), awaitConnected(h))
+
+/**
+ * Waits for a handshake begun by `aioConnectSocket` to finish.
+ * @since 0.1.0
+ * @category connecting
+ */
+export const awaitConnected = (h: Handle): Effect.Effect<void, NbdError.NbdError> =>
+  Effect.suspend(() => {
+    const done = handshakes.get(toImpl(h))
+    return done === undefined
+      ? Effect.fail(
+          new NbdError.InvalidStateError({
+            errno: "ENOTCONN",
+            operation: "nbd_connect",
+            message: "invalid state: START: the handle must be connecting"
+          })
+        )
+      : Deferred.await(done)
+  })
+
+// ---------------------------------------------------------------------------------------------------------------
+// Settings
+// ---------------------------------------------------------------------------------------------------------------
+
+const setting =
+  <A>(operation: string, permitted: ReadonlyArray<internal.Permitted>, apply: (s: internal.Settings, value: A) => NbdError.NbdError | void) =>
+  (h: Handle, value: A): Effect.Effect<void, NbdError.NbdError> => {
+    const impl = toImpl(h)
+    return Effect.flatMap(internal.checkState(impl, operation, permitted), () => {
+      const error = apply(impl.settings, value)
+      return error === undefined ? Effect.void : Effect.fail(error)
+    })
+  }
+
+const getter =
+  <A>(get: (s: internal.Settings) => A) =>
+  (h: Handle): Effect.Effect<A> =>
+    Effect.sync(() => get(toImpl(h).settings))
+
+const checkName = (operation: string, name: string): NbdError.NbdError | undefined =>
+  utf8(name).length > Protocol.Limits.MAX_STRING
+    ? internal.invalidArgument(operation, "name is too long (more than 4096 bytes)", "ENAMETOOLONG")
+    : undefined
+
+const anyState: ReadonlyArray<internal.Permitted> = ["created", "connecting", "negotiating", "connected", "closed", "dead"]
+
+/**
+ * The export to connect to (default ""). In option mode, changing it forgets what `optInfo` learned.
+ * @since 0.1.0
+ * @category settings
+ */
+export const setExportName = (h: Handle, name: string): Effect.Effect<void, NbdError.NbdError> =>
+  setting<string>("nbd_set_export_name", ["created", "negotiating"], (s, v) => {
+    const error = checkName("nbd_set_export_name", v)
+    if (error) return error
+    if (s.exportName !== v) {
+      const impl = toImpl(h)
+      impl.info = undefined
+      impl.metaContexts = undefined
+    }
+    s.exportName = v
+  })(h, name)
+/**
+ * @since 0.1.0
+ * @category settings
+ */
+export const getExportName = getter((s) => s.exportName)
+
+/**
+ * @since 0.1.0
+ * @category settings
+ */
+export const setHandleName = setting<string>("nbd_set_handle_name", anyState, (s, v) => {
+  s.handleName = v
+})
+/**
+ * @since 0.1.0
+ * @category settings
+ */
+export const getHandleName = getter((s) => s.handleName)
+
+/**
+ * Whether to pause in the Negotiating state after the handshake's automatic steps (default false).
+ * @since 0.1.0
+ * @category settings
+ */
+export const setOptMode = setting<boolean>("nbd_set_opt_mode", ["created"], (s, v) => {
+  s.optMode = v
+})
+/**
+ * @since 0.1.0
+ * @category settings
+ */
+export const getOptMode = getter((s) => s.optMode)
+
+/**
+ * TLS: "disable" (default), "allow" or "require".
+ * @since 0.1.0
+ * @category settings
+ */
+export const setTls = setting<TlsMode>("nbd_set_tls", ["created"], (s, v) => {
+  if (v !== "disable" && v !== "allow" && v !== "require")
+    return internal.invalidArgument("nbd_set_tls", `tls: invalid value for parameter: ${String(v)}`)
+  s.tls = v
+})
+/**
+ * @since 0.1.0
+ * @category settings
+ */
+export const getTls = getter((s) => s.tls)
+
+/**
+ * @since 0.1.0
+ * @category settings
+ */
+export const setRequestStructuredReplies = setting<boolean>("nbd_set_request_structured_replies", ["created"], (s, v) => {
+  s.requestStructuredReplies = v
+})
+/**
+ * @since 0.1.0
+ * @category settings
+ */
+export const getRequestStructuredReplies = getter((s) => s.requestStructuredReplies)
+
+/**
+ * @since 0.1.0
+ * @category settings
+ */
+export const setRequestExtendedHeaders = setting<boolean>("nbd_set_request_extended_headers", ["created"], (s, v) => {
+  s.requestExtendedHeaders = v
+})
+/**
+ * @since 0.1.0
+ * @category settings
+ */
+export const getRequestExtendedHeaders = getter((s) => s.requestExtendedHeaders)
+
+/**
+ * Whether connect, `optGo` and `optInfo` send NBD_OPT_SET_META_CONTEXT for the added contexts (default true).
+ * @since 0.1.0
+ * @category settings
+ */
+export const setRequestMetaContext = setting<boolean>("nbd_set_request_meta_context", ["created", "negotiating"], (s, v) => {
+  s.requestMetaContext = v
+})
+/**
+ * @since 0.1.0
+ * @category settings
+ */
+export const getRequestMetaContext = getter((s) => s.requestMetaContext)
+
+/**
+ * Adds a meta context to request, e.g. "base:allocation".
+ * @since 0.1.0
+ * @category settings
+ */
+export const addMetaContext = setting<string>("nbd_add_meta_context", ["created", "negotiating"], (s, v) => {
+  const error = checkName("nbd_add_meta_context", v)
+  if (error) return error
+  s.metaContexts.push(v)
+})
+/**
+ * @since 0.1.0
+ * @category settings
+ */
+export const clearMetaContexts = (h: Handle): Effect.Effect<void, NbdError.NbdError> =>
+  setting<void>("nbd_clear_meta_contexts", ["created", "negotiating"], (s) => {
+    s.metaContexts = []
+  })(h, undefined)
+/**
+ * The meta contexts that will be requested.
+ * @since 0.1.0
+ * @category settings
+ */
+export const getMetaContexts = getter((s): ReadonlyArray<string> => [...s.metaContexts])
+
+/**
+ * Whether INFO and GO also ask for the canonical name and description (default false).
+ * @since 0.1.0
+ * @category settings
+ */
+export const setFullInfo = setting<boolean>("nbd_set_full_info", ["created", "negotiating"], (s, v) => {
+  s.fullInfo = v
+})
+/**
+ * @since 0.1.0
+ * @category settings
+ */
+export const getFullInfo = getter((s) => s.fullInfo)
+
+/**
+ * Whether INFO and GO ask for block sizes (default true).
+ * @since 0.1.0
+ * @category settings
+ */
+export const setRequestBlockSize = setting<boolean>("nbd_set_request_block_size", ["created", "negotiating"], (s, v) => {
+  s.requestBlockSize = v
+})
+/**
+ * @since 0.1.0
+ * @category settings
+ */
+export const getRequestBlockSize = getter((s) => s.requestBlockSize)
+
+/**
+ * The handshake flags the client offers (FIXED_NEWSTYLE | NO_ZEROES by default).
+ * @since 0.1.0
+ * @category settings
+ */
+export const setHandshakeFlags = setting<number>("nbd_set_handshake_flags", ["created"], (s, v) => {
+  if (!Number.isInteger(v) || (v & ~HandshakeFlag.MASK) !== 0)
+    return internal.invalidArgument("nbd_set_handshake_flags", `flags: invalid value for flag: 0x${v.toString(16)}`)
+  s.handshakeFlags = v
+})
+/**
+ * Before connecting, the flags the client will offer; after, the flags agreed with the server.
+ * @since 0.1.0
+ * @category settings
+ */
+export const getHandshakeFlags = (h: Handle): Effect.Effect<number> =>
+  Effect.sync(() => toImpl(h).handshakeFlags ?? toImpl(h).settings.handshakeFlags)
+
+/**
+ * Client-side checks (`Strict.*`; default all). Allowed in any state.
+ * @since 0.1.0
+ * @category settings
+ */
+export const setStrictMode = setting<number>("nbd_set_strict_mode", anyState, (s, v) => {
+  if (!Number.isInteger(v) || (v & ~Strict.MASK) !== 0)
+    return internal.invalidArgument("nbd_set_strict_mode", `flags: invalid value for flag: 0x${v.toString(16)}`)
+  s.strictMode = v
+})
+/**
+ * @since 0.1.0
+ * @category settings
+ */
+export const getStrictMode = getter((s) => s.strictMode)
+
+// ---------------------------------------------------------------------------------------------------------------
+// Option mode
+// ---------------------------------------------------------------------------------------------------------------
+
+/** Runs one option exchange from Negotiating, with the handle Connecting meanwhile, as libnbd does. */
+const optionCall = <A>(
+  h: Handle,
+  operation: string,
+  body: (impl: internal.HandleImpl, conn: Connection) => Effect.Effect<A, NbdError.NbdError>
+): Effect.Effect<A, NbdError.NbdError> =>
+  Effect.gen(function* () {
+    const impl = toImpl(h)
+    const claimed = yield* SubscriptionRef.modify(impl.state, (s): [HandleState.HandleState | undefined, HandleState.HandleState] =>
+      HandleState.isNegotiating(s) ? [undefined, HandleState.Connecting] : [s, s]
+    )
+    if (claimed !== undefined) yield* internal.checkState(impl, operation, ["negotiating"])
+    const conn = impl.connection!
+    return yield* body(impl, conn).pipe(
+      Effect.tap(() =>
+        Effect.flatMap(impl.state.get, (s) => (HandleState.isConnecting(s) ? impl.setState(HandleState.Negotiating) : Effect.void))
+      ),
+      Effect.tapError((error) =>
+        error._tag === "OptionError" || error._tag === "InvalidStateError" || error._tag === "InvalidArgumentError"
+          ? impl.setState(HandleState.Negotiating)
+          : kill(impl, conn, error)
+      ),
+      Effect.onInterrupt(() =>
+        kill(impl, conn, new NbdError.ConnectionError({ errno: "ENOTCONN", operation, message: "option interrupted" }))
+      )
+    )
+  })
+
+/**
+ * Ends option mode: NBD_OPT_GO (or NBD_OPT_EXPORT_NAME on a non-fixed newstyle server); Ready on success,
+ * still Negotiating when the server refuses.
+ * @since 0.1.0
+ * @category option mode
+ */
+export const optGo = (h: Handle): Effect.Effect<void, NbdError.NbdError> =>
+  optionCall(h, "nbd_opt_go", (impl, conn) => handshake.goOrInfo(impl, conn, "nbd_opt_go", Protocol.Opt.GO))
+
+/**
+ * NBD_OPT_INFO for the current export name: learns its size, flags and block sizes without leaving option mode.
+ * @since 0.1.0
+ * @category option mode
+ */
+export const optInfo = (h: Handle): Effect.Effect<void, NbdError.NbdError> =>
+  optionCall(h, "nbd_opt_info", (impl, conn) => handshake.goOrInfo(impl, conn, "nbd_opt_info", Protocol.Opt.INFO))
+
+/**
+ * NBD_OPT_ABORT: ends the negotiation and the connection; the handle is Closed.
+ * @since 0.1.0
+ * @category option mode
+ */
+export const optAbort = (h: Handle): Effect.Effect<void, NbdError.NbdError> =>
+  optionCall(h, "nbd_opt_abort", (impl, conn) => {
+    if (impl.protocol === "newstyle") return Effect.fail(handshake.notFixedNewstyle("nbd_opt_abort"))
+    handshake.sendAbort(conn)
+    return Effect.gen(function* () {
+      yield* impl.setState(HandleState.Closed)
+      yield* conn.drain(GRACE)
+      yield* Effect.ignore(Effect.timeout(Deferred.await(conn.endedSignal), GRACE))
+      yield* conn.terminate(undefined)
+    })
+  })
+
+/**
+ * An export the server lists.
+ * @since 0.1.0
+ * @category models
+ */
+export interface ExportEntry {
+  readonly name: string
+  readonly description: string
+}
+
+const requireFixed = (impl: internal.HandleImpl, operation: string): Effect.Effect<void, NbdError.NbdError> =>
+  impl.protocol === "newstyle" ? Effect.fail(handshake.notFixedNewstyle(operation)) : Effect.void
+
+/**
+ * NBD_OPT_LIST: the exports the server offers, with their descriptions.
+ * @since 0.1.0
+ * @category option mode
+ */
+export const optList = (h: Handle): Effect.Effect<ReadonlyArray<ExportEntry>, NbdError.NbdError> =>
+  optionCall(h, "nbd_opt_list", (impl, conn) =>
+    Effect.zipRight(requireFixed(impl, "nbd_opt_list"), listExports(impl, conn))
+  )
+
+const listExports = (impl: internal.HandleImpl, conn: Connection): Effect.Effect<ReadonlyArray<ExportEntry>, NbdError.NbdError> =>
+  Effect.gen(function* () {
+    conn.send(encodeOptionOnly(Protocol.Opt.LIST))
+    const entries: Array<ExportEntry> = []
+    while (true) {
+      const reply = yield* conn.awaitMessage(() => conn.handshake.decodeOptionReply(Protocol.Opt.LIST))
+      switch (reply._tag) {
+        case "Server":
+          entries.push({ name: reply.name, description: reply.description })
+          break
+        case "Ack":
+          return entries
+        case "Error": {
+          const error = handshake.optionErrorOf(impl, "nbd_opt_list", reply)
+          return yield* Effect.fail(new NbdError.OptionError({ ...error, errno: "ENOTSUP" }))
+        }
+        default:
+          return yield* Effect.fail(
+            new NbdError.ProtocolError({ errno: "", operation: "nbd_opt_list", message: "handshake: unexpected option reply type to NBD_OPT_LIST" })
+          )
+      }
+    }
+  })
+
+const encodeOptionOnly = (option: number): Uint8Array => {
+  const out = new Uint8Array(16)
+  const view = new DataView(out.buffer)
+  view.setBigUint64(0, Protocol.IHAVEOPT)
+  view.setUint32(8, option)
+  return out
+}
+
+/**
+ * NBD_OPT_LIST_META_CONTEXT with the given queries (default: the added meta contexts): the contexts the
+ * server offers. Stateless.
+ * @since 0.1.0
+ * @category option mode
+ */
+export const optListMetaContext = (
+  h: Handle,
+  queries?: ReadonlyArray<string>
+): Effect.Effect<ReadonlyArray<string>, NbdError.NbdError> =>
+  optionCall(h, "nbd_opt_list_meta_context", (impl, conn) =>
+    Effect.zipRight(
+      requireFixed(impl, "nbd_opt_list_meta_context"),
+      handshake.metaContextExchange(impl, conn, "nbd_opt_list_meta_context", Protocol.Opt.LIST_META_CONTEXT, queries ?? impl.settings.metaContexts)
+    )
+  )
+
+/**
+ * NBD_OPT_SET_META_CONTEXT with the given queries (default: the added meta contexts): selects the contexts
+ * block status reports, replacing any earlier selection, and returns them.
+ * @since 0.1.0
+ * @category option mode
+ */
+export const optSetMetaContext = (
+  h: Handle,
+  queries?: ReadonlyArray<string>
+): Effect.Effect<ReadonlyArray<string>, NbdError.NbdError> =>
+  optionCall(h, "nbd_opt_set_meta_context", (impl, conn) =>
+    Effect.gen(function* () {
+      yield* requireFixed(impl, "nbd_opt_set_meta_context")
+      if (!impl.structuredReplies)
+        return yield* Effect.fail(
+          new NbdError.InvalidArgumentError({
+            errno: "ENOTSUP",
+            operation: "nbd_opt_set_meta_context",
+            message: "server lacks structured replies"
+          })
+        )
+      return yield* handshake.metaContextExchange(
+        impl,
+        conn,
+        "nbd_opt_set_meta_context",
+        Protocol.Opt.SET_META_CONTEXT,
+        queries ?? impl.settings.metaContexts
+      )
+    })
+  )
+
+/**
+ * NBD_OPT_STRUCTURED_REPLY: true when the server agreed.
+ * @since 0.1.0
+ * @category option mode
+ */
+export const optStructuredReply = (h: Handle): Effect.Effect<boolean, NbdError.NbdError> =>
+  optionCall(h, "nbd_opt_structured_reply", (impl, conn) =>
+    Effect.zipRight(requireFixed(impl, "nbd_opt_structured_reply"), handshake.negotiateFeature(impl, conn, Protocol.Opt.STRUCTURED_REPLY))
+  )
+
+/**
+ * NBD_OPT_EXTENDED_HEADERS: true when the server agreed.
+ * @since 0.1.0
+ * @category option mode
+ */
+export const optExtendedHeaders = (h: Handle): Effect.Effect<boolean, NbdError.NbdError> =>
+  optionCall(h, "nbd_opt_extended_headers", (impl, conn) =>
+    Effect.zipRight(requireFixed(impl, "nbd_opt_extended_headers"), handshake.negotiateFeature(impl, conn, Protocol.Opt.EXTENDED_HEADERS))
+  )
+
+/**
+ * NBD_OPT_STARTTLS. Upgrading the connection needs a TLS-capable transport; the core alone has none, so
+ * this fails with ENOTSUP without sending anything.
+ * @since 0.1.0
+ * @category option mode
+ */
+export const optStarttls = (h: Handle): Effect.Effect<boolean, NbdError.NbdError> =>
+  Effect.zipRight(
+    internal.checkState(toImpl(h), "nbd_opt_starttls", ["negotiating"]),
+    Effect.fail(
+      new NbdError.InvalidArgumentError({
+        errno: "ENOTSUP",
+        operation: "nbd_opt_starttls",
+        message: "TLS is not available on this transport"
+      })
+    )
+  )
+
+// ---------------------------------------------------------------------------------------------------------------
+// Export info
+// ---------------------------------------------------------------------------------------------------------------
+
+const infoStates: ReadonlyArray<internal.Permitted> = ["negotiating", "connected", "closed"]
+
+const withInfo = <A>(operation: string, f: (info: internal.ExportInfo, impl: internal.HandleImpl) => A | Effect.Effect<A, NbdError.NbdError>) =>
+  (h: Handle): Effect.Effect<A, NbdError.NbdError> => {
+    const impl = toImpl(h)
+    return internal.checkState(impl, operation, infoStates).pipe(
+      Effect.zipRight(internal.requireInfo(impl, operation)),
+      Effect.flatMap((info) => {
+        const result = f(info, impl)
+        return Effect.isEffect(result) ? result : Effect.succeed(result)
+      })
+    )
+  }
+
+const flagGetter = (operation: string, flag: number) => withInfo(operation, (info) => (info.flags & flag) !== 0)
+
+/**
+ * The export's size in bytes.
+ * @since 0.1.0
+ * @category export info
+ */
+export const getSize = withInfo("nbd_get_size", (info) => info.size)
+
+/**
+ * Which block size to ask `getBlockSize` for.
+ * @since 0.1.0
+ * @category models
+ */
+export type BlockSizeKind = "minimum" | "preferred" | "maximum" | "payload"
+
+/**
+ * A block size the server advertised (0 when it did not), or the payload maximum this client uses.
+ * @since 0.1.0
+ * @category export info
+ */
+export const getBlockSize = (h: Handle, kind: BlockSizeKind): Effect.Effect<number, NbdError.NbdError> =>
+  withInfo("nbd_get_block_size", (info) =>
+    kind === "payload" ? internal.payloadMaximum(info) : (info.blockSizes?.[kind] ?? 0)
+  )(h)
+
+/**
+ * @since 0.1.0
+ * @category export info
+ */
+export const isReadOnly = flagGetter("nbd_is_read_only", Protocol.TFlag.READ_ONLY)
+/**
+ * @since 0.1.0
+ * @category export info
+ */
+export const canFlush = flagGetter("nbd_can_flush", Protocol.TFlag.SEND_FLUSH)
+/**
+ * @since 0.1.0
+ * @category export info
+ */
+export const canFua = flagGetter("nbd_can_fua", Protocol.TFlag.SEND_FUA)
+/**
+ * @since 0.1.0
+ * @category export info
+ */
+export const isRotational = flagGetter("nbd_is_rotational", Protocol.TFlag.ROTATIONAL)
+/**
+ * @since 0.1.0
+ * @category export info
+ */
+export const canTrim = flagGetter("nbd_can_trim", Protocol.TFlag.SEND_TRIM)
+/**
+ * @since 0.1.0
+ * @category export info
+ */
+export const canZero = flagGetter("nbd_can_zero", Protocol.TFlag.SEND_WRITE_ZEROES)
+/**
+ * @since 0.1.0
+ * @category export info
+ */
+export const canFastZero = flagGetter("nbd_can_fast_zero", Protocol.TFlag.SEND_FAST_ZERO)
+/**
+ * @since 0.1.0
+ * @category export info
+ */
+export const canDf = flagGetter("nbd_can_df", Protocol.TFlag.SEND_DF)
+/**
+ * @since 0.1.0
+ * @category export info
+ */
+export const canMultiConn = flagGetter("nbd_can_multi_conn", Protocol.TFlag.CAN_MULTI_CONN)
+/**
+ * @since 0.1.0
+ * @category export info
+ */
+export const canCache = flagGetter("nbd_can_cache", Protocol.TFlag.SEND_CACHE)
+/**
+ * @since 0.1.0
+ * @category export info
+ */
+export const canBlockStatusPayload = flagGetter("nbd_can_block_status_payload", Protocol.TFlag.BLOCK_STATUS_PAYLOAD)
+
+/**
+ * Whether the server agreed to the named meta context in the last SET_META_CONTEXT.
+ * @since 0.1.0
+ * @category export info
+ */
+export const canMetaContext = (h: Handle, name: string): Effect.Effect<boolean, NbdError.NbdError> =>
+  withInfo("nbd_can_meta_context", (_, impl) => {
+    if (impl.metaContexts === undefined) {
+      if (impl.settings.metaContexts.length > 0 && impl.settings.requestMetaContext && impl.structuredReplies)
+        return Effect.fail(
+          internal.invalidArgument("nbd_can_meta_context", "need a successful server meta context request first")
+        )
+      return false
+    }
+    for (const context of impl.metaContexts.values()) if (context === name) return true
+    return false
+  })(h)
+
+/**
+ * "oldstyle", "newstyle" or "newstyle-fixed".
+ * @since 0.1.0
+ * @category export info
+ */
+export const getProtocol = (h: Handle): Effect.Effect<string, NbdError.NbdError> => {
+  const impl = toImpl(h)
+  return Effect.zipRight(
+    internal.checkState(impl, "nbd_get_protocol", infoStates),
+    Effect.succeed(impl.protocol ?? "")
+  )
+}
+
+/**
+ * The canonical export name the server reported (needs `setFullInfo(true)`); ENOTSUP when it sent none.
+ * @since 0.1.0
+ * @category export info
+ */
+export const getCanonicalExportName = withInfo("nbd_get_canonical_export_name", (info, impl) =>
+  info.canonicalName !== undefined
+    ? info.canonicalName
+    : impl.settings.fullInfo
+      ? Effect.fail(
+          new NbdError.InvalidArgumentError({
+            errno: "ENOTSUP",
+            operation: "nbd_get_canonical_export_name",
+            message: "server did not advertise a canonical name"
+          })
+        )
+      : impl.settings.exportName
+)
+
+/**
+ * The export description the server reported (needs `setFullInfo(true)`); ENOTSUP when it sent none.
+ * @since 0.1.0
+ * @category export info
+ */
+export const getExportDescription = withInfo("nbd_get_export_description", (info) =>
+  info.description !== undefined
+    ? info.description
+    : Effect.fail(
+        new NbdError.InvalidArgumentError({
+          errno: "ENOTSUP",
+          operation: "nbd_get_export_description",
+          message: "server did not advertise a description"
+        })
+      )
+)
+
+const negotiated = (operation: string, f: (impl: internal.HandleImpl) => boolean) => (h: Handle) => {
+  const impl = toImpl(h)
+  return Effect.zipRight(internal.checkState(impl, operation, infoStates), Effect.sync(() => f(impl)))
+}
+
+/**
+ * @since 0.1.0
+ * @category export info
+ */
+export const getStructuredRepliesNegotiated = negotiated("nbd_get_structured_replies_negotiated", (i) => i.structuredReplies)
+/**
+ * @since 0.1.0
+ * @category export info
+ */
+export const getExtendedHeadersNegotiated = negotiated("nbd_get_extended_headers_negotiated", (i) => i.extendedHeaders)
+/**
+ * @since 0.1.0
+ * @category export info
+ */
+export const getTlsNegotiated = negotiated("nbd_get_tls_negotiated", (i) => i.tlsNegotiated)
+
+/**
+ * Bytes and protocol chunks sent and received so far.
+ * @since 0.1.0
+ * @category export info
+ */
+export interface Stats {
+  readonly bytesSent: number
+  readonly chunksSent: number
+  readonly bytesReceived: number
+  readonly chunksReceived: number
+}
+
+/**
+ * @since 0.1.0
+ * @category export info
+ */
+export const stats = (h: Handle): Effect.Effect<Stats> => Effect.sync(() => ({ ...toImpl(h).stats }))
+
+// ---------------------------------------------------------------------------------------------------------------
+// Commands
+// ---------------------------------------------------------------------------------------------------------------
+
+/**
+ * Options of a read.
+ * @since 0.1.0
+ * @category models
+ */
+export interface ReadOptions {
+  /** Read into this buffer (its length is the count) instead of a new one. */
+  readonly buffer?: Uint8Array
+  readonly flags?: number
+}
+
+/**
+ * Queues a read of `count` bytes at `offset`.
+ * @since 0.1.0
+ * @category commands
+ */
+export const aioPread = (
+  h: Handle,
+  count: number,
+  offset: number | bigint,
+  options: ReadOptions = {}
+): Effect.Effect<Command<Uint8Array>, NbdError.NbdError> => {
+  if (options.buffer !== undefined && options.buffer.length !== count)
+    return Effect.fail(internal.invalidArgument("nbd_aio_pread", "buffer length does not match count"))
+  const buffer = options.buffer ?? (count <= Protocol.Limits.MAX_REQUEST_SIZE && Number.isSafeInteger(count) && count >= 0 ? new Uint8Array(count) : undefined)
+  return commands.issue(toImpl(h), {
+    operation: "nbd_aio_pread",
+    type: Protocol.Cmd.READ,
+    flags: options.flags ?? 0,
+    allowedFlags: 0,
+    offset,
+    count,
+    buffer
+  })
+}
+
+/**
+ * Reads `count` bytes at `offset`: all or nothing.
+ * @since 0.1.0
+ * @category commands
+ */
+export const pread = (
+  h: Handle,
+  count: number,
+  offset: number | bigint,
+  options?: ReadOptions
+): Effect.Effect<Uint8Array, NbdError.NbdError> => Effect.flatMap(aioPread(h, count, offset, options), (c) => c.await)
+
+/**
+ * Options of a command that takes only flags.
+ * @since 0.1.0
+ * @category models
+ */
+export interface FlagOptions {
+  readonly flags?: number
+}
+
+const autoPayloadLen = (impl: internal.HandleImpl, flags: number): number => {
+  if ((impl.settings.strictMode & Strict.AUTO_FLAG) === 0) return flags
+  return impl.extendedHeaders ? flags | Protocol.CmdFlag.PAYLOAD_LEN : flags & ~Protocol.CmdFlag.PAYLOAD_LEN
+}
+
+/**
+ * Queues a write of `data` at `offset` (flags: FUA).
+ * @since 0.1.0
+ * @category commands
+ */
+export const aioPwrite = (
+  h: Handle,
+  data: Uint8Array,
+  offset: number | bigint,
+  options: FlagOptions = {}
+): Effect.Effect<Command<void>, NbdError.NbdError> => {
+  const impl = toImpl(h)
+  return commands.issue(impl, {
+    operation: "nbd_aio_pwrite",
+    type: Protocol.Cmd.WRITE,
+    flags: autoPayloadLen(impl, options.flags ?? 0),
+    allowedFlags: Protocol.CmdFlag.FUA | Protocol.CmdFlag.PAYLOAD_LEN,
+    offset,
+    count: data.length,
+    payload: data
+  })
+}
+
+/**
+ * Writes `data` at `offset` (flags: FUA).
+ * @since 0.1.0
+ * @category commands
+ */
+export const pwrite = (
+  h: Handle,
+  data: Uint8Array,
+  offset: number | bigint,
+  options?: FlagOptions
+): Effect.Effect<void, NbdError.NbdError> => Effect.flatMap(aioPwrite(h, data, offset, options), (c) => c.await)
+
+/**
+ * Queues NBD_CMD_FLUSH.
+ * @since 0.1.0
+ * @category commands
+ */
+export const aioFlush = (h: Handle, options: FlagOptions = {}): Effect.Effect<Command<void>, NbdError.NbdError> =>
+  commands.issue(toImpl(h), {
+    operation: "nbd_aio_flush",
+    type: Protocol.Cmd.FLUSH,
+    flags: options.flags ?? 0,
+    allowedFlags: 0,
+    offset: 0,
+    count: 0
+  })
+
+/**
+ * NBD_CMD_FLUSH: makes earlier writes durable.
+ * @since 0.1.0
+ * @category commands
+ */
+export const flush = (h: Handle, options?: FlagOptions): Effect.Effect<void, NbdError.NbdError> =>
+  Effect.flatMap(aioFlush(h, options), (c) => c.await)
+
+/**
+ * Commands queued or waiting for a reply.
+ * @since 0.1.0
+ * @category commands
+ */
+export const aioInFlight = (h: Handle): Effect.Effect<number, NbdError.NbdError> => {
+  const impl = toImpl(h)
+  return Effect.zipRight(
+    internal.checkState(impl, "nbd_aio_in_flight", ["connected", "closed", "dead"]),
+    Effect.sync(() => impl.connection?.inFlight ?? 0)
+  )
+}
+
+/**
+ * Queues NBD_CMD_DISC after the commands already queued; later commands fail with EINVAL. The handle
+ * becomes Closed once the server closes the connection.
+ * @since 0.1.0
+ * @category commands
+ */
+export const aioDisconnect = (h: Handle): Effect.Effect<void, NbdError.NbdError> =>
+  commands.disconnect(toImpl(h), "nbd_aio_disconnect")
+
+/**
+ * Ends the connection gracefully: in option mode NBD_OPT_ABORT; otherwise NBD_CMD_DISC after the commands
+ * already queued, then waits until the server has closed the connection.
+ * @since 0.1.0
+ * @category commands
+ */
+export const shutdown = (h: Handle): Effect.Effect<void, NbdError.NbdError> =>
+  Effect.gen(function* () {
+    const impl = toImpl(h)
+    const s = yield* internal.checkState(impl, "nbd_shutdown", ["negotiating", "connected"])
+    if (HandleState.isNegotiating(s)) return yield* optAbort(h)
+    const conn = impl.connection!
+    if (!conn.disconnectRequested) yield* commands.disconnect(impl, "nbd_shutdown")
+    yield* Deferred.await(conn.endedSignal)
+  })
+
+/**
+ * Waits for the connection's reader to stop (used by tests and tools that need the socket gone).
+ * @since 0.1.0
+ * @category commands
+ */
+export const awaitClosed = (h: Handle): Effect.Effect<void> =>
+  Effect.suspend(() => {
+    const conn = toImpl(h).connection
+    return conn === undefined ? Effect.void : Deferred.await(conn.endedSignal)
+  })
+

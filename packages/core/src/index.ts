@@ -1,0 +1,24 @@
+/**
+ * @since 0.1.0
+ */
+export * as ClientCodec from "./ClientCodec.js"
+/**
+ * @since 0.1.0
+ */
+export * as HandleState from "./HandleState.js"
+/**
+ * @since 0.1.0
+ */
+export * as Nbd from "./Nbd.js"
+/**
+ * @since 0.1.0
+ */
+export * as NbdError from "./NbdError.js"
+/**
+ * @since 0.1.0
+ */
+export * as Protocol from "./Protocol.js"
+/**
+ * @since 0.1.0
+ */
+export * as NbdUri from "./NbdUri.js"

@@ -1,0 +1,201 @@
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as ClientCodec from "../ClientCodec.js"
+import * as HandleState from "../HandleState.js"
+import * as NbdError from "../NbdError.js"
+import * as Protocol from "../Protocol.js"
+import type { Pending } from "./connection.js"
+import { type ExportInfo, type HandleImpl, invalidArgument, payloadMaximum } from "./handle.js"
+
+/** libnbd's strict-mode bits. */
+export const Strict = {
+  COMMANDS: 0x01,
+  FLAGS: 0x02,
+  BOUNDS: 0x04,
+  ZERO_SIZE: 0x08,
+  ALIGN: 0x10,
+  PAYLOAD: 0x20,
+  AUTO_FLAG: 0x40,
+  MASK: 0x7f
+} as const
+
+/** A command handed to the engine, before checks. */
+export interface CommandSpec {
+  readonly operation: string
+  readonly type: number
+  readonly flags: number
+  /** The command flags this call may take (libnbd's per-call subset). */
+  readonly allowedFlags: number
+  readonly offset: number | bigint
+  readonly count: number | bigint
+  readonly payload?: Uint8Array | undefined
+  /** For reads: the buffer the data goes into. */
+  readonly buffer?: Uint8Array | undefined
+  readonly onChunk?: Pending["onChunk"]
+}
+
+/**
+ * A command that has been queued, in order, with its cookie.
+ * @since 0.1.0
+ */
+export interface Command<A> {
+  readonly cookie: bigint
+  readonly await: Effect.Effect<A, NbdError.NbdError>
+}
+
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER)
+
+const toNumber = (operation: string, what: string, v: number | bigint): number | NbdError.InvalidArgumentError => {
+  if (typeof v === "bigint") {
+    if (v < 0n || v > MAX_SAFE) return invalidArgument(operation, `${what} is out of range: ${v}`, "ERANGE")
+    return Number(v)
+  }
+  if (!Number.isSafeInteger(v) || v < 0)
+    return invalidArgument(operation, `${what} must be a non-negative integer, got ${v}`)
+  return v
+}
+
+const writesData = (type: number) =>
+  type === Protocol.Cmd.WRITE || type === Protocol.Cmd.TRIM || type === Protocol.Cmd.WRITE_ZEROES
+
+/** The per-command checks of STRICT_COMMANDS: does the server support this command and these flags. */
+const commandSupportError = (info: ExportInfo, h: HandleImpl, spec: CommandSpec): NbdError.NbdError | undefined => {
+  const has = (flag: number) => (info.flags & flag) !== 0
+  const op = spec.operation
+  const notSupported = (what: string) => invalidArgument(op, `server does not support ${what}`)
+  switch (spec.type) {
+    case Protocol.Cmd.FLUSH:
+      if (!has(Protocol.TFlag.SEND_FLUSH)) return notSupported("flush operations")
+      break
+    case Protocol.Cmd.TRIM:
+      if (!has(Protocol.TFlag.SEND_TRIM)) return notSupported("trim operations")
+      break
+    case Protocol.Cmd.WRITE_ZEROES:
+      if (!has(Protocol.TFlag.SEND_WRITE_ZEROES)) return notSupported("zero operations")
+      if (spec.flags & Protocol.CmdFlag.FAST_ZERO && !has(Protocol.TFlag.SEND_FAST_ZERO))
+        return notSupported("the fast zero flag")
+      break
+    case Protocol.Cmd.CACHE:
+      if (!has(Protocol.TFlag.SEND_CACHE)) return notSupported("cache operations")
+      break
+    case Protocol.Cmd.READ:
+      if (spec.flags & Protocol.CmdFlag.DF && !has(Protocol.TFlag.SEND_DF)) return notSupported("the DF flag")
+      break
+    case Protocol.Cmd.BLOCK_STATUS:
+      if (!h.structuredReplies)
+        return new NbdError.InvalidArgumentError({
+          errno: "ENOTSUP",
+          operation: op,
+          message: "server does not support structured replies"
+        })
+      if (h.metaContexts === undefined || h.metaContexts.size === 0)
+        return new NbdError.InvalidArgumentError({
+          errno: "ENOTSUP",
+          operation: op,
+          message: "did not negotiate any metadata contexts, either you did not call add_meta_context, or the server does not support any of them"
+        })
+      break
+  }
+  if (writesData(spec.type) && has(Protocol.TFlag.READ_ONLY))
+    return invalidArgument(op, "server does not support write operations", "EPERM")
+  if (spec.flags & Protocol.CmdFlag.FUA && !has(Protocol.TFlag.SEND_FUA)) return notSupported("the FUA flag")
+  if (spec.type === Protocol.Cmd.WRITE && ((spec.flags & Protocol.CmdFlag.PAYLOAD_LEN) !== 0) !== h.extendedHeaders)
+    return invalidArgument(op, "incorrect setting for PAYLOAD_LEN flag")
+  return undefined
+}
+
+/** Every check libnbd makes before a command leaves the client, in its order. */
+const check = (
+  h: HandleImpl,
+  spec: CommandSpec,
+  offset: number,
+  count: number
+): NbdError.NbdError | undefined => {
+  const strict = h.settings.strictMode
+  const op = spec.operation
+  const info = h.info!
+  if (strict & Strict.COMMANDS) {
+    const error = commandSupportError(info, h, spec)
+    if (error !== undefined) return error
+  }
+  if ((strict & Strict.FLAGS || spec.flags > 0xffff) && (spec.flags & ~spec.allowedFlags) !== 0)
+    return invalidArgument(op, `flags: invalid value for flag: 0x${spec.flags.toString(16)}`)
+  if (h.connection!.disconnectRequested) return invalidArgument(op, "cannot request more commands after NBD_CMD_DISC")
+  if (spec.type === Protocol.Cmd.FLUSH || spec.type === Protocol.Cmd.DISC) return undefined
+  if (strict & Strict.ZERO_SIZE && count === 0) return invalidArgument(op, "count cannot be 0")
+  if (strict & Strict.BOUNDS) {
+    const size = info.size
+    if (BigInt(offset) > size || BigInt(count) > size - BigInt(offset))
+      return invalidArgument(op, "request out of bounds", writesData(spec.type) ? "ENOSPC" : "EINVAL")
+  }
+  const minimum = info.blockSizes?.minimum
+  if (strict & Strict.ALIGN && minimum !== undefined && minimum > 1 && (offset % minimum !== 0 || count % minimum !== 0))
+    return invalidArgument(op, "request is unaligned")
+  if (spec.type === Protocol.Cmd.WRITE && strict & Strict.PAYLOAD && count > payloadMaximum(info))
+    return invalidArgument(op, `request too large: maximum payload size is ${payloadMaximum(info)}`, "ERANGE")
+  if ((spec.type === Protocol.Cmd.READ || spec.type === Protocol.Cmd.WRITE) && count > Protocol.Limits.MAX_REQUEST_SIZE)
+    return invalidArgument(op, `request too large: maximum request size is ${Protocol.Limits.MAX_REQUEST_SIZE}`, "ERANGE")
+  if (!h.extendedHeaders && count > 0xffffffff)
+    return invalidArgument(op, "count is too large for a server without extended headers", "ERANGE")
+  return undefined
+}
+
+const stateError = (operation: string, s: HandleState.HandleState): NbdError.InvalidStateError =>
+  new NbdError.InvalidStateError({
+    errno: s._tag === "Created" ? "ENOTCONN" : "EINVAL",
+    operation,
+    message: `invalid state: ${HandleState.shortName(s)}: the handle must be connected with the server`
+  })
+
+/** Checks a command, queues its request and returns it with its cookie. Nothing is sent when a check fails. */
+export const issue = <A>(h: HandleImpl, spec: CommandSpec): Effect.Effect<Command<A>, NbdError.NbdError> =>
+  Effect.flatMap(h.state.get, (s) => {
+    if (!HandleState.isConnected(s)) return Effect.fail(stateError(spec.operation, s))
+    const offset = toNumber(spec.operation, "offset", spec.offset)
+    if (typeof offset !== "number") return Effect.fail(offset)
+    const count = toNumber(spec.operation, "count", spec.count)
+    if (typeof count !== "number") return Effect.fail(count)
+    const error = check(h, spec, offset, count)
+    if (error !== undefined) return Effect.fail(error)
+    return Effect.map(Deferred.make<unknown, NbdError.NbdError>(), (deferred) => {
+      const conn = h.connection!
+      const cookie = conn.nextCookie++
+      const pending: Pending = {
+        type: spec.type,
+        cookie,
+        offset,
+        count,
+        buffer: spec.buffer,
+        error: undefined,
+        dataSeen: 0,
+        operation: spec.operation,
+        deferred,
+        onChunk: spec.onChunk
+      }
+      const header: ClientCodec.RequestHeader = { flags: spec.flags, type: spec.type, cookie, offset, length: count }
+      conn.submit(pending, ClientCodec.encodeRequest(header, h.extendedHeaders, spec.payload))
+      return {
+        cookie: BigInt(cookie),
+        await: Effect.onInterrupt(Deferred.await(deferred) as Effect.Effect<A, NbdError.NbdError>, () =>
+          Effect.sync(() => {
+            // The reply is still read and dropped, so the stream stays in step.
+            pending.buffer = undefined
+          })
+        )
+      }
+    })
+  })
+
+/** Queues NBD_CMD_DISC (it has no reply) and shuts the write side after it. */
+export const disconnect = (h: HandleImpl, operation: string): Effect.Effect<void, NbdError.NbdError> =>
+  Effect.flatMap(h.state.get, (s): Effect.Effect<void, NbdError.NbdError> => {
+    if (!HandleState.isConnected(s)) return Effect.fail(stateError(operation, s))
+    const conn = h.connection!
+    if (conn.disconnectRequested)
+      return Effect.fail(invalidArgument(operation, "cannot request more commands after NBD_CMD_DISC"))
+    conn.disconnectRequested = true
+    const cookie = conn.nextCookie++
+    conn.send(ClientCodec.encodeRequest({ flags: 0, type: Protocol.Cmd.DISC, cookie, offset: 0, length: 0 }, h.extendedHeaders))
+    conn.endWrites()
+    return Effect.void
+  })

@@ -1,0 +1,449 @@
+import type * as Socket from "@effect/platform/Socket"
+import * as Cause from "effect/Cause"
+import * as Deferred from "effect/Deferred"
+import type * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Queue from "effect/Queue"
+import type * as Scope from "effect/Scope"
+import * as ClientCodec from "../ClientCodec.js"
+import * as HandleState from "../HandleState.js"
+import * as NbdError from "../NbdError.js"
+import * as Protocol from "../Protocol.js"
+import { concat } from "./bytes.js"
+import type { HandleImpl } from "./handle.js"
+
+/** Tells the writer to shut the write side of the socket once everything before it is sent. */
+const END_OF_WRITES = Symbol("END_OF_WRITES")
+type Outgoing = Uint8Array | typeof END_OF_WRITES
+
+/** Writes are grouped into one socket write up to this size. */
+const WRITE_GROUP_BYTES = 1024 * 1024
+
+/** What a command waiting for its reply holds. */
+export interface Pending {
+  readonly type: number
+  readonly cookie: number
+  readonly offset: number
+  readonly count: number
+  /** Where read data goes; cleared when the caller stops waiting, so late data is dropped. */
+  buffer: Uint8Array | undefined
+  /** The first error a reply reported. */
+  error: NbdError.NbdError | undefined
+  dataSeen: number
+  readonly operation: string
+  readonly deferred: Deferred.Deferred<unknown, NbdError.NbdError>
+  /** Called for each structured read chunk and block-status chunk (the commands that take callbacks). */
+  readonly onChunk: ((header: ClientCodec.ChunkHeader, payload: Uint8Array) => NbdError.NbdError | void) | undefined
+}
+
+const errnoOf = (cause: unknown): string => {
+  const code = (cause as { readonly code?: unknown } | undefined)?.code
+  return typeof code === "string" ? code : ""
+}
+
+const describe = (cause: unknown): string =>
+  cause instanceof Error ? cause.message : typeof cause === "string" ? cause : "unknown error"
+
+/** Maps why the reader stopped to the error the handle reports. */
+const endError = (cause: unknown, inHandshake: boolean): NbdError.NbdError | undefined => {
+  if (cause instanceof ClientCodec.DecodeError)
+    return new NbdError.ProtocolError({ errno: cause.errno, operation: "recv", message: cause.message })
+  const socketError = cause as { readonly _tag?: string; readonly reason?: string; readonly cause?: unknown }
+  if (socketError?._tag === "SocketError" && socketError.reason === "Open")
+    return new NbdError.ConnectionError({
+      errno: errnoOf(socketError.cause),
+      operation: "connect",
+      message: `connect: ${describe(socketError.cause)}`,
+      cause: socketError.cause
+    })
+  if (socketError?._tag === "SocketError" && socketError.reason !== "Close")
+    return new NbdError.ConnectionError({
+      errno: errnoOf(socketError.cause) || "ECONNRESET",
+      operation: "recv",
+      message: `recv: ${describe(socketError.cause)}`,
+      cause: socketError.cause
+    })
+  if (inHandshake)
+    return new NbdError.ProtocolError({ errno: "", operation: "recv", message: "recv: server disconnected unexpectedly" })
+  return undefined
+}
+
+/**
+ * One connection: a reader that feeds the decoders, a writer that drains one queue, and the map of
+ * commands waiting for replies.
+ */
+export class Connection {
+  readonly handshake = new ClientCodec.HandshakeDecoder()
+  replies: ClientCodec.ReplyDecoder | undefined = undefined
+  readonly pending = new Map<number, Pending>()
+  /** Commands queued or waiting for a reply. */
+  inFlight = 0
+  nextCookie = 1
+  disconnectRequested = false
+  writing = false
+  private writesEnded = false
+  /** Set once the reader has stopped: the error it stopped with, or undefined for a clean end. */
+  ended: { readonly error: NbdError.NbdError | undefined } | undefined = undefined
+  readonly endedSignal: Deferred.Deferred<void>
+  private wake: (() => void) | undefined = undefined
+  private readonly outgoing: Queue.Queue<Outgoing>
+  private readerFiber: Fiber.RuntimeFiber<void> | undefined
+  private writerFiber: Fiber.RuntimeFiber<void> | undefined
+
+  private constructor(
+    readonly h: HandleImpl,
+    outgoing: Queue.Queue<Outgoing>,
+    endedSignal: Deferred.Deferred<void>
+  ) {
+    this.outgoing = outgoing
+    this.endedSignal = endedSignal
+  }
+
+  /** Starts the reader and the writer on the socket, in the given scope. */
+  static start(h: HandleImpl, socket: Socket.Socket, scope: Scope.Scope): Effect.Effect<Connection> {
+    return Effect.gen(function* () {
+      const outgoing = yield* Queue.unbounded<Outgoing>()
+      const conn = new Connection(h, outgoing, yield* Deferred.make<void>())
+      conn.readerFiber = yield* socket.run(conn.onBytes).pipe(
+        Effect.matchCauseEffect({
+          onSuccess: () => conn.terminate(undefined),
+          onFailure: (cause) => conn.terminate(Cause.squash(cause))
+        }),
+        Effect.forkIn(scope)
+      )
+      conn.writerFiber = yield* Effect.scoped(
+        Effect.flatMap(socket.writer, (write) => conn.writeLoop(write))
+      ).pipe(
+        Effect.catchAll((error) => conn.terminate(error)),
+        Effect.forkIn(scope)
+      )
+      return conn
+    })
+  }
+
+  /** True while a request is half-written or a reply half-read. */
+  busy(): boolean {
+    return this.writing || (this.replies !== undefined && !this.replies.idle)
+  }
+
+  private readonly onBytes = (chunk: Uint8Array): Effect.Effect<never, ClientCodec.DecodeError> | void => {
+    this.h.stats.bytesReceived += chunk.length
+    if (this.replies !== undefined) {
+      const error = this.replies.push(chunk)
+      if (error !== undefined) return Effect.fail(error)
+      return
+    }
+    this.handshake.push(chunk)
+    this.wake?.()
+  }
+
+  private writeLoop(
+    write: (chunk: Uint8Array) => Effect.Effect<void, Socket.SocketError>
+  ): Effect.Effect<void, Socket.SocketError> {
+    const self = this
+    return Effect.gen(function* () {
+      while (true) {
+        const items = yield* Queue.takeBetween(self.outgoing, 1, 4096)
+        let group: Array<Uint8Array> = []
+        let groupBytes = 0
+        for (const item of items) {
+          if (item === END_OF_WRITES) {
+            if (group.length > 0) yield* self.writeGroup(write, group)
+            return
+          }
+          group.push(item)
+          groupBytes += item.length
+          if (groupBytes >= WRITE_GROUP_BYTES) {
+            yield* self.writeGroup(write, group)
+            group = []
+            groupBytes = 0
+          }
+        }
+        if (group.length > 0) yield* self.writeGroup(write, group)
+      }
+    })
+  }
+
+  private writeGroup(
+    write: (chunk: Uint8Array) => Effect.Effect<void, Socket.SocketError>,
+    group: ReadonlyArray<Uint8Array>
+  ): Effect.Effect<void, Socket.SocketError> {
+    const bytes = group.length === 1 ? group[0]! : concat(group)
+    this.writing = true
+    this.h.stats.bytesSent += bytes.length
+    return Effect.ensuring(
+      write(bytes),
+      Effect.sync(() => {
+        this.writing = false
+      })
+    )
+  }
+
+  /** Queues bytes for the writer. */
+  send(bytes: Uint8Array): void {
+    this.h.stats.chunksSent += 1
+    Queue.unsafeOffer(this.outgoing, bytes)
+  }
+
+  /** Queues the end of the write side: the socket is half-closed once what is queued before it is sent. */
+  endWrites(): void {
+    if (this.writesEnded) return
+    this.writesEnded = true
+    Queue.unsafeOffer(this.outgoing, END_OF_WRITES)
+  }
+
+  /** Waits, at most `timeout`, for the writer to send everything queued once the write side is ending. */
+  drain(timeout: Duration.DurationInput): Effect.Effect<void> {
+    const writer = this.writerFiber
+    if (writer === undefined || !this.writesEnded) return Effect.void
+    return Effect.ignore(Effect.timeout(Fiber.await(writer), timeout))
+  }
+
+  /** Waits until `decode` yields a message from the handshake bytes, or the connection ends. */
+  awaitMessage<A>(decode: () => A | ClientCodec.DecodeError | undefined): Effect.Effect<A, NbdError.NbdError> {
+    const attempt = (): Exit.Exit<A, NbdError.NbdError> | undefined => {
+      const result = decode()
+      if (result instanceof ClientCodec.DecodeError)
+        return Exit.fail(new NbdError.ProtocolError({ errno: result.errno, operation: "handshake", message: result.message }))
+      if (result !== undefined) {
+        this.h.stats.chunksReceived += 1
+        return Exit.succeed(result)
+      }
+      if (this.ended !== undefined)
+        return Exit.fail(
+          this.ended.error ??
+            new NbdError.ProtocolError({ errno: "", operation: "recv", message: "recv: server disconnected unexpectedly" })
+        )
+      return undefined
+    }
+    return Effect.async<A, NbdError.NbdError>((resume) => {
+      const now = attempt()
+      if (now !== undefined) return resume(now)
+      this.wake = () => {
+        const later = attempt()
+        if (later !== undefined) {
+          this.wake = undefined
+          resume(later)
+        }
+      }
+      return Effect.sync(() => {
+        this.wake = undefined
+      })
+    })
+  }
+
+  /** Switches the reader to the transmission phase; bytes already buffered are decoded at once. */
+  startTransmission(): Effect.Effect<void, NbdError.NbdError> {
+    const mode: ClientCodec.ReplyMode = this.h.extendedHeaders
+      ? "extended"
+      : this.h.structuredReplies
+        ? "structured"
+        : "simple"
+    this.replies = new ClientCodec.ReplyDecoder(this.sink, mode)
+    const rest = this.handshake.rest()
+    const error = rest.length > 0 ? this.replies.push(rest) : undefined
+    return error === undefined ? Effect.void : this.terminate(error)
+  }
+
+  /** Registers a command and queues its request; the reply completes `pending.deferred`. */
+  submit(pending: Pending, request: Uint8Array): void {
+    this.pending.set(pending.cookie, pending)
+    this.inFlight += 1
+    this.send(request)
+  }
+
+  /** Ends the connection: fails every command still waiting, settles the state, stops reader and writer. */
+  terminate(cause: unknown): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      if (this.ended !== undefined) return Effect.void
+      const inHandshake = this.replies === undefined
+      const error = endError(cause, inHandshake)
+      this.ended = { error }
+      this.wake?.()
+      this.failPending("the connection was closed before the server replied")
+      const fibers = [this.readerFiber, this.writerFiber].filter((f): f is Fiber.RuntimeFiber<void> => f !== undefined)
+      return Effect.gen(this, function* () {
+        const state = yield* this.h.state.get
+        if (!HandleState.isClosed(state) && !HandleState.isDead(state))
+          yield* this.h.setState(error === undefined ? HandleState.Closed : HandleState.Dead(error))
+        yield* Deferred.succeed(this.endedSignal, undefined)
+        for (const fiber of fibers) yield* Fiber.interruptFork(fiber)
+      })
+    })
+  }
+
+  /** Fails every command still waiting with ENOTCONN. */
+  failPending(message: string): void {
+    for (const p of this.pending.values()) {
+      Deferred.unsafeDone(
+        p.deferred,
+        Exit.fail(new NbdError.ConnectionError({ errno: "ENOTCONN", operation: p.operation, message }))
+      )
+    }
+    this.pending.clear()
+    this.inFlight = 0
+  }
+
+  private complete(p: Pending): void {
+    this.pending.delete(p.cookie)
+    this.inFlight -= 1
+    if (p.error !== undefined) {
+      Deferred.unsafeDone(p.deferred, Exit.fail(p.error))
+      return
+    }
+    if (p.type === Protocol.Cmd.READ && p.dataSeen !== p.count) {
+      Deferred.unsafeDone(
+        p.deferred,
+        Exit.fail(
+          commandProtocolError(p, `server replied with ${p.dataSeen} bytes of data for a read of ${p.count} bytes`)
+        )
+      )
+      return
+    }
+    Deferred.unsafeDone(p.deferred, Exit.succeed(p.type === Protocol.Cmd.READ ? p.buffer : undefined))
+  }
+
+  private setError(p: Pending, error: NbdError.NbdError): void {
+    if (p.error === undefined) p.error = error
+  }
+
+  private readonly sink: ClientCodec.ReplySink = {
+    simpleReply: (cookie, error) => {
+      this.h.stats.chunksReceived += 1
+      const p = cookie === undefined ? undefined : this.pending.get(cookie)
+      if (p === undefined) {
+        // A successful simple reply to a read we don't know may carry data of unknown length.
+        if (error !== 0 || this.h.structuredReplies) return { length: 0, target: undefined }
+        return new ClientCodec.DecodeError({ errno: "EPROTO", message: "no matching cookie found for server reply" })
+      }
+      if (error !== 0) {
+        this.setError(p, serverError(p, error, ""))
+        this.complete(p)
+        return { length: 0, target: undefined }
+      }
+      if (p.type === Protocol.Cmd.READ) {
+        if (this.h.structuredReplies) {
+          this.setError(p, commandProtocolError(p, "server sent a simple reply to a read with structured replies on"))
+          this.complete(p)
+          return { length: 0, target: undefined }
+        }
+        p.dataSeen = p.count
+        return { length: p.count, target: p.buffer === undefined ? undefined : { buffer: p.buffer, at: 0 } }
+      }
+      this.complete(p)
+      return { length: 0, target: undefined }
+    },
+    simpleDataDone: (cookie) => {
+      const p = cookie === undefined ? undefined : this.pending.get(cookie)
+      if (p !== undefined) this.complete(p)
+    },
+    dataChunk: (header, offset, length) => {
+      this.h.stats.chunksReceived += 1
+      const p = this.lookup(header)
+      if (p === undefined) return undefined
+      if (p.type !== Protocol.Cmd.READ) {
+        this.setError(p, commandProtocolError(p, "server sent read data in reply to a command that is not a read"))
+        return undefined
+      }
+      const at = Number(offset) - p.offset
+      if (at < 0 || at + length > p.count)
+        return new ClientCodec.DecodeError({ errno: "EPROTO", message: "server sent read data outside the request" })
+      p.dataSeen += length
+      if (p.onChunk !== undefined) return undefined
+      return p.buffer === undefined ? undefined : { buffer: p.buffer, at }
+    },
+    dataChunkDone: (header) => {
+      const p = this.lookup(header)
+      if (p !== undefined && (header.flags & Protocol.REPLY_FLAG_DONE) !== 0) this.complete(p)
+    },
+    chunk: (header, payload) => {
+      this.h.stats.chunksReceived += 1
+      const p = this.lookup(header)
+      if (p === undefined) return
+      const result = this.onChunk(p, header, payload)
+      if (result instanceof ClientCodec.DecodeError) return result
+      if ((header.flags & Protocol.REPLY_FLAG_DONE) !== 0) this.complete(p)
+    }
+  }
+
+  private lookup(header: ClientCodec.ChunkHeader): Pending | undefined {
+    if (header.cookie === undefined) return undefined
+    const p = this.pending.get(header.cookie)
+    if (p === undefined) return undefined
+    // With extended headers the reply echoes the request's offset; anything else is not this command's.
+    if (header.offset !== undefined && Number(header.offset) !== p.offset) {
+      this.setError(p, commandProtocolError(p, "server sent a reply chunk with the wrong offset"))
+      return undefined
+    }
+    return p
+  }
+
+  private onChunk(p: Pending, header: ClientCodec.ChunkHeader, payload: Uint8Array): ClientCodec.DecodeError | void {
+    switch (header.type) {
+      case Protocol.ReplyType.NONE:
+        if (payload.length !== 0 || (header.flags & Protocol.REPLY_FLAG_DONE) === 0)
+          this.setError(p, commandProtocolError(p, "server sent an invalid NBD_REPLY_TYPE_NONE chunk"))
+        return
+      case Protocol.ReplyType.OFFSET_HOLE: {
+        if (p.type !== Protocol.Cmd.READ || payload.length !== 12) {
+          this.setError(p, commandProtocolError(p, "server sent an unexpected hole chunk"))
+          return
+        }
+        const view = new DataView(payload.buffer, payload.byteOffset, 12)
+        const at = Number(view.getBigUint64(0)) - p.offset
+        const size = view.getUint32(8)
+        if (at < 0 || at + size > p.count || size === 0)
+          return new ClientCodec.DecodeError({ errno: "EPROTO", message: "server sent a hole outside the request" })
+        p.dataSeen += size
+        if (p.buffer !== undefined && p.onChunk === undefined) p.buffer.fill(0, at, at + size)
+        break
+      }
+      case Protocol.ReplyType.ERROR:
+      case Protocol.ReplyType.ERROR_OFFSET: {
+        const parsed = ClientCodec.decodeErrorChunk(header.type, payload)
+        if (parsed instanceof ClientCodec.DecodeError) {
+          this.setError(p, commandProtocolError(p, parsed.message))
+          return
+        }
+        if (parsed.error === 0) {
+          this.setError(p, commandProtocolError(p, "server sent an error chunk with error value 0"))
+          return
+        }
+        this.setError(p, serverError(p, parsed.error, parsed.message))
+        break
+      }
+      case Protocol.ReplyType.OFFSET_DATA:
+        // Only reached when the chunk is too short to hold its offset.
+        this.setError(p, commandProtocolError(p, "server sent a data chunk that is too short"))
+        return
+      default:
+        if (p.onChunk === undefined) {
+          if (Protocol.isErrorChunk(header.type)) {
+            const error = payload.length >= 4 ? new DataView(payload.buffer, payload.byteOffset).getUint32(0) : 0
+            this.setError(p, serverError(p, error || Protocol.NbdErrno.EINVAL, ""))
+          } else this.setError(p, commandProtocolError(p, `server sent an unexpected reply chunk of type ${header.type}`))
+          return
+        }
+    }
+    if (p.onChunk !== undefined) {
+      const error = p.onChunk(header, payload)
+      if (error !== undefined) this.setError(p, error)
+    }
+  }
+}
+
+/** A command error carrying the server's errno. */
+export const serverError = (p: Pending, wire: number, message: string): NbdError.CommandError => {
+  const name = Protocol.commandName(p.type)
+  return new NbdError.CommandError({
+    errno: Protocol.errnoOfWire(wire),
+    operation: p.operation,
+    command: name,
+    message: `${name}: command failed${message ? `: ${message}` : ""}`
+  })
+}
+
+const commandProtocolError = (p: Pending, message: string): NbdError.ProtocolError =>
+  new NbdError.ProtocolError({ errno: "EPROTO", operation: p.operation, message })

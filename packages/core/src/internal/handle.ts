@@ -1,0 +1,201 @@
+import * as Effect from "effect/Effect"
+import type * as Scope from "effect/Scope"
+import * as SubscriptionRef from "effect/SubscriptionRef"
+import * as HandleState from "../HandleState.js"
+import * as NbdError from "../NbdError.js"
+import * as Protocol from "../Protocol.js"
+import type { Connection } from "./connection.js"
+
+export type TlsMode = "disable" | "allow" | "require"
+
+export interface Settings {
+  exportName: string
+  handleName: string
+  tls: TlsMode
+  tlsCertificates: string | undefined
+  tlsVerifyPeer: boolean
+  tlsUsername: string | undefined
+  tlsHostname: string | undefined
+  tlsPskFile: string | undefined
+  requestStructuredReplies: boolean
+  requestExtendedHeaders: boolean
+  requestMetaContext: boolean
+  metaContexts: Array<string>
+  fullInfo: boolean
+  requestBlockSize: boolean
+  handshakeFlags: number
+  strictMode: number
+  optMode: boolean
+}
+
+export interface BlockSizes {
+  readonly minimum: number
+  readonly preferred: number
+  readonly maximum: number
+}
+
+export interface ExportInfo {
+  size: bigint
+  flags: number
+  blockSizes: BlockSizes | undefined
+  canonicalName: string | undefined
+  description: string | undefined
+}
+
+export interface Stats {
+  bytesSent: number
+  chunksSent: number
+  bytesReceived: number
+  chunksReceived: number
+}
+
+export type ProtocolName = "oldstyle" | "newstyle" | "newstyle-fixed"
+
+let handleCounter = 0
+
+/** The mutable record behind a handle. The lifecycle state lives in a SubscriptionRef; the rest is plain. */
+export class HandleImpl {
+  readonly settings: Settings
+  connection: Connection | undefined = undefined
+  protocol: ProtocolName | undefined = undefined
+  handshakeFlags: number | undefined = undefined
+  structuredReplies = false
+  extendedHeaders = false
+  tlsNegotiated = false
+  info: ExportInfo | undefined = undefined
+  /** Negotiated meta contexts by id, or undefined when no SET_META_CONTEXT has succeeded. */
+  metaContexts: Map<number, string> | undefined = undefined
+  readonly stats: Stats = { bytesSent: 0, chunksSent: 0, bytesReceived: 0, chunksReceived: 0 }
+  /** Set when this handle's connection was first attempted: a handle connects once. */
+  connectAttempted = false
+
+  constructor(
+    readonly state: SubscriptionRef.SubscriptionRef<HandleState.HandleState>,
+    readonly scope: Scope.Scope,
+    settings: Partial<Settings>
+  ) {
+    handleCounter += 1
+    this.settings = {
+      exportName: "",
+      handleName: `nbd${handleCounter}`,
+      tls: "disable",
+      tlsCertificates: undefined,
+      tlsVerifyPeer: true,
+      tlsUsername: undefined,
+      tlsHostname: undefined,
+      tlsPskFile: undefined,
+      requestStructuredReplies: true,
+      requestExtendedHeaders: true,
+      requestMetaContext: true,
+      metaContexts: [],
+      fullInfo: false,
+      requestBlockSize: true,
+      handshakeFlags: Protocol.HANDSHAKE_FLAG_MASK,
+      strictMode: 0x7f,
+      optMode: false,
+      ...settings
+    }
+  }
+
+  /** The state as callers see it: Ready becomes Processing while a request or reply is half-way through. */
+  get currentState(): Effect.Effect<HandleState.HandleState> {
+    return Effect.map(SubscriptionRef.get(this.state), (s) =>
+      s._tag === "Ready" && this.connection?.busy() ? HandleState.Processing : s
+    )
+  }
+
+  setState(s: HandleState.HandleState): Effect.Effect<void> {
+    return SubscriptionRef.set(this.state, s)
+  }
+}
+
+/** The classes of states libnbd permits calls in. */
+export type Permitted = "created" | "connecting" | "negotiating" | "connected" | "closed" | "dead"
+
+const permittedText: Record<Permitted, string> = {
+  created: "newly created",
+  connecting: "connecting",
+  negotiating: "negotiating",
+  connected: "connected with the server",
+  closed: "shut down",
+  dead: "dead"
+}
+
+const classOf = (s: HandleState.HandleState): Permitted => {
+  switch (s._tag) {
+    case "Created":
+      return "created"
+    case "Connecting":
+      return "connecting"
+    case "Negotiating":
+      return "negotiating"
+    case "Ready":
+    case "Processing":
+      return "connected"
+    case "Closed":
+      return "closed"
+    case "Dead":
+      return "dead"
+  }
+}
+
+/** Fails unless the handle is in one of the permitted states, as libnbd does: ENOTCONN while created, else EINVAL. */
+export const checkState = (
+  h: HandleImpl,
+  operation: string,
+  permitted: ReadonlyArray<Permitted>
+): Effect.Effect<HandleState.HandleState, NbdError.InvalidStateError> =>
+  Effect.flatMap(SubscriptionRef.get(h.state), (s) =>
+    permitted.includes(classOf(s))
+      ? Effect.succeed(s)
+      : Effect.fail(
+          new NbdError.InvalidStateError({
+            errno: s._tag === "Created" ? "ENOTCONN" : "EINVAL",
+            operation,
+            message: `invalid state: ${HandleState.shortName(s)}: the handle must be ${permitted
+              .map((p) => permittedText[p])
+              .join(", or ")}`
+          })
+        )
+  )
+
+export const invalidArgument = (operation: string, message: string, errno = "EINVAL"): NbdError.InvalidArgumentError =>
+  new NbdError.InvalidArgumentError({ errno, operation, message })
+
+/** The export info, or EINVAL when the server has not sent it yet. */
+export const requireInfo = (h: HandleImpl, operation: string): Effect.Effect<ExportInfo, NbdError.InvalidStateError> =>
+  h.info !== undefined
+    ? Effect.succeed(h.info)
+    : Effect.fail(
+        new NbdError.InvalidStateError({
+          errno: "EINVAL",
+          operation,
+          message: "server has not returned export flags, you need to connect to the server first"
+        })
+      )
+
+/** Validates the advertised block sizes as libnbd does; invalid ones are ignored, not an error. */
+export const acceptBlockSizes = (sizes: BlockSizes): BlockSizes | undefined => {
+  const isPow2 = (n: number) => n > 0 && (n & (n - 1)) === 0
+  const { maximum, minimum, preferred } = sizes
+  if (!isPow2(minimum) || minimum > 65536) return undefined
+  if (!isPow2(preferred) || preferred < 512 || preferred < minimum) return undefined
+  if (maximum < preferred || (maximum % minimum !== 0 && maximum !== 0xffffffff)) return undefined
+  return sizes
+}
+
+/** libnbd's payload maximum: the advertised maximum clamped to [1 MiB, 64 MiB], else 32 MiB. */
+export const payloadMaximum = (info: ExportInfo | undefined): number => {
+  const max = info?.blockSizes?.maximum
+  if (max === undefined) return Protocol.Limits.DEFAULT_PAYLOAD_MAX
+  return Math.min(Protocol.Limits.MAX_REQUEST_SIZE, Math.max(1024 * 1024, max))
+}
+
+/** Fixes up the flags of an export as libnbd does when it learns them. */
+export const normaliseFlags = (h: HandleImpl, flags: number): number => {
+  let f = flags
+  if (!h.structuredReplies) f &= ~Protocol.TFlag.SEND_DF
+  if (!h.extendedHeaders) f &= ~Protocol.TFlag.BLOCK_STATUS_PAYLOAD
+  if ((f & Protocol.TFlag.SEND_WRITE_ZEROES) === 0) f &= ~Protocol.TFlag.SEND_FAST_ZERO
+  return f
+}

@@ -1,0 +1,315 @@
+import * as Effect from "effect/Effect"
+import * as ClientCodec from "../ClientCodec.js"
+import * as HandleState from "../HandleState.js"
+import * as NbdError from "../NbdError.js"
+import * as Protocol from "../Protocol.js"
+import type { Connection } from "./connection.js"
+import type { ExportInfo, HandleImpl } from "./handle.js"
+import { acceptBlockSizes, normaliseFlags } from "./handle.js"
+
+const protocolError = (operation: string, message: string): NbdError.ProtocolError =>
+  new NbdError.ProtocolError({ errno: "", operation, message })
+
+const escape = (s: string): string =>
+  s.replace(/[^\x20-\x7e]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`)
+
+/** libnbd's errno and wording for an option error reply (handle_reply_error). */
+export const optionErrorOf = (
+  h: HandleImpl,
+  operation: string,
+  reply: { readonly option: number; readonly type: number; readonly message: string }
+): NbdError.OptionError => {
+  const [errno, text] = ((): [string, string] => {
+    switch (reply.type) {
+      case Protocol.Rep.ERR_UNSUP:
+        return ["ENOTSUP", "the operation is not supported by the server"]
+      case Protocol.Rep.ERR_POLICY:
+        return ["", "server policy prevents the operation"]
+      case Protocol.Rep.ERR_PLATFORM:
+        return ["", "the operation is not supported by the server platform"]
+      case Protocol.Rep.ERR_INVALID:
+        return ["EINVAL", "the server rejected this operation as invalid"]
+      case Protocol.Rep.ERR_TOO_BIG:
+        return ["EINVAL", "the operation is too large to process"]
+      case Protocol.Rep.ERR_TLS_REQD:
+        return ["ENOTSUP", "the server requires TLS encryption first"]
+      case Protocol.Rep.ERR_UNKNOWN:
+        return ["ENOENT", `the server has no export named '${h.settings.exportName}'`]
+      case Protocol.Rep.ERR_SHUTDOWN:
+        return ["ESHUTDOWN", "the server is shutting down"]
+      case Protocol.Rep.ERR_BLOCK_SIZE_REQD:
+        return ["EINVAL", "the server requires specific block sizes"]
+      case Protocol.Rep.ERR_EXT_HEADER_REQD:
+        return ["EINVAL", "the server requires extended headers"]
+      default:
+        return ["", `handshake: unknown reply from the server: 0x${reply.type.toString(16)}`]
+    }
+  })()
+  return new NbdError.OptionError({
+    errno,
+    operation,
+    option: reply.option,
+    replyType: reply.type,
+    message: `${Protocol.optionName(reply.option)}: ${text}${reply.message ? `: ${escape(reply.message)}` : ""}`
+  })
+}
+
+const sendOption = (conn: Connection, option: number, data?: Uint8Array): void =>
+  conn.send(ClientCodec.encodeOption(option, data))
+
+const readReply = (conn: Connection, option: number) => conn.awaitMessage(() => conn.handshake.decodeOptionReply(option))
+
+/** Sends an option and collects its replies up to the final ACK or error. */
+const exchange = (
+  conn: Connection,
+  option: number,
+  data?: Uint8Array
+): Effect.Effect<
+  { readonly replies: ReadonlyArray<ClientCodec.OptionReply>; readonly final: ClientCodec.OptionReply },
+  NbdError.NbdError
+> =>
+  Effect.gen(function* () {
+    sendOption(conn, option, data)
+    const replies: Array<ClientCodec.OptionReply> = []
+    while (true) {
+      const reply = yield* readReply(conn, option)
+      if (reply._tag === "Ack" || reply._tag === "Error") return { replies, final: reply }
+      replies.push(reply)
+    }
+  })
+
+/** NBD_OPT_STRUCTURED_REPLY or NBD_OPT_EXTENDED_HEADERS: true when the server agreed. */
+export const negotiateFeature = (
+  h: HandleImpl,
+  conn: Connection,
+  option: typeof Protocol.Opt.STRUCTURED_REPLY | typeof Protocol.Opt.EXTENDED_HEADERS
+): Effect.Effect<boolean, NbdError.NbdError> =>
+  Effect.map(exchange(conn, option), ({ final, replies }) => {
+    if (replies.length > 0 || final._tag !== "Ack") return false
+    if (option === Protocol.Opt.EXTENDED_HEADERS) h.extendedHeaders = true
+    h.structuredReplies = true
+    return true
+  })
+
+/** NBD_OPT_SET_META_CONTEXT or NBD_OPT_LIST_META_CONTEXT with the given queries; returns the context names. */
+export const metaContextExchange = (
+  h: HandleImpl,
+  conn: Connection,
+  operation: string,
+  option: typeof Protocol.Opt.SET_META_CONTEXT | typeof Protocol.Opt.LIST_META_CONTEXT,
+  queries: ReadonlyArray<string>
+): Effect.Effect<ReadonlyArray<string>, NbdError.NbdError> =>
+  Effect.gen(function* () {
+    const data = ClientCodec.encodeMetaContextRequest(h.settings.exportName, queries)
+    const { final, replies } = yield* exchange(conn, option, data)
+    const contexts = new Map<number, string>()
+    for (const reply of replies) {
+      if (reply._tag !== "MetaContext")
+        return yield* Effect.fail(protocolError(operation, `handshake: unexpected option reply type to ${Protocol.optionName(option)}`))
+      contexts.set(reply.id, reply.name)
+    }
+    if (option === Protocol.Opt.SET_META_CONTEXT) h.metaContexts = final._tag === "Ack" ? contexts : new Map()
+    if (final._tag === "Error") {
+      const error = optionErrorOf(h, operation, final)
+      return yield* Effect.fail(error.errno === "" ? new NbdError.OptionError({ ...error, errno: "ENOTSUP" }) : error)
+    }
+    return Array.from(contexts.values())
+  })
+
+/** NBD_OPT_INFO or NBD_OPT_GO with the info requests the settings ask for. */
+const infoExchange = (
+  h: HandleImpl,
+  conn: Connection,
+  operation: string,
+  option: typeof Protocol.Opt.INFO | typeof Protocol.Opt.GO
+): Effect.Effect<ClientCodec.OptionReply, NbdError.NbdError> =>
+  Effect.gen(function* () {
+    const infos: Array<number> = []
+    if (h.settings.requestBlockSize) infos.push(Protocol.Info.BLOCK_SIZE)
+    if (h.settings.fullInfo) infos.push(Protocol.Info.NAME, Protocol.Info.DESCRIPTION)
+    const data = ClientCodec.encodeInfoRequest(h.settings.exportName, infos)
+    const { final, replies } = yield* exchange(conn, option, data)
+    if (final._tag !== "Ack") return final
+    const info: ExportInfo = {
+      size: -1n,
+      flags: 0,
+      blockSizes: undefined,
+      canonicalName: undefined,
+      description: undefined
+    }
+    for (const reply of replies) {
+      if (reply._tag !== "Info")
+        return yield* Effect.fail(protocolError(operation, `handshake: unexpected option reply type to ${Protocol.optionName(option)}`))
+      const i = reply.info
+      switch (i._tag) {
+        case "Export":
+          info.size = i.size
+          info.flags = i.transmissionFlags
+          break
+        case "BlockSize":
+          info.blockSizes = acceptBlockSizes(i)
+          break
+        case "Name":
+          info.canonicalName = i.name
+          break
+        case "Description":
+          info.description = i.description
+          break
+        case "Unknown":
+          break
+      }
+    }
+    if (info.size < 0n) return yield* Effect.fail(protocolError(operation, "handshake: server did not send export info"))
+    yield* setExportInfo(h, operation, info)
+    return final
+  })
+
+const setExportInfo = (h: HandleImpl, operation: string, info: ExportInfo): Effect.Effect<void, NbdError.NbdError> => {
+  if (info.flags === 0)
+    return Effect.fail(
+      new NbdError.ProtocolError({ errno: "EINVAL", operation, message: "handshake: invalid eflags == 0 from server" })
+    )
+  info.flags = normaliseFlags(h, info.flags)
+  h.info = info
+  return Effect.void
+}
+
+/** NBD_OPT_EXPORT_NAME: no error path; a server without the export closes the connection. */
+const exportName = (h: HandleImpl, conn: Connection, operation: string): Effect.Effect<void, NbdError.NbdError> =>
+  Effect.gen(function* () {
+    if (h.extendedHeaders)
+      return yield* Effect.fail(
+        new NbdError.InvalidStateError({
+          errno: "ENOTSUP",
+          operation,
+          message: "server does not support NBD_OPT_GO, which extended headers require"
+        })
+      )
+    sendOption(conn, Protocol.Opt.EXPORT_NAME, ClientCodec.encodeString(h.settings.exportName))
+    const noZeroes = ((h.handshakeFlags ?? 0) & Protocol.FLAG_NO_ZEROES) !== 0
+    const reply = yield* conn.awaitMessage(() => conn.handshake.decodeExportNameReply(noZeroes))
+    yield* setExportInfo(h, operation, {
+      size: reply.size,
+      flags: reply.transmissionFlags,
+      blockSizes: undefined,
+      canonicalName: undefined,
+      description: undefined
+    })
+  })
+
+/** Enters the transmission phase. */
+const finish = (h: HandleImpl, conn: Connection): Effect.Effect<void, NbdError.NbdError> =>
+  Effect.zipRight(conn.startTransmission(), h.setState(HandleState.Ready))
+
+/**
+ * SET_META_CONTEXT when asked for, then INFO or GO. Returns the server's error reply for INFO/GO (the caller
+ * decides whether it is fatal); GO's ERR_UNSUP falls back to EXPORT_NAME.
+ */
+export const goOrInfo = (
+  h: HandleImpl,
+  conn: Connection,
+  operation: string,
+  option: typeof Protocol.Opt.INFO | typeof Protocol.Opt.GO
+): Effect.Effect<void, NbdError.NbdError> =>
+  Effect.gen(function* () {
+    if (h.protocol === "newstyle") {
+      if (option === Protocol.Opt.INFO)
+        return yield* Effect.fail(notFixedNewstyle(operation))
+      yield* exportName(h, conn, operation)
+      return yield* finish(h, conn)
+    }
+    const contexts = h.settings.metaContexts
+    if (h.settings.requestMetaContext && h.structuredReplies && contexts.length > 0) {
+      // A refusal leaves no contexts negotiated; the connection goes on, as with libnbd.
+      yield* Effect.catchIf(
+        metaContextExchange(h, conn, operation, Protocol.Opt.SET_META_CONTEXT, contexts),
+        (e) => e._tag === "OptionError",
+        () => Effect.void
+      )
+    }
+    const final = yield* infoExchange(h, conn, operation, option)
+    if (final._tag === "Ack") {
+      if (option === Protocol.Opt.GO) yield* finish(h, conn)
+      return
+    }
+    if (final._tag === "Error" && final.type === Protocol.Rep.ERR_UNSUP && option === Protocol.Opt.GO) {
+      yield* exportName(h, conn, operation)
+      return yield* finish(h, conn)
+    }
+    const error = final._tag === "Error" ? optionErrorOf(h, operation, final) : protocolError(operation, "unexpected reply")
+    return yield* Effect.fail(error._tag === "OptionError" && error.errno === "" ? new NbdError.OptionError({ ...error, errno: "ENOTSUP" }) : error)
+  })
+
+export const notFixedNewstyle = (operation: string): NbdError.OptionError =>
+  new NbdError.OptionError({
+    errno: "ENOTSUP",
+    operation,
+    option: 0,
+    replyType: 0,
+    message: "server is not using fixed newstyle protocol"
+  })
+
+/** Sends NBD_OPT_ABORT and shuts the write side; libnbd does not wait for the ACK. */
+export const sendAbort = (conn: Connection): void => {
+  sendOption(conn, Protocol.Opt.ABORT)
+  conn.endWrites()
+}
+
+const tlsUnavailable = (operation: string, why: string): NbdError.OptionError =>
+  new NbdError.OptionError({
+    errno: "ENOTSUP",
+    operation,
+    option: Protocol.Opt.STARTTLS,
+    replyType: 0,
+    message: `handshake: ${why}, but handle TLS setting is 'require' (2)`
+  })
+
+/**
+ * The whole handshake, in libnbd's order: greeting, client flags, EXTENDED_HEADERS, STRUCTURED_REPLY, the
+ * pause in option mode, SET_META_CONTEXT, GO (or EXPORT_NAME).
+ */
+export const run = (h: HandleImpl, conn: Connection, operation: string): Effect.Effect<void, NbdError.NbdError> =>
+  Effect.gen(function* () {
+    const greeting = yield* conn.awaitMessage(() => conn.handshake.decodeGreeting())
+    const settings = h.settings
+    if (greeting._tag === "Oldstyle") {
+      if (settings.tls === "require") return yield* Effect.fail(tlsUnavailable(operation, "server is oldstyle"))
+      if (greeting.globalFlags !== 0)
+        return yield* Effect.fail(protocolError(operation, "handshake: oldstyle server should not set gflags"))
+      h.protocol = "oldstyle"
+      h.handshakeFlags = 0
+      yield* setExportInfo(h, operation, {
+        size: greeting.size,
+        flags: greeting.transmissionFlags,
+        blockSizes: undefined,
+        canonicalName: undefined,
+        description: undefined
+      })
+      return yield* finish(h, conn)
+    }
+    const flags = greeting.handshakeFlags & settings.handshakeFlags
+    const fixed = (flags & Protocol.FLAG_FIXED_NEWSTYLE) !== 0
+    h.handshakeFlags = flags
+    h.protocol = fixed ? "newstyle-fixed" : "newstyle"
+    if (!fixed && settings.tls === "require")
+      return yield* Effect.fail(tlsUnavailable(operation, "server is not using fixed newstyle"))
+    conn.send(ClientCodec.encodeClientFlags(flags))
+    if (!fixed) {
+      if (settings.optMode) return yield* h.setState(HandleState.Negotiating)
+      yield* exportName(h, conn, operation)
+      return yield* finish(h, conn)
+    }
+    if (settings.tls === "require") {
+      // Upgrading the connection needs a TLS-capable transport, which this handle was not given.
+      sendAbort(conn)
+      return yield* Effect.fail(tlsUnavailable(operation, "TLS is not available on this transport"))
+    }
+    if (settings.requestStructuredReplies && settings.requestExtendedHeaders)
+      yield* negotiateFeature(h, conn, Protocol.Opt.EXTENDED_HEADERS)
+    if (settings.requestStructuredReplies && !h.structuredReplies)
+      yield* negotiateFeature(h, conn, Protocol.Opt.STRUCTURED_REPLY)
+    if (settings.optMode) return yield* h.setState(HandleState.Negotiating)
+    yield* Effect.tapError(goOrInfo(h, conn, operation, Protocol.Opt.GO), (error) =>
+      error._tag === "OptionError" ? Effect.sync(() => sendAbort(conn)) : Effect.void
+    )
+  })
