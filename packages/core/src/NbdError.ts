@@ -93,7 +93,8 @@ const tags = new Set([
  * @since 0.1.0
  * @category guards
  */
-export const isNbdError = (u: unknown): u is NbdError => Predicate.isTagged(u, "_tag") && tags.has((u as any)._tag)
+export const isNbdError = (u: unknown): u is NbdError =>
+  Predicate.hasProperty(u, "_tag") && typeof u._tag === "string" && tags.has(u._tag)
 
 /**
  * A one-line description in libnbd's form: "operation: message: errno".
