@@ -943,6 +943,10 @@ export interface ReadOptions {
   readonly flags?: number
 }
 
+/** Whether a read count is one a buffer can be allocated for; other counts fail the command's checks. */
+const validCount = (count: number): boolean =>
+  Number.isSafeInteger(count) && count >= 0 && count <= Protocol.Limits.MAX_REQUEST_SIZE
+
 /**
  * Queues a read of `count` bytes at `offset`.
  * @since 0.1.0
@@ -956,7 +960,7 @@ export const aioPread = (
 ): Effect.Effect<Command<Uint8Array>, NbdError.NbdError> => {
   if (options.buffer !== undefined && options.buffer.length !== count)
     return Effect.fail(internal.invalidArgument("nbd_aio_pread", "buffer length does not match count"))
-  const buffer = options.buffer ?? (count <= Protocol.Limits.MAX_REQUEST_SIZE && Number.isSafeInteger(count) && count >= 0 ? new Uint8Array(count) : undefined)
+  const buffer = options.buffer ?? (validCount(count) ? new Uint8Array(count) : undefined)
   return commands.issue(toImpl(h), {
     operation: "nbd_aio_pread",
     type: Protocol.Cmd.READ,
@@ -1053,6 +1057,260 @@ export const flush = (h: Handle, options?: FlagOptions): Effect.Effect<void, Nbd
   Effect.flatMap(aioFlush(h, options), (c) => c.await)
 
 /**
+ * One chunk of a structured read: data, a hole (reads as zeroes), or an error at an offset.
+ * @since 0.1.0
+ * @category models
+ */
+export type ReadChunk = import("./internal/connection.js").ReadChunk
+
+/**
+ * The result of a structured read: the data (holes zeroed) and the chunks the server sent, in order.
+ * Without structured replies the whole read is one data chunk.
+ * @since 0.1.0
+ * @category models
+ */
+export interface StructuredRead {
+  readonly data: Uint8Array
+  readonly chunks: ReadonlyArray<ReadChunk>
+}
+
+/**
+ * Queues a read that reports the server's chunks (flags: DF, which asks for one data chunk).
+ * @since 0.1.0
+ * @category commands
+ */
+export const aioPreadStructured = (
+  h: Handle,
+  count: number,
+  offset: number | bigint,
+  options: FlagOptions = {}
+): Effect.Effect<Command<StructuredRead>, NbdError.NbdError> => {
+  const impl = toImpl(h)
+  const chunks: Array<ReadChunk> = []
+  const buffer = validCount(count) ? new Uint8Array(count) : undefined
+  return Effect.map(
+    commands.issue<Uint8Array>(impl, {
+      operation: "nbd_aio_pread_structured",
+      type: Protocol.Cmd.READ,
+      flags: options.flags ?? 0,
+      allowedFlags: Protocol.CmdFlag.DF,
+      offset,
+      count,
+      buffer,
+      chunks
+    }),
+    (command) => ({
+      cookie: command.cookie,
+      await: Effect.map(command.await, (data) => ({
+        data,
+        chunks: chunks.length === 0 && count > 0 ? [{ _tag: "Data" as const, offset: Number(offset), length: count }] : chunks
+      }))
+    })
+  )
+}
+
+/**
+ * A read that reports the server's chunks: data, holes and errors with their offsets.
+ * @since 0.1.0
+ * @category commands
+ */
+export const preadStructured = (
+  h: Handle,
+  count: number,
+  offset: number | bigint,
+  options?: FlagOptions
+): Effect.Effect<StructuredRead, NbdError.NbdError> =>
+  Effect.flatMap(aioPreadStructured(h, count, offset, options), (c) => c.await)
+
+const simpleCommand =
+  (operation: string, type: number, allowedFlags: number) =>
+  (h: Handle, count: number | bigint, offset: number | bigint, options: FlagOptions = {}): Effect.Effect<Command<void>, NbdError.NbdError> =>
+    commands.issue(toImpl(h), { operation, type, flags: options.flags ?? 0, allowedFlags, offset, count })
+
+/**
+ * Queues NBD_CMD_TRIM of `count` bytes at `offset` (flags: FUA).
+ * @since 0.1.0
+ * @category commands
+ */
+export const aioTrim = simpleCommand("nbd_aio_trim", Protocol.Cmd.TRIM, Protocol.CmdFlag.FUA)
+/**
+ * NBD_CMD_TRIM: the server may discard the range (flags: FUA).
+ * @since 0.1.0
+ * @category commands
+ */
+export const trim = (h: Handle, count: number | bigint, offset: number | bigint, options?: FlagOptions) =>
+  Effect.flatMap(aioTrim(h, count, offset, options), (c) => c.await)
+
+/**
+ * Queues NBD_CMD_CACHE of `count` bytes at `offset`.
+ * @since 0.1.0
+ * @category commands
+ */
+export const aioCache = simpleCommand("nbd_aio_cache", Protocol.Cmd.CACHE, 0)
+/**
+ * NBD_CMD_CACHE: asks the server to prefetch the range.
+ * @since 0.1.0
+ * @category commands
+ */
+export const cache = (h: Handle, count: number | bigint, offset: number | bigint, options?: FlagOptions) =>
+  Effect.flatMap(aioCache(h, count, offset, options), (c) => c.await)
+
+/**
+ * Queues NBD_CMD_WRITE_ZEROES of `count` bytes at `offset` (flags: FUA, NO_HOLE, FAST_ZERO).
+ * @since 0.1.0
+ * @category commands
+ */
+export const aioZero = simpleCommand(
+  "nbd_aio_zero",
+  Protocol.Cmd.WRITE_ZEROES,
+  Protocol.CmdFlag.FUA | Protocol.CmdFlag.NO_HOLE | Protocol.CmdFlag.FAST_ZERO
+)
+/**
+ * NBD_CMD_WRITE_ZEROES: the range reads as zeroes afterwards (flags: FUA, NO_HOLE, FAST_ZERO).
+ * @since 0.1.0
+ * @category commands
+ */
+export const zero = (h: Handle, count: number | bigint, offset: number | bigint, options?: FlagOptions) =>
+  Effect.flatMap(aioZero(h, count, offset, options), (c) => c.await)
+
+/**
+ * One block-status extent: its length and its flags in the context (for base:allocation, `STATE_HOLE`
+ * and `STATE_ZERO`).
+ * @since 0.1.0
+ * @category models
+ */
+export interface Extent {
+  readonly length: bigint
+  readonly flags: number
+}
+
+/**
+ * The extents one meta context reported, starting at the request's offset.
+ * @since 0.1.0
+ * @category models
+ */
+export interface BlockStatusEntry {
+  readonly context: string
+  readonly offset: bigint
+  readonly extents: ReadonlyArray<Extent>
+}
+
+const blockStatusCollector = (impl: internal.HandleImpl, operation: string, offset: number | bigint) => {
+  const entries: Array<BlockStatusEntry> = []
+  const onBlockStatus = (contextId: number, extents: ReadonlyArray<Extent>): NbdError.NbdError | void => {
+    const context = impl.metaContexts?.get(contextId)
+    if (context === undefined) return // an id we did not negotiate is ignored, as libnbd does
+    if (extents[0]?.length === 0n)
+      return new NbdError.ProtocolError({ errno: "EPROTO", operation, message: "server sent a zero-length extent" })
+    entries.push({ context, offset: BigInt(offset), extents })
+  }
+  return { entries, onBlockStatus }
+}
+
+/**
+ * Queues NBD_CMD_BLOCK_STATUS for every negotiated meta context (flags: REQ_ONE).
+ * @since 0.1.0
+ * @category commands
+ */
+export const aioBlockStatus = (
+  h: Handle,
+  count: number | bigint,
+  offset: number | bigint,
+  options: FlagOptions = {}
+): Effect.Effect<Command<ReadonlyArray<BlockStatusEntry>>, NbdError.NbdError> => {
+  const impl = toImpl(h)
+  const { entries, onBlockStatus } = blockStatusCollector(impl, "nbd_aio_block_status", offset)
+  return Effect.map(
+    commands.issue<void>(impl, {
+      operation: "nbd_aio_block_status",
+      type: Protocol.Cmd.BLOCK_STATUS,
+      flags: options.flags ?? 0,
+      allowedFlags: Protocol.CmdFlag.REQ_ONE,
+      offset,
+      count,
+      onBlockStatus
+    }),
+    (command) => ({ cookie: command.cookie, await: Effect.as(command.await, entries) })
+  )
+}
+
+/**
+ * NBD_CMD_BLOCK_STATUS: the extents of every negotiated meta context over the range (flags: REQ_ONE).
+ * @since 0.1.0
+ * @category commands
+ */
+export const blockStatus = (h: Handle, count: number | bigint, offset: number | bigint, options?: FlagOptions) =>
+  Effect.flatMap(aioBlockStatus(h, count, offset, options), (c) => c.await)
+
+/**
+ * Queues NBD_CMD_BLOCK_STATUS limited to the named contexts (needs extended headers and a server that
+ * advertises block-status payloads; flags: REQ_ONE, PAYLOAD_LEN).
+ * @since 0.1.0
+ * @category commands
+ */
+export const aioBlockStatusFilter = (
+  h: Handle,
+  count: number | bigint,
+  offset: number | bigint,
+  contexts: ReadonlyArray<string>,
+  options: FlagOptions = {}
+): Effect.Effect<Command<ReadonlyArray<BlockStatusEntry>>, NbdError.NbdError> =>
+  Effect.suspend(() => {
+    const impl = toImpl(h)
+    const operation = "nbd_aio_block_status_filter"
+    const strict = impl.settings.strictMode
+    let flags = options.flags ?? 0
+    if (strict & Strict.AUTO_FLAG) flags |= Protocol.CmdFlag.PAYLOAD_LEN
+    if (impl.info !== undefined && strict & Strict.COMMANDS) {
+      if (!impl.extendedHeaders)
+        return Effect.fail(internal.invalidArgument(operation, "server does not support extended headers", "ENOTSUP"))
+      if ((impl.info.flags & Protocol.TFlag.BLOCK_STATUS_PAYLOAD) === 0)
+        return Effect.fail(internal.invalidArgument(operation, "server does not support the block status payload"))
+    }
+    const ids: Array<number> = []
+    for (const name of contexts) {
+      const id = [...(impl.metaContexts ?? new Map<number, string>()).entries()].find(([, n]) => n === name)?.[0]
+      if (id === undefined) return Effect.fail(internal.invalidArgument(operation, `context ${name} not negotiated`))
+      ids.push(id)
+    }
+    const payloadLength = 8 + 4 * ids.length
+    if (payloadLength > internal.payloadMaximum(impl.info))
+      return Effect.fail(internal.invalidArgument(operation, "filter set too large", "ERANGE"))
+    const payload = new Uint8Array(payloadLength)
+    const view = new DataView(payload.buffer)
+    view.setBigUint64(0, BigInt(count))
+    ids.forEach((id, i) => view.setUint32(8 + 4 * i, id))
+    const { entries, onBlockStatus } = blockStatusCollector(impl, operation, offset)
+    return Effect.map(
+      commands.issue<void>(impl, {
+        operation,
+        type: Protocol.Cmd.BLOCK_STATUS,
+        flags,
+        allowedFlags: Protocol.CmdFlag.REQ_ONE | Protocol.CmdFlag.PAYLOAD_LEN,
+        offset,
+        count,
+        requestLength: (flags & Protocol.CmdFlag.PAYLOAD_LEN) !== 0 ? payloadLength : Number(count),
+        payload: (flags & Protocol.CmdFlag.PAYLOAD_LEN) !== 0 ? payload : undefined,
+        onBlockStatus
+      }),
+      (command) => ({ cookie: command.cookie, await: Effect.as(command.await, entries) })
+    )
+  })
+
+/**
+ * Block status limited to the named contexts (extended headers with the block-status payload).
+ * @since 0.1.0
+ * @category commands
+ */
+export const blockStatusFilter = (
+  h: Handle,
+  count: number | bigint,
+  offset: number | bigint,
+  contexts: ReadonlyArray<string>,
+  options?: FlagOptions
+) => Effect.flatMap(aioBlockStatusFilter(h, count, offset, contexts, options), (c) => c.await)
+
+/**
  * Commands queued or waiting for a reply.
  * @since 0.1.0
  * @category commands
@@ -1076,16 +1334,21 @@ export const aioDisconnect = (h: Handle): Effect.Effect<void, NbdError.NbdError>
 
 /**
  * Ends the connection gracefully: in option mode NBD_OPT_ABORT; otherwise NBD_CMD_DISC after the commands
- * already queued, then waits until the server has closed the connection.
+ * already queued, then waits until the server has closed the connection. With `abandonPending`, commands
+ * not yet sent fail with ENOTCONN and are never sent.
  * @since 0.1.0
  * @category commands
  */
-export const shutdown = (h: Handle): Effect.Effect<void, NbdError.NbdError> =>
+export const shutdown = (
+  h: Handle,
+  options: { readonly abandonPending?: boolean } = {}
+): Effect.Effect<void, NbdError.NbdError> =>
   Effect.gen(function* () {
     const impl = toImpl(h)
     const s = yield* internal.checkState(impl, "nbd_shutdown", ["negotiating", "connected"])
     if (HandleState.isNegotiating(s)) return yield* optAbort(h)
     const conn = impl.connection!
+    if (options.abandonPending) conn.abandonUnsent("nbd_shutdown")
     if (!conn.disconnectRequested) yield* commands.disconnect(impl, "nbd_shutdown")
     yield* Deferred.await(conn.endedSignal)
   })

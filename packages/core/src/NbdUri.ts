@@ -46,7 +46,7 @@ const bad = (uri: string, why: string): NbdError.InvalidArgumentError =>
  * @category parsing
  */
 export const parse = (uri: string): Effect.Effect<NbdUri, NbdError.InvalidArgumentError> =>
-  Effect.suspend(() => {
+  Effect.suspend((): Effect.Effect<NbdUri, NbdError.InvalidArgumentError> => {
     let url: URL
     try {
       url = new URL(uri)

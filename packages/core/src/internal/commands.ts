@@ -28,10 +28,13 @@ export interface CommandSpec {
   readonly allowedFlags: number
   readonly offset: number | bigint
   readonly count: number | bigint
+  /** The request's length field when it is not the count (block status with a filter payload). */
+  readonly requestLength?: number
   readonly payload?: Uint8Array | undefined
   /** For reads: the buffer the data goes into. */
   readonly buffer?: Uint8Array | undefined
-  readonly onChunk?: Pending["onChunk"]
+  readonly chunks?: Pending["chunks"]
+  readonly onBlockStatus?: Pending["onBlockStatus"]
 }
 
 /**
@@ -168,11 +171,20 @@ export const issue = <A>(h: HandleImpl, spec: CommandSpec): Effect.Effect<Comman
         buffer: spec.buffer,
         error: undefined,
         dataSeen: 0,
+        sent: false,
+        abandoned: false,
         operation: spec.operation,
         deferred,
-        onChunk: spec.onChunk
+        chunks: spec.chunks,
+        onBlockStatus: spec.onBlockStatus
       }
-      const header: ClientCodec.RequestHeader = { flags: spec.flags, type: spec.type, cookie, offset, length: count }
+      const header: ClientCodec.RequestHeader = {
+        flags: spec.flags,
+        type: spec.type,
+        cookie,
+        offset,
+        length: spec.requestLength ?? count
+      }
       conn.submit(pending, ClientCodec.encodeRequest(header, h.extendedHeaders, spec.payload))
       return {
         cookie: BigInt(cookie),

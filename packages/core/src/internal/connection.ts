@@ -16,10 +16,16 @@ import type { HandleImpl } from "./handle.js"
 
 /** Tells the writer to shut the write side of the socket once everything before it is sent. */
 const END_OF_WRITES = Symbol("END_OF_WRITES")
-type Outgoing = Uint8Array | typeof END_OF_WRITES
+type Outgoing = Uint8Array | { readonly bytes: Uint8Array; readonly pending: Pending } | typeof END_OF_WRITES
 
 /** Writes are grouped into one socket write up to this size. */
 const WRITE_GROUP_BYTES = 1024 * 1024
+
+/** One chunk of a structured read, as libnbd's chunk callback sees it. */
+export type ReadChunk =
+  | { readonly _tag: "Data"; readonly offset: number; readonly length: number }
+  | { readonly _tag: "Hole"; readonly offset: number; readonly length: number }
+  | { readonly _tag: "Error"; readonly offset: number; readonly errno: string; readonly message: string }
 
 /** What a command waiting for its reply holds. */
 export interface Pending {
@@ -32,10 +38,18 @@ export interface Pending {
   /** The first error a reply reported. */
   error: NbdError.NbdError | undefined
   dataSeen: number
+  /** Set by the writer once the request is handed to the socket. */
+  sent: boolean
+  /** Set when the command was failed before being sent: the writer skips it. */
+  abandoned: boolean
   readonly operation: string
   readonly deferred: Deferred.Deferred<unknown, NbdError.NbdError>
-  /** Called for each structured read chunk and block-status chunk (the commands that take callbacks). */
-  readonly onChunk: ((header: ClientCodec.ChunkHeader, payload: Uint8Array) => NbdError.NbdError | void) | undefined
+  /** For structured reads: the chunks as they arrived (data, holes, errors with offsets). */
+  readonly chunks: Array<ReadChunk> | undefined
+  /** For block status: receives each BLOCK_STATUS or BLOCK_STATUS_EXT chunk payload. */
+  readonly onBlockStatus:
+    | ((contextId: number, extents: ReadonlyArray<ClientCodec.Extent>) => NbdError.NbdError | void)
+    | undefined
 }
 
 const errnoOf = (cause: unknown): string => {
@@ -153,8 +167,15 @@ export class Connection {
             if (group.length > 0) yield* self.writeGroup(write, group)
             return
           }
-          group.push(item)
-          groupBytes += item.length
+          let bytes: Uint8Array
+          if (item instanceof Uint8Array) bytes = item
+          else {
+            if (item.pending.abandoned) continue
+            item.pending.sent = true
+            bytes = item.bytes
+          }
+          group.push(bytes)
+          groupBytes += bytes.length
           if (groupBytes >= WRITE_GROUP_BYTES) {
             yield* self.writeGroup(write, group)
             group = []
@@ -251,7 +272,28 @@ export class Connection {
   submit(pending: Pending, request: Uint8Array): void {
     this.pending.set(pending.cookie, pending)
     this.inFlight += 1
-    this.send(request)
+    this.h.stats.chunksSent += 1
+    Queue.unsafeOffer(this.outgoing, { bytes: request, pending })
+  }
+
+  /** Fails with ENOTCONN every command the writer has not yet handed to the socket; they are never sent. */
+  abandonUnsent(operation: string): void {
+    for (const p of this.pending.values()) {
+      if (p.sent) continue
+      p.abandoned = true
+      this.pending.delete(p.cookie)
+      this.inFlight -= 1
+      Deferred.unsafeDone(
+        p.deferred,
+        Exit.fail(
+          new NbdError.ConnectionError({
+            errno: "ENOTCONN",
+            operation: p.operation,
+            message: `abandoned by ${operation} before it was sent`
+          })
+        )
+      )
+    }
   }
 
   /** Ends the connection: fails every command still waiting, settles the state, stops reader and writer. */
@@ -351,7 +393,7 @@ export class Connection {
       if (at < 0 || at + length > p.count)
         return new ClientCodec.DecodeError({ errno: "EPROTO", message: "server sent read data outside the request" })
       p.dataSeen += length
-      if (p.onChunk !== undefined) return undefined
+      p.chunks?.push({ _tag: "Data", offset: p.offset + at, length })
       return p.buffer === undefined ? undefined : { buffer: p.buffer, at }
     },
     dataChunkDone: (header) => {
@@ -397,8 +439,9 @@ export class Connection {
         if (at < 0 || at + size > p.count || size === 0)
           return new ClientCodec.DecodeError({ errno: "EPROTO", message: "server sent a hole outside the request" })
         p.dataSeen += size
-        if (p.buffer !== undefined && p.onChunk === undefined) p.buffer.fill(0, at, at + size)
-        break
+        p.buffer?.fill(0, at, at + size)
+        p.chunks?.push({ _tag: "Hole", offset: p.offset + at, length: size })
+        return
       }
       case Protocol.ReplyType.ERROR:
       case Protocol.ReplyType.ERROR_OFFSET: {
@@ -411,25 +454,37 @@ export class Connection {
           this.setError(p, commandProtocolError(p, "server sent an error chunk with error value 0"))
           return
         }
-        this.setError(p, serverError(p, parsed.error, parsed.message))
-        break
+        const error = serverError(p, parsed.error, parsed.message)
+        this.setError(p, error)
+        if (parsed.offset !== undefined)
+          p.chunks?.push({ _tag: "Error", offset: Number(parsed.offset), errno: error.errno, message: parsed.message })
+        return
+      }
+      case Protocol.ReplyType.BLOCK_STATUS:
+      case Protocol.ReplyType.BLOCK_STATUS_EXT: {
+        const expected = this.h.extendedHeaders ? Protocol.ReplyType.BLOCK_STATUS_EXT : Protocol.ReplyType.BLOCK_STATUS
+        if (p.onBlockStatus === undefined || header.type !== expected) {
+          this.setError(p, commandProtocolError(p, "server sent an unexpected block status chunk"))
+          return
+        }
+        const parsed = ClientCodec.decodeBlockStatus(header.type, payload)
+        if (parsed instanceof ClientCodec.DecodeError) {
+          this.setError(p, commandProtocolError(p, parsed.message))
+          return
+        }
+        const error = p.onBlockStatus(parsed.contextId, parsed.extents)
+        if (error !== undefined) this.setError(p, error)
+        return
       }
       case Protocol.ReplyType.OFFSET_DATA:
         // Only reached when the chunk is too short to hold its offset.
         this.setError(p, commandProtocolError(p, "server sent a data chunk that is too short"))
         return
       default:
-        if (p.onChunk === undefined) {
-          if (Protocol.isErrorChunk(header.type)) {
-            const error = payload.length >= 4 ? new DataView(payload.buffer, payload.byteOffset).getUint32(0) : 0
-            this.setError(p, serverError(p, error || Protocol.NbdErrno.EINVAL, ""))
-          } else this.setError(p, commandProtocolError(p, `server sent an unexpected reply chunk of type ${header.type}`))
-          return
-        }
-    }
-    if (p.onChunk !== undefined) {
-      const error = p.onChunk(header, payload)
-      if (error !== undefined) this.setError(p, error)
+        if (Protocol.isErrorChunk(header.type)) {
+          const error = payload.length >= 4 ? new DataView(payload.buffer, payload.byteOffset).getUint32(0) : 0
+          this.setError(p, serverError(p, error || Protocol.NbdErrno.EINVAL, ""))
+        } else this.setError(p, commandProtocolError(p, `server sent an unexpected reply chunk of type ${header.type}`))
     }
   }
 }
