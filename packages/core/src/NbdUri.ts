@@ -40,6 +40,26 @@ const schemes: Record<string, { readonly unix: boolean; readonly tls: boolean }>
 const bad = (uri: string, why: string): NbdError.InvalidArgumentError =>
   new NbdError.InvalidArgumentError({ errno: "EINVAL", operation: "nbd_connect_uri", message: `${why}: ${uri}` })
 
+/** RFC 3986 queries, as libnbd reads them: `&` or `;` between parameters, only `%XX` decoded (`+` is a plus). */
+const parseQuery = (search: string): Map<string, string> | undefined => {
+  const query = new Map<string, string>()
+  for (const part of search.replace(/^\?/, "").split(/[&;]/)) {
+    if (part === "") continue
+    const eq = part.indexOf("=")
+    try {
+      query.set(
+        decodeURIComponent(eq < 0 ? part : part.slice(0, eq)),
+        eq < 0 ? "" : decodeURIComponent(part.slice(eq + 1))
+      )
+    } catch {
+      return undefined
+    }
+  }
+  return query
+}
+
+const encodeQueryValue = (v: string): string => encodeURIComponent(v).replace(/%2F/g, "/")
+
 /**
  * Parses an NBD URI, failing with EINVAL and the reason for anything malformed or unsupported.
  * @since 0.1.0
@@ -55,6 +75,8 @@ export const parse = (uri: string): Effect.Effect<NbdUri, NbdError.InvalidArgume
     }
     const scheme = schemes[url.protocol]
     if (scheme === undefined) return Effect.fail(bad(uri, `unknown NBD URI scheme ${url.protocol.slice(0, -1)}`))
+    if (!uri.slice(url.protocol.length).startsWith("//"))
+      return Effect.fail(bad(uri, `URI must begin with '${url.protocol}//'`))
     if (url.username !== "" || url.password !== "") return Effect.fail(bad(uri, "user information is not supported"))
     let exportName: string
     try {
@@ -63,13 +85,20 @@ export const parse = (uri: string): Effect.Effect<NbdUri, NbdError.InvalidArgume
       return Effect.fail(bad(uri, "invalid percent-encoding in the export name"))
     }
     if (new TextEncoder().encode(exportName).length > Protocol.Limits.MAX_STRING)
-      return Effect.fail(bad(uri, "export name is longer than 4096 bytes"))
-    const query = new Map<string, string>()
-    for (const [key, value] of url.searchParams) query.set(key, value)
+      return Effect.fail(
+        new NbdError.InvalidArgumentError({
+          errno: "ENAMETOOLONG",
+          operation: "nbd_connect_uri",
+          message: `export name is longer than 4096 bytes: ${uri.slice(0, 80)}...`
+        })
+      )
+    const query = parseQuery(url.search)
+    if (query === undefined) return Effect.fail(bad(uri, "invalid percent-encoding in the query"))
     const socket = query.get("socket")
     query.delete("socket")
     if (scheme.unix) {
-      if (url.hostname !== "" || url.port !== "") return Effect.fail(bad(uri, "a Unix socket URI takes no host or port"))
+      if (url.hostname !== "" || url.port !== "")
+        return Effect.fail(bad(uri, "a Unix socket URI takes no host or port"))
       if (socket === undefined || socket === "") return Effect.fail(bad(uri, "missing socket= query parameter"))
       return Effect.succeed({ transport: { _tag: "Unix", path: socket }, tls: scheme.tls, exportName, query })
     }
@@ -92,7 +121,7 @@ export const format = (uri: {
   readonly query?: ReadonlyMap<string, string>
 }): string => {
   const path = `/${encodeURIComponent(uri.exportName ?? "").replace(/%2F/g, "/")}`
-  const params = new URLSearchParams()
+  const params = new Map<string, string>()
   const s = uri.tls ? "nbds" : "nbd"
   let base: string
   if (uri.transport._tag === "Unix") {
@@ -104,6 +133,6 @@ export const format = (uri: {
     base = `${s}://${host}${port}${path}`
   }
   for (const [k, v] of uri.query ?? []) params.set(k, v)
-  const q = params.toString().replace(/%2F/g, "/")
+  const q = Array.from(params, ([k, v]) => `${encodeURIComponent(k)}=${encodeQueryValue(v)}`).join("&")
   return q === "" ? base : `${base}?${q}`
 }
