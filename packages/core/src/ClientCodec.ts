@@ -214,9 +214,7 @@ const decodeInfo = (data: Uint8Array): InfoReply | DecodeError => {
     case Protocol.Info.DESCRIPTION: {
       if (data.length > 2 + Protocol.Limits.MAX_STRING) return fail("handshake: invalid NBD_INFO_NAME length")
       const text = fromUtf8(data.subarray(2))
-      return infoType === Protocol.Info.NAME
-        ? { _tag: "Name", name: text }
-        : { _tag: "Description", description: text }
+      return infoType === Protocol.Info.NAME ? { _tag: "Name", name: text } : { _tag: "Description", description: text }
     }
     case Protocol.Info.BLOCK_SIZE:
       if (data.length !== 14) return fail("handshake: invalid NBD_INFO_BLOCK_SIZE length")
@@ -244,8 +242,9 @@ export class HandshakeDecoder {
     return this.queue.available
   }
 
+  /** Copies the bytes: a transport may reuse its read buffer once this returns. */
   push(chunk: Uint8Array): void {
-    this.queue.push(chunk)
+    this.queue.push(chunk.slice())
   }
 
   /** The greeting: 18 bytes from a newstyle server, 152 from an oldstyle one. */

@@ -6,17 +6,18 @@
  */
 import { Nbd, NbdUri } from "@effect-nbd/core"
 import type { NbdError } from "@effect-nbd/core"
-import type * as Socket from "@effect/platform/Socket"
-import * as NodeSocket from "@effect/platform-node/NodeSocket"
+import * as Socket from "@effect/platform/Socket"
 import * as Effect from "effect/Effect"
-import type * as Layer from "effect/Layer"
+import * as Layer from "effect/Layer"
+import * as NodeSocket from "./internal/socket.js"
 
 /**
  * A `Socket` layer that connects to a Unix socket.
  * @since 0.1.0
  * @category layers
  */
-export const layerUnix = (path: string): Layer.Layer<Socket.Socket> => NodeSocket.layerNet({ path }) as Layer.Layer<Socket.Socket>
+export const layerUnix = (path: string): Layer.Layer<Socket.Socket> =>
+  Layer.sync(Socket.Socket, () => NodeSocket.make({ path }))
 
 /**
  * A `Socket` layer that connects over TCP (Nagle off, as libnbd sets TCP_NODELAY).
@@ -24,7 +25,7 @@ export const layerUnix = (path: string): Layer.Layer<Socket.Socket> => NodeSocke
  * @category layers
  */
 export const layerTcp = (host: string, port: number): Layer.Layer<Socket.Socket> =>
-  NodeSocket.layerNet({ host, port, noDelay: true }) as Layer.Layer<Socket.Socket>
+  Layer.sync(Socket.Socket, () => NodeSocket.make({ host, port, noDelay: true }))
 
 /**
  * Begins connecting to a Unix socket (nbd_aio_connect_unix).
@@ -69,7 +70,9 @@ export const aioConnectUri = (h: Nbd.Handle, uri: string): Effect.Effect<void, N
     yield* Nbd.setExportName(h, parsed.exportName)
     if (parsed.tls) yield* Nbd.setTls(h, "require")
     const transport = parsed.transport
-    yield* transport._tag === "Unix" ? aioConnectUnix(h, transport.path) : aioConnectTcp(h, transport.host, transport.port)
+    yield* transport._tag === "Unix"
+      ? aioConnectUnix(h, transport.path)
+      : aioConnectTcp(h, transport.host, transport.port)
   })
 
 /**
