@@ -196,7 +196,11 @@ export const optionMetaContext = (option: number, id: number, name: string): Uin
 export const optionError = (option: number, type: number, message?: string): Uint8Array => {
   if (message === undefined || message.length === 0) return optionReply(option, type)
   const m = utf8(message)
-  return optionReply(option, type, m.length > Protocol.Limits.MAX_STRING ? m.subarray(0, Protocol.Limits.MAX_STRING) : m)
+  return optionReply(
+    option,
+    type,
+    m.length > Protocol.Limits.MAX_STRING ? m.subarray(0, Protocol.Limits.MAX_STRING) : m
+  )
 }
 
 /**
@@ -709,7 +713,13 @@ export class Decoder {
     if (this.queue.available < pending.length) return undefined
     this.pendingOption = undefined
     const data = this.queue.take(pending.length)
-    return { _tag: "Option", option: pending.option, length: pending.length, data, body: parseOption(pending.option, data) }
+    return {
+      _tag: "Option",
+      option: pending.option,
+      length: pending.length,
+      data,
+      body: parseOption(pending.option, data)
+    }
   }
 
   private nextRequest(): Request | DecodeError | undefined {

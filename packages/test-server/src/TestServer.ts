@@ -1,0 +1,391 @@
+/**
+ * An in-process NBD server for tests, CI and demos: `TestServer.layer(config)` serves exports on a Unix
+ * socket or a TCP port for the layer's scope, and tells its `uri` and `address`.
+ *
+ * @example
+ * ```ts
+ * import { TestServer } from "@effect-nbd/test-server"
+ * import * as Effect from "effect/Effect"
+ *
+ * const program = Effect.gen(function* () {
+ *   const server = yield* TestServer.TestServer
+ *   console.log(server.uri) // nbd+unix:///?socket=/tmp/effect-nbd-XXXX/nbd.sock
+ * }).pipe(Effect.provide(TestServer.layer({ exports: [{ name: "", size: 1n << 30n }] })))
+ * ```
+ *
+ * @since 0.1.0
+ */
+import * as NodeSocketServer from "@effect/platform-node/NodeSocketServer"
+import * as NodeSocket from "@effect/platform-node/NodeSocket"
+import * as Protocol from "@effect-nbd/core/Protocol"
+import * as Context from "effect/Context"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as ParseResult from "effect/ParseResult"
+import * as Schema from "effect/Schema"
+import type * as Scope from "effect/Scope"
+import * as Fs from "node:fs"
+import * as Os from "node:os"
+import * as Path from "node:path"
+import * as Backend from "./Backend.js"
+import * as Connection from "./internal/connection.js"
+
+// -----------------------------------------------------------------------------
+// configuration
+// -----------------------------------------------------------------------------
+
+const utf8Length = (s: string): number => Buffer.byteLength(s, "utf8")
+
+/**
+ * An export size: a bigint or a non-negative integer number, at most 2^63 - 1. Decodes to a bigint.
+ *
+ * @since 0.1.0
+ * @category config
+ */
+export const Size = Schema.Union(Schema.BigIntFromSelf, Schema.Number.pipe(Schema.int(), Schema.nonNegative())).pipe(
+  Schema.transform(Schema.BigIntFromSelf, {
+    strict: true,
+    decode: (n) => BigInt(n),
+    encode: (n) => n
+  }),
+  Schema.filter((n) => (n >= 0n && n <= Backend.MAX_SIZE) || "an export size lies between 0 and 2^63 - 1")
+)
+
+/**
+ * A backend: the name of a built-in one (sized by the export) or a ready `Backend`.
+ *
+ * @since 0.1.0
+ * @category config
+ */
+export const BackendSpec = Schema.Union(
+  Schema.Literal("memory", "null", "pattern"),
+  Schema.declare(Backend.isBackend, { identifier: "Backend" })
+)
+
+/**
+ * One export: its name ("" is the default export), size, optional description, read-only flag and backend
+ * (default "memory", sparse).
+ *
+ * @since 0.1.0
+ * @category config
+ */
+export const ExportConfig = Schema.Struct({
+  name: Schema.String.pipe(Schema.filter((s) => utf8Length(s) <= 4096 || "an export name has at most 4096 bytes")),
+  size: Size,
+  description: Schema.optional(
+    Schema.String.pipe(Schema.filter((s) => utf8Length(s) <= 4096 || "a description has at most 4096 bytes"))
+  ),
+  readOnly: Schema.optional(Schema.Boolean),
+  backend: Schema.optional(BackendSpec)
+})
+
+/**
+ * Where the server listens: a Unix socket (default: a fresh temporary path) or a TCP port on a host
+ * (default port 0, ephemeral; default host 127.0.0.1).
+ *
+ * @since 0.1.0
+ * @category config
+ */
+export const Listen = Schema.Union(
+  Schema.TaggedStruct("Unix", { path: Schema.optional(Schema.String.pipe(Schema.nonEmptyString())) }),
+  Schema.TaggedStruct("Tcp", {
+    port: Schema.optional(Schema.Number.pipe(Schema.int(), Schema.between(0, 65535))),
+    host: Schema.optional(Schema.String)
+  })
+)
+
+const isPowerOfTwo = (n: number): boolean => n > 0 && Number.isInteger(Math.log2(n))
+
+/**
+ * Block size constraints to advertise (default minimum 1, preferred 4096, maximum 32 MiB). The maximum is
+ * also the largest read or write payload the server accepts.
+ *
+ * @since 0.1.0
+ * @category config
+ */
+export const BlockSize = Schema.Struct({
+  minimum: Schema.Number.pipe(Schema.int(), Schema.between(1, 65536)),
+  preferred: Schema.Number.pipe(Schema.int(), Schema.positive()),
+  maximum: Schema.Number.pipe(Schema.int(), Schema.between(1, 0xffffffff))
+}).pipe(
+  Schema.filter((b) => {
+    if (!isPowerOfTwo(b.minimum)) return "the minimum block size is a power of two"
+    if (!isPowerOfTwo(b.preferred) || b.preferred < Math.max(b.minimum, 512))
+      return "the preferred block size is a power of two, at least the minimum and 512"
+    if (b.maximum < b.preferred) return "the maximum payload is at least the preferred block size"
+    return true
+  })
+)
+
+/**
+ * The command kinds a fault can target, by libnbd's names.
+ *
+ * @since 0.1.0
+ * @category config
+ */
+export const CommandKind = Schema.Literal("read", "write", "flush", "trim", "cache", "write-zeroes", "block-status")
+
+/**
+ * A fault: answer a kind of command with an error (an NBD errno name) at a rate in [0, 1] (default 1).
+ *
+ * @since 0.1.0
+ * @category config
+ */
+export const Fault = Schema.Struct({
+  command: CommandKind,
+  errno: Schema.Literal("EPERM", "EIO", "ENOMEM", "EINVAL", "ENOSPC", "EOVERFLOW", "ENOTSUP", "ESHUTDOWN"),
+  rate: Schema.optional(Schema.Number.pipe(Schema.between(0, 1)))
+})
+
+/**
+ * The server's configuration. Every field is optional.
+ *
+ * - `listen`: `{ _tag: "Unix", path? }` (default, a fresh temporary path) or `{ _tag: "Tcp", port?, host? }`.
+ * - `exports`: default one export "" of 1 GiB on the memory backend.
+ * - `protocol`: "fixed-newstyle" (default), "newstyle" (non-fixed: only NBD_OPT_EXPORT_NAME) or "oldstyle"
+ *   (the first export's greeting, then transmission).
+ * - `structuredReplies`, `extendedHeaders`, `noZeroes`: offered to clients (default true).
+ * - `blockSize`: advertised constraints (default 1 / 4096 / 32 MiB).
+ * - `outOfOrder`: answer requests out of order and split reads into reordered chunks (default false).
+ * - `faults`: errors to inject by command kind.
+ *
+ * @since 0.1.0
+ * @category config
+ */
+export const Config = Schema.Struct({
+  listen: Schema.optional(Listen),
+  exports: Schema.optional(
+    Schema.Array(ExportConfig).pipe(
+      Schema.minItems(1),
+      Schema.filter(
+        (exports) => new Set(exports.map((e) => e.name)).size === exports.length || "export names must be unique"
+      )
+    )
+  ),
+  protocol: Schema.optional(Schema.Literal("fixed-newstyle", "newstyle", "oldstyle")),
+  structuredReplies: Schema.optional(Schema.Boolean),
+  extendedHeaders: Schema.optional(Schema.Boolean),
+  noZeroes: Schema.optional(Schema.Boolean),
+  blockSize: Schema.optional(BlockSize),
+  outOfOrder: Schema.optional(Schema.Boolean),
+  faults: Schema.optional(Schema.Array(Fault))
+})
+
+/**
+ * The configuration as a caller writes it.
+ *
+ * @since 0.1.0
+ * @category config
+ */
+export type Config = Schema.Schema.Encoded<typeof Config>
+
+/**
+ * The default export size: 1 GiB.
+ *
+ * @since 0.1.0
+ * @category config
+ */
+export const DEFAULT_SIZE = 1n << 30n
+
+// -----------------------------------------------------------------------------
+// service
+// -----------------------------------------------------------------------------
+
+/**
+ * Where the server listens.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export type Address = Data.TaggedEnum<{
+  Unix: { readonly path: string }
+  Tcp: { readonly host: string; readonly port: number }
+}>
+
+/**
+ * Constructors and matchers of `Address`.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export const Address = Data.taggedEnum<Address>()
+
+/**
+ * An export as the server serves it.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Export {
+  readonly name: string
+  readonly description: string | undefined
+  readonly size: bigint
+  readonly readOnly: boolean
+  readonly backend: Backend.Backend
+}
+
+/**
+ * The server could not start: its configuration is invalid, or it could not listen.
+ *
+ * @since 0.1.0
+ * @category errors
+ */
+export class TestServerError extends Data.TaggedError("TestServerError")<{
+  readonly reason: "Config" | "Listen"
+  readonly message: string
+  readonly cause?: unknown
+}> {}
+
+/**
+ * A running test server.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface Service {
+  /** The NBD URI of the default (first) export. */
+  readonly uri: string
+  readonly address: Address
+  readonly exports: ReadonlyArray<Export>
+  /** The NBD URI of an export by name. */
+  readonly uriFor: (exportName: string) => string
+}
+
+/**
+ * The running test server of a scope.
+ *
+ * @since 0.1.0
+ * @category tags
+ */
+export class TestServer extends Context.Tag("@effect-nbd/test-server/TestServer")<TestServer, Service>() {}
+
+const encodePath = (s: string): string => encodeURIComponent(s).replace(/%2F/gi, "/")
+
+/**
+ * The NBD URI (https://github.com/NetworkBlockDevice/nbd/blob/master/doc/uri.md) of an export at an address:
+ * `nbd+unix:///NAME?socket=PATH` or `nbd://HOST:PORT/NAME`.
+ *
+ * @since 0.1.0
+ * @category uri
+ */
+export const uriOf = (address: Address, exportName: string): string =>
+  Address.$match(address, {
+    Unix: ({ path }) => `nbd+unix:///${encodePath(exportName)}?socket=${encodePath(path)}`,
+    Tcp: ({ host, port }) => `nbd://${host.includes(":") ? `[${host}]` : host}:${port}/${encodePath(exportName)}`
+  })
+
+const commandCodes: Record<Schema.Schema.Type<typeof CommandKind>, number> = {
+  read: Protocol.Cmd.READ,
+  write: Protocol.Cmd.WRITE,
+  flush: Protocol.Cmd.FLUSH,
+  trim: Protocol.Cmd.TRIM,
+  cache: Protocol.Cmd.CACHE,
+  "write-zeroes": Protocol.Cmd.WRITE_ZEROES,
+  "block-status": Protocol.Cmd.BLOCK_STATUS
+}
+
+const makeBackend = (spec: Schema.Schema.Type<typeof BackendSpec> | undefined, size: bigint): Backend.Backend => {
+  if (spec === undefined || spec === "memory") return Backend.memory(size)
+  if (spec === "null") return Backend.nullBackend(size)
+  if (spec === "pattern") return Backend.pattern(size)
+  return spec
+}
+
+const resolve = (config: Schema.Schema.Type<typeof Config>): Connection.Settings => {
+  const exports = (config.exports ?? [{ name: "", size: DEFAULT_SIZE }]).map((e): Connection.ResolvedExport => {
+    const backend = makeBackend(e.backend, e.size)
+    return {
+      name: e.name,
+      description: e.description,
+      size: e.size,
+      readOnly: (e.readOnly ?? false) || backend.readOnly,
+      backend
+    }
+  })
+  return {
+    exports,
+    protocol: config.protocol ?? "fixed-newstyle",
+    structuredReplies: config.structuredReplies ?? true,
+    extendedHeaders: config.extendedHeaders ?? true,
+    noZeroes: config.noZeroes ?? true,
+    blockSize: config.blockSize ?? { minimum: 1, preferred: 4096, maximum: Protocol.Limits.DEFAULT_PAYLOAD_MAX },
+    outOfOrder: config.outOfOrder ?? false,
+    faults: (config.faults ?? []).map((f) => ({
+      command: commandCodes[f.command],
+      errno: Protocol.NbdErrno[f.errno],
+      rate: f.rate ?? 1
+    }))
+  }
+}
+
+/** A fresh temporary directory for the socket, removed with the scope. */
+const tempSocketPath = Effect.acquireRelease(
+  Effect.sync(() => Fs.mkdtempSync(Path.join(Os.tmpdir(), "effect-nbd-"))),
+  (dir) => Effect.sync(() => Fs.rmSync(dir, { recursive: true, force: true }))
+).pipe(Effect.map((dir) => Path.join(dir, "nbd.sock")))
+
+/**
+ * Starts a server for the scope: validates the configuration, listens, and serves every connection until
+ * the scope closes (open connections are then dropped).
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const make = (config: Config = {}): Effect.Effect<Service, TestServerError, Scope.Scope> =>
+  Effect.gen(function* () {
+    const decoded = yield* Schema.decodeUnknown(Config)(config).pipe(
+      Effect.mapError(
+        (error) =>
+          new TestServerError({
+            reason: "Config",
+            message: ParseResult.TreeFormatter.formatErrorSync(error),
+            cause: error
+          })
+      )
+    )
+    const settings = resolve(decoded)
+    const listen = decoded.listen ?? { _tag: "Unix" as const }
+    const host = listen._tag === "Tcp" ? (listen.host ?? "127.0.0.1") : "127.0.0.1"
+    const path = listen._tag === "Unix" ? (listen.path ?? (yield* tempSocketPath)) : undefined
+    const server = yield* NodeSocketServer.make(
+      path !== undefined
+        ? { path, allowHalfOpen: true }
+        : { port: listen._tag === "Tcp" ? (listen.port ?? 0) : 0, host, allowHalfOpen: true }
+    ).pipe(
+      Effect.mapError(
+        (error) =>
+          new TestServerError({ reason: "Listen", message: `cannot listen: ${String(error.cause)}`, cause: error })
+      )
+    )
+    yield* Effect.forkScoped(
+      server.run(() =>
+        Effect.flatMap(Effect.serviceOption(NodeSocket.NetSocket), (conn) => {
+          if (Option.isNone(conn)) return Effect.void
+          if (path === undefined) conn.value.setNoDelay(true)
+          return Effect.scoped(Connection.serve(settings, conn.value))
+        })
+      )
+    )
+    const address: Address =
+      server.address._tag === "UnixAddress"
+        ? Address.Unix({ path: server.address.path })
+        : Address.Tcp({ host, port: server.address.port })
+    const exports: ReadonlyArray<Export> = settings.exports
+    return {
+      uri: uriOf(address, exports[0]!.name),
+      address,
+      exports,
+      uriFor: (exportName: string) => uriOf(address, exportName)
+    }
+  })
+
+/**
+ * A layer with a running `TestServer` for its scope.
+ *
+ * @since 0.1.0
+ * @category layers
+ */
+export const layer = (config: Config = {}): Layer.Layer<TestServer, TestServerError> =>
+  Layer.scoped(TestServer, make(config))

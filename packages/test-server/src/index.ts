@@ -1,0 +1,17 @@
+/**
+ * @since 0.1.0
+ */
+
+/**
+ * Export storage: the backend interface and the sparse memory, null and pattern backends.
+ *
+ * @since 0.1.0
+ */
+export * as Backend from "./Backend.js"
+
+/**
+ * The in-process NBD server and its layer.
+ *
+ * @since 0.1.0
+ */
+export * as TestServer from "./TestServer.js"

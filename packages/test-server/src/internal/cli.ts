@@ -1,0 +1,254 @@
+/**
+ * The `effect-nbd-server` command line: argv parsing (nbdkit's habits) validated with Schema.
+ *
+ * @internal
+ */
+import * as Either from "effect/Either"
+import * as ParseResult from "effect/ParseResult"
+import * as Schema from "effect/Schema"
+import type * as TestServer from "../TestServer.js"
+
+/** @internal */
+export const usage = `Usage: effect-nbd-server [OPTIONS]
+
+An NBD server for tests, CI and demos (fixed newstyle, structured replies, extended headers,
+base:allocation), serving sparse in-memory exports.
+
+Listening (default: TCP port 10809 on 127.0.0.1):
+  -U, --unix PATH          listen on a Unix socket; "-U -" picks a fresh temporary path
+  -p, --port PORT          listen on a TCP port (0 = ephemeral)
+  -i, --ipaddr ADDR        TCP address to bind (default 127.0.0.1)
+
+Exports (default: one export "" of 1G):
+  --export NAME=SIZE[:DESCRIPTION]
+                           add an export (repeatable). SIZE is bytes or a number with a suffix
+                           K, M, G, T, P, E (powers of 1024), e.g. 512M, 1G, 64K, 4096.
+                           NAME may be empty: --export =1G:the default disk
+  --backend memory|null|pattern
+                           storage of every export (default memory, sparse)
+  -r, --readonly           serve every export read-only
+
+Protocol:
+  -o, --oldstyle           oldstyle protocol (the first export only)
+  --mask-handshake N       handshake flags to offer: 3 (default) = fixed newstyle + no zeroes,
+                           0 or 2 = non-fixed newstyle (NBD_OPT_EXPORT_NAME only)
+  --no-sr                  do not offer structured replies (nor extended headers)
+  --no-eh                  do not offer extended headers
+  --out-of-order           answer requests out of order
+
+Process:
+  -P, --pidfile PIDFILE    write the server's pid to PIDFILE once it listens
+  -f, --foreground         accepted; the server always runs in the foreground
+  --run CMD                run CMD with /bin/sh -c once the server listens, with $uri (and $unixsocket
+                           or $port, $exportname) set; stop the server when CMD exits and exit with
+                           its status
+  -h, --help               show this help
+  -V, --version            show the version
+
+Without --run, the server serves until SIGINT or SIGTERM.
+`
+
+const SUFFIXES: Record<string, bigint> = {
+  "": 1n,
+  b: 1n,
+  k: 1n << 10n,
+  m: 1n << 20n,
+  g: 1n << 30n,
+  t: 1n << 40n,
+  p: 1n << 50n,
+  e: 1n << 60n
+}
+
+/**
+ * A size with an optional suffix (K, M, G, T, P, E as powers of 1024), decoded to a bigint.
+ * @internal
+ */
+export const SizeFromString = Schema.transformOrFail(Schema.String, Schema.BigIntFromSelf, {
+  strict: true,
+  decode: (s, _, ast) => {
+    const m = /^([0-9]+)([bkmgtpe]?)$/i.exec(s.trim())
+    if (m === null)
+      return ParseResult.fail(new ParseResult.Type(ast, s, `invalid size "${s}" (use bytes or e.g. 64K, 512M, 1G)`))
+    const size = BigInt(m[1]!) * SUFFIXES[m[2]!.toLowerCase()]!
+    if (size > 0x7fffffffffffffffn)
+      return ParseResult.fail(new ParseResult.Type(ast, s, `size "${s}" exceeds 2^63 - 1 bytes`))
+    return ParseResult.succeed(size)
+  },
+  encode: (n) => ParseResult.succeed(n.toString())
+})
+
+const Port = Schema.NumberFromString.pipe(
+  Schema.int({ message: () => "a port is an integer" }),
+  Schema.between(0, 65535, { message: () => "a port lies between 0 and 65535" })
+)
+
+const MaskHandshake = Schema.NumberFromString.pipe(
+  Schema.int(),
+  Schema.between(0, 3, { message: () => "--mask-handshake takes 0 to 3" })
+)
+
+/** @internal */
+export interface Options {
+  readonly config: TestServer.Config
+  readonly pidfile: string | undefined
+  readonly run: string | undefined
+}
+
+/** @internal */
+export type Parsed =
+  { readonly _tag: "Help" } | { readonly _tag: "Version" } | { readonly _tag: "Serve"; readonly options: Options }
+
+const decode = <A, I>(schema: Schema.Schema<A, I>, input: I, what: string): A => {
+  const result = Schema.decodeEither(schema)(input)
+  if (Either.isRight(result)) return result.right
+  const issue = ParseResult.ArrayFormatter.formatErrorSync(result.left)[0]
+  throw new CliError(`${what}: ${issue?.message ?? "invalid value"}`)
+}
+
+/** @internal */
+export class CliError extends Error {}
+
+/**
+ * Parses argv (without node and the script). Throws `CliError` with a one-line message on bad input.
+ * @internal
+ */
+export const parse = (argv: ReadonlyArray<string>): Parsed => {
+  let unix: string | undefined
+  let port: number | undefined
+  let host: string | undefined
+  let readOnly = false
+  let pidfile: string | undefined
+  let runCommand: string | undefined
+  let protocol: "fixed-newstyle" | "newstyle" | "oldstyle" = "fixed-newstyle"
+  let noZeroes = true
+  let structuredReplies = true
+  let extendedHeaders = true
+  let outOfOrder = false
+  let backend: "memory" | "null" | "pattern" = "memory"
+  const exports: Array<{ name: string; size: bigint; description?: string }> = []
+
+  const args = [...argv]
+  while (args.length > 0) {
+    let arg = args.shift()!
+    let inline: string | undefined
+    const eq = arg.startsWith("--") ? arg.indexOf("=") : -1
+    if (eq > 0) {
+      inline = arg.slice(eq + 1)
+      arg = arg.slice(0, eq)
+    }
+    const value = (): string => {
+      if (inline !== undefined) return inline
+      const v = args.shift()
+      if (v === undefined) throw new CliError(`option ${arg} needs a value`)
+      return v
+    }
+    switch (arg) {
+      case "-h":
+      case "--help":
+        return { _tag: "Help" }
+      case "-V":
+      case "--version":
+        return { _tag: "Version" }
+      case "-U":
+      case "--unix":
+        unix = value()
+        break
+      case "-p":
+      case "--port":
+        port = decode(Port, value(), "--port")
+        break
+      case "-i":
+      case "--ipaddr":
+        host = value()
+        break
+      case "-r":
+      case "--readonly":
+      case "--read-only":
+        readOnly = true
+        break
+      case "-P":
+      case "--pidfile":
+        pidfile = value()
+        break
+      case "-f":
+      case "--foreground":
+      case "--no-fork":
+        break
+      case "--run":
+        runCommand = value()
+        break
+      case "-o":
+      case "--oldstyle":
+        protocol = "oldstyle"
+        break
+      case "-n":
+      case "--newstyle":
+        protocol = "fixed-newstyle"
+        break
+      case "--mask-handshake": {
+        const mask = decode(MaskHandshake, value(), "--mask-handshake")
+        if (protocol !== "oldstyle") protocol = (mask & 1) !== 0 ? "fixed-newstyle" : "newstyle"
+        noZeroes = (mask & 2) !== 0
+        break
+      }
+      case "--no-sr":
+        structuredReplies = false
+        extendedHeaders = false
+        break
+      case "--no-eh":
+        extendedHeaders = false
+        break
+      case "--out-of-order":
+        outOfOrder = true
+        break
+      case "--backend": {
+        const b = value()
+        if (b !== "memory" && b !== "null" && b !== "pattern")
+          throw new CliError(`--backend: unknown backend "${b}" (memory, null, pattern)`)
+        backend = b
+        break
+      }
+      case "--export": {
+        const spec = value()
+        const at = spec.indexOf("=")
+        if (at < 0) throw new CliError(`--export: expected NAME=SIZE[:DESCRIPTION], got "${spec}"`)
+        const name = spec.slice(0, at)
+        const rest = spec.slice(at + 1)
+        const colon = rest.indexOf(":")
+        const sizeText = colon < 0 ? rest : rest.slice(0, colon)
+        const size = decode(SizeFromString, sizeText, `--export ${name}`)
+        if (exports.some((e) => e.name === name)) throw new CliError(`--export: export "${name}" is given twice`)
+        exports.push(colon < 0 ? { name, size } : { name, size, description: rest.slice(colon + 1) })
+        break
+      }
+      default:
+        throw new CliError(`unknown option ${arg} (see --help)`)
+    }
+  }
+  if (unix !== undefined && port !== undefined) throw new CliError("-U and -p cannot be used together")
+  const listen: TestServer.Config["listen"] =
+    unix !== undefined
+      ? unix === "-"
+        ? { _tag: "Unix" }
+        : { _tag: "Unix", path: unix }
+      : host !== undefined
+        ? { _tag: "Tcp", port: port ?? 10809, host }
+        : { _tag: "Tcp", port: port ?? 10809 }
+  const list = exports.length > 0 ? exports : [{ name: "", size: 1n << 30n }]
+  return {
+    _tag: "Serve",
+    options: {
+      config: {
+        listen,
+        exports: list.map((e) => ({ ...e, readOnly, backend })),
+        protocol,
+        noZeroes,
+        structuredReplies,
+        extendedHeaders,
+        outOfOrder
+      },
+      pidfile,
+      run: runCommand
+    }
+  }
+}

@@ -1,0 +1,607 @@
+/**
+ * One client connection: the handshake (oldstyle, newstyle, fixed newstyle with every option) and the
+ * transmission phase, with requests served concurrently and replies written by one writer.
+ *
+ * @internal
+ */
+import * as Protocol from "@effect-nbd/core/Protocol"
+import * as ServerCodec from "@effect-nbd/core/ServerCodec"
+import * as Cause from "effect/Cause"
+import * as Chunk from "effect/Chunk"
+import * as Deferred from "effect/Deferred"
+import * as Effect from "effect/Effect"
+import * as FiberSet from "effect/FiberSet"
+import * as Option from "effect/Option"
+import * as Queue from "effect/Queue"
+import type * as Scope from "effect/Scope"
+import type * as Net from "node:net"
+import * as Backend from "../Backend.js"
+
+/** @internal */
+export interface ResolvedExport {
+  readonly name: string
+  readonly description: string | undefined
+  readonly size: bigint
+  readonly readOnly: boolean
+  readonly backend: Backend.Backend
+}
+
+/** @internal */
+export interface ResolvedFault {
+  readonly command: number
+  readonly errno: number
+  readonly rate: number
+}
+
+/** @internal */
+export interface Settings {
+  readonly exports: ReadonlyArray<ResolvedExport>
+  readonly protocol: "fixed-newstyle" | "newstyle" | "oldstyle"
+  readonly structuredReplies: boolean
+  readonly extendedHeaders: boolean
+  readonly noZeroes: boolean
+  readonly blockSize: ServerCodec.BlockSizes
+  readonly outOfOrder: boolean
+  readonly faults: ReadonlyArray<ResolvedFault>
+}
+
+const { Cmd, CmdFlag, NbdErrno, Opt, Rep, TFlag } = Protocol
+const DONE = Protocol.REPLY_FLAG_DONE
+const BASE_ALLOCATION_ID = 1
+const MAX_SAFE = Number.MAX_SAFE_INTEGER
+
+/** Shared, never written: the zeroes of simple read replies over holes. */
+const ZERO_BUFFER = new Uint8Array(1024 * 1024)
+
+type Outgoing = ReadonlyArray<Uint8Array> | Deferred.Deferred<void>
+
+/** The transmission flags of an export, given what was negotiated. */
+export const transmissionFlags = (exp: ResolvedExport, structured: boolean): number => {
+  let flags = TFlag.HAS_FLAGS | TFlag.SEND_FLUSH | TFlag.SEND_FUA | TFlag.SEND_CACHE | TFlag.CAN_MULTI_CONN
+  if (exp.readOnly) flags |= TFlag.READ_ONLY
+  else flags |= TFlag.SEND_TRIM | TFlag.SEND_WRITE_ZEROES | TFlag.SEND_FAST_ZERO
+  if (structured) flags |= TFlag.SEND_DF
+  return flags
+}
+
+/** The export a name selects: an exact match, else the first export for "". */
+export const findExport = (settings: Settings, name: string): ResolvedExport | undefined =>
+  settings.exports.find((e) => e.name === name) ?? (name === "" ? settings.exports[0] : undefined)
+
+type Ending = "graceful" | "hard"
+
+class Session {
+  private phase: "flags" | "options" | "transmission" | "closing" = "flags"
+  private readonly decoder: ServerCodec.Decoder
+  private fixed = false
+  private clientNoZeroes = false
+  private structured = false
+  private extended = false
+  /** The export of the last successful SET_META_CONTEXT, if it selected base:allocation. */
+  private metaExport: ResolvedExport | undefined = undefined
+  private exp: ResolvedExport | undefined = undefined
+  private blockStatus = false
+  private flags = 0
+
+  constructor(
+    readonly settings: Settings,
+    readonly send: (out: ReadonlyArray<Uint8Array>) => void,
+    readonly fork: (effect: Effect.Effect<void>) => void,
+    readonly end: (how: Ending) => void
+  ) {
+    this.decoder = ServerCodec.makeDecoder({
+      phase: settings.protocol === "oldstyle" ? "transmission" : "newstyle",
+      maxPayload: settings.blockSize.maximum
+    })
+  }
+
+  start(): void {
+    const settings = this.settings
+    if (settings.protocol === "oldstyle") {
+      const exp = settings.exports[0]!
+      this.enterTransmission(exp)
+      this.send([ServerCodec.oldstyleGreeting(exp.size, this.flags)])
+      return
+    }
+    let flags = settings.noZeroes ? Protocol.FLAG_NO_ZEROES : 0
+    if (settings.protocol === "fixed-newstyle") flags |= Protocol.FLAG_FIXED_NEWSTYLE
+    this.send([ServerCodec.newstyleGreeting(flags)])
+  }
+
+  receive(chunk: Uint8Array): void {
+    if (this.phase === "closing") return
+    this.decoder.push(chunk)
+    for (;;) {
+      const message = this.decoder.next()
+      if (message === undefined) return
+      switch (message._tag) {
+        case "DecodeError":
+          return this.close("hard")
+        case "ClientFlags":
+          this.clientFlags(message.flags)
+          break
+        case "Option":
+          this.option(message)
+          break
+        case "Request":
+          this.request(message)
+          break
+      }
+      if (this.closing()) return
+    }
+  }
+
+  private closing(): boolean {
+    return this.phase === "closing"
+  }
+
+  private close(how: Ending): void {
+    this.phase = "closing"
+    this.end(how)
+  }
+
+  private enterTransmission(exp: ResolvedExport): void {
+    this.exp = exp
+    this.flags = transmissionFlags(exp, this.structured)
+    this.blockStatus = this.structured && this.metaExport === exp
+    this.phase = "transmission"
+    this.decoder.startTransmission(this.extended)
+  }
+
+  // ---------------------------------------------------------------------------
+  // handshake
+  // ---------------------------------------------------------------------------
+
+  private clientFlags(flags: number): void {
+    const settings = this.settings
+    let offered = settings.noZeroes ? Protocol.FLAG_NO_ZEROES : 0
+    if (settings.protocol === "fixed-newstyle") offered |= Protocol.FLAG_FIXED_NEWSTYLE
+    if ((flags & ~offered) !== 0) return this.close("hard")
+    this.fixed = (flags & Protocol.FLAG_C_FIXED_NEWSTYLE) !== 0
+    this.clientNoZeroes = (flags & Protocol.FLAG_C_NO_ZEROES) !== 0
+    this.phase = "options"
+  }
+
+  private reply(out: Uint8Array): void {
+    this.send([out])
+  }
+
+  private option(request: ServerCodec.OptionRequest): void {
+    const { body, option } = request
+    if (option === Opt.EXPORT_NAME) return this.exportName(body)
+    // Non-fixed newstyle knows nothing but NBD_OPT_EXPORT_NAME: there is no way to refuse an option.
+    if (!this.fixed) return this.close("hard")
+    if (body._tag === "TooBig") return this.reply(ServerCodec.optionError(option, Rep.ERR_TOO_BIG, body.message))
+    if (body._tag === "Invalid") return this.reply(ServerCodec.optionError(option, Rep.ERR_INVALID, body.message))
+    const hasData = request.length !== 0
+    switch (option) {
+      case Opt.ABORT:
+        this.reply(ServerCodec.optionAck(option))
+        return this.close("graceful")
+      case Opt.LIST: {
+        if (hasData) return this.reply(ServerCodec.optionError(option, Rep.ERR_INVALID, "NBD_OPT_LIST takes no data"))
+        const out = this.settings.exports.map((e) => ServerCodec.optionServer(option, e.name, e.description))
+        out.push(ServerCodec.optionAck(option))
+        return this.send(out)
+      }
+      case Opt.STARTTLS:
+        if (hasData)
+          return this.reply(ServerCodec.optionError(option, Rep.ERR_INVALID, "NBD_OPT_STARTTLS takes no data"))
+        return this.reply(ServerCodec.optionError(option, Rep.ERR_UNSUP, "TLS is not configured on this server"))
+      case Opt.INFO:
+      case Opt.GO:
+        if (body._tag !== "Info") return this.reply(ServerCodec.optionError(option, Rep.ERR_INVALID))
+        return this.infoOrGo(option, body.name, body.infos)
+      case Opt.STRUCTURED_REPLY:
+        if (hasData) return this.reply(ServerCodec.optionError(option, Rep.ERR_INVALID, "option takes no data"))
+        if (!this.settings.structuredReplies)
+          return this.reply(ServerCodec.optionError(option, Rep.ERR_UNSUP, "structured replies are disabled"))
+        if (this.extended)
+          return this.reply(
+            ServerCodec.optionError(option, Rep.ERR_EXT_HEADER_REQD, "extended headers are already negotiated")
+          )
+        if (this.structured)
+          return this.reply(
+            ServerCodec.optionError(option, Rep.ERR_INVALID, "structured replies are already negotiated")
+          )
+        this.structured = true
+        return this.reply(ServerCodec.optionAck(option))
+      case Opt.EXTENDED_HEADERS:
+        if (hasData) return this.reply(ServerCodec.optionError(option, Rep.ERR_INVALID, "option takes no data"))
+        if (!this.settings.extendedHeaders || !this.settings.structuredReplies)
+          return this.reply(ServerCodec.optionError(option, Rep.ERR_UNSUP, "extended headers are disabled"))
+        if (this.extended)
+          return this.reply(ServerCodec.optionError(option, Rep.ERR_INVALID, "extended headers are already negotiated"))
+        this.extended = true
+        this.structured = true
+        return this.reply(ServerCodec.optionAck(option))
+      case Opt.LIST_META_CONTEXT:
+      case Opt.SET_META_CONTEXT:
+        if (body._tag !== "MetaContext") return this.reply(ServerCodec.optionError(option, Rep.ERR_INVALID))
+        return this.metaContext(option, body.name, body.queries)
+      default:
+        return this.reply(
+          ServerCodec.optionError(option, Rep.ERR_UNSUP, `${Protocol.optionName(option)} is not supported`)
+        )
+    }
+  }
+
+  private exportName(body: ServerCodec.OptionBody): void {
+    // NBD_OPT_EXPORT_NAME has no error reply: anything wrong ends the connection.
+    if (body._tag !== "ExportName" || this.extended) return this.close("hard")
+    const exp = findExport(this.settings, body.name)
+    if (exp === undefined) return this.close("hard")
+    this.enterTransmission(exp)
+    this.reply(ServerCodec.exportNameReply(exp.size, this.flags, this.clientNoZeroes))
+  }
+
+  private infoOrGo(option: number, name: string, infos: ReadonlyArray<number>): void {
+    const exp = findExport(this.settings, name)
+    if (exp === undefined)
+      return this.reply(ServerCodec.optionError(option, Rep.ERR_UNKNOWN, `export '${name}' does not exist`))
+    const out: Array<Uint8Array> = [
+      ServerCodec.optionInfoExport(option, exp.size, transmissionFlags(exp, this.structured))
+    ]
+    let blockSizeSent = false
+    for (const info of infos) {
+      switch (info) {
+        case Protocol.Info.NAME:
+          out.push(ServerCodec.optionInfoName(option, exp.name))
+          break
+        case Protocol.Info.DESCRIPTION:
+          if (exp.description !== undefined) out.push(ServerCodec.optionInfoDescription(option, exp.description))
+          break
+        case Protocol.Info.BLOCK_SIZE:
+          if (!blockSizeSent) out.push(ServerCodec.optionInfoBlockSize(option, this.settings.blockSize))
+          blockSizeSent = true
+          break
+      }
+    }
+    if (!blockSizeSent) out.push(ServerCodec.optionInfoBlockSize(option, this.settings.blockSize))
+    out.push(ServerCodec.optionAck(option))
+    this.send(out)
+    if (option === Opt.GO) this.enterTransmission(exp)
+  }
+
+  private metaContext(option: number, name: string, queries: ReadonlyArray<string>): void {
+    const set = option === Opt.SET_META_CONTEXT
+    // SET replaces the selection, even when it fails.
+    if (set) this.metaExport = undefined
+    if (!this.structured)
+      return this.reply(ServerCodec.optionError(option, Rep.ERR_INVALID, "structured replies must be negotiated first"))
+    const exp = findExport(this.settings, name)
+    if (exp === undefined)
+      return this.reply(ServerCodec.optionError(option, Rep.ERR_UNKNOWN, `export '${name}' does not exist`))
+    let match = false
+    if (set) match = queries.includes(Protocol.CONTEXT_BASE_ALLOCATION)
+    else
+      match =
+        queries.length === 0 ||
+        queries.some((q) => q === Protocol.CONTEXT_BASE_ALLOCATION || q === Protocol.NAMESPACE_BASE)
+    const out: Array<Uint8Array> = []
+    if (match) {
+      out.push(ServerCodec.optionMetaContext(option, set ? BASE_ALLOCATION_ID : 0, Protocol.CONTEXT_BASE_ALLOCATION))
+      if (set) this.metaExport = exp
+    }
+    out.push(ServerCodec.optionAck(option))
+    this.send(out)
+  }
+
+  // ---------------------------------------------------------------------------
+  // transmission
+  // ---------------------------------------------------------------------------
+
+  private error(request: ServerCodec.Request, errno: number, message: string): void {
+    if (this.structured) this.reply(ServerCodec.errorChunk(request, DONE, errno, message))
+    else this.reply(ServerCodec.simpleReply(request.cookie, errno))
+  }
+
+  private ok(request: ServerCodec.Request): void {
+    if (this.extended) this.reply(ServerCodec.noneChunk(request))
+    else this.reply(ServerCodec.simpleReply(request.cookie, 0))
+  }
+
+  private allowedFlags(type: number): number {
+    let allowed = CmdFlag.FUA
+    switch (type) {
+      case Cmd.READ:
+        if (this.structured) allowed |= CmdFlag.DF
+        break
+      case Cmd.WRITE:
+        if (this.extended) allowed |= CmdFlag.PAYLOAD_LEN
+        break
+      case Cmd.WRITE_ZEROES:
+        allowed |= CmdFlag.NO_HOLE | CmdFlag.FAST_ZERO
+        break
+      case Cmd.BLOCK_STATUS:
+        allowed |= CmdFlag.REQ_ONE
+        break
+    }
+    return allowed
+  }
+
+  private request(request: ServerCodec.Request): void {
+    const { flags, type } = request
+    const exp = this.exp!
+    if (type === Cmd.DISC) return this.close("graceful")
+    if (request.payloadDropped)
+      return this.error(request, NbdErrno.EINVAL, "request payload exceeds the maximum payload size")
+    if (type > Cmd.BLOCK_STATUS) return this.error(request, NbdErrno.EINVAL, `unknown command ${type}`)
+    const writes = type === Cmd.WRITE || type === Cmd.TRIM || type === Cmd.WRITE_ZEROES
+    if (writes && exp.readOnly) return this.error(request, NbdErrno.EPERM, "the export is read-only")
+    if ((flags & ~this.allowedFlags(type)) !== 0)
+      return this.error(request, NbdErrno.EINVAL, `flags 0x${flags.toString(16)} are not valid for this command`)
+    if (type === Cmd.WRITE && this.extended && (flags & CmdFlag.PAYLOAD_LEN) === 0)
+      return this.error(request, NbdErrno.EINVAL, "a write with extended headers needs NBD_CMD_FLAG_PAYLOAD_LEN")
+    if (request.payload !== undefined && type !== Cmd.WRITE)
+      return this.error(request, NbdErrno.EINVAL, "this command takes no payload")
+    for (const fault of this.settings.faults) {
+      if (fault.command === type && (fault.rate >= 1 || Math.random() < fault.rate))
+        return this.error(request, fault.errno, "injected fault")
+    }
+
+    const { offset, length } = request
+    if (type === Cmd.FLUSH) {
+      if (offset !== 0 || length !== 0) return this.error(request, NbdErrno.EINVAL, "flush takes offset and length 0")
+      return this.run(request, exp.backend.flush)
+    }
+    if (length === 0) return this.error(request, NbdErrno.EINVAL, "request length is 0")
+    // Bounds: within the export, and addressable with numbers.
+    if (typeof offset !== "number" || typeof length !== "number" || offset + length > MAX_SAFE) {
+      if (BigInt(offset) + BigInt(length) > exp.size) return this.outOfBounds(request)
+      return this.error(request, NbdErrno.EOVERFLOW, "the test server cannot address offsets beyond 2^53")
+    }
+    if (offset + length > exp.size) return this.outOfBounds(request)
+    const backend = exp.backend
+    switch (type) {
+      case Cmd.READ:
+        if (length > this.settings.blockSize.maximum)
+          return this.error(request, NbdErrno.EOVERFLOW, "read exceeds the maximum payload size")
+        return this.fork(
+          backend.read(offset, length).pipe(
+            Effect.matchCause({
+              onFailure: (cause) => this.failure(request, cause),
+              onSuccess: (chunks) => this.readReply(request, offset, length, chunks)
+            })
+          )
+        )
+      case Cmd.WRITE:
+        return this.run(request, backend.write(offset, request.payload!, (flags & CmdFlag.FUA) !== 0))
+      case Cmd.TRIM:
+        return this.run(request, backend.trim(offset, length))
+      case Cmd.WRITE_ZEROES:
+        return this.run(request, backend.zero(offset, length, (flags & CmdFlag.NO_HOLE) === 0))
+      case Cmd.CACHE:
+        return this.run(request, backend.cache(offset, length))
+      case Cmd.BLOCK_STATUS:
+        if (!this.blockStatus)
+          return this.error(request, NbdErrno.EINVAL, "no meta context was negotiated for block status")
+        return this.fork(
+          backend.extents(offset, length).pipe(
+            Effect.matchCause({
+              onFailure: (cause) => this.failure(request, cause),
+              onSuccess: (extents) => this.blockStatusReply(request, length, extents)
+            })
+          )
+        )
+    }
+  }
+
+  private outOfBounds(request: ServerCodec.Request): void {
+    const errno = request.type === Cmd.WRITE || request.type === Cmd.WRITE_ZEROES ? NbdErrno.ENOSPC : NbdErrno.EINVAL
+    this.error(request, errno, "request lies beyond the end of the export")
+  }
+
+  private failure(request: ServerCodec.Request, cause: Cause.Cause<Backend.BackendError>): void {
+    const failure = Cause.failureOption(cause)
+    if (Option.isSome(failure)) this.error(request, Protocol.wireOfErrno(failure.value.errno), failure.value.message)
+    else this.error(request, NbdErrno.EIO, "internal error in the backend")
+  }
+
+  private run(request: ServerCodec.Request, effect: Effect.Effect<void, Backend.BackendError>): void {
+    this.fork(
+      Effect.matchCause(effect, {
+        onFailure: (cause) => this.failure(request, cause),
+        onSuccess: () => this.ok(request)
+      })
+    )
+  }
+
+  private readReply(
+    request: ServerCodec.Request,
+    offset: number,
+    length: number,
+    chunks: ReadonlyArray<Backend.ReadChunk>
+  ): void {
+    if (!this.structured) {
+      const out: Array<Uint8Array> = [ServerCodec.simpleReply(request.cookie, 0)]
+      pushBytes(out, chunks)
+      return this.send(out)
+    }
+    const df = (request.flags & CmdFlag.DF) !== 0
+    const holes = !df && chunks.some(Backend.isZeroes)
+    if (!holes) {
+      if (this.settings.outOfOrder && !df && length > 1) {
+        // Two data chunks, the second half first: exercises a client's reassembly.
+        const half = Math.floor(length / 2)
+        const first: Array<Uint8Array> = []
+        const second: Array<Uint8Array> = []
+        pushBytes(first, sliceChunks(chunks, 0, half))
+        pushBytes(second, sliceChunks(chunks, half, length))
+        return this.send([
+          ServerCodec.offsetDataHeader(request, 0, offset + half, length - half),
+          ...second,
+          ServerCodec.offsetDataHeader(request, DONE, offset, half),
+          ...first
+        ])
+      }
+      const out: Array<Uint8Array> = [ServerCodec.offsetDataHeader(request, DONE, offset, length)]
+      pushBytes(out, chunks)
+      return this.send(out)
+    }
+    // Data runs as OFFSET_DATA, zero runs as OFFSET_HOLE; the last chunk carries DONE.
+    const out: Array<Uint8Array> = []
+    let at = offset
+    let index = 0
+    while (index < chunks.length) {
+      const chunk = chunks[index]!
+      if (Backend.isZeroes(chunk)) {
+        const last = index === chunks.length - 1
+        out.push(ServerCodec.offsetHoleChunk(request, last ? DONE : 0, at, chunk.length))
+        at += chunk.length
+        index++
+        continue
+      }
+      let runLength = 0
+      let end = index
+      while (end < chunks.length) {
+        const c = chunks[end]!
+        if (Backend.isZeroes(c)) break
+        runLength += c.length
+        end++
+      }
+      out.push(ServerCodec.offsetDataHeader(request, end === chunks.length ? DONE : 0, at, runLength))
+      for (let i = index; i < end; i++) out.push(chunks[i] as Uint8Array)
+      at += runLength
+      index = end
+    }
+    this.send(out)
+  }
+
+  private blockStatusReply(request: ServerCodec.Request, length: number, extents: ReadonlyArray<Backend.Extent>): void {
+    const reqOne = (request.flags & CmdFlag.REQ_ONE) !== 0
+    const out: Array<ServerCodec.Extent> = []
+    let covered = 0
+    for (const e of extents) {
+      if (e.length <= 0) continue
+      const l = Math.min(e.length, length - covered)
+      if (l <= 0) break
+      out.push({ length: l, flags: e.flags })
+      covered += l
+      if (reqOne || out.length >= Protocol.Limits.MAX_BLOCK_STATUS_DESCRIPTORS) break
+    }
+    if (out.length === 0) out.push({ length, flags: 0 })
+    this.reply(ServerCodec.blockStatusChunk(request, DONE, BASE_ALLOCATION_ID, out))
+  }
+}
+
+const pushZeroes = (out: Array<Uint8Array>, length: number): void => {
+  while (length > 0) {
+    const n = Math.min(length, ZERO_BUFFER.length)
+    out.push(ZERO_BUFFER.subarray(0, n))
+    length -= n
+  }
+}
+
+const pushBytes = (out: Array<Uint8Array>, chunks: ReadonlyArray<Backend.ReadChunk>): void => {
+  for (const c of chunks) {
+    if (Backend.isZeroes(c)) pushZeroes(out, c.length)
+    else out.push(c)
+  }
+}
+
+const sliceChunks = (chunks: ReadonlyArray<Backend.ReadChunk>, from: number, to: number): Array<Backend.ReadChunk> => {
+  const out: Array<Backend.ReadChunk> = []
+  let at = 0
+  for (const c of chunks) {
+    const len = Backend.isZeroes(c) ? c.length : c.length
+    const start = Math.max(from, at)
+    const end = Math.min(to, at + len)
+    if (start < end) {
+      out.push(Backend.isZeroes(c) ? Backend.zeroes(end - start) : c.subarray(start - at, end - at))
+    }
+    at += len
+  }
+  return out
+}
+
+/**
+ * Serves one connection until the client leaves, the protocol is broken, or the scope closes.
+ * @internal
+ */
+export const serve = (settings: Settings, conn: Net.Socket): Effect.Effect<void, never, Scope.Scope> =>
+  Effect.gen(function* () {
+    const replies = yield* Queue.unbounded<Outgoing>()
+    const requests = yield* FiberSet.make<void, never>()
+    const runRequest = yield* FiberSet.runtime(requests)<never>()
+    const ending = yield* Deferred.make<Ending>()
+    const closed = yield* Deferred.make<void>()
+
+    yield* Effect.addFinalizer(() =>
+      Effect.sync(() => {
+        conn.removeAllListeners("data")
+        if (!conn.destroyed) conn.destroy()
+      })
+    )
+
+    const end = (how: Ending): void => {
+      Deferred.unsafeDone(ending, Effect.succeed(how))
+    }
+    const send = (out: ReadonlyArray<Uint8Array>): void => {
+      replies.unsafeOffer(out)
+    }
+    const session = new Session(settings, send, (effect) => void runRequest(effect), end)
+
+    conn.on("data", (chunk: Buffer) => session.receive(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.length)))
+    conn.on("end", () => end("graceful"))
+    conn.on("error", () => end("hard"))
+    conn.on("close", () => {
+      end("hard")
+      Deferred.unsafeDone(closed, Effect.void)
+    })
+
+    yield* Effect.forkScoped(writer(conn, replies, settings.outOfOrder))
+    session.start()
+
+    const how = yield* Deferred.await(ending)
+    if (how === "hard") return
+    // A soft disconnect: finish the requests in flight, flush their replies, then close.
+    conn.removeAllListeners("data")
+    yield* Effect.raceFirst(
+      Effect.gen(function* () {
+        yield* FiberSet.awaitEmpty(requests)
+        const flushed = yield* Deferred.make<void>()
+        replies.unsafeOffer(flushed)
+        yield* Deferred.await(flushed)
+        yield* Effect.async<void>((resume) => {
+          conn.end(() => resume(Effect.void))
+        })
+      }),
+      Deferred.await(closed)
+    )
+  })
+
+const writer = (conn: Net.Socket, replies: Queue.Queue<Outgoing>, outOfOrder: boolean): Effect.Effect<never> =>
+  Effect.gen(function* () {
+    for (;;) {
+      if (outOfOrder) yield* Effect.yieldNow()
+      const batch = Chunk.toReadonlyArray(yield* Queue.takeBetween(replies, 1, 4096))
+      const items = outOfOrder ? reorder(batch) : batch
+      const markers: Array<Deferred.Deferred<void>> = []
+      conn.cork()
+      for (const item of items) {
+        if (Deferred.DeferredTypeId in item) markers.push(item as Deferred.Deferred<void>)
+        else for (const buf of item as ReadonlyArray<Uint8Array>) conn.write(buf)
+      }
+      conn.uncork()
+      for (const marker of markers) Deferred.unsafeDone(marker, Effect.void)
+      if (conn.writableNeedDrain) {
+        yield* Effect.async<void>((resume) => {
+          const done = (): void => {
+            conn.off("drain", done)
+            conn.off("close", done)
+            resume(Effect.void)
+          }
+          conn.on("drain", done)
+          conn.on("close", done)
+        })
+      }
+    }
+  })
+
+/** Out-of-order mode: replies in reverse, flush markers last. */
+const reorder = (batch: ReadonlyArray<Outgoing>): ReadonlyArray<Outgoing> => {
+  const replies = batch.filter((item) => !(Deferred.DeferredTypeId in item))
+  const markers = batch.filter((item) => Deferred.DeferredTypeId in item)
+  return [...replies.reverse(), ...markers]
+}
