@@ -6,11 +6,14 @@ import { HandleState, Nbd, NbdError } from "@effect-nbd/core"
 import { NodeNbd } from "@effect-nbd/node"
 import { TestServer } from "@effect-nbd/test-server"
 import * as Console from "effect/Console"
+import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Stream from "effect/Stream"
 
 const MiB = 1024 * 1024
+
+class DemoMismatch extends Data.TaggedError("DemoMismatch")<{ readonly message: string }> {}
 
 const describeState = (s: HandleState.HandleState): string =>
   s._tag === "Dead" ? `Dead (${NbdError.format(s.error)})` : s._tag
@@ -83,7 +86,7 @@ const program = Effect.gen(function* () {
   yield* Nbd.shutdown(h)
   yield* Effect.sleep("10 millis")
   yield* Fiber.interrupt(watcher)
-  if (!same || !allSame) return yield* Effect.fail(new Error("data read back differs from what was written"))
+  if (!same || !allSame) return yield* new DemoMismatch({ message: "data read back differs from what was written" })
 })
 
 const main = program.pipe(
@@ -101,7 +104,13 @@ const main = program.pipe(
 Effect.runPromise(main).then(
   () => process.exit(0),
   (error) => {
-    console.error(NbdError.isNbdError(error) ? NbdError.format(error) : String(error))
+    console.error(
+      NbdError.isNbdError(error)
+        ? NbdError.format(error)
+        : error instanceof DemoMismatch
+          ? error.message
+          : String(error)
+    )
     process.exit(1)
   }
 )

@@ -110,7 +110,8 @@ const closeHandle = (h: internal.HandleImpl): Effect.Effect<void> =>
     const conn = h.connection
     const state = yield* h.state.get
     if (conn !== undefined && conn.ended === undefined) {
-      if (HandleState.isConnected(state) && !conn.disconnectRequested) yield* Effect.ignore(commands.disconnect(h, "nbd_close"))
+      if (HandleState.isConnected(state) && !conn.disconnectRequested)
+        yield* Effect.ignore(commands.disconnect(h, "nbd_close"))
       else if (HandleState.isNegotiating(state)) handshake.sendAbort(conn)
       conn.endWrites()
       conn.failPending("the handle was closed before the server replied")
@@ -260,7 +261,11 @@ export const aioConnectSocket = (h: Handle): Effect.Effect<void, NbdError.NbdErr
     yield* handshake.run(impl, conn, operation).pipe(
       Effect.tapError((error) => kill(impl, conn, error)),
       Effect.onInterrupt(() =>
-        kill(impl, conn, new NbdError.ConnectionError({ errno: "ENOTCONN", operation, message: "handshake interrupted" }))
+        kill(
+          impl,
+          conn,
+          new NbdError.ConnectionError({ errno: "ENOTCONN", operation, message: "handshake interrupted" })
+        )
       ),
       Effect.exit,
       Effect.flatMap((exit) => Deferred.done(done, exit)),
@@ -302,7 +307,11 @@ export const awaitConnected = (h: Handle): Effect.Effect<void, NbdError.NbdError
 // ---------------------------------------------------------------------------------------------------------------
 
 const setting =
-  <A>(operation: string, permitted: ReadonlyArray<internal.Permitted>, apply: (s: internal.Settings, value: A) => NbdError.NbdError | void) =>
+  <A>(
+    operation: string,
+    permitted: ReadonlyArray<internal.Permitted>,
+    apply: (s: internal.Settings, value: A) => NbdError.NbdError | void
+  ) =>
   (h: Handle, value: A): Effect.Effect<void, NbdError.NbdError> => {
     const impl = toImpl(h)
     return Effect.flatMap(internal.checkState(impl, operation, permitted), () => {
@@ -321,7 +330,14 @@ const checkName = (operation: string, name: string): NbdError.NbdError | undefin
     ? internal.invalidArgument(operation, "name is too long (more than 4096 bytes)", "ENAMETOOLONG")
     : undefined
 
-const anyState: ReadonlyArray<internal.Permitted> = ["created", "connecting", "negotiating", "connected", "closed", "dead"]
+const anyState: ReadonlyArray<internal.Permitted> = [
+  "created",
+  "connecting",
+  "negotiating",
+  "connected",
+  "closed",
+  "dead"
+]
 
 /**
  * The export to connect to (default ""). In option mode, changing it forgets what `optInfo` learned.
@@ -392,9 +408,13 @@ export const getTls = getter((s) => s.tls)
  * @since 0.1.0
  * @category settings
  */
-export const setRequestStructuredReplies = setting<boolean>("nbd_set_request_structured_replies", ["created"], (s, v) => {
-  s.requestStructuredReplies = v
-})
+export const setRequestStructuredReplies = setting<boolean>(
+  "nbd_set_request_structured_replies",
+  ["created"],
+  (s, v) => {
+    s.requestStructuredReplies = v
+  }
+)
 /**
  * @since 0.1.0
  * @category settings
@@ -419,9 +439,13 @@ export const getRequestExtendedHeaders = getter((s) => s.requestExtendedHeaders)
  * @since 0.1.0
  * @category settings
  */
-export const setRequestMetaContext = setting<boolean>("nbd_set_request_meta_context", ["created", "negotiating"], (s, v) => {
-  s.requestMetaContext = v
-})
+export const setRequestMetaContext = setting<boolean>(
+  "nbd_set_request_meta_context",
+  ["created", "negotiating"],
+  (s, v) => {
+    s.requestMetaContext = v
+  }
+)
 /**
  * @since 0.1.0
  * @category settings
@@ -472,9 +496,13 @@ export const getFullInfo = getter((s) => s.fullInfo)
  * @since 0.1.0
  * @category settings
  */
-export const setRequestBlockSize = setting<boolean>("nbd_set_request_block_size", ["created", "negotiating"], (s, v) => {
-  s.requestBlockSize = v
-})
+export const setRequestBlockSize = setting<boolean>(
+  "nbd_set_request_block_size",
+  ["created", "negotiating"],
+  (s, v) => {
+    s.requestBlockSize = v
+  }
+)
 /**
  * @since 0.1.0
  * @category settings
@@ -527,14 +555,18 @@ const optionCall = <A>(
 ): Effect.Effect<A, NbdError.NbdError> =>
   Effect.gen(function* () {
     const impl = toImpl(h)
-    const claimed = yield* SubscriptionRef.modify(impl.state, (s): [HandleState.HandleState | undefined, HandleState.HandleState] =>
-      HandleState.isNegotiating(s) ? [undefined, HandleState.Connecting] : [s, s]
+    const claimed = yield* SubscriptionRef.modify(
+      impl.state,
+      (s): [HandleState.HandleState | undefined, HandleState.HandleState] =>
+        HandleState.isNegotiating(s) ? [undefined, HandleState.Connecting] : [s, s]
     )
     if (claimed !== undefined) yield* internal.checkState(impl, operation, ["negotiating"])
     const conn = impl.connection!
     return yield* body(impl, conn).pipe(
       Effect.tap(() =>
-        Effect.flatMap(impl.state.get, (s) => (HandleState.isConnecting(s) ? impl.setState(HandleState.Negotiating) : Effect.void))
+        Effect.flatMap(impl.state.get, (s) =>
+          HandleState.isConnecting(s) ? impl.setState(HandleState.Negotiating) : Effect.void
+        )
       ),
       Effect.tapError((error) =>
         error._tag === "OptionError" || error._tag === "InvalidStateError" || error._tag === "InvalidArgumentError"
@@ -604,7 +636,10 @@ export const optList = (h: Handle): Effect.Effect<ReadonlyArray<ExportEntry>, Nb
     Effect.zipRight(requireFixed(impl, "nbd_opt_list"), listExports(impl, conn))
   )
 
-const listExports = (impl: internal.HandleImpl, conn: Connection): Effect.Effect<ReadonlyArray<ExportEntry>, NbdError.NbdError> =>
+const listExports = (
+  impl: internal.HandleImpl,
+  conn: Connection
+): Effect.Effect<ReadonlyArray<ExportEntry>, NbdError.NbdError> =>
   Effect.gen(function* () {
     conn.send(encodeOptionOnly(Protocol.Opt.LIST))
     const entries: Array<ExportEntry> = []
@@ -622,7 +657,11 @@ const listExports = (impl: internal.HandleImpl, conn: Connection): Effect.Effect
         }
         default:
           return yield* Effect.fail(
-            new NbdError.ProtocolError({ errno: "", operation: "nbd_opt_list", message: "handshake: unexpected option reply type to NBD_OPT_LIST" })
+            new NbdError.ProtocolError({
+              errno: "",
+              operation: "nbd_opt_list",
+              message: "handshake: unexpected option reply type to NBD_OPT_LIST"
+            })
           )
       }
     }
@@ -649,7 +688,13 @@ export const optListMetaContext = (
   optionCall(h, "nbd_opt_list_meta_context", (impl, conn) =>
     Effect.zipRight(
       requireFixed(impl, "nbd_opt_list_meta_context"),
-      handshake.metaContextExchange(impl, conn, "nbd_opt_list_meta_context", Protocol.Opt.LIST_META_CONTEXT, queries ?? impl.settings.metaContexts)
+      handshake.metaContextExchange(
+        impl,
+        conn,
+        "nbd_opt_list_meta_context",
+        Protocol.Opt.LIST_META_CONTEXT,
+        queries ?? impl.settings.metaContexts
+      )
     )
   )
 
@@ -691,7 +736,10 @@ export const optSetMetaContext = (
  */
 export const optStructuredReply = (h: Handle): Effect.Effect<boolean, NbdError.NbdError> =>
   optionCall(h, "nbd_opt_structured_reply", (impl, conn) =>
-    Effect.zipRight(requireFixed(impl, "nbd_opt_structured_reply"), handshake.negotiateFeature(impl, conn, Protocol.Opt.STRUCTURED_REPLY))
+    Effect.zipRight(
+      requireFixed(impl, "nbd_opt_structured_reply"),
+      handshake.negotiateFeature(impl, conn, Protocol.Opt.STRUCTURED_REPLY)
+    )
   )
 
 /**
@@ -701,7 +749,10 @@ export const optStructuredReply = (h: Handle): Effect.Effect<boolean, NbdError.N
  */
 export const optExtendedHeaders = (h: Handle): Effect.Effect<boolean, NbdError.NbdError> =>
   optionCall(h, "nbd_opt_extended_headers", (impl, conn) =>
-    Effect.zipRight(requireFixed(impl, "nbd_opt_extended_headers"), handshake.negotiateFeature(impl, conn, Protocol.Opt.EXTENDED_HEADERS))
+    Effect.zipRight(
+      requireFixed(impl, "nbd_opt_extended_headers"),
+      handshake.negotiateFeature(impl, conn, Protocol.Opt.EXTENDED_HEADERS)
+    )
   )
 
 /**
@@ -728,7 +779,11 @@ export const optStarttls = (h: Handle): Effect.Effect<boolean, NbdError.NbdError
 
 const infoStates: ReadonlyArray<internal.Permitted> = ["negotiating", "connected", "closed"]
 
-const withInfo = <A>(operation: string, f: (info: internal.ExportInfo, impl: internal.HandleImpl) => A | Effect.Effect<A, NbdError.NbdError>) =>
+const withInfo =
+  <A>(
+    operation: string,
+    f: (info: internal.ExportInfo, impl: internal.HandleImpl) => A | Effect.Effect<A, NbdError.NbdError>
+  ) =>
   (h: Handle): Effect.Effect<A, NbdError.NbdError> => {
     const impl = toImpl(h)
     return internal.checkState(impl, operation, infoStates).pipe(
@@ -847,10 +902,7 @@ export const canMetaContext = (h: Handle, name: string): Effect.Effect<boolean, 
  */
 export const getProtocol = (h: Handle): Effect.Effect<string, NbdError.NbdError> => {
   const impl = toImpl(h)
-  return Effect.zipRight(
-    internal.checkState(impl, "nbd_get_protocol", infoStates),
-    Effect.succeed(impl.protocol ?? "")
-  )
+  return Effect.zipRight(internal.checkState(impl, "nbd_get_protocol", infoStates), Effect.succeed(impl.protocol ?? ""))
 }
 
 /**
@@ -891,14 +943,20 @@ export const getExportDescription = withInfo("nbd_get_export_description", (info
 
 const negotiated = (operation: string, f: (impl: internal.HandleImpl) => boolean) => (h: Handle) => {
   const impl = toImpl(h)
-  return Effect.zipRight(internal.checkState(impl, operation, infoStates), Effect.sync(() => f(impl)))
+  return Effect.zipRight(
+    internal.checkState(impl, operation, infoStates),
+    Effect.sync(() => f(impl))
+  )
 }
 
 /**
  * @since 0.1.0
  * @category export info
  */
-export const getStructuredRepliesNegotiated = negotiated("nbd_get_structured_replies_negotiated", (i) => i.structuredReplies)
+export const getStructuredRepliesNegotiated = negotiated(
+  "nbd_get_structured_replies_negotiated",
+  (i) => i.structuredReplies
+)
 /**
  * @since 0.1.0
  * @category export info
@@ -1103,7 +1161,8 @@ export const aioPreadStructured = (
       cookie: command.cookie,
       await: Effect.map(command.await, (data) => ({
         data,
-        chunks: chunks.length === 0 && count > 0 ? [{ _tag: "Data" as const, offset: Number(offset), length: count }] : chunks
+        chunks:
+          chunks.length === 0 && count > 0 ? [{ _tag: "Data" as const, offset: Number(offset), length: count }] : chunks
       }))
     })
   )
@@ -1124,7 +1183,12 @@ export const preadStructured = (
 
 const simpleCommand =
   (operation: string, type: number, allowedFlags: number) =>
-  (h: Handle, count: number | bigint, offset: number | bigint, options: FlagOptions = {}): Effect.Effect<Command<void>, NbdError.NbdError> =>
+  (
+    h: Handle,
+    count: number | bigint,
+    offset: number | bigint,
+    options: FlagOptions = {}
+  ): Effect.Effect<Command<void>, NbdError.NbdError> =>
     commands.issue(toImpl(h), { operation, type, flags: options.flags ?? 0, allowedFlags, offset, count })
 
 /**
@@ -1363,4 +1427,3 @@ export const awaitClosed = (h: Handle): Effect.Effect<void> =>
     const conn = toImpl(h).connection
     return conn === undefined ? Effect.void : Deferred.await(conn.endedSignal)
   })
-

@@ -72,12 +72,7 @@ export class ConnectionError extends Data.TaggedError("ConnectionError")<NbdErro
  * @category models
  */
 export type NbdError =
-  | InvalidStateError
-  | InvalidArgumentError
-  | ProtocolError
-  | OptionError
-  | CommandError
-  | ConnectionError
+  InvalidStateError | InvalidArgumentError | ProtocolError | OptionError | CommandError | ConnectionError
 
 const tags = new Set([
   "InvalidStateError",

@@ -95,7 +95,8 @@ const commandSupportError = (info: ExportInfo, h: HandleImpl, spec: CommandSpec)
         return new NbdError.InvalidArgumentError({
           errno: "ENOTSUP",
           operation: op,
-          message: "did not negotiate any metadata contexts, either you did not call add_meta_context, or the server does not support any of them"
+          message:
+            "did not negotiate any metadata contexts, either you did not call add_meta_context, or the server does not support any of them"
         })
       break
   }
@@ -108,12 +109,7 @@ const commandSupportError = (info: ExportInfo, h: HandleImpl, spec: CommandSpec)
 }
 
 /** Every check libnbd makes before a command leaves the client, in its order. */
-const check = (
-  h: HandleImpl,
-  spec: CommandSpec,
-  offset: number,
-  count: number
-): NbdError.NbdError | undefined => {
+const check = (h: HandleImpl, spec: CommandSpec, offset: number, count: number): NbdError.NbdError | undefined => {
   const strict = h.settings.strictMode
   const op = spec.operation
   const info = h.info!
@@ -132,12 +128,21 @@ const check = (
       return invalidArgument(op, "request out of bounds", writesData(spec.type) ? "ENOSPC" : "EINVAL")
   }
   const minimum = info.blockSizes?.minimum
-  if (strict & Strict.ALIGN && minimum !== undefined && minimum > 1 && (offset % minimum !== 0 || count % minimum !== 0))
+  if (
+    strict & Strict.ALIGN &&
+    minimum !== undefined &&
+    minimum > 1 &&
+    (offset % minimum !== 0 || count % minimum !== 0)
+  )
     return invalidArgument(op, "request is unaligned")
   if (spec.type === Protocol.Cmd.WRITE && strict & Strict.PAYLOAD && count > payloadMaximum(info))
     return invalidArgument(op, `request too large: maximum payload size is ${payloadMaximum(info)}`, "ERANGE")
   if ((spec.type === Protocol.Cmd.READ || spec.type === Protocol.Cmd.WRITE) && count > Protocol.Limits.MAX_REQUEST_SIZE)
-    return invalidArgument(op, `request too large: maximum request size is ${Protocol.Limits.MAX_REQUEST_SIZE}`, "ERANGE")
+    return invalidArgument(
+      op,
+      `request too large: maximum request size is ${Protocol.Limits.MAX_REQUEST_SIZE}`,
+      "ERANGE"
+    )
   if (!h.extendedHeaders && count > 0xffffffff)
     return invalidArgument(op, "count is too large for a server without extended headers", "ERANGE")
   return undefined
@@ -207,7 +212,9 @@ export const disconnect = (h: HandleImpl, operation: string): Effect.Effect<void
       return Effect.fail(invalidArgument(operation, "cannot request more commands after NBD_CMD_DISC"))
     conn.disconnectRequested = true
     const cookie = conn.nextCookie++
-    conn.send(ClientCodec.encodeRequest({ flags: 0, type: Protocol.Cmd.DISC, cookie, offset: 0, length: 0 }, h.extendedHeaders))
+    conn.send(
+      ClientCodec.encodeRequest({ flags: 0, type: Protocol.Cmd.DISC, cookie, offset: 0, length: 0 }, h.extendedHeaders)
+    )
     conn.endWrites()
     return Effect.void
   })

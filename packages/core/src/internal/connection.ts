@@ -48,8 +48,7 @@ export interface Pending {
   readonly chunks: Array<ReadChunk> | undefined
   /** For block status: receives each BLOCK_STATUS or BLOCK_STATUS_EXT chunk payload. */
   readonly onBlockStatus:
-    | ((contextId: number, extents: ReadonlyArray<ClientCodec.Extent>) => NbdError.NbdError | void)
-    | undefined
+    ((contextId: number, extents: ReadonlyArray<ClientCodec.Extent>) => NbdError.NbdError | void) | undefined
 }
 
 const errnoOf = (cause: unknown): string => {
@@ -80,7 +79,11 @@ const endError = (cause: unknown, inHandshake: boolean): NbdError.NbdError | und
       cause: socketError.cause
     })
   if (inHandshake)
-    return new NbdError.ProtocolError({ errno: "", operation: "recv", message: "recv: server disconnected unexpectedly" })
+    return new NbdError.ProtocolError({
+      errno: "",
+      operation: "recv",
+      message: "recv: server disconnected unexpectedly"
+    })
   return undefined
 }
 
@@ -127,9 +130,7 @@ export class Connection {
         }),
         Effect.forkIn(scope)
       )
-      conn.writerFiber = yield* Effect.scoped(
-        Effect.flatMap(socket.writer, (write) => conn.writeLoop(write))
-      ).pipe(
+      conn.writerFiber = yield* Effect.scoped(Effect.flatMap(socket.writer, (write) => conn.writeLoop(write))).pipe(
         Effect.catchAll((error) => conn.terminate(error)),
         Effect.forkIn(scope)
       )
@@ -227,7 +228,9 @@ export class Connection {
     const attempt = (): Exit.Exit<A, NbdError.NbdError> | undefined => {
       const result = decode()
       if (result instanceof ClientCodec.DecodeError)
-        return Exit.fail(new NbdError.ProtocolError({ errno: result.errno, operation: "handshake", message: result.message }))
+        return Exit.fail(
+          new NbdError.ProtocolError({ errno: result.errno, operation: "handshake", message: result.message })
+        )
       if (result !== undefined) {
         this.h.stats.chunksReceived += 1
         return Exit.succeed(result)
@@ -235,7 +238,11 @@ export class Connection {
       if (this.ended !== undefined)
         return Exit.fail(
           this.ended.error ??
-            new NbdError.ProtocolError({ errno: "", operation: "recv", message: "recv: server disconnected unexpectedly" })
+            new NbdError.ProtocolError({
+              errno: "",
+              operation: "recv",
+              message: "recv: server disconnected unexpectedly"
+            })
         )
       return undefined
     }

@@ -57,7 +57,8 @@ export const optionErrorOf = (
 const sendOption = (conn: Connection, option: number, data?: Uint8Array): void =>
   conn.send(ClientCodec.encodeOption(option, data))
 
-const readReply = (conn: Connection, option: number) => conn.awaitMessage(() => conn.handshake.decodeOptionReply(option))
+const readReply = (conn: Connection, option: number) =>
+  conn.awaitMessage(() => conn.handshake.decodeOptionReply(option))
 
 /** Sends an option and collects its replies up to the final ACK or error. */
 const exchange = (
@@ -105,7 +106,9 @@ export const metaContextExchange = (
     const contexts = new Map<number, string>()
     for (const reply of replies) {
       if (reply._tag !== "MetaContext")
-        return yield* Effect.fail(protocolError(operation, `handshake: unexpected option reply type to ${Protocol.optionName(option)}`))
+        return yield* Effect.fail(
+          protocolError(operation, `handshake: unexpected option reply type to ${Protocol.optionName(option)}`)
+        )
       contexts.set(reply.id, reply.name)
     }
     if (option === Protocol.Opt.SET_META_CONTEXT) h.metaContexts = final._tag === "Ack" ? contexts : new Map()
@@ -139,7 +142,9 @@ const infoExchange = (
     }
     for (const reply of replies) {
       if (reply._tag !== "Info")
-        return yield* Effect.fail(protocolError(operation, `handshake: unexpected option reply type to ${Protocol.optionName(option)}`))
+        return yield* Effect.fail(
+          protocolError(operation, `handshake: unexpected option reply type to ${Protocol.optionName(option)}`)
+        )
       const i = reply.info
       switch (i._tag) {
         case "Export":
@@ -159,7 +164,8 @@ const infoExchange = (
           break
       }
     }
-    if (info.size < 0n) return yield* Effect.fail(protocolError(operation, "handshake: server did not send export info"))
+    if (info.size < 0n)
+      return yield* Effect.fail(protocolError(operation, "handshake: server did not send export info"))
     yield* setExportInfo(h, operation, info)
     return final
   })
@@ -213,8 +219,7 @@ export const goOrInfo = (
 ): Effect.Effect<void, NbdError.NbdError> =>
   Effect.gen(function* () {
     if (h.protocol === "newstyle") {
-      if (option === Protocol.Opt.INFO)
-        return yield* Effect.fail(notFixedNewstyle(operation))
+      if (option === Protocol.Opt.INFO) return yield* Effect.fail(notFixedNewstyle(operation))
       yield* exportName(h, conn, operation)
       return yield* finish(h, conn)
     }
@@ -236,8 +241,13 @@ export const goOrInfo = (
       yield* exportName(h, conn, operation)
       return yield* finish(h, conn)
     }
-    const error = final._tag === "Error" ? optionErrorOf(h, operation, final) : protocolError(operation, "unexpected reply")
-    return yield* Effect.fail(error._tag === "OptionError" && error.errno === "" ? new NbdError.OptionError({ ...error, errno: "ENOTSUP" }) : error)
+    const error =
+      final._tag === "Error" ? optionErrorOf(h, operation, final) : protocolError(operation, "unexpected reply")
+    return yield* Effect.fail(
+      error._tag === "OptionError" && error.errno === ""
+        ? new NbdError.OptionError({ ...error, errno: "ENOTSUP" })
+        : error
+    )
   })
 
 export const notFixedNewstyle = (operation: string): NbdError.OptionError =>
