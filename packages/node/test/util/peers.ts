@@ -1,6 +1,6 @@
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
-import { spawn } from "node:child_process"
+import { execFile, spawn } from "node:child_process"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
@@ -41,7 +41,9 @@ export const startServer = (
     const dir = yield* tempDir
     const socket = Path.join(dir, "nbd.sock")
     const pidfile = Path.join(dir, "server.pid")
-    const args = argv.map((a) => a.replaceAll("{socket}", socket).replaceAll("{pidfile}", pidfile).replaceAll("{dir}", dir))
+    const args = argv.map((a) =>
+      a.replaceAll("{socket}", socket).replaceAll("{pidfile}", pidfile).replaceAll("{dir}", dir)
+    )
     const child = yield* Effect.acquireRelease(
       Effect.sync(() => spawn(command, args, { stdio: ["ignore", "ignore", "inherit"] })),
       (child) =>
@@ -75,3 +77,75 @@ export const directoryWith = (files: Record<string, Uint8Array | number>): Effec
     }
     return dir
   })
+
+/** Runs a command to completion and gives its stdout; a non-zero exit dies with its stderr. */
+export const run = (command: string, args: ReadonlyArray<string>): Effect.Effect<string> =>
+  Effect.async<string>((resume) => {
+    execFile(command, [...args], { maxBuffer: 64 * 1024 * 1024 }, (error, stdout, stderr) => {
+      if (error) resume(Effect.die(new Error(`${command} ${args.join(" ")} failed: ${error.message}\n${stderr}`)))
+      else resume(Effect.succeed(stdout))
+    })
+  })
+
+/** One extent of a map: where it starts, how long it is, its base:allocation flags (1 hole, 2 zero). */
+export interface MapExtent {
+  readonly offset: number
+  readonly length: number
+  readonly flags: number
+}
+
+/** Joins neighbouring extents with the same flags, so maps made with different granularity compare. */
+export const mergeExtents = (extents: ReadonlyArray<MapExtent>): Array<MapExtent> => {
+  const out: Array<MapExtent> = []
+  for (const e of extents) {
+    const last = out[out.length - 1]
+    if (last !== undefined && last.flags === e.flags && last.offset + last.length === e.offset)
+      out[out.length - 1] = { offset: last.offset, length: last.length + e.length, flags: last.flags }
+    else out.push({ ...e })
+  }
+  return out
+}
+
+/** nbdkit's (or any server's) base:allocation map as libnbd's `nbdinfo --map --json` sees it, on its own connection. */
+export const nbdinfoMap = (uri: string): Effect.Effect<Array<MapExtent>> =>
+  Effect.map(run("nbdinfo", ["--map", "--json", uri]), (out) =>
+    mergeExtents(
+      (JSON.parse(out) as Array<{ offset: number; length: number; type: number }>).map((e) => ({
+        offset: e.offset,
+        length: e.length,
+        flags: e.type
+      }))
+    )
+  )
+
+/**
+ * `qemu-img map --output=json` of an image, as base:allocation flags: data:false is STATE_HOLE (1),
+ * zero:true is STATE_ZERO (2).
+ */
+export const qemuImgMap = (image: string): Effect.Effect<Array<MapExtent>> =>
+  Effect.map(run("qemu-img", ["map", "--force-share", "--output=json", image]), (out) =>
+    mergeExtents(
+      (JSON.parse(out) as Array<{ start: number; length: number; zero: boolean; data: boolean }>).map((e) => ({
+        offset: e.start,
+        length: e.length,
+        flags: (e.data ? 0 : 1) | (e.zero ? 2 : 0)
+      }))
+    )
+  )
+
+/**
+ * A qcow2 image in a fresh directory: `qemu-img create -f qcow2 IMG size`, then each `qemu-io` command
+ * (`write -P 0xab 1M 64k`, `write -z 2M 128k`, ...).
+ */
+export const qcow2Image = (size: string, qemuIo: ReadonlyArray<string>): Effect.Effect<string, never, Scope.Scope> =>
+  Effect.gen(function* () {
+    const dir = yield* tempDir
+    const image = Path.join(dir, "disk.qcow2")
+    yield* run("qemu-img", ["create", "-q", "-f", "qcow2", image, size])
+    if (qemuIo.length > 0) yield* run("qemu-io", [...qemuIo.flatMap((c) => ["-c", c]), image])
+    return image
+  })
+
+/** qemu-nbd serving an image on a Unix socket: `qemuNbd(image, ["--format=qcow2"])`. */
+export const qemuNbd = (image: string, args: ReadonlyArray<string> = []) =>
+  startServer("qemu-nbd", ["--socket={socket}", "--persistent", "--pid-file={pidfile}", ...args, image])
