@@ -302,6 +302,39 @@ export const awaitConnected = (h: Handle): Effect.Effect<void, NbdError.NbdError
       : Deferred.await(done)
   })
 
+/**
+ * Records the URI that reconnects to where this handle is connecting; transports call it (as libnbd's
+ * connect calls remember their address) so `getUri` can answer.
+ * @since 0.1.0
+ * @category connecting
+ */
+export const setTransportUri = (h: Handle, uri: string): Effect.Effect<void> =>
+  Effect.sync(() => {
+    toImpl(h).uri = uri
+  })
+
+/**
+ * A URI that reconnects to the same export the same way (nbd_get_uri). Fails with ENOTSUP when the handle
+ * was connected on a socket whose address is unknown.
+ * @since 0.1.0
+ * @category connecting
+ */
+export const getUri = (h: Handle): Effect.Effect<string, NbdError.NbdError> => {
+  const impl = toImpl(h)
+  return Effect.zipRight(
+    internal.checkState(impl, "nbd_get_uri", ["connecting", "negotiating", "connected", "closed", "dead"]),
+    impl.uri === undefined
+      ? Effect.fail(
+          internal.invalidArgument(
+            "nbd_get_uri",
+            "the handle was connected on a socket with no known address",
+            "ENOTSUP"
+          )
+        )
+      : Effect.succeed(impl.uri)
+  )
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Settings
 // ---------------------------------------------------------------------------------------------------------------

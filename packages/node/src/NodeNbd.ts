@@ -33,7 +33,13 @@ export const layerTcp = (host: string, port: number): Layer.Layer<Socket.Socket>
  * @category connecting
  */
 export const aioConnectUnix = (h: Nbd.Handle, path: string): Effect.Effect<void, NbdError.NbdError> =>
-  Effect.provide(Nbd.aioConnectSocket(h), layerUnix(path))
+  Effect.gen(function* () {
+    yield* Nbd.aioConnectSocket(h).pipe(Effect.provide(layerUnix(path)))
+    yield* Nbd.setTransportUri(
+      h,
+      NbdUri.format({ transport: { _tag: "Unix", path }, exportName: yield* Nbd.getExportName(h) })
+    )
+  })
 
 /**
  * Connects to a Unix socket and waits for the handshake (nbd_connect_unix).
@@ -49,7 +55,13 @@ export const connectUnix = (h: Nbd.Handle, path: string): Effect.Effect<void, Nb
  * @category connecting
  */
 export const aioConnectTcp = (h: Nbd.Handle, host: string, port: number): Effect.Effect<void, NbdError.NbdError> =>
-  Effect.provide(Nbd.aioConnectSocket(h), layerTcp(host, port))
+  Effect.gen(function* () {
+    yield* Nbd.aioConnectSocket(h).pipe(Effect.provide(layerTcp(host, port)))
+    yield* Nbd.setTransportUri(
+      h,
+      NbdUri.format({ transport: { _tag: "Tcp", host, port }, exportName: yield* Nbd.getExportName(h) })
+    )
+  })
 
 /**
  * Connects over TCP and waits for the handshake (nbd_connect_tcp).

@@ -66,8 +66,8 @@ export class HandleImpl {
   /** Negotiated meta contexts by id, or undefined when no SET_META_CONTEXT has succeeded. */
   metaContexts: Map<number, string> | undefined = undefined
   readonly stats: Stats = { bytesSent: 0, chunksSent: 0, bytesReceived: 0, chunksReceived: 0 }
-  /** Set when this handle's connection was first attempted: a handle connects once. */
-  connectAttempted = false
+  /** A URI that reconnects to where this handle connected, when the transport knows one. */
+  uri: string | undefined = undefined
 
   constructor(
     readonly state: SubscriptionRef.SubscriptionRef<HandleState.HandleState>,
