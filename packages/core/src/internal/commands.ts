@@ -1,9 +1,9 @@
-import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as ClientCodec from "../ClientCodec.js"
 import * as HandleState from "../HandleState.js"
 import * as NbdError from "../NbdError.js"
 import * as Protocol from "../Protocol.js"
+import { Completion } from "./completion.js"
 import type { Pending } from "./connection.js"
 import { type ExportInfo, type HandleImpl, invalidArgument, payloadMaximum } from "./handle.js"
 
@@ -165,7 +165,8 @@ export const issue = <A>(h: HandleImpl, spec: CommandSpec): Effect.Effect<Comman
     if (typeof count !== "number") return Effect.fail(count)
     const error = check(h, spec, offset, count)
     if (error !== undefined) return Effect.fail(error)
-    return Effect.map(Deferred.make<unknown, NbdError.NbdError>(), (deferred) => {
+    return Effect.sync(() => {
+      const completion = new Completion()
       const conn = h.connection!
       const cookie = conn.nextCookie++
       const pending: Pending = {
@@ -179,7 +180,7 @@ export const issue = <A>(h: HandleImpl, spec: CommandSpec): Effect.Effect<Comman
         sent: false,
         abandoned: false,
         operation: spec.operation,
-        deferred,
+        completion,
         chunks: spec.chunks,
         onBlockStatus: spec.onBlockStatus
       }
@@ -190,15 +191,13 @@ export const issue = <A>(h: HandleImpl, spec: CommandSpec): Effect.Effect<Comman
         offset,
         length: spec.requestLength ?? count
       }
-      conn.submit(pending, ClientCodec.encodeRequest(header, h.extendedHeaders, spec.payload))
+      conn.submit(pending, ClientCodec.encodeRequest(header, h.extendedHeaders), spec.payload)
       return {
         cookie: BigInt(cookie),
-        await: Effect.onInterrupt(Deferred.await(deferred) as Effect.Effect<A, NbdError.NbdError>, () =>
-          Effect.sync(() => {
-            // The reply is still read and dropped, so the stream stays in step.
-            pending.buffer = undefined
-          })
-        )
+        // The reply is still read and dropped, so the stream stays in step.
+        await: completion.await<A>(() => {
+          pending.buffer = undefined
+        })
       }
     })
   })

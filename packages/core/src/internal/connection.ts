@@ -12,11 +12,18 @@ import * as HandleState from "../HandleState.js"
 import * as NbdError from "../NbdError.js"
 import * as Protocol from "../Protocol.js"
 import { concat } from "./bytes.js"
+import type { Completion } from "./completion.js"
 import type { HandleImpl } from "./handle.js"
 
 /** Tells the writer to shut the write side of the socket once everything before it is sent. */
 const END_OF_WRITES = Symbol("END_OF_WRITES")
-type Outgoing = Uint8Array | { readonly bytes: Uint8Array; readonly pending: Pending } | typeof END_OF_WRITES
+type Outgoing =
+  | Uint8Array
+  | { readonly bytes: Uint8Array; readonly payload: Uint8Array | undefined; readonly pending: Pending }
+  | typeof END_OF_WRITES
+
+/** A write payload at least this big is written on its own, never copied into a group. */
+const COPY_PAYLOAD_BELOW = 64 * 1024
 
 /** Writes are grouped into one socket write up to this size. */
 const WRITE_GROUP_BYTES = 1024 * 1024
@@ -43,7 +50,7 @@ export interface Pending {
   /** Set when the command was failed before being sent: the writer skips it. */
   abandoned: boolean
   readonly operation: string
-  readonly deferred: Deferred.Deferred<unknown, NbdError.NbdError>
+  readonly completion: Completion
   /** For structured reads: the chunks as they arrived (data, holes, errors with offsets). */
   readonly chunks: Array<ReadChunk> | undefined
   /** For block status: receives each BLOCK_STATUS or BLOCK_STATUS_EXT chunk payload. */
@@ -174,6 +181,20 @@ export class Connection {
             if (item.pending.abandoned) continue
             item.pending.sent = true
             bytes = item.bytes
+            const payload = item.payload
+            if (payload !== undefined && payload.length >= COPY_PAYLOAD_BELOW) {
+              group.push(bytes)
+              yield* self.writeGroup(write, group)
+              yield* self.writeGroup(write, [payload])
+              group = []
+              groupBytes = 0
+              continue
+            }
+            if (payload !== undefined) {
+              group.push(bytes)
+              groupBytes += bytes.length
+              bytes = payload
+            }
           }
           group.push(bytes)
           groupBytes += bytes.length
@@ -275,12 +296,12 @@ export class Connection {
     return error === undefined ? Effect.void : this.terminate(error)
   }
 
-  /** Registers a command and queues its request; the reply completes `pending.deferred`. */
-  submit(pending: Pending, request: Uint8Array): void {
+  /** Registers a command and queues its request; the reply completes `pending.completion`. */
+  submit(pending: Pending, request: Uint8Array, payload?: Uint8Array): void {
     this.pending.set(pending.cookie, pending)
     this.inFlight += 1
     this.h.stats.chunksSent += 1
-    Queue.unsafeOffer(this.outgoing, { bytes: request, pending })
+    Queue.unsafeOffer(this.outgoing, { bytes: request, payload, pending })
   }
 
   /** Fails with ENOTCONN every command the writer has not yet handed to the socket; they are never sent. */
@@ -290,8 +311,7 @@ export class Connection {
       p.abandoned = true
       this.pending.delete(p.cookie)
       this.inFlight -= 1
-      Deferred.unsafeDone(
-        p.deferred,
+      p.completion.done(
         Exit.fail(
           new NbdError.ConnectionError({
             errno: "ENOTCONN",
@@ -326,10 +346,7 @@ export class Connection {
   /** Fails every command still waiting with ENOTCONN. */
   failPending(message: string): void {
     for (const p of this.pending.values()) {
-      Deferred.unsafeDone(
-        p.deferred,
-        Exit.fail(new NbdError.ConnectionError({ errno: "ENOTCONN", operation: p.operation, message }))
-      )
+      p.completion.done(Exit.fail(new NbdError.ConnectionError({ errno: "ENOTCONN", operation: p.operation, message })))
     }
     this.pending.clear()
     this.inFlight = 0
@@ -339,19 +356,18 @@ export class Connection {
     this.pending.delete(p.cookie)
     this.inFlight -= 1
     if (p.error !== undefined) {
-      Deferred.unsafeDone(p.deferred, Exit.fail(p.error))
+      p.completion.done(Exit.fail(p.error))
       return
     }
     if (p.type === Protocol.Cmd.READ && p.dataSeen !== p.count) {
-      Deferred.unsafeDone(
-        p.deferred,
+      p.completion.done(
         Exit.fail(
           commandProtocolError(p, `server replied with ${p.dataSeen} bytes of data for a read of ${p.count} bytes`)
         )
       )
       return
     }
-    Deferred.unsafeDone(p.deferred, Exit.succeed(p.type === Protocol.Cmd.READ ? p.buffer : undefined))
+    p.completion.done(Exit.succeed(p.type === Protocol.Cmd.READ ? p.buffer : undefined))
   }
 
   private setError(p: Pending, error: NbdError.NbdError): void {
