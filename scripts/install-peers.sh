@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the real NBD peers the tests run against, from Debian's packages, when any is missing.
 set -euo pipefail
-packages=(nbdkit nbdkit-plugin-python libnbd-bin python3-libnbd qemu-utils nbd-server gnutls-bin)
+packages=(nbdkit nbdkit-plugin-python libnbd-bin python3-libnbd qemu-utils nbd-server gnutls-bin time fio)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

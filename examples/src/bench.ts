@@ -1,0 +1,809 @@
+/**
+ * `pnpm bench`: our NBD client and server against libnbd's and nbdkit's, on one 2-core box, in one run.
+ *
+ *   1. sequential read of 1 GiB from `nbdkit memory 1G` (filled, not sparse): ours vs `nbdcopy ... null:`
+ *   2. sequential write of 1 GiB into it: ours vs `nbdcopy FILE URI` (FILE in /dev/shm)
+ *   3. 4 KiB random reads, 64 in flight, for a fixed time: ours vs `fio --ioengine=nbd`
+ *   4. our server: `nbdcopy URI null:` from `effect-nbd-server` (filled first) vs from nbdkit
+ *
+ * The sides alternate run by run. Every side runs in its own child process, so peak RSS (GNU time's %M; VmHWM for the servers) compares
+ * like with like. Our client's runs time the whole session (connect, transfer, disconnect) inside the
+ * child, not node's start-up; the peers' runs are timed from spawn to exit. Medians are reported, the
+ * ratios are ours / peer, and everything is saved to bench-results/bench-<timestamp>.json.
+ *
+ * Modes: `node examples/dist/bench.js` (the benchmark), `--profile` (CPU-profiles our client's
+ * sequential read and summarises the top self-time functions), `--worker JSON` (internal: one client
+ * side, prints its result as JSON).
+ *
+ * Knobs (environment): BENCH_REPS (5), BENCH_RANDOM_SECONDS (5), BENCH_RANDOM_REPS (3).
+ */
+import { Nbd } from "@effect-nbd/core"
+import { NodeNbd } from "@effect-nbd/node"
+import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import * as Duration from "effect/Duration"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import * as Schedule from "effect/Schedule"
+import type * as Scope from "effect/Scope"
+import { type ChildProcess, execFileSync, spawn } from "node:child_process"
+import * as Crypto from "node:crypto"
+import * as Fs from "node:fs"
+import * as Os from "node:os"
+import * as Path from "node:path"
+import { fileURLToPath } from "node:url"
+
+// ---------------------------------------------------------------------------------------------------------------
+// Parameters
+// ---------------------------------------------------------------------------------------------------------------
+
+const GiB = 1024 * 1024 * 1024
+const SIZE = GiB
+const REQUEST_SIZE = 256 * 1024
+const DEPTH = 64
+const RANDOM_BLOCK = 4096
+const WARMUP_BYTES = 256 * 1024 * 1024
+const envInt = (name: string, fallback: number): number => {
+  const v = Number(process.env[name])
+  return Number.isFinite(v) && v > 0 ? v : fallback
+}
+const REPS = envInt("BENCH_REPS", 5)
+const RANDOM_SECONDS = envInt("BENCH_RANDOM_SECONDS", 5)
+const RANDOM_REPS = envInt("BENCH_RANDOM_REPS", 3)
+const NBDCOPY_FLAGS = ["-C", "1", "-R", String(DEPTH), `--request-size=${REQUEST_SIZE}`]
+
+const SELF = fileURLToPath(import.meta.url)
+const ROOT = Path.resolve(Path.dirname(SELF), "../..")
+const RESULTS_DIR = Path.join(ROOT, "bench-results")
+
+// ---------------------------------------------------------------------------------------------------------------
+// The client side (a child process: `bench.js --worker JSON`)
+// ---------------------------------------------------------------------------------------------------------------
+
+type WorkerTask =
+  | {
+      readonly mode: "read" | "write"
+      readonly uri: string
+      readonly reps: number
+      /** An untimed session of this many bytes first, so the timed ones run on warm (JIT-compiled) code. */
+      readonly warmupBytes: number
+    }
+  | { readonly mode: "randread"; readonly uri: string; readonly seconds: number }
+
+interface WorkerRun {
+  /** The whole session: make, connect, transfer, close. */
+  readonly seconds: number
+  /** The transfer alone. */
+  readonly transferSeconds: number
+  readonly bytes: number
+  readonly requests: number
+}
+
+/**
+ * Keeps `depth` commands in flight: issue `depth`, then await them in order, issuing the next as each one
+ * completes. `issue(i, slot)` queues request i; `slot` (i mod depth) names a buffer that is free again.
+ * `more(i)` says whether request i should be issued.
+ */
+const pipeline = (
+  depth: number,
+  more: (i: number) => boolean,
+  issue: (i: number, slot: number) => Effect.Effect<Nbd.Command<unknown>, unknown>
+): Effect.Effect<number, unknown> =>
+  Effect.gen(function* () {
+    const inflight: Array<Nbd.Command<unknown> | undefined> = new Array(depth)
+    let issued = 0
+    while (issued < depth && more(issued)) {
+      inflight[issued] = yield* issue(issued, issued)
+      issued++
+    }
+    for (let done = 0; done < issued; done++) {
+      const slot = done % depth
+      yield* inflight[slot]!.await
+      inflight[slot] = undefined
+      if (more(issued)) {
+        inflight[slot] = yield* issue(issued, slot)
+        issued++
+      }
+    }
+    return issued
+  })
+
+const session = (
+  uri: string,
+  transfer: (h: Nbd.Handle, size: number) => Effect.Effect<{ bytes: number; requests: number }, unknown>
+): Effect.Effect<WorkerRun, unknown> =>
+  Effect.gen(function* () {
+    const t0 = performance.now()
+    let t1 = 0
+    let t2 = 0
+    const result = yield* Effect.scoped(
+      Effect.gen(function* () {
+        const h = yield* Nbd.make()
+        yield* NodeNbd.connectUri(h, uri)
+        const size = Number(yield* Nbd.getSize(h))
+        t1 = performance.now()
+        const r = yield* transfer(h, size)
+        t2 = performance.now()
+        return r
+      })
+    )
+    const t3 = performance.now()
+    return { seconds: (t3 - t0) / 1000, transferSeconds: (t2 - t1) / 1000, ...result }
+  })
+
+const sequential =
+  (mode: "read" | "write", limit = Infinity) =>
+  (h: Nbd.Handle, exportSize: number): Effect.Effect<{ bytes: number; requests: number }, unknown> => {
+    const size = Math.min(exportSize, limit)
+    const buffers = Array.from({ length: DEPTH }, () => {
+      const b = new Uint8Array(REQUEST_SIZE)
+      if (mode === "write") Crypto.randomFillSync(b)
+      return b
+    })
+    const count = Math.ceil(size / REQUEST_SIZE)
+    return Effect.map(
+      pipeline(
+        DEPTH,
+        (i) => i < count,
+        (i, slot) => {
+          const offset = i * REQUEST_SIZE
+          const len = Math.min(REQUEST_SIZE, size - offset)
+          const buffer = len === REQUEST_SIZE ? buffers[slot]! : buffers[slot]!.subarray(0, len)
+          return mode === "read" ? Nbd.aioPread(h, len, offset, { buffer }) : Nbd.aioPwrite(h, buffer, offset)
+        }
+      ),
+      (requests) => ({ bytes: size, requests })
+    )
+  }
+
+/** xorshift32: the same offsets every run, and no allocation per request. */
+const randomOffsets = (size: number, block: number) => {
+  let x = 0x9e3779b9
+  const blocks = Math.floor(size / block)
+  return () => {
+    x ^= x << 13
+    x ^= x >>> 17
+    x ^= x << 5
+    return ((x >>> 0) % blocks) * block
+  }
+}
+
+const randomRead =
+  (seconds: number) =>
+  (h: Nbd.Handle, size: number): Effect.Effect<{ bytes: number; requests: number }, unknown> => {
+    const buffers = Array.from({ length: DEPTH }, () => new Uint8Array(RANDOM_BLOCK))
+    const next = randomOffsets(size, RANDOM_BLOCK)
+    const deadline = performance.now() + seconds * 1000
+    return Effect.map(
+      pipeline(
+        DEPTH,
+        // Checking the clock every 256 requests keeps it off the hot path.
+        (i) => (i & 255) !== 0 || performance.now() < deadline,
+        (_, slot) => Nbd.aioPread(h, RANDOM_BLOCK, next(), { buffer: buffers[slot]! })
+      ),
+      (requests) => ({ bytes: requests * RANDOM_BLOCK, requests })
+    )
+  }
+
+const worker = (task: WorkerTask): Effect.Effect<ReadonlyArray<WorkerRun>, unknown> =>
+  task.mode === "randread"
+    ? Effect.map(session(task.uri, randomRead(task.seconds)), (r) => [r])
+    : Effect.zipRight(
+        task.warmupBytes > 0 ? session(task.uri, sequential(task.mode, task.warmupBytes)) : Effect.void,
+        Effect.forEach(Array.from({ length: task.reps }), () => session(task.uri, sequential(task.mode)), {
+          concurrency: 1
+        })
+      )
+
+// ---------------------------------------------------------------------------------------------------------------
+// Child processes
+// ---------------------------------------------------------------------------------------------------------------
+
+class BenchError extends Data.TaggedError("BenchError")<{ readonly message: string }> {}
+
+interface ProcessResult {
+  readonly stdout: string
+  readonly stderr: string
+  readonly wallSeconds: number
+  /** GNU time's %M: the child's peak RSS in KiB. */
+  readonly peakRssKiB: number
+}
+
+/** Runs a command under GNU time and fails on a non-zero exit. */
+const runTimed = (
+  file: string,
+  args: ReadonlyArray<string>,
+  env?: Record<string, string>
+): Effect.Effect<ProcessResult, BenchError> =>
+  Effect.async<ProcessResult, BenchError>((resume) => {
+    const rssFile = Path.join(Os.tmpdir(), `effect-nbd-bench-rss-${process.pid}-${Crypto.randomUUID()}`)
+    const t0 = performance.now()
+    const child = spawn("/usr/bin/time", ["-f", "%M", "-o", rssFile, file, ...args], {
+      stdio: ["ignore", "pipe", "pipe"],
+      env: { ...process.env, ...env }
+    })
+    const out: Array<Buffer> = []
+    const err: Array<Buffer> = []
+    child.stdout.on("data", (b: Buffer) => out.push(b))
+    child.stderr.on("data", (b: Buffer) => err.push(b))
+    child.on("error", (e) => resume(Effect.fail(new BenchError({ message: `${file}: ${e.message}` }))))
+    child.on("close", (code) => {
+      const wallSeconds = (performance.now() - t0) / 1000
+      let rss = NaN
+      try {
+        rss = Number(Fs.readFileSync(rssFile, "utf8").trim().split("\n").pop())
+        Fs.rmSync(rssFile, { force: true })
+      } catch {
+        // no figure
+      }
+      const stdout = Buffer.concat(out).toString()
+      const stderr = Buffer.concat(err).toString()
+      if (code !== 0)
+        resume(
+          Effect.fail(
+            new BenchError({ message: `${file} ${args.join(" ")} exited with ${code}:\n${stderr.slice(-2000)}` })
+          )
+        )
+      else resume(Effect.succeed({ stdout, stderr, wallSeconds, peakRssKiB: rss }))
+    })
+    return Effect.sync(() => {
+      if (child.exitCode === null) child.kill("SIGTERM")
+    })
+  })
+
+/** Runs our client side in a child node process. */
+const runWorker = (
+  task: WorkerTask,
+  nodeArgs: ReadonlyArray<string> = []
+): Effect.Effect<{ runs: ReadonlyArray<WorkerRun>; peakRssKiB: number }, BenchError> =>
+  Effect.map(runTimed(process.execPath, [...nodeArgs, SELF, "--worker", JSON.stringify(task)]), (r) => ({
+    runs: JSON.parse(r.stdout) as ReadonlyArray<WorkerRun>,
+    peakRssKiB: r.peakRssKiB
+  }))
+
+const peakRssOf = (pid: number): number => {
+  try {
+    const m = /VmHWM:\s+(\d+)/.exec(Fs.readFileSync(`/proc/${pid}/status`, "utf8"))
+    return m ? Number(m[1]) : NaN
+  } catch {
+    return NaN
+  }
+}
+
+const cpuSecondsOf = (pid: number): number => {
+  try {
+    const stat = Fs.readFileSync(`/proc/${pid}/stat`, "utf8")
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ")
+    return (Number(fields[11]) + Number(fields[12])) / 100 // utime + stime, in clock ticks (USER_HZ = 100)
+  } catch {
+    return NaN
+  }
+}
+
+interface Server {
+  readonly name: string
+  readonly uri: string
+  readonly pid: number
+}
+
+/** Starts a server in the foreground listening on `socket`; stops it (SIGTERM, then SIGKILL) with the scope. */
+const startServer = (
+  name: string,
+  file: string,
+  args: ReadonlyArray<string>,
+  socket: string
+): Effect.Effect<Server, BenchError, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.gen(function* () {
+      const child: ChildProcess = spawn(file, [...args], { stdio: ["ignore", "ignore", "inherit"] })
+      const exited = () => child.exitCode !== null || child.signalCode !== null
+      yield* Effect.suspend(() =>
+        exited()
+          ? Effect.fail(new BenchError({ message: `${name} exited early` }))
+          : Fs.existsSync(socket)
+            ? Effect.void
+            : Effect.fail(new BenchError({ message: `${name} is not listening on ${socket}` }))
+      ).pipe(
+        Effect.retry({
+          schedule: Schedule.spaced(Duration.millis(50)),
+          until: (e) => e.message.endsWith("exited early"),
+          times: 400
+        }),
+        Effect.tapError(() => Effect.sync(() => child.kill("SIGKILL")))
+      )
+      return { child, server: { name, uri: `nbd+unix:///?socket=${socket}`, pid: child.pid! } }
+    }),
+    ({ child }) =>
+      Effect.async<void>((resume) => {
+        if (child.exitCode !== null || child.signalCode !== null) return resume(Effect.void)
+        const timer = setTimeout(() => child.kill("SIGKILL"), 3000)
+        child.once("exit", () => {
+          clearTimeout(timer)
+          resume(Effect.void)
+        })
+        child.kill("SIGTERM")
+      })
+  ).pipe(Effect.map(({ server }) => server))
+
+const tempDir: Effect.Effect<string, never, Scope.Scope> = Effect.acquireRelease(
+  Effect.sync(() => Fs.mkdtempSync(Path.join(Os.tmpdir(), "effect-nbd-bench-"))),
+  (dir) => Effect.sync(() => Fs.rmSync(dir, { recursive: true, force: true }))
+)
+
+/** 1 GiB of random bytes in a file, in /dev/shm when it has room: nbdcopy's source for writes. */
+const dataFile = (dir: string): Effect.Effect<string, never, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.sync(() => {
+      let base = dir
+      try {
+        const s = Fs.statfsSync("/dev/shm")
+        if (s.bavail * s.bsize > SIZE * 1.25) base = Fs.mkdtempSync("/dev/shm/effect-nbd-bench-")
+      } catch {
+        // use the temp dir
+      }
+      const file = Path.join(base, "data.img")
+      const fd = Fs.openSync(file, "w")
+      const chunk = Buffer.allocUnsafe(64 * 1024 * 1024)
+      for (let off = 0; off < SIZE; off += chunk.length) {
+        Crypto.randomFillSync(chunk)
+        Fs.writeSync(fd, chunk, 0, Math.min(chunk.length, SIZE - off))
+      }
+      Fs.closeSync(fd)
+      return file
+    }),
+    (file) =>
+      Effect.sync(() => {
+        Fs.rmSync(file, { force: true })
+        if (file.startsWith("/dev/shm/")) Fs.rmSync(Path.dirname(file), { recursive: true, force: true })
+      })
+  )
+
+// ---------------------------------------------------------------------------------------------------------------
+// Figures
+// ---------------------------------------------------------------------------------------------------------------
+
+const median = (xs: ReadonlyArray<number>): number => {
+  const s = [...xs].filter((x) => Number.isFinite(x)).sort((a, b) => a - b)
+  if (s.length === 0) return NaN
+  const m = s.length >> 1
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2
+}
+
+interface Side {
+  readonly label: string
+  readonly tool: string
+  /** Per repetition: seconds, and the bytes and requests moved. */
+  readonly runs: ReadonlyArray<{ seconds: number; bytes: number; requests: number }>
+  readonly medianSeconds: number
+  readonly mbPerSecond: number
+  readonly iops: number | undefined
+  /** KiB; for a server, VmHWM at the end of the phase. */
+  readonly peakRssKiB: number
+  readonly cpuSeconds?: number
+}
+
+interface Comparison {
+  readonly test: string
+  readonly ours: Side
+  readonly peer: Side
+  /** ours / peer, by throughput. */
+  readonly ratio: number
+  readonly target?: number
+}
+
+const side = (
+  label: string,
+  tool: string,
+  runs: ReadonlyArray<{ seconds: number; bytes: number; requests: number }>,
+  peakRssKiB: number,
+  withIops: boolean,
+  extra: { cpuSeconds?: number } = {}
+): Side => {
+  const rates = runs.map((r) => r.bytes / r.seconds)
+  const mbPerSecond = median(rates) / 1e6
+  const medianSeconds = median(runs.map((r) => r.seconds))
+  const iops = withIops ? median(runs.map((r) => r.requests / r.seconds)) : undefined
+  return { label, tool, runs, medianSeconds, mbPerSecond, iops, peakRssKiB, ...extra }
+}
+
+const compare = (test: string, ours: Side, peer: Side, target?: number): Comparison => ({
+  test,
+  ours,
+  peer,
+  ratio: ours.mbPerSecond / peer.mbPerSecond,
+  ...(target !== undefined ? { target } : {})
+})
+
+const table = (rows: ReadonlyArray<Comparison>): string => {
+  const head = ["test", "side", "median s", "MB/s", "IOPS", "peak RSS MiB", "ours/peer"]
+  const lines: Array<Array<string>> = [head]
+  const f = (n: number | undefined, d: number) => (n === undefined || !Number.isFinite(n) ? "-" : n.toFixed(d))
+  for (const c of rows) {
+    for (const [i, s] of [c.ours, c.peer].entries()) {
+      lines.push([
+        i === 0 ? c.test : "",
+        s.label,
+        f(s.medianSeconds, 3),
+        f(s.mbPerSecond, 0),
+        s.iops === undefined ? "-" : f(s.iops, 0),
+        f(s.peakRssKiB / 1024, 1),
+        i === 0 ? `${c.ratio.toFixed(2)}${c.target !== undefined ? ` (target ≥ ${c.target})` : ""}` : ""
+      ])
+    }
+  }
+  const widths = head.map((_, i) => Math.max(...lines.map((l) => l[i]!.length)))
+  const fmt = (l: ReadonlyArray<string>) =>
+    l.map((c, i) => (i < 2 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join("  ")
+  const rule = widths.map((w) => "-".repeat(w)).join("  ")
+  return [fmt(head), rule, ...lines.slice(1).map(fmt)].join("\n")
+}
+
+const version = (file: string, args: ReadonlyArray<string>): string => {
+  try {
+    return execFileSync(file, [...args], { encoding: "utf8", stdio: ["ignore", "pipe", "pipe"] })
+      .split("\n")
+      .filter((l) => l.trim() !== "")
+      .slice(0, 2)
+      .join("; ")
+  } catch {
+    return "unavailable"
+  }
+}
+
+const log = (message: string) => Effect.sync(() => process.stderr.write(`bench: ${message}\n`))
+
+const nbdcopy = (args: ReadonlyArray<string>) =>
+  Effect.map(runTimed("nbdcopy", [...NBDCOPY_FLAGS, ...args]), (r) => ({
+    run: { seconds: r.wallSeconds, bytes: SIZE, requests: Math.ceil(SIZE / REQUEST_SIZE) },
+    peakRssKiB: r.peakRssKiB
+  }))
+
+const maxOf = (xs: ReadonlyArray<number>) => Math.max(...xs.filter((x) => Number.isFinite(x)))
+
+const fioAvailable = (): boolean => {
+  try {
+    execFileSync("fio", ["--enghelp=nbd"], { stdio: "ignore" })
+    return true
+  } catch {
+    return false
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// The benchmark
+// ---------------------------------------------------------------------------------------------------------------
+
+const benchmark = Effect.scoped(
+  Effect.gen(function* () {
+    const started = new Date()
+    const loadBefore = Os.loadavg()
+    const dir = yield* tempDir
+    yield* log(`reps ${REPS}, random reads ${RANDOM_REPS} x ${RANDOM_SECONDS} s; temp dir ${dir}`)
+
+    const nbdkit = yield* startServer(
+      "nbdkit",
+      "nbdkit",
+      ["-f", "-U", Path.join(dir, "nbdkit.sock"), "memory", "1G"],
+      Path.join(dir, "nbdkit.sock")
+    )
+    const t0 = performance.now()
+    const file = yield* dataFile(dir)
+    yield* log(`wrote 1 GiB of random data to ${file} in ${((performance.now() - t0) / 1000).toFixed(1)} s`)
+    const fill = yield* nbdcopy([file, nbdkit.uri])
+    yield* log(`filled nbdkit memory (first write, allocating) in ${fill.run.seconds.toFixed(2)} s`)
+
+    // 2. sequential write (overwrites: the export is allocated already), then 1. sequential read. The sides
+    // alternate run by run, so a change in the machine's load touches both; each of our runs is a fresh
+    // process that warms up on 256 MiB first.
+    const sequentialPhase = (mode: "read" | "write", peerArgs: ReadonlyArray<string>) =>
+      Effect.gen(function* () {
+        const peer: Array<{ run: { seconds: number; bytes: number; requests: number }; peakRssKiB: number }> = []
+        const ours: Array<{ runs: ReadonlyArray<WorkerRun>; peakRssKiB: number }> = []
+        for (let i = 0; i < REPS; i++) {
+          yield* log(`sequential ${mode} ${i + 1}/${REPS}`)
+          peer.push(yield* nbdcopy(peerArgs))
+          ours.push(yield* runWorker({ mode, uri: nbdkit.uri, reps: 1, warmupBytes: WARMUP_BYTES }))
+        }
+        return {
+          peer,
+          ours: { runs: ours.flatMap((o) => o.runs), peakRssKiB: maxOf(ours.map((o) => o.peakRssKiB)) }
+        }
+      })
+    const { ours: oursWrite, peer: peerWrite } = yield* sequentialPhase("write", [file, nbdkit.uri])
+    const { ours: oursRead, peer: peerRead } = yield* sequentialPhase("read", [nbdkit.uri, "null:"])
+
+    // 3. random 4 KiB reads, alternating sides
+    const haveFio = fioAvailable()
+    const randomOurs: Array<{ runs: ReadonlyArray<WorkerRun>; peakRssKiB: number }> = []
+    const randomPeer: Array<{ run: { seconds: number; bytes: number; requests: number }; peakRssKiB: number }> = []
+    for (let i = 0; i < RANDOM_REPS; i++) {
+      yield* log(`random 4 KiB reads ${i + 1}/${RANDOM_REPS}`)
+      if (haveFio) {
+        const r = yield* runTimed("fio", [
+          "--name=randread",
+          "--ioengine=nbd",
+          `--uri=${nbdkit.uri}`,
+          "--rw=randread",
+          `--bs=${RANDOM_BLOCK}`,
+          `--iodepth=${DEPTH}`,
+          `--runtime=${RANDOM_SECONDS}`,
+          "--time_based",
+          "--randrepeat=1",
+          "--output-format=json"
+        ])
+        const json = JSON.parse(r.stdout.slice(r.stdout.indexOf("{"))) as {
+          jobs: Array<{ read: { io_bytes: number; total_ios: number; runtime: number } }>
+        }
+        const read = json.jobs[0]!.read
+        randomPeer.push({
+          run: { seconds: read.runtime / 1000, bytes: read.io_bytes, requests: read.total_ios },
+          peakRssKiB: r.peakRssKiB
+        })
+      }
+      randomOurs.push(yield* runWorker({ mode: "randread", uri: nbdkit.uri, seconds: RANDOM_SECONDS }))
+    }
+
+    // 4. our server vs nbdkit, both read by nbdcopy
+    const ours = yield* startServer(
+      "effect-nbd-server",
+      process.execPath,
+      [
+        fileURLToPath(import.meta.resolve("@effect-nbd/test-server/bin")),
+        "-f",
+        "-U",
+        Path.join(dir, "ours.sock"),
+        "--export",
+        "=1G"
+      ],
+      Path.join(dir, "ours.sock")
+    )
+    yield* log("our server: filling it with nbdcopy")
+    const oursFill = yield* nbdcopy([file, ours.uri])
+    yield* log(`filled our server in ${oursFill.run.seconds.toFixed(2)} s`)
+    const serverOurs: Array<{ run: { seconds: number; bytes: number; requests: number }; peakRssKiB: number }> = []
+    const serverPeer: typeof serverOurs = []
+    let cpuOurs = 0
+    let cpuNbdkit = 0
+    for (let i = 0; i < REPS; i++) {
+      yield* log(`servers: nbdcopy reads ${i + 1}/${REPS}`)
+      const a = cpuSecondsOf(ours.pid)
+      serverOurs.push(yield* nbdcopy([ours.uri, "null:"]))
+      cpuOurs += cpuSecondsOf(ours.pid) - a
+      const b = cpuSecondsOf(nbdkit.pid)
+      serverPeer.push(yield* nbdcopy([nbdkit.uri, "null:"]))
+      cpuNbdkit += cpuSecondsOf(nbdkit.pid) - b
+    }
+    const serverRss = { ours: peakRssOf(ours.pid), nbdkit: peakRssOf(nbdkit.pid) }
+
+    // Figures
+    const libnbd = version("nbdcopy", ["--version"])
+    const comparisons: Array<Comparison> = [
+      compare(
+        "seq read 1 GiB, 256K x 64",
+        side("effect-nbd client", "effect-nbd (node)", oursRead.runs, oursRead.peakRssKiB, false),
+        side(
+          "nbdcopy",
+          "nbdcopy -C 1 -R 64 --request-size=262144 URI null:",
+          peerRead.map((r) => r.run),
+          maxOf(peerRead.map((r) => r.peakRssKiB)),
+          false
+        ),
+        0.7
+      ),
+      compare(
+        "seq write 1 GiB, 256K x 64",
+        side("effect-nbd client", "effect-nbd (node)", oursWrite.runs, oursWrite.peakRssKiB, false),
+        side(
+          "nbdcopy",
+          "nbdcopy -C 1 -R 64 --request-size=262144 FILE URI",
+          peerWrite.map((r) => r.run),
+          maxOf(peerWrite.map((r) => r.peakRssKiB)),
+          false
+        )
+      ),
+      compare(
+        `rand read 4K x 64, ${RANDOM_SECONDS} s`,
+        side(
+          "effect-nbd client",
+          "effect-nbd (node)",
+          randomOurs.flatMap((r) => r.runs),
+          maxOf(randomOurs.map((r) => r.peakRssKiB)),
+          true
+        ),
+        haveFio
+          ? side(
+              "fio (nbd engine)",
+              "fio --ioengine=nbd --rw=randread --bs=4k --iodepth=64",
+              randomPeer.map((r) => r.run),
+              maxOf(randomPeer.map((r) => r.peakRssKiB)),
+              true
+            )
+          : side("fio (unavailable)", "fio", [], NaN, true)
+      ),
+      compare(
+        "server: nbdcopy read 1 GiB",
+        side(
+          "effect-nbd-server",
+          "nbdcopy from effect-nbd-server --export =1G",
+          serverOurs.map((r) => r.run),
+          serverRss.ours,
+          false,
+          {
+            cpuSeconds: cpuOurs
+          }
+        ),
+        side(
+          "nbdkit memory",
+          "nbdcopy from nbdkit memory 1G",
+          serverPeer.map((r) => r.run),
+          serverRss.nbdkit,
+          false,
+          {
+            cpuSeconds: cpuNbdkit
+          }
+        ),
+        0.5
+      ),
+      compare(
+        "server: nbdcopy write 1 GiB (1 run)",
+        side(
+          "effect-nbd-server",
+          "nbdcopy FILE into effect-nbd-server (first write)",
+          [oursFill.run],
+          serverRss.ours,
+          false
+        ),
+        side("nbdkit memory", "nbdcopy FILE into nbdkit memory (first write)", [fill.run], serverRss.nbdkit, false)
+      )
+    ]
+    const rendered = table(comparisons)
+    const notes = [
+      "MB/s = 10^6 bytes/s, medians over repetitions; ratio = ours / peer throughput.",
+      "Our client runs in a child node process; its time covers connect + transfer + disconnect (not node start-up).",
+      "Peers are timed from spawn to exit. Peak RSS: GNU time %M for clients, VmHWM for servers (includes 1 GiB of data).",
+      `Load average (1 min) before / after: ${loadBefore[0]!.toFixed(2)} / ${Os.loadavg()[0]!.toFixed(2)} on ${Os.cpus().length} CPUs.`,
+      `Server CPU over the ${REPS} reads: effect-nbd-server ${cpuOurs.toFixed(2)} s, nbdkit ${cpuNbdkit.toFixed(2)} s.`
+    ]
+    process.stdout.write(`\n${rendered}\n\n${notes.join("\n")}\n`)
+
+    const result = {
+      startedAt: started.toISOString(),
+      finishedAt: new Date().toISOString(),
+      environment: {
+        node: process.version,
+        cpus: Os.cpus().length,
+        cpuModel: Os.cpus()[0]?.model,
+        kernel: Os.release(),
+        memoryBytes: Os.totalmem(),
+        loadAverageBefore: loadBefore,
+        loadAverageAfter: Os.loadavg(),
+        nbdcopy: libnbd,
+        nbdkit: version("nbdkit", ["--version"]),
+        fio: haveFio ? version("fio", ["--version"]) : "unavailable"
+      },
+      parameters: {
+        sizeBytes: SIZE,
+        requestSize: REQUEST_SIZE,
+        inFlight: DEPTH,
+        randomBlock: RANDOM_BLOCK,
+        reps: REPS,
+        randomReps: RANDOM_REPS,
+        randomSeconds: RANDOM_SECONDS,
+        dataFile: file
+      },
+      comparisons: comparisons.map((c) => ({
+        ...c,
+        meetsTarget: c.target === undefined ? undefined : c.ratio >= c.target
+      })),
+      clientTransferSeconds: {
+        read: oursRead.runs.map((r) => r.transferSeconds),
+        write: oursWrite.runs.map((r) => r.transferSeconds)
+      },
+      serverCpuSeconds: { effectNbdServer: cpuOurs, nbdkit: cpuNbdkit },
+      table: rendered,
+      notes
+    }
+    Fs.mkdirSync(RESULTS_DIR, { recursive: true })
+    const out = Path.join(RESULTS_DIR, `bench-${started.toISOString().replace(/[:.]/g, "-")}.json`)
+    Fs.writeFileSync(out, JSON.stringify(result, null, 2) + "\n")
+    process.stdout.write(`\nsaved ${Path.relative(process.cwd(), out)}\n`)
+  })
+)
+
+// ---------------------------------------------------------------------------------------------------------------
+// Profiling our client's sequential read
+// ---------------------------------------------------------------------------------------------------------------
+
+interface CpuProfile {
+  readonly nodes: ReadonlyArray<{
+    readonly id: number
+    readonly callFrame: { functionName: string; url: string; lineNumber: number; columnNumber: number }
+  }>
+  readonly samples: ReadonlyArray<number>
+  readonly timeDeltas: ReadonlyArray<number>
+}
+
+/** Self time per function and per file, from a .cpuprofile's samples. */
+const summariseProfile = (profile: CpuProfile, top: number): string => {
+  const byId = new Map(profile.nodes.map((n) => [n.id, n.callFrame]))
+  const byFunction = new Map<string, number>()
+  const byFile = new Map<string, number>()
+  let total = 0
+  profile.samples.forEach((id, i) => {
+    const dt = profile.timeDeltas[i] ?? 0
+    const frame = byId.get(id)
+    if (frame === undefined) return
+    total += dt
+    const url = frame.url.replace(/^file:\/\//, "")
+    const short = url.includes("/node_modules/")
+      ? url.slice(url.lastIndexOf("/node_modules/") + 14).replace(/^\.pnpm\/[^/]+\/node_modules\//, "")
+      : url.startsWith(ROOT)
+        ? Path.relative(ROOT, url)
+        : url
+    const fn = `${frame.functionName || "(anonymous)"}  ${short}${short ? `:${frame.lineNumber + 1}` : ""}`
+    byFunction.set(fn, (byFunction.get(fn) ?? 0) + dt)
+    const fileKey = short || frame.functionName
+    byFile.set(fileKey, (byFile.get(fileKey) ?? 0) + dt)
+  })
+  const rows = (m: Map<string, number>, n: number) =>
+    [...m.entries()]
+      .sort((a, b) => b[1] - a[1])
+      .slice(0, n)
+      .map(([k, v]) => `${((v / total) * 100).toFixed(1).padStart(5)}%  ${(v / 1000).toFixed(0).padStart(6)} ms  ${k}`)
+  return [
+    `total sampled: ${(total / 1e6).toFixed(2)} s`,
+    "",
+    `top ${top} functions by self time:`,
+    ...rows(byFunction, top),
+    "",
+    "self time by file:",
+    ...rows(byFile, 15)
+  ].join("\n")
+}
+
+const profile = Effect.scoped(
+  Effect.gen(function* () {
+    const dir = yield* tempDir
+    const nbdkit = yield* startServer(
+      "nbdkit",
+      "nbdkit",
+      ["-f", "-U", Path.join(dir, "nbdkit.sock"), "memory", "1G"],
+      Path.join(dir, "nbdkit.sock")
+    )
+    // Fill with nbdkit's pattern plugin (non-zero, quick), so nothing is sparse.
+    yield* runTimed("nbdkit", ["-U", "-", "pattern", "size=1G", "--run", `nbdcopy -C 1 "$uri" "${nbdkit.uri}"`])
+    const profDir = Path.join(dir, "prof")
+    const r = yield* runWorker({ mode: "read", uri: nbdkit.uri, reps: REPS, warmupBytes: 0 }, [
+      "--cpu-prof",
+      `--cpu-prof-dir=${profDir}`,
+      "--cpu-prof-interval=200"
+    ])
+    const name = Fs.readdirSync(profDir).find((f) => f.endsWith(".cpuprofile"))
+    if (name === undefined) return yield* Effect.fail(new BenchError({ message: "no .cpuprofile was written" }))
+    Fs.mkdirSync(RESULTS_DIR, { recursive: true })
+    const saved = Path.join(RESULTS_DIR, `read-${new Date().toISOString().replace(/[:.]/g, "-")}.cpuprofile`)
+    Fs.copyFileSync(Path.join(profDir, name), saved)
+    const prof = JSON.parse(Fs.readFileSync(saved, "utf8")) as CpuProfile
+    const rates = r.runs.map((x) => (x.bytes / x.seconds / 1e6).toFixed(0))
+    process.stdout.write(
+      `sequential read (profiled, 256K x 64): ${rates.join(", ")} MB/s\n\n${summariseProfile(prof, 30)}\n\nsaved ${Path.relative(process.cwd(), saved)}\n`
+    )
+  })
+)
+
+// ---------------------------------------------------------------------------------------------------------------
+// Main
+// ---------------------------------------------------------------------------------------------------------------
+
+const argv = process.argv.slice(2)
+if (argv[0] === "--worker") {
+  const task = JSON.parse(argv[1] ?? "{}") as WorkerTask
+  Effect.runPromise(worker(task)).then(
+    (runs) => process.stdout.write(JSON.stringify(runs)),
+    (error: unknown) => {
+      process.stderr.write(`bench worker: ${String(error)}\n`)
+      process.exit(1)
+    }
+  )
+} else {
+  NodeRuntime.runMain(argv[0] === "--profile" ? profile : benchmark)
+}
