@@ -640,6 +640,18 @@ export class Decoder {
     this.queue.push(chunk)
   }
 
+  /**
+   * Removes and gives the bytes received but not decoded yet, e.g. to hand them to a TLS layer after
+   * NBD_OPT_STARTTLS. Call it between messages: a message whose header was decoded but whose data has not
+   * all arrived is dropped.
+   */
+  takeBuffered(): Uint8Array {
+    this.pendingOption = undefined
+    this.pendingRequest = undefined
+    this.pendingPayload = 0
+    return this.queue.drain()
+  }
+
   /** Decodes requests from now on (compact, or extended when `extended`). */
   startTransmission(extended: boolean): void {
     this.phase = "transmission"

@@ -283,4 +283,18 @@ describe("ServerCodec decoder", () => {
       queries: []
     })
   })
+
+  it("takeBuffered hands over the bytes after the last message (STARTTLS)", () => {
+    const decoder = ServerCodec.makeDecoder({ phase: "options" })
+    const option = hex(`${ascii("IHAVEOPT")} 00000005 00000000`)
+    decoder.push(new Uint8Array([...option, 0x16, 0x03, 0x01]))
+    const message = decoder.next()
+    expect(message).toMatchObject({ _tag: "Option", option: Protocol.Opt.STARTTLS, length: 0 })
+    expect(decoder.buffered).toBe(3)
+    expect(toHex(decoder.takeBuffered())).toBe("160301")
+    expect(decoder.buffered).toBe(0)
+    expect(decoder.takeBuffered().length).toBe(0)
+    decoder.push(option)
+    expect(decoder.next()).toMatchObject({ _tag: "Option", option: Protocol.Opt.STARTTLS })
+  })
 })

@@ -29,6 +29,7 @@ import type * as Scope from "effect/Scope"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
+import * as Tls from "node:tls"
 import * as Backend from "./Backend.js"
 import * as Connection from "./internal/connection.js"
 
@@ -65,8 +66,70 @@ export const BackendSpec = Schema.Union(
 )
 
 /**
- * One export: its name ("" is the default export), size, optional description, read-only flag and backend
- * (default "memory", sparse).
+ * The command kinds a fault can target, by libnbd's names.
+ *
+ * @since 0.1.0
+ * @category config
+ */
+export const CommandKind = Schema.Literal("read", "write", "flush", "trim", "cache", "write-zeroes", "block-status")
+
+/**
+ * A command kind, by libnbd's name.
+ *
+ * @since 0.1.0
+ * @category config
+ */
+export type CommandKind = typeof CommandKind.Type
+
+/**
+ * An NBD error name a fault can answer with.
+ *
+ * @since 0.1.0
+ * @category config
+ */
+export const FaultErrno = Schema.Literal(
+  "EPERM",
+  "EIO",
+  "ENOMEM",
+  "EINVAL",
+  "ENOSPC",
+  "EOVERFLOW",
+  "ENOTSUP",
+  "ESHUTDOWN"
+)
+
+/**
+ * A fault on a kind of command, like nbdkit's error and delay filters: an error reply (`errno`, an NBD errno
+ * name), a delay before the command is served (`delayMs`), or both (the delay, then the error). It fires on
+ * a share `rate` of the commands, in [0, 1] (default 1: every one). A delayed command does not hold up the
+ * others: requests are served concurrently.
+ *
+ * When several faults fire on one command, their delays add up and the first errno wins. Faults act after
+ * the server's own checks (bounds, flags): a request the server refuses is refused at once.
+ *
+ * @example
+ * ```ts
+ * const faults = [
+ *   { command: "read", errno: "EIO", rate: 0.5 },
+ *   { command: "write", delayMs: 200 }
+ * ]
+ * ```
+ *
+ * @since 0.1.0
+ * @category config
+ */
+export const Fault = Schema.Struct({
+  command: CommandKind,
+  errno: Schema.optional(FaultErrno),
+  delayMs: Schema.optional(Schema.Number.pipe(Schema.int(), Schema.between(0, 2_147_483_647))),
+  rate: Schema.optional(Schema.Number.pipe(Schema.between(0, 1)))
+}).pipe(
+  Schema.filter((f) => f.errno !== undefined || f.delayMs !== undefined || "a fault has an errno, a delayMs or both")
+)
+
+/**
+ * One export: its name ("" is the default export), size, optional description, read-only flag, backend
+ * (default "memory", sparse) and faults (added to the server-wide `faults`).
  *
  * @since 0.1.0
  * @category config
@@ -78,7 +141,8 @@ export const ExportConfig = Schema.Struct({
     Schema.String.pipe(Schema.filter((s) => utf8Length(s) <= 4096 || "a description has at most 4096 bytes"))
   ),
   readOnly: Schema.optional(Schema.Boolean),
-  backend: Schema.optional(BackendSpec)
+  backend: Schema.optional(BackendSpec),
+  faults: Schema.optional(Schema.Array(Fault))
 })
 
 /**
@@ -120,24 +184,12 @@ export const BlockSize = Schema.Struct({
 )
 
 /**
- * The command kinds a fault can target, by libnbd's names.
+ * A fault as a caller writes it.
  *
  * @since 0.1.0
  * @category config
  */
-export const CommandKind = Schema.Literal("read", "write", "flush", "trim", "cache", "write-zeroes", "block-status")
-
-/**
- * A fault: answer a kind of command with an error (an NBD errno name) at a rate in [0, 1] (default 1).
- *
- * @since 0.1.0
- * @category config
- */
-export const Fault = Schema.Struct({
-  command: CommandKind,
-  errno: Schema.Literal("EPERM", "EIO", "ENOMEM", "EINVAL", "ENOSPC", "EOVERFLOW", "ENOTSUP", "ESHUTDOWN"),
-  rate: Schema.optional(Schema.Number.pipe(Schema.between(0, 1)))
-})
+export type FaultConfig = Schema.Schema.Encoded<typeof Fault>
 
 /**
  * The server's configuration. Every field is optional.
@@ -149,7 +201,14 @@ export const Fault = Schema.Struct({
  * - `structuredReplies`, `extendedHeaders`, `noZeroes`: offered to clients (default true).
  * - `blockSize`: advertised constraints (default 1 / 4096 / 32 MiB).
  * - `outOfOrder`: answer requests out of order and split reads into reordered chunks (default false).
- * - `faults`: errors to inject by command kind.
+ * - `faults`: errors and delays to inject by command kind, on every export (each export may add its own).
+ * - `tls`: "off" (default), "on" (plaintext and TLS clients) or "require" (every option but NBD_OPT_STARTTLS
+ *   and NBD_OPT_ABORT fails with NBD_REP_ERR_TLS_REQD until TLS is active), as nbdkit's `--tls`. Needs the
+ *   fixed newstyle protocol and credentials:
+ * - `tlsCertificates`: a directory with `server-cert.pem`, `server-key.pem` and optionally `ca-cert.pem`
+ *   (nbdkit's layout, as `certtool` makes it), or
+ * - `tlsPsk`: a pre-shared keys file of `username:hexkey` lines, as `psktool` writes it. When both are given,
+ *   the keys are used, as nbdkit does.
  *
  * @since 0.1.0
  * @category config
@@ -170,8 +229,20 @@ export const Config = Schema.Struct({
   noZeroes: Schema.optional(Schema.Boolean),
   blockSize: Schema.optional(BlockSize),
   outOfOrder: Schema.optional(Schema.Boolean),
-  faults: Schema.optional(Schema.Array(Fault))
-})
+  faults: Schema.optional(Schema.Array(Fault)),
+  tls: Schema.optional(Schema.Literal("off", "on", "require")),
+  tlsCertificates: Schema.optional(Schema.String.pipe(Schema.nonEmptyString())),
+  tlsPsk: Schema.optional(Schema.String.pipe(Schema.nonEmptyString()))
+}).pipe(
+  Schema.filter((c) => {
+    if (c.tls === undefined || c.tls === "off") return true
+    if (c.tlsCertificates === undefined && c.tlsPsk === undefined)
+      return `tls "${c.tls}" needs tlsCertificates (a directory) or tlsPsk (a keys file)`
+    if (c.protocol !== undefined && c.protocol !== "fixed-newstyle")
+      return `tls "${c.tls}" needs the fixed-newstyle protocol (NBD_OPT_STARTTLS)`
+    return true
+  })
+)
 
 /**
  * The configuration as a caller writes it.
@@ -293,7 +364,81 @@ const makeBackend = (spec: Schema.Schema.Type<typeof BackendSpec> | undefined, s
   return spec
 }
 
-const resolve = (config: Schema.Schema.Type<typeof Config>): Connection.Settings => {
+const resolveFault = (f: Schema.Schema.Type<typeof Fault>): Connection.ResolvedFault => ({
+  command: commandCodes[f.command],
+  errno: f.errno === undefined ? 0 : Protocol.NbdErrno[f.errno],
+  delayMs: f.delayMs ?? 0,
+  rate: f.rate ?? 1
+})
+
+const configError = (message: string, cause?: unknown): TestServerError =>
+  new TestServerError({ reason: "Config", message, cause })
+
+const readFile = (file: string, what: string): Effect.Effect<Buffer, TestServerError> =>
+  Effect.try({
+    try: () => Fs.readFileSync(file),
+    catch: (cause) => configError(`cannot read ${what} ${file}: ${String(cause)}`, cause)
+  })
+
+/** Parses a PSK file: `username:hexkey` lines (psktool's format); blank lines and `#` comments are skipped. */
+const parsePskFile = (text: string, file: string): Effect.Effect<Map<string, Buffer>, TestServerError> =>
+  Effect.suspend(() => {
+    const keys = new Map<string, Buffer>()
+    const lines = text.split(/\r?\n/)
+    for (let i = 0; i < lines.length; i++) {
+      const line = lines[i]!.trim()
+      if (line === "" || line.startsWith("#")) continue
+      const colon = line.lastIndexOf(":")
+      const user = line.slice(0, colon)
+      const hex = line.slice(colon + 1)
+      if (colon <= 0 || !/^([0-9a-f]{2})+$/i.test(hex))
+        return Effect.fail(configError(`${file}:${i + 1}: expected username:hexkey`))
+      if (!keys.has(user)) keys.set(user, Buffer.from(hex, "hex"))
+    }
+    if (keys.size === 0) return Effect.fail(configError(`${file}: no keys`))
+    return Effect.succeed(keys)
+  })
+
+const secureContext = (options: Tls.SecureContextOptions): Effect.Effect<Tls.SecureContext, TestServerError> =>
+  Effect.try({
+    try: () => Tls.createSecureContext(options),
+    catch: (cause) => configError(`invalid TLS credentials: ${String(cause)}`, cause)
+  })
+
+/** Loads the TLS credentials the configuration names. */
+const resolveTls = (
+  config: Schema.Schema.Type<typeof Config>
+): Effect.Effect<Connection.TlsSettings | undefined, TestServerError> =>
+  Effect.gen(function* () {
+    const mode = config.tls ?? "off"
+    if (mode === "off") return undefined
+    if (config.tlsPsk !== undefined) {
+      const file = config.tlsPsk
+      const keys = yield* parsePskFile((yield* readFile(file, "the PSK file")).toString("utf8"), file)
+      // TLS 1.3 (OpenSSL turns the PSK callback into an external PSK; libnbd 1.14's gnutls negotiates it)
+      // or TLS 1.2 with the PSK cipher suites, which OpenSSL leaves out unless asked for.
+      const context = yield* secureContext({ ciphers: "PSK", minVersion: "TLSv1.2" })
+      return {
+        mode,
+        options: {
+          secureContext: context,
+          pskCallback: (_socket: Tls.TLSSocket, identity: string) => keys.get(identity) ?? null
+        }
+      }
+    }
+    const dir = config.tlsCertificates!
+    const cert = yield* readFile(Path.join(dir, "server-cert.pem"), "the server certificate")
+    const key = yield* readFile(Path.join(dir, "server-key.pem"), "the server key")
+    const caFile = Path.join(dir, "ca-cert.pem")
+    const ca = Fs.existsSync(caFile) ? yield* readFile(caFile, "the CA certificate") : undefined
+    const context = yield* secureContext(ca === undefined ? { cert, key } : { cert, key, ca })
+    return { mode, options: { secureContext: context } }
+  })
+
+const resolve = (
+  config: Schema.Schema.Type<typeof Config>,
+  tls: Connection.TlsSettings | undefined
+): Connection.Settings => {
   const exports = (config.exports ?? [{ name: "", size: DEFAULT_SIZE }]).map((e): Connection.ResolvedExport => {
     const backend = makeBackend(e.backend, e.size)
     return {
@@ -301,7 +446,8 @@ const resolve = (config: Schema.Schema.Type<typeof Config>): Connection.Settings
       description: e.description,
       size: e.size,
       readOnly: (e.readOnly ?? false) || backend.readOnly,
-      backend
+      backend,
+      faults: [...(config.faults ?? []), ...(e.faults ?? [])].map(resolveFault)
     }
   })
   return {
@@ -312,11 +458,7 @@ const resolve = (config: Schema.Schema.Type<typeof Config>): Connection.Settings
     noZeroes: config.noZeroes ?? true,
     blockSize: config.blockSize ?? { minimum: 1, preferred: 4096, maximum: Protocol.Limits.DEFAULT_PAYLOAD_MAX },
     outOfOrder: config.outOfOrder ?? false,
-    faults: (config.faults ?? []).map((f) => ({
-      command: commandCodes[f.command],
-      errno: Protocol.NbdErrno[f.errno],
-      rate: f.rate ?? 1
-    }))
+    tls
   }
 }
 
@@ -345,7 +487,7 @@ export const make = (config: Config = {}): Effect.Effect<Service, TestServerErro
           })
       )
     )
-    const settings = resolve(decoded)
+    const settings = resolve(decoded, yield* resolveTls(decoded))
     const listen = decoded.listen ?? { _tag: "Unix" as const }
     const host = listen._tag === "Tcp" ? (listen.host ?? "127.0.0.1") : "127.0.0.1"
     const path = listen._tag === "Unix" ? (listen.path ?? (yield* tempSocketPath)) : undefined

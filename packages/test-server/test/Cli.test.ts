@@ -5,7 +5,8 @@ import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import { fileURLToPath } from "node:url"
-import { run, runOk, toolEnv } from "./helpers.js"
+import * as Cli from "../src/internal/cli.js"
+import { makeTlsCredentials, run, runOk, toolEnv } from "./helpers.js"
 
 const root = Path.resolve(Path.dirname(fileURLToPath(import.meta.url)), "../../..")
 const bin = Path.join(root, "packages/test-server/dist/bin.js")
@@ -93,6 +94,78 @@ describe("effect-nbd-server CLI", () => {
     })
   )
 
+  it.live("--fault and --delay per export reach libnbd's client", () =>
+    Effect.gen(function* () {
+      const check = [
+        "import errno, os, time",
+        "bad = nbd.NBD()",
+        "bad.connect_uri('nbd+unix:///bad?socket=' + os.environ['unixsocket'])",
+        "try:\n  bad.pread(512, 0)\n  raise SystemExit(3)\nexcept nbd.Error as e:\n  assert e.errnum == errno.EIO, e",
+        "bad.flush()",
+        "slow = nbd.NBD()",
+        "slow.connect_uri('nbd+unix:///slow?socket=' + os.environ['unixsocket'])",
+        "t = time.monotonic()\nslow.pread(512, 0)\nassert time.monotonic() - t >= 0.19, time.monotonic() - t",
+        "t = time.monotonic()\nbad.pwrite(b'x', 0)\nassert time.monotonic() - t < 0.15"
+      ].join("\n")
+      const r = yield* run(
+        "node",
+        [
+          bin,
+          "-U",
+          "-",
+          "--export",
+          "bad=1M",
+          "--fault",
+          "read:EIO",
+          "--export",
+          "slow=1M",
+          "--delay",
+          "read:200ms",
+          "--run",
+          'nbdsh -c "$CHECK"'
+        ],
+        { env: toolEnv({ CHECK: check }) }
+      )
+      expect(r.code, r.stderr + r.stdout).toBe(0)
+      const help = yield* cli(["--help"])
+      expect(help.stdout).toContain("--fault COMMAND:ERRNO[:RATE]")
+      expect(help.stdout).toContain("--delay COMMAND:TIME[:RATE]")
+    })
+  )
+
+  it.scopedLive("--tls=require with --tls-psk or --tls-certificates serves libnbd over TLS only", () =>
+    Effect.gen(function* () {
+      const dir = yield* Effect.acquireRelease(
+        Effect.sync(() => Fs.mkdtempSync(Path.join(Os.tmpdir(), "effect-nbd-cli-tls-"))),
+        (d) => Effect.sync(() => Fs.rmSync(d, { recursive: true, force: true }))
+      )
+      const { pki, psk } = yield* makeTlsCredentials(dir)
+      const withPsk = yield* cli([
+        "-U",
+        "-",
+        "--tls=require",
+        "--tls-psk",
+        psk,
+        "--run",
+        `nbdinfo --json "nbds+unix://alice@/?socket=$unixsocket&tls-psk-file=${psk}" && ! nbdinfo --size "$uri"`
+      ])
+      expect(withPsk.code, withPsk.stderr).toBe(0)
+      expect((JSON.parse(withPsk.stdout) as { TLS: boolean }).TLS).toBe(true)
+      const withCerts = yield* cli([
+        "-p",
+        "0",
+        "--tls",
+        "on",
+        "--tls-certificates",
+        pki,
+        "--run",
+        `nbdinfo --size "nbds://127.0.0.1:$port/?tls-certificates=${pki}" && nbdinfo --size "$uri"`
+      ])
+      expect(withCerts.code, withCerts.stderr).toBe(0)
+      expect(withCerts.stdout.trim().split("\n")).toEqual([String(1 << 30), String(1 << 30)])
+    })
+  )
+
   it.live(
     "bad input gives a one-line error and exit code 1",
     () =>
@@ -106,7 +179,75 @@ describe("effect-nbd-server CLI", () => {
         const help = yield* cli(["--help"])
         expect(help.code).toBe(0)
         expect(help.stdout).toContain("--export NAME=SIZE[:DESCRIPTION]")
+        expect(help.stdout).toContain("--tls=off|on|require")
       }),
     60_000
   )
+})
+
+describe("effect-nbd-server argv parsing", () => {
+  const config = (args: ReadonlyArray<string>) => {
+    const parsed = Cli.parse(args)
+    if (parsed._tag !== "Serve") throw new Error(`not Serve: ${parsed._tag}`)
+    return parsed.options.config
+  }
+
+  it("--fault and --delay before any --export apply to every export, after one to that export", () => {
+    const c = config([
+      "--fault",
+      "flush:EIO",
+      "--delay",
+      "zero:2s:50%",
+      "--export",
+      "a=1M",
+      "--fault",
+      "read:eio:0.5",
+      "--delay",
+      "read:200",
+      "--export",
+      "b=1M",
+      "--delay=write:150ms:0.25"
+    ])
+    expect(c.faults).toEqual([
+      { command: "flush", errno: "EIO" },
+      { command: "write-zeroes", delayMs: 2000, rate: 0.5 }
+    ])
+    expect(c.exports?.map((e) => [e.name, e.faults])).toEqual([
+      [
+        "a",
+        [
+          { command: "read", errno: "EIO", rate: 0.5 },
+          { command: "read", delayMs: 200 }
+        ]
+      ],
+      ["b", [{ command: "write", delayMs: 150, rate: 0.25 }]]
+    ])
+    expect(config([]).faults).toBeUndefined()
+    expect(config(["--fault", "block-status:ENOTSUP"]).faults).toEqual([{ command: "block-status", errno: "ENOTSUP" }])
+    expect(config(["--tls=require", "--tls-psk", "keys.psk", "--tls-certificates", "pki"])).toMatchObject({
+      tls: "require",
+      tlsPsk: "keys.psk",
+      tlsCertificates: "pki"
+    })
+    expect(config(["--tls=off"]).tls).toBe("off")
+  })
+
+  it("bad fault specifications are one-line errors", () => {
+    for (const [args, message] of [
+      [["--fault", "read"], /COMMAND:ERRNO/],
+      [["--fault", "read:EFOO"], /unknown errno "EFOO"/],
+      [["--fault", "nope:EIO"], /unknown command "nope"/],
+      [["--fault", "read:EIO:1.5"], /invalid rate "1.5"/],
+      [["--fault", "read:EIO:0.5:x"], /COMMAND:ERRNO/],
+      [["--delay", "read"], /COMMAND:TIME/],
+      [["--delay", "read:soon"], /invalid delay "soon"/],
+      [["--delay", "read:-5"], /invalid delay/],
+      [["--delay", "read:10:200%"], /invalid rate/],
+      [["--tls=require"], /needs --tls-certificates DIR or --tls-psk FILE/],
+      [["--tls=maybe", "--tls-psk", "f"], /expected off, on or require/],
+      [["--tls=on", "--tls-certificates", "d", "-o"], /fixed newstyle/]
+    ] as const) {
+      expect(() => Cli.parse(args), args.join(" ")).toThrow(message)
+    }
+  })
 })

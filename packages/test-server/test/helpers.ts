@@ -1,5 +1,7 @@
 import * as Effect from "effect/Effect"
 import { execFile } from "node:child_process"
+import * as Fs from "node:fs"
+import * as Path from "node:path"
 
 export interface RunResult {
   readonly code: number
@@ -51,3 +53,57 @@ export const runOk = (file: string, args: ReadonlyArray<string>, options?: { env
 /** nbdsh with a python snippet. */
 export const nbdsh = (uri: string, ...commands: ReadonlyArray<string>) =>
   run("nbdsh", ["-u", uri, ...commands.flatMap((c) => ["-c", c])])
+
+/**
+ * TLS credentials in `dir`, as nbdkit-tls(1) makes them: `pki/` with a CA and a server certificate for
+ * localhost / 127.0.0.1 (certtool, with the man page's templates; ECDSA keys, which take no time to make),
+ * and `keys.psk` with a key for "alice" (psktool).
+ */
+export const makeTlsCredentials = (dir: string) =>
+  Effect.gen(function* () {
+    const pki = Path.join(dir, "pki")
+    Fs.mkdirSync(pki, { recursive: true })
+    const file = (name: string) => Path.join(pki, name)
+    Fs.writeFileSync(file("ca.info"), "cn = effect-nbd test CA\nca\ncert_signing_key\nexpiration_days = 2\n")
+    Fs.writeFileSync(
+      file("server.info"),
+      [
+        "organization = effect-nbd",
+        "cn = localhost",
+        "tls_www_server",
+        "encryption_key",
+        "signing_key",
+        "dns_name = localhost",
+        "ip_address = 127.0.0.1",
+        "expiration_days = 2",
+        ""
+      ].join("\n")
+    )
+    yield* runOk("certtool", ["--generate-privkey", "--key-type=ecdsa", "--outfile", file("ca-key.pem")])
+    yield* runOk("certtool", [
+      "--generate-self-signed",
+      "--load-privkey",
+      file("ca-key.pem"),
+      "--template",
+      file("ca.info"),
+      "--outfile",
+      file("ca-cert.pem")
+    ])
+    yield* runOk("certtool", ["--generate-privkey", "--key-type=ecdsa", "--outfile", file("server-key.pem")])
+    yield* runOk("certtool", [
+      "--generate-certificate",
+      "--load-ca-certificate",
+      file("ca-cert.pem"),
+      "--load-ca-privkey",
+      file("ca-key.pem"),
+      "--load-privkey",
+      file("server-key.pem"),
+      "--template",
+      file("server.info"),
+      "--outfile",
+      file("server-cert.pem")
+    ])
+    const psk = Path.join(dir, "keys.psk")
+    yield* runOk("psktool", ["-u", "alice", "-p", psk])
+    return { pki, psk, ca: Fs.readFileSync(file("ca-cert.pem")) }
+  })

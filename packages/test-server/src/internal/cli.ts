@@ -28,6 +28,21 @@ Exports (default: one export "" of 1G):
                            storage of every export (default memory, sparse)
   -r, --readonly           serve every export read-only
 
+Fault injection (like nbdkit's error and delay filters; repeatable):
+  --fault COMMAND:ERRNO[:RATE]
+                           answer COMMAND with the NBD error ERRNO (EPERM, EIO, ENOMEM, EINVAL,
+                           ENOSPC, EOVERFLOW, ENOTSUP, ESHUTDOWN) at RATE (0..1 or a percentage,
+                           default 1), e.g. --fault read:EIO:0.5 or --fault write:ENOSPC:10%
+  --delay COMMAND:TIME[:RATE]
+                           serve COMMAND after TIME (milliseconds, or with a unit: 200ms, 2s),
+                           e.g. --delay read:200; other requests are not held up
+                           COMMAND is read, write, flush, trim, cache, write-zeroes (or zero)
+                           or block-status. A --fault or --delay given before any --export
+                           applies to every export; given after an --export it applies to
+                           that export only (the last one named), e.g.
+                             --fault flush:EIO --export a=1G --delay read:100 --export b=1G
+                           fails flushes on a and b and delays reads on a only.
+
 Protocol:
   -o, --oldstyle           oldstyle protocol (the first export only)
   --mask-handshake N       handshake flags to offer: 3 (default) = fixed newstyle + no zeroes,
@@ -35,6 +50,15 @@ Protocol:
   --no-sr                  do not offer structured replies (nor extended headers)
   --no-eh                  do not offer extended headers
   --out-of-order           answer requests out of order
+
+TLS (as nbdkit; clients upgrade with NBD_OPT_STARTTLS, e.g. nbds+unix:// URIs):
+  --tls=off|on|require     off (default); on: serve plaintext and TLS clients; require: refuse
+                           every option but NBD_OPT_STARTTLS and NBD_OPT_ABORT until TLS is active
+  --tls-certificates DIR   X.509: DIR holds server-cert.pem, server-key.pem (and ca-cert.pem),
+                           e.g. made with certtool as nbdkit-tls(1) shows
+  --tls-psk FILE           pre-shared keys: FILE holds username:hexkey lines (psktool -u NAME -p FILE);
+                           used instead of certificates when both are given
+  --tls and a credential go together; TLS needs fixed newstyle (not -o or --mask-handshake 0).
 
 Process:
   -P, --pidfile PIDFILE    write the server's pid to PIDFILE once it listens
@@ -82,6 +106,80 @@ const Port = Schema.NumberFromString.pipe(
   Schema.between(0, 65535, { message: () => "a port lies between 0 and 65535" })
 )
 
+const COMMANDS: Record<string, TestServer.CommandKind> = {
+  read: "read",
+  write: "write",
+  flush: "flush",
+  trim: "trim",
+  cache: "cache",
+  "write-zeroes": "write-zeroes",
+  zero: "write-zeroes",
+  "block-status": "block-status"
+}
+
+const ERRNOS: ReadonlyArray<string> = [
+  "EPERM",
+  "EIO",
+  "ENOMEM",
+  "EINVAL",
+  "ENOSPC",
+  "EOVERFLOW",
+  "ENOTSUP",
+  "ESHUTDOWN"
+]
+
+const parseCommand = (text: string, flag: string): TestServer.CommandKind => {
+  const command = COMMANDS[text.toLowerCase()]
+  if (command === undefined)
+    throw new CliError(
+      `${flag}: unknown command "${text}" (read, write, flush, trim, cache, write-zeroes, block-status)`
+    )
+  return command
+}
+
+const parseRate = (text: string | undefined, flag: string): number | undefined => {
+  if (text === undefined) return undefined
+  const m = /^([0-9]*\.?[0-9]+)(%?)$/.exec(text.trim())
+  const rate = m === null ? NaN : Number(m[1]) / (m[2] === "%" ? 100 : 1)
+  if (!(rate >= 0 && rate <= 1)) throw new CliError(`${flag}: invalid rate "${text}" (0 to 1, or 0% to 100%)`)
+  return rate
+}
+
+const parseDelay = (text: string, flag: string): number => {
+  const m = /^([0-9]*\.?[0-9]+)(ms|s)?$/.exec(text.trim())
+  const ms = m === null ? NaN : Math.round(Number(m[1]) * (m[2] === "s" ? 1000 : 1))
+  if (!(ms >= 0 && ms <= 2_147_483_647)) throw new CliError(`${flag}: invalid delay "${text}" (e.g. 200, 200ms, 2s)`)
+  return ms
+}
+
+/** `COMMAND:ERRNO[:RATE]` */
+const parseFault = (spec: string): TestServer.FaultConfig => {
+  const [command, errno, rate, ...rest] = spec.split(":")
+  if (command === undefined || errno === undefined || rest.length > 0)
+    throw new CliError(`--fault: expected COMMAND:ERRNO[:RATE], got "${spec}"`)
+  const name = errno.toUpperCase()
+  if (!ERRNOS.includes(name)) throw new CliError(`--fault: unknown errno "${errno}" (${ERRNOS.join(", ")})`)
+  const r = parseRate(rate, "--fault")
+  return {
+    command: parseCommand(command, "--fault"),
+    errno: name as typeof TestServer.FaultErrno.Type,
+    ...(r === undefined ? {} : { rate: r })
+  }
+}
+
+/** `COMMAND:TIME[:RATE]` */
+const parseDelayFault = (spec: string): TestServer.FaultConfig => {
+  const [command, time, rate, ...rest] = spec.split(":")
+  if (command === undefined || time === undefined || rest.length > 0)
+    throw new CliError(`--delay: expected COMMAND:TIME[:RATE], got "${spec}"`)
+  const r = parseRate(rate, "--delay")
+  return {
+    command: parseCommand(command, "--delay"),
+    delayMs: parseDelay(time, "--delay"),
+    ...(r === undefined ? {} : { rate: r })
+  }
+}
+
 const MaskHandshake = Schema.NumberFromString.pipe(
   Schema.int(),
   Schema.between(0, 3, { message: () => "--mask-handshake takes 0 to 3" })
@@ -125,7 +223,13 @@ export const parse = (argv: ReadonlyArray<string>): Parsed => {
   let extendedHeaders = true
   let outOfOrder = false
   let backend: "memory" | "null" | "pattern" = "memory"
-  const exports: Array<{ name: string; size: bigint; description?: string }> = []
+  let tls: "off" | "on" | "require" | undefined
+  let tlsCertificates: string | undefined
+  let tlsPsk: string | undefined
+  const exports: Array<{ name: string; size: bigint; description?: string; faults: Array<TestServer.FaultConfig> }> = []
+  const faults: Array<TestServer.FaultConfig> = []
+  /** Where --fault and --delay go: every export until the first --export, then the last export. */
+  const faultTarget = (): Array<TestServer.FaultConfig> => exports[exports.length - 1]?.faults ?? faults
 
   const args = [...argv]
   while (args.length > 0) {
@@ -218,14 +322,40 @@ export const parse = (argv: ReadonlyArray<string>): Parsed => {
         const sizeText = colon < 0 ? rest : rest.slice(0, colon)
         const size = decode(SizeFromString, sizeText, `--export ${name}`)
         if (exports.some((e) => e.name === name)) throw new CliError(`--export: export "${name}" is given twice`)
-        exports.push(colon < 0 ? { name, size } : { name, size, description: rest.slice(colon + 1) })
+        exports.push(
+          colon < 0 ? { name, size, faults: [] } : { name, size, description: rest.slice(colon + 1), faults: [] }
+        )
         break
       }
+      case "--tls": {
+        const mode = value()
+        if (mode !== "off" && mode !== "on" && mode !== "require")
+          throw new CliError(`--tls: expected off, on or require, got "${mode}"`)
+        tls = mode
+        break
+      }
+      case "--tls-certificates":
+        tlsCertificates = value()
+        break
+      case "--tls-psk":
+        tlsPsk = value()
+        break
+      case "--fault":
+        faultTarget().push(parseFault(value()))
+        break
+      case "--delay":
+        faultTarget().push(parseDelayFault(value()))
+        break
       default:
         throw new CliError(`unknown option ${arg} (see --help)`)
     }
   }
   if (unix !== undefined && port !== undefined) throw new CliError("-U and -p cannot be used together")
+  if (tls !== undefined && tls !== "off") {
+    if (tlsCertificates === undefined && tlsPsk === undefined)
+      throw new CliError(`--tls=${tls} needs --tls-certificates DIR or --tls-psk FILE`)
+    if (protocol !== "fixed-newstyle") throw new CliError(`--tls=${tls} needs the fixed newstyle protocol`)
+  }
   const listen: TestServer.Config["listen"] =
     unix !== undefined
       ? unix === "-"
@@ -234,13 +364,22 @@ export const parse = (argv: ReadonlyArray<string>): Parsed => {
       : host !== undefined
         ? { _tag: "Tcp", port: port ?? 10809, host }
         : { _tag: "Tcp", port: port ?? 10809 }
-  const list = exports.length > 0 ? exports : [{ name: "", size: 1n << 30n }]
+  const list = exports.length > 0 ? exports : [{ name: "", size: 1n << 30n, faults: [] }]
   return {
     _tag: "Serve",
     options: {
       config: {
         listen,
-        exports: list.map((e) => ({ ...e, readOnly, backend })),
+        exports: list.map(({ faults, ...e }) => ({
+          ...e,
+          readOnly,
+          backend,
+          ...(faults.length > 0 ? { faults } : {})
+        })),
+        ...(faults.length > 0 ? { faults } : {}),
+        ...(tls !== undefined ? { tls } : {}),
+        ...(tlsCertificates !== undefined ? { tlsCertificates } : {}),
+        ...(tlsPsk !== undefined ? { tlsPsk } : {}),
         protocol,
         noZeroes,
         structuredReplies,

@@ -9,12 +9,14 @@ import * as ServerCodec from "@effect-nbd/core/ServerCodec"
 import * as Cause from "effect/Cause"
 import * as Chunk from "effect/Chunk"
 import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as FiberSet from "effect/FiberSet"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
 import type * as Net from "node:net"
+import * as Tls from "node:tls"
 import * as Backend from "../Backend.js"
 
 /** @internal */
@@ -24,13 +26,28 @@ export interface ResolvedExport {
   readonly size: bigint
   readonly readOnly: boolean
   readonly backend: Backend.Backend
+  /** The server-wide faults, then the export's own. */
+  readonly faults: ReadonlyArray<ResolvedFault>
 }
 
 /** @internal */
 export interface ResolvedFault {
   readonly command: number
+  /** The NBD error to answer with; 0 for none (a delay only). */
   readonly errno: number
+  readonly delayMs: number
   readonly rate: number
+}
+
+/**
+ * TLS as nbdkit offers it: "on" serves plaintext and TLS clients, "require" refuses every option but
+ * NBD_OPT_STARTTLS and NBD_OPT_ABORT until TLS is active.
+ * @internal
+ */
+export interface TlsSettings {
+  readonly mode: "on" | "require"
+  /** Options of the server side of `new tls.TLSSocket(socket, ...)` (which reads `pskCallback` too). */
+  readonly options: Tls.TLSSocketOptions & Pick<Tls.TlsOptions, "pskCallback">
 }
 
 /** @internal */
@@ -42,7 +59,7 @@ export interface Settings {
   readonly noZeroes: boolean
   readonly blockSize: ServerCodec.BlockSizes
   readonly outOfOrder: boolean
-  readonly faults: ReadonlyArray<ResolvedFault>
+  readonly tls: TlsSettings | undefined
 }
 
 const { Cmd, CmdFlag, NbdErrno, Opt, Rep, TFlag } = Protocol
@@ -56,11 +73,12 @@ const ZERO_BUFFER = new Uint8Array(1024 * 1024)
 type Outgoing = ReadonlyArray<Uint8Array> | Deferred.Deferred<void>
 
 /** The transmission flags of an export, given what was negotiated. */
-export const transmissionFlags = (exp: ResolvedExport, structured: boolean): number => {
+export const transmissionFlags = (exp: ResolvedExport, structured: boolean, extended: boolean): number => {
   let flags = TFlag.HAS_FLAGS | TFlag.SEND_FLUSH | TFlag.SEND_FUA | TFlag.SEND_CACHE | TFlag.CAN_MULTI_CONN
   if (exp.readOnly) flags |= TFlag.READ_ONLY
   else flags |= TFlag.SEND_TRIM | TFlag.SEND_WRITE_ZEROES | TFlag.SEND_FAST_ZERO
   if (structured) flags |= TFlag.SEND_DF
+  if (extended) flags |= TFlag.BLOCK_STATUS_PAYLOAD
   return flags
 }
 
@@ -71,7 +89,7 @@ export const findExport = (settings: Settings, name: string): ResolvedExport | u
 type Ending = "graceful" | "hard"
 
 class Session {
-  private phase: "flags" | "options" | "transmission" | "closing" = "flags"
+  private phase: "flags" | "options" | "starttls" | "transmission" | "closing" = "flags"
   private readonly decoder: ServerCodec.Decoder
   private fixed = false
   private clientNoZeroes = false
@@ -82,12 +100,15 @@ class Session {
   private exp: ResolvedExport | undefined = undefined
   private blockStatus = false
   private flags = 0
+  private tls = false
 
   constructor(
     readonly settings: Settings,
     readonly send: (out: ReadonlyArray<Uint8Array>) => void,
     readonly fork: (effect: Effect.Effect<void>) => void,
-    readonly end: (how: Ending) => void
+    readonly end: (how: Ending) => void,
+    /** After the STARTTLS ACK: upgrades the connection, giving it the bytes already received. */
+    readonly startTls: (received: Uint8Array) => void
   ) {
     this.decoder = ServerCodec.makeDecoder({
       phase: settings.protocol === "oldstyle" ? "transmission" : "newstyle",
@@ -127,8 +148,21 @@ class Session {
           this.request(message)
           break
       }
-      if (this.closing()) return
+      if (this.closing() || this.phase === "starttls") return
     }
+  }
+
+  /**
+   * TLS is active: the handshake's options start afresh (NBD_OPT_STARTTLS makes the server forget structured
+   * replies, extended headers and meta contexts).
+   */
+  tlsStarted(): void {
+    if (this.phase !== "starttls") return
+    this.tls = true
+    this.structured = false
+    this.extended = false
+    this.metaExport = undefined
+    this.phase = "options"
   }
 
   private closing(): boolean {
@@ -142,7 +176,7 @@ class Session {
 
   private enterTransmission(exp: ResolvedExport): void {
     this.exp = exp
-    this.flags = transmissionFlags(exp, this.structured)
+    this.flags = transmissionFlags(exp, this.structured, this.extended)
     this.blockStatus = this.structured && this.metaExport === exp
     this.phase = "transmission"
     this.decoder.startTransmission(this.extended)
@@ -168,9 +202,13 @@ class Session {
 
   private option(request: ServerCodec.OptionRequest): void {
     const { body, option } = request
-    if (option === Opt.EXPORT_NAME) return this.exportName(body)
+    const tlsRequired = this.settings.tls?.mode === "require" && !this.tls
+    // NBD_OPT_EXPORT_NAME has no error reply: without the TLS it requires, the connection ends.
+    if (option === Opt.EXPORT_NAME) return tlsRequired ? this.close("hard") : this.exportName(body)
     // Non-fixed newstyle knows nothing but NBD_OPT_EXPORT_NAME: there is no way to refuse an option.
     if (!this.fixed) return this.close("hard")
+    if (tlsRequired && option !== Opt.STARTTLS && option !== Opt.ABORT)
+      return this.reply(ServerCodec.optionError(option, Rep.ERR_TLS_REQD, "TLS is required: send NBD_OPT_STARTTLS"))
     if (body._tag === "TooBig") return this.reply(ServerCodec.optionError(option, Rep.ERR_TOO_BIG, body.message))
     if (body._tag === "Invalid") return this.reply(ServerCodec.optionError(option, Rep.ERR_INVALID, body.message))
     const hasData = request.length !== 0
@@ -187,7 +225,12 @@ class Session {
       case Opt.STARTTLS:
         if (hasData)
           return this.reply(ServerCodec.optionError(option, Rep.ERR_INVALID, "NBD_OPT_STARTTLS takes no data"))
-        return this.reply(ServerCodec.optionError(option, Rep.ERR_UNSUP, "TLS is not configured on this server"))
+        if (this.settings.tls === undefined)
+          return this.reply(ServerCodec.optionError(option, Rep.ERR_UNSUP, "TLS is not configured on this server"))
+        if (this.tls) return this.reply(ServerCodec.optionError(option, Rep.ERR_INVALID, "TLS is already active"))
+        this.reply(ServerCodec.optionAck(option))
+        this.phase = "starttls"
+        return this.startTls(this.decoder.takeBuffered())
       case Opt.INFO:
       case Opt.GO:
         if (body._tag !== "Info") return this.reply(ServerCodec.optionError(option, Rep.ERR_INVALID))
@@ -240,7 +283,7 @@ class Session {
     if (exp === undefined)
       return this.reply(ServerCodec.optionError(option, Rep.ERR_UNKNOWN, `export '${name}' does not exist`))
     const out: Array<Uint8Array> = [
-      ServerCodec.optionInfoExport(option, exp.size, transmissionFlags(exp, this.structured))
+      ServerCodec.optionInfoExport(option, exp.size, transmissionFlags(exp, this.structured, this.extended))
     ]
     let blockSizeSent = false
     for (const info of infos) {
@@ -315,6 +358,7 @@ class Session {
         break
       case Cmd.BLOCK_STATUS:
         allowed |= CmdFlag.REQ_ONE
+        if (this.extended) allowed |= CmdFlag.PAYLOAD_LEN
         break
     }
     return allowed
@@ -333,58 +377,105 @@ class Session {
       return this.error(request, NbdErrno.EINVAL, `flags 0x${flags.toString(16)} are not valid for this command`)
     if (type === Cmd.WRITE && this.extended && (flags & CmdFlag.PAYLOAD_LEN) === 0)
       return this.error(request, NbdErrno.EINVAL, "a write with extended headers needs NBD_CMD_FLAG_PAYLOAD_LEN")
-    if (request.payload !== undefined && type !== Cmd.WRITE)
+    let length = request.length
+    if (type === Cmd.BLOCK_STATUS && (flags & CmdFlag.PAYLOAD_LEN) !== 0) {
+      // The block-status filter: effect length u64, then the context ids (u32 each).
+      const filtered = this.blockStatusFilter(request.payload)
+      if (typeof filtered === "string") return this.error(request, NbdErrno.EINVAL, filtered)
+      length = filtered
+    } else if (request.payload !== undefined && type !== Cmd.WRITE)
       return this.error(request, NbdErrno.EINVAL, "this command takes no payload")
-    for (const fault of this.settings.faults) {
-      if (fault.command === type && (fault.rate >= 1 || Math.random() < fault.rate))
-        return this.error(request, fault.errno, "injected fault")
-    }
 
-    const { offset, length } = request
-    if (type === Cmd.FLUSH) {
-      if (offset !== 0 || length !== 0) return this.error(request, NbdErrno.EINVAL, "flush takes offset and length 0")
-      return this.run(request, exp.backend.flush)
+    const operation = this.operation(request, exp, length)
+    if (operation === undefined) return
+
+    // Injected faults: their delays add up, the first errno wins. No timer unless a delay fires.
+    let delayMs = 0
+    let errno = 0
+    for (const fault of exp.faults) {
+      if (fault.command !== type || (fault.rate < 1 && !(Math.random() < fault.rate))) continue
+      delayMs += fault.delayMs
+      if (errno === 0) errno = fault.errno
     }
-    if (length === 0) return this.error(request, NbdErrno.EINVAL, "request length is 0")
+    if (delayMs === 0) {
+      if (errno !== 0) return this.error(request, errno, "injected fault")
+      return this.fork(operation)
+    }
+    const faulted = errno !== 0 ? Effect.sync(() => this.error(request, errno, "injected fault")) : operation
+    this.fork(Effect.delay(faulted, Duration.millis(delayMs)))
+  }
+
+  /** Checks a block-status filter payload: gives its effect length, or why it is invalid. */
+  private blockStatusFilter(payload: Uint8Array | undefined): number | bigint | string {
+    if (payload === undefined || payload.length < 8 || (payload.length - 8) % 4 !== 0)
+      return "a block-status payload is an effect length and context ids (8 + 4n bytes)"
+    const view = new DataView(payload.buffer, payload.byteOffset, payload.byteLength)
+    const count = (payload.length - 8) / 4
+    if (count === 0) return "the block-status filter lists no context"
+    const seen = new Set<number>()
+    for (let i = 0; i < count; i++) {
+      const id = view.getUint32(8 + 4 * i)
+      // One context exists: base:allocation, when SET_META_CONTEXT selected it for this export.
+      if (id !== BASE_ALLOCATION_ID || !this.blockStatus) return `metadata context id ${id} was not negotiated`
+      if (seen.has(id)) return `metadata context id ${id} is listed twice`
+      seen.add(id)
+    }
+    const length = view.getBigUint64(0)
+    return length <= BigInt(MAX_SAFE) ? Number(length) : length
+  }
+
+  /**
+   * Checks a request against the export and gives the effect that serves it (and replies), or undefined
+   * when it was refused (the error reply is already sent).
+   */
+  private operation(
+    request: ServerCodec.Request,
+    exp: ResolvedExport,
+    length: number | bigint
+  ): Effect.Effect<void> | undefined {
+    const { flags, offset, type } = request
+    if (type === Cmd.FLUSH) {
+      if (offset !== 0 || length !== 0)
+        return void this.error(request, NbdErrno.EINVAL, "flush takes offset and length 0")
+      return this.complete(request, exp.backend.flush)
+    }
+    if (length === 0 || length === 0n) return void this.error(request, NbdErrno.EINVAL, "request length is 0")
     // Bounds: within the export, and addressable with numbers.
     if (typeof offset !== "number" || typeof length !== "number" || offset + length > MAX_SAFE) {
-      if (BigInt(offset) + BigInt(length) > exp.size) return this.outOfBounds(request)
-      return this.error(request, NbdErrno.EOVERFLOW, "the test server cannot address offsets beyond 2^53")
+      if (BigInt(offset) + BigInt(length) > exp.size) return void this.outOfBounds(request)
+      return void this.error(request, NbdErrno.EOVERFLOW, "the test server cannot address offsets beyond 2^53")
     }
-    if (offset + length > exp.size) return this.outOfBounds(request)
+    if (offset + length > exp.size) return void this.outOfBounds(request)
     const backend = exp.backend
     switch (type) {
       case Cmd.READ:
         if (length > this.settings.blockSize.maximum)
-          return this.error(request, NbdErrno.EOVERFLOW, "read exceeds the maximum payload size")
-        return this.fork(
-          backend.read(offset, length).pipe(
-            Effect.matchCause({
-              onFailure: (cause) => this.failure(request, cause),
-              onSuccess: (chunks) => this.readReply(request, offset, length, chunks)
-            })
-          )
+          return void this.error(request, NbdErrno.EOVERFLOW, "read exceeds the maximum payload size")
+        return backend.read(offset, length).pipe(
+          Effect.matchCause({
+            onFailure: (cause) => this.failure(request, cause),
+            onSuccess: (chunks) => this.readReply(request, offset, length, chunks)
+          })
         )
       case Cmd.WRITE:
-        return this.run(request, backend.write(offset, request.payload!, (flags & CmdFlag.FUA) !== 0))
+        return this.complete(request, backend.write(offset, request.payload!, (flags & CmdFlag.FUA) !== 0))
       case Cmd.TRIM:
-        return this.run(request, backend.trim(offset, length))
+        return this.complete(request, backend.trim(offset, length))
       case Cmd.WRITE_ZEROES:
-        return this.run(request, backend.zero(offset, length, (flags & CmdFlag.NO_HOLE) === 0))
+        return this.complete(request, backend.zero(offset, length, (flags & CmdFlag.NO_HOLE) === 0))
       case Cmd.CACHE:
-        return this.run(request, backend.cache(offset, length))
+        return this.complete(request, backend.cache(offset, length))
       case Cmd.BLOCK_STATUS:
         if (!this.blockStatus)
-          return this.error(request, NbdErrno.EINVAL, "no meta context was negotiated for block status")
-        return this.fork(
-          backend.extents(offset, length).pipe(
-            Effect.matchCause({
-              onFailure: (cause) => this.failure(request, cause),
-              onSuccess: (extents) => this.blockStatusReply(request, length, extents)
-            })
-          )
+          return void this.error(request, NbdErrno.EINVAL, "no meta context was negotiated for block status")
+        return backend.extents(offset, length).pipe(
+          Effect.matchCause({
+            onFailure: (cause) => this.failure(request, cause),
+            onSuccess: (extents) => this.blockStatusReply(request, length, extents)
+          })
         )
     }
+    return void this.error(request, NbdErrno.EINVAL, `unknown command ${type}`)
   }
 
   private outOfBounds(request: ServerCodec.Request): void {
@@ -398,13 +489,14 @@ class Session {
     else this.error(request, NbdErrno.EIO, "internal error in the backend")
   }
 
-  private run(request: ServerCodec.Request, effect: Effect.Effect<void, Backend.BackendError>): void {
-    this.fork(
-      Effect.matchCause(effect, {
-        onFailure: (cause) => this.failure(request, cause),
-        onSuccess: () => this.ok(request)
-      })
-    )
+  private complete(
+    request: ServerCodec.Request,
+    effect: Effect.Effect<void, Backend.BackendError>
+  ): Effect.Effect<void> {
+    return Effect.matchCause(effect, {
+      onFailure: (cause) => this.failure(request, cause),
+      onSuccess: () => this.ok(request)
+    })
   }
 
   private readReply(
@@ -515,6 +607,11 @@ const sliceChunks = (chunks: ReadonlyArray<Backend.ReadChunk>, from: number, to:
   return out
 }
 
+/** The socket a connection reads and writes: the accepted one, then its TLS layer after STARTTLS. */
+interface Io {
+  socket: Net.Socket
+}
+
 /**
  * Serves one connection until the client leaves, the protocol is broken, or the scope closes.
  * @internal
@@ -526,10 +623,12 @@ export const serve = (settings: Settings, conn: Net.Socket): Effect.Effect<void,
     const runRequest = yield* FiberSet.runtime(requests)<never>()
     const ending = yield* Deferred.make<Ending>()
     const closed = yield* Deferred.make<void>()
+    const io: Io = { socket: conn }
 
     yield* Effect.addFinalizer(() =>
       Effect.sync(() => {
-        conn.removeAllListeners("data")
+        io.socket.removeAllListeners("data")
+        if (!io.socket.destroyed) io.socket.destroy()
         if (!conn.destroyed) conn.destroy()
       })
     )
@@ -540,23 +639,53 @@ export const serve = (settings: Settings, conn: Net.Socket): Effect.Effect<void,
     const send = (out: ReadonlyArray<Uint8Array>): void => {
       replies.unsafeOffer(out)
     }
-    const session = new Session(settings, send, (effect) => void runRequest(effect), end)
+    const onData = (chunk: Buffer): void =>
+      session.receive(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.length))
+    const listen = (socket: Net.Socket): void => {
+      socket.on("data", onData)
+      socket.on("end", () => end("graceful"))
+      socket.on("error", () => end("hard"))
+      socket.on("close", () => {
+        end("hard")
+        Deferred.unsafeDone(closed, Effect.void)
+      })
+    }
 
-    conn.on("data", (chunk: Buffer) => session.receive(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.length)))
-    conn.on("end", () => end("graceful"))
-    conn.on("error", () => end("hard"))
-    conn.on("close", () => {
-      end("hard")
-      Deferred.unsafeDone(closed, Effect.void)
-    })
+    const startTls = (received: Uint8Array): void => {
+      const tls = settings.tls!
+      // Nothing more is read in plaintext: what already arrived goes back to the socket for the TLS layer.
+      conn.off("data", onData)
+      conn.pause()
+      if (received.length > 0) conn.unshift(Buffer.from(received))
+      void runRequest(
+        Effect.gen(function* () {
+          // The ACK goes out in plaintext first.
+          const flushed = yield* Deferred.make<void>()
+          replies.unsafeOffer(flushed)
+          yield* Deferred.await(flushed)
+          if (conn.writableLength > 0)
+            yield* Effect.async<void>((resume) => {
+              conn.write(new Uint8Array(0), () => resume(Effect.void))
+            })
+          if (conn.destroyed) return
+          const secure = new Tls.TLSSocket(conn, { ...tls.options, isServer: true })
+          io.socket = secure
+          listen(secure)
+          session.tlsStarted()
+        })
+      )
+    }
 
-    yield* Effect.forkScoped(writer(conn, replies, settings.outOfOrder))
+    const session = new Session(settings, send, (effect) => void runRequest(effect), end, startTls)
+    listen(conn)
+
+    yield* Effect.forkScoped(writer(io, replies, settings.outOfOrder))
     session.start()
 
     const how = yield* Deferred.await(ending)
     if (how === "hard") return
     // A soft disconnect: finish the requests in flight, flush their replies, then close.
-    conn.removeAllListeners("data")
+    io.socket.removeAllListeners("data")
     yield* Effect.raceFirst(
       Effect.gen(function* () {
         yield* FiberSet.awaitEmpty(requests)
@@ -564,20 +693,21 @@ export const serve = (settings: Settings, conn: Net.Socket): Effect.Effect<void,
         replies.unsafeOffer(flushed)
         yield* Deferred.await(flushed)
         yield* Effect.async<void>((resume) => {
-          conn.end(() => resume(Effect.void))
+          io.socket.end(() => resume(Effect.void))
         })
       }),
       Deferred.await(closed)
     )
   })
 
-const writer = (conn: Net.Socket, replies: Queue.Queue<Outgoing>, outOfOrder: boolean): Effect.Effect<never> =>
+const writer = (io: Io, replies: Queue.Queue<Outgoing>, outOfOrder: boolean): Effect.Effect<never> =>
   Effect.gen(function* () {
     for (;;) {
       if (outOfOrder) yield* Effect.yieldNow()
       const batch = Chunk.toReadonlyArray(yield* Queue.takeBetween(replies, 1, 4096))
       const items = outOfOrder ? reorder(batch) : batch
       const markers: Array<Deferred.Deferred<void>> = []
+      const conn = io.socket
       conn.cork()
       for (const item of items) {
         if (Deferred.DeferredTypeId in item) markers.push(item as Deferred.Deferred<void>)
