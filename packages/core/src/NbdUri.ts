@@ -1,34 +1,102 @@
 /**
- * NBD URIs (the NBD project's uri.md): `nbd://host[:port]/export`, `nbd+unix:///export?socket=PATH`,
- * and their TLS forms `nbds://` and `nbds+unix://`. Platform-neutral: parsing only.
+ * NBD URIs (the NBD project's uri.md): `nbd://[user@]host[:port]/export`, `nbd+unix:///export?socket=PATH`,
+ * and their TLS forms `nbds://` and `nbds+unix://`. Platform-neutral: parsing and formatting only, validated
+ * with `effect/Schema` (`NbdUriFromString` decodes a string, and encodes back to one).
  *
  * @since 0.1.0
  */
+import * as Arr from "effect/Array"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
+import * as ParseResult from "effect/ParseResult"
+import * as Schema from "effect/Schema"
 import * as NbdError from "./NbdError.js"
 import * as Protocol from "./Protocol.js"
+
+const utf8Length = (s: string): number => new TextEncoder().encode(s).length
+
+/**
+ * A TCP address: a host name or IP address (IPv6 without brackets) and a port.
+ * @since 0.1.0
+ * @category schemas
+ */
+export const Tcp = Schema.TaggedStruct("Tcp", {
+  host: Schema.NonEmptyString,
+  port: Schema.Int.pipe(Schema.between(1, 65535, { message: () => "port out of range" }))
+})
+
+/**
+ * A Unix socket path.
+ * @since 0.1.0
+ * @category schemas
+ */
+export const Unix = Schema.TaggedStruct("Unix", {
+  path: Schema.NonEmptyString.annotations({ message: () => "missing socket= query parameter" })
+})
+
+/**
+ * Where a URI points.
+ * @since 0.1.0
+ * @category schemas
+ */
+export const Transport = Schema.Union(Tcp, Unix)
 
 /**
  * Where a URI points.
  * @since 0.1.0
  * @category models
  */
-export type Transport =
-  | { readonly _tag: "Tcp"; readonly host: string; readonly port: number }
-  | { readonly _tag: "Unix"; readonly path: string }
+export type Transport = typeof Transport.Type
+
+/**
+ * An export name: at most 4096 bytes of UTF-8 (the protocol's string limit).
+ * @since 0.1.0
+ * @category schemas
+ */
+export const ExportName = Schema.String.pipe(
+  Schema.filter((s) => utf8Length(s) <= Protocol.Limits.MAX_STRING, {
+    identifier: "ExportName",
+    message: () => "export name is longer than 4096 bytes"
+  })
+)
+
+const booleanWords = ["1", "0", "true", "false", "yes", "no", "on", "off"]
+
+/**
+ * Query parameters other than `socket` and `tls-username` (tls-certificates, tls-psk-file, tls-hostname,
+ * tls-verify-peer, and any other, kept as given). `tls-verify-peer` must be a boolean word.
+ * @since 0.1.0
+ * @category schemas
+ */
+export const Query = Schema.ReadonlyMapFromSelf({ key: Schema.String, value: Schema.String }).pipe(
+  Schema.filter((query) => {
+    const verify = query.get("tls-verify-peer")
+    return verify === undefined || booleanWords.includes(verify.toLowerCase())
+      ? undefined
+      : `tls-verify-peer: not a boolean: ${verify}`
+  })
+)
+
+/**
+ * A parsed NBD URI.
+ * @since 0.1.0
+ * @category schemas
+ */
+export const NbdUri = Schema.Struct({
+  transport: Transport,
+  tls: Schema.Boolean,
+  exportName: ExportName,
+  /** The TLS (PSK) username: the URI's user information, or its `tls-username` query parameter. */
+  username: Schema.optionalWith(Schema.String, { exact: true }),
+  query: Query
+})
 
 /**
  * A parsed NBD URI.
  * @since 0.1.0
  * @category models
  */
-export interface NbdUri {
-  readonly transport: Transport
-  readonly tls: boolean
-  readonly exportName: string
-  /** Query parameters other than `socket` (tls-certificates, tls-psk-file, ...). */
-  readonly query: ReadonlyMap<string, string>
-}
+export interface NbdUri extends Schema.Schema.Type<typeof NbdUri> {}
 
 const schemes: Record<string, { readonly unix: boolean; readonly tls: boolean }> = {
   "nbd:": { unix: false, tls: false },
@@ -37,15 +105,13 @@ const schemes: Record<string, { readonly unix: boolean; readonly tls: boolean }>
   "nbds+unix:": { unix: true, tls: true }
 }
 
-const bad = (uri: string, why: string): NbdError.InvalidArgumentError =>
-  new NbdError.InvalidArgumentError({ errno: "EINVAL", operation: "nbd_connect_uri", message: `${why}: ${uri}` })
-
 /** RFC 3986 queries, as libnbd reads them: `&` or `;` between parameters, only `%XX` decoded (`+` is a plus). */
 const parseQuery = (search: string): Map<string, string> | undefined => {
   const query = new Map<string, string>()
   for (const part of search.replace(/^\?/, "").split(/[&;]/)) {
     if (part === "") continue
     const eq = part.indexOf("=")
+    if (eq === 0) continue // "=value": ignored, as libnbd (and CGI.pm) do
     try {
       query.set(
         decodeURIComponent(eq < 0 ? part : part.slice(0, eq)),
@@ -58,59 +124,55 @@ const parseQuery = (search: string): Map<string, string> | undefined => {
   return query
 }
 
+const decodeComponent = (s: string): string | undefined => {
+  try {
+    return decodeURIComponent(s)
+  } catch {
+    return undefined
+  }
+}
+
+/** The URI's parts, before the schema validates them; a string is why it is malformed. */
+const split = (uri: string): Either.Either<NbdUri, string> => {
+  let url: URL
+  try {
+    url = new URL(uri)
+  } catch {
+    return Either.left("unable to parse URI")
+  }
+  const scheme = schemes[url.protocol]
+  if (scheme === undefined) return Either.left(`unknown NBD URI scheme ${url.protocol.slice(0, -1)}`)
+  if (!uri.slice(url.protocol.length).startsWith("//")) return Either.left(`URI must begin with '${url.protocol}//'`)
+  if (url.password !== "") return Either.left("a password is not supported in an NBD URI")
+  const exportName = decodeComponent(url.pathname.replace(/^\//, ""))
+  if (exportName === undefined) return Either.left("invalid percent-encoding in the export name")
+  const userinfo = decodeComponent(url.username)
+  if (userinfo === undefined) return Either.left("invalid percent-encoding in the user name")
+  const query = parseQuery(url.search)
+  if (query === undefined) return Either.left("invalid percent-encoding in the query")
+  const socket = query.get("socket")
+  query.delete("socket")
+  const queryUser = query.get("tls-username")
+  query.delete("tls-username")
+  const username = userinfo !== "" ? userinfo : queryUser
+  const common = { tls: scheme.tls, exportName, query, ...(username === undefined ? {} : { username }) }
+  if (scheme.unix) {
+    if (url.hostname !== "" || url.port !== "") return Either.left("a Unix socket URI takes no host or port")
+    if (socket === undefined || socket === "") return Either.left("missing socket= query parameter")
+    return Either.right({ transport: { _tag: "Unix", path: socket }, ...common })
+  }
+  if (socket !== undefined) return Either.left("socket= is only valid with nbd+unix:// URIs")
+  // libnbd connects to localhost when the URI names no host ("nbd:///disk").
+  const host = url.hostname === "" ? "localhost" : url.hostname.replace(/^\[(.*)\]$/, "$1")
+  const port = url.port === "" ? Protocol.DEFAULT_PORT : Number(url.port)
+  return Either.right({ transport: { _tag: "Tcp", host, port }, ...common })
+}
+
 const encodeQueryValue = (v: string): string => encodeURIComponent(v).replace(/%2F/g, "/")
 
 /**
- * Parses an NBD URI, failing with EINVAL and the reason for anything malformed or unsupported.
- * @since 0.1.0
- * @category parsing
- */
-export const parse = (uri: string): Effect.Effect<NbdUri, NbdError.InvalidArgumentError> =>
-  Effect.suspend((): Effect.Effect<NbdUri, NbdError.InvalidArgumentError> => {
-    let url: URL
-    try {
-      url = new URL(uri)
-    } catch {
-      return Effect.fail(bad(uri, "unable to parse URI"))
-    }
-    const scheme = schemes[url.protocol]
-    if (scheme === undefined) return Effect.fail(bad(uri, `unknown NBD URI scheme ${url.protocol.slice(0, -1)}`))
-    if (!uri.slice(url.protocol.length).startsWith("//"))
-      return Effect.fail(bad(uri, `URI must begin with '${url.protocol}//'`))
-    if (url.username !== "" || url.password !== "") return Effect.fail(bad(uri, "user information is not supported"))
-    let exportName: string
-    try {
-      exportName = decodeURIComponent(url.pathname.replace(/^\//, ""))
-    } catch {
-      return Effect.fail(bad(uri, "invalid percent-encoding in the export name"))
-    }
-    if (new TextEncoder().encode(exportName).length > Protocol.Limits.MAX_STRING)
-      return Effect.fail(
-        new NbdError.InvalidArgumentError({
-          errno: "ENAMETOOLONG",
-          operation: "nbd_connect_uri",
-          message: `export name is longer than 4096 bytes: ${uri.slice(0, 80)}...`
-        })
-      )
-    const query = parseQuery(url.search)
-    if (query === undefined) return Effect.fail(bad(uri, "invalid percent-encoding in the query"))
-    const socket = query.get("socket")
-    query.delete("socket")
-    if (scheme.unix) {
-      if (url.hostname !== "" || url.port !== "")
-        return Effect.fail(bad(uri, "a Unix socket URI takes no host or port"))
-      if (socket === undefined || socket === "") return Effect.fail(bad(uri, "missing socket= query parameter"))
-      return Effect.succeed({ transport: { _tag: "Unix", path: socket }, tls: scheme.tls, exportName, query })
-    }
-    if (socket !== undefined) return Effect.fail(bad(uri, "socket= is only valid with nbd+unix:// URIs"))
-    if (url.hostname === "") return Effect.fail(bad(uri, "missing host name"))
-    const port = url.port === "" ? Protocol.DEFAULT_PORT : Number(url.port)
-    const host = url.hostname.startsWith("[") ? url.hostname.slice(1, -1) : url.hostname
-    return Effect.succeed({ transport: { _tag: "Tcp", host, port }, tls: scheme.tls, exportName, query })
-  })
-
-/**
- * Formats a URI that reconnects to the same place.
+ * Formats a URI that reconnects to the same place. The TLS username goes in the user information of a TCP
+ * URI, and in `tls-username=` for a Unix socket (whose URI has no authority to hold it).
  * @since 0.1.0
  * @category formatting
  */
@@ -118,6 +180,7 @@ export const format = (uri: {
   readonly transport: Transport
   readonly tls?: boolean
   readonly exportName?: string
+  readonly username?: string
   readonly query?: ReadonlyMap<string, string>
 }): string => {
   const path = `/${encodeURIComponent(uri.exportName ?? "").replace(/%2F/g, "/")}`
@@ -126,13 +189,61 @@ export const format = (uri: {
   let base: string
   if (uri.transport._tag === "Unix") {
     params.set("socket", uri.transport.path)
+    if (uri.username !== undefined) params.set("tls-username", uri.username)
     base = `${s}+unix://${path}`
   } else {
+    const user = uri.username === undefined ? "" : `${encodeURIComponent(uri.username)}@`
     const host = uri.transport.host.includes(":") ? `[${uri.transport.host}]` : uri.transport.host
     const port = uri.transport.port === Protocol.DEFAULT_PORT ? "" : `:${uri.transport.port}`
-    base = `${s}://${host}${port}${path}`
+    base = `${s}://${user}${host}${port}${path}`
   }
-  for (const [k, v] of uri.query ?? []) params.set(k, v)
+  for (const [k, v] of uri.query ?? []) if (k !== "socket" && k !== "tls-username") params.set(k, v)
   const q = Array.from(params, ([k, v]) => `${encodeURIComponent(k)}=${encodeQueryValue(v)}`).join("&")
   return q === "" ? base : `${base}?${q}`
 }
+
+/**
+ * An NBD URI as a string: decoding parses and validates it, encoding formats it.
+ * @since 0.1.0
+ * @category schemas
+ */
+export const NbdUriFromString = Schema.transformOrFail(Schema.String, NbdUri, {
+  strict: true,
+  decode: (uri, _, ast) =>
+    Either.match(split(uri), {
+      onLeft: (why) => ParseResult.fail(new ParseResult.Type(ast, uri, why)),
+      onRight: ParseResult.succeed
+    }),
+  encode: (uri) => ParseResult.succeed(format(uri))
+}).annotations({ identifier: "NbdUriFromString" })
+
+const decodeUri = Schema.decode(NbdUriFromString)
+
+const shown = (uri: string): string => (uri.length > 200 ? `${uri.slice(0, 200)}...` : uri)
+
+const toError = (uri: string, error: ParseResult.ParseError): NbdError.InvalidArgumentError => {
+  const first = Arr.head(ParseResult.ArrayFormatter.formatErrorSync(error))
+  const why = first._tag === "Some" ? first.value.message : "invalid NBD URI"
+  const tooLong = first._tag === "Some" && first.value.path[0] === "exportName"
+  return new NbdError.InvalidArgumentError({
+    errno: tooLong ? "ENAMETOOLONG" : "EINVAL",
+    operation: "nbd_connect_uri",
+    message: `${why}: ${shown(uri)}`
+  })
+}
+
+/**
+ * Parses an NBD URI, failing with EINVAL and the reason for anything malformed or unsupported
+ * (ENAMETOOLONG for an export name over 4096 bytes, as nbd_set_export_name).
+ * @since 0.1.0
+ * @category parsing
+ */
+export const parse = (uri: string): Effect.Effect<NbdUri, NbdError.InvalidArgumentError> =>
+  Effect.suspend(() => Effect.mapError(decodeUri(uri), (error) => toError(uri, error)))
+
+/**
+ * Whether a TLS setting word from a URI (`tls-verify-peer=`) means true.
+ * @since 0.1.0
+ * @category parsing
+ */
+export const parseBoolean = (word: string): boolean => ["1", "true", "yes", "on"].includes(word.toLowerCase())

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { NbdUri } from "@effect-nbd/core"
 import * as Effect from "effect/Effect"
+import * as Schema from "effect/Schema"
 
 const tcp = (host: string, port = 10809): NbdUri.Transport => ({ _tag: "Tcp", host, port })
 const unix = (path: string): NbdUri.Transport => ({ _tag: "Unix", path })
@@ -19,6 +20,9 @@ const expected = (
 describe("NbdUri.parse", () => {
   const good: ReadonlyArray<readonly [string, NbdUri.NbdUri]> = [
     ["nbd://example.com", expected(tcp("example.com"), "")],
+    // libnbd connects to localhost when the URI names no host (nbdinfo nbd:/// tries localhost:10809).
+    ["nbd://", expected(tcp("localhost"), "")],
+    ["nbd:///disk", expected(tcp("localhost"), "disk")],
     ["nbd://example.com/", expected(tcp("example.com"), "")],
     ["nbd://example.com/disk", expected(tcp("example.com"), "disk")],
     ["nbd://example.com:10810/disk", expected(tcp("example.com", 10810), "disk")],
@@ -38,6 +42,20 @@ describe("NbdUri.parse", () => {
       expected(tcp("example.com"), "disk", { tls: true, query: [["tls-certificates", "/etc/pki/nbd"]] })
     ],
     ["nbd+unix:///disk?socket=sock", expected(unix("sock"), "disk")],
+    // libnbd takes the user information as the TLS username; a Unix URI has no authority, so tls-username=.
+    ["nbds://alice@example.com/disk", { ...expected(tcp("example.com"), "disk", { tls: true }), username: "alice" }],
+    ["nbds://al%20ice@[::1]:1234/", { ...expected(tcp("::1", 1234), "", { tls: true }), username: "al ice" }],
+    ["nbds+unix:///?socket=/s&tls-username=bob", { ...expected(unix("/s"), "", { tls: true }), username: "bob" }],
+    [
+      "nbds://h/?tls-verify-peer=false&tls-hostname=x.example&=ignored",
+      expected(tcp("h"), "", {
+        tls: true,
+        query: [
+          ["tls-verify-peer", "false"],
+          ["tls-hostname", "x.example"]
+        ]
+      })
+    ],
     ["nbd+unix:///?socket=/tmp/nbd.sock", expected(unix("/tmp/nbd.sock"), "")],
     ["nbd+unix://?socket=/tmp/nbd.sock", expected(unix("/tmp/nbd.sock"), "")],
     ["nbd+unix:////disk?socket=/tmp/nbd.sock", expected(unix("/tmp/nbd.sock"), "/disk")],
@@ -78,8 +96,9 @@ describe("NbdUri.parse", () => {
     ["example.com:10809", "no NBD scheme"],
     ["/tmp/nbd.sock", "a bare path"],
     ["http://example.com/disk", "unknown scheme"],
-    ["nbd://", "no host"],
-    ["nbd:///disk", "no host, with an export"],
+    ["nbd://u:secret@example.com/", "a password"],
+    ["nbd://example.com:0/", "port zero"],
+    ["nbds://example.com/?tls-verify-peer=maybe", "tls-verify-peer not a boolean"],
     ["nbd:example.com", "not the scheme:// form"],
     ["nbd://example.com:99999/", "port out of range"],
     ["nbd://example.com:port/", "port not a number"],
@@ -107,6 +126,17 @@ describe("NbdUri.parse", () => {
       })
     )
   }
+
+  it.effect("NbdUriFromString decodes and encodes with effect/Schema", () =>
+    Effect.gen(function* () {
+      const decoded = yield* Schema.decode(NbdUri.NbdUriFromString)("nbds://alice@h:1234/x?tls-hostname=y")
+      expect(decoded).toEqual({
+        ...expected(tcp("h", 1234), "x", { tls: true, query: [["tls-hostname", "y"]] }),
+        username: "alice"
+      })
+      expect(yield* Schema.encode(NbdUri.NbdUriFromString)(decoded)).toBe("nbds://alice@h:1234/x?tls-hostname=y")
+    })
+  )
 
   // libnbd's nbd_connect_uri passes the path to nbd_set_export_name, which fails with ENAMETOOLONG
   // ("export name too long for NBD protocol") past 4096 bytes; the reference lists the same errno.
@@ -192,7 +222,9 @@ describe("NbdUri round trips", () => {
     "nbd://h/d%C3%AFsk",
     "nbd+unix:///disk?socket=/tmp/nbd.sock",
     "nbd+unix:///?socket=/tmp/nbd.sock",
-    "nbds+unix:///disk?socket=/tmp/s&tls-psk-file=/etc/keys.psk"
+    "nbds+unix:///disk?socket=/tmp/s&tls-psk-file=/etc/keys.psk",
+    "nbds://alice@example.com/disk",
+    "nbds+unix:///?socket=/tmp/s&tls-username=alice"
   ]
   for (const uri of canonical) {
     it.effect(`format(parse(${uri})) gives it back`, () =>
