@@ -19,7 +19,9 @@ import { Connection } from "./internal/connection.js"
 import * as internal from "./internal/handle.js"
 import * as handshake from "./internal/handshake.js"
 import * as NbdError from "./NbdError.js"
+import * as NbdUri from "./NbdUri.js"
 import * as Protocol from "./Protocol.js"
+import * as StartTls from "./StartTls.js"
 
 /**
  * @since 0.1.0
@@ -65,6 +67,11 @@ export interface Settings {
   readonly exportName?: string
   readonly handleName?: string
   readonly tls?: TlsMode
+  readonly tlsCertificates?: string
+  readonly tlsVerifyPeer?: boolean
+  readonly tlsUsername?: string
+  readonly tlsHostname?: string
+  readonly tlsPskFile?: string
   readonly optMode?: boolean
   readonly requestStructuredReplies?: boolean
   readonly requestExtendedHeaders?: boolean
@@ -116,7 +123,9 @@ const closeHandle = (h: internal.HandleImpl): Effect.Effect<void> =>
       conn.endWrites()
       conn.failPending("the handle was closed before the server replied")
       yield* conn.drain(GRACE)
-      yield* Effect.ignore(Effect.timeout(Deferred.await(conn.endedSignal), GRACE))
+      // Finalizers run uninterruptibly: without `interruptible` the timeout could not stop the wait, and a
+      // peer that keeps the socket open after NBD_CMD_DISC would hold the close forever.
+      yield* Effect.ignore(Effect.timeout(Effect.interruptible(Deferred.await(conn.endedSignal)), GRACE))
     }
     if (!HandleState.isDead(yield* h.state.get)) yield* h.setState(HandleState.Closed)
     if (conn !== undefined) yield* conn.terminate(undefined)
@@ -242,7 +251,9 @@ const kill = (h: internal.HandleImpl, conn: Connection, error: NbdError.NbdError
 
 /**
  * Begins the handshake on the socket the `Socket` layer gives, and returns at once: the state is
- * Connecting right after. `connectSocket` waits for the end of the handshake.
+ * Connecting right after. `connectSocket` waits for the end of the handshake. When the context also holds a
+ * `StartTls` service for that socket, TLS ("allow" or "require") upgrades the connection after
+ * NBD_OPT_STARTTLS; without one, "allow" stays in plaintext and "require" fails with ENOTSUP.
  *
  * @since 0.1.0
  * @category connecting
@@ -253,6 +264,7 @@ export const aioConnectSocket = (h: Handle): Effect.Effect<void, NbdError.NbdErr
     const operation = "nbd_aio_connect_socket"
     yield* claimForConnect(impl, operation)
     const socket = yield* Socket.Socket
+    impl.startTls = Option.getOrUndefined(yield* Effect.serviceOption(StartTls.StartTls))
     const scope = connectionScopes.get(impl)!
     const done = yield* Deferred.make<void, NbdError.NbdError>()
     handshakes.set(impl, done)
@@ -331,7 +343,8 @@ export const getUri = (h: Handle): Effect.Effect<string, NbdError.NbdError> => {
             "ENOTSUP"
           )
         )
-      : Effect.succeed(impl.uri)
+      : // The export name is the current one: libnbd builds the URI from the handle's settings.
+        Effect.map(NbdUri.parse(impl.uri), (uri) => NbdUri.format({ ...uri, exportName: impl.settings.exportName }))
   )
 }
 
@@ -436,6 +449,82 @@ export const setTls = setting<TlsMode>("nbd_set_tls", ["created"], (s, v) => {
  * @category settings
  */
 export const getTls = getter((s) => s.tls)
+
+/**
+ * The X.509 certificates directory: `ca-cert.pem`, and optionally `client-cert.pem` with `client-key.pem`.
+ * Unset, the transport looks where libnbd does (`$HOME/.pki/libnbd`, `$HOME/.config/pki/libnbd`, or
+ * `/etc/pki/libnbd` for root) and falls back to the system's CAs.
+ * @since 0.1.0
+ * @category settings
+ */
+export const setTlsCertificates = setting<string>("nbd_set_tls_certificates", ["created"], (s, v) => {
+  s.tlsCertificates = v
+})
+/**
+ * @since 0.1.0
+ * @category settings
+ */
+export const getTlsCertificates = getter((s) => s.tlsCertificates)
+
+/**
+ * Whether the server's certificate is verified against the CA, and its name against the TLS host name
+ * (default true).
+ * @since 0.1.0
+ * @category settings
+ */
+export const setTlsVerifyPeer = setting<boolean>("nbd_set_tls_verify_peer", ["created"], (s, v) => {
+  s.tlsVerifyPeer = v
+})
+/**
+ * @since 0.1.0
+ * @category settings
+ */
+export const getTlsVerifyPeer = getter((s) => s.tlsVerifyPeer)
+
+/**
+ * The PSK identity (default: the local login name).
+ * @since 0.1.0
+ * @category settings
+ */
+export const setTlsUsername = setting<string>("nbd_set_tls_username", ["created"], (s, v) => {
+  s.tlsUsername = v
+})
+/**
+ * The PSK identity set, or undefined when the transport will use the local login name.
+ * @since 0.1.0
+ * @category settings
+ */
+export const getTlsUsername = getter((s) => s.tlsUsername)
+
+/**
+ * The name the server's certificate must carry, in preference to the host the transport connected to (and
+ * the only one for Unix sockets).
+ * @since 0.1.0
+ * @category settings
+ */
+export const setTlsHostname = setting<string>("nbd_set_tls_hostname", ["created"], (s, v) => {
+  s.tlsHostname = v
+})
+/**
+ * The TLS host name set, or "" when none is (as libnbd).
+ * @since 0.1.0
+ * @category settings
+ */
+export const getTlsHostname = getter((s) => s.tlsHostname ?? "")
+
+/**
+ * A PSK keys file (`username:hexkey` lines, as `psktool` writes); when set, TLS uses PSK instead of X.509.
+ * @since 0.1.0
+ * @category settings
+ */
+export const setTlsPskFile = setting<string>("nbd_set_tls_psk_file", ["created"], (s, v) => {
+  s.tlsPskFile = v
+})
+/**
+ * @since 0.1.0
+ * @category settings
+ */
+export const getTlsPskFile = getter((s) => s.tlsPskFile)
 
 /**
  * @since 0.1.0
@@ -789,21 +878,28 @@ export const optExtendedHeaders = (h: Handle): Effect.Effect<boolean, NbdError.N
   )
 
 /**
- * NBD_OPT_STARTTLS. Upgrading the connection needs a TLS-capable transport; the core alone has none, so
- * this fails with ENOTSUP without sending anything.
+ * NBD_OPT_STARTTLS (nbd_opt_starttls): true when the server accepted and the connection is now encrypted,
+ * false when it refused (the connection goes on in plaintext). After an upgrade, structured replies,
+ * extended headers and meta contexts must be negotiated again. Needs a transport that provides `StartTls`;
+ * without one it fails with ENOTSUP and sends nothing.
  * @since 0.1.0
  * @category option mode
  */
 export const optStarttls = (h: Handle): Effect.Effect<boolean, NbdError.NbdError> =>
-  Effect.zipRight(
-    internal.checkState(toImpl(h), "nbd_opt_starttls", ["negotiating"]),
-    Effect.fail(
-      new NbdError.InvalidArgumentError({
-        errno: "ENOTSUP",
-        operation: "nbd_opt_starttls",
-        message: "TLS is not available on this transport"
-      })
-    )
+  optionCall(h, "nbd_opt_starttls", (impl, conn) =>
+    Effect.gen(function* () {
+      yield* requireFixed(impl, "nbd_opt_starttls")
+      const service = impl.startTls
+      if (service === undefined)
+        return yield* Effect.fail(
+          new NbdError.InvalidArgumentError({
+            errno: "ENOTSUP",
+            operation: "nbd_opt_starttls",
+            message: "TLS is not available on this transport"
+          })
+        )
+      return yield* handshake.starttls(impl, conn, "nbd_opt_starttls", service)
+    })
   )
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -22,3 +22,7 @@ export * as Protocol from "./Protocol.js"
  * @since 0.1.0
  */
 export * as NbdUri from "./NbdUri.js"
+/**
+ * @since 0.1.0
+ */
+export * as StartTls from "./StartTls.js"

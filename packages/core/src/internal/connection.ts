@@ -75,21 +75,21 @@ const endError = (cause: unknown, inHandshake: boolean): NbdError.NbdError | und
     return new NbdError.ConnectionError({
       errno: errnoOf(socketError.cause),
       operation: "connect",
-      message: `connect: ${describe(socketError.cause)}`,
+      message: describe(socketError.cause),
       cause: socketError.cause
     })
   if (socketError?._tag === "SocketError" && socketError.reason !== "Close")
     return new NbdError.ConnectionError({
       errno: errnoOf(socketError.cause) || "ECONNRESET",
       operation: "recv",
-      message: `recv: ${describe(socketError.cause)}`,
+      message: describe(socketError.cause),
       cause: socketError.cause
     })
   if (inHandshake)
     return new NbdError.ProtocolError({
       errno: "",
       operation: "recv",
-      message: "recv: server disconnected unexpectedly"
+      message: "server disconnected unexpectedly"
     })
   return undefined
 }
@@ -241,7 +241,8 @@ export class Connection {
   drain(timeout: Duration.DurationInput): Effect.Effect<void> {
     const writer = this.writerFiber
     if (writer === undefined || !this.writesEnded) return Effect.void
-    return Effect.ignore(Effect.timeout(Fiber.await(writer), timeout))
+    // `interruptible`: called from finalizers, where the timeout could not otherwise stop the wait.
+    return Effect.ignore(Effect.timeout(Effect.interruptible(Fiber.await(writer)), timeout))
   }
 
   /** Waits until `decode` yields a message from the handshake bytes, or the connection ends. */
@@ -262,7 +263,7 @@ export class Connection {
             new NbdError.ProtocolError({
               errno: "",
               operation: "recv",
-              message: "recv: server disconnected unexpectedly"
+              message: "server disconnected unexpectedly"
             })
         )
       return undefined

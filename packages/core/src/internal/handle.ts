@@ -4,6 +4,7 @@ import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as HandleState from "../HandleState.js"
 import * as NbdError from "../NbdError.js"
 import * as Protocol from "../Protocol.js"
+import type * as StartTls from "../StartTls.js"
 import type { Connection } from "./connection.js"
 
 export type TlsMode = "disable" | "allow" | "require"
@@ -49,6 +50,15 @@ export interface Stats {
   chunksReceived: number
 }
 
+/** The TLS settings as the transport's upgrade sees them. */
+export const tlsSettings = (s: Settings): StartTls.TlsSettings => ({
+  certificates: s.tlsCertificates,
+  verifyPeer: s.tlsVerifyPeer,
+  username: s.tlsUsername,
+  hostname: s.tlsHostname,
+  pskFile: s.tlsPskFile
+})
+
 export type ProtocolName = "oldstyle" | "newstyle" | "newstyle-fixed"
 
 let handleCounter = 0
@@ -62,6 +72,8 @@ export class HandleImpl {
   structuredReplies = false
   extendedHeaders = false
   tlsNegotiated = false
+  /** The transport's TLS upgrade, when the socket it gave can be encrypted. */
+  startTls: StartTls.StartTls["Type"] | undefined = undefined
   info: ExportInfo | undefined = undefined
   /** Negotiated meta contexts by id, or undefined when no SET_META_CONTEXT has succeeded. */
   metaContexts: Map<number, string> | undefined = undefined

@@ -5,7 +5,7 @@ import * as NbdError from "../NbdError.js"
 import * as Protocol from "../Protocol.js"
 import type { Connection } from "./connection.js"
 import type { ExportInfo, HandleImpl } from "./handle.js"
-import { acceptBlockSizes, normaliseFlags } from "./handle.js"
+import { acceptBlockSizes, normaliseFlags, tlsSettings } from "./handle.js"
 
 const protocolError = (operation: string, message: string): NbdError.ProtocolError =>
   new NbdError.ProtocolError({ errno: "", operation, message })
@@ -274,8 +274,76 @@ const tlsUnavailable = (operation: string, why: string): NbdError.OptionError =>
     message: `handshake: ${why}, but handle TLS setting is 'require' (2)`
   })
 
+const plaintextAfterAck = (operation: string): NbdError.ProtocolError =>
+  new NbdError.ProtocolError({
+    errno: "EPROTO",
+    operation,
+    message: "handshake: server sent data after accepting NBD_OPT_STARTTLS, outside TLS"
+  })
+
 /**
- * The whole handshake, in libnbd's order: greeting, client flags, EXTENDED_HEADERS, STRUCTURED_REPLY, the
+ * NBD_OPT_STARTTLS: false when the server refused; true once it accepted and the transport finished the TLS
+ * handshake on the live connection. What was negotiated in plaintext (structured replies, extended headers,
+ * meta contexts, export info) is forgotten, as the server forgets it.
+ */
+export const starttls = (
+  h: HandleImpl,
+  conn: Connection,
+  operation: string,
+  service: NonNullable<HandleImpl["startTls"]>
+): Effect.Effect<boolean, NbdError.NbdError> =>
+  Effect.gen(function* () {
+    const { final, replies } = yield* exchange(conn, Protocol.Opt.STARTTLS)
+    if (replies.length > 0)
+      return yield* Effect.fail(protocolError(operation, "handshake: unexpected option reply type to NBD_OPT_STARTTLS"))
+    if (final._tag !== "Ack") return false
+    if (h.tlsNegotiated)
+      return yield* Effect.fail(
+        new NbdError.ProtocolError({
+          errno: "EPROTO",
+          operation,
+          message: "handshake: server accepted NBD_OPT_STARTTLS on a connection already using TLS"
+        })
+      )
+    // The server speaks next only after our ClientHello: bytes already here were injected in plaintext.
+    if (conn.handshake.buffered > 0) return yield* Effect.fail(plaintextAfterAck(operation))
+    yield* service.upgrade(tlsSettings(h.settings))
+    // Bytes read by the plaintext reader before the switch would otherwise be taken as encrypted replies.
+    if (conn.handshake.buffered > 0) return yield* Effect.fail(plaintextAfterAck(operation))
+    h.tlsNegotiated = true
+    h.structuredReplies = false
+    h.extendedHeaders = false
+    h.metaContexts = undefined
+    h.info = undefined
+    return true
+  })
+
+/**
+ * The STARTTLS step of the handshake (fixed newstyle, tls != disable). Without a TLS-capable transport "allow"
+ * goes on in plaintext without asking and "require" fails; a refusal is fatal only for "require". Either
+ * failure sends NBD_OPT_ABORT and nothing else in plaintext.
+ */
+const tlsStep = (h: HandleImpl, conn: Connection, operation: string): Effect.Effect<void, NbdError.NbdError> =>
+  Effect.gen(function* () {
+    const mode = h.settings.tls
+    if (mode === "disable") return
+    const service = h.startTls
+    if (service === undefined) {
+      if (mode === "allow") return
+      sendAbort(conn)
+      return yield* Effect.fail(tlsUnavailable(operation, "TLS is not available on this transport"))
+    }
+    const accepted = yield* starttls(h, conn, operation, service)
+    if (!accepted && mode === "require") {
+      sendAbort(conn)
+      // libnbd ends in CLOSED rather than DEAD when option mode was asked for.
+      if (h.settings.optMode) yield* h.setState(HandleState.Closed)
+      return yield* Effect.fail(tlsUnavailable(operation, "server refused TLS"))
+    }
+  })
+
+/**
+ * The whole handshake, in libnbd's order: greeting, client flags, STARTTLS, EXTENDED_HEADERS, STRUCTURED_REPLY, the
  * pause in option mode, SET_META_CONTEXT, GO (or EXPORT_NAME).
  */
 export const run = (h: HandleImpl, conn: Connection, operation: string): Effect.Effect<void, NbdError.NbdError> =>
@@ -309,11 +377,7 @@ export const run = (h: HandleImpl, conn: Connection, operation: string): Effect.
       yield* exportName(h, conn, operation)
       return yield* finish(h, conn)
     }
-    if (settings.tls === "require") {
-      // Upgrading the connection needs a TLS-capable transport, which this handle was not given.
-      sendAbort(conn)
-      return yield* Effect.fail(tlsUnavailable(operation, "TLS is not available on this transport"))
-    }
+    yield* tlsStep(h, conn, operation)
     if (settings.requestStructuredReplies && settings.requestExtendedHeaders)
       yield* negotiateFeature(h, conn, Protocol.Opt.EXTENDED_HEADERS)
     if (settings.requestStructuredReplies && !h.structuredReplies)
