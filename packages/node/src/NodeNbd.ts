@@ -1,31 +1,151 @@
 /**
  * Node transports for an NBD handle. Each gives the handle a connected `Socket.Socket`, so
- * `Nbd.aioConnectSocket` stays the one way in.
+ * `Nbd.aioConnectSocket` stays the one way in: TCP (host names, every address in turn, IPv6, service
+ * names), Unix sockets, an already-connected file descriptor, a subprocess on a socket pair (`nbdkit -s`),
+ * systemd socket activation, and NBD URIs.
  *
  * @since 0.1.0
  */
-import { Nbd, NbdUri } from "@effect-nbd/core"
-import type { NbdError } from "@effect-nbd/core"
-import * as Socket from "@effect/platform/Socket"
+import { Nbd, NbdError, NbdUri } from "@effect-nbd/core"
+import type { StartTls } from "@effect-nbd/core"
+import type * as Socket from "@effect/platform/Socket"
 import * as Effect from "effect/Effect"
-import * as Layer from "effect/Layer"
-import * as NodeSocket from "./internal/socket.js"
+import type * as Layer from "effect/Layer"
+import type * as ChildProcess from "node:child_process"
+import * as Command from "./internal/command.js"
+import * as Fd from "./internal/fd.js"
+import * as Tcp from "./internal/tcp.js"
+import * as NodeTls from "./internal/tls.js"
 
 /**
- * A `Socket` layer that connects to a Unix socket.
+ * A `Socket` layer that connects to a Unix socket, with the `StartTls` service that can upgrade it.
  * @since 0.1.0
  * @category layers
  */
-export const layerUnix = (path: string): Layer.Layer<Socket.Socket> =>
-  Layer.sync(Socket.Socket, () => NodeSocket.make({ path }))
+export const layerUnix = (path: string): Layer.Layer<Socket.Socket | StartTls.StartTls> =>
+  NodeTls.layer({ path }, undefined)
 
 /**
- * A `Socket` layer that connects over TCP (Nagle off, as libnbd sets TCP_NODELAY).
+ * A `Socket` layer that connects over TCP (Nagle off, as libnbd sets TCP_NODELAY), with the `StartTls`
+ * service that can upgrade it (the server's certificate is checked against `host`). The port is a number or
+ * a service name ("nbd"); every address of `host` is tried in turn, and the first that connects wins.
  * @since 0.1.0
  * @category layers
  */
-export const layerTcp = (host: string, port: number): Layer.Layer<Socket.Socket> =>
-  Layer.sync(Socket.Socket, () => NodeSocket.make({ host, port, noDelay: true }))
+export const layerTcp = (host: string, port: number | string): Layer.Layer<Socket.Socket | StartTls.StartTls> =>
+  NodeTls.layer(Tcp.connect(host, port), host)
+
+/**
+ * A `Socket` layer on an already-connected socket file descriptor; the connection owns it from then on and
+ * closes it when it ends.
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerFd = (fd: number): Layer.Layer<Socket.Socket | StartTls.StartTls> =>
+  NodeTls.layer(Fd.connect(fd), undefined)
+
+/**
+ * A `Socket` layer that runs `argv` with a socket on its stdin and stdout (e.g. `nbdkit -s`), for as long
+ * as the connection lasts.
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerCommand = (argv: ReadonlyArray<string>): Layer.Layer<Socket.Socket | StartTls.StartTls> =>
+  NodeTls.layer(
+    Command.command(argv, () => {}),
+    undefined
+  )
+
+/**
+ * A `Socket` layer that starts `argv` by systemd socket activation and connects to it; the server gets
+ * SIGTERM when the connection ends.
+ * @since 0.1.0
+ * @category layers
+ */
+export const layerSystemdSocketActivation = (
+  argv: ReadonlyArray<string>
+): Layer.Layer<Socket.Socket | StartTls.StartTls> =>
+  NodeTls.layer(
+    Command.systemdSocketActivation(argv, () => {}),
+    undefined
+  )
+
+// ---------------------------------------------------------------------------------------------------------------
+// What getUri answers, and the subprocess of a handle
+// ---------------------------------------------------------------------------------------------------------------
+
+/** Records, for `Nbd.getUri`, a URI that reconnects to `transport` with the handle's export and TLS settings. */
+const recordUri = (h: Nbd.Handle, transport: NbdUri.Transport): Effect.Effect<void> =>
+  Effect.gen(function* () {
+    const query = new Map<string, string>()
+    const certificates = yield* Nbd.getTlsCertificates(h)
+    const pskFile = yield* Nbd.getTlsPskFile(h)
+    const hostname = yield* Nbd.getTlsHostname(h)
+    const username = yield* Nbd.getTlsUsername(h)
+    if (certificates !== undefined) query.set("tls-certificates", certificates)
+    if (pskFile !== undefined) query.set("tls-psk-file", pskFile)
+    if (hostname !== "") query.set("tls-hostname", hostname)
+    if (!(yield* Nbd.getTlsVerifyPeer(h))) query.set("tls-verify-peer", "false")
+    yield* Nbd.setTransportUri(
+      h,
+      NbdUri.format({
+        transport,
+        tls: (yield* Nbd.getTls(h)) === "require",
+        exportName: yield* Nbd.getExportName(h),
+        ...(username === undefined ? {} : { username }),
+        query
+      })
+    )
+  })
+
+const subprocesses = new WeakMap<Nbd.Handle, ChildProcess.ChildProcess>()
+
+/**
+ * The pid of the handle's subprocess, from `connectCommand` or `connectSystemdSocketActivation`
+ * (nbd_get_subprocess_pid); ESRCH when there is none (yet).
+ * @since 0.1.0
+ * @category subprocess
+ */
+export const getSubprocessPid = (h: Nbd.Handle): Effect.Effect<number, NbdError.NbdError> =>
+  Effect.suspend(() => {
+    const pid = subprocesses.get(h)?.pid
+    return pid === undefined
+      ? Effect.fail(
+          new NbdError.InvalidStateError({
+            errno: "ESRCH",
+            operation: "nbd_get_subprocess_pid",
+            message: "handle does not have a subprocess"
+          })
+        )
+      : Effect.succeed(pid)
+  })
+
+/**
+ * Sends a signal (default SIGTERM) to the handle's subprocess (nbd_kill_subprocess); ESRCH when there is
+ * none or it has exited.
+ * @since 0.1.0
+ * @category subprocess
+ */
+export const killSubprocess = (
+  h: Nbd.Handle,
+  signal: NodeJS.Signals = "SIGTERM"
+): Effect.Effect<void, NbdError.NbdError> =>
+  Effect.suspend(() => {
+    const child = subprocesses.get(h)
+    return child === undefined || child.exitCode !== null || child.signalCode !== null || !child.kill(signal)
+      ? Effect.fail(
+          new NbdError.InvalidStateError({
+            errno: "ESRCH",
+            operation: "nbd_kill_subprocess",
+            message: "handle does not have a subprocess"
+          })
+        )
+      : Effect.void
+  })
+
+// ---------------------------------------------------------------------------------------------------------------
+// Unix and TCP
+// ---------------------------------------------------------------------------------------------------------------
 
 /**
  * Begins connecting to a Unix socket (nbd_aio_connect_unix).
@@ -35,10 +155,7 @@ export const layerTcp = (host: string, port: number): Layer.Layer<Socket.Socket>
 export const aioConnectUnix = (h: Nbd.Handle, path: string): Effect.Effect<void, NbdError.NbdError> =>
   Effect.gen(function* () {
     yield* Nbd.aioConnectSocket(h).pipe(Effect.provide(layerUnix(path)))
-    yield* Nbd.setTransportUri(
-      h,
-      NbdUri.format({ transport: { _tag: "Unix", path }, exportName: yield* Nbd.getExportName(h) })
-    )
+    yield* recordUri(h, { _tag: "Unix", path })
   })
 
 /**
@@ -50,17 +167,30 @@ export const connectUnix = (h: Nbd.Handle, path: string): Effect.Effect<void, Nb
   Effect.zipRight(aioConnectUnix(h, path), Nbd.awaitConnected(h))
 
 /**
- * Begins connecting over TCP (nbd_aio_connect_tcp).
+ * Begins connecting over TCP (nbd_aio_connect_tcp). `host` is a name or an address (IPv6 without brackets);
+ * `port` a number, a decimal string or a service name from /etc/services ("nbd" is 10809). A port that
+ * resolves to nothing fails at once with EINVAL; a host that resolves to nothing, or none of whose
+ * addresses connects, fails the handshake (the first address's errno, e.g. ECONNREFUSED).
  * @since 0.1.0
  * @category connecting
  */
-export const aioConnectTcp = (h: Nbd.Handle, host: string, port: number): Effect.Effect<void, NbdError.NbdError> =>
+export const aioConnectTcp = (
+  h: Nbd.Handle,
+  host: string,
+  port: number | string
+): Effect.Effect<void, NbdError.NbdError> =>
   Effect.gen(function* () {
-    yield* Nbd.aioConnectSocket(h).pipe(Effect.provide(layerTcp(host, port)))
-    yield* Nbd.setTransportUri(
-      h,
-      NbdUri.format({ transport: { _tag: "Tcp", host, port }, exportName: yield* Nbd.getExportName(h) })
-    )
+    const portNumber = Tcp.resolvePort(port)
+    if (portNumber === undefined)
+      return yield* Effect.fail(
+        new NbdError.InvalidArgumentError({
+          errno: "EINVAL",
+          operation: "nbd_aio_connect_tcp",
+          message: Tcp.badPort(host, port).message
+        })
+      )
+    yield* Nbd.aioConnectSocket(h).pipe(Effect.provide(layerTcp(host, portNumber)))
+    yield* recordUri(h, { _tag: "Tcp", host, port: portNumber })
   })
 
 /**
@@ -68,20 +198,173 @@ export const aioConnectTcp = (h: Nbd.Handle, host: string, port: number): Effect
  * @since 0.1.0
  * @category connecting
  */
-export const connectTcp = (h: Nbd.Handle, host: string, port: number): Effect.Effect<void, NbdError.NbdError> =>
-  Effect.zipRight(aioConnectTcp(h, host, port), Nbd.awaitConnected(h))
+export const connectTcp = (
+  h: Nbd.Handle,
+  host: string,
+  port: number | string
+): Effect.Effect<void, NbdError.NbdError> => Effect.zipRight(aioConnectTcp(h, host, port), Nbd.awaitConnected(h))
+
+// ---------------------------------------------------------------------------------------------------------------
+// An fd, a command, socket activation
+// ---------------------------------------------------------------------------------------------------------------
 
 /**
- * Begins connecting to an NBD URI (nbd_aio_connect_uri): the export name comes from the URI's path.
+ * Begins the handshake on an already-connected socket file descriptor (nbd_aio_connect_socket): the
+ * connection owns it from then on and closes it when the handle closes. EBADF for a descriptor that is not
+ * open, ENOTSOCK for one that is not a socket. `Nbd.getUri` then fails with ENOTSUP (the address is unknown).
  * @since 0.1.0
  * @category connecting
  */
-export const aioConnectUri = (h: Nbd.Handle, uri: string): Effect.Effect<void, NbdError.NbdError> =>
+export const aioConnectFd = (h: Nbd.Handle, fd: number): Effect.Effect<void, NbdError.NbdError> =>
+  Effect.suspend(() => {
+    const problem = Fd.check(fd)
+    return problem === undefined
+      ? Nbd.aioConnectSocket(h).pipe(Effect.provide(layerFd(fd)))
+      : Effect.fail(new NbdError.InvalidArgumentError({ ...problem, operation: "nbd_aio_connect_socket" }))
+  })
+
+/**
+ * Connects on an already-connected socket file descriptor and waits for the handshake (nbd_connect_socket).
+ * @since 0.1.0
+ * @category connecting
+ */
+export const connectFd = (h: Nbd.Handle, fd: number): Effect.Effect<void, NbdError.NbdError> =>
+  Effect.zipRight(aioConnectFd(h, fd), Nbd.awaitConnected(h))
+
+const missingCommand = (operation: string) =>
+  new NbdError.InvalidArgumentError({ errno: "EINVAL", operation, message: "missing command name in argv list" })
+
+/**
+ * Begins connecting to a subprocess that speaks NBD on its stdin and stdout (nbd_aio_connect_command), e.g.
+ * `["nbdkit", "-s", "--exit-with-parent", "memory", "1G"]`; its stderr is ours. The child is reaped when the
+ * connection ends: it is expected to exit at EOF, and gets SIGTERM (then SIGKILL) if it lingers. A command
+ * that cannot be started (ENOENT, ...) fails the handshake with that errno. `Nbd.getUri` fails with ENOTSUP.
+ * @since 0.1.0
+ * @category connecting
+ */
+export const aioConnectCommand = (
+  h: Nbd.Handle,
+  argv: ReadonlyArray<string>
+): Effect.Effect<void, NbdError.NbdError> =>
+  argv.length === 0 || argv[0] === ""
+    ? Effect.fail(missingCommand("nbd_aio_connect_command"))
+    : Nbd.aioConnectSocket(h).pipe(
+        Effect.provide(
+          NodeTls.layer(
+            Command.command(argv, (child) => subprocesses.set(h, child)),
+            undefined
+          )
+        )
+      )
+
+/**
+ * Connects to a subprocess on its stdin and stdout and waits for the handshake (nbd_connect_command).
+ * @since 0.1.0
+ * @category connecting
+ */
+export const connectCommand = (h: Nbd.Handle, argv: ReadonlyArray<string>): Effect.Effect<void, NbdError.NbdError> =>
+  Effect.zipRight(aioConnectCommand(h, argv), Nbd.awaitConnected(h))
+
+/**
+ * Begins connecting to a server started by systemd socket activation
+ * (nbd_aio_connect_systemd_socket_activation): `argv` runs with a listening Unix socket as fd 3 and
+ * LISTEN_PID, LISTEN_FDS=1 and LISTEN_FDNAMES=unknown in its environment (nbdkit and qemu-nbd both
+ * understand this), then the handle connects to that socket. The server gets SIGTERM when the connection
+ * ends. `Nbd.getUri` answers the socket's `nbd+unix://` URI, good while the server runs.
+ * @since 0.1.0
+ * @category connecting
+ */
+export const aioConnectSystemdSocketActivation = (
+  h: Nbd.Handle,
+  argv: ReadonlyArray<string>
+): Effect.Effect<void, NbdError.NbdError> =>
+  argv.length === 0 || argv[0] === ""
+    ? Effect.fail(missingCommand("nbd_aio_connect_systemd_socket_activation"))
+    : Nbd.aioConnectSocket(h).pipe(
+        Effect.provide(
+          NodeTls.layer(
+            Command.systemdSocketActivation(argv, (child, path) => {
+              subprocesses.set(h, child)
+              // The socket's name is known once the child runs, inside the connection.
+              Effect.runSync(recordUri(h, { _tag: "Unix", path }))
+            }),
+            undefined
+          )
+        )
+      )
+
+/**
+ * Starts a server by systemd socket activation, connects, and waits for the handshake
+ * (nbd_connect_systemd_socket_activation).
+ * @since 0.1.0
+ * @category connecting
+ */
+export const connectSystemdSocketActivation = (
+  h: Nbd.Handle,
+  argv: ReadonlyArray<string>
+): Effect.Effect<void, NbdError.NbdError> =>
+  Effect.zipRight(aioConnectSystemdSocketActivation(h, argv), Nbd.awaitConnected(h))
+
+// ---------------------------------------------------------------------------------------------------------------
+// URIs
+// ---------------------------------------------------------------------------------------------------------------
+
+/**
+ * What a URI may ask for (libnbd's nbd_set_uri_allow_transports, _tls and _local_file): by default every
+ * transport, TLS or not, and no local files (a URI's `tls-psk-file` or `tls-certificates` fails with EPERM
+ * unless `allowLocalFile` is set, as nbdinfo and nbdcopy set it).
+ * @since 0.1.0
+ * @category connecting
+ */
+export interface UriOptions {
+  readonly allowTransports?: ReadonlyArray<"tcp" | "unix">
+  /** "disable": no nbds URIs; "allow" (default): either; "require": only nbds URIs. */
+  readonly allowTls?: Nbd.TlsMode
+  readonly allowLocalFile?: boolean
+}
+
+const notPermitted = (message: string) =>
+  new NbdError.InvalidArgumentError({ errno: "EPERM", operation: "nbd_connect_uri", message })
+
+/**
+ * Begins connecting to an NBD URI (nbd_aio_connect_uri): `nbd://`, `nbds://`, `nbd+unix://` and
+ * `nbds+unix://`. The export name comes from the path; `nbds` sets TLS to "require"; the user information
+ * (or `tls-username=`) is the TLS username; `tls-certificates`, `tls-psk-file`, `tls-hostname` and
+ * `tls-verify-peer` set the handle's TLS settings; `socket=` is the Unix socket.
+ * @since 0.1.0
+ * @category connecting
+ */
+export const aioConnectUri = (
+  h: Nbd.Handle,
+  uri: string,
+  options: UriOptions = {}
+): Effect.Effect<void, NbdError.NbdError> =>
   Effect.gen(function* () {
     const parsed = yield* NbdUri.parse(uri)
-    yield* Nbd.setExportName(h, parsed.exportName)
-    if (parsed.tls) yield* Nbd.setTls(h, "require")
+    const scheme = uri.slice(0, uri.indexOf(":"))
     const transport = parsed.transport
+    if (options.allowTransports && !options.allowTransports.includes(transport._tag === "Tcp" ? "tcp" : "unix"))
+      return yield* Effect.fail(notPermitted(`URI transport ${scheme} is not permitted`))
+    const allowTls = options.allowTls ?? "allow"
+    if ((parsed.tls && allowTls === "disable") || (!parsed.tls && allowTls === "require"))
+      return yield* Effect.fail(notPermitted(`URI TLS setting ${scheme} is not permitted`))
+    for (const name of ["tls-psk-file", "tls-certificates"])
+      if (parsed.query.has(name) && options.allowLocalFile !== true)
+        return yield* Effect.fail(
+          notPermitted(`local file access (${name}) is not allowed, set allowLocalFile to enable this`)
+        )
+    if (parsed.tls) yield* Nbd.setTls(h, "require")
+    const q = parsed.query
+    const certificates = q.get("tls-certificates")
+    if (certificates !== undefined) yield* Nbd.setTlsCertificates(h, certificates)
+    const pskFile = q.get("tls-psk-file")
+    if (pskFile !== undefined) yield* Nbd.setTlsPskFile(h, pskFile)
+    const hostname = q.get("tls-hostname")
+    if (hostname !== undefined) yield* Nbd.setTlsHostname(h, hostname)
+    const verifyPeer = q.get("tls-verify-peer")
+    if (verifyPeer !== undefined) yield* Nbd.setTlsVerifyPeer(h, NbdUri.parseBoolean(verifyPeer))
+    if (parsed.username !== undefined) yield* Nbd.setTlsUsername(h, parsed.username)
+    yield* Nbd.setExportName(h, parsed.exportName)
     yield* transport._tag === "Unix"
       ? aioConnectUnix(h, transport.path)
       : aioConnectTcp(h, transport.host, transport.port)
@@ -92,5 +375,5 @@ export const aioConnectUri = (h: Nbd.Handle, uri: string): Effect.Effect<void, N
  * @since 0.1.0
  * @category connecting
  */
-export const connectUri = (h: Nbd.Handle, uri: string): Effect.Effect<void, NbdError.NbdError> =>
-  Effect.zipRight(aioConnectUri(h, uri), Nbd.awaitConnected(h))
+export const connectUri = (h: Nbd.Handle, uri: string, options?: UriOptions): Effect.Effect<void, NbdError.NbdError> =>
+  Effect.zipRight(aioConnectUri(h, uri, options), Nbd.awaitConnected(h))

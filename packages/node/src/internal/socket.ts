@@ -5,6 +5,7 @@ import * as Exit from "effect/Exit"
 import * as Runtime from "effect/Runtime"
 import type * as Scope from "effect/Scope"
 import * as Net from "node:net"
+import * as Tls from "node:tls"
 
 /** How much one read may take from the kernel: big enough that a 256 KiB reply arrives in a few reads. */
 const READ_BUFFER_SIZE = 1024 * 1024
@@ -14,8 +15,42 @@ const READ_BUFFER_SIZE = 1024 * 1024
  * hot path allocates nothing per read. The handler gets a view of that buffer, valid only during the call:
  * it must copy what it keeps, as the NBD decoders do.
  */
-export const make = (connectOptions: Net.NetConnectOpts): Socket.Socket => {
+export const make = (connect: Connect): Socket.Socket => makeUpgradable(connect).socket
+
+/** The reused buffer and the callback a connection reads with (Node's `onread`). */
+export interface OnRead {
+  readonly buffer: Buffer
+  readonly callback: (length: number, buf: Buffer) => boolean
+}
+
+/**
+ * How `run` gets its connection: options for `net.createConnection`, or a function that opens a connected
+ * `net.Socket` reading through the given `onread`, for the scope of `run` (the other transports: several
+ * addresses in turn, an inherited fd, a subprocess, socket activation).
+ */
+export type Connect =
+  Net.NetConnectOpts | ((onread: OnRead) => Effect.Effect<Net.Socket, Socket.SocketError, Scope.Scope>)
+
+/**
+ * A socket from `make` that can also be switched to TLS while it runs.
+ */
+export interface Upgradable {
+  readonly socket: Socket.Socket
+  /**
+   * Runs a TLS client handshake on the live connection (`tls.connect({ socket })`) and, once it succeeds,
+   * makes the TLS socket the one `run` reads from (decrypted, to the same handler) and the writer writes to.
+   * Writes wait while the handshake runs. Fails with the TLS error, leaving the connection unusable.
+   */
+  readonly upgrade: (options: Tls.ConnectionOptions) => Effect.Effect<void, Socket.SocketError>
+}
+
+/**
+ * Like `make`, with the hook a STARTTLS upgrade needs.
+ */
+export const makeUpgradable = (connect: Connect): Upgradable => {
   let current: Net.Socket | undefined
+  /** Set by `run`: hands a TLS socket the running handler and end signals. */
+  let adopt: ((secure: Tls.TLSSocket) => void) | undefined
   const latch = Effect.unsafeMakeLatch(false)
 
   const run = <_, E = never, R = never>(
@@ -27,23 +62,37 @@ export const make = (connectOptions: Net.NetConnectOpts): Socket.Socket => {
         const runtime = yield* Effect.runtime<R>()
         const done = yield* Deferred.make<void, Socket.SocketError | E>()
         const buffer = Buffer.allocUnsafe(READ_BUFFER_SIZE)
-        const onRead = (length: number, buf: Buffer): boolean => {
-          const result = handler(buf.subarray(0, length))
+        const deliver = (data: Uint8Array): void => {
+          const result = handler(data)
           if (Effect.isEffect(result)) {
             const fiber = Runtime.runFork(runtime)(result)
             fiber.addObserver((exit) => {
               if (Exit.isFailure(exit)) Deferred.unsafeDone(done, exit as Exit.Exit<never, E>)
             })
           }
+        }
+        const onRead = (length: number, buf: Buffer): boolean => {
+          deliver(buf.subarray(0, length))
           return true
         }
-        const conn = yield* open(connectOptions, buffer, onRead)
-        conn.on("end", () => Deferred.unsafeDone(done, Exit.void))
-        conn.on("error", (cause) =>
-          Deferred.unsafeDone(done, Exit.fail(new Socket.SocketGenericError({ reason: "Read", cause })))
-        )
-        conn.on("close", () => Deferred.unsafeDone(done, Exit.void))
+        const watch = (stream: Net.Socket): void => {
+          stream.on("end", () => Deferred.unsafeDone(done, Exit.void))
+          stream.on("error", (cause) =>
+            Deferred.unsafeDone(done, Exit.fail(new Socket.SocketGenericError({ reason: "Read", cause })))
+          )
+          stream.on("close", () => Deferred.unsafeDone(done, Exit.void))
+        }
+        const conn = yield* typeof connect === "function"
+          ? connect({ buffer, callback: onRead })
+          : open(connect, buffer, onRead)
+        watch(conn)
         current = conn
+        adopt = (secure) => {
+          // TLS reads allocate per chunk (Node offers no reused buffer for TLS); the handler copies anyway.
+          secure.on("data", deliver)
+          watch(secure)
+          current = secure
+        }
         yield* latch.open
         if (options?.onOpen) yield* options.onOpen
         return yield* Deferred.await(done)
@@ -53,6 +102,7 @@ export const make = (connectOptions: Net.NetConnectOpts): Socket.Socket => {
         Effect.sync(() => {
           latch.unsafeClose()
           current = undefined
+          adopt = undefined
         })
       ),
       Effect.interruptible
@@ -82,7 +132,40 @@ export const make = (connectOptions: Net.NetConnectOpts): Socket.Socket => {
     })
   )
 
-  return Socket.Socket.of({ [Socket.TypeId]: Socket.TypeId, run, runRaw: run, writer })
+  const upgrade = (options: Tls.ConnectionOptions): Effect.Effect<void, Socket.SocketError> =>
+    Effect.async<void, Socket.SocketError>((resume) => {
+      const raw = current
+      const take = adopt
+      if (raw === undefined || raw.destroyed || take === undefined)
+        return resume(Effect.fail(new Socket.SocketGenericError({ reason: "Open", cause: new Error("socket closed") })))
+      // No plaintext write may slip in while the session starts: writes wait for the latch.
+      latch.unsafeClose()
+      // From here the TLS wrap owns the connection's reads: the plaintext `onread` handler sees nothing more.
+      const secure = Tls.connect({ ...options, socket: raw })
+      const onError = (cause: Error): void => {
+        secure.off("secureConnect", onSecure)
+        // Keep an error listener: a late error must not become an uncaught exception.
+        secure.on("error", () => {})
+        secure.destroy()
+        resume(Effect.fail(new Socket.SocketGenericError({ reason: "Open", cause })))
+      }
+      const onSecure = (): void => {
+        secure.off("error", onError)
+        take(secure)
+        latch.unsafeOpen()
+        resume(Effect.void)
+      }
+      secure.once("error", onError)
+      secure.once("secureConnect", onSecure)
+      return Effect.sync(() => {
+        secure.off("error", onError)
+        secure.off("secureConnect", onSecure)
+        secure.on("error", () => {})
+        secure.destroy()
+      })
+    })
+
+  return { socket: Socket.Socket.of({ [Socket.TypeId]: Socket.TypeId, run, runRaw: run, writer }), upgrade }
 }
 
 const open = (

@@ -1,0 +1,158 @@
+import { NbdError, StartTls } from "@effect-nbd/core"
+import * as Socket from "@effect/platform/Socket"
+import * as Context from "effect/Context"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Fs from "node:fs"
+import * as Os from "node:os"
+import * as Path from "node:path"
+import * as Tls from "node:tls"
+import * as NodeSocket from "./socket.js"
+
+const OPERATION = "tls"
+
+const fileError = (cause: unknown, path: string): NbdError.ConnectionError => {
+  const code = (cause as { readonly code?: unknown } | undefined)?.code
+  return new NbdError.ConnectionError({
+    errno: typeof code === "string" ? code : "",
+    operation: OPERATION,
+    message: `open: ${path}: ${cause instanceof Error ? cause.message : String(cause)}`,
+    cause
+  })
+}
+
+const readable = (path: string): boolean => {
+  try {
+    Fs.accessSync(path, Fs.constants.R_OK)
+    return true
+  } catch {
+    return false
+  }
+}
+
+const readFile = (path: string): Effect.Effect<Buffer, NbdError.ConnectionError> =>
+  Effect.try({ try: () => Fs.readFileSync(path), catch: (cause) => fileError(cause, path) })
+
+/** The PSK identity: the TLS username setting, else the local login name (as libnbd's getlogin). */
+const loginName = (): Effect.Effect<string, NbdError.ConnectionError> =>
+  Effect.try({
+    try: () => Os.userInfo().username,
+    catch: (cause) =>
+      new NbdError.ConnectionError({ errno: "", operation: OPERATION, message: "getlogin: no login name", cause })
+  })
+
+/** libnbd's lookup_key: the first `username:hexkey` line for the user. */
+const lookupKey = (file: string, username: string): Effect.Effect<Buffer, NbdError.NbdError> =>
+  Effect.flatMap(readFile(file), (content) => {
+    for (const raw of content.toString("utf8").split("\n")) {
+      const line = raw.endsWith("\r") ? raw.slice(0, -1) : raw
+      if (line.length > username.length + 1 && line.startsWith(username) && line[username.length] === ":") {
+        const hex = line.slice(username.length + 1)
+        if (!/^(?:[0-9a-fA-F]{2})+$/.test(hex))
+          return Effect.fail(
+            new NbdError.InvalidArgumentError({
+              errno: "EINVAL",
+              operation: OPERATION,
+              message: `${file}: the key of ${username} is not hexadecimal`
+            })
+          )
+        return Effect.succeed(Buffer.from(hex, "hex"))
+      }
+    }
+    return Effect.fail(
+      new NbdError.InvalidArgumentError({
+        errno: "EINVAL",
+        operation: OPERATION,
+        message: `${file}: username ${username} was not found in PSK file`
+      })
+    )
+  })
+
+/** Where libnbd looks for certificates when none are set; the first with a `ca-cert.pem` wins. */
+const defaultCertificateDirs = (): ReadonlyArray<string> => {
+  const home = process.env["HOME"]
+  if (process.geteuid?.() === 0) return ["/etc/pki/libnbd"]
+  return home === undefined ? [] : [Path.join(home, ".pki", "libnbd"), Path.join(home, ".config", "pki", "libnbd")]
+}
+
+const isIp = (host: string): boolean => host.replace(/^\[|\]$/g, "").match(/^[\d.]+$|:/) !== null
+
+/**
+ * The Node TLS client options for the handle's settings: PSK when a keys file is set, else X.509 with the
+ * certificates directory (or libnbd's default places, or the system's CAs).
+ */
+export const connectionOptions = (
+  settings: StartTls.TlsSettings,
+  transportHost: string | undefined
+): Effect.Effect<Tls.ConnectionOptions, NbdError.NbdError> =>
+  Effect.gen(function* () {
+    if (settings.pskFile !== undefined) {
+      const identity = settings.username ?? (yield* loginName())
+      const psk = yield* lookupKey(settings.pskFile, identity)
+      // OpenSSL offers external PSKs to TLS 1.3 servers only through session callbacks: PSK runs on TLS 1.2.
+      return {
+        ciphers: "PSK",
+        maxVersion: "TLSv1.2",
+        pskCallback: () => ({ psk, identity }),
+        checkServerIdentity: () => undefined
+      } satisfies Tls.ConnectionOptions
+    }
+    const hostname = settings.hostname ?? transportHost
+    const dir = [...(settings.certificates === undefined ? defaultCertificateDirs() : [settings.certificates])].find(
+      (d) => readable(Path.join(d, "ca-cert.pem"))
+    )
+    const options: Tls.ConnectionOptions = {
+      rejectUnauthorized: settings.verifyPeer,
+      // The name is checked against the TLS host name when there is one; a Unix socket without one is
+      // verified against the CA alone.
+      checkServerIdentity: (_host, cert) =>
+        hostname === undefined || !settings.verifyPeer ? undefined : Tls.checkServerIdentity(hostname, cert)
+    }
+    if (hostname !== undefined && !isIp(hostname)) options.servername = hostname
+    if (dir !== undefined) {
+      options.ca = yield* readFile(Path.join(dir, "ca-cert.pem"))
+      const cert = Path.join(dir, "client-cert.pem")
+      const key = Path.join(dir, "client-key.pem")
+      if (readable(cert) && readable(key)) {
+        options.cert = yield* readFile(cert)
+        options.key = yield* readFile(key)
+      }
+    }
+    return options
+  })
+
+/**
+ * The StartTls service for one upgradable socket; `transportHost` is the host it connected to (none for a
+ * Unix socket).
+ */
+export const make = (socket: NodeSocket.Upgradable, transportHost: string | undefined): StartTls.StartTls["Type"] => ({
+  upgrade: (settings) =>
+    Effect.flatMap(connectionOptions(settings, transportHost), (options) =>
+      Effect.mapError(
+        socket.upgrade(options),
+        (error) =>
+          new NbdError.ConnectionError({
+            errno: "",
+            operation: OPERATION,
+            message: `tls handshake: ${error.cause instanceof Error ? error.cause.message : String(error.cause)}`,
+            cause: error.cause
+          })
+      )
+    )
+})
+
+/**
+ * A `Socket` on a new connection together with the `StartTls` service that upgrades that same connection.
+ */
+export const layer = (
+  connect: NodeSocket.Connect,
+  transportHost: string | undefined
+): Layer.Layer<Socket.Socket | StartTls.StartTls> =>
+  Layer.effectContext(
+    Effect.sync(() => {
+      const upgradable = NodeSocket.makeUpgradable(connect)
+      return Context.make(Socket.Socket, upgradable.socket).pipe(
+        Context.add(StartTls.StartTls, make(upgradable, transportHost))
+      )
+    })
+  )
