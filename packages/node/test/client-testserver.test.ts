@@ -102,6 +102,8 @@ describe("client against the test server", () => {
       expect((yield* Effect.flip(Nbd.optGo(h))).errno).toBe("ENOENT")
       expect(HandleState.isNegotiating(yield* Nbd.state(h))).toBe(true)
       yield* Nbd.setExportName(h, "beta")
+      // getUri follows the current export name, as libnbd's does.
+      expect(yield* Nbd.getUri(h)).toBe(s.uriFor("beta"))
       yield* Nbd.optGo(h)
       expect(yield* Nbd.getSize(h)).toBe(12288n)
       const h2 = yield* Nbd.make()

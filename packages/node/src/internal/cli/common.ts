@@ -1,0 +1,169 @@
+/**
+ * What the `effect-nbd` subcommands share: their error, connecting, the embedded server, sizes and output.
+ *
+ * @since 0.1.0
+ */
+import { Nbd, NbdError } from "@effect-nbd/core"
+import type { TestServer } from "@effect-nbd/test-server"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import type * as Scope from "effect/Scope"
+import * as NodeNbd from "../../NodeNbd.js"
+
+/**
+ * A failure the CLI reports as one line on stderr, with its exit status (1 unless told).
+ * @since 0.1.0
+ * @category errors
+ */
+export class CliError extends Data.TaggedError("CliError")<{
+  readonly message: string
+  readonly exitCode?: number
+}> {}
+
+/**
+ * Ends the command with an exit status and no message (`--can` / `--is` answering false).
+ * @since 0.1.0
+ * @category errors
+ */
+export class ExitStatus extends Data.TaggedError("ExitStatus")<{ readonly code: number }> {}
+
+/**
+ * Any failure a subcommand can end with.
+ * @since 0.1.0
+ * @category errors
+ */
+export type Failure = CliError | ExitStatus | NbdError.NbdError | TestServer.TestServerError
+
+/**
+ * The one-line message of a failure.
+ * @since 0.1.0
+ * @category errors
+ */
+export const describe = (error: Failure): string => {
+  switch (error._tag) {
+    case "CliError":
+      return error.message
+    case "ExitStatus":
+      return ""
+    case "TestServerError":
+      return `embedded server: ${error.message}`
+    default:
+      return NbdError.format(error)
+  }
+}
+
+/**
+ * A `CliError` from a Node system error (`fs`, streams): "what: message (ECODE)".
+ * @since 0.1.0
+ * @category errors
+ */
+export const systemError = (what: string, cause: unknown): CliError => {
+  const code =
+    typeof cause === "object" && cause !== null && "code" in cause && typeof cause.code === "string"
+      ? cause.code
+      : undefined
+  const raw = cause instanceof Error ? cause.message : String(cause)
+  // Node's messages read "ENOENT: no such file or directory, open '/x'": keep the human part only.
+  const message = raw.replace(/^[A-Z0-9_]+: /, "").replace(/, \w+ '.*'$/, "")
+  return new CliError({ message: `${what}: ${message}${code !== undefined ? ` (${code})` : ""}` })
+}
+
+/**
+ * Whether an argument names an NBD URI rather than a file.
+ * @since 0.1.0
+ * @category uri
+ */
+export const isNbdUri = (s: string): boolean => /^nbds?(\+unix)?:/i.test(s)
+
+/**
+ * Makes a handle for the scope and connects it to a URI.
+ * @since 0.1.0
+ * @category connecting
+ */
+export const connect = (
+  uri: string,
+  settings: Nbd.Settings = {}
+): Effect.Effect<Nbd.Handle, NbdError.NbdError, Scope.Scope> =>
+  Effect.gen(function* () {
+    const h = yield* Nbd.make(settings)
+    // As nbdinfo and nbdcopy do: a URI on the command line may name local TLS files.
+    yield* NodeNbd.connectUri(h, uri, { allowLocalFile: true })
+    return h
+  })
+
+/** The size of the embedded server's export: 1 MiB. */
+const EMBEDDED_SIZE = 1 << 20
+
+const encoder = new TextEncoder()
+
+/**
+ * The URI given, or else the URI of an embedded test server started for the scope: one 1 MiB export with a
+ * greeting at offset 0 and 4 KiB of 0xab at 512 KiB, so commands show something on a fresh machine.
+ * @since 0.1.0
+ * @category connecting
+ */
+export const uriOrEmbedded = (
+  uri: Option.Option<string>
+): Effect.Effect<string, TestServer.TestServerError, Scope.Scope> =>
+  Option.match(uri, {
+    onSome: Effect.succeed,
+    onNone: () =>
+      Effect.gen(function* () {
+        // Loaded only when needed: most runs are given a URI and need not pay for the server's modules.
+        const { Backend, TestServer } = yield* Effect.promise(() => import("@effect-nbd/test-server"))
+        const backend = Backend.memory(EMBEDDED_SIZE)
+        yield* Effect.orDie(
+          backend.write(0, encoder.encode("Hello from the effect-nbd embedded test server!\n"), false)
+        )
+        yield* Effect.orDie(backend.write(EMBEDDED_SIZE / 2, new Uint8Array(4096).fill(0xab), false))
+        const server = yield* TestServer.make({
+          exports: [{ name: "", size: EMBEDDED_SIZE, description: "effect-nbd embedded test server", backend }]
+        })
+        return server.uri
+      })
+  })
+
+/**
+ * A byte count as nbdinfo shows it: the largest binary unit that divides it exactly ("1M", "2075312K"),
+ * and whether a unit was used.
+ * @since 0.1.0
+ * @category formatting
+ */
+export const humanSize = (bytes: bigint): { readonly text: string; readonly human: boolean } => {
+  const units = ["", "K", "M", "G", "T", "P", "E"]
+  let n = bytes
+  let i = 0
+  if (n !== 0n)
+    while (n % 1024n === 0n && i < units.length - 1) {
+      n /= 1024n
+      i++
+    }
+  return { text: `${n}${units[i]}`, human: i > 0 }
+}
+
+/**
+ * Parses a byte count with an optional binary suffix: "65536", "256K", "1M", "2GiB".
+ * @since 0.1.0
+ * @category parsing
+ */
+export const parseSize = (what: string, text: string): Effect.Effect<number, CliError> => {
+  const m = /^(\d+)\s*([kmgt]?)(i?b)?$/i.exec(text.trim())
+  const scale: Record<string, number> = { "": 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 }
+  const n = m === null ? NaN : Number(m[1]) * (scale[(m[2] ?? "").toLowerCase()] ?? NaN)
+  return Number.isSafeInteger(n)
+    ? Effect.succeed(n)
+    : Effect.fail(new CliError({ message: `${what}: cannot parse size '${text}' (EINVAL)` }))
+}
+
+/**
+ * Writes to stdout and waits until Node has taken the data (so large outputs respect back-pressure).
+ * @since 0.1.0
+ * @category output
+ */
+export const writeStdout = (data: string | Uint8Array): Effect.Effect<void, CliError> =>
+  Effect.async<void, CliError>((resume) => {
+    process.stdout.write(data, (error) =>
+      resume(error ? Effect.fail(systemError("write to stdout", error)) : Effect.void)
+    )
+  })

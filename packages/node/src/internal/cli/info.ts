@@ -1,0 +1,321 @@
+/**
+ * `effect-nbd info`: what nbdinfo shows about a server and its exports, in the same text and JSON.
+ *
+ * @since 0.1.0
+ */
+import * as Args from "@effect/cli/Args"
+import * as Command from "@effect/cli/Command"
+import * as Options from "@effect/cli/Options"
+import { Nbd, NbdUri } from "@effect-nbd/core"
+import type { NbdError } from "@effect-nbd/core"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import type * as Scope from "effect/Scope"
+import { execFile } from "node:child_process"
+import * as Fs from "node:fs"
+import * as Os from "node:os"
+import * as Path from "node:path"
+import * as Common from "./common.js"
+
+/** The flags `--can` answers, as nbdinfo names them (and the extra ones libnbd grew later). */
+const canFeatures: Record<string, (h: Nbd.Handle) => Effect.Effect<boolean, NbdError.NbdError>> = {
+  connect: () => Effect.succeed(true),
+  read: () => Effect.succeed(true),
+  write: (h) => Effect.map(Nbd.isReadOnly(h), (ro) => !ro),
+  cache: Nbd.canCache,
+  df: Nbd.canDf,
+  "fast-zero": Nbd.canFastZero,
+  flush: Nbd.canFlush,
+  fua: Nbd.canFua,
+  "multi-conn": Nbd.canMultiConn,
+  trim: Nbd.canTrim,
+  zero: Nbd.canZero,
+  "structured-reply": Nbd.getStructuredRepliesNegotiated,
+  "extended-headers": Nbd.getExtendedHeadersNegotiated,
+  "block-status-payload": Nbd.canBlockStatusPayload
+}
+
+/** The flags `--is` answers. */
+const isFeatures: Record<string, (h: Nbd.Handle) => Effect.Effect<boolean, NbdError.NbdError>> = {
+  "read-only": Nbd.isReadOnly,
+  rotational: Nbd.isRotational,
+  tls: Nbd.getTlsNegotiated
+}
+
+/** What nbdinfo shows about one export, in its order. */
+interface ExportFacts {
+  readonly name: string
+  readonly description: string | undefined
+  readonly content: string | undefined
+  readonly uri: string | undefined
+  readonly contexts: ReadonlyArray<string> | undefined
+  readonly flags: ReadonlyArray<readonly [string, boolean]>
+  readonly blockSizes: ReadonlyArray<readonly [string, number]>
+  readonly size: bigint
+}
+
+/** The first 8 KiB run through file(1), as nbdinfo probes content; best effort, undefined on any failure. */
+const probeContent = (h: Nbd.Handle, size: bigint): Effect.Effect<string | undefined> =>
+  Effect.gen(function* () {
+    const n = Number(size < 8192n ? size : 8192n)
+    const data = n > 0 ? yield* Nbd.pread(h, n, 0) : new Uint8Array(0)
+    return yield* Effect.acquireUseRelease(
+      Effect.sync(() => Fs.mkdtempSync(Path.join(Os.tmpdir(), "effect-nbd-content-"))),
+      (dir) =>
+        Effect.async<string | undefined>((resume) => {
+          const file = Path.join(dir, "content")
+          Fs.writeFileSync(file, data)
+          execFile("file", ["-b", file], (error, stdout) =>
+            resume(Effect.succeed(error ? undefined : stdout.split("\n")[0]))
+          )
+        }),
+      (dir) => Effect.sync(() => Fs.rmSync(dir, { recursive: true, force: true }))
+    )
+  }).pipe(Effect.orElseSucceed(() => undefined))
+
+/**
+ * The URI of the handle's current export. `Nbd.getUri` keeps the export name the handle connected with, so
+ * after `setExportName` (listing) the name is put back in here.
+ */
+const uriOf = (h: Nbd.Handle): Effect.Effect<string, NbdError.NbdError> =>
+  Effect.gen(function* () {
+    const parsed = yield* NbdUri.parse(yield* Nbd.getUri(h))
+    return NbdUri.format({ ...parsed, exportName: yield* Nbd.getExportName(h) })
+  })
+
+const optional = <A>(effect: Effect.Effect<A, NbdError.NbdError>): Effect.Effect<A | undefined> =>
+  Effect.orElseSucceed(effect, () => undefined)
+
+/** Gathers one export's facts on a handle in option mode (as nbdinfo's show_one_export). */
+const gather = (
+  h: Nbd.Handle,
+  listedDescription: string | undefined,
+  content: boolean
+): Effect.Effect<ExportFacts, NbdError.NbdError> =>
+  Effect.gen(function* () {
+    if (yield* Nbd.aioIsNegotiating(h)) yield* Effect.orElse(Nbd.optInfo(h), () => Nbd.optGo(h))
+    const size = yield* Nbd.getSize(h)
+    const uri = yield* optional(uriOf(h))
+    const name = (yield* optional(Nbd.getCanonicalExportName(h))) ?? (yield* Nbd.getExportName(h))
+    const description = listedDescription ?? (yield* optional(Nbd.getExportDescription(h)))
+    const flags: Array<readonly [string, boolean]> = []
+    for (const [key, get] of [
+      ["is_rotational", Nbd.isRotational],
+      ["is_read_only", Nbd.isReadOnly],
+      ["can_cache", Nbd.canCache],
+      ["can_df", Nbd.canDf],
+      ["can_fast_zero", Nbd.canFastZero],
+      ["can_flush", Nbd.canFlush],
+      ["can_fua", Nbd.canFua],
+      ["can_multi_conn", Nbd.canMultiConn],
+      ["can_trim", Nbd.canTrim],
+      ["can_zero", Nbd.canZero]
+    ] as const) {
+      const value = yield* optional(get(h))
+      if (value !== undefined) flags.push([key, value])
+    }
+    const blockSizes: Array<readonly [string, number]> = []
+    for (const kind of ["minimum", "preferred", "maximum"] as const) {
+      const value = yield* optional(Nbd.getBlockSize(h, kind))
+      if (value !== undefined && value > 0) blockSizes.push([`block_size_${kind}`, value])
+    }
+    const contexts = (yield* Nbd.aioIsNegotiating(h)) ? yield* optional(Nbd.optListMetaContext(h, [])) : undefined
+    // Content last: it needs the export selected, which ends option mode.
+    let probed: string | undefined
+    if (content) {
+      if (yield* Nbd.aioIsNegotiating(h)) yield* Nbd.optGo(h)
+      probed = yield* probeContent(h, size)
+    }
+    return { name, description, content: probed, uri, contexts, flags, blockSizes, size }
+  })
+
+const q = (s: string): string => JSON.stringify(s)
+
+const exportText = (e: ExportFacts): string => {
+  const size = Common.humanSize(e.size)
+  const lines = [`export=${q(e.name)}:`]
+  if (e.description) lines.push(`\tdescription: ${e.description}`)
+  lines.push(`\texport-size: ${e.size}${size.human ? ` (${size.text})` : ""}`)
+  if (e.content !== undefined) lines.push(`\tcontent: ${e.content}`)
+  if (e.uri !== undefined) lines.push(`\turi: ${e.uri}`)
+  if (e.contexts !== undefined) lines.push("\tcontexts:", ...e.contexts.map((c) => `\t\t${c}`))
+  for (const [k, v] of e.flags) lines.push(`\t${k}: ${v}`)
+  for (const [k, v] of e.blockSizes) lines.push(`\t${k}: ${v}`)
+  return lines.map((l) => `${l}\n`).join("")
+}
+
+const exportJson = (e: ExportFacts): string => {
+  const fields = [`\t"export-name": ${q(e.name)}`]
+  if (e.description) fields.push(`\t"description": ${q(e.description)}`)
+  if (e.content !== undefined) fields.push(`\t"content": ${q(e.content)}`)
+  if (e.uri !== undefined) fields.push(`\t"uri": ${q(e.uri)}`)
+  if (e.contexts !== undefined)
+    fields.push(
+      `\t"contexts": [\n${e.contexts.map((c) => `\t\t${q(c)}`).join(",\n")}${e.contexts.length ? "\n" : ""}\t]`
+    )
+  for (const [k, v] of e.flags) fields.push(`\t"${k}": ${v}`)
+  for (const [k, v] of e.blockSizes) fields.push(`\t"${k}": ${v}`)
+  fields.push(`\t"export-size": ${e.size}`, `\t"export-size-str": ${q(Common.humanSize(e.size).text)}`)
+  return `\t{\n${fields.join(",\n")}\n\t}`
+}
+
+/** The per-connection header, text or JSON. */
+const header = (h: Nbd.Handle, json: boolean): Effect.Effect<string, NbdError.NbdError> =>
+  Effect.gen(function* () {
+    const protocol = yield* Nbd.getProtocol(h)
+    const tls = yield* Nbd.getTlsNegotiated(h)
+    const structured = yield* Nbd.getStructuredRepliesNegotiated(h)
+    const extended = yield* Nbd.getExtendedHeadersNegotiated(h)
+    if (json) return `{\n"protocol": ${q(protocol)},\n"TLS": ${tls},\n"structured": ${structured},\n`
+    const packets = extended ? "extended" : structured ? "structured" : "simple"
+    return `protocol: ${protocol} ${tls ? "with" : "without"} TLS, using ${packets} packets\n`
+  })
+
+/** Default mode and `--list`: one export or every export the server lists. */
+const showExports = (
+  uri: string,
+  options: { readonly json: boolean; readonly list: boolean; readonly content: boolean }
+): Effect.Effect<string, Common.Failure, Scope.Scope> =>
+  Effect.gen(function* () {
+    const h = yield* Common.connect(uri, { optMode: true, fullInfo: true })
+    const head = yield* header(h, options.json)
+    const exports: Array<ExportFacts> = []
+    if (!options.list) exports.push(yield* gather(h, undefined, options.content))
+    else {
+      const listed = yield* Nbd.optList(h)
+      for (const entry of listed) {
+        if (options.content) {
+          // Content probing leaves option mode, so each export gets its own connection (as nbdinfo does).
+          const facts = yield* Effect.scoped(
+            Effect.gen(function* () {
+              const h2 = yield* Common.connect(uri, { optMode: true, fullInfo: true })
+              yield* Nbd.setExportName(h2, entry.name)
+              return yield* gather(h2, entry.description, true)
+            })
+          )
+          exports.push(facts)
+        } else {
+          yield* Nbd.setExportName(h, entry.name)
+          exports.push(yield* gather(h, entry.description, false))
+        }
+      }
+    }
+    if (yield* Nbd.aioIsNegotiating(h)) yield* Effect.ignore(Nbd.optAbort(h))
+    if (!options.json) return head + exports.map(exportText).join("")
+    const body = exports.length === 0 ? `"exports": []\n` : `"exports": [\n${exports.map(exportJson).join(",\n")} ]\n`
+    return `${head}${body}}\n`
+  })
+
+/** A base:allocation (or other context) type as nbdinfo describes it. */
+const describeType = (context: string, type: number): string | undefined => {
+  if (context === "base:allocation") return ["data", "hole", "zero", "hole,zero"][type]
+  if (context.startsWith("qemu:dirty-bitmap:")) return ["clean", "dirty"][type]
+  if (context === "qemu:allocation-depth") return type === 0 ? "absent" : type === 1 ? "local" : `backing depth ${type}`
+  return undefined
+}
+
+/** `--map[=CONTEXT]`: the extents of a context over the whole export, coalesced by type. */
+const showMap = (uri: string, context: string, json: boolean): Effect.Effect<string, Common.Failure, Scope.Scope> =>
+  Effect.gen(function* () {
+    const h = yield* Common.connect(uri, { metaContexts: [context] })
+    if (!(yield* Effect.orElseSucceed(Nbd.canMetaContext(h, context), () => false)))
+      return yield* new Common.CliError({
+        message: `--map: server does not support metadata context ${q(context)} (ENOTSUP)`
+      })
+    const align = BigInt((yield* Nbd.getBlockSize(h, "minimum")) || 512)
+    const maxLength = 0xffffffffn - align + 1n
+    const size = yield* Nbd.getSize(h)
+    const extents: Array<{ offset: bigint; length: bigint; type: number }> = []
+    let offset = 0n
+    while (offset < size) {
+      const entries = yield* Nbd.blockStatus(h, size - offset < maxLength ? size - offset : maxLength, offset)
+      const got = entries.find((e) => e.context === context)?.extents ?? []
+      if (got.length === 0)
+        return yield* new Common.CliError({ message: "--map: server did not return any extents (EPROTO)" })
+      for (const e of got) {
+        const length = e.length > size - offset ? size - offset : e.length
+        const last = extents[extents.length - 1]
+        if (last !== undefined && last.type === e.flags) last.length += length
+        else extents.push({ offset, length, type: e.flags })
+        offset += length
+        if (offset >= size) break
+      }
+    }
+    const lines = extents.map(({ length, offset, type }) => {
+      const d = describeType(context, type)
+      return json
+        ? `{ "offset": ${offset}, "length": ${length}, "type": ${type}${d !== undefined ? `, "description": ${q(d)}` : ""}}`
+        : `${String(offset).padStart(10)}  ${String(length).padStart(10)}  ${String(type).padStart(3)}${d !== undefined ? `  ${d}` : ""}\n`
+    })
+    return json ? `[\n${lines.join(",\n")}\n]\n` : lines.join("")
+  })
+
+/** `--can FEATURE` / `--is FEATURE`: exit status 0 when true, 2 when false. */
+const testFlag = (uri: string, kind: "can" | "is", feature: string): Effect.Effect<void, Common.Failure, Scope.Scope> =>
+  Effect.gen(function* () {
+    const table = kind === "can" ? canFeatures : isFeatures
+    const get = table[feature]
+    if (get === undefined)
+      return yield* new Common.CliError({
+        message: `unknown --${kind} feature '${feature}': expected one of ${Object.keys(table).join(", ")} (EINVAL)`
+      })
+    const h = yield* Common.connect(uri)
+    if (!(yield* get(h))) return yield* new Common.ExitStatus({ code: 2 })
+  })
+
+/**
+ * The `info` subcommand.
+ * @since 0.1.0
+ * @category commands
+ */
+export const command = Command.make(
+  "info",
+  {
+    json: Options.boolean("json").pipe(Options.withDescription("print JSON, as nbdinfo --json")),
+    list: Options.boolean("list").pipe(Options.withAlias("L"), Options.withDescription("show every export")),
+    map: Options.text("map").pipe(
+      Options.withDescription("print the extents of a meta context (--map alone: base:allocation)"),
+      Options.optional
+    ),
+    size: Options.boolean("size").pipe(Options.withDescription("print only the size in bytes")),
+    can: Options.text("can").pipe(
+      Options.withDescription(`exit 0 if the export can FEATURE, 2 if not (${Object.keys(canFeatures).join(", ")})`),
+      Options.optional
+    ),
+    is: Options.text("is").pipe(
+      Options.withDescription(`exit 0 if the export is FEATURE, 2 if not (${Object.keys(isFeatures).join(", ")})`),
+      Options.optional
+    ),
+    content: Options.boolean("content").pipe(Options.withDescription("probe the content with file(1)")),
+    noContent: Options.boolean("no-content").pipe(Options.withDescription("do not probe the content")),
+    uri: Args.text({ name: "URI" }).pipe(
+      Args.withDescription("NBD URI (default: an embedded test server)"),
+      Args.optional
+    )
+  },
+  (o) =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const modes = [o.list, Option.isSome(o.map), o.size, Option.isSome(o.can), Option.isSome(o.is)]
+        if (modes.filter(Boolean).length > 1)
+          return yield* new Common.CliError({
+            message: "you cannot use --list, --map, --size, --can and --is together (EINVAL)"
+          })
+        if (o.content && o.noContent)
+          return yield* new Common.CliError({ message: "you cannot use --content and --no-content together (EINVAL)" })
+        const uri = yield* Common.uriOrEmbedded(o.uri)
+        if (Option.isSome(o.can)) return yield* testFlag(uri, "can", o.can.value)
+        if (Option.isSome(o.is)) return yield* testFlag(uri, "is", o.is.value)
+        let output: string
+        if (o.size) output = `${yield* Nbd.getSize(yield* Common.connect(uri))}\n`
+        else if (Option.isSome(o.map)) output = yield* showMap(uri, o.map.value, o.json)
+        else
+          output = yield* showExports(uri, {
+            json: o.json,
+            list: o.list,
+            content: o.noContent ? false : o.content || !o.list
+          })
+        yield* Common.writeStdout(output)
+      })
+    )
+).pipe(Command.withDescription("show information about an NBD server and its exports (like nbdinfo)"))
