@@ -446,6 +446,14 @@ class Session {
       return void this.error(request, NbdErrno.EOVERFLOW, "the test server cannot address offsets beyond 2^53")
     }
     if (offset + length > exp.size) return void this.outOfBounds(request)
+    // A client must respect the advertised minimum block size; refuse what does not, as nbdkit's policy does.
+    const minimum = this.settings.blockSize.minimum
+    if (minimum > 1 && (offset % minimum !== 0 || length % minimum !== 0))
+      return void this.error(
+        request,
+        NbdErrno.EINVAL,
+        `request is not aligned to the ${minimum}-byte minimum block size`
+      )
     const backend = exp.backend
     switch (type) {
       case Cmd.READ:
