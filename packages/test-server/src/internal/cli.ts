@@ -6,7 +6,7 @@
 import * as Either from "effect/Either"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
-import type * as TestServer from "../TestServer.js"
+import * as TestServer from "../TestServer.js"
 
 /** @internal */
 export const usage = `Usage: effect-nbd-server [OPTIONS]
@@ -117,16 +117,7 @@ const COMMANDS: Record<string, TestServer.CommandKind> = {
   "block-status": "block-status"
 }
 
-const ERRNOS: ReadonlyArray<string> = [
-  "EPERM",
-  "EIO",
-  "ENOMEM",
-  "EINVAL",
-  "ENOSPC",
-  "EOVERFLOW",
-  "ENOTSUP",
-  "ESHUTDOWN"
-]
+const ERRNOS: ReadonlyArray<string> = TestServer.FaultErrno.literals
 
 const parseCommand = (text: string, flag: string): TestServer.CommandKind => {
   const command = COMMANDS[text.toLowerCase()]
