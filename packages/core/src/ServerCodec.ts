@@ -758,36 +758,15 @@ export class Decoder {
         length = u32(h, 24)
         if (type === Protocol.Cmd.WRITE) payloadLength = length
       }
-      if (payloadLength === 0) {
-        return {
-          _tag: "Request",
-          extended: this.extended,
-          flags,
-          type,
-          cookie,
-          offset,
-          length,
-          payload: undefined,
-          payloadDropped: false
-        }
-      }
+      const header = { _tag: "Request" as const, extended: this.extended, flags, type, cookie, offset, length }
+      if (payloadLength === 0) return { ...header, payload: undefined, payloadDropped: false }
       if (typeof payloadLength === "bigint" || payloadLength > this.maxPayload) {
         if (typeof payloadLength === "bigint" || payloadLength > this.maxSkip)
           return this.fail("TooLarge", `request payload of ${payloadLength} bytes is too large`)
         this.skip(payloadLength)
-        return {
-          _tag: "Request",
-          extended: this.extended,
-          flags,
-          type,
-          cookie,
-          offset,
-          length,
-          payload: undefined,
-          payloadDropped: true
-        }
+        return { ...header, payload: undefined, payloadDropped: true }
       }
-      pending = { _tag: "Request", extended: this.extended, flags, type, cookie, offset, length, payloadDropped: false }
+      pending = { ...header, payloadDropped: false }
       this.pendingRequest = pending
       this.pendingPayload = payloadLength
     }
