@@ -5,6 +5,7 @@
  */
 import { Nbd, NbdError } from "@effect-nbd/core"
 import type { TestServer } from "@effect-nbd/test-server"
+import * as Args from "@effect/cli/Args"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
@@ -167,3 +168,13 @@ export const writeStdout = (data: string | Uint8Array): Effect.Effect<void, CliE
       resume(error ? Effect.fail(systemError("write to stdout", error)) : Effect.void)
     )
   })
+
+/**
+ * The optional URI argument of `info` and `dump`: without one they start an embedded test server.
+ * @since 0.1.0
+ * @category arguments
+ */
+export const optionalUri = Args.text({ name: "URI" }).pipe(
+  Args.withDescription("NBD URI (default: an embedded test server)"),
+  Args.optional
+)

@@ -3,7 +3,6 @@
  *
  * @since 0.1.0
  */
-import * as Args from "@effect/cli/Args"
 import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
 import { Nbd } from "@effect-nbd/core"
@@ -62,10 +61,7 @@ export const command = Command.make(
       Options.withDescription("dump at most N bytes (suffixes K, M, G allowed)"),
       Options.optional
     ),
-    uri: Args.text({ name: "URI" }).pipe(
-      Args.withDescription("NBD URI (default: an embedded test server)"),
-      Args.optional
-    )
+    uri: Common.optionalUri
   },
   (o) =>
     Effect.scoped(

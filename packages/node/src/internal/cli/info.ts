@@ -3,7 +3,6 @@
  *
  * @since 0.1.0
  */
-import * as Args from "@effect/cli/Args"
 import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
 import { Nbd, NbdUri } from "@effect-nbd/core"
@@ -288,10 +287,7 @@ export const command = Command.make(
     ),
     content: Options.boolean("content").pipe(Options.withDescription("probe the content with file(1)")),
     noContent: Options.boolean("no-content").pipe(Options.withDescription("do not probe the content")),
-    uri: Args.text({ name: "URI" }).pipe(
-      Args.withDescription("NBD URI (default: an embedded test server)"),
-      Args.optional
-    )
+    uri: Common.optionalUri
   },
   (o) =>
     Effect.scoped(
