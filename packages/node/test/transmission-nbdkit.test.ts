@@ -1,5 +1,4 @@
 import { HandleState, Nbd, NbdError, Protocol } from "@effect-nbd/core"
-import { NodeNbd } from "@effect-nbd/node"
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
@@ -7,7 +6,7 @@ import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
-import { clientMap } from "./util/maps.js"
+import { clientMap, connectWithAllocation as connect } from "./util/maps.js"
 import { nbdinfoMap, nbdkit, tempDir } from "./util/peers.js"
 
 const { CmdFlag, Strict } = Nbd
@@ -23,15 +22,6 @@ const filled = (n: number, value: number): Uint8Array => new Uint8Array(n).fill(
 const same = (a: Uint8Array, b: Uint8Array): boolean => Buffer.from(a.buffer, a.byteOffset, a.length).equals(b)
 
 const isZero = (a: Uint8Array): boolean => a.every((b) => b === 0)
-
-/** A connected handle on `uri`, asking for base:allocation. */
-const connect = (uri: string) =>
-  Effect.gen(function* () {
-    const h = yield* Nbd.make()
-    yield* Nbd.addMetaContext(h, "base:allocation")
-    yield* NodeNbd.connectUri(h, uri)
-    return h
-  })
 
 /** The request must be refused by the client: its typed error has `errno`, and not a byte was sent. */
 const refusedLocally = <A>(h: Nbd.Handle, request: Effect.Effect<A, NbdError.NbdError>, errno: string) =>

@@ -1,8 +1,7 @@
 import { HandleState, Nbd, Protocol } from "@effect-nbd/core"
-import { NodeNbd } from "@effect-nbd/node"
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
-import { clientMap } from "./util/maps.js"
+import { clientMap, connectWithAllocation as connect } from "./util/maps.js"
 import { type MapExtent, qcow2Image, qemuImgMap, qemuNbd } from "./util/peers.js"
 
 const { CmdFlag } = Nbd
@@ -26,14 +25,6 @@ const contents = (): Uint8Array => {
   out.fill(0xcd, 3 * MiB, 3 * MiB + 4 * KiB)
   return out
 }
-
-const connect = (uri: string) =>
-  Effect.gen(function* () {
-    const h = yield* Nbd.make()
-    yield* Nbd.addMetaContext(h, "base:allocation")
-    yield* NodeNbd.connectUri(h, uri)
-    return h
-  })
 
 /** The flags of the map extent holding `offset`. */
 const flagsAt = (map: ReadonlyArray<MapExtent>, offset: number): number => {

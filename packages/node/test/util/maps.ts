@@ -1,5 +1,6 @@
 import { Nbd } from "@effect-nbd/core"
 import type { NbdError } from "@effect-nbd/core"
+import { NodeNbd } from "@effect-nbd/node"
 import * as Effect from "effect/Effect"
 import { type MapExtent, mergeExtents } from "./peers.js"
 
@@ -23,4 +24,13 @@ export const clientMap = (h: Nbd.Handle, size: number): Effect.Effect<Array<MapE
       }
     }
     return mergeExtents(out)
+  })
+
+/** A handle connected to `uri` that asked for base:allocation, for block-status tests. */
+export const connectWithAllocation = (uri: string) =>
+  Effect.gen(function* () {
+    const h = yield* Nbd.make()
+    yield* Nbd.addMetaContext(h, "base:allocation")
+    yield* NodeNbd.connectUri(h, uri)
+    return h
   })
