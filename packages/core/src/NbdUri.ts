@@ -132,21 +132,32 @@ const decodeComponent = (s: string): string | undefined => {
   }
 }
 
+/**
+ * Takes the user information off an authority with no host (`nbds+unix://alice@/?socket=...`): WHATWG's URL
+ * refuses credentials without a host, while libnbd (libxml2) accepts them, and the user is the PSK identity.
+ */
+const detachUserinfo = (uri: string): { readonly rest: string; readonly userinfo: string | undefined } => {
+  const match = /^([A-Za-z][A-Za-z0-9+.-]*:\/\/)([^/?#]*)@([/?#]|$)/.exec(uri)
+  if (match === null || match[2]!.includes("@")) return { rest: uri, userinfo: undefined }
+  return { rest: match[1]! + uri.slice(match[0].length - match[3]!.length), userinfo: match[2]! }
+}
+
 /** The URI's parts, before the schema validates them; a string is why it is malformed. */
 const split = (uri: string): Either.Either<NbdUri, string> => {
+  const { rest, userinfo: hostless } = detachUserinfo(uri)
   let url: URL
   try {
-    url = new URL(uri)
+    url = new URL(rest)
   } catch {
     return Either.left("unable to parse URI")
   }
   const scheme = schemes[url.protocol]
   if (scheme === undefined) return Either.left(`unknown NBD URI scheme ${url.protocol.slice(0, -1)}`)
   if (!uri.slice(url.protocol.length).startsWith("//")) return Either.left(`URI must begin with '${url.protocol}//'`)
-  if (url.password !== "") return Either.left("a password is not supported in an NBD URI")
+  if (url.password !== "" || hostless?.includes(":")) return Either.left("a password is not supported in an NBD URI")
   const exportName = decodeComponent(url.pathname.replace(/^\//, ""))
   if (exportName === undefined) return Either.left("invalid percent-encoding in the export name")
-  const userinfo = decodeComponent(url.username)
+  const userinfo = decodeComponent(hostless ?? url.username)
   if (userinfo === undefined) return Either.left("invalid percent-encoding in the user name")
   const query = parseQuery(url.search)
   if (query === undefined) return Either.left("invalid percent-encoding in the query")

@@ -46,6 +46,14 @@ describe("NbdUri.parse", () => {
     ["nbds://alice@example.com/disk", { ...expected(tcp("example.com"), "disk", { tls: true }), username: "alice" }],
     ["nbds://al%20ice@[::1]:1234/", { ...expected(tcp("::1", 1234), "", { tls: true }), username: "al ice" }],
     ["nbds+unix:///?socket=/s&tls-username=bob", { ...expected(unix("/s"), "", { tls: true }), username: "bob" }],
+    // libnbd also takes a user with an empty host (the PSK identity), which WHATWG's URL alone refuses.
+    [
+      "nbds+unix://alice@/?socket=/s&tls-psk-file=/k.psk",
+      { ...expected(unix("/s"), "", { tls: true, query: [["tls-psk-file", "/k.psk"]] }), username: "alice" }
+    ],
+    ["nbd+unix://al%20ice@/disk?socket=/s", { ...expected(unix("/s"), "disk"), username: "al ice" }],
+    ["nbds+unix://alice@?socket=/s", { ...expected(unix("/s"), "", { tls: true }), username: "alice" }],
+    ["nbds://alice@/disk", { ...expected(tcp("localhost"), "disk", { tls: true }), username: "alice" }],
     [
       "nbds://h/?tls-verify-peer=false&tls-hostname=x.example&=ignored",
       expected(tcp("h"), "", {
@@ -110,6 +118,8 @@ describe("NbdUri.parse", () => {
     ["nbds+unix:///", "TLS Unix without socket="],
     ["nbd+unix://example.com/disk?socket=/tmp/nbd.sock", "Unix with a host"],
     ["nbd+unix://:10809/disk?socket=/tmp/nbd.sock", "Unix with a port"],
+    ["nbd+unix://alice@example.com/?socket=/tmp/nbd.sock", "Unix with a user and a host"],
+    ["nbds+unix://alice:secret@/?socket=/tmp/nbd.sock", "Unix with a user, a password and no host"],
     // libnbd insists on scheme://: "URI must begin with 'nbd+unix://'"
     ["nbd+unix:disk?socket=/tmp/nbd.sock", "Unix without //"],
     ["nbd+unix:/disk?socket=/tmp/nbd.sock", "Unix without // (absolute path)"]
