@@ -244,7 +244,7 @@ export class HandshakeDecoder {
 
   /** Copies the bytes: a transport may reuse its read buffer once this returns. */
   push(chunk: Uint8Array): void {
-    this.queue.push(chunk.slice())
+    this.queue.push(chunk, true)
   }
 
   /** The greeting: 18 bytes from a newstyle server, 152 from an oldstyle one. */

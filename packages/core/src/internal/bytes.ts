@@ -118,29 +118,65 @@ export class ByteWriter {
   }
 }
 
+/** Chunks smaller than this are copied into a shared block, so a trickle of tiny reads stays compact. */
+const SMALL_CHUNK = 16 * 1024
+
+/** The size of the blocks small or borrowed chunks are copied into. */
+const BLOCK_SIZE = 64 * 1024
+
 /**
- * An accumulator of incoming chunks that hands out exact-size slices, whatever the chunk boundaries.
- * Slices that lie inside one chunk are returned without copying.
+ * An accumulator of incoming chunks that hands out exact-size slices, whatever the chunk boundaries, in time
+ * linear in the bytes pushed. A chunk pushed as borrowed (the transport reuses its memory) is copied at once;
+ * so is any small chunk, into a block shared with its neighbours. Slices that lie inside one stored chunk are
+ * returned without copying; stored bytes are never written again, so a returned slice stays valid.
  */
 export class ByteQueue {
   private chunks: Array<Uint8Array> = []
+  /** Index of the first live chunk: chunks before it are consumed (no `shift`, which is O(n) per call). */
+  private first = 0
   private head = 0
   private size = 0
+  private block: Uint8Array | undefined = undefined
+  private blockFill = 0
+  /** Where the last chunk starts in `block`, when the last chunk is the block's open tail; else -1. */
+  private tailStart = -1
 
   get available(): number {
     return this.size
   }
 
-  push(chunk: Uint8Array): void {
+  /** Adds a chunk. `borrowed`: the caller may overwrite its memory after this returns, so it is copied. */
+  push(chunk: Uint8Array, borrowed = false): void {
     if (chunk.length === 0) return
-    this.chunks.push(chunk)
     this.size += chunk.length
+    if (!borrowed && chunk.length >= SMALL_CHUNK) {
+      this.chunks.push(chunk)
+      this.tailStart = -1
+      return
+    }
+    let at = 0
+    while (at < chunk.length) {
+      if (this.block === undefined || this.blockFill === this.block.length) {
+        this.block = new Uint8Array(Math.max(BLOCK_SIZE, chunk.length - at))
+        this.blockFill = 0
+        this.tailStart = -1
+      }
+      const n = Math.min(chunk.length - at, this.block.length - this.blockFill)
+      this.block.set(chunk.subarray(at, at + n), this.blockFill)
+      this.blockFill += n
+      at += n
+      if (this.tailStart >= 0) this.chunks[this.chunks.length - 1] = this.block.subarray(this.tailStart, this.blockFill)
+      else {
+        this.tailStart = this.blockFill - n
+        this.chunks.push(this.block.subarray(this.tailStart, this.blockFill))
+      }
+    }
   }
 
   /** Removes and returns exactly `n` bytes; the caller checks `available` first. */
   take(n: number): Uint8Array {
     if (n === 0) return new Uint8Array(0)
-    const first = this.chunks[0]!
+    const first = this.chunks[this.first]!
     if (first.length - this.head >= n) {
       const out = first.subarray(this.head, this.head + n)
       this.advance(n)
@@ -155,7 +191,7 @@ export class ByteQueue {
   copyInto(target: Uint8Array, at: number, n: number): void {
     let done = 0
     while (done < n) {
-      const first = this.chunks[0]!
+      const first = this.chunks[this.first]!
       const step = Math.min(n - done, first.length - this.head)
       target.set(first.subarray(this.head, this.head + step), at + done)
       done += step
@@ -167,7 +203,7 @@ export class ByteQueue {
   skip(n: number): void {
     let left = n
     while (left > 0) {
-      const first = this.chunks[0]!
+      const first = this.chunks[this.first]!
       const step = Math.min(left, first.length - this.head)
       left -= step
       this.advance(step)
@@ -182,9 +218,16 @@ export class ByteQueue {
   private advance(n: number): void {
     this.head += n
     this.size -= n
-    if (this.head === this.chunks[0]!.length) {
-      this.chunks.shift()
-      this.head = 0
+    if (this.head < this.chunks[this.first]!.length) return
+    this.head = 0
+    this.first += 1
+    if (this.first === this.chunks.length) {
+      this.chunks = []
+      this.first = 0
+      this.tailStart = -1
+    } else if (this.first >= 1024 && this.first * 2 >= this.chunks.length) {
+      this.chunks = this.chunks.slice(this.first)
+      this.first = 0
     }
   }
 }
