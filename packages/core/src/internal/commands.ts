@@ -155,10 +155,23 @@ const stateError = (operation: string, s: HandleState.HandleState): NbdError.Inv
     message: `invalid state: ${HandleState.shortName(s)}: the handle must be connected with the server`
   })
 
+/** ENOTCONN once the reader has stopped, even before the state has caught up: nothing may wait on a dead socket. */
+const connectionEnded = (h: HandleImpl, operation: string): NbdError.ConnectionError | undefined =>
+  h.connection?.ended === undefined
+    ? undefined
+    : new NbdError.ConnectionError({
+        errno: "ENOTCONN",
+        operation,
+        message: "the connection to the server has ended",
+        cause: h.connection.ended.error
+      })
+
 /** Checks a command, queues its request and returns it with its cookie. Nothing is sent when a check fails. */
 export const issue = <A>(h: HandleImpl, spec: CommandSpec): Effect.Effect<Command<A>, NbdError.NbdError> =>
   Effect.flatMap(h.state.get, (s) => {
     if (!HandleState.isConnected(s)) return Effect.fail(stateError(spec.operation, s))
+    const ended = connectionEnded(h, spec.operation)
+    if (ended !== undefined) return Effect.fail(ended)
     const offset = toNumber(spec.operation, "offset", spec.offset)
     if (typeof offset !== "number") return Effect.fail(offset)
     const count = toNumber(spec.operation, "count", spec.count)

@@ -1,4 +1,5 @@
 import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as HandleState from "../HandleState.js"
@@ -116,8 +117,15 @@ export class HandleImpl {
     )
   }
 
+  /**
+   * Moves to `s`, atomically. Once the connection has ended (Dead or Closed) only Dead or Closed may follow:
+   * a handshake that finishes after its connection died must not bring the handle back to life.
+   */
   setState(s: HandleState.HandleState): Effect.Effect<void> {
-    return SubscriptionRef.set(this.state, s)
+    const ending = HandleState.isDead(s) || HandleState.isClosed(s)
+    return SubscriptionRef.updateSome(this.state, (current) =>
+      ending || !(HandleState.isDead(current) || HandleState.isClosed(current)) ? Option.some(s) : Option.none()
+    )
   }
 }
 

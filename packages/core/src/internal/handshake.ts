@@ -203,9 +203,18 @@ const exportName = (h: HandleImpl, conn: Connection, operation: string): Effect.
     })
   })
 
-/** Enters the transmission phase. */
+/**
+ * Enters the transmission phase. Bytes that came with the last handshake message are decoded first: when they
+ * end the connection, the handshake fails with that error instead of reporting Ready.
+ */
 const finish = (h: HandleImpl, conn: Connection): Effect.Effect<void, NbdError.NbdError> =>
-  Effect.zipRight(conn.startTransmission(), h.setState(HandleState.Ready))
+  Effect.zipRight(
+    conn.startTransmission(),
+    Effect.suspend(() => {
+      const ended = conn.ended
+      return ended === undefined ? h.setState(HandleState.Ready) : Effect.void
+    })
+  )
 
 /**
  * SET_META_CONTEXT when asked for, then INFO or GO. Returns the server's error reply for INFO/GO (the caller
@@ -347,6 +356,13 @@ const tlsStep = (h: HandleImpl, conn: Connection, operation: string): Effect.Eff
  * pause in option mode, SET_META_CONTEXT, GO (or EXPORT_NAME).
  */
 export const run = (h: HandleImpl, conn: Connection, operation: string): Effect.Effect<void, NbdError.NbdError> =>
+  Effect.zipRight(steps(h, conn, operation), failIfEnded(conn))
+
+/** A connection that ended with an error while the handshake finished fails the connect, whatever state it set. */
+const failIfEnded = (conn: Connection): Effect.Effect<void, NbdError.NbdError> =>
+  Effect.suspend(() => (conn.ended?.error === undefined ? Effect.void : Effect.fail(conn.ended.error)))
+
+const steps = (h: HandleImpl, conn: Connection, operation: string): Effect.Effect<void, NbdError.NbdError> =>
   Effect.gen(function* () {
     const greeting = yield* conn.awaitMessage(() => conn.handshake.decodeGreeting())
     const settings = h.settings
