@@ -14,6 +14,7 @@ import type * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as HandleState from "./HandleState.js"
 import { utf8 } from "./internal/bytes.js"
+import * as blockStatusInternal from "./internal/blockStatus.js"
 import * as commands from "./internal/commands.js"
 import { Connection } from "./internal/connection.js"
 import * as internal from "./internal/handle.js"
@@ -1388,17 +1389,12 @@ export interface BlockStatusEntry {
   readonly extents: ReadonlyArray<Extent>
 }
 
-const blockStatusCollector = (impl: internal.HandleImpl, operation: string, offset: number | bigint) => {
-  const entries: Array<BlockStatusEntry> = []
-  const onBlockStatus = (contextId: number, extents: ReadonlyArray<Extent>): NbdError.NbdError | void => {
-    const context = impl.metaContexts?.get(contextId)
-    if (context === undefined) return // an id we did not negotiate is ignored, as libnbd does
-    if (extents[0]?.length === 0n)
-      return new NbdError.ProtocolError({ errno: "EPROTO", operation, message: "server sent a zero-length extent" })
-    entries.push({ context, offset: BigInt(offset), extents })
-  }
-  return { entries, onBlockStatus }
-}
+const blockStatusCollector = (
+  impl: internal.HandleImpl,
+  operation: string,
+  offset: number | bigint,
+  count: number | bigint
+) => blockStatusInternal.makeCollector(impl, operation, Number(offset), Number(count))
 
 /**
  * Queues NBD_CMD_BLOCK_STATUS for every negotiated meta context (flags: REQ_ONE).
@@ -1412,7 +1408,7 @@ export const aioBlockStatus = (
   options: FlagOptions = {}
 ): Effect.Effect<Command<ReadonlyArray<BlockStatusEntry>>, NbdError.NbdError> => {
   const impl = toImpl(h)
-  const { entries, onBlockStatus } = blockStatusCollector(impl, "nbd_aio_block_status", offset)
+  const { entries, onBlockStatus } = blockStatusCollector(impl, "nbd_aio_block_status", offset, count)
   return Effect.map(
     commands.issue<void>(impl, {
       operation: "nbd_aio_block_status",
@@ -1473,7 +1469,7 @@ export const aioBlockStatusFilter = (
     const view = new DataView(payload.buffer)
     view.setBigUint64(0, BigInt(count))
     ids.forEach((id, i) => view.setUint32(8 + 4 * i, id))
-    const { entries, onBlockStatus } = blockStatusCollector(impl, operation, offset)
+    const { entries, onBlockStatus } = blockStatusCollector(impl, operation, offset, count)
     return Effect.map(
       commands.issue<void>(impl, {
         operation,

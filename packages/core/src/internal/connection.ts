@@ -12,6 +12,7 @@ import * as HandleState from "../HandleState.js"
 import * as NbdError from "../NbdError.js"
 import * as Protocol from "../Protocol.js"
 import { concat } from "./bytes.js"
+import type { OnBlockStatus } from "./blockStatus.js"
 import type { Completion } from "./completion.js"
 import type { HandleImpl } from "./handle.js"
 
@@ -54,8 +55,7 @@ export interface Pending {
   /** For structured reads: the chunks as they arrived (data, holes, errors with offsets). */
   readonly chunks: Array<ReadChunk> | undefined
   /** For block status: receives each BLOCK_STATUS or BLOCK_STATUS_EXT chunk payload. */
-  readonly onBlockStatus:
-    ((contextId: number, extents: ReadonlyArray<ClientCodec.Extent>) => NbdError.NbdError | void) | undefined
+  readonly onBlockStatus: OnBlockStatus | undefined
 }
 
 const errnoOf = (cause: unknown): string => {
@@ -491,12 +491,7 @@ export class Connection {
           this.setError(p, commandProtocolError(p, "server sent an unexpected block status chunk"))
           return
         }
-        const parsed = ClientCodec.decodeBlockStatus(header.type, payload)
-        if (parsed instanceof ClientCodec.DecodeError) {
-          this.setError(p, commandProtocolError(p, parsed.message))
-          return
-        }
-        const error = p.onBlockStatus(parsed.contextId, parsed.extents)
+        const error = p.onBlockStatus(header.type, payload)
         if (error !== undefined) this.setError(p, error)
         return
       }
