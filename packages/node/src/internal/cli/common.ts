@@ -99,6 +99,26 @@ const EMBEDDED_SIZE = 1 << 20
 const encoder = new TextEncoder()
 
 /**
+ * Loads `@effect-nbd/test-server`, an optional peer dependency: only the embedded server needs it, and most
+ * runs are given a URI and need not pay for the server's modules. Missing, it is a `CliError` that says what
+ * to install.
+ */
+const loadTestServer = Effect.tryPromise({
+  try: () => import("@effect-nbd/test-server"),
+  catch: (cause) =>
+    new CliError({
+      message:
+        cause instanceof Error &&
+        "code" in cause &&
+        cause.code === "ERR_MODULE_NOT_FOUND" &&
+        cause.message.includes("'@effect-nbd/test-server'")
+          ? "the embedded test server needs the optional package @effect-nbd/test-server: " +
+            "install it (npm install @effect-nbd/test-server) or give an NBD URI"
+          : `cannot load @effect-nbd/test-server: ${cause instanceof Error ? cause.message : String(cause)}`
+    })
+})
+
+/**
  * The URI given, or else the URI of an embedded test server started for the scope: one 1 MiB export with a
  * greeting at offset 0 and 4 KiB of 0xab at 512 KiB, so commands show something on a fresh machine.
  * @since 0.1.0
@@ -106,13 +126,12 @@ const encoder = new TextEncoder()
  */
 export const uriOrEmbedded = (
   uri: Option.Option<string>
-): Effect.Effect<string, TestServer.TestServerError, Scope.Scope> =>
+): Effect.Effect<string, CliError | TestServer.TestServerError, Scope.Scope> =>
   Option.match(uri, {
     onSome: Effect.succeed,
     onNone: () =>
       Effect.gen(function* () {
-        // Loaded only when needed: most runs are given a URI and need not pay for the server's modules.
-        const { Backend, TestServer } = yield* Effect.promise(() => import("@effect-nbd/test-server"))
+        const { Backend, TestServer } = yield* loadTestServer
         const backend = Backend.memory(EMBEDDED_SIZE)
         yield* Effect.orDie(
           backend.write(0, encoder.encode("Hello from the effect-nbd embedded test server!\n"), false)
