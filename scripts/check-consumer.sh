@@ -1,0 +1,192 @@
+#!/usr/bin/env bash
+# The packages share their consumer's Effect. Packs core, node and test-server as they would be published,
+# installs the tarballs with npm into a scratch project outside the workspace that pins another effect 3.x
+# patch than the workspace does, and checks there:
+#   - npm accepts the peers (--strict-peer-deps), and node_modules holds one copy of effect and of each of our
+#     packages, effect at the consumer's version;
+#   - a program using Nbd.make, TestServer.layer and NodeNbd.connectUri typechecks (tsc, strict, NodeNext)
+#     and runs: in-process server, connect, write, read back, exit 0;
+#   - the packages' exports block ./internal/* (for tsc and for node);
+#   - the effect-nbd bin runs its embedded server, and without the optional @effect-nbd/test-server says what
+#     to install.
+# Environment: EFFECT_VERSION (default 3.22.3); PLATFORM_VERSION, PLATFORM_NODE_VERSION, CLI_VERSION to pin
+# those too (the bottom of our ranges: EFFECT_VERSION=3.22.1 PLATFORM_VERSION=0.97.1
+# PLATFORM_NODE_VERSION=0.108.1 CLI_VERSION=0.77.0); SKIP_BUILD=1 to reuse dist/; KEEP=1 to keep the scratch dir.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+started=$SECONDS
+effect_version="${EFFECT_VERSION:-3.22.3}"
+platform_version="${PLATFORM_VERSION:-^0.97.0}"
+platform_node_version="${PLATFORM_NODE_VERSION:-^0.108.0}"
+# @effect/cli comes in as a peer of @effect-nbd/node unless pinned.
+cli_dependency=${CLI_VERSION:+"\"@effect/cli\": \"$CLI_VERSION\","}
+
+fail() {
+  echo "check-consumer: FAIL: $*" >&2
+  exit 1
+}
+step() { echo "check-consumer: $* ($((SECONDS - started))s)"; }
+
+workspace_effect=$(node -p 'require("./packages/core/package.json").devDependencies.effect')
+typescript_version=$(node -p 'require("./package.json").devDependencies.typescript')
+types_node_version=$(node -p 'require("./package.json").devDependencies["@types/node"]')
+[ "$effect_version" != "$workspace_effect" ] ||
+  fail "EFFECT_VERSION $effect_version is the workspace's own; pick another 3.x patch"
+
+work=$(mktemp -d "${TMPDIR:-/tmp}/effect-nbd-consumer.XXXXXX")
+case "$work/" in "$root"/*) fail "scratch dir $work is inside the workspace" ;; esac
+if [ "${KEEP:-}" = 1 ]; then echo "check-consumer: scratch dir $work"; else trap 'rm -rf "$work"' EXIT; fi
+# npm's cache: the user's, or the scratch dir's when there is no usable HOME (some CI runners).
+if [ -z "${npm_config_cache:-}" ] && { [ -z "${HOME:-}" ] || [ ! -w "${HOME}" ]; }; then
+  export npm_config_cache="$work/npm-cache"
+fi
+
+if [ "${SKIP_BUILD:-}" != 1 ]; then
+  step "building"
+  pnpm build >/dev/null
+fi
+
+step "packing"
+mkdir -p "$work/packs" "$work/app/src"
+for p in core node test-server; do
+  (cd "packages/$p" && pnpm pack --pack-destination "$work/packs" >/dev/null)
+done
+tgz() { ls "$work/packs"/effect-nbd-"$1"-*.tgz; }
+core=$(tgz core) node=$(tgz node) server=$(tgz test-server)
+
+# Published manifests: no workspace: protocol left, effect only as a peer.
+for t in "$core" "$node" "$server"; do
+  manifest=$(tar -xzOf "$t" package/package.json)
+  ! grep -q '"workspace:' <<<"$manifest" || fail "$(basename "$t") still has a workspace: range"
+  node -e '
+    const p = JSON.parse(process.argv[1])
+    if ((p.dependencies ?? {}).effect !== undefined) throw new Error(p.name + ": effect is a dependency")
+    if (!/^\^3\./.test((p.peerDependencies ?? {}).effect ?? "")) throw new Error(p.name + ": no ^3 peer on effect")
+  ' "$manifest"
+done
+
+cd "$work/app"
+cat >package.json <<EOF
+{
+  "name": "effect-nbd-consumer",
+  "private": true,
+  "type": "module",
+  "dependencies": {
+    "@effect-nbd/core": "file:$core",
+    "@effect-nbd/node": "file:$node",
+    "@effect-nbd/test-server": "file:$server",
+    $cli_dependency
+    "@effect/platform": "$platform_version",
+    "@effect/platform-node": "$platform_node_version",
+    "effect": "$effect_version"
+  },
+  "devDependencies": {
+    "@types/node": "$types_node_version",
+    "typescript": "$typescript_version"
+  }
+}
+EOF
+cat >tsconfig.json <<'EOF'
+{
+  "compilerOptions": {
+    "target": "ES2022",
+    "lib": ["ES2022"],
+    "module": "NodeNext",
+    "moduleResolution": "NodeNext",
+    "strict": true,
+    "exactOptionalPropertyTypes": true,
+    "noUncheckedIndexedAccess": true,
+    "verbatimModuleSyntax": true,
+    "skipLibCheck": true,
+    "types": ["node"],
+    "rootDir": "src",
+    "outDir": "dist"
+  },
+  "include": ["src"]
+}
+EOF
+cat >src/main.ts <<'EOF'
+import { Nbd } from "@effect-nbd/core"
+import { NodeNbd } from "@effect-nbd/node"
+import { TestServer } from "@effect-nbd/test-server"
+import * as Console from "effect/Console"
+import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+
+const text = "hello from a consumer of effect-nbd"
+
+const program = Effect.gen(function* () {
+  const server = yield* TestServer.TestServer
+  const h = yield* Nbd.make({ handleName: "consumer" })
+  yield* NodeNbd.connectUri(h, server.uri)
+  const size = yield* Nbd.getSize(h)
+  yield* Nbd.pwrite(h, new TextEncoder().encode(text), 4096)
+  const back = new TextDecoder().decode(yield* Nbd.pread(h, text.length, 4096))
+  if (back !== text) return yield* Effect.dieMessage(`read back ${JSON.stringify(back)}`)
+  yield* Console.log(`size ${size}, read back: ${back}`)
+})
+
+// A Layer of the consumer's effect, built from ours: with two copies of effect this would not typecheck.
+const ServerLive: Layer.Layer<TestServer.TestServer, TestServer.TestServerError> = TestServer.layer({
+  exports: [{ name: "", size: 1024 * 1024 }]
+})
+
+Effect.runPromise(program.pipe(Effect.scoped, Effect.provide(ServerLive))).then(
+  () => process.exit(0),
+  (error: unknown) => {
+    console.error(error)
+    process.exit(1)
+  }
+)
+EOF
+
+step "npm install (effect $effect_version)"
+npm install --no-audit --no-fund --strict-peer-deps --loglevel=error >npm-install.log 2>&1 || {
+  cat npm-install.log >&2
+  fail "npm install"
+}
+
+step "checking node_modules"
+copies() { find . -path "*/node_modules/$1/package.json"; }
+for p in effect @effect/platform @effect/platform-node @effect-nbd/core @effect-nbd/node @effect-nbd/test-server; do
+  n=$(copies "$p" | wc -l)
+  [ "$n" -eq 1 ] || fail "$n copies of $p: $(copies "$p" | tr '\n' ' ')"
+done
+installed=$(node -p 'require("effect/package.json").version')
+[ "$installed" = "$effect_version" ] || fail "effect is $installed, not $effect_version"
+npm ls effect --all >npm-ls.txt 2>&1 || {
+  cat npm-ls.txt >&2
+  fail "npm ls effect"
+}
+
+# The packages' internals are not importable, by tsc or by node.
+internal=$(basename "$(ls node_modules/@effect-nbd/core/dist/internal/*.js | head -1)" .js)
+cat >src/internal.ts <<EOF
+// @ts-expect-error ./internal/* is not exported
+export type Internal = typeof import("@effect-nbd/core/internal/$internal")
+EOF
+
+step "tsc"
+npx tsc -p tsconfig.json || fail "tsc"
+
+step "running the program"
+out=$(node dist/main.js) || fail "the program exited $?"
+echo "$out"
+grep -q "read back: hello from a consumer of effect-nbd" <<<"$out" || fail "unexpected output"
+
+code=$(node --input-type=module -e "import('@effect-nbd/core/internal/$internal').then(() => console.log('loaded'), (e) => console.log(e.code))")
+[ "$code" = ERR_PACKAGE_PATH_NOT_EXPORTED ] || fail "node imported @effect-nbd/core/internal/$internal: $code"
+
+step "the effect-nbd bin"
+out=$(node_modules/.bin/effect-nbd info) || fail "effect-nbd info (embedded server) exited $?"
+grep -q "export-size" <<<"$out" || fail "effect-nbd info printed: $out"
+mv node_modules/@effect-nbd/test-server "$work/test-server-aside"
+status=0
+err=$(node_modules/.bin/effect-nbd info 2>&1 >/dev/null) || status=$?
+mv "$work/test-server-aside" node_modules/@effect-nbd/test-server
+[ "$status" -eq 1 ] || fail "effect-nbd info without @effect-nbd/test-server exited $status: $err"
+grep -q "npm install @effect-nbd/test-server" <<<"$err" || fail "effect-nbd info without the server said: $err"
+echo "$err"
+
+step "OK: one copy of effect $effect_version (workspace: $workspace_effect)"
