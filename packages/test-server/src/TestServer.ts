@@ -184,6 +184,45 @@ export const BlockSize = Schema.Struct({
 )
 
 /**
+ * The default bound on the reply bytes one connection may owe: 64 MiB.
+ *
+ * @since 0.1.0
+ * @category config
+ */
+export const DEFAULT_MAX_REPLY_BYTES = 64 * 1024 * 1024
+
+/**
+ * The default bound on the requests one connection may have in service at once: 128.
+ *
+ * @since 0.1.0
+ * @category config
+ */
+export const DEFAULT_MAX_REQUESTS = 128
+
+/**
+ * Backpressure, as nbdkit has it: the server stops reading a connection's requests while what it owes that
+ * connection exceeds a bound, and resumes once half of it is paid, so a client that sends requests and never
+ * reads the replies cannot exhaust the server. Other connections are served meanwhile.
+ *
+ * - `maxReplyBytes` (default 64 MiB): reply bytes owed, counting what requests in service will send (a
+ *   read's data, a block-status reply's descriptors, and a write's payload, which it holds), replies queued
+ *   for the socket and replies written but not yet flushed to the kernel. Every reply also counts 512 bytes
+ *   for what holding it costs, so a flood of small replies is bounded too.
+ * - `maxRequests` (default 128): requests in service at once (handed to the backend, not yet answered).
+ *
+ * One request is always taken when nothing is owed, so a bound smaller than one request still makes
+ * progress. What one connection holds is at most about `maxReplyBytes` plus one request (a 32 MiB read at
+ * the default block size).
+ *
+ * @since 0.1.0
+ * @category config
+ */
+export const Backpressure = Schema.Struct({
+  maxReplyBytes: Schema.optional(Schema.Number.pipe(Schema.int(), Schema.positive())),
+  maxRequests: Schema.optional(Schema.Number.pipe(Schema.int(), Schema.positive()))
+})
+
+/**
  * A fault as a caller writes it.
  *
  * @since 0.1.0
@@ -202,6 +241,7 @@ export type FaultConfig = Schema.Schema.Encoded<typeof Fault>
  * - `blockSize`: advertised constraints (default 1 / 4096 / 32 MiB).
  * - `outOfOrder`: answer requests out of order and split reads into reordered chunks (default false).
  * - `faults`: errors and delays to inject by command kind, on every export (each export may add its own).
+ * - `backpressure`: how much one connection may owe before the server stops reading it (`Backpressure`).
  * - `tls`: "off" (default), "on" (plaintext and TLS clients) or "require" (every option but NBD_OPT_STARTTLS
  *   and NBD_OPT_ABORT fails with NBD_REP_ERR_TLS_REQD until TLS is active), as nbdkit's `--tls`. Needs the
  *   fixed newstyle protocol and credentials:
@@ -230,6 +270,7 @@ export const Config = Schema.Struct({
   blockSize: Schema.optional(BlockSize),
   outOfOrder: Schema.optional(Schema.Boolean),
   faults: Schema.optional(Schema.Array(Fault)),
+  backpressure: Schema.optional(Backpressure),
   tls: Schema.optional(Schema.Literal("off", "on", "require")),
   tlsCertificates: Schema.optional(Schema.String.pipe(Schema.nonEmptyString())),
   tlsPsk: Schema.optional(Schema.String.pipe(Schema.nonEmptyString()))
@@ -458,7 +499,11 @@ const resolve = (
     noZeroes: config.noZeroes ?? true,
     blockSize: config.blockSize ?? { minimum: 1, preferred: 4096, maximum: Protocol.Limits.DEFAULT_PAYLOAD_MAX },
     outOfOrder: config.outOfOrder ?? false,
-    tls
+    tls,
+    flow: {
+      maxReplyBytes: config.backpressure?.maxReplyBytes ?? DEFAULT_MAX_REPLY_BYTES,
+      maxRequests: config.backpressure?.maxRequests ?? DEFAULT_MAX_REQUESTS
+    }
   }
 }
 

@@ -18,6 +18,7 @@ import type * as Scope from "effect/Scope"
 import type * as Net from "node:net"
 import * as Tls from "node:tls"
 import * as Backend from "../Backend.js"
+import * as Flow from "./flow.js"
 
 /** @internal */
 export interface ResolvedExport {
@@ -60,6 +61,8 @@ export interface Settings {
   readonly blockSize: ServerCodec.BlockSizes
   readonly outOfOrder: boolean
   readonly tls: TlsSettings | undefined
+  /** How much one connection may owe before the server stops reading its requests. */
+  readonly flow: Flow.Limits
 }
 
 const { Cmd, CmdFlag, NbdErrno, Opt, Rep, TFlag } = Protocol
@@ -69,6 +72,7 @@ const MAX_SAFE = Number.MAX_SAFE_INTEGER
 
 /** Shared, never written: the zeroes of simple read replies over holes. */
 const ZERO_BUFFER = new Uint8Array(1024 * 1024)
+const EMPTY = new Uint8Array(0)
 
 type Outgoing = ReadonlyArray<Uint8Array> | Deferred.Deferred<void>
 
@@ -101,11 +105,17 @@ class Session {
   private blockStatus = false
   private flags = 0
   private tls = false
+  /** The decode loop is running: a resume from inside it must not start a second one. */
+  private decoding = false
+  /** The client half-closed: once every request it sent is decoded, the session ends gracefully. */
+  private clientDone = false
 
   constructor(
     readonly settings: Settings,
+    readonly flow: Flow.Flow,
     readonly send: (out: ReadonlyArray<Uint8Array>) => void,
-    readonly fork: (effect: Effect.Effect<void>) => void,
+    /** Runs a request's service concurrently; `cost` is what it holds until answered. */
+    readonly fork: (effect: Effect.Effect<void>, cost: number) => void,
     readonly end: (how: Ending) => void,
     /** After the STARTTLS ACK: upgrades the connection, giving it the bytes already received. */
     readonly startTls: (received: Uint8Array) => void
@@ -131,10 +141,37 @@ class Session {
 
   receive(chunk: Uint8Array): void {
     if (this.phase === "closing") return
-    this.decoder.push(chunk)
+    if (chunk.length > 0) this.decoder.push(chunk)
+    if (this.decoding) return
+    this.decoding = true
+    try {
+      this.decode()
+    } finally {
+      this.decoding = false
+    }
+  }
+
+  /** The flow has drained after a pause: decode what is buffered, then read again. */
+  resume(): void {
+    this.receive(EMPTY)
+  }
+
+  /** The client sent its FIN: end once what it sent before is decoded (some may wait behind a pause). */
+  clientEnded(): void {
+    if (this.phase === "starttls") return this.close("graceful")
+    this.clientDone = true
+    this.receive(EMPTY)
+  }
+
+  private decode(): void {
     for (;;) {
+      // Backpressure: owing too much, read no further; the bytes wait in the decoder and the socket.
+      if (this.flow.full) return this.flow.pause()
       const message = this.decoder.next()
-      if (message === undefined) return
+      if (message === undefined) {
+        if (this.clientDone) this.close("graceful")
+        return
+      }
       switch (message._tag) {
         case "DecodeError":
           return this.close("hard")
@@ -397,12 +434,13 @@ class Session {
       delayMs += fault.delayMs
       if (errno === 0) errno = fault.errno
     }
+    const cost = Flow.requestCost(type, length, request.payload)
     if (delayMs === 0) {
       if (errno !== 0) return this.error(request, errno, "injected fault")
-      return this.fork(operation)
+      return this.fork(operation, cost)
     }
     const faulted = errno !== 0 ? Effect.sync(() => this.error(request, errno, "injected fault")) : operation
-    this.fork(Effect.delay(faulted, Duration.millis(delayMs)))
+    this.fork(Effect.delay(faulted, Duration.millis(delayMs)), cost)
   }
 
   /** Checks a block-status filter payload: gives its effect length, or why it is invalid. */
@@ -644,14 +682,33 @@ export const serve = (settings: Settings, conn: Net.Socket): Effect.Effect<void,
     const end = (how: Ending): void => {
       Deferred.unsafeDone(ending, Effect.succeed(how))
     }
+    const flow = new Flow.Flow(
+      settings.flow,
+      () => io.socket.pause(),
+      () => {
+        if (io.socket.destroyed) return
+        io.socket.resume()
+        session.resume()
+      }
+    )
     const send = (out: ReadonlyArray<Uint8Array>): void => {
+      flow.queued(Flow.replyCost(out))
       replies.unsafeOffer(out)
+    }
+    const fork = (effect: Effect.Effect<void>, cost: number): void => {
+      flow.startService(cost)
+      void runRequest(
+        Effect.ensuring(
+          effect,
+          Effect.sync(() => flow.endService(cost))
+        )
+      )
     }
     const onData = (chunk: Buffer): void =>
       session.receive(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.length))
     const listen = (socket: Net.Socket): void => {
       socket.on("data", onData)
-      socket.on("end", () => end("graceful"))
+      socket.on("end", () => session.clientEnded())
       socket.on("error", () => end("hard"))
       socket.on("close", () => {
         end("hard")
@@ -684,10 +741,10 @@ export const serve = (settings: Settings, conn: Net.Socket): Effect.Effect<void,
       )
     }
 
-    const session = new Session(settings, send, (effect) => void runRequest(effect), end, startTls)
+    const session = new Session(settings, flow, send, fork, end, startTls)
     listen(conn)
 
-    yield* Effect.forkScoped(writer(io, replies, settings.outOfOrder))
+    yield* Effect.forkScoped(writer(io, replies, flow, settings.outOfOrder))
     session.start()
 
     const how = yield* Deferred.await(ending)
@@ -708,7 +765,7 @@ export const serve = (settings: Settings, conn: Net.Socket): Effect.Effect<void,
     )
   })
 
-const writer = (io: Io, replies: Queue.Queue<Outgoing>, outOfOrder: boolean): Effect.Effect<never> =>
+const writer = (io: Io, replies: Queue.Queue<Outgoing>, flow: Flow.Flow, outOfOrder: boolean): Effect.Effect<never> =>
   Effect.gen(function* () {
     for (;;) {
       if (outOfOrder) yield* Effect.yieldNow()
@@ -716,11 +773,24 @@ const writer = (io: Io, replies: Queue.Queue<Outgoing>, outOfOrder: boolean): Ef
       const items = outOfOrder ? reorder(batch) : batch
       const markers: Array<Deferred.Deferred<void>> = []
       const conn = io.socket
+      let cost = 0
+      let last: Uint8Array | undefined
       conn.cork()
       for (const item of items) {
-        if (Deferred.DeferredTypeId in item) markers.push(item as Deferred.Deferred<void>)
-        else for (const buf of item as ReadonlyArray<Uint8Array>) conn.write(buf)
+        if (Deferred.DeferredTypeId in item) {
+          markers.push(item as Deferred.Deferred<void>)
+          continue
+        }
+        const out = item as ReadonlyArray<Uint8Array>
+        cost += Flow.replyCost(out)
+        for (const buf of out) {
+          if (last !== undefined) conn.write(last)
+          last = buf
+        }
       }
+      // The batch's cost is paid back once its last byte is flushed (callbacks run in write order).
+      if (last !== undefined) conn.write(last, () => flow.flushed(cost))
+      else if (cost > 0) flow.flushed(cost)
       conn.uncork()
       for (const marker of markers) Deferred.unsafeDone(marker, Effect.void)
       if (conn.writableNeedDrain) {
