@@ -7,11 +7,12 @@
 #   - a program using Nbd.make, TestServer.layer and NodeNbd.connectUri typechecks (tsc, strict, NodeNext)
 #     and runs: in-process server, connect, write, read back, exit 0;
 #   - the packages' exports block ./internal/* (for tsc and for node);
-#   - the effect-nbd bin runs its embedded server, and without the optional @effect-nbd/test-server says what
-#     to install.
-# Environment: EFFECT_VERSION (default 3.22.3); PLATFORM_VERSION, PLATFORM_NODE_VERSION, CLI_VERSION to pin
-# those too (the bottom of our ranges: EFFECT_VERSION=3.22.1 PLATFORM_VERSION=0.97.1
-# PLATFORM_NODE_VERSION=0.108.1 CLI_VERSION=0.77.0); SKIP_BUILD=1 to reuse dist/; KEEP=1 to keep the scratch dir.
+#   - the bins are the esbuild bundles and carry what they need: effect-nbd runs its embedded server even with
+#     effect and @effect-nbd/test-server moved away, and @effect/cli (bundled) is not installed at all;
+#     effect-nbd-server --run works.
+# Environment: EFFECT_VERSION (default 3.22.3); PLATFORM_VERSION, PLATFORM_NODE_VERSION to pin those too (the
+# bottom of our ranges: EFFECT_VERSION=3.22.1 PLATFORM_VERSION=0.97.1 PLATFORM_NODE_VERSION=0.108.1);
+# SKIP_BUILD=1 to reuse dist/; KEEP=1 to keep the scratch dir.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -19,8 +20,6 @@ started=$SECONDS
 effect_version="${EFFECT_VERSION:-3.22.3}"
 platform_version="${PLATFORM_VERSION:-^0.97.0}"
 platform_node_version="${PLATFORM_NODE_VERSION:-^0.108.0}"
-# @effect/cli comes in as a peer of @effect-nbd/node unless pinned.
-cli_dependency=${CLI_VERSION:+"\"@effect/cli\": \"$CLI_VERSION\","}
 
 fail() {
   echo "check-consumer: FAIL: $*" >&2
@@ -76,7 +75,6 @@ cat >package.json <<EOF
     "@effect-nbd/core": "file:$core",
     "@effect-nbd/node": "file:$node",
     "@effect-nbd/test-server": "file:$server",
-    $cli_dependency
     "@effect/platform": "$platform_version",
     "@effect/platform-node": "$platform_node_version",
     "effect": "$effect_version"
@@ -178,15 +176,19 @@ grep -q "read back: hello from a consumer of effect-nbd" <<<"$out" || fail "unex
 code=$(node --input-type=module -e "import('@effect-nbd/core/internal/$internal').then(() => console.log('loaded'), (e) => console.log(e.code))")
 [ "$code" = ERR_PACKAGE_PATH_NOT_EXPORTED ] || fail "node imported @effect-nbd/core/internal/$internal: $code"
 
-step "the effect-nbd bin"
+step "the bins"
+[ ! -e node_modules/@effect/cli ] || fail "@effect/cli was installed: the bin bundles it, nothing else needs it"
 out=$(node_modules/.bin/effect-nbd info) || fail "effect-nbd info (embedded server) exited $?"
 grep -q "export-size" <<<"$out" || fail "effect-nbd info printed: $out"
-mv node_modules/@effect-nbd/test-server "$work/test-server-aside"
+# The bundle carries effect and the embedded server: it runs with neither installed.
+mkdir "$work/aside"
+mv node_modules/effect node_modules/@effect-nbd/test-server "$work/aside/"
 status=0
-err=$(node_modules/.bin/effect-nbd info 2>&1 >/dev/null) || status=$?
-mv "$work/test-server-aside" node_modules/@effect-nbd/test-server
-[ "$status" -eq 1 ] || fail "effect-nbd info without @effect-nbd/test-server exited $status: $err"
-grep -q "npm install @effect-nbd/test-server" <<<"$err" || fail "effect-nbd info without the server said: $err"
-echo "$err"
+out=$(node_modules/.bin/effect-nbd info --size 2>&1) || status=$?
+mv "$work/aside/effect" node_modules/effect
+mv "$work/aside/test-server" node_modules/@effect-nbd/test-server
+[ "$status" -eq 0 ] && [ "$out" = 1048576 ] || fail "effect-nbd info --size without effect installed: $status: $out"
+out=$(node_modules/.bin/effect-nbd-server -U - --run 'echo "served $uri"') || fail "effect-nbd-server --run exited $?"
+grep -q "^served nbd" <<<"$out" || fail "effect-nbd-server --run printed: $out"
 
 step "OK: one copy of effect $effect_version (workspace: $workspace_effect)"

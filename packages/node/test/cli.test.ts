@@ -10,14 +10,24 @@ import * as Path from "node:path"
 import { directoryWith, nbdinfoMap, nbdkit, qcow2Image, qemuNbd, run, tempDir } from "./util/peers.js"
 
 const root = Path.resolve(__dirname, "../../..")
-const bin = Path.join(root, "packages/node/dist/bin.js")
+// The shipped bin: package.json's, the esbuild bundle `pnpm build` writes.
+const bin = Path.join(
+  root,
+  "packages/node",
+  (
+    JSON.parse(Fs.readFileSync(Path.join(root, "packages/node/package.json"), "utf8")) as {
+      bin: Record<string, string>
+    }
+  ).bin["effect-nbd"]!
+)
 
 // Every CLI run is a fresh Node process (about a second of start-up, more on a loaded machine).
 vi.setConfig({ testTimeout: 90_000 })
 
-// The tests run the built CLI as a real process: build it (incrementally) first.
+// The tests run the built CLI as a real process: build it (incrementally) and bundle it first.
 beforeAll(() => {
   execFileSync("npx", ["tsc", "-b", "packages/node/tsconfig.src.json"], { cwd: root, stdio: "inherit" })
+  execFileSync(process.execPath, ["scripts/bundle-bins.mjs", "packages/node"], { cwd: root, stdio: "inherit" })
 }, 120_000)
 
 interface Result {

@@ -9,14 +9,24 @@ import * as Cli from "../src/internal/cli.js"
 import { makeTlsCredentials, run, runOk, toolEnv } from "./helpers.js"
 
 const root = Path.resolve(Path.dirname(fileURLToPath(import.meta.url)), "../../..")
-const bin = Path.join(root, "packages/test-server/dist/bin.js")
+// The shipped bin: package.json's, the esbuild bundle `pnpm build` writes.
+const bin = Path.join(
+  root,
+  "packages/test-server",
+  (
+    JSON.parse(Fs.readFileSync(Path.join(root, "packages/test-server/package.json"), "utf8")) as {
+      bin: Record<string, string>
+    }
+  ).bin["effect-nbd-server"]!
+)
 
 const cli = (args: ReadonlyArray<string>) => run("node", [bin, ...args], { env: toolEnv() })
 
 describe("effect-nbd-server CLI", () => {
   beforeAll(() => {
-    // The CLI runs from its build: build this package (and what it references) first.
+    // The CLI runs from its build: build this package (and what it references) and bundle its bin first.
     execFileSync("npx", ["tsc", "-b", "packages/test-server/tsconfig.src.json"], { cwd: root, stdio: "inherit" })
+    execFileSync(process.execPath, ["scripts/bundle-bins.mjs", "packages/test-server"], { cwd: root, stdio: "inherit" })
   }, 120_000)
 
   it.live("--run 'nbdinfo --json \"$uri\"' works and exits with the command's status", () =>
