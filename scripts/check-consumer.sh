@@ -6,7 +6,9 @@
 #     packages, effect at the consumer's version;
 #   - a program using Nbd.make, TestServer.layer and NodeNbd.connectUri typechecks (tsc, strict, NodeNext)
 #     and runs: in-process server, connect, write, read back, exit 0;
-#   - the packages' exports block ./internal/* (for tsc and for node);
+#   - each tarball carries its README.md and LICENSE;
+#   - the packages' exports block ./internal/* (for tsc and for node) and ./bin (node: importing a bin must not run
+#     it), and export ./package.json;
 #   - the bins are the esbuild bundles and carry what they need: effect-nbd runs its embedded server even with
 #     effect and @effect-nbd/test-server moved away, and @effect/cli (bundled) is not installed at all;
 #     effect-nbd-server --run works.
@@ -54,15 +56,26 @@ done
 tgz() { ls "$work/packs"/effect-nbd-"$1"-*.tgz; }
 core=$(tgz core) node=$(tgz node) server=$(tgz test-server)
 
-# Published manifests: no workspace: protocol left, effect only as a peer.
+# Published manifests: no workspace: protocol left, effect only as a peer. Each tarball has its README and LICENSE,
+# and its bin is the bundle.
 for t in "$core" "$node" "$server"; do
+  listing=$(tar -tzf "$t")
+  for f in README.md LICENSE; do
+    grep -qx "package/$f" <<<"$listing" || fail "$(basename "$t") has no $f"
+  done
   manifest=$(tar -xzOf "$t" package/package.json)
   ! grep -q '"workspace:' <<<"$manifest" || fail "$(basename "$t") still has a workspace: range"
   node -e '
     const p = JSON.parse(process.argv[1])
     if ((p.dependencies ?? {}).effect !== undefined) throw new Error(p.name + ": effect is a dependency")
     if (!/^\^3\./.test((p.peerDependencies ?? {}).effect ?? "")) throw new Error(p.name + ": no ^3 peer on effect")
+    if (p.exports["./package.json"] !== "./package.json") throw new Error(p.name + ": ./package.json is not exported")
+    for (const bin of Object.values(p.bin ?? {}))
+      if (!/^\.\/dist\/cli\/[^/]+\.js$/.test(bin)) throw new Error(p.name + ": bin " + bin + " is not the bundle")
   ' "$manifest"
+  while read -r bin; do
+    grep -qx "package/${bin#./}" <<<"$listing" || fail "$(basename "$t") lacks its bin $bin"
+  done < <(node -e 'for (const b of Object.values(JSON.parse(process.argv[1]).bin ?? {})) console.log(b)' "$manifest")
 done
 
 cd "$work/app"
@@ -163,6 +176,8 @@ internal=$(basename "$(ls node_modules/@effect-nbd/core/dist/internal/*.js | hea
 cat >src/internal.ts <<EOF
 // @ts-expect-error ./internal/* is not exported
 export type Internal = typeof import("@effect-nbd/core/internal/$internal")
+// @ts-expect-error ./bin is not exported
+export type Bin = typeof import("@effect-nbd/node/bin")
 EOF
 
 step "tsc"
@@ -175,6 +190,16 @@ grep -q "read back: hello from a consumer of effect-nbd" <<<"$out" || fail "unex
 
 code=$(node --input-type=module -e "import('@effect-nbd/core/internal/$internal').then(() => console.log('loaded'), (e) => console.log(e.code))")
 [ "$code" = ERR_PACKAGE_PATH_NOT_EXPORTED ] || fail "node imported @effect-nbd/core/internal/$internal: $code"
+# Importing a bin must not run it.
+for p in node test-server; do
+  code=$(node --input-type=module -e "import('@effect-nbd/$p/bin').then(() => console.log('loaded'), (e) => console.log(e.code))")
+  [ "$code" = ERR_PACKAGE_PATH_NOT_EXPORTED ] || fail "node imported @effect-nbd/$p/bin: $code"
+done
+for p in core node test-server; do
+  resolved=$(node --input-type=module -e "console.log(import.meta.resolve('@effect-nbd/$p/package.json'))") ||
+    fail "@effect-nbd/$p/package.json does not resolve"
+  case "$resolved" in */node_modules/@effect-nbd/$p/package.json) ;; *) fail "@effect-nbd/$p/package.json: $resolved" ;; esac
+done
 
 step "the bins"
 [ ! -e node_modules/@effect/cli ] || fail "@effect/cli was installed: the bin bundles it, nothing else needs it"

@@ -32,6 +32,13 @@ import * as Os from "node:os"
 import * as Path from "node:path"
 import { fileURLToPath } from "node:url"
 
+/** The shipped `effect-nbd-server` bin: the bundle package.json's `bin` names (`pnpm build` writes it). */
+const serverBin = (): string => {
+  const manifest = fileURLToPath(import.meta.resolve("@effect-nbd/test-server/package.json"))
+  const bin = (JSON.parse(Fs.readFileSync(manifest, "utf8")) as { bin: Record<string, string> }).bin
+  return Path.join(Path.dirname(manifest), bin["effect-nbd-server"]!)
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // Parameters
 // ---------------------------------------------------------------------------------------------------------------
@@ -546,14 +553,7 @@ const benchmark = Effect.scoped(
     const ours = yield* startServer(
       "effect-nbd-server",
       process.execPath,
-      [
-        fileURLToPath(import.meta.resolve("@effect-nbd/test-server/bin")),
-        "-f",
-        "-U",
-        Path.join(dir, "ours.sock"),
-        "--export",
-        "=1G"
-      ],
+      [serverBin(), "-f", "-U", Path.join(dir, "ours.sock"), "--export", "=1G"],
       Path.join(dir, "ours.sock")
     )
     yield* log("our server: filling it with nbdcopy")
