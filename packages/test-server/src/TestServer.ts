@@ -32,6 +32,7 @@ import * as Path from "node:path"
 import * as Tls from "node:tls"
 import * as Backend from "./Backend.js"
 import * as Connection from "./internal/connection.js"
+import * as Malformed from "./internal/malformed.js"
 
 // -----------------------------------------------------------------------------
 // configuration
@@ -99,19 +100,78 @@ export const FaultErrno = Schema.Literal(
 )
 
 /**
- * A fault on a kind of command, like nbdkit's error and delay filters: an error reply (`errno`, an NBD errno
- * name), a delay before the command is served (`delayMs`), or both (the delay, then the error). It fires on
- * a share `rate` of the commands, in [0, 1] (default 1: every one). A delayed command does not hold up the
- * others: requests are served concurrently.
+ * A malformed reply the server can send on demand, to test a client's handling of each protocol violation.
+ * Unless noted, the request is not carried out and the malformed reply replaces its reply. Kinds that need
+ * reply chunks have no effect (the request is served as usual) on a connection without structured replies.
  *
- * When several faults fire on one command, their delays add up and the first errno wins. Faults act after
- * the server's own checks (bounds, flags): a request the server refuses is refused at once.
+ * - `wrong-cookie`: the request is served, but its reply goes to a cookie no request used (the bits of the
+ *   client's cookie inverted). Any mode.
+ * - `wrong-offset`: the request is served, but its reply chunks echo an offset that is not the request's.
+ *   Extended headers only.
+ * - `data-outside-request` (read): an OFFSET_DATA chunk with DONE for the range right past the request.
+ * - `chunk-too-long`: a chunk header announcing 64 MiB + 9 bytes, more than a client accepts (OFFSET_DATA for
+ *   a read, BLOCK_STATUS for block status, ERROR otherwise), and nothing after it.
+ * - `no-done`: the reply without DONE on its last chunk, and nothing after it: a read's data, block status's
+ *   extents, a NONE chunk for the other commands. The command stays unanswered.
+ * - `two-dones`: the request is served, then a second final reply to the same cookie (a NONE chunk with DONE,
+ *   or a second simple reply without structured replies). Any mode.
+ * - `read-data-for-non-read` (not read): an OFFSET_DATA chunk with DONE, 16 bytes at the request's offset.
+ * - `hole-over-data` (read): an OFFSET_DATA chunk over the whole request, then an OFFSET_HOLE chunk with DONE
+ *   over the same range.
+ * - `error-zero`: an ERROR chunk with DONE whose error value is 0.
+ * - `huge-extent` (block status): one descriptor of 2^32 - 1 bytes (with extended headers 2^32 plus the
+ *   request's length, which a client that keeps 32 bits would read as exactly the request).
+ * - `extents-past-request` (block status): a descriptor for the request's length, then one of 4096 bytes.
+ * - `too-many-extents` (block status): one descriptor more than the range has bytes (1-byte descriptors, up
+ *   to 2^20), adding up to the request's length plus one.
+ * - `zero-length-extent` (block status): a first descriptor of length 0, then one for the request.
+ * - `non-advancing-extent` (block status): half the request, then a descriptor of length 0, then the rest.
+ *
+ * @since 0.1.0
+ * @category config
+ */
+export const MalformedReply = Schema.Literal(...Malformed.kinds)
+
+/**
+ * A malformed reply kind.
+ *
+ * @since 0.1.0
+ * @category config
+ */
+export type MalformedReply = typeof MalformedReply.Type
+
+const malformedFits = (f: {
+  readonly command: CommandKind
+  readonly malformed?: MalformedReply | undefined
+}): true | string => {
+  if (f.malformed === undefined) return true
+  const only = Malformed.onlyFor(f.malformed)
+  if (only === "read" && f.command !== "read") return `malformed "${f.malformed}" applies to read only`
+  if (only === "not-read" && f.command === "read")
+    return `malformed "${f.malformed}" applies to commands other than read`
+  if (only === "block-status" && f.command !== "block-status")
+    return `malformed "${f.malformed}" applies to block-status only`
+  return true
+}
+
+/**
+ * A fault on a kind of command, like nbdkit's error and delay filters: an error reply (`errno`, an NBD errno
+ * name), a delay before the command is served (`delayMs`), a malformed reply (`malformed`, see
+ * `MalformedReply`), or a delay with one of the others. It fires on a share `rate` of the commands, in
+ * [0, 1] (default 1: every one), or, with `nth`, on the nth command of its kind on each connection only
+ * (1-based; `rate` and `nth` do not go together). A delayed command does not hold up the others: requests
+ * are served concurrently.
+ *
+ * When several faults fire on one command, their delays add up, the first errno and the first malformed
+ * kind win, and a malformed reply goes instead of an error reply. Faults act after the server's own checks
+ * (bounds, flags): a request the server refuses is refused at once, and is not counted for `nth`.
  *
  * @example
  * ```ts
  * const faults = [
  *   { command: "read", errno: "EIO", rate: 0.5 },
- *   { command: "write", delayMs: 200 }
+ *   { command: "write", delayMs: 200 },
+ *   { command: "flush", malformed: "wrong-cookie", nth: 2 }
  * ]
  * ```
  *
@@ -122,9 +182,17 @@ export const Fault = Schema.Struct({
   command: CommandKind,
   errno: Schema.optional(FaultErrno),
   delayMs: Schema.optional(Schema.Number.pipe(Schema.int(), Schema.between(0, 2_147_483_647))),
-  rate: Schema.optional(Schema.Number.pipe(Schema.between(0, 1)))
+  malformed: Schema.optional(MalformedReply),
+  rate: Schema.optional(Schema.Number.pipe(Schema.between(0, 1))),
+  nth: Schema.optional(Schema.Number.pipe(Schema.int(), Schema.positive()))
 }).pipe(
-  Schema.filter((f) => f.errno !== undefined || f.delayMs !== undefined || "a fault has an errno, a delayMs or both")
+  Schema.filter((f) => {
+    if (f.errno === undefined && f.delayMs === undefined && f.malformed === undefined)
+      return "a fault has an errno, a delayMs or a malformed reply"
+    if (f.errno !== undefined && f.malformed !== undefined) return "a fault has an errno or a malformed reply, not both"
+    if (f.rate !== undefined && f.nth !== undefined) return "a fault fires by rate or on the nth command, not both"
+    return malformedFits(f)
+  })
 )
 
 /**
@@ -242,6 +310,9 @@ export type FaultConfig = Schema.Schema.Encoded<typeof Fault>
  * - `outOfOrder`: answer requests out of order and split reads into reordered chunks (default false).
  * - `faults`: errors and delays to inject by command kind, on every export (each export may add its own).
  * - `backpressure`: how much one connection may owe before the server stops reading it (`Backpressure`).
+ * - `disconnectAfter`: drop each connection, as if the server died, on receiving its nth transmission
+ *   request (NBD_CMD_DISC aside): that request and any still in service get no reply, replies not yet
+ *   written are lost. Default: never.
  * - `tls`: "off" (default), "on" (plaintext and TLS clients) or "require" (every option but NBD_OPT_STARTTLS
  *   and NBD_OPT_ABORT fails with NBD_REP_ERR_TLS_REQD until TLS is active), as nbdkit's `--tls`. Needs the
  *   fixed newstyle protocol and credentials:
@@ -271,6 +342,7 @@ export const Config = Schema.Struct({
   outOfOrder: Schema.optional(Schema.Boolean),
   faults: Schema.optional(Schema.Array(Fault)),
   backpressure: Schema.optional(Backpressure),
+  disconnectAfter: Schema.optional(Schema.Number.pipe(Schema.int(), Schema.positive())),
   tls: Schema.optional(Schema.Literal("off", "on", "require")),
   tlsCertificates: Schema.optional(Schema.String.pipe(Schema.nonEmptyString())),
   tlsPsk: Schema.optional(Schema.String.pipe(Schema.nonEmptyString()))
@@ -409,7 +481,9 @@ const resolveFault = (f: Schema.Schema.Type<typeof Fault>): Connection.ResolvedF
   command: commandCodes[f.command],
   errno: f.errno === undefined ? 0 : Protocol.NbdErrno[f.errno],
   delayMs: f.delayMs ?? 0,
-  rate: f.rate ?? 1
+  malformed: f.malformed,
+  rate: f.rate ?? 1,
+  nth: f.nth ?? 0
 })
 
 const configError = (message: string, cause?: unknown): TestServerError =>
@@ -503,7 +577,8 @@ const resolve = (
     flow: {
       maxReplyBytes: config.backpressure?.maxReplyBytes ?? DEFAULT_MAX_REPLY_BYTES,
       maxRequests: config.backpressure?.maxRequests ?? DEFAULT_MAX_REQUESTS
-    }
+    },
+    disconnectAfter: config.disconnectAfter ?? 0
   }
 }
 

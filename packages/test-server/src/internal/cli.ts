@@ -31,17 +31,28 @@ Exports (default: one export "" of 1G):
 Fault injection (like nbdkit's error and delay filters; repeatable):
   --fault COMMAND:ERRNO[:RATE]
                            answer COMMAND with the NBD error ERRNO (EPERM, EIO, ENOMEM, EINVAL,
-                           ENOSPC, EOVERFLOW, ENOTSUP, ESHUTDOWN) at RATE (0..1 or a percentage,
-                           default 1), e.g. --fault read:EIO:0.5 or --fault write:ENOSPC:10%
+                           ENOSPC, EOVERFLOW, ENOTSUP, ESHUTDOWN), e.g. --fault read:EIO:0.5
+                           or --fault write:ENOSPC:10%
   --delay COMMAND:TIME[:RATE]
                            serve COMMAND after TIME (milliseconds, or with a unit: 200ms, 2s),
                            e.g. --delay read:200; other requests are not held up
+  --malformed COMMAND:KIND[:RATE]
+                           answer COMMAND with a malformed reply, e.g. --malformed read:no-done:#2.
+                           KIND is wrong-cookie, wrong-offset (extended headers), two-dones,
+                           no-done, chunk-too-long, error-zero, data-outside-request (read),
+                           hole-over-data (read), read-data-for-non-read (not read), and for
+                           block-status huge-extent, extents-past-request, too-many-extents,
+                           zero-length-extent, non-advancing-extent
+                           RATE is 0..1 or a percentage (default 1: every command), or #N: the
+                           Nth such command on each connection only.
                            COMMAND is read, write, flush, trim, cache, write-zeroes (or zero)
-                           or block-status. A --fault or --delay given before any --export
-                           applies to every export; given after an --export it applies to
-                           that export only (the last one named), e.g.
+                           or block-status. A --fault, --delay or --malformed given before any
+                           --export applies to every export; given after an --export it applies
+                           to that export only (the last one named), e.g.
                              --fault flush:EIO --export a=1G --delay read:100 --export b=1G
                            fails flushes on a and b and delays reads on a only.
+  --disconnect-after N     drop each connection on receiving its Nth request, as if the server
+                           died: that request and any in service get no reply
 
 Protocol:
   -o, --oldstyle           oldstyle protocol (the first export only)
@@ -50,6 +61,10 @@ Protocol:
   --no-sr                  do not offer structured replies (nor extended headers)
   --no-eh                  do not offer extended headers
   --out-of-order           answer requests out of order
+
+Backpressure (a connection is not read while the server owes it this much):
+  --max-reply-bytes SIZE   reply bytes owed (default 64M)
+  --max-requests N         requests in service (default 128)
 
 TLS (as nbdkit; clients upgrade with NBD_OPT_STARTTLS, e.g. nbds+unix:// URIs):
   --tls=off|on|require     off (default); on: serve plaintext and TLS clients; require: refuse
@@ -128,12 +143,20 @@ const parseCommand = (text: string, flag: string): TestServer.CommandKind => {
   return command
 }
 
-const parseRate = (text: string | undefined, flag: string): number | undefined => {
-  if (text === undefined) return undefined
+/** When a fault fires: a rate (0..1 or a percentage) or `#N` (the Nth command of its kind on a connection). */
+const parseWhen = (text: string | undefined, flag: string): { rate: number } | { nth: number } | {} => {
+  if (text === undefined) return {}
+  const nth = /^#([0-9]+)$/.exec(text.trim())
+  if (nth !== null) {
+    const n = Number(nth[1])
+    if (!(Number.isSafeInteger(n) && n >= 1)) throw new CliError(`${flag}: invalid #N "${text}" (1 or more)`)
+    return { nth: n }
+  }
   const m = /^([0-9]*\.?[0-9]+)(%?)$/.exec(text.trim())
   const rate = m === null ? NaN : Number(m[1]) / (m[2] === "%" ? 100 : 1)
-  if (!(rate >= 0 && rate <= 1)) throw new CliError(`${flag}: invalid rate "${text}" (0 to 1, or 0% to 100%)`)
-  return rate
+  if (!(rate >= 0 && rate <= 1))
+    throw new CliError(`${flag}: invalid rate "${text}" (0 to 1, 0% to 100%, or #N for the Nth command)`)
+  return { rate }
 }
 
 const parseDelay = (text: string, flag: string): number => {
@@ -150,11 +173,10 @@ const parseFault = (spec: string): TestServer.FaultConfig => {
     throw new CliError(`--fault: expected COMMAND:ERRNO[:RATE], got "${spec}"`)
   const name = errno.toUpperCase()
   if (!ERRNOS.includes(name)) throw new CliError(`--fault: unknown errno "${errno}" (${ERRNOS.join(", ")})`)
-  const r = parseRate(rate, "--fault")
   return {
     command: parseCommand(command, "--fault"),
     errno: name as typeof TestServer.FaultErrno.Type,
-    ...(r === undefined ? {} : { rate: r })
+    ...parseWhen(rate, "--fault")
   }
 }
 
@@ -163,13 +185,35 @@ const parseDelayFault = (spec: string): TestServer.FaultConfig => {
   const [command, time, rate, ...rest] = spec.split(":")
   if (command === undefined || time === undefined || rest.length > 0)
     throw new CliError(`--delay: expected COMMAND:TIME[:RATE], got "${spec}"`)
-  const r = parseRate(rate, "--delay")
   return {
     command: parseCommand(command, "--delay"),
     delayMs: parseDelay(time, "--delay"),
-    ...(r === undefined ? {} : { rate: r })
+    ...parseWhen(rate, "--delay")
   }
 }
+
+const MALFORMED: ReadonlyArray<string> = TestServer.MalformedReply.literals
+
+/** `COMMAND:KIND[:RATE]`, checked against the Fault schema (some kinds fit one command only). */
+const parseMalformed = (spec: string): TestServer.FaultConfig => {
+  const [command, kind, rate, ...rest] = spec.split(":")
+  if (command === undefined || kind === undefined || rest.length > 0)
+    throw new CliError(`--malformed: expected COMMAND:KIND[:RATE], got "${spec}"`)
+  const name = kind.toLowerCase()
+  if (!MALFORMED.includes(name)) throw new CliError(`--malformed: unknown kind "${kind}" (${MALFORMED.join(", ")})`)
+  const fault: TestServer.FaultConfig = {
+    command: parseCommand(command, "--malformed"),
+    malformed: name as TestServer.MalformedReply,
+    ...parseWhen(rate, "--malformed")
+  }
+  decode(TestServer.Fault, fault, "--malformed")
+  return fault
+}
+
+const PositiveInt = Schema.NumberFromString.pipe(
+  Schema.int({ message: () => "expected a whole number" }),
+  Schema.positive({ message: () => "expected 1 or more" })
+)
 
 const MaskHandshake = Schema.NumberFromString.pipe(
   Schema.int(),
@@ -217,6 +261,9 @@ export const parse = (argv: ReadonlyArray<string>): Parsed => {
   let tls: "off" | "on" | "require" | undefined
   let tlsCertificates: string | undefined
   let tlsPsk: string | undefined
+  let disconnectAfter: number | undefined
+  let maxReplyBytes: number | undefined
+  let maxRequests: number | undefined
   const exports: Array<{ name: string; size: bigint; description?: string; faults: Array<TestServer.FaultConfig> }> = []
   const faults: Array<TestServer.FaultConfig> = []
   /** Where --fault and --delay go: every export until the first --export, then the last export. */
@@ -337,6 +384,22 @@ export const parse = (argv: ReadonlyArray<string>): Parsed => {
       case "--delay":
         faultTarget().push(parseDelayFault(value()))
         break
+      case "--malformed":
+        faultTarget().push(parseMalformed(value()))
+        break
+      case "--disconnect-after":
+        disconnectAfter = decode(PositiveInt, value(), "--disconnect-after")
+        break
+      case "--max-reply-bytes": {
+        const size = decode(SizeFromString, value(), "--max-reply-bytes")
+        if (size < 1n || size > BigInt(Number.MAX_SAFE_INTEGER))
+          throw new CliError("--max-reply-bytes: expected a size of 1 byte or more")
+        maxReplyBytes = Number(size)
+        break
+      }
+      case "--max-requests":
+        maxRequests = decode(PositiveInt, value(), "--max-requests")
+        break
       default:
         throw new CliError(`unknown option ${arg} (see --help)`)
     }
@@ -371,6 +434,15 @@ export const parse = (argv: ReadonlyArray<string>): Parsed => {
         ...(tls !== undefined ? { tls } : {}),
         ...(tlsCertificates !== undefined ? { tlsCertificates } : {}),
         ...(tlsPsk !== undefined ? { tlsPsk } : {}),
+        ...(disconnectAfter !== undefined ? { disconnectAfter } : {}),
+        ...(maxReplyBytes !== undefined || maxRequests !== undefined
+          ? {
+              backpressure: {
+                ...(maxReplyBytes !== undefined ? { maxReplyBytes } : {}),
+                ...(maxRequests !== undefined ? { maxRequests } : {})
+              }
+            }
+          : {}),
         protocol,
         noZeroes,
         structuredReplies,

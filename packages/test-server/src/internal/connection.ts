@@ -19,6 +19,7 @@ import type * as Net from "node:net"
 import * as Tls from "node:tls"
 import * as Backend from "../Backend.js"
 import * as Flow from "./flow.js"
+import * as Malformed from "./malformed.js"
 
 /** @internal */
 export interface ResolvedExport {
@@ -37,7 +38,11 @@ export interface ResolvedFault {
   /** The NBD error to answer with; 0 for none (a delay only). */
   readonly errno: number
   readonly delayMs: number
+  /** The malformed reply to send instead of (or besides) the correct one. */
+  readonly malformed: Malformed.Kind | undefined
   readonly rate: number
+  /** Fires on this request of its command on each connection only (1-based); 0 for every one, by `rate`. */
+  readonly nth: number
 }
 
 /**
@@ -63,6 +68,8 @@ export interface Settings {
   readonly tls: TlsSettings | undefined
   /** How much one connection may owe before the server stops reading its requests. */
   readonly flow: Flow.Limits
+  /** Drop the connection on receiving this transmission request (1-based, NBD_CMD_DISC aside); 0 for never. */
+  readonly disconnectAfter: number
 }
 
 const { Cmd, CmdFlag, NbdErrno, Opt, Rep, TFlag } = Protocol
@@ -75,6 +82,9 @@ const ZERO_BUFFER = new Uint8Array(1024 * 1024)
 const EMPTY = new Uint8Array(0)
 
 type Outgoing = ReadonlyArray<Uint8Array> | Deferred.Deferred<void>
+
+/** Serves a checked request, replying to `target` (the request itself, unless a fault readdresses it). */
+type Operation = (target: ServerCodec.ChunkTarget) => Effect.Effect<void>
 
 /** The transmission flags of an export, given what was negotiated. */
 export const transmissionFlags = (exp: ResolvedExport, structured: boolean, extended: boolean): number => {
@@ -109,6 +119,10 @@ class Session {
   private decoding = false
   /** The client half-closed: once every request it sent is decoded, the session ends gracefully. */
   private clientDone = false
+  /** Transmission requests received. */
+  private requests = 0
+  /** Requests of each command that reached the faults, for faults on the nth one. */
+  private readonly served = new Map<number, number>()
 
   constructor(
     readonly settings: Settings,
@@ -371,14 +385,18 @@ class Session {
   // transmission
   // ---------------------------------------------------------------------------
 
-  private error(request: ServerCodec.Request, errno: number, message: string): void {
-    if (this.structured) this.reply(ServerCodec.errorChunk(request, DONE, errno, message))
-    else this.reply(ServerCodec.simpleReply(request.cookie, errno))
+  private error(target: ServerCodec.ChunkTarget, errno: number, message: string): void {
+    if (this.structured) this.reply(ServerCodec.errorChunk(target, DONE, errno, message))
+    else this.reply(ServerCodec.simpleReply(target.cookie, errno))
   }
 
-  private ok(request: ServerCodec.Request): void {
-    if (this.extended) this.reply(ServerCodec.noneChunk(request))
-    else this.reply(ServerCodec.simpleReply(request.cookie, 0))
+  private ok(target: ServerCodec.ChunkTarget): void {
+    if (this.extended) this.reply(ServerCodec.noneChunk(target))
+    else this.reply(ServerCodec.simpleReply(target.cookie, 0))
+  }
+
+  private get mode(): Malformed.Mode {
+    return this.extended ? "extended" : this.structured ? "structured" : "simple"
   }
 
   private allowedFlags(type: number): number {
@@ -405,6 +423,9 @@ class Session {
     const { flags, type } = request
     const exp = this.exp!
     if (type === Cmd.DISC) return this.close("graceful")
+    this.requests += 1
+    // As if the server died: no reply to this request nor to any still in service.
+    if (this.requests === this.settings.disconnectAfter) return this.close("hard")
     if (request.payloadDropped)
       return this.error(request, NbdErrno.EINVAL, "request payload exceeds the maximum payload size")
     if (type > Cmd.BLOCK_STATUS) return this.error(request, NbdErrno.EINVAL, `unknown command ${type}`)
@@ -426,21 +447,53 @@ class Session {
     const operation = this.operation(request, exp, length)
     if (operation === undefined) return
 
-    // Injected faults: their delays add up, the first errno wins. No timer unless a delay fires.
+    // Injected faults: their delays add up, the first errno and the first malformed kind win, and a
+    // malformed reply goes instead of an error. No timer unless a delay fires.
+    const nth = (this.served.get(type) ?? 0) + 1
+    this.served.set(type, nth)
     let delayMs = 0
     let errno = 0
+    let malformed: Malformed.Kind | undefined
     for (const fault of exp.faults) {
-      if (fault.command !== type || (fault.rate < 1 && !(Math.random() < fault.rate))) continue
+      if (fault.command !== type) continue
+      if (fault.nth > 0 ? fault.nth !== nth : fault.rate < 1 && !(Math.random() < fault.rate)) continue
       delayMs += fault.delayMs
       if (errno === 0) errno = fault.errno
+      malformed ??= fault.malformed
     }
+    if (malformed === undefined && errno !== 0 && delayMs === 0) return this.error(request, errno, "injected fault")
+    const served =
+      malformed !== undefined
+        ? this.malformedReply(malformed, request, Number(length), operation)
+        : errno !== 0
+          ? Effect.sync(() => this.error(request, errno, "injected fault"))
+          : operation(request)
     const cost = Flow.requestCost(type, length, request.payload)
-    if (delayMs === 0) {
-      if (errno !== 0) return this.error(request, errno, "injected fault")
-      return this.fork(operation, cost)
-    }
-    const faulted = errno !== 0 ? Effect.sync(() => this.error(request, errno, "injected fault")) : operation
-    this.fork(Effect.delay(faulted, Duration.millis(delayMs)), cost)
+    this.fork(delayMs > 0 ? Effect.delay(served, Duration.millis(delayMs)) : served, cost)
+  }
+
+  /** Serves a request with the malformed reply a fault asked for. */
+  private malformedReply(
+    kind: Malformed.Kind,
+    request: ServerCodec.Request,
+    length: number,
+    operation: Operation
+  ): Effect.Effect<void> {
+    const mode = this.mode
+    if (Malformed.readdresses(kind, mode))
+      return operation(
+        kind === "wrong-cookie"
+          ? { ...request, cookie: Malformed.wrongCookie(request.cookie) }
+          : { ...request, offset: Malformed.wrongOffset(request.offset) }
+      )
+    const target: Malformed.Target = { chunk: request, type: request.type, offset: Number(request.offset), length }
+    if (kind === "two-dones")
+      return Effect.zipRight(
+        operation(request),
+        Effect.sync(() => this.reply(Malformed.secondDone(target, mode)))
+      )
+    const out = Malformed.replacement(kind, target, mode)
+    return out === undefined ? operation(request) : Effect.sync(() => this.send(out))
   }
 
   /** Checks a block-status filter payload: gives its effect length, or why it is invalid. */
@@ -463,19 +516,15 @@ class Session {
   }
 
   /**
-   * Checks a request against the export and gives the effect that serves it (and replies), or undefined
-   * when it was refused (the error reply is already sent).
+   * Checks a request against the export and gives what serves it (and replies), or undefined when it was
+   * refused (the error reply is already sent).
    */
-  private operation(
-    request: ServerCodec.Request,
-    exp: ResolvedExport,
-    length: number | bigint
-  ): Effect.Effect<void> | undefined {
+  private operation(request: ServerCodec.Request, exp: ResolvedExport, length: number | bigint): Operation | undefined {
     const { flags, offset, type } = request
     if (type === Cmd.FLUSH) {
       if (offset !== 0 || length !== 0)
         return void this.error(request, NbdErrno.EINVAL, "flush takes offset and length 0")
-      return this.complete(request, exp.backend.flush)
+      return (target) => this.complete(target, exp.backend.flush)
     }
     if (length === 0 || length === 0n) return void this.error(request, NbdErrno.EINVAL, "request length is 0")
     // Bounds: within the export, and addressable with numbers.
@@ -497,29 +546,31 @@ class Session {
       case Cmd.READ:
         if (length > this.settings.blockSize.maximum)
           return void this.error(request, NbdErrno.EOVERFLOW, "read exceeds the maximum payload size")
-        return backend.read(offset, length).pipe(
-          Effect.matchCause({
-            onFailure: (cause) => this.failure(request, cause),
-            onSuccess: (chunks) => this.readReply(request, offset, length, chunks)
-          })
-        )
+        return (target) =>
+          backend.read(offset, length).pipe(
+            Effect.matchCause({
+              onFailure: (cause) => this.failure(target, cause),
+              onSuccess: (chunks) => this.readReply(target, flags, offset, length, chunks)
+            })
+          )
       case Cmd.WRITE:
-        return this.complete(request, backend.write(offset, request.payload!, (flags & CmdFlag.FUA) !== 0))
+        return (target) => this.complete(target, backend.write(offset, request.payload!, (flags & CmdFlag.FUA) !== 0))
       case Cmd.TRIM:
-        return this.complete(request, backend.trim(offset, length))
+        return (target) => this.complete(target, backend.trim(offset, length))
       case Cmd.WRITE_ZEROES:
-        return this.complete(request, backend.zero(offset, length, (flags & CmdFlag.NO_HOLE) === 0))
+        return (target) => this.complete(target, backend.zero(offset, length, (flags & CmdFlag.NO_HOLE) === 0))
       case Cmd.CACHE:
-        return this.complete(request, backend.cache(offset, length))
+        return (target) => this.complete(target, backend.cache(offset, length))
       case Cmd.BLOCK_STATUS:
         if (!this.blockStatus)
           return void this.error(request, NbdErrno.EINVAL, "no meta context was negotiated for block status")
-        return backend.extents(offset, length).pipe(
-          Effect.matchCause({
-            onFailure: (cause) => this.failure(request, cause),
-            onSuccess: (extents) => this.blockStatusReply(request, length, extents)
-          })
-        )
+        return (target) =>
+          backend.extents(offset, length).pipe(
+            Effect.matchCause({
+              onFailure: (cause) => this.failure(target, cause),
+              onSuccess: (extents) => this.blockStatusReply(target, flags, length, extents)
+            })
+          )
     }
     return void this.error(request, NbdErrno.EINVAL, `unknown command ${type}`)
   }
@@ -529,34 +580,35 @@ class Session {
     this.error(request, errno, "request lies beyond the end of the export")
   }
 
-  private failure(request: ServerCodec.Request, cause: Cause.Cause<Backend.BackendError>): void {
+  private failure(target: ServerCodec.ChunkTarget, cause: Cause.Cause<Backend.BackendError>): void {
     const failure = Cause.failureOption(cause)
-    if (Option.isSome(failure)) this.error(request, Protocol.wireOfErrno(failure.value.errno), failure.value.message)
-    else this.error(request, NbdErrno.EIO, "internal error in the backend")
+    if (Option.isSome(failure)) this.error(target, Protocol.wireOfErrno(failure.value.errno), failure.value.message)
+    else this.error(target, NbdErrno.EIO, "internal error in the backend")
   }
 
   private complete(
-    request: ServerCodec.Request,
+    target: ServerCodec.ChunkTarget,
     effect: Effect.Effect<void, Backend.BackendError>
   ): Effect.Effect<void> {
     return Effect.matchCause(effect, {
-      onFailure: (cause) => this.failure(request, cause),
-      onSuccess: () => this.ok(request)
+      onFailure: (cause) => this.failure(target, cause),
+      onSuccess: () => this.ok(target)
     })
   }
 
   private readReply(
-    request: ServerCodec.Request,
+    target: ServerCodec.ChunkTarget,
+    flags: number,
     offset: number,
     length: number,
     chunks: ReadonlyArray<Backend.ReadChunk>
   ): void {
     if (!this.structured) {
-      const out: Array<Uint8Array> = [ServerCodec.simpleReply(request.cookie, 0)]
+      const out: Array<Uint8Array> = [ServerCodec.simpleReply(target.cookie, 0)]
       pushBytes(out, chunks)
       return this.send(out)
     }
-    const df = (request.flags & CmdFlag.DF) !== 0
+    const df = (flags & CmdFlag.DF) !== 0
     const holes = !df && chunks.some(Backend.isZeroes)
     if (!holes) {
       if (this.settings.outOfOrder && !df && length > 1) {
@@ -567,13 +619,13 @@ class Session {
         pushBytes(first, sliceChunks(chunks, 0, half))
         pushBytes(second, sliceChunks(chunks, half, length))
         return this.send([
-          ServerCodec.offsetDataHeader(request, 0, offset + half, length - half),
+          ServerCodec.offsetDataHeader(target, 0, offset + half, length - half),
           ...second,
-          ServerCodec.offsetDataHeader(request, DONE, offset, half),
+          ServerCodec.offsetDataHeader(target, DONE, offset, half),
           ...first
         ])
       }
-      const out: Array<Uint8Array> = [ServerCodec.offsetDataHeader(request, DONE, offset, length)]
+      const out: Array<Uint8Array> = [ServerCodec.offsetDataHeader(target, DONE, offset, length)]
       pushBytes(out, chunks)
       return this.send(out)
     }
@@ -585,7 +637,7 @@ class Session {
       const chunk = chunks[index]!
       if (Backend.isZeroes(chunk)) {
         const last = index === chunks.length - 1
-        out.push(ServerCodec.offsetHoleChunk(request, last ? DONE : 0, at, chunk.length))
+        out.push(ServerCodec.offsetHoleChunk(target, last ? DONE : 0, at, chunk.length))
         at += chunk.length
         index++
         continue
@@ -598,7 +650,7 @@ class Session {
         runLength += c.length
         end++
       }
-      out.push(ServerCodec.offsetDataHeader(request, end === chunks.length ? DONE : 0, at, runLength))
+      out.push(ServerCodec.offsetDataHeader(target, end === chunks.length ? DONE : 0, at, runLength))
       for (let i = index; i < end; i++) out.push(chunks[i] as Uint8Array)
       at += runLength
       index = end
@@ -606,8 +658,13 @@ class Session {
     this.send(out)
   }
 
-  private blockStatusReply(request: ServerCodec.Request, length: number, extents: ReadonlyArray<Backend.Extent>): void {
-    const reqOne = (request.flags & CmdFlag.REQ_ONE) !== 0
+  private blockStatusReply(
+    target: ServerCodec.ChunkTarget,
+    flags: number,
+    length: number,
+    extents: ReadonlyArray<Backend.Extent>
+  ): void {
+    const reqOne = (flags & CmdFlag.REQ_ONE) !== 0
     const out: Array<ServerCodec.Extent> = []
     let covered = 0
     for (const e of extents) {
@@ -619,7 +676,7 @@ class Session {
       if (reqOne || out.length >= Protocol.Limits.MAX_BLOCK_STATUS_DESCRIPTORS) break
     }
     if (out.length === 0) out.push({ length, flags: 0 })
-    this.reply(ServerCodec.blockStatusChunk(request, DONE, BASE_ALLOCATION_ID, out))
+    this.reply(ServerCodec.blockStatusChunk(target, DONE, BASE_ALLOCATION_ID, out))
   }
 }
 
