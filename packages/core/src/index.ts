@@ -26,3 +26,15 @@ export * as NbdUri from "./NbdUri.js"
  * @since 0.1.0
  */
 export * as StartTls from "./StartTls.js"
+/**
+ * @since 0.2.0
+ */
+export * as NbdCopy from "./NbdCopy.js"
+/**
+ * @since 0.2.0
+ */
+export * as NbdPool from "./NbdPool.js"
+/**
+ * @since 0.2.0
+ */
+export * as NbdStream from "./NbdStream.js"

@@ -1,0 +1,338 @@
+import * as PlatformError from "@effect/platform/Error"
+import * as FileSystem from "@effect/platform/FileSystem"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
+import * as Predicate from "effect/Predicate"
+import * as Schedule from "effect/Schedule"
+import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import * as Nbd from "../Nbd.js"
+import type * as NbdCopy from "../NbdCopy.js"
+import type * as NbdError from "../NbdError.js"
+import type * as NbdPool from "../NbdPool.js"
+import * as Protocol from "../Protocol.js"
+import { checkCount, DEFAULT_CONNECTIONS, handlesOf, isPool, MAX_CONNECTIONS } from "./nbdPool.js"
+import * as transfer from "./transfer.js"
+
+const OPERATION = "copy"
+
+const isTarget = (u: unknown): u is NbdPool.Target => isPool(u) || Predicate.hasProperty(u, Nbd.TypeId)
+
+// ---------------------------------------------------------------------------------------------------------------
+// Files
+// ---------------------------------------------------------------------------------------------------------------
+
+type FileError = PlatformError.PlatformError
+
+const unexpectedEof = (path: string) =>
+  new PlatformError.SystemError({
+    module: "FileSystem",
+    method: "read",
+    reason: "UnexpectedEof",
+    pathOrDescriptor: path,
+    description: "unexpected end of file"
+  })
+
+/** `lanes` handles on one file, each with its own position, so reads and writes run side by side. */
+const openLanes = (
+  path: string,
+  lanes: number,
+  first: FileSystem.OpenFlag,
+  rest: FileSystem.OpenFlag
+): Effect.Effect<ReadonlyArray<FileSystem.File>, FileError, FileSystem.FileSystem | Scope.Scope> =>
+  Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    const files = [yield* fs.open(path, { flag: first })]
+    for (let i = 1; i < lanes; i++) files.push(yield* fs.open(path, { flag: rest }))
+    return files
+  })
+
+/** Seek and I/O on one handle must not interleave with another fiber's: one lock per handle. */
+const locked = (lanes: number) => Array.from({ length: lanes }, () => Effect.unsafeMakeSemaphore(1))
+
+const fileReader = (
+  path: string,
+  lanes: number
+): Effect.Effect<transfer.Reader<FileError>, FileError, FileSystem.FileSystem | Scope.Scope> =>
+  Effect.gen(function* () {
+    const files = yield* openLanes(path, lanes, "r", "r")
+    const size = Number((yield* files[0]!.stat).size)
+    const locks = locked(files.length)
+    const readFully = (file: FileSystem.File, offset: number, into: Uint8Array) =>
+      Effect.gen(function* () {
+        yield* file.seek(offset, "start")
+        let done = 0
+        while (done < into.length) {
+          const n = Number(yield* file.read(into.subarray(done)))
+          if (n === 0) return yield* Effect.fail(unexpectedEof(path))
+          done += n
+        }
+        return Effect.void
+      })
+    return {
+      size,
+      lanes: files.length,
+      maxRequest: Protocol.Limits.MAX_REQUEST_SIZE,
+      read: (lane, offset, into) => locks[lane]!.withPermits(1)(readFully(files[lane]!, offset, into)),
+      extents: undefined
+    }
+  })
+
+/**
+ * A file destination: created or truncated, then sized to the source when its size is known (else at the
+ * end), so a regular file reads as zeroes wherever nothing is written.
+ */
+const fileWriter = (
+  path: string,
+  lanes: number,
+  sourceSize: number | undefined,
+  destinationIsZero: boolean
+): Effect.Effect<transfer.Writer<FileError>, FileError, FileSystem.FileSystem | Scope.Scope> =>
+  Effect.gen(function* () {
+    const files = yield* openLanes(path, lanes, "w", "r+")
+    const first = files[0]!
+    // A regular file keeps zero ranges as holes; anything else (a device, /dev/null) is written in full.
+    const regular = (yield* first.stat).type === "File"
+    if (regular && sourceSize !== undefined) yield* first.truncate(sourceSize)
+    const locks = locked(files.length)
+    const writeAt = (lane: number, offset: number, data: Uint8Array) =>
+      locks[lane]!.withPermits(1)(Effect.zipRight(files[lane]!.seek(offset, "start"), files[lane]!.writeAll(data)))
+    let zeroes: Uint8Array | undefined
+    const started = Effect.succeed(Effect.void)
+    return {
+      lanes: files.length,
+      maxRequest: Protocol.Limits.MAX_REQUEST_SIZE,
+      discards: false,
+      write: (lane, offset, data) => Effect.as(writeAt(lane, offset, data), Effect.void),
+      zero: (lane, offset, length) =>
+        regular || destinationIsZero
+          ? started
+          : Effect.gen(function* () {
+              zeroes ??= new Uint8Array(1 << 20)
+              for (let done = 0; done < length; done += zeroes.length)
+                yield* writeAt(lane, offset + done, zeroes.subarray(0, Math.min(zeroes.length, length - done)))
+              return Effect.void
+            }),
+      finish: (size, flush) =>
+        Effect.zipRight(
+          regular && sourceSize === undefined ? first.truncate(size) : Effect.void,
+          flush ? first.sync : Effect.void
+        )
+    }
+  })
+
+// ---------------------------------------------------------------------------------------------------------------
+// The copy
+// ---------------------------------------------------------------------------------------------------------------
+
+type AnyError = unknown
+
+type OpenedSource =
+  | { readonly _tag: "Random"; readonly reader: transfer.Reader<AnyError> }
+  | { readonly _tag: "Sequential"; readonly stream: Stream.Stream<Uint8Array, AnyError, any>; readonly size?: number }
+
+type OpenedDestination =
+  | { readonly _tag: "Random"; readonly writer: transfer.Writer<AnyError> }
+  | { readonly _tag: "Sink"; readonly sink: NbdCopy.ToSink<AnyError, any>["sink"] }
+
+interface Settings {
+  readonly requestSize: number
+  readonly requests: number
+  readonly lanes: number
+  readonly sparse: boolean
+  readonly destinationIsZero: boolean
+  readonly flush: boolean
+}
+
+const settingsOf = (
+  source: NbdCopy.Source,
+  destination: NbdCopy.Destination,
+  options: NbdCopy.Options
+): Effect.Effect<Settings, NbdError.NbdError> =>
+  Effect.gen(function* () {
+    const requestSize = yield* checkCount(
+      OPERATION,
+      "requestSize",
+      options.requestSize ?? transfer.DEFAULT_REQUEST_SIZE,
+      Protocol.Limits.MAX_REQUEST_SIZE
+    )
+    const requests = yield* checkCount(
+      OPERATION,
+      "requests",
+      options.requests ?? transfer.DEFAULT_REQUESTS,
+      transfer.MAX_REQUESTS
+    )
+    const connections =
+      options.connections === undefined
+        ? undefined
+        : yield* checkCount(OPERATION, "connections", options.connections, MAX_CONNECTIONS)
+    // Multi-conn on both NBD sides or as many as the poorer one has (nbdcopy's rule).
+    const nbd = [source, destination].filter(isTarget).map((t) => handlesOf(t).length)
+    const lanes = Math.min(...nbd, connections ?? (nbd.length > 0 ? Number.POSITIVE_INFINITY : DEFAULT_CONNECTIONS))
+    return {
+      requestSize,
+      requests,
+      lanes,
+      sparse: options.sparse ?? true,
+      destinationIsZero: options.destinationIsZero ?? false,
+      flush: options.flush ?? false
+    }
+  })
+
+const openSource = (source: NbdCopy.Source, settings: Settings): Effect.Effect<OpenedSource, AnyError, any> => {
+  if (isTarget(source))
+    return Effect.map(transfer.nbdReader(OPERATION, source, settings.lanes, settings.sparse), (reader) => ({
+      _tag: "Random" as const,
+      reader
+    }))
+  switch (source._tag) {
+    case "File":
+      return Effect.map(fileReader(source.path, settings.lanes), (reader) => ({ _tag: "Random" as const, reader }))
+    case "FromStream":
+      return Effect.map(
+        source.size === undefined ? Effect.succeed(undefined) : transfer.toOffset(OPERATION, "size", source.size),
+        (size) => ({ _tag: "Sequential" as const, stream: source.stream, ...(size === undefined ? {} : { size }) })
+      )
+  }
+}
+
+const openDestination = (
+  destination: NbdCopy.Destination,
+  settings: Settings,
+  sourceSize: number | undefined
+): Effect.Effect<OpenedDestination, AnyError, any> => {
+  if (isTarget(destination))
+    return Effect.map(
+      transfer.nbdWriter(OPERATION, destination, settings.lanes, {
+        sourceSize,
+        destinationIsZero: settings.destinationIsZero
+      }),
+      (writer) => ({ _tag: "Random" as const, writer })
+    )
+  switch (destination._tag) {
+    case "File":
+      return Effect.map(
+        fileWriter(destination.path, settings.lanes, sourceSize, settings.destinationIsZero),
+        (writer) => ({
+          _tag: "Random" as const,
+          writer
+        })
+      )
+    case "Discard":
+      return Effect.succeed({ _tag: "Random" as const, writer: transfer.discardWriter })
+    case "ToSink":
+      return Effect.succeed({ _tag: "Sink" as const, sink: destination.sink })
+  }
+}
+
+/** Counts chunks as they pass. */
+const counted = <E, R>(stream: Stream.Stream<Uint8Array, E, R>, tracker: transfer.Tracker) =>
+  Stream.mapChunks(stream, (chunk) => {
+    for (const data of chunk) tracker.data(data.length)
+    return chunk
+  })
+
+const run = (
+  source: NbdCopy.Source,
+  destination: NbdCopy.Destination,
+  options: NbdCopy.Options,
+  tracker: transfer.Tracker
+): Effect.Effect<NbdCopy.Result, AnyError, any> =>
+  Effect.scoped(
+    Effect.gen(function* () {
+      const settings = yield* settingsOf(source, destination, options)
+      const src = yield* openSource(source, settings)
+      const sourceSize = src._tag === "Random" ? src.reader.size : src.size
+      tracker.total = sourceSize
+      const dst = yield* openDestination(destination, settings, sourceSize)
+      const lanes = Math.min(
+        settings.lanes,
+        src._tag === "Random" ? src.reader.lanes : Number.POSITIVE_INFINITY,
+        dst._tag === "Random" ? dst.writer.lanes : Number.POSITIVE_INFINITY
+      )
+      const used = Number.isFinite(lanes) ? lanes : 1
+      let buffers = 0
+      if (src._tag === "Random") {
+        const reader = src.reader
+        const requestSize = Math.min(
+          settings.requestSize,
+          reader.maxRequest,
+          dst._tag === "Random" ? dst.writer.maxRequest : Number.POSITIVE_INFINITY
+        )
+        if (dst._tag === "Random") {
+          const pool = new transfer.BufferPool(requestSize)
+          const planner = new transfer.Planner(reader.extents, 0, reader.size, requestSize, transfer.MAX_ZERO)
+          yield* transfer.copyRandom(reader, dst.writer, planner, {
+            lanes: used,
+            requests: settings.requests,
+            buffers: pool,
+            detectZeroes: settings.sparse,
+            tracker
+          })
+          yield* dst.writer.finish(reader.size, settings.flush)
+          buffers = pool.allocated
+        } else
+          yield* Stream.run(
+            transfer.orderedStream(reader, {
+              start: 0,
+              end: reader.size,
+              requestSize,
+              inFlight: settings.requests * used,
+              tracker
+            }),
+            dst.sink
+          )
+      } else if (dst._tag === "Random")
+        yield* Stream.run(
+          src.stream,
+          transfer.sequentialSink(dst.writer, {
+            offset: 0,
+            inFlight: settings.requests * used,
+            detectZeroes: settings.sparse,
+            flush: settings.flush,
+            tracker,
+            expected: src.size,
+            operation: OPERATION
+          })
+        )
+      else yield* Stream.run(counted(src.stream, tracker), dst.sink)
+      if (tracker.total === undefined) tracker.total = tracker.bytes
+      return {
+        bytes: BigInt(tracker.bytes),
+        dataBytes: BigInt(tracker.dataBytes),
+        zeroBytes: BigInt(tracker.zeroBytes),
+        connections: used,
+        buffers
+      }
+    })
+  )
+
+export const copy = (
+  source: NbdCopy.Source,
+  destination: NbdCopy.Destination,
+  options: NbdCopy.Options = {}
+): Effect.Effect<NbdCopy.Result, AnyError, any> =>
+  Effect.suspend(() => {
+    const tracker = new transfer.Tracker()
+    return Effect.zipRight(tracker.begin, run(source, destination, options, tracker))
+  })
+
+export const copyWithProgress = (
+  source: NbdCopy.Source,
+  destination: NbdCopy.Destination,
+  options: NbdCopy.ProgressOptions = {}
+): Stream.Stream<NbdCopy.Progress, AnyError, any> =>
+  Stream.unwrapScoped(
+    Effect.gen(function* () {
+      const tracker = new transfer.Tracker()
+      yield* tracker.begin
+      const fiber = yield* Effect.forkScoped(run(source, destination, options, tracker))
+      const interval = Duration.decode(options.interval ?? Duration.seconds(1))
+      const ticks = Stream.repeatEffectWithSchedule(tracker.snapshot, Schedule.spaced(interval))
+      return Stream.concat(
+        Stream.interruptWhen(ticks, Fiber.join(fiber)),
+        Stream.fromEffect(Effect.zipRight(Fiber.join(fiber), tracker.snapshot))
+      )
+    })
+  )

@@ -1,0 +1,87 @@
+import * as Effect from "effect/Effect"
+import * as Sink from "effect/Sink"
+import * as Stream from "effect/Stream"
+import type * as NbdError from "../NbdError.js"
+import type * as NbdPool from "../NbdPool.js"
+import type * as NbdStream from "../NbdStream.js"
+import * as Protocol from "../Protocol.js"
+import { checkCount } from "./nbdPool.js"
+import * as transfer from "./transfer.js"
+
+const ALL_LANES = Number.POSITIVE_INFINITY
+
+export const readStream = (
+  target: NbdPool.Target,
+  options: NbdStream.ReadOptions = {}
+): Stream.Stream<Uint8Array, NbdError.NbdError> =>
+  Stream.unwrap(
+    Effect.gen(function* () {
+      const operation = "readStream"
+      const requestSize = yield* checkCount(
+        operation,
+        "requestSize",
+        options.requestSize ?? transfer.DEFAULT_REQUEST_SIZE,
+        Protocol.Limits.MAX_REQUEST_SIZE
+      )
+      const requests = yield* checkCount(
+        operation,
+        "requests",
+        options.requests ?? transfer.DEFAULT_REQUESTS,
+        transfer.MAX_REQUESTS
+      )
+      const reader = yield* transfer.nbdReader(operation, target, ALL_LANES, options.sparse ?? false)
+      const start = yield* transfer.toOffset(operation, "offset", options.offset ?? 0)
+      const length =
+        options.length === undefined
+          ? Math.max(0, reader.size - start)
+          : yield* transfer.toOffset(operation, "length", options.length)
+      if (start + length > reader.size)
+        return yield* Effect.fail(
+          transfer.invalidArgument(
+            operation,
+            `the range ${start}+${length} ends past the end of the export (${reader.size} bytes)`
+          )
+        )
+      return transfer.orderedStream(reader, {
+        start,
+        end: start + length,
+        requestSize,
+        inFlight: requests * reader.lanes
+      })
+    })
+  )
+
+export const writeSink = (
+  target: NbdPool.Target,
+  options: NbdStream.WriteOptions = {}
+): Sink.Sink<bigint, Uint8Array, never, NbdError.NbdError> =>
+  Sink.unwrap(
+    Effect.gen(function* () {
+      const operation = "writeSink"
+      const requests = yield* checkCount(
+        operation,
+        "requests",
+        options.requests ?? transfer.DEFAULT_REQUESTS,
+        transfer.MAX_REQUESTS
+      )
+      const requestSize =
+        options.requestSize === undefined
+          ? Protocol.Limits.MAX_REQUEST_SIZE
+          : yield* checkCount(operation, "requestSize", options.requestSize, Protocol.Limits.MAX_REQUEST_SIZE)
+      const offset = yield* transfer.toOffset(operation, "offset", options.offset ?? 0)
+      const writer = yield* transfer.nbdWriter(operation, target, ALL_LANES, { offset })
+      return Sink.map(
+        transfer.sequentialSink(
+          { ...writer, maxRequest: Math.min(writer.maxRequest, requestSize) },
+          {
+            offset,
+            inFlight: requests * writer.lanes,
+            detectZeroes: options.detectZeroes ?? false,
+            flush: options.flush ?? false,
+            operation
+          }
+        ),
+        (written) => BigInt(written)
+      )
+    })
+  )

@@ -1,0 +1,567 @@
+/**
+ * The machinery under NbdStream and NbdCopy: random-access readers and writers (NBD handles and pools here,
+ * files in nbdCopy.ts), a planner that hands out pieces of a range (data, or zero extents from block status),
+ * a pool of reusable request buffers, progress counters, and the three ways to move bytes: workers between
+ * two random-access sides, an ordered stream out of a reader, and a sequential sink into a writer.
+ */
+import * as Chunk from "effect/Chunk"
+import * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as Sink from "effect/Sink"
+import * as Stream from "effect/Stream"
+import * as Nbd from "../Nbd.js"
+import * as NbdError from "../NbdError.js"
+import type * as NbdPool from "../NbdPool.js"
+import * as Protocol from "../Protocol.js"
+import { handlesOf } from "./nbdPool.js"
+
+/** nbdcopy's defaults: 256 KiB requests, 64 in flight per connection. */
+export const DEFAULT_REQUEST_SIZE = 256 * 1024
+export const DEFAULT_REQUESTS = 64
+export const MAX_REQUESTS = 1024
+
+/** The largest zero extent handed out at once (one NBD_CMD_WRITE_ZEROES), and the largest block-status range. */
+export const MAX_ZERO = 1 << 30
+export const MAX_STATUS = 1 << 30
+
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER)
+
+/** A piece of work: a range, and whether it is known to read as zeroes. */
+export interface Item {
+  readonly offset: number
+  readonly length: number
+  readonly zero: boolean
+}
+
+/** Starting an I/O gives the effect that waits for it: many can be started before the first is awaited. */
+export type Start<E> = Effect.Effect<Effect.Effect<unknown, E>, E>
+
+const started: Start<never> = Effect.succeed(Effect.void)
+
+/** A source that can be read anywhere, on lane (connection or file handle) `lane`. */
+export interface Reader<E> {
+  readonly size: number
+  readonly lanes: number
+  /** The largest request this side takes. */
+  readonly maxRequest: number
+  readonly read: (lane: number, offset: number, into: Uint8Array) => Start<E>
+  /** Base:allocation extents from `offset` (at least one, within the range), when the source knows them. */
+  readonly extents: ((offset: number, length: number) => Effect.Effect<ReadonlyArray<Item>, E>) | undefined
+}
+
+/** A destination that can be written anywhere. */
+export interface Writer<E> {
+  readonly lanes: number
+  readonly maxRequest: number
+  /** Nothing is stored (null:): reads need no zero check. */
+  readonly discards: boolean
+  readonly write: (lane: number, offset: number, data: Uint8Array) => Start<E>
+  /** Makes a range read as zeroes: skipped when the destination is known zero, else zeroed or written. */
+  readonly zero: (lane: number, offset: number, length: number) => Start<E>
+  /** The end: `size` is where the data ended (the source's size in a copy); `flush` asks for durability. */
+  readonly finish: (size: number, flush: boolean) => Effect.Effect<void, E>
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Errors and checks
+// ---------------------------------------------------------------------------------------------------------------
+
+export const invalidArgument = (operation: string, message: string, errno = "EINVAL") =>
+  new NbdError.InvalidArgumentError({ errno, operation, message })
+
+/** An offset or length as a safe number. */
+export const toOffset = (
+  operation: string,
+  what: string,
+  v: number | bigint
+): Effect.Effect<number, NbdError.InvalidArgumentError> => {
+  if (typeof v === "bigint")
+    return v >= 0n && v <= MAX_SAFE
+      ? Effect.succeed(Number(v))
+      : Effect.fail(invalidArgument(operation, `${what} is out of range: ${v}`, "ERANGE"))
+  return Number.isSafeInteger(v) && v >= 0
+    ? Effect.succeed(v)
+    : Effect.fail(invalidArgument(operation, `${what} must be a non-negative integer, got ${v}`))
+}
+
+/** Whether every byte is zero, four at a time where the alignment allows. */
+export const isAllZero = (b: Uint8Array): boolean => {
+  const n = b.length
+  if (n === 0) return true
+  // Data usually shows itself in the first or the last byte.
+  if (b[0] !== 0 || b[n - 1] !== 0) return false
+  let i = 0
+  while (i < n && ((b.byteOffset + i) & 3) !== 0) if (b[i++] !== 0) return false
+  const words = (n - i) >>> 2
+  if (words > 0) {
+    const w = new Uint32Array(b.buffer, b.byteOffset + i, words)
+    for (let j = 0; j < words; j++) if (w[j] !== 0) return false
+    i += words * 4
+  }
+  for (; i < n; i++) if (b[i] !== 0) return false
+  return true
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// NBD sides
+// ---------------------------------------------------------------------------------------------------------------
+
+/** The largest request a handle takes: the server's maximum block size, within libnbd's payload cap. */
+const requestLimit = (h: Nbd.Handle): Effect.Effect<number, NbdError.NbdError> =>
+  Effect.zipWith(Nbd.getBlockSize(h, "maximum"), Nbd.getBlockSize(h, "payload"), (maximum, payload) =>
+    maximum > 0 ? Math.min(maximum, payload) : payload
+  )
+
+const exportSize = (operation: string, h: Nbd.Handle): Effect.Effect<number, NbdError.NbdError> =>
+  Effect.flatMap(Nbd.getSize(h), (size) => toOffset(operation, "the export size", size))
+
+/** Base:allocation extents as items over `[offset, offset + length)`, neighbours of one kind joined. */
+const itemsOf = (entries: ReadonlyArray<Nbd.BlockStatusEntry>, offset: number, length: number): ReadonlyArray<Item> => {
+  const items: Array<Item> = []
+  const end = offset + length
+  let at = offset
+  for (const e of entries.find((x) => x.context === "base:allocation")?.extents ?? []) {
+    if (at >= end) break
+    const len = Math.min(Number(e.length), end - at)
+    if (len <= 0) continue
+    const zero = (e.flags & Protocol.STATE_ZERO) !== 0
+    const last = items[items.length - 1]
+    if (last !== undefined && last.zero === zero) items[items.length - 1] = { ...last, length: last.length + len }
+    else items.push({ offset: at, length: len, zero })
+    at += len
+  }
+  // A server that answered nothing usable: the range is data.
+  return items.length > 0 ? items : [{ offset, length, zero: false }]
+}
+
+/** The handles of a target, at most `lanes` of them. */
+const lanesOf = (target: NbdPool.Target, lanes: number): ReadonlyArray<Nbd.Handle> =>
+  handlesOf(target).slice(0, Math.max(1, lanes))
+
+/** A handle or pool as a reader; block status is used when `sparse` and the source negotiated base:allocation. */
+export const nbdReader = (
+  operation: string,
+  target: NbdPool.Target,
+  lanes: number,
+  sparse: boolean
+): Effect.Effect<Reader<NbdError.NbdError>, NbdError.NbdError> =>
+  Effect.gen(function* () {
+    const handles = lanesOf(target, lanes)
+    const h0 = handles[0]!
+    const size = yield* exportSize(operation, h0)
+    const maxRequest = yield* requestLimit(h0)
+    const allocation = sparse && (yield* Effect.orElseSucceed(Nbd.canMetaContext(h0, "base:allocation"), () => false))
+    return {
+      size,
+      lanes: handles.length,
+      maxRequest,
+      read: (lane, offset, into) =>
+        Effect.map(Nbd.aioPread(handles[lane]!, into.length, offset, { buffer: into }), (c) => c.await),
+      extents: allocation
+        ? (offset, length) => Effect.map(Nbd.blockStatus(h0, length, offset), (e) => itemsOf(e, offset, length))
+        : undefined
+    }
+  })
+
+/** The options of an NBD writer. */
+export interface NbdWriterOptions {
+  /** The source's size when known: a smaller destination fails at once with ENOSPC. */
+  readonly sourceSize?: number | undefined
+  /** Where the data starts (a write sink at an offset). */
+  readonly offset?: number | undefined
+  readonly destinationIsZero?: boolean | undefined
+}
+
+/**
+ * A handle or pool as a writer: read-only fails with EPERM, a source larger than the export with ENOSPC;
+ * zero ranges become NBD_CMD_WRITE_ZEROES where the server has it, else writes of a shared zero buffer.
+ */
+export const nbdWriter = (
+  operation: string,
+  target: NbdPool.Target,
+  lanes: number,
+  options: NbdWriterOptions
+): Effect.Effect<Writer<NbdError.NbdError>, NbdError.NbdError> =>
+  Effect.gen(function* () {
+    const handles = lanesOf(target, lanes)
+    const h0 = handles[0]!
+    const size = yield* exportSize(operation, h0)
+    if (yield* Nbd.isReadOnly(h0))
+      return yield* Effect.fail(invalidArgument(operation, "the destination export is read-only", "EPERM"))
+    const start = options.offset ?? 0
+    if (options.sourceSize !== undefined && start + options.sourceSize > size)
+      return yield* Effect.fail(
+        invalidArgument(
+          operation,
+          `the destination (${size} bytes) is smaller than the source (${options.sourceSize} bytes)`,
+          "ENOSPC"
+        )
+      )
+    const canZero = yield* Nbd.canZero(h0)
+    const canFlush = yield* Nbd.canFlush(h0)
+    const maxRequest = yield* requestLimit(h0)
+    let zeroes: Uint8Array | undefined
+    const outOfSpace = Effect.fail(
+      invalidArgument(operation, `the source is larger than the destination (${size} bytes)`, "ENOSPC")
+    )
+    const fits = (offset: number, length: number) => offset + length <= size
+    const writeZeroes = (h: Nbd.Handle, offset: number, length: number) =>
+      Effect.gen(function* () {
+        zeroes ??= new Uint8Array(Math.min(maxRequest, 1 << 20))
+        for (let done = 0; done < length; done += zeroes.length)
+          yield* Nbd.pwrite(h, zeroes.subarray(0, Math.min(zeroes.length, length - done)), offset + done)
+        return Effect.void
+      })
+    return {
+      lanes: handles.length,
+      maxRequest,
+      discards: false,
+      write: (lane, offset, data) =>
+        fits(offset, data.length)
+          ? Effect.map(Nbd.aioPwrite(handles[lane]!, data, offset), (c) => c.await)
+          : outOfSpace,
+      zero: (lane, offset, length) =>
+        !fits(offset, length)
+          ? outOfSpace
+          : options.destinationIsZero
+            ? started
+            : canZero
+              ? Effect.map(Nbd.aioZero(handles[lane]!, length, offset), (c) => c.await)
+              : writeZeroes(handles[lane]!, offset, length),
+      finish: (_size, flush) =>
+        flush && canFlush
+          ? Effect.forEach(handles, (h) => Nbd.flush(h), { concurrency: "unbounded", discard: true })
+          : Effect.void
+    }
+  })
+
+/** null: every byte is dropped. */
+export const discardWriter: Writer<never> = {
+  lanes: Number.POSITIVE_INFINITY,
+  maxRequest: Number.POSITIVE_INFINITY,
+  discards: true,
+  write: () => started,
+  zero: () => started,
+  finish: () => Effect.void
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Planning, buffers, progress
+// ---------------------------------------------------------------------------------------------------------------
+
+/** Hands out the pieces of `[start, end)` in offset order: data of at most `requestSize`, zero extents of at most `maxZero`. */
+export class Planner<E> {
+  private queue: ReadonlyArray<Item> = []
+  private head = 0
+  /** Without extents, the next offset to hand out; with them, where the known map ends. */
+  private known: number
+  private readonly lock = Effect.unsafeMakeSemaphore(1)
+  constructor(
+    private readonly extents: Reader<E>["extents"],
+    start: number,
+    private readonly end: number,
+    private readonly requestSize: number,
+    private readonly maxZero: number
+  ) {
+    this.known = start
+  }
+
+  /** The next piece, undefined at the end, or null when the map must be fetched first (`refill`). */
+  takeSync(): Item | undefined | null {
+    if (this.extents === undefined) {
+      const at = this.known
+      if (at >= this.end) return undefined
+      const length = Math.min(this.requestSize, this.end - at)
+      this.known = at + length
+      return { offset: at, length, zero: false }
+    }
+    if (this.head >= this.queue.length) return this.known >= this.end ? undefined : null
+    const item = this.queue[this.head]!
+    const length = Math.min(item.length, item.zero ? this.maxZero : this.requestSize)
+    if (length === item.length) this.head++
+    else
+      (this.queue as Array<Item>)[this.head] = {
+        offset: item.offset + length,
+        length: item.length - length,
+        zero: item.zero
+      }
+    return length === item.length ? item : { offset: item.offset, length, zero: item.zero }
+  }
+
+  /** Fetches the next part of the map once the last is used up. */
+  readonly refill: Effect.Effect<void, E> = Effect.suspend(() => {
+    if (this.extents === undefined || this.head < this.queue.length || this.known >= this.end) return Effect.void
+    const from = this.known
+    return Effect.map(this.extents(from, Math.min(MAX_STATUS, this.end - from)), (items) => {
+      this.queue = [...items]
+      this.head = 0
+      const last = items[items.length - 1]!
+      this.known = last.offset + last.length
+    })
+  })
+
+  /** The next piece for one of many workers: the map is fetched by one of them at a time. */
+  readonly next: Effect.Effect<Item | undefined, E> = Effect.suspend(() => {
+    const item = this.takeSync()
+    return item !== null ? Effect.succeed(item) : Effect.zipRight(this.lock.withPermits(1)(this.refill), this.next)
+  })
+}
+
+/** Request buffers, reused once the write that used one completes: at most one per worker is ever allocated. */
+export class BufferPool {
+  private readonly free: Array<Uint8Array> = []
+  allocated = 0
+  constructor(readonly size: number) {}
+  acquire(length: number): Uint8Array {
+    let buffer = this.free.pop()
+    if (buffer === undefined) {
+      buffer = new Uint8Array(this.size)
+      this.allocated++
+    }
+    return length === this.size ? buffer : buffer.subarray(0, length)
+  }
+  release(view: Uint8Array): void {
+    this.free.push(view.length === this.size ? view : new Uint8Array(view.buffer, 0, this.size))
+  }
+}
+
+/** What a transfer has done so far. */
+export class Tracker {
+  bytes = 0
+  dataBytes = 0
+  zeroBytes = 0
+  total: number | undefined
+  startedAt = 0
+  data(n: number): void {
+    this.bytes += n
+    this.dataBytes += n
+  }
+  zero(n: number): void {
+    this.bytes += n
+    this.zeroBytes += n
+  }
+  readonly begin: Effect.Effect<void> = Effect.map(Clock.currentTimeMillis, (now) => {
+    this.startedAt = now
+  })
+  /** Bytes done, the total when known, and the average rate in bytes per second. */
+  readonly snapshot: Effect.Effect<{ bytes: bigint; total: bigint | undefined; rate: number }> = Effect.map(
+    Clock.currentTimeMillis,
+    (now) => {
+      const seconds = (now - this.startedAt) / 1000
+      return {
+        bytes: BigInt(this.bytes),
+        total: this.total === undefined ? undefined : BigInt(this.total),
+        rate: seconds > 0 ? this.bytes / seconds : 0
+      }
+    }
+  )
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Moving bytes
+// ---------------------------------------------------------------------------------------------------------------
+
+/**
+ * Random-access source to random-access destination, nbdcopy's way: `lanes × requests` workers, each
+ * taking the next piece, reading it into a pooled buffer, writing it (or zeroing it when it reads as
+ * zeroes), and giving the buffer back once the write completed. One fiber per request slot, none per request.
+ */
+export const copyRandom = <E1, E2>(
+  reader: Reader<E1>,
+  writer: Writer<E2>,
+  planner: Planner<E1>,
+  options: {
+    readonly lanes: number
+    readonly requests: number
+    readonly buffers: BufferPool
+    readonly detectZeroes: boolean
+    readonly tracker: Tracker
+  }
+): Effect.Effect<void, E1 | E2> => {
+  const { buffers, detectZeroes, tracker } = options
+  const zeroCheck = detectZeroes && !writer.discards
+  const worker = (lane: number) =>
+    Effect.gen(function* () {
+      while (true) {
+        const item = yield* planner.next
+        if (item === undefined) return
+        const { length, offset } = item
+        if (item.zero) {
+          yield* Effect.flatten(writer.zero(lane, offset, length))
+          tracker.zero(length)
+          continue
+        }
+        const buffer = buffers.acquire(length)
+        yield* Effect.flatten(reader.read(lane, offset, buffer))
+        if (zeroCheck && isAllZero(buffer)) {
+          yield* Effect.flatten(writer.zero(lane, offset, length))
+          tracker.zero(length)
+        } else {
+          yield* Effect.flatten(writer.write(lane, offset, buffer))
+          tracker.data(length)
+        }
+        buffers.release(buffer)
+      }
+    })
+  return Effect.all(
+    Array.from({ length: options.lanes * options.requests }, (_, w) => worker(w % options.lanes)),
+    { concurrency: "unbounded", discard: true }
+  )
+}
+
+/** Started I/O in order, each with what it gives when done, awaited oldest first. */
+class Window<E, A> {
+  private waits: Array<Effect.Effect<unknown, E>> = []
+  private values: Array<A> = []
+  private lengths: Array<number> = []
+  private zeroes: Array<boolean> = []
+  private head = 0
+  get size(): number {
+    return this.waits.length - this.head
+  }
+  push(wait: Effect.Effect<unknown, E>, value: A, length: number, zero: boolean): void {
+    this.waits.push(wait)
+    this.values.push(value)
+    this.lengths.push(length)
+    this.zeroes.push(zero)
+  }
+  /** Waits for the oldest, counts it, and gives its value. */
+  shift(tracker: Tracker | undefined): Effect.Effect<A, E> {
+    const i = this.head++
+    const wait = this.waits[i]!
+    const value = this.values[i]!
+    const length = this.lengths[i]!
+    const zero = this.zeroes[i]!
+    if (this.head === this.waits.length) this.reset()
+    return Effect.as(
+      tracker === undefined ? wait : Effect.tap(wait, () => (zero ? tracker.zero(length) : tracker.data(length))),
+      value
+    )
+  }
+  private reset(): void {
+    this.waits = []
+    this.values = []
+    this.lengths = []
+    this.zeroes = []
+    this.head = 0
+  }
+}
+
+/** The options of an ordered read. */
+export interface OrderedOptions {
+  readonly start: number
+  readonly end: number
+  readonly requestSize: number
+  /** Requests in flight in all. */
+  readonly inFlight: number
+  readonly tracker?: Tracker | undefined
+}
+
+/**
+ * A reader as an ordered stream of fresh buffers: up to `inFlight` reads started ahead (round robin over
+ * the lanes), the oldest awaited first; zero extents come out as zeroed buffers without a read. Its state
+ * is made when the stream runs, so every run reads anew.
+ */
+export const orderedStream = <E>(reader: Reader<E>, options: OrderedOptions): Stream.Stream<Uint8Array, E> =>
+  Stream.suspend(() => {
+    const requestSize = Math.min(options.requestSize, reader.maxRequest)
+    const planner = new Planner(reader.extents, options.start, options.end, requestSize, requestSize)
+    const window = new Window<E, Uint8Array>()
+    const tracker = options.tracker
+    let lane = 0
+    const fill: Effect.Effect<void, E> = Effect.gen(function* () {
+      while (window.size < options.inFlight) {
+        const item = planner.takeSync()
+        if (item === undefined) return
+        if (item === null) {
+          yield* planner.refill
+          continue
+        }
+        const buffer = new Uint8Array(item.length)
+        if (item.zero) window.push(Effect.void, buffer, item.length, true)
+        else {
+          window.push(yield* reader.read(lane, item.offset, buffer), buffer, item.length, false)
+          lane = (lane + 1) % reader.lanes
+        }
+      }
+    })
+    const pull: Effect.Effect<Chunk.Chunk<Uint8Array>, Option.Option<E>> = Effect.flatMap(
+      Effect.mapError(fill, Option.some),
+      () => {
+        if (window.size === 0) return Effect.fail(Option.none())
+        return Effect.mapBoth(window.shift(tracker), { onFailure: Option.some, onSuccess: Chunk.of })
+      }
+    )
+    return Stream.repeatEffectChunkOption(pull)
+  })
+
+/** The options of a sequential sink. */
+export interface SequentialOptions {
+  readonly offset: number
+  /** Writes in flight in all. */
+  readonly inFlight: number
+  readonly detectZeroes: boolean
+  readonly flush: boolean
+  readonly tracker?: Tracker | undefined
+  /** The number of bytes the input must have, when known. */
+  readonly expected?: number | undefined
+  readonly operation: string
+}
+
+/**
+ * A writer as a sink: chunks written one after another from `offset`, split at the writer's request
+ * limit, up to `inFlight` at once (round robin over the lanes); all-zero pieces zeroed when asked. At the end
+ * it waits for every write, finishes the writer (flushing when asked) and gives the bytes written. Fresh
+ * state on every run.
+ */
+export const sequentialSink = <E>(
+  writer: Writer<E>,
+  options: SequentialOptions
+): Sink.Sink<number, Uint8Array, never, E | NbdError.NbdError> =>
+  Sink.suspend(() => {
+    const window = new Window<E, void>()
+    const tracker = options.tracker
+    const maxRequest = Math.min(writer.maxRequest, Protocol.Limits.DEFAULT_PAYLOAD_MAX)
+    const lanes = Number.isFinite(writer.lanes) ? writer.lanes : 1
+    let pos = options.offset
+    let lane = 0
+    const issue = (start: Start<E>, length: number, zero: boolean): Effect.Effect<void, E> =>
+      Effect.flatMap(start, (wait) => {
+        window.push(wait, undefined, length, zero)
+        return window.size > options.inFlight ? window.shift(tracker) : Effect.void
+      })
+    const push = (chunk: Chunk.Chunk<Uint8Array>): Effect.Effect<void, E> =>
+      Effect.gen(function* () {
+        for (const data of chunk) {
+          for (let at = 0; at < data.length; at += maxRequest) {
+            const piece = at === 0 && data.length <= maxRequest ? data : data.subarray(at, at + maxRequest)
+            const offset = pos
+            pos += piece.length
+            if (writer.discards) {
+              tracker?.data(piece.length)
+              continue
+            }
+            if (options.detectZeroes && isAllZero(piece))
+              yield* issue(writer.zero(lane, offset, piece.length), piece.length, true)
+            else yield* issue(writer.write(lane, offset, piece), piece.length, false)
+            lane = (lane + 1) % lanes
+          }
+        }
+      })
+    const end: Effect.Effect<number, E | NbdError.NbdError> = Effect.gen(function* () {
+      while (window.size > 0) yield* window.shift(tracker)
+      const written = pos - options.offset
+      if (options.expected !== undefined && written !== options.expected)
+        return yield* Effect.fail(
+          invalidArgument(
+            options.operation,
+            `the source gave ${written} bytes where its size said ${options.expected}`,
+            "EIO"
+          )
+        )
+      yield* writer.finish(pos, options.flush)
+      return written
+    })
+    return Sink.forEachChunk(push).pipe(Sink.mapEffect(() => end))
+  })
