@@ -17,6 +17,7 @@ import * as Fs from "node:fs"
 import * as Net from "node:net"
 import * as Path from "node:path"
 import { nbdkit, qemuNbd, tempDir } from "../util/peers.js"
+import { formatJson } from "./hostile-server.js"
 import * as Session from "./session.js"
 import { ClientSplitter, encodeTranscript, type Exchange, type Transcript, transcriptsDirectory } from "./transcript.js"
 
@@ -153,11 +154,9 @@ const record = (peer: Peer): Effect.Effect<Transcript> =>
 
 const write = (t: Transcript): Effect.Effect<string> =>
   Effect.promise(async () => {
-    const prettier = await import("prettier")
     const file = Path.join(transcriptsDirectory(), `${t.name}.json`)
-    const options = (await prettier.resolveConfig(file)) ?? {}
     Fs.mkdirSync(Path.dirname(file), { recursive: true })
-    Fs.writeFileSync(file, await prettier.format(JSON.stringify(encodeTranscript(t)), { ...options, parser: "json" }))
+    Fs.writeFileSync(file, await formatJson(file, encodeTranscript(t)))
     return file
   })
 
