@@ -136,6 +136,21 @@ const closeHandle = (h: internal.HandleImpl): Effect.Effect<void> =>
  * Makes a handle (nbd_create). Closing the scope closes it (nbd_close): a connected handle sends
  * NBD_CMD_DISC, commands still waiting fail with ENOTCONN, and the socket is released.
  *
+ * @example
+ * ```ts
+ * import { Nbd } from "@effect-nbd/core"
+ * import { NodeNbd } from "@effect-nbd/node"
+ * import * as Effect from "effect/Effect"
+ *
+ * // The handle lives as long as its scope: closing the scope disconnects and releases the socket.
+ * const size = Effect.scoped(
+ *   Effect.gen(function* () {
+ *     const h = yield* Nbd.make({ metaContexts: ["base:allocation"] })
+ *     yield* NodeNbd.connectUri(h, "nbd://localhost/disk")
+ *     return yield* Nbd.getSize(h) // bigint
+ *   })
+ * )
+ * ```
  * @since 0.1.0
  * @category constructors
  */
@@ -290,6 +305,16 @@ export const aioConnectSocket = (h: Handle): Effect.Effect<void, NbdError.NbdErr
  * Connects on the socket the `Socket` layer gives and waits until the handle is Ready (Negotiating in
  * option mode), or fails with the error that ended the handshake.
  *
+ * @example
+ * ```ts
+ * import { Nbd } from "@effect-nbd/core"
+ * import * as NodeSocket from "@effect/platform-node/NodeSocket"
+ * import * as Effect from "effect/Effect"
+ *
+ * // Any layer that gives a Socket works; NodeNbd's transports are such layers.
+ * const connect = (h: Nbd.Handle) =>
+ *   Nbd.connectSocket(h).pipe(Effect.provide(NodeSocket.layerNet({ host: "localhost", port: 10809 })))
+ * ```
  * @since 0.1.0
  * @category connecting
  */
@@ -1162,6 +1187,19 @@ export const aioPread = (
 
 /**
  * Reads `count` bytes at `offset`: all or nothing.
+ * @example
+ * ```ts
+ * import { Nbd } from "@effect-nbd/core"
+ * import * as Effect from "effect/Effect"
+ *
+ * const read = (h: Nbd.Handle) =>
+ *   Effect.gen(function* () {
+ *     const sector = yield* Nbd.pread(h, 512, 0) // a new buffer
+ *     const buffer = new Uint8Array(1024 * 1024)
+ *     yield* Nbd.pread(h, buffer.length, 1n << 30n, { buffer }) // into a buffer you reuse
+ *     return { sector, buffer }
+ *   })
+ * ```
  * @since 0.1.0
  * @category commands
  */
@@ -1211,6 +1249,14 @@ export const aioPwrite = (
 
 /**
  * Writes `data` at `offset` (flags: FUA).
+ * @example
+ * ```ts
+ * import { Nbd, Protocol } from "@effect-nbd/core"
+ *
+ * // Written through to stable storage before the reply (FUA), where the server can.
+ * const write = (h: Nbd.Handle) =>
+ *   Nbd.pwrite(h, new TextEncoder().encode("hello"), 4096, { flags: Protocol.CmdFlag.FUA })
+ * ```
  * @since 0.1.0
  * @category commands
  */
@@ -1425,6 +1471,22 @@ export const aioBlockStatus = (
 
 /**
  * NBD_CMD_BLOCK_STATUS: the extents of every negotiated meta context over the range (flags: REQ_ONE).
+ * @example
+ * ```ts
+ * import { Nbd, Protocol } from "@effect-nbd/core"
+ * import { NodeNbd } from "@effect-nbd/node"
+ * import * as Effect from "effect/Effect"
+ *
+ * // Ask for base:allocation before connecting: without a negotiated context, blockStatus fails (ENOTSUP).
+ * const holes = Effect.scoped(
+ *   Effect.gen(function* () {
+ *     const h = yield* Nbd.make({ metaContexts: ["base:allocation"] })
+ *     yield* NodeNbd.connectUri(h, "nbd+unix:///?socket=/tmp/nbd.sock")
+ *     const [allocation] = yield* Nbd.blockStatus(h, 1024 * 1024, 0)
+ *     return (allocation?.extents ?? []).filter((e) => (e.flags & Protocol.STATE_HOLE) !== 0).length
+ *   })
+ * )
+ * ```
  * @since 0.1.0
  * @category commands
  */
@@ -1525,6 +1587,15 @@ export const aioDisconnect = (h: Handle): Effect.Effect<void, NbdError.NbdError>
  * Ends the connection gracefully: in option mode NBD_OPT_ABORT; otherwise NBD_CMD_DISC after the commands
  * already queued, then waits until the server has closed the connection. With `abandonPending`, commands
  * not yet sent fail with ENOTCONN and are never sent.
+ * @example
+ * ```ts
+ * import { Nbd } from "@effect-nbd/core"
+ *
+ * // NBD_CMD_DISC after what is queued; closing the handle's scope does the same.
+ * const done = (h: Nbd.Handle) => Nbd.shutdown(h)
+ * // Or drop what was not sent yet: those commands fail with ENOTCONN.
+ * const now = (h: Nbd.Handle) => Nbd.shutdown(h, { abandonPending: true })
+ * ```
  * @since 0.1.0
  * @category commands
  */

@@ -372,6 +372,21 @@ export const aioConnectUri = (
 
 /**
  * Connects to an NBD URI and waits for the handshake (nbd_connect_uri).
+ * @example
+ * ```ts
+ * import { Nbd } from "@effect-nbd/core"
+ * import { NodeNbd } from "@effect-nbd/node"
+ * import * as Effect from "effect/Effect"
+ *
+ * const exportName = Effect.scoped(
+ *   Effect.gen(function* () {
+ *     const h = yield* Nbd.make()
+ *     // nbd, nbds (TLS), nbd+unix and nbds+unix URIs, with libnbd's query parameters.
+ *     yield* NodeNbd.connectUri(h, "nbd+unix:///disk?socket=/tmp/nbd.sock")
+ *     return yield* Nbd.getExportName(h) // "disk"
+ *   })
+ * )
+ * ```
  * @since 0.1.0
  * @category connecting
  */

@@ -646,6 +646,24 @@ export const make = (config: Config = {}): Effect.Effect<Service, TestServerErro
 /**
  * A layer with a running `TestServer` for its scope.
  *
+ * @example
+ * ```ts
+ * import { Nbd } from "@effect-nbd/core"
+ * import { NodeNbd } from "@effect-nbd/node"
+ * import { TestServer } from "@effect-nbd/test-server"
+ * import * as Effect from "effect/Effect"
+ *
+ * const roundTrip = Effect.gen(function* () {
+ *   const server = yield* TestServer.TestServer
+ *   const h = yield* Nbd.make()
+ *   yield* NodeNbd.connectUri(h, server.uriFor("scratch"))
+ *   yield* Nbd.pwrite(h, new Uint8Array(512).fill(1), 0)
+ *   return yield* Nbd.pread(h, 512, 0)
+ * }).pipe(
+ *   Effect.scoped,
+ *   Effect.provide(TestServer.layer({ exports: [{ name: "scratch", size: 64 * 1024 * 1024 }] }))
+ * )
+ * ```
  * @since 0.1.0
  * @category layers
  */
