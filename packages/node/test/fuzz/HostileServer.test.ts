@@ -52,16 +52,25 @@ describe("hostile servers against the client", () => {
 
   describe("regressions: every case that ever broke a rule", () => {
     let server: ReplayServer
+    let unhandled = 0
+    const onUnhandled = (): void => {
+      unhandled += 1
+    }
     beforeAll(async () => {
+      process.on("unhandledRejection", onUnhandled)
       server = await makeReplayServer()
     })
-    afterAll(() => server.close())
+    afterAll(async () => {
+      process.off("unhandledRejection", onUnhandled)
+      await server.close()
+    })
 
     for (const r of loadRegressions()) {
       it(`${r.file}: ${r.origin}`, async () => {
         const result = await runPlan(server, r.plan)
         expect(BAD, result.detail).not.toContain(result.outcome)
         expect(server.openConnections()).toBe(0)
+        expect(unhandled).toBe(0)
       })
     }
   })

@@ -18,7 +18,7 @@ import * as Session from "./session.js"
 import { fromHex, fuzzDirectory, loadTranscripts, toHex } from "./transcript.js"
 
 /** Verdicts that break the rules: each is saved as a regression. */
-export const BAD = ["timeout", "defect", "untyped", "leak", "unhandled"] as const
+export const BAD = ["timeout", "defect", "untyped", "lost", "leak", "unhandled"] as const
 
 export interface CaseResult {
   /** "success", `Tag/errno` of the first error, or one of `BAD`. */
@@ -172,11 +172,17 @@ const withTimeout = <A>(promise: Promise<A>, ms: number): Promise<A | "timeout">
     )
   })
 
-/** The session's verdict: an untyped error anywhere is a failure even when an earlier step failed typed. */
+/**
+ * The session's verdict: an untyped error anywhere is a failure even when an earlier step failed typed, and so
+ * is a command still in flight once the session is over.
+ */
 const verdict = (result: Session.SessionResult): { outcome: string; detail: string } => {
   const untyped = result.find((s) => "error" in s && !s.error.typed)
   if (untyped !== undefined && "error" in untyped)
     return { outcome: "untyped", detail: `${untyped.step}: ${untyped.error.message}` }
+  const inFlight = result.find((s) => s.step === "in-flight")
+  if (inFlight !== undefined && "ok" in inFlight && inFlight.ok !== 0)
+    return { outcome: "lost", detail: `${String(inFlight.ok)} commands still in flight after the session` }
   return { outcome: Session.outcomeOf(result), detail: JSON.stringify(result) }
 }
 

@@ -1,6 +1,7 @@
 /**
  * The client session every transcript records and every replay repeats: connect with base:allocation, read
- * what the handshake told, then read, write, read back, read structured, block status, flush and disconnect.
+ * what the handshake told, then read, write, read back, read structured, three reads in flight at once, block
+ * status, flush, disconnect, and count the commands still in flight (none may be).
  * Each step's outcome is kept as plain JSON (bigints as strings, data as a digest), so two runs compare with
  * `toEqual` and a recording can store what the live session returned.
  */
@@ -79,52 +80,37 @@ const renderEntries = (entries: ReadonlyArray<Nbd.BlockStatusEntry>) =>
     extents: e.extents.map((x) => [String(x.length), x.flags])
   }))
 
+/** Three reads in flight at once, so replies can interleave and a dying connection has several to fail. */
+const pipelinedReads = (h: Nbd.Handle) =>
+  Effect.flatMap(
+    Effect.all([Nbd.aioPread(h, 512, 0), Nbd.aioPread(h, 512, 512), Nbd.aioPread(h, 512, 1024)]),
+    (commands) => Effect.all(commands.map((c) => c.await))
+  )
+
+const none = (): null => null
+const same = <A>(a: A): A => a
+const digestAll = (all: ReadonlyArray<Uint8Array>) => all.map(digest)
+const renderStructured = (r: Nbd.StructuredRead) => ({ data: digest(r.data), chunks: r.chunks })
+
 /** Runs the session against the server at the Unix socket `path`; never fails: each step reports its outcome. */
 export const run = (path: string): Effect.Effect<SessionResult, never, Scope.Scope> =>
   Effect.gen(function* () {
     const h = yield* Effect.orDie(Nbd.make())
     yield* Effect.ignore(Nbd.addMetaContext(h, "base:allocation"))
-    return yield* Effect.all(
-      [
-        step(
-          "connect",
-          () => NodeNbd.connectUnix(h, path),
-          () => null
-        ),
-        step(
-          "info",
-          () => info(h),
-          (i) => i
-        ),
-        step("pread 0+1024", () => Nbd.pread(h, 1024, 0), digest),
-        step(
-          "pwrite 1024+1024",
-          () => Nbd.pwrite(h, pattern(1024), 1024),
-          () => null
-        ),
-        step("pread 0+4096", () => Nbd.pread(h, 4096, 0), digest),
-        step(
-          "pread-structured 512+2048",
-          () => Nbd.preadStructured(h, 2048, 512),
-          (r) => ({
-            data: digest(r.data),
-            chunks: r.chunks
-          })
-        ),
-        step("block-status 0+65536", () => Nbd.blockStatus(h, 65536, 0), renderEntries),
-        step(
-          "flush",
-          () => Nbd.flush(h),
-          () => null
-        ),
-        step(
-          "shutdown",
-          () => Nbd.shutdown(h),
-          () => null
-        )
-      ],
-      { concurrency: 1 }
-    )
+    const steps = [
+      step("connect", () => NodeNbd.connectUnix(h, path), none),
+      step("info", () => info(h), same),
+      step("pread 0+1024", () => Nbd.pread(h, 1024, 0), digest),
+      step("pwrite 1024+1024", () => Nbd.pwrite(h, pattern(1024), 1024), none),
+      step("pread 0+4096", () => Nbd.pread(h, 4096, 0), digest),
+      step("pread-structured 512+2048", () => Nbd.preadStructured(h, 2048, 512), renderStructured),
+      step("pipelined reads 3x512", () => pipelinedReads(h), digestAll),
+      step("block-status 0+65536", () => Nbd.blockStatus(h, 65536, 0), renderEntries),
+      step("flush", () => Nbd.flush(h), none),
+      step("shutdown", () => Nbd.shutdown(h), none),
+      step("in-flight", () => Nbd.aioInFlight(h), same)
+    ]
+    return yield* Effect.all(steps, { concurrency: 1 })
   })
 
 /** The session's verdict in a word: "success", or the first error as `Tag/errno`. */
