@@ -13,12 +13,14 @@ import * as Scope from "effect/Scope"
 import type * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as HandleState from "./HandleState.js"
-import { utf8 } from "./internal/bytes.js"
 import * as blockStatusInternal from "./internal/blockStatus.js"
 import * as commands from "./internal/commands.js"
 import { Connection } from "./internal/connection.js"
+import * as debug from "./internal/debug.js"
 import * as internal from "./internal/handle.js"
 import * as handshake from "./internal/handshake.js"
+import * as settingRules from "./internal/settings.js"
+import * as version from "./internal/version.js"
 import * as NbdError from "./NbdError.js"
 import * as NbdUri from "./NbdUri.js"
 import * as Protocol from "./Protocol.js"
@@ -82,6 +84,10 @@ export interface Settings {
   readonly requestBlockSize?: boolean
   readonly handshakeFlags?: number
   readonly strictMode?: number
+  /** Whether reads zero their buffer before any check (default true); see `setPreadInitialize`. */
+  readonly preadInitialize?: boolean
+  /** Debug messages through Effect's logger (default false); see `setDebug`. */
+  readonly debug?: boolean
 }
 
 /**
@@ -134,7 +140,9 @@ const closeHandle = (h: internal.HandleImpl): Effect.Effect<void> =>
 
 /**
  * Makes a handle (nbd_create). Closing the scope closes it (nbd_close): a connected handle sends
- * NBD_CMD_DISC, commands still waiting fail with ENOTCONN, and the socket is released.
+ * NBD_CMD_DISC, commands still waiting fail with ENOTCONN, and the socket is released. Every setting is
+ * checked by its setter's rule first: a bad one fails with `InvalidArgumentError` (operation "nbd_create",
+ * the setting named in the message, the setter's errno) and no handle is made.
  *
  * @example
  * ```ts
@@ -154,8 +162,10 @@ const closeHandle = (h: internal.HandleImpl): Effect.Effect<void> =>
  * @since 0.1.0
  * @category constructors
  */
-export const make = (settings: Settings = {}): Effect.Effect<Handle, never, Scope.Scope> =>
+export const make = (settings: Settings = {}): Effect.Effect<Handle, NbdError.NbdError, Scope.Scope> =>
   Effect.gen(function* () {
+    const invalid = settingRules.validate("nbd_create", settings)
+    if (invalid !== undefined) return yield* Effect.fail(invalid)
     const scope = yield* Effect.scope
     const connectionScope = yield* Scope.fork(scope, ExecutionStrategy.sequential)
     const state = yield* SubscriptionRef.make<HandleState.HandleState>(HandleState.Created)
@@ -168,7 +178,23 @@ export const make = (settings: Settings = {}): Effect.Effect<Handle, never, Scop
     const handle: Handle = { [TypeId]: TypeId }
     impls.set(handle, impl)
     yield* Scope.addFinalizer(scope, closeHandle(impl))
+    if (impl.settings.debug) yield* debug.watchState(impl)
     return handle
+  })
+
+/**
+ * Runs a call when its effect runs, never when it is built, on the handle's record; with debug on, logs the
+ * call's entry and its result.
+ */
+const call = <A, E, R>(
+  h: Handle,
+  operation: string,
+  body: (impl: internal.HandleImpl) => Effect.Effect<A, E, R>,
+  args?: () => string
+): Effect.Effect<A, E, R> =>
+  Effect.suspend(() => {
+    const impl = toImpl(h)
+    return impl.settings.debug ? debug.traceCall(impl, operation, body(impl), args) : body(impl)
   })
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -266,6 +292,20 @@ const kill = (h: internal.HandleImpl, conn: Connection, error: NbdError.NbdError
   })
 
 /**
+ * Options of a connect on a socket.
+ * @since 0.1.0
+ * @category models
+ */
+export interface ConnectOptions {
+  /**
+   * The libnbd call the errors of this connect name (default `nbd_aio_connect_socket`, or
+   * `nbd_connect_socket` for `connectSocket`): a transport that wraps these calls passes its own
+   * (`nbd_connect_unix`, `nbd_aio_connect_tcp`, ...), so a failure names the call the user made.
+   */
+  readonly operation?: string
+}
+
+/**
  * Begins the handshake on the socket the `Socket` layer gives, and returns at once: the state is
  * Connecting right after. `connectSocket` waits for the end of the handshake. When the context also holds a
  * `StartTls` service for that socket, TLS ("allow" or "require") upgrades the connection after
@@ -274,10 +314,20 @@ const kill = (h: internal.HandleImpl, conn: Connection, error: NbdError.NbdError
  * @since 0.1.0
  * @category connecting
  */
-export const aioConnectSocket = (h: Handle): Effect.Effect<void, NbdError.NbdError, Socket.Socket> =>
+export const aioConnectSocket = (
+  h: Handle,
+  options: ConnectOptions = {}
+): Effect.Effect<void, NbdError.NbdError, Socket.Socket> =>
+  beginConnect(h, options.operation ?? "nbd_aio_connect_socket")
+
+const beginConnect = (h: Handle, operation: string): Effect.Effect<void, NbdError.NbdError, Socket.Socket> =>
+  call(h, operation, (impl) => startHandshake(impl, operation))
+
+const startHandshake = (
+  impl: internal.HandleImpl,
+  operation: string
+): Effect.Effect<void, NbdError.NbdError, Socket.Socket> =>
   Effect.gen(function* () {
-    const impl = toImpl(h)
-    const operation = "nbd_aio_connect_socket"
     yield* claimForConnect(impl, operation)
     const socket = yield* Socket.Socket
     impl.startTls = Option.getOrUndefined(yield* Effect.serviceOption(StartTls.StartTls))
@@ -318,8 +368,11 @@ export const aioConnectSocket = (h: Handle): Effect.Effect<void, NbdError.NbdErr
  * @since 0.1.0
  * @category connecting
  */
-export const connectSocket = (h: Handle): Effect.Effect<void, NbdError.NbdError, Socket.Socket> =>
-  Effect.zipRight(aioConnectSocket(h), awaitConnected(h))
+export const connectSocket = (
+  h: Handle,
+  options: ConnectOptions = {}
+): Effect.Effect<void, NbdError.NbdError, Socket.Socket> =>
+  Effect.zipRight(beginConnect(h, options.operation ?? "nbd_connect_socket"), awaitConnected(h))
 
 /**
  * Waits for a handshake begun by `aioConnectSocket` to finish.
@@ -357,50 +410,62 @@ export const setTransportUri = (h: Handle, uri: string): Effect.Effect<void> =>
  * @since 0.1.0
  * @category connecting
  */
-export const getUri = (h: Handle): Effect.Effect<string, NbdError.NbdError> => {
-  const impl = toImpl(h)
-  return Effect.zipRight(
-    internal.checkState(impl, "nbd_get_uri", ["connecting", "negotiating", "connected", "closed", "dead"]),
-    impl.uri === undefined
-      ? Effect.fail(
-          internal.invalidArgument(
-            "nbd_get_uri",
-            "the handle was connected on a socket with no known address",
-            "ENOTSUP"
-          )
-        )
-      : // The export name is the current one: libnbd builds the URI from the handle's settings.
-        Effect.map(NbdUri.parse(impl.uri), (uri) => NbdUri.format({ ...uri, exportName: impl.settings.exportName }))
+export const getUri = (h: Handle): Effect.Effect<string, NbdError.NbdError> =>
+  call(h, "nbd_get_uri", (impl) =>
+    Effect.zipRight(
+      internal.checkState(impl, "nbd_get_uri", ["connecting", "negotiating", "connected", "closed", "dead"]),
+      Effect.suspend(() =>
+        impl.uri === undefined
+          ? Effect.fail(
+              internal.invalidArgument(
+                "nbd_get_uri",
+                "the handle was connected on a socket with no known address",
+                "ENOTSUP"
+              )
+            )
+          : // The export name is the current one: libnbd builds the URI from the handle's settings.
+            Effect.map(NbdUri.parse(impl.uri), (uri) => NbdUri.format({ ...uri, exportName: impl.settings.exportName }))
+      )
+    )
   )
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // Settings
 // ---------------------------------------------------------------------------------------------------------------
 
+const describeValue = (value: unknown): string =>
+  typeof value === "string" ? JSON.stringify(value) : Array.isArray(value) ? `[${value.length}]` : String(value)
+
+/**
+ * A setter: in libnbd's order, the state check, then the setting's rule (the one `make` applies too), then
+ * the change.
+ */
 const setting =
   <A>(
-    operation: string,
+    rule: settingRules.Rule,
     permitted: ReadonlyArray<internal.Permitted>,
-    apply: (s: internal.Settings, value: A) => NbdError.NbdError | void
+    apply: (impl: internal.HandleImpl, value: A) => void
   ) =>
-  (h: Handle, value: A): Effect.Effect<void, NbdError.NbdError> => {
-    const impl = toImpl(h)
-    return Effect.flatMap(internal.checkState(impl, operation, permitted), () => {
-      const error = apply(impl.settings, value)
-      return error === undefined ? Effect.void : Effect.fail(error)
-    })
-  }
+  (h: Handle, value: A): Effect.Effect<void, NbdError.NbdError> =>
+    call(
+      h,
+      rule.operation,
+      (impl) =>
+        Effect.flatMap(internal.checkState(impl, rule.operation, permitted), () => {
+          const error = rule.check(rule.operation, value)
+          if (error !== undefined) return Effect.fail(error)
+          apply(impl, value)
+          return Effect.void
+        }),
+      () => describeValue(value)
+    )
 
 const getter =
-  <A>(get: (s: internal.Settings) => A) =>
+  <A>(operation: string, get: (impl: internal.HandleImpl) => A) =>
   (h: Handle): Effect.Effect<A> =>
-    Effect.sync(() => get(toImpl(h).settings))
+    call(h, operation, (impl) => Effect.sync(() => get(impl)))
 
-const checkName = (operation: string, name: string): NbdError.NbdError | undefined =>
-  utf8(name).length > Protocol.Limits.MAX_STRING
-    ? internal.invalidArgument(operation, "name is too long (more than 4096 bytes)", "ENAMETOOLONG")
-    : undefined
+const rules = settingRules.rules
 
 const anyState: ReadonlyArray<internal.Permitted> = [
   "created",
@@ -416,65 +481,64 @@ const anyState: ReadonlyArray<internal.Permitted> = [
  * @since 0.1.0
  * @category settings
  */
-export const setExportName = (h: Handle, name: string): Effect.Effect<void, NbdError.NbdError> =>
-  setting<string>("nbd_set_export_name", ["created", "negotiating"], (s, v) => {
-    const error = checkName("nbd_set_export_name", v)
-    if (error) return error
-    if (s.exportName !== v) {
-      const impl = toImpl(h)
+export const setExportName: (h: Handle, name: string) => Effect.Effect<void, NbdError.NbdError> = setting<string>(
+  rules.exportName,
+  ["created", "negotiating"],
+  (impl, v) => {
+    if (impl.settings.exportName !== v) {
       impl.info = undefined
-      impl.metaContexts = undefined
+      impl.metaValid = false
     }
-    s.exportName = v
-  })(h, name)
+    impl.settings.exportName = v
+  }
+)
 /**
  * @since 0.1.0
  * @category settings
  */
-export const getExportName = getter((s) => s.exportName)
+export const getExportName = getter("nbd_get_export_name", (i) => i.settings.exportName)
 
 /**
+ * The name the handle's debug messages carry (default "nbd1", "nbd2", ...).
  * @since 0.1.0
  * @category settings
  */
-export const setHandleName = setting<string>("nbd_set_handle_name", anyState, (s, v) => {
-  s.handleName = v
+export const setHandleName = setting<string>(rules.handleName, anyState, (i, v) => {
+  i.settings.handleName = v
 })
 /**
  * @since 0.1.0
  * @category settings
  */
-export const getHandleName = getter((s) => s.handleName)
+export const getHandleName = getter("nbd_get_handle_name", (i) => i.settings.handleName)
 
 /**
  * Whether to pause in the Negotiating state after the handshake's automatic steps (default false).
  * @since 0.1.0
  * @category settings
  */
-export const setOptMode = setting<boolean>("nbd_set_opt_mode", ["created"], (s, v) => {
-  s.optMode = v
+export const setOptMode = setting<boolean>(rules.optMode, ["created"], (i, v) => {
+  i.settings.optMode = v
 })
 /**
  * @since 0.1.0
  * @category settings
  */
-export const getOptMode = getter((s) => s.optMode)
+export const getOptMode = getter("nbd_get_opt_mode", (i) => i.settings.optMode)
 
 /**
  * TLS: "disable" (default), "allow" or "require".
  * @since 0.1.0
  * @category settings
  */
-export const setTls = setting<TlsMode>("nbd_set_tls", ["created"], (s, v) => {
-  if (v !== "disable" && v !== "allow" && v !== "require")
-    return internal.invalidArgument("nbd_set_tls", `tls: invalid value for parameter: ${String(v)}`)
-  s.tls = v
+export const setTls = setting<TlsMode>(rules.tls, ["created"], (i, v) => {
+  i.settings.tls = v
 })
 /**
  * @since 0.1.0
  * @category settings
  */
-export const getTls = getter((s) => s.tls)
+export const getTls = getter("nbd_get_tls", (i) => i.settings.tls)
 
 /**
  * The X.509 certificates directory: `ca-cert.pem`, and optionally `client-cert.pem` with `client-key.pem`.
@@ -483,14 +547,14 @@ export const getTls = getter((s) => s.tls)
  * @since 0.1.0
  * @category settings
  */
-export const setTlsCertificates = setting<string>("nbd_set_tls_certificates", ["created"], (s, v) => {
-  s.tlsCertificates = v
+export const setTlsCertificates = setting<string>(rules.tlsCertificates, ["created"], (i, v) => {
+  i.settings.tlsCertificates = v
 })
 /**
  * @since 0.1.0
  * @category settings
  */
-export const getTlsCertificates = getter((s) => s.tlsCertificates)
+export const getTlsCertificates = getter("nbd_get_tls_certificates", (i) => i.settings.tlsCertificates)
 
 /**
  * Whether the server's certificate is verified against the CA, and its name against the TLS host name
@@ -498,29 +562,29 @@ export const getTlsCertificates = getter((s) => s.tlsCertificates)
  * @since 0.1.0
  * @category settings
  */
-export const setTlsVerifyPeer = setting<boolean>("nbd_set_tls_verify_peer", ["created"], (s, v) => {
-  s.tlsVerifyPeer = v
+export const setTlsVerifyPeer = setting<boolean>(rules.tlsVerifyPeer, ["created"], (i, v) => {
+  i.settings.tlsVerifyPeer = v
 })
 /**
  * @since 0.1.0
  * @category settings
  */
-export const getTlsVerifyPeer = getter((s) => s.tlsVerifyPeer)
+export const getTlsVerifyPeer = getter("nbd_get_tls_verify_peer", (i) => i.settings.tlsVerifyPeer)
 
 /**
  * The PSK identity (default: the local login name).
  * @since 0.1.0
  * @category settings
  */
-export const setTlsUsername = setting<string>("nbd_set_tls_username", ["created"], (s, v) => {
-  s.tlsUsername = v
+export const setTlsUsername = setting<string>(rules.tlsUsername, ["created"], (i, v) => {
+  i.settings.tlsUsername = v
 })
 /**
  * The PSK identity set, or undefined when the transport will use the local login name.
  * @since 0.1.0
  * @category settings
  */
-export const getTlsUsername = getter((s) => s.tlsUsername)
+export const getTlsUsername = getter("nbd_get_tls_username", (i) => i.settings.tlsUsername)
 
 /**
  * The name the server's certificate must carry, in preference to the host the transport connected to (and
@@ -528,168 +592,199 @@ export const getTlsUsername = getter((s) => s.tlsUsername)
  * @since 0.1.0
  * @category settings
  */
-export const setTlsHostname = setting<string>("nbd_set_tls_hostname", ["created"], (s, v) => {
-  s.tlsHostname = v
+export const setTlsHostname = setting<string>(rules.tlsHostname, ["created"], (i, v) => {
+  i.settings.tlsHostname = v
 })
 /**
  * The TLS host name set, or "" when none is (as libnbd).
  * @since 0.1.0
  * @category settings
  */
-export const getTlsHostname = getter((s) => s.tlsHostname ?? "")
+export const getTlsHostname = getter("nbd_get_tls_hostname", (i) => i.settings.tlsHostname ?? "")
 
 /**
  * A PSK keys file (`username:hexkey` lines, as `psktool` writes); when set, TLS uses PSK instead of X.509.
  * @since 0.1.0
  * @category settings
  */
-export const setTlsPskFile = setting<string>("nbd_set_tls_psk_file", ["created"], (s, v) => {
-  s.tlsPskFile = v
+export const setTlsPskFile = setting<string>(rules.tlsPskFile, ["created"], (i, v) => {
+  i.settings.tlsPskFile = v
 })
 /**
  * @since 0.1.0
  * @category settings
  */
-export const getTlsPskFile = getter((s) => s.tlsPskFile)
+export const getTlsPskFile = getter("nbd_get_tls_psk_file", (i) => i.settings.tlsPskFile)
 
 /**
  * @since 0.1.0
  * @category settings
  */
-export const setRequestStructuredReplies = setting<boolean>(
-  "nbd_set_request_structured_replies",
-  ["created"],
-  (s, v) => {
-    s.requestStructuredReplies = v
-  }
+export const setRequestStructuredReplies = setting<boolean>(rules.requestStructuredReplies, ["created"], (i, v) => {
+  i.settings.requestStructuredReplies = v
+})
+/**
+ * @since 0.1.0
+ * @category settings
+ */
+export const getRequestStructuredReplies = getter(
+  "nbd_get_request_structured_replies",
+  (i) => i.settings.requestStructuredReplies
 )
-/**
- * @since 0.1.0
- * @category settings
- */
-export const getRequestStructuredReplies = getter((s) => s.requestStructuredReplies)
 
 /**
  * @since 0.1.0
  * @category settings
  */
-export const setRequestExtendedHeaders = setting<boolean>("nbd_set_request_extended_headers", ["created"], (s, v) => {
-  s.requestExtendedHeaders = v
+export const setRequestExtendedHeaders = setting<boolean>(rules.requestExtendedHeaders, ["created"], (i, v) => {
+  i.settings.requestExtendedHeaders = v
 })
 /**
  * @since 0.1.0
  * @category settings
  */
-export const getRequestExtendedHeaders = getter((s) => s.requestExtendedHeaders)
+export const getRequestExtendedHeaders = getter(
+  "nbd_get_request_extended_headers",
+  (i) => i.settings.requestExtendedHeaders
+)
 
 /**
  * Whether connect, `optGo` and `optInfo` send NBD_OPT_SET_META_CONTEXT for the added contexts (default true).
  * @since 0.1.0
  * @category settings
  */
-export const setRequestMetaContext = setting<boolean>(
-  "nbd_set_request_meta_context",
-  ["created", "negotiating"],
-  (s, v) => {
-    s.requestMetaContext = v
-  }
-)
+export const setRequestMetaContext = setting<boolean>(rules.requestMetaContext, ["created", "negotiating"], (i, v) => {
+  i.settings.requestMetaContext = v
+})
 /**
  * @since 0.1.0
  * @category settings
  */
-export const getRequestMetaContext = getter((s) => s.requestMetaContext)
+export const getRequestMetaContext = getter("nbd_get_request_meta_context", (i) => i.settings.requestMetaContext)
 
 /**
  * Adds a meta context to request, e.g. "base:allocation".
  * @since 0.1.0
  * @category settings
  */
-export const addMetaContext = setting<string>("nbd_add_meta_context", ["created", "negotiating"], (s, v) => {
-  const error = checkName("nbd_add_meta_context", v)
-  if (error) return error
-  s.metaContexts.push(v)
-})
-/**
- * @since 0.1.0
- * @category settings
- */
-export const clearMetaContexts = (h: Handle): Effect.Effect<void, NbdError.NbdError> =>
-  setting<void>("nbd_clear_meta_contexts", ["created", "negotiating"], (s) => {
-    s.metaContexts = []
-  })(h, undefined)
-/**
- * The meta contexts that will be requested.
- * @since 0.1.0
- * @category settings
- */
-export const getMetaContexts = getter((s): ReadonlyArray<string> => [...s.metaContexts])
-
-/**
- * Whether INFO and GO also ask for the canonical name and description (default false).
- * @since 0.1.0
- * @category settings
- */
-export const setFullInfo = setting<boolean>("nbd_set_full_info", ["created", "negotiating"], (s, v) => {
-  s.fullInfo = v
-})
-/**
- * @since 0.1.0
- * @category settings
- */
-export const getFullInfo = getter((s) => s.fullInfo)
-
-/**
- * Whether INFO and GO ask for block sizes (default true).
- * @since 0.1.0
- * @category settings
- */
-export const setRequestBlockSize = setting<boolean>(
-  "nbd_set_request_block_size",
+export const addMetaContext = setting<string>(
+  { operation: "nbd_add_meta_context", check: settingRules.checkName },
   ["created", "negotiating"],
-  (s, v) => {
-    s.requestBlockSize = v
+  (i, v) => {
+    i.settings.metaContexts.push(v)
   }
 )
 /**
  * @since 0.1.0
  * @category settings
  */
-export const getRequestBlockSize = getter((s) => s.requestBlockSize)
+export const clearMetaContexts = (h: Handle): Effect.Effect<void, NbdError.NbdError> =>
+  setting<void>({ operation: "nbd_clear_meta_contexts", check: () => undefined }, ["created", "negotiating"], (i) => {
+    i.settings.metaContexts = []
+  })(h, undefined)
+/**
+ * The meta contexts that will be requested.
+ * @since 0.1.0
+ * @category settings
+ */
+export const getMetaContexts = getter("nbd_get_meta_contexts", (i): ReadonlyArray<string> => [
+  ...i.settings.metaContexts
+])
+
+/**
+ * Whether INFO and GO also ask for the canonical name and description (default false).
+ * @since 0.1.0
+ * @category settings
+ */
+export const setFullInfo = setting<boolean>(rules.fullInfo, ["created", "negotiating"], (i, v) => {
+  i.settings.fullInfo = v
+})
+/**
+ * @since 0.1.0
+ * @category settings
+ */
+export const getFullInfo = getter("nbd_get_full_info", (i) => i.settings.fullInfo)
+
+/**
+ * Whether INFO and GO ask for block sizes (default true).
+ * @since 0.1.0
+ * @category settings
+ */
+export const setRequestBlockSize = setting<boolean>(rules.requestBlockSize, ["created", "negotiating"], (i, v) => {
+  i.settings.requestBlockSize = v
+})
+/**
+ * @since 0.1.0
+ * @category settings
+ */
+export const getRequestBlockSize = getter("nbd_get_request_block_size", (i) => i.settings.requestBlockSize)
 
 /**
  * The handshake flags the client offers (FIXED_NEWSTYLE | NO_ZEROES by default).
  * @since 0.1.0
  * @category settings
  */
-export const setHandshakeFlags = setting<number>("nbd_set_handshake_flags", ["created"], (s, v) => {
-  if (!Number.isInteger(v) || (v & ~HandshakeFlag.MASK) !== 0)
-    return internal.invalidArgument("nbd_set_handshake_flags", `flags: invalid value for flag: 0x${v.toString(16)}`)
-  s.handshakeFlags = v
+export const setHandshakeFlags = setting<number>(rules.handshakeFlags, ["created"], (i, v) => {
+  i.settings.handshakeFlags = v
 })
 /**
  * Before connecting, the flags the client will offer; after, the flags agreed with the server.
  * @since 0.1.0
  * @category settings
  */
-export const getHandshakeFlags = (h: Handle): Effect.Effect<number> =>
-  Effect.sync(() => toImpl(h).handshakeFlags ?? toImpl(h).settings.handshakeFlags)
+export const getHandshakeFlags = getter("nbd_get_handshake_flags", (i) => i.handshakeFlags ?? i.settings.handshakeFlags)
 
 /**
  * Client-side checks (`Strict.*`; default all). Allowed in any state.
  * @since 0.1.0
  * @category settings
  */
-export const setStrictMode = setting<number>("nbd_set_strict_mode", anyState, (s, v) => {
-  if (!Number.isInteger(v) || (v & ~Strict.MASK) !== 0)
-    return internal.invalidArgument("nbd_set_strict_mode", `flags: invalid value for flag: 0x${v.toString(16)}`)
-  s.strictMode = v
+export const setStrictMode = setting<number>(rules.strictMode, anyState, (i, v) => {
+  i.settings.strictMode = v
 })
 /**
  * @since 0.1.0
  * @category settings
  */
-export const getStrictMode = getter((s) => s.strictMode)
+export const getStrictMode = getter("nbd_get_strict_mode", (i) => i.settings.strictMode)
+
+/**
+ * Whether a read zeroes its buffer before any check (nbd_set_pread_initialize; default true), so a read
+ * that fails, even for a bad state, never leaves old bytes in a buffer the caller passed. Turning it off
+ * saves the zeroing when buffers are reused and failed reads are discarded. Allowed in any state.
+ * @since 0.1.0
+ * @category settings
+ */
+export const setPreadInitialize = setting<boolean>(rules.preadInitialize, anyState, (i, v) => {
+  i.settings.preadInitialize = v
+})
+/**
+ * @since 0.1.0
+ * @category settings
+ */
+export const getPreadInitialize = getter("nbd_get_pread_initialize", (i) => i.settings.preadInitialize)
+
+/**
+ * Debug messages (nbd_set_debug; default false): each call with its arguments and result, each state change,
+ * and each option and command sent and reply received, logged with `Effect.logDebug` and annotated with
+ * `nbd.handle` (the handle name) and `nbd.call` (the call), so any `Logger` receives them. Effect's default
+ * minimum log level is Info: lower it (`Logger.withMinimumLogLevel(LogLevel.Debug)`) to see them. Allowed
+ * in any state.
+ * @since 0.1.0
+ * @category settings
+ */
+export const setDebug = (h: Handle, debugOn: boolean): Effect.Effect<void, NbdError.NbdError> =>
+  Effect.zipRight(
+    setting<boolean>(rules.debug, anyState, (i, v) => {
+      i.settings.debug = v
+    })(h, debugOn),
+    Effect.suspend(() => (debugOn ? debug.watchState(toImpl(h)) : Effect.void))
+  )
+/**
+ * @since 0.1.0
+ * @category settings
+ */
+export const getDebug = getter("nbd_get_debug", (i) => i.settings.debug)
 
 // ---------------------------------------------------------------------------------------------------------------
 // Option mode
@@ -700,9 +795,14 @@ const optionCall = <A>(
   h: Handle,
   operation: string,
   body: (impl: internal.HandleImpl, conn: Connection) => Effect.Effect<A, NbdError.NbdError>
+): Effect.Effect<A, NbdError.NbdError> => call(h, operation, (impl) => runOption(impl, operation, body))
+
+const runOption = <A>(
+  impl: internal.HandleImpl,
+  operation: string,
+  body: (impl: internal.HandleImpl, conn: Connection) => Effect.Effect<A, NbdError.NbdError>
 ): Effect.Effect<A, NbdError.NbdError> =>
   Effect.gen(function* () {
-    const impl = toImpl(h)
     const claimed = yield* SubscriptionRef.modify(
       impl.state,
       (s): [HandleState.HandleState | undefined, HandleState.HandleState] =>
@@ -749,9 +849,12 @@ export const optInfo = (h: Handle): Effect.Effect<void, NbdError.NbdError> =>
  * @since 0.1.0
  * @category option mode
  */
-export const optAbort = (h: Handle): Effect.Effect<void, NbdError.NbdError> =>
-  optionCall(h, "nbd_opt_abort", (impl, conn) => {
-    if (impl.protocol === "newstyle") return Effect.fail(handshake.notFixedNewstyle("nbd_opt_abort"))
+export const optAbort = (h: Handle): Effect.Effect<void, NbdError.NbdError> => abortNegotiation(h, "nbd_opt_abort")
+
+/** NBD_OPT_ABORT for `optAbort`, and for `shutdown` in option mode (errors name the call that was made). */
+const abortNegotiation = (h: Handle, operation: string): Effect.Effect<void, NbdError.NbdError> =>
+  optionCall(h, operation, (impl, conn) => {
+    if (impl.protocol === "newstyle") return Effect.fail(handshake.notFixedNewstyle(operation))
     handshake.sendAbort(conn)
     return Effect.gen(function* () {
       yield* impl.setState(HandleState.Closed)
@@ -789,39 +892,25 @@ const listExports = (
   conn: Connection
 ): Effect.Effect<ReadonlyArray<ExportEntry>, NbdError.NbdError> =>
   Effect.gen(function* () {
-    conn.send(encodeOptionOnly(Protocol.Opt.LIST))
-    const entries: Array<ExportEntry> = []
-    while (true) {
-      const reply = yield* conn.awaitMessage(() => conn.handshake.decodeOptionReply(Protocol.Opt.LIST))
-      switch (reply._tag) {
-        case "Server":
-          entries.push({ name: reply.name, description: reply.description })
-          break
-        case "Ack":
-          return entries
-        case "Error": {
-          const error = handshake.optionErrorOf(impl, "nbd_opt_list", reply)
-          return yield* Effect.fail(new NbdError.OptionError({ ...error, errno: "ENOTSUP" }))
-        }
-        default:
-          return yield* Effect.fail(
-            new NbdError.ProtocolError({
-              errno: "",
-              operation: "nbd_opt_list",
-              message: "handshake: unexpected option reply type to NBD_OPT_LIST"
-            })
-          )
-      }
+    const { final, replies } = yield* handshake.exchange(conn, Protocol.Opt.LIST, undefined, "nbd_opt_list")
+    if (final._tag === "Error") {
+      const error = handshake.optionErrorOf(impl, "nbd_opt_list", final)
+      return yield* Effect.fail(new NbdError.OptionError({ ...error, errno: "ENOTSUP" }))
     }
+    const entries: Array<ExportEntry> = []
+    for (const reply of replies) {
+      if (reply._tag !== "Server")
+        return yield* Effect.fail(
+          new NbdError.ProtocolError({
+            errno: "",
+            operation: "nbd_opt_list",
+            message: "handshake: unexpected option reply type to NBD_OPT_LIST"
+          })
+        )
+      entries.push({ name: reply.name, description: reply.description })
+    }
+    return entries
   })
-
-const encodeOptionOnly = (option: number): Uint8Array => {
-  const out = new Uint8Array(16)
-  const view = new DataView(out.buffer)
-  view.setBigUint64(0, Protocol.IHAVEOPT)
-  view.setUint32(8, option)
-  return out
-}
 
 /**
  * NBD_OPT_LIST_META_CONTEXT with the given queries (default: the added meta contexts): the contexts the
@@ -939,16 +1028,16 @@ const withInfo =
     operation: string,
     f: (info: internal.ExportInfo, impl: internal.HandleImpl) => A | Effect.Effect<A, NbdError.NbdError>
   ) =>
-  (h: Handle): Effect.Effect<A, NbdError.NbdError> => {
-    const impl = toImpl(h)
-    return internal.checkState(impl, operation, infoStates).pipe(
-      Effect.zipRight(internal.requireInfo(impl, operation)),
-      Effect.flatMap((info) => {
-        const result = f(info, impl)
-        return Effect.isEffect(result) ? result : Effect.succeed(result)
-      })
+  (h: Handle): Effect.Effect<A, NbdError.NbdError> =>
+    call(h, operation, (impl) =>
+      internal.checkState(impl, operation, infoStates).pipe(
+        Effect.flatMap(() => internal.requireInfo(impl, operation)),
+        Effect.flatMap((info) => {
+          const result = f(info, impl)
+          return Effect.isEffect(result) ? result : Effect.succeed(result)
+        })
+      )
     )
-  }
 
 const flagGetter = (operation: string, flag: number) => withInfo(operation, (info) => (info.flags & flag) !== 0)
 
@@ -1033,32 +1122,39 @@ export const canCache = flagGetter("nbd_can_cache", Protocol.TFlag.SEND_CACHE)
 export const canBlockStatusPayload = flagGetter("nbd_can_block_status_payload", Protocol.TFlag.BLOCK_STATUS_PAYLOAD)
 
 /**
- * Whether the server agreed to the named meta context in the last SET_META_CONTEXT.
+ * Whether the server agreed to the named meta context (nbd_can_meta_context), as libnbd answers it: in
+ * option mode, connected or closed, without needing the export's size and flags. Fails with EINVAL ("need a
+ * successful server meta context request first") only while contexts were added and none of their
+ * negotiation has succeeded yet (no SET_META_CONTEXT acknowledged, and no INFO or GO that made "none" the
+ * answer because structured replies are off or no contexts were added).
  * @since 0.1.0
  * @category export info
  */
 export const canMetaContext = (h: Handle, name: string): Effect.Effect<boolean, NbdError.NbdError> =>
-  withInfo("nbd_can_meta_context", (_, impl) => {
-    if (impl.metaContexts === undefined) {
-      if (impl.settings.metaContexts.length > 0 && impl.settings.requestMetaContext && impl.structuredReplies)
-        return Effect.fail(
-          internal.invalidArgument("nbd_can_meta_context", "need a successful server meta context request first")
-        )
-      return false
-    }
-    for (const context of impl.metaContexts.values()) if (context === name) return true
-    return false
-  })(h)
+  call(
+    h,
+    "nbd_can_meta_context",
+    (impl) =>
+      Effect.flatMap(internal.checkState(impl, "nbd_can_meta_context", infoStates), () => {
+        if (impl.settings.metaContexts.length > 0 && !impl.metaValid)
+          return Effect.fail(
+            internal.invalidArgument("nbd_can_meta_context", "need a successful server meta context request first")
+          )
+        for (const context of impl.metaContexts?.values() ?? []) if (context === name) return Effect.succeed(true)
+        return Effect.succeed(false)
+      }),
+    () => JSON.stringify(name)
+  )
 
 /**
  * "oldstyle", "newstyle" or "newstyle-fixed".
  * @since 0.1.0
  * @category export info
  */
-export const getProtocol = (h: Handle): Effect.Effect<string, NbdError.NbdError> => {
-  const impl = toImpl(h)
-  return Effect.zipRight(internal.checkState(impl, "nbd_get_protocol", infoStates), Effect.succeed(impl.protocol ?? ""))
-}
+export const getProtocol = (h: Handle): Effect.Effect<string, NbdError.NbdError> =>
+  call(h, "nbd_get_protocol", (impl) =>
+    Effect.map(internal.checkState(impl, "nbd_get_protocol", infoStates), () => impl.protocol ?? "")
+  )
 
 /**
  * The canonical export name the server reported (needs `setFullInfo(true)`); ENOTSUP when it sent none.
@@ -1096,13 +1192,10 @@ export const getExportDescription = withInfo("nbd_get_export_description", (info
       )
 )
 
-const negotiated = (operation: string, f: (impl: internal.HandleImpl) => boolean) => (h: Handle) => {
-  const impl = toImpl(h)
-  return Effect.zipRight(
-    internal.checkState(impl, operation, infoStates),
-    Effect.sync(() => f(impl))
-  )
-}
+const negotiated =
+  (operation: string, f: (impl: internal.HandleImpl) => boolean) =>
+  (h: Handle): Effect.Effect<boolean, NbdError.NbdError> =>
+    call(h, operation, (impl) => Effect.map(internal.checkState(impl, operation, infoStates), () => f(impl)))
 
 /**
  * @since 0.1.0
@@ -1139,7 +1232,7 @@ export interface Stats {
  * @since 0.1.0
  * @category export info
  */
-export const stats = (h: Handle): Effect.Effect<Stats> => Effect.sync(() => ({ ...toImpl(h).stats }))
+export const stats = (h: Handle): Effect.Effect<Stats> => getter("nbd_stats", (i): Stats => ({ ...i.stats }))(h)
 
 // ---------------------------------------------------------------------------------------------------------------
 // Commands
@@ -1151,7 +1244,10 @@ export const stats = (h: Handle): Effect.Effect<Stats> => Effect.sync(() => ({ .
  * @category models
  */
 export interface ReadOptions {
-  /** Read into this buffer (its length is the count) instead of a new one. */
+  /**
+   * Read into this buffer (its length is the count) instead of a new one. With `setPreadInitialize(true)`
+   * (the default) it is zeroed before any check, so a failed read never leaves old bytes in it.
+   */
   readonly buffer?: Uint8Array
   readonly flags?: number
 }
@@ -1159,6 +1255,38 @@ export interface ReadOptions {
 /** Whether a read count is one a buffer can be allocated for; other counts fail the command's checks. */
 const validCount = (count: number): boolean =>
   Number.isSafeInteger(count) && count >= 0 && count <= Protocol.Limits.MAX_REQUEST_SIZE
+
+const describeRange = (count: number | bigint, offset: number | bigint, flags: number | undefined) => () =>
+  `count=${count} offset=${offset} flags=0x${(flags ?? 0).toString(16)}`
+
+/** Waits for a queued command's reply: what a blocking call adds to its aio twin. */
+const awaitCommand = <A>(command: Command<A>): Effect.Effect<A, NbdError.NbdError> => command.await
+
+/**
+ * A read of `count` bytes at `offset` into the caller's buffer or a fresh one, made anew each time the
+ * effect runs. As libnbd does, the caller's buffer is zeroed first, before any check can fail.
+ */
+const read = (
+  impl: internal.HandleImpl,
+  operation: string,
+  count: number,
+  offset: number | bigint,
+  options: ReadOptions
+): Effect.Effect<Command<Uint8Array>, NbdError.NbdError> => {
+  const given = options.buffer
+  if (given !== undefined && impl.settings.preadInitialize) given.fill(0)
+  if (given !== undefined && given.length !== count)
+    return Effect.fail(internal.invalidArgument(operation, "buffer length does not match count"))
+  return commands.issue(impl, {
+    operation,
+    type: Protocol.Cmd.READ,
+    flags: options.flags ?? 0,
+    allowedFlags: 0,
+    offset,
+    count,
+    buffer: given ?? (validCount(count) ? new Uint8Array(count) : undefined)
+  })
+}
 
 /**
  * Queues a read of `count` bytes at `offset`.
@@ -1170,20 +1298,13 @@ export const aioPread = (
   count: number,
   offset: number | bigint,
   options: ReadOptions = {}
-): Effect.Effect<Command<Uint8Array>, NbdError.NbdError> => {
-  if (options.buffer !== undefined && options.buffer.length !== count)
-    return Effect.fail(internal.invalidArgument("nbd_aio_pread", "buffer length does not match count"))
-  const buffer = options.buffer ?? (validCount(count) ? new Uint8Array(count) : undefined)
-  return commands.issue(toImpl(h), {
-    operation: "nbd_aio_pread",
-    type: Protocol.Cmd.READ,
-    flags: options.flags ?? 0,
-    allowedFlags: 0,
-    offset,
-    count,
-    buffer
-  })
-}
+): Effect.Effect<Command<Uint8Array>, NbdError.NbdError> =>
+  call(
+    h,
+    "nbd_aio_pread",
+    (impl) => read(impl, "nbd_aio_pread", count, offset, options),
+    describeRange(count, offset, options.flags)
+  )
 
 /**
  * Reads `count` bytes at `offset`: all or nothing.
@@ -1207,8 +1328,14 @@ export const pread = (
   h: Handle,
   count: number,
   offset: number | bigint,
-  options?: ReadOptions
-): Effect.Effect<Uint8Array, NbdError.NbdError> => Effect.flatMap(aioPread(h, count, offset, options), (c) => c.await)
+  options: ReadOptions = {}
+): Effect.Effect<Uint8Array, NbdError.NbdError> =>
+  call(
+    h,
+    "nbd_pread",
+    (impl) => Effect.flatMap(read(impl, "nbd_pread", count, offset, options), awaitCommand),
+    describeRange(count, offset, options.flags)
+  )
 
 /**
  * Options of a command that takes only flags.
@@ -1224,6 +1351,24 @@ const autoPayloadLen = (impl: internal.HandleImpl, flags: number): number => {
   return impl.extendedHeaders ? flags | Protocol.CmdFlag.PAYLOAD_LEN : flags & ~Protocol.CmdFlag.PAYLOAD_LEN
 }
 
+/** A write; PAYLOAD_LEN follows what the connection negotiated, so it is decided when the effect runs. */
+const write = (
+  impl: internal.HandleImpl,
+  operation: string,
+  data: Uint8Array,
+  offset: number | bigint,
+  options: FlagOptions
+): Effect.Effect<Command<void>, NbdError.NbdError> =>
+  commands.issue(impl, {
+    operation,
+    type: Protocol.Cmd.WRITE,
+    flags: autoPayloadLen(impl, options.flags ?? 0),
+    allowedFlags: Protocol.CmdFlag.FUA | Protocol.CmdFlag.PAYLOAD_LEN,
+    offset,
+    count: data.length,
+    payload: data
+  })
+
 /**
  * Queues a write of `data` at `offset` (flags: FUA).
  * @since 0.1.0
@@ -1234,18 +1379,13 @@ export const aioPwrite = (
   data: Uint8Array,
   offset: number | bigint,
   options: FlagOptions = {}
-): Effect.Effect<Command<void>, NbdError.NbdError> => {
-  const impl = toImpl(h)
-  return commands.issue(impl, {
-    operation: "nbd_aio_pwrite",
-    type: Protocol.Cmd.WRITE,
-    flags: autoPayloadLen(impl, options.flags ?? 0),
-    allowedFlags: Protocol.CmdFlag.FUA | Protocol.CmdFlag.PAYLOAD_LEN,
-    offset,
-    count: data.length,
-    payload: data
-  })
-}
+): Effect.Effect<Command<void>, NbdError.NbdError> =>
+  call(
+    h,
+    "nbd_aio_pwrite",
+    (impl) => write(impl, "nbd_aio_pwrite", data, offset, options),
+    describeRange(data.length, offset, options.flags)
+  )
 
 /**
  * Writes `data` at `offset` (flags: FUA).
@@ -1264,8 +1404,57 @@ export const pwrite = (
   h: Handle,
   data: Uint8Array,
   offset: number | bigint,
-  options?: FlagOptions
-): Effect.Effect<void, NbdError.NbdError> => Effect.flatMap(aioPwrite(h, data, offset, options), (c) => c.await)
+  options: FlagOptions = {}
+): Effect.Effect<void, NbdError.NbdError> =>
+  call(
+    h,
+    "nbd_pwrite",
+    (impl) => Effect.flatMap(write(impl, "nbd_pwrite", data, offset, options), awaitCommand),
+    describeRange(data.length, offset, options.flags)
+  )
+
+/** A command with only a range and flags (flush, trim, cache, zero), named by its caller. */
+const rangeCommand = (
+  impl: internal.HandleImpl,
+  operation: string,
+  type: number,
+  allowedFlags: number,
+  count: number | bigint,
+  offset: number | bigint,
+  options: FlagOptions
+): Effect.Effect<Command<void>, NbdError.NbdError> =>
+  commands.issue(impl, { operation, type, flags: options.flags ?? 0, allowedFlags, offset, count })
+
+/** The aio call and the blocking call of a range command: `[aioX, x]`, each naming itself. */
+const rangeCommands = (name: string, type: number, allowedFlags: number) => {
+  const aioOperation = `nbd_aio_${name}`
+  const operation = `nbd_${name}`
+  const aio = (
+    h: Handle,
+    count: number | bigint,
+    offset: number | bigint,
+    options: FlagOptions = {}
+  ): Effect.Effect<Command<void>, NbdError.NbdError> =>
+    call(
+      h,
+      aioOperation,
+      (impl) => rangeCommand(impl, aioOperation, type, allowedFlags, count, offset, options),
+      describeRange(count, offset, options.flags)
+    )
+  const blocking = (
+    h: Handle,
+    count: number | bigint,
+    offset: number | bigint,
+    options: FlagOptions = {}
+  ): Effect.Effect<void, NbdError.NbdError> =>
+    call(
+      h,
+      operation,
+      (impl) => Effect.flatMap(rangeCommand(impl, operation, type, allowedFlags, count, offset, options), awaitCommand),
+      describeRange(count, offset, options.flags)
+    )
+  return [aio, blocking] as const
+}
 
 /**
  * Queues NBD_CMD_FLUSH.
@@ -1273,22 +1462,17 @@ export const pwrite = (
  * @category commands
  */
 export const aioFlush = (h: Handle, options: FlagOptions = {}): Effect.Effect<Command<void>, NbdError.NbdError> =>
-  commands.issue(toImpl(h), {
-    operation: "nbd_aio_flush",
-    type: Protocol.Cmd.FLUSH,
-    flags: options.flags ?? 0,
-    allowedFlags: 0,
-    offset: 0,
-    count: 0
-  })
+  call(h, "nbd_aio_flush", (impl) => rangeCommand(impl, "nbd_aio_flush", Protocol.Cmd.FLUSH, 0, 0, 0, options))
 
 /**
  * NBD_CMD_FLUSH: makes earlier writes durable.
  * @since 0.1.0
  * @category commands
  */
-export const flush = (h: Handle, options?: FlagOptions): Effect.Effect<void, NbdError.NbdError> =>
-  Effect.flatMap(aioFlush(h, options), (c) => c.await)
+export const flush = (h: Handle, options: FlagOptions = {}): Effect.Effect<void, NbdError.NbdError> =>
+  call(h, "nbd_flush", (impl) =>
+    Effect.flatMap(rangeCommand(impl, "nbd_flush", Protocol.Cmd.FLUSH, 0, 0, 0, options), awaitCommand)
+  )
 
 /**
  * One chunk of a structured read: data, a hole (reads as zeroes), or an error at an offset.
@@ -1308,23 +1492,19 @@ export interface StructuredRead {
   readonly chunks: ReadonlyArray<ReadChunk>
 }
 
-/**
- * Queues a read that reports the server's chunks (flags: DF, which asks for one data chunk).
- * @since 0.1.0
- * @category commands
- */
-export const aioPreadStructured = (
-  h: Handle,
+/** A structured read with a fresh buffer and chunk list each time the effect runs. */
+const readStructured = (
+  impl: internal.HandleImpl,
+  operation: string,
   count: number,
   offset: number | bigint,
-  options: FlagOptions = {}
+  options: FlagOptions
 ): Effect.Effect<Command<StructuredRead>, NbdError.NbdError> => {
-  const impl = toImpl(h)
   const chunks: Array<ReadChunk> = []
   const buffer = validCount(count) ? new Uint8Array(count) : undefined
   return Effect.map(
     commands.issue<Uint8Array>(impl, {
-      operation: "nbd_aio_pread_structured",
+      operation,
       type: Protocol.Cmd.READ,
       flags: options.flags ?? 0,
       allowedFlags: Protocol.CmdFlag.DF,
@@ -1345,6 +1525,24 @@ export const aioPreadStructured = (
 }
 
 /**
+ * Queues a read that reports the server's chunks (flags: DF, which asks for one data chunk).
+ * @since 0.1.0
+ * @category commands
+ */
+export const aioPreadStructured = (
+  h: Handle,
+  count: number,
+  offset: number | bigint,
+  options: FlagOptions = {}
+): Effect.Effect<Command<StructuredRead>, NbdError.NbdError> =>
+  call(
+    h,
+    "nbd_aio_pread_structured",
+    (impl) => readStructured(impl, "nbd_aio_pread_structured", count, offset, options),
+    describeRange(count, offset, options.flags)
+  )
+
+/**
  * A read that reports the server's chunks: data, holes and errors with their offsets.
  * @since 0.1.0
  * @category commands
@@ -1353,65 +1551,61 @@ export const preadStructured = (
   h: Handle,
   count: number,
   offset: number | bigint,
-  options?: FlagOptions
+  options: FlagOptions = {}
 ): Effect.Effect<StructuredRead, NbdError.NbdError> =>
-  Effect.flatMap(aioPreadStructured(h, count, offset, options), (c) => c.await)
+  call(
+    h,
+    "nbd_pread_structured",
+    (impl) => Effect.flatMap(readStructured(impl, "nbd_pread_structured", count, offset, options), awaitCommand),
+    describeRange(count, offset, options.flags)
+  )
 
-const simpleCommand =
-  (operation: string, type: number, allowedFlags: number) =>
-  (
-    h: Handle,
-    count: number | bigint,
-    offset: number | bigint,
-    options: FlagOptions = {}
-  ): Effect.Effect<Command<void>, NbdError.NbdError> =>
-    commands.issue(toImpl(h), { operation, type, flags: options.flags ?? 0, allowedFlags, offset, count })
+const [trimAio, trimBlocking] = rangeCommands("trim", Protocol.Cmd.TRIM, Protocol.CmdFlag.FUA)
+const [cacheAio, cacheBlocking] = rangeCommands("cache", Protocol.Cmd.CACHE, 0)
+const [zeroAio, zeroBlocking] = rangeCommands(
+  "zero",
+  Protocol.Cmd.WRITE_ZEROES,
+  Protocol.CmdFlag.FUA | Protocol.CmdFlag.NO_HOLE | Protocol.CmdFlag.FAST_ZERO
+)
 
 /**
  * Queues NBD_CMD_TRIM of `count` bytes at `offset` (flags: FUA).
  * @since 0.1.0
  * @category commands
  */
-export const aioTrim = simpleCommand("nbd_aio_trim", Protocol.Cmd.TRIM, Protocol.CmdFlag.FUA)
+export const aioTrim = trimAio
 /**
  * NBD_CMD_TRIM: the server may discard the range (flags: FUA).
  * @since 0.1.0
  * @category commands
  */
-export const trim = (h: Handle, count: number | bigint, offset: number | bigint, options?: FlagOptions) =>
-  Effect.flatMap(aioTrim(h, count, offset, options), (c) => c.await)
+export const trim = trimBlocking
 
 /**
  * Queues NBD_CMD_CACHE of `count` bytes at `offset`.
  * @since 0.1.0
  * @category commands
  */
-export const aioCache = simpleCommand("nbd_aio_cache", Protocol.Cmd.CACHE, 0)
+export const aioCache = cacheAio
 /**
  * NBD_CMD_CACHE: asks the server to prefetch the range.
  * @since 0.1.0
  * @category commands
  */
-export const cache = (h: Handle, count: number | bigint, offset: number | bigint, options?: FlagOptions) =>
-  Effect.flatMap(aioCache(h, count, offset, options), (c) => c.await)
+export const cache = cacheBlocking
 
 /**
  * Queues NBD_CMD_WRITE_ZEROES of `count` bytes at `offset` (flags: FUA, NO_HOLE, FAST_ZERO).
  * @since 0.1.0
  * @category commands
  */
-export const aioZero = simpleCommand(
-  "nbd_aio_zero",
-  Protocol.Cmd.WRITE_ZEROES,
-  Protocol.CmdFlag.FUA | Protocol.CmdFlag.NO_HOLE | Protocol.CmdFlag.FAST_ZERO
-)
+export const aioZero = zeroAio
 /**
  * NBD_CMD_WRITE_ZEROES: the range reads as zeroes afterwards (flags: FUA, NO_HOLE, FAST_ZERO).
  * @since 0.1.0
  * @category commands
  */
-export const zero = (h: Handle, count: number | bigint, offset: number | bigint, options?: FlagOptions) =>
-  Effect.flatMap(aioZero(h, count, offset, options), (c) => c.await)
+export const zero = zeroBlocking
 
 /**
  * One block-status extent: its length and its flags in the context (for base:allocation, `STATE_HOLE`
@@ -1442,22 +1636,18 @@ const blockStatusCollector = (
   count: number | bigint
 ) => blockStatusInternal.makeCollector(impl, operation, Number(offset), Number(count))
 
-/**
- * Queues NBD_CMD_BLOCK_STATUS for every negotiated meta context (flags: REQ_ONE).
- * @since 0.1.0
- * @category commands
- */
-export const aioBlockStatus = (
-  h: Handle,
+/** Block status over every negotiated context, with a fresh entry list each time the effect runs. */
+const blockStatusOf = (
+  impl: internal.HandleImpl,
+  operation: string,
   count: number | bigint,
   offset: number | bigint,
-  options: FlagOptions = {}
+  options: FlagOptions
 ): Effect.Effect<Command<ReadonlyArray<BlockStatusEntry>>, NbdError.NbdError> => {
-  const impl = toImpl(h)
-  const { entries, onBlockStatus } = blockStatusCollector(impl, "nbd_aio_block_status", offset, count)
+  const { entries, onBlockStatus } = blockStatusCollector(impl, operation, offset, count)
   return Effect.map(
     commands.issue<void>(impl, {
-      operation: "nbd_aio_block_status",
+      operation,
       type: Protocol.Cmd.BLOCK_STATUS,
       flags: options.flags ?? 0,
       allowedFlags: Protocol.CmdFlag.REQ_ONE,
@@ -1468,6 +1658,24 @@ export const aioBlockStatus = (
     (command) => ({ cookie: command.cookie, await: Effect.as(command.await, entries) })
   )
 }
+
+/**
+ * Queues NBD_CMD_BLOCK_STATUS for every negotiated meta context (flags: REQ_ONE).
+ * @since 0.1.0
+ * @category commands
+ */
+export const aioBlockStatus = (
+  h: Handle,
+  count: number | bigint,
+  offset: number | bigint,
+  options: FlagOptions = {}
+): Effect.Effect<Command<ReadonlyArray<BlockStatusEntry>>, NbdError.NbdError> =>
+  call(
+    h,
+    "nbd_aio_block_status",
+    (impl) => blockStatusOf(impl, "nbd_aio_block_status", count, offset, options),
+    describeRange(count, offset, options.flags)
+  )
 
 /**
  * NBD_CMD_BLOCK_STATUS: the extents of every negotiated meta context over the range (flags: REQ_ONE).
@@ -1490,25 +1698,29 @@ export const aioBlockStatus = (
  * @since 0.1.0
  * @category commands
  */
-export const blockStatus = (h: Handle, count: number | bigint, offset: number | bigint, options?: FlagOptions) =>
-  Effect.flatMap(aioBlockStatus(h, count, offset, options), (c) => c.await)
-
-/**
- * Queues NBD_CMD_BLOCK_STATUS limited to the named contexts (needs extended headers and a server that
- * advertises block-status payloads; flags: REQ_ONE, PAYLOAD_LEN).
- * @since 0.1.0
- * @category commands
- */
-export const aioBlockStatusFilter = (
+export const blockStatus = (
   h: Handle,
   count: number | bigint,
   offset: number | bigint,
-  contexts: ReadonlyArray<string>,
   options: FlagOptions = {}
+): Effect.Effect<ReadonlyArray<BlockStatusEntry>, NbdError.NbdError> =>
+  call(
+    h,
+    "nbd_block_status",
+    (impl) => Effect.flatMap(blockStatusOf(impl, "nbd_block_status", count, offset, options), awaitCommand),
+    describeRange(count, offset, options.flags)
+  )
+
+/** Block status limited to `contexts`: libnbd's checks in its order, then the request with its id payload. */
+const blockStatusFiltered = (
+  impl: internal.HandleImpl,
+  operation: string,
+  count: number | bigint,
+  offset: number | bigint,
+  contexts: ReadonlyArray<string>,
+  options: FlagOptions
 ): Effect.Effect<Command<ReadonlyArray<BlockStatusEntry>>, NbdError.NbdError> =>
-  Effect.suspend(() => {
-    const impl = toImpl(h)
-    const operation = "nbd_aio_block_status_filter"
+  Effect.flatMap(internal.checkState(impl, operation, ["connected"]), () => {
     const strict = impl.settings.strictMode
     let flags = options.flags ?? 0
     if (strict & Strict.AUTO_FLAG) flags |= Protocol.CmdFlag.PAYLOAD_LEN
@@ -1520,7 +1732,9 @@ export const aioBlockStatusFilter = (
     }
     const ids: Array<number> = []
     for (const name of contexts) {
-      const id = [...(impl.metaContexts ?? new Map<number, string>()).entries()].find(([, n]) => n === name)?.[0]
+      const id = impl.metaValid
+        ? [...(impl.metaContexts ?? new Map<number, string>()).entries()].find(([, n]) => n === name)?.[0]
+        : undefined
       if (id === undefined) return Effect.fail(internal.invalidArgument(operation, `context ${name} not negotiated`))
       ids.push(id)
     }
@@ -1549,6 +1763,26 @@ export const aioBlockStatusFilter = (
   })
 
 /**
+ * Queues NBD_CMD_BLOCK_STATUS limited to the named contexts (needs extended headers and a server that
+ * advertises block-status payloads; flags: REQ_ONE, PAYLOAD_LEN).
+ * @since 0.1.0
+ * @category commands
+ */
+export const aioBlockStatusFilter = (
+  h: Handle,
+  count: number | bigint,
+  offset: number | bigint,
+  contexts: ReadonlyArray<string>,
+  options: FlagOptions = {}
+): Effect.Effect<Command<ReadonlyArray<BlockStatusEntry>>, NbdError.NbdError> =>
+  call(
+    h,
+    "nbd_aio_block_status_filter",
+    (impl) => blockStatusFiltered(impl, "nbd_aio_block_status_filter", count, offset, contexts, options),
+    describeRange(count, offset, options.flags)
+  )
+
+/**
  * Block status limited to the named contexts (extended headers with the block-status payload).
  * @since 0.1.0
  * @category commands
@@ -1558,21 +1792,31 @@ export const blockStatusFilter = (
   count: number | bigint,
   offset: number | bigint,
   contexts: ReadonlyArray<string>,
-  options?: FlagOptions
-) => Effect.flatMap(aioBlockStatusFilter(h, count, offset, contexts, options), (c) => c.await)
+  options: FlagOptions = {}
+): Effect.Effect<ReadonlyArray<BlockStatusEntry>, NbdError.NbdError> =>
+  call(
+    h,
+    "nbd_block_status_filter",
+    (impl) =>
+      Effect.flatMap(
+        blockStatusFiltered(impl, "nbd_block_status_filter", count, offset, contexts, options),
+        awaitCommand
+      ),
+    describeRange(count, offset, options.flags)
+  )
 
 /**
  * Commands queued or waiting for a reply.
  * @since 0.1.0
  * @category commands
  */
-export const aioInFlight = (h: Handle): Effect.Effect<number, NbdError.NbdError> => {
-  const impl = toImpl(h)
-  return Effect.zipRight(
-    internal.checkState(impl, "nbd_aio_in_flight", ["connected", "closed", "dead"]),
-    Effect.sync(() => impl.connection?.inFlight ?? 0)
+export const aioInFlight = (h: Handle): Effect.Effect<number, NbdError.NbdError> =>
+  call(h, "nbd_aio_in_flight", (impl) =>
+    Effect.map(
+      internal.checkState(impl, "nbd_aio_in_flight", ["connected", "closed", "dead"]),
+      () => impl.connection?.inFlight ?? 0
+    )
   )
-}
 
 /**
  * Queues NBD_CMD_DISC after the commands already queued; later commands fail with EINVAL. The handle
@@ -1581,7 +1825,7 @@ export const aioInFlight = (h: Handle): Effect.Effect<number, NbdError.NbdError>
  * @category commands
  */
 export const aioDisconnect = (h: Handle): Effect.Effect<void, NbdError.NbdError> =>
-  commands.disconnect(toImpl(h), "nbd_aio_disconnect")
+  call(h, "nbd_aio_disconnect", (impl) => commands.disconnect(impl, "nbd_aio_disconnect"))
 
 /**
  * Ends the connection gracefully: in option mode NBD_OPT_ABORT; otherwise NBD_CMD_DISC after the commands
@@ -1603,15 +1847,16 @@ export const shutdown = (
   h: Handle,
   options: { readonly abandonPending?: boolean } = {}
 ): Effect.Effect<void, NbdError.NbdError> =>
-  Effect.gen(function* () {
-    const impl = toImpl(h)
-    const s = yield* internal.checkState(impl, "nbd_shutdown", ["negotiating", "connected"])
-    if (HandleState.isNegotiating(s)) return yield* optAbort(h)
-    const conn = impl.connection!
-    if (options.abandonPending) conn.abandonUnsent("nbd_shutdown")
-    if (!conn.disconnectRequested) yield* commands.disconnect(impl, "nbd_shutdown")
-    yield* Deferred.await(conn.endedSignal)
-  })
+  call(h, "nbd_shutdown", (impl) =>
+    Effect.gen(function* () {
+      const s = yield* internal.checkState(impl, "nbd_shutdown", ["negotiating", "connected"])
+      if (HandleState.isNegotiating(s)) return yield* abortNegotiation(h, "nbd_shutdown")
+      const conn = impl.connection!
+      if (options.abandonPending) conn.abandonUnsent("nbd_shutdown")
+      if (!conn.disconnectRequested) yield* commands.disconnect(impl, "nbd_shutdown")
+      yield* Deferred.await(conn.endedSignal)
+    })
+  )
 
 /**
  * Waits for the connection's reader to stop (used by tests and tools that need the socket gone).
@@ -1623,3 +1868,47 @@ export const awaitClosed = (h: Handle): Effect.Effect<void> =>
     const conn = toImpl(h).connection
     return conn === undefined ? Effect.void : Deferred.await(conn.endedSignal)
   })
+
+// ---------------------------------------------------------------------------------------------------------------
+// The library
+// ---------------------------------------------------------------------------------------------------------------
+
+/**
+ * The name of this library (nbd_get_package_name): "effect-nbd".
+ * @since 0.1.0
+ * @category library
+ */
+export const getPackageName = (_h: Handle): Effect.Effect<string> => Effect.succeed(version.PACKAGE_NAME)
+
+/**
+ * The version of this library, "major.minor.release" (nbd_get_version).
+ * @since 0.1.0
+ * @category library
+ */
+export const getVersion = (_h: Handle): Effect.Effect<string> => Effect.succeed(version.VERSION)
+
+/**
+ * Whether TLS is possible (nbd_supports_tls). The core has no TLS of its own: a transport upgrades its
+ * connection through the `StartTls` service it provides with its socket. So this is true where the context
+ * holds a `StartTls` service (inside a transport's layer), false elsewhere; `NodeNbd.supportsTls` answers
+ * for the node transports, which always can.
+ * @since 0.1.0
+ * @category library
+ */
+export const supportsTls = (_h: Handle): Effect.Effect<boolean> =>
+  Effect.map(Effect.serviceOption(StartTls.StartTls), Option.isSome)
+
+/**
+ * Whether NBD URIs are supported (nbd_supports_uri): always true (`NbdUri` parses and formats them,
+ * `getUri` answers, and a transport connects to them, e.g. `NodeNbd.connectUri`).
+ * @since 0.1.0
+ * @category library
+ */
+export const supportsUri = (_h: Handle): Effect.Effect<boolean> => Effect.succeed(true)
+
+/**
+ * Whether AF_VSOCK is supported (nbd_supports_vsock): always false, no transport offers it.
+ * @since 0.1.0
+ * @category library
+ */
+export const supportsVsock = (_h: Handle): Effect.Effect<boolean> => Effect.succeed(false)

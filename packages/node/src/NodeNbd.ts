@@ -6,7 +6,7 @@
  *
  * @since 0.1.0
  */
-import { Nbd, NbdError, NbdUri } from "@effect-nbd/core"
+import { HandleState, Nbd, NbdError, NbdUri } from "@effect-nbd/core"
 import type { StartTls } from "@effect-nbd/core"
 import type * as Socket from "@effect/platform/Socket"
 import * as Effect from "effect/Effect"
@@ -148,15 +148,52 @@ export const killSubprocess = (
 // ---------------------------------------------------------------------------------------------------------------
 
 /**
+ * Whether this library can use TLS (nbd_supports_tls): the node transports can upgrade their connections,
+ * so always true. (`Nbd.supportsTls`, in core, answers for the transport in the context instead.)
+ * @since 0.1.0
+ * @category support
+ */
+export const supportsTls = (_h: Nbd.Handle): Effect.Effect<boolean> => Effect.succeed(true)
+
+/** libnbd checks a connect call's state before anything else: nothing is set on a handle that cannot connect. */
+const requireCreated = (h: Nbd.Handle, operation: string): Effect.Effect<void, NbdError.NbdError> =>
+  Effect.flatMap(Nbd.state(h), (s) =>
+    HandleState.isCreated(s)
+      ? Effect.void
+      : Effect.fail(
+          new NbdError.InvalidStateError({
+            errno: "EINVAL",
+            operation,
+            message: `invalid state: ${HandleState.shortName(s)}: the handle must be newly created`
+          })
+        )
+  )
+
+/**
+ * Begins the handshake on the socket `layer` gives; errors name `operation`, the call the user made. The
+ * state is checked first, as libnbd does, so a handle that cannot connect opens no socket and starts no
+ * process.
+ */
+const connectOn = (
+  h: Nbd.Handle,
+  layer: Layer.Layer<Socket.Socket | StartTls.StartTls>,
+  operation: string
+): Effect.Effect<void, NbdError.NbdError> =>
+  Effect.zipRight(requireCreated(h, operation), Nbd.aioConnectSocket(h, { operation }).pipe(Effect.provide(layer)))
+
+const unix = (h: Nbd.Handle, path: string, operation: string): Effect.Effect<void, NbdError.NbdError> =>
+  Effect.gen(function* () {
+    yield* connectOn(h, layerUnix(path), operation)
+    yield* recordUri(h, { _tag: "Unix", path })
+  })
+
+/**
  * Begins connecting to a Unix socket (nbd_aio_connect_unix).
  * @since 0.1.0
  * @category connecting
  */
 export const aioConnectUnix = (h: Nbd.Handle, path: string): Effect.Effect<void, NbdError.NbdError> =>
-  Effect.gen(function* () {
-    yield* Nbd.aioConnectSocket(h).pipe(Effect.provide(layerUnix(path)))
-    yield* recordUri(h, { _tag: "Unix", path })
-  })
+  unix(h, path, "nbd_aio_connect_unix")
 
 /**
  * Connects to a Unix socket and waits for the handshake (nbd_connect_unix).
@@ -164,7 +201,7 @@ export const aioConnectUnix = (h: Nbd.Handle, path: string): Effect.Effect<void,
  * @category connecting
  */
 export const connectUnix = (h: Nbd.Handle, path: string): Effect.Effect<void, NbdError.NbdError> =>
-  Effect.zipRight(aioConnectUnix(h, path), Nbd.awaitConnected(h))
+  Effect.zipRight(unix(h, path, "nbd_connect_unix"), Nbd.awaitConnected(h))
 
 /**
  * Begins connecting over TCP (nbd_aio_connect_tcp). `host` is a name or an address (IPv6 without brackets);
@@ -178,18 +215,21 @@ export const aioConnectTcp = (
   h: Nbd.Handle,
   host: string,
   port: number | string
+): Effect.Effect<void, NbdError.NbdError> => tcp(h, host, port, "nbd_aio_connect_tcp")
+
+const tcp = (
+  h: Nbd.Handle,
+  host: string,
+  port: number | string,
+  operation: string
 ): Effect.Effect<void, NbdError.NbdError> =>
   Effect.gen(function* () {
     const portNumber = Tcp.resolvePort(port)
     if (portNumber === undefined)
       return yield* Effect.fail(
-        new NbdError.InvalidArgumentError({
-          errno: "EINVAL",
-          operation: "nbd_aio_connect_tcp",
-          message: Tcp.badPort(host, port).message
-        })
+        new NbdError.InvalidArgumentError({ errno: "EINVAL", operation, message: Tcp.badPort(host, port).message })
       )
-    yield* Nbd.aioConnectSocket(h).pipe(Effect.provide(layerTcp(host, portNumber)))
+    yield* connectOn(h, layerTcp(host, portNumber), operation)
     yield* recordUri(h, { _tag: "Tcp", host, port: portNumber })
   })
 
@@ -202,7 +242,8 @@ export const connectTcp = (
   h: Nbd.Handle,
   host: string,
   port: number | string
-): Effect.Effect<void, NbdError.NbdError> => Effect.zipRight(aioConnectTcp(h, host, port), Nbd.awaitConnected(h))
+): Effect.Effect<void, NbdError.NbdError> =>
+  Effect.zipRight(tcp(h, host, port, "nbd_connect_tcp"), Nbd.awaitConnected(h))
 
 // ---------------------------------------------------------------------------------------------------------------
 // An fd, a command, socket activation
@@ -216,11 +257,14 @@ export const connectTcp = (
  * @category connecting
  */
 export const aioConnectFd = (h: Nbd.Handle, fd: number): Effect.Effect<void, NbdError.NbdError> =>
+  onFd(h, fd, "nbd_aio_connect_socket")
+
+const onFd = (h: Nbd.Handle, fd: number, operation: string): Effect.Effect<void, NbdError.NbdError> =>
   Effect.suspend(() => {
     const problem = Fd.check(fd)
     return problem === undefined
-      ? Nbd.aioConnectSocket(h).pipe(Effect.provide(layerFd(fd)))
-      : Effect.fail(new NbdError.InvalidArgumentError({ ...problem, operation: "nbd_aio_connect_socket" }))
+      ? connectOn(h, layerFd(fd), operation)
+      : Effect.fail(new NbdError.InvalidArgumentError({ ...problem, operation }))
   })
 
 /**
@@ -229,7 +273,7 @@ export const aioConnectFd = (h: Nbd.Handle, fd: number): Effect.Effect<void, Nbd
  * @category connecting
  */
 export const connectFd = (h: Nbd.Handle, fd: number): Effect.Effect<void, NbdError.NbdError> =>
-  Effect.zipRight(aioConnectFd(h, fd), Nbd.awaitConnected(h))
+  Effect.zipRight(onFd(h, fd, "nbd_connect_socket"), Nbd.awaitConnected(h))
 
 const missingCommand = (operation: string) =>
   new NbdError.InvalidArgumentError({ errno: "EINVAL", operation, message: "missing command name in argv list" })
@@ -242,20 +286,26 @@ const missingCommand = (operation: string) =>
  * @since 0.1.0
  * @category connecting
  */
-export const aioConnectCommand = (
+export const aioConnectCommand = (h: Nbd.Handle, argv: ReadonlyArray<string>): Effect.Effect<void, NbdError.NbdError> =>
+  command(h, argv, "nbd_aio_connect_command")
+
+const command = (
   h: Nbd.Handle,
-  argv: ReadonlyArray<string>
+  argv: ReadonlyArray<string>,
+  operation: string
 ): Effect.Effect<void, NbdError.NbdError> =>
-  argv.length === 0 || argv[0] === ""
-    ? Effect.fail(missingCommand("nbd_aio_connect_command"))
-    : Nbd.aioConnectSocket(h).pipe(
-        Effect.provide(
+  Effect.suspend(() =>
+    argv.length === 0 || argv[0] === ""
+      ? Effect.fail(missingCommand(operation))
+      : connectOn(
+          h,
           NodeTls.layer(
             Command.command(argv, (child) => subprocesses.set(h, child)),
             undefined
-          )
+          ),
+          operation
         )
-      )
+  )
 
 /**
  * Connects to a subprocess on its stdin and stdout and waits for the handshake (nbd_connect_command).
@@ -263,7 +313,7 @@ export const aioConnectCommand = (
  * @category connecting
  */
 export const connectCommand = (h: Nbd.Handle, argv: ReadonlyArray<string>): Effect.Effect<void, NbdError.NbdError> =>
-  Effect.zipRight(aioConnectCommand(h, argv), Nbd.awaitConnected(h))
+  Effect.zipRight(command(h, argv, "nbd_connect_command"), Nbd.awaitConnected(h))
 
 /**
  * Begins connecting to a server started by systemd socket activation
@@ -277,11 +327,18 @@ export const connectCommand = (h: Nbd.Handle, argv: ReadonlyArray<string>): Effe
 export const aioConnectSystemdSocketActivation = (
   h: Nbd.Handle,
   argv: ReadonlyArray<string>
+): Effect.Effect<void, NbdError.NbdError> => socketActivation(h, argv, "nbd_aio_connect_systemd_socket_activation")
+
+const socketActivation = (
+  h: Nbd.Handle,
+  argv: ReadonlyArray<string>,
+  operation: string
 ): Effect.Effect<void, NbdError.NbdError> =>
-  argv.length === 0 || argv[0] === ""
-    ? Effect.fail(missingCommand("nbd_aio_connect_systemd_socket_activation"))
-    : Nbd.aioConnectSocket(h).pipe(
-        Effect.provide(
+  Effect.suspend(() =>
+    argv.length === 0 || argv[0] === ""
+      ? Effect.fail(missingCommand(operation))
+      : connectOn(
+          h,
           NodeTls.layer(
             Command.systemdSocketActivation(argv, (child, path) => {
               subprocesses.set(h, child)
@@ -289,9 +346,10 @@ export const aioConnectSystemdSocketActivation = (
               Effect.runSync(recordUri(h, { _tag: "Unix", path }))
             }),
             undefined
-          )
+          ),
+          operation
         )
-      )
+  )
 
 /**
  * Starts a server by systemd socket activation, connects, and waits for the handshake
@@ -303,7 +361,7 @@ export const connectSystemdSocketActivation = (
   h: Nbd.Handle,
   argv: ReadonlyArray<string>
 ): Effect.Effect<void, NbdError.NbdError> =>
-  Effect.zipRight(aioConnectSystemdSocketActivation(h, argv), Nbd.awaitConnected(h))
+  Effect.zipRight(socketActivation(h, argv, "nbd_connect_systemd_socket_activation"), Nbd.awaitConnected(h))
 
 // ---------------------------------------------------------------------------------------------------------------
 // URIs
@@ -323,8 +381,8 @@ export interface UriOptions {
   readonly allowLocalFile?: boolean
 }
 
-const notPermitted = (message: string) =>
-  new NbdError.InvalidArgumentError({ errno: "EPERM", operation: "nbd_connect_uri", message })
+const notPermitted = (operation: string, message: string) =>
+  new NbdError.InvalidArgumentError({ errno: "EPERM", operation, message })
 
 /**
  * Begins connecting to an NBD URI (nbd_aio_connect_uri): `nbd://`, `nbds://`, `nbd+unix://` and
@@ -338,20 +396,31 @@ export const aioConnectUri = (
   h: Nbd.Handle,
   uri: string,
   options: UriOptions = {}
+): Effect.Effect<void, NbdError.NbdError> => connectToUri(h, uri, options, "nbd_aio_connect_uri")
+
+const connectToUri = (
+  h: Nbd.Handle,
+  uri: string,
+  options: UriOptions,
+  operation: string
 ): Effect.Effect<void, NbdError.NbdError> =>
   Effect.gen(function* () {
-    const parsed = yield* NbdUri.parse(uri)
+    yield* requireCreated(h, operation)
+    const parsed = yield* Effect.mapError(
+      NbdUri.parse(uri),
+      (e) => new NbdError.InvalidArgumentError({ errno: e.errno, operation, message: e.message })
+    )
     const scheme = uri.slice(0, uri.indexOf(":"))
     const transport = parsed.transport
     if (options.allowTransports && !options.allowTransports.includes(transport._tag === "Tcp" ? "tcp" : "unix"))
-      return yield* Effect.fail(notPermitted(`URI transport ${scheme} is not permitted`))
+      return yield* Effect.fail(notPermitted(operation, `URI transport ${scheme} is not permitted`))
     const allowTls = options.allowTls ?? "allow"
     if ((parsed.tls && allowTls === "disable") || (!parsed.tls && allowTls === "require"))
-      return yield* Effect.fail(notPermitted(`URI TLS setting ${scheme} is not permitted`))
+      return yield* Effect.fail(notPermitted(operation, `URI TLS setting ${scheme} is not permitted`))
     for (const name of ["tls-psk-file", "tls-certificates"])
       if (parsed.query.has(name) && options.allowLocalFile !== true)
         return yield* Effect.fail(
-          notPermitted(`local file access (${name}) is not allowed, set allowLocalFile to enable this`)
+          notPermitted(operation, `local file access (${name}) is not allowed, set allowLocalFile to enable this`)
         )
     if (parsed.tls) yield* Nbd.setTls(h, "require")
     const q = parsed.query
@@ -366,8 +435,8 @@ export const aioConnectUri = (
     if (parsed.username !== undefined) yield* Nbd.setTlsUsername(h, parsed.username)
     yield* Nbd.setExportName(h, parsed.exportName)
     yield* transport._tag === "Unix"
-      ? aioConnectUnix(h, transport.path)
-      : aioConnectTcp(h, transport.host, transport.port)
+      ? unix(h, transport.path, operation)
+      : tcp(h, transport.host, transport.port, operation)
   })
 
 /**
@@ -390,5 +459,9 @@ export const aioConnectUri = (
  * @since 0.1.0
  * @category connecting
  */
-export const connectUri = (h: Nbd.Handle, uri: string, options?: UriOptions): Effect.Effect<void, NbdError.NbdError> =>
-  Effect.zipRight(aioConnectUri(h, uri, options), Nbd.awaitConnected(h))
+export const connectUri = (
+  h: Nbd.Handle,
+  uri: string,
+  options: UriOptions = {}
+): Effect.Effect<void, NbdError.NbdError> =>
+  Effect.zipRight(connectToUri(h, uri, options, "nbd_connect_uri"), Nbd.awaitConnected(h))

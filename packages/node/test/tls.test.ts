@@ -504,7 +504,7 @@ describe("TLS: what crosses the wire in plaintext", () => {
         Nbd.connectSocket(h).pipe(Effect.provide(NodeSocket.layerNet({ path: server.path })))
       )
       expect(NbdError.isNbdError(error) && NbdError.format(error)).toBe(
-        "nbd_aio_connect_socket: handshake: TLS is not available on this transport, but handle TLS setting is 'require' (2) (ENOTSUP)"
+        "nbd_connect_socket: handshake: TLS is not available on this transport, but handle TLS setting is 'require' (2) (ENOTSUP)"
       )
       const sent = parseClient(yield* server.received)
       expect(sent.options.map((o) => o.option)).toEqual([Protocol.Opt.ABORT])

@@ -397,7 +397,7 @@ describe("server errors from nbdkit's error filter", () => {
         Fs.writeFileSync(inject, "")
         const readError = yield* refusedByServer(h, Nbd.pread(h, 4096, 8192), errno)
         expect(NbdError.isNbdError(readError)).toBe(true)
-        expect(readError.operation).toBe("nbd_aio_pread")
+        expect(readError.operation).toBe("nbd_pread")
         // The structured form reports the same error.
         yield* refusedByServer(h, Nbd.preadStructured(h, 4096, 8192), errno)
         yield* refusedByServer(h, Nbd.pwrite(h, filled(4096, 0x77), 8192), errno)

@@ -1,9 +1,12 @@
+import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
 import * as ClientCodec from "../ClientCodec.js"
 import * as HandleState from "../HandleState.js"
 import * as NbdError from "../NbdError.js"
 import * as Protocol from "../Protocol.js"
 import { Completion } from "./completion.js"
+import * as debug from "./debug.js"
 import type { Pending } from "./connection.js"
 import { type ExportInfo, type HandleImpl, invalidArgument, payloadMaximum } from "./handle.js"
 
@@ -91,7 +94,7 @@ const commandSupportError = (info: ExportInfo, h: HandleImpl, spec: CommandSpec)
           operation: op,
           message: "server does not support structured replies"
         })
-      if (h.metaContexts === undefined || h.metaContexts.size === 0)
+      if (!h.metaValid || h.metaContexts === undefined || h.metaContexts.size === 0)
         return new NbdError.InvalidArgumentError({
           errno: "ENOTSUP",
           operation: op,
@@ -178,7 +181,7 @@ export const issue = <A>(h: HandleImpl, spec: CommandSpec): Effect.Effect<Comman
     if (typeof count !== "number") return Effect.fail(count)
     const error = check(h, spec, offset, count)
     if (error !== undefined) return Effect.fail(error)
-    return Effect.sync(() => {
+    const queued = Effect.sync(() => {
       const completion = new Completion()
       const conn = h.connection!
       const cookie = conn.nextCookie++
@@ -205,15 +208,40 @@ export const issue = <A>(h: HandleImpl, spec: CommandSpec): Effect.Effect<Comman
         length: spec.requestLength ?? count
       }
       conn.submit(pending, ClientCodec.encodeRequest(header, h.extendedHeaders), spec.payload)
-      return {
-        cookie: BigInt(cookie),
-        // The reply is still read and dropped, so the stream stays in step.
-        await: completion.await<A>(() => {
-          pending.buffer = undefined
-        })
-      }
+      // The reply is still read and dropped, so the stream stays in step.
+      const awaitReply = completion.await<A>(() => {
+        pending.buffer = undefined
+      })
+      return { cookie: BigInt(cookie), await: h.settings.debug ? traceReply(h, spec, cookie, awaitReply) : awaitReply }
     })
+    return h.settings.debug ? Effect.tap(queued, ({ cookie }) => traceRequest(h, spec, cookie, offset, count)) : queued
   })
+
+const traceRequest = (h: HandleImpl, spec: CommandSpec, cookie: bigint, offset: number, count: number) =>
+  debug.log(
+    h,
+    spec.operation,
+    () =>
+      `sending ${Protocol.commandName(spec.type)} cookie=${cookie} offset=${offset} count=${count} flags=0x${spec.flags.toString(16)}`
+  )
+
+/** Logs the reply to a command as its caller receives it. */
+const traceReply = <A>(
+  h: HandleImpl,
+  spec: CommandSpec,
+  cookie: number,
+  awaitReply: Effect.Effect<A, NbdError.NbdError>
+): Effect.Effect<A, NbdError.NbdError> =>
+  Effect.onExit(awaitReply, (exit) =>
+    debug.log(h, spec.operation, () => {
+      const what = `${Protocol.commandName(spec.type)} cookie=${cookie}`
+      if (exit._tag === "Success") return `received reply to ${what}: success`
+      return Option.match(Cause.failureOption(exit.cause), {
+        onNone: () => `stopped waiting for the reply to ${what}`,
+        onSome: (error) => `received reply to ${what}: ${NbdError.format(error)}`
+      })
+    })
+  )
 
 /** Queues NBD_CMD_DISC (it has no reply) and shuts the write side after it. */
 export const disconnect = (h: HandleImpl, operation: string): Effect.Effect<void, NbdError.NbdError> =>
@@ -228,5 +256,5 @@ export const disconnect = (h: HandleImpl, operation: string): Effect.Effect<void
       ClientCodec.encodeRequest({ flags: 0, type: Protocol.Cmd.DISC, cookie, offset: 0, length: 0 }, h.extendedHeaders)
     )
     conn.endWrites()
-    return Effect.void
+    return debug.log(h, operation, () => `sending ${Protocol.commandName(Protocol.Cmd.DISC)} cookie=${cookie}`)
   })

@@ -28,6 +28,10 @@ export interface Settings {
   handshakeFlags: number
   strictMode: number
   optMode: boolean
+  /** Whether a read zeroes the caller's buffer before any check (libnbd's pread_initialize). */
+  preadInitialize: boolean
+  /** Whether calls, state changes, options and commands are logged at Debug level. */
+  debug: boolean
 }
 
 export interface BlockSizes {
@@ -78,6 +82,14 @@ export class HandleImpl {
   info: ExportInfo | undefined = undefined
   /** Negotiated meta contexts by id, or undefined when no SET_META_CONTEXT has succeeded. */
   metaContexts: Map<number, string> | undefined = undefined
+  /**
+   * libnbd's meta_valid: the negotiated contexts may be trusted. Set by a successful SET_META_CONTEXT, or by
+   * INFO/GO when contexts were requested but structured replies are off or none were added; cleared when
+   * the export name changes, INFO/GO fails, a SET begins, or STARTTLS succeeds.
+   */
+  metaValid = false
+  /** Whether a fiber is logging this handle's state changes (debug on). */
+  stateWatched = false
   readonly stats: Stats = { bytesSent: 0, chunksSent: 0, bytesReceived: 0, chunksReceived: 0 }
   /** A URI that reconnects to where this handle connected, when the transport knows one. */
   uri: string | undefined = undefined
@@ -106,6 +118,8 @@ export class HandleImpl {
       handshakeFlags: Protocol.HANDSHAKE_FLAG_MASK,
       strictMode: 0x7f,
       optMode: false,
+      preadInitialize: true,
+      debug: false,
       ...settings
     }
   }

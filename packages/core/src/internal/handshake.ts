@@ -4,6 +4,7 @@ import * as HandleState from "../HandleState.js"
 import * as NbdError from "../NbdError.js"
 import * as Protocol from "../Protocol.js"
 import type { Connection } from "./connection.js"
+import * as debug from "./debug.js"
 import type { ExportInfo, HandleImpl } from "./handle.js"
 import { acceptBlockSizes, normaliseFlags, tlsSettings } from "./handle.js"
 
@@ -60,39 +61,55 @@ const sendOption = (conn: Connection, option: number, data?: Uint8Array): void =
 const readReply = (conn: Connection, option: number) =>
   conn.awaitMessage(() => conn.handshake.decodeOptionReply(option))
 
-/** Sends an option and collects its replies up to the final ACK or error. */
-const exchange = (
+/** Sends an option and collects its replies up to the final ACK or error, logging each when debug is on. */
+export const exchange = (
   conn: Connection,
   option: number,
-  data?: Uint8Array
+  data: Uint8Array | undefined,
+  operation: string
 ): Effect.Effect<
   { readonly replies: ReadonlyArray<ClientCodec.OptionReply>; readonly final: ClientCodec.OptionReply },
   NbdError.NbdError
 > =>
   Effect.gen(function* () {
+    const name = Protocol.optionName(option)
+    yield* debug.log(conn.h, operation, () => `sending option ${name} (${data?.length ?? 0} bytes of data)`)
     sendOption(conn, option, data)
     const replies: Array<ClientCodec.OptionReply> = []
     while (true) {
       const reply = yield* readReply(conn, option)
+      yield* debug.log(conn.h, operation, () => `received reply ${describeReply(reply)} to ${name}`)
       if (reply._tag === "Ack" || reply._tag === "Error") return { replies, final: reply }
       replies.push(reply)
     }
   })
 
+const describeReply = (reply: ClientCodec.OptionReply): string =>
+  reply._tag === "Error"
+    ? `Error 0x${reply.type.toString(16)}${reply.message ? `: ${escape(reply.message)}` : ""}`
+    : reply._tag === "MetaContext"
+      ? `MetaContext ${reply.id} ${escape(reply.name)}`
+      : reply._tag
+
 /** NBD_OPT_STRUCTURED_REPLY or NBD_OPT_EXTENDED_HEADERS: true when the server agreed. */
 export const negotiateFeature = (
   h: HandleImpl,
   conn: Connection,
-  option: typeof Protocol.Opt.STRUCTURED_REPLY | typeof Protocol.Opt.EXTENDED_HEADERS
+  option: typeof Protocol.Opt.STRUCTURED_REPLY | typeof Protocol.Opt.EXTENDED_HEADERS,
+  operation = "handshake"
 ): Effect.Effect<boolean, NbdError.NbdError> =>
-  Effect.map(exchange(conn, option), ({ final, replies }) => {
+  Effect.map(exchange(conn, option, undefined, operation), ({ final, replies }) => {
     if (replies.length > 0 || final._tag !== "Ack") return false
     if (option === Protocol.Opt.EXTENDED_HEADERS) h.extendedHeaders = true
     h.structuredReplies = true
     return true
   })
 
-/** NBD_OPT_SET_META_CONTEXT or NBD_OPT_LIST_META_CONTEXT with the given queries; returns the context names. */
+/**
+ * NBD_OPT_SET_META_CONTEXT or NBD_OPT_LIST_META_CONTEXT with the given queries; returns the context names in
+ * the server's order. LIST is stateless (its replies may all carry id 0, as qemu-nbd's do); SET replaces the
+ * negotiated contexts and makes them valid once the server acknowledges.
+ */
 export const metaContextExchange = (
   h: HandleImpl,
   conn: Connection,
@@ -101,23 +118,34 @@ export const metaContextExchange = (
   queries: ReadonlyArray<string>
 ): Effect.Effect<ReadonlyArray<string>, NbdError.NbdError> =>
   Effect.gen(function* () {
+    const set = option === Protocol.Opt.SET_META_CONTEXT
+    if (set) resetMetaContexts(h)
     const data = ClientCodec.encodeMetaContextRequest(h.settings.exportName, queries)
-    const { final, replies } = yield* exchange(conn, option, data)
+    const { final, replies } = yield* exchange(conn, option, data, operation)
+    const names: Array<string> = []
     const contexts = new Map<number, string>()
     for (const reply of replies) {
       if (reply._tag !== "MetaContext")
         return yield* Effect.fail(
           protocolError(operation, `handshake: unexpected option reply type to ${Protocol.optionName(option)}`)
         )
+      names.push(reply.name)
       contexts.set(reply.id, reply.name)
     }
-    if (option === Protocol.Opt.SET_META_CONTEXT) h.metaContexts = final._tag === "Ack" ? contexts : new Map()
+    if (set) h.metaContexts = contexts
     if (final._tag === "Error") {
       const error = optionErrorOf(h, operation, final)
       return yield* Effect.fail(error.errno === "" ? new NbdError.OptionError({ ...error, errno: "ENOTSUP" }) : error)
     }
-    return Array.from(contexts.values())
+    if (set) h.metaValid = true
+    return names
   })
+
+/** Forgets the negotiated contexts before a SET replaces them (libnbd empties its list and clears meta_valid). */
+const resetMetaContexts = (h: HandleImpl): void => {
+  h.metaContexts = new Map()
+  h.metaValid = false
+}
 
 /** NBD_OPT_INFO or NBD_OPT_GO with the info requests the settings ask for. */
 const infoExchange = (
@@ -131,7 +159,7 @@ const infoExchange = (
     if (h.settings.requestBlockSize) infos.push(Protocol.Info.BLOCK_SIZE)
     if (h.settings.fullInfo) infos.push(Protocol.Info.NAME, Protocol.Info.DESCRIPTION)
     const data = ClientCodec.encodeInfoRequest(h.settings.exportName, infos)
-    const { final, replies } = yield* exchange(conn, option, data)
+    const { final, replies } = yield* exchange(conn, option, data, operation)
     if (final._tag !== "Ack") return final
     const info: ExportInfo = {
       size: -1n,
@@ -177,6 +205,9 @@ const setExportInfo = (h: HandleImpl, operation: string, info: ExportInfo): Effe
     )
   info.flags = normaliseFlags(h, info.flags)
   h.info = info
+  // No SET was due (no structured replies, or no contexts added): "none negotiated" is then a valid answer.
+  if (h.settings.requestMetaContext && (!h.structuredReplies || h.settings.metaContexts.length === 0))
+    h.metaValid = true
   return Effect.void
 }
 
@@ -233,12 +264,17 @@ export const goOrInfo = (
       return yield* finish(h, conn)
     }
     const contexts = h.settings.metaContexts
+    if (h.settings.requestMetaContext) resetMetaContexts(h)
     if (h.settings.requestMetaContext && h.structuredReplies && contexts.length > 0) {
-      // A refusal leaves no contexts negotiated; the connection goes on, as with libnbd.
+      // A refusal leaves no contexts negotiated; the connection goes on, as with libnbd, and the answer
+      // "none" is valid only if the server named none before refusing.
       yield* Effect.catchIf(
         metaContextExchange(h, conn, operation, Protocol.Opt.SET_META_CONTEXT, contexts),
         (e) => e._tag === "OptionError",
-        () => Effect.void
+        () =>
+          Effect.sync(() => {
+            h.metaValid = (h.metaContexts?.size ?? 0) === 0
+          })
       )
     }
     const final = yield* infoExchange(h, conn, operation, option)
@@ -250,6 +286,7 @@ export const goOrInfo = (
       yield* exportName(h, conn, operation)
       return yield* finish(h, conn)
     }
+    h.metaValid = false
     const error =
       final._tag === "Error" ? optionErrorOf(h, operation, final) : protocolError(operation, "unexpected reply")
     return yield* Effect.fail(
@@ -302,7 +339,7 @@ export const starttls = (
   service: NonNullable<HandleImpl["startTls"]>
 ): Effect.Effect<boolean, NbdError.NbdError> =>
   Effect.gen(function* () {
-    const { final, replies } = yield* exchange(conn, Protocol.Opt.STARTTLS)
+    const { final, replies } = yield* exchange(conn, Protocol.Opt.STARTTLS, undefined, operation)
     if (replies.length > 0)
       return yield* Effect.fail(protocolError(operation, "handshake: unexpected option reply type to NBD_OPT_STARTTLS"))
     if (final._tag !== "Ack") return false
@@ -323,6 +360,7 @@ export const starttls = (
     h.structuredReplies = false
     h.extendedHeaders = false
     h.metaContexts = undefined
+    h.metaValid = false
     h.info = undefined
     return true
   })
