@@ -111,7 +111,7 @@ const optionReplyFields = (b: Uint8Array, at: number, length: number): Array<Fie
     field(at, 16, 4, "length")
   ]
   const type = Buffer.from(b).readUInt32BE(at + 12)
-  if (type === 3 && length >= 2) {
+  if (type === 3 && length >= 2 && at + 22 <= b.length) {
     fields.push(field(at, 20, 2, "type"))
     const info = Buffer.from(b).readUInt16BE(at + 20)
     if (info === 0 && length === 12) fields.push(field(at, 22, 8, "size"), field(at, 30, 2, "flags"))
@@ -119,7 +119,8 @@ const optionReplyFields = (b: Uint8Array, at: number, length: number): Array<Fie
       fields.push(field(at, 22, 4, "size"), field(at, 26, 4, "size"), field(at, 30, 4, "size"))
   }
   if ((type === 4 || type === 2) && length >= 4) fields.push(field(at, 20, 4, type === 4 ? "id" : "length"))
-  return fields
+  // A truncated or lying answer may end before its fields do.
+  return fields.filter((f) => f.at + f.size <= b.length)
 }
 
 const optionMessages = (b: Uint8Array, option: number): Array<Message> => {
@@ -177,6 +178,7 @@ const requestOf = (client: Uint8Array): Request | undefined => {
   if (client.length < 28) return undefined
   const view = Buffer.from(client)
   const extended = view.readUInt32BE(0) === 0x21e41c71
+  if (extended && client.length < 32) return undefined
   return { type: view.readUInt16BE(6), length: extended ? Number(view.readBigUInt64BE(24)) : view.readUInt32BE(24) }
 }
 
