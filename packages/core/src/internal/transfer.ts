@@ -46,6 +46,8 @@ export interface Reader<E> {
   /** The largest request this side takes. */
   readonly maxRequest: number
   readonly read: (lane: number, offset: number, into: Uint8Array) => Start<E>
+  /** A read into a fresh buffer the reader makes itself (an NBD read then skips zeroing a given one). */
+  readonly readFresh?: (lane: number, offset: number, length: number) => Effect.Effect<Effect.Effect<Uint8Array, E>, E>
   /** Base:allocation extents from `offset` (at least one, within the range), when the source knows them. */
   readonly extents: ((offset: number, length: number) => Effect.Effect<ReadonlyArray<Item>, E>) | undefined
 }
@@ -158,6 +160,7 @@ export const nbdReader = (
       maxRequest,
       read: (lane, offset, into) =>
         Effect.map(Nbd.aioPread(handles[lane]!, into.length, offset, { buffer: into }), (c) => c.await),
+      readFresh: (lane, offset, length) => Effect.map(Nbd.aioPread(handles[lane]!, length, offset), (c) => c.await),
       extents: allocation
         ? (offset, length) => Effect.map(Nbd.blockStatus(h0, length, offset), (e) => itemsOf(e, offset, length))
         : undefined
@@ -410,38 +413,31 @@ export const copyRandom = <E1, E2>(
   )
 }
 
-/** Started I/O in order, each with what it gives when done, awaited oldest first. */
+/** Started I/O in order, awaited oldest first. */
 class Window<E, A> {
-  private waits: Array<Effect.Effect<unknown, E>> = []
-  private values: Array<A> = []
+  private waits: Array<Effect.Effect<A, E>> = []
   private lengths: Array<number> = []
   private zeroes: Array<boolean> = []
   private head = 0
   get size(): number {
     return this.waits.length - this.head
   }
-  push(wait: Effect.Effect<unknown, E>, value: A, length: number, zero: boolean): void {
+  push(wait: Effect.Effect<A, E>, length: number, zero: boolean): void {
     this.waits.push(wait)
-    this.values.push(value)
     this.lengths.push(length)
     this.zeroes.push(zero)
   }
-  /** Waits for the oldest, counts it, and gives its value. */
+  /** Waits for the oldest and counts it. */
   shift(tracker: Tracker | undefined): Effect.Effect<A, E> {
     const i = this.head++
     const wait = this.waits[i]!
-    const value = this.values[i]!
     const length = this.lengths[i]!
     const zero = this.zeroes[i]!
     if (this.head === this.waits.length) this.reset()
-    return Effect.as(
-      tracker === undefined ? wait : Effect.tap(wait, () => (zero ? tracker.zero(length) : tracker.data(length))),
-      value
-    )
+    return tracker === undefined ? wait : Effect.tap(wait, () => (zero ? tracker.zero(length) : tracker.data(length)))
   }
   private reset(): void {
     this.waits = []
-    this.values = []
     this.lengths = []
     this.zeroes = []
     this.head = 0
@@ -470,6 +466,12 @@ export const orderedStream = <E>(reader: Reader<E>, options: OrderedOptions): St
     const window = new Window<E, Uint8Array>()
     const tracker = options.tracker
     let lane = 0
+    const readFresh =
+      reader.readFresh ??
+      ((lane: number, offset: number, length: number) => {
+        const buffer = new Uint8Array(length)
+        return Effect.map(reader.read(lane, offset, buffer), (wait) => Effect.as(wait, buffer))
+      })
     const fill: Effect.Effect<void, E> = Effect.gen(function* () {
       while (window.size < options.inFlight) {
         const item = planner.takeSync()
@@ -478,10 +480,9 @@ export const orderedStream = <E>(reader: Reader<E>, options: OrderedOptions): St
           yield* planner.refill
           continue
         }
-        const buffer = new Uint8Array(item.length)
-        if (item.zero) window.push(Effect.void, buffer, item.length, true)
+        if (item.zero) window.push(Effect.succeed(new Uint8Array(item.length)), item.length, true)
         else {
-          window.push(yield* reader.read(lane, item.offset, buffer), buffer, item.length, false)
+          window.push(yield* readFresh(lane, item.offset, item.length), item.length, false)
           lane = (lane + 1) % reader.lanes
         }
       }
@@ -520,7 +521,7 @@ export const sequentialSink = <E>(
   options: SequentialOptions
 ): Sink.Sink<number, Uint8Array, never, E | NbdError.NbdError> =>
   Sink.suspend(() => {
-    const window = new Window<E, void>()
+    const window = new Window<E, unknown>()
     const tracker = options.tracker
     const maxRequest = Math.min(writer.maxRequest, Protocol.Limits.DEFAULT_PAYLOAD_MAX)
     const lanes = Number.isFinite(writer.lanes) ? writer.lanes : 1
@@ -528,7 +529,7 @@ export const sequentialSink = <E>(
     let lane = 0
     const issue = (start: Start<E>, length: number, zero: boolean): Effect.Effect<void, E> =>
       Effect.flatMap(start, (wait) => {
-        window.push(wait, undefined, length, zero)
+        window.push(wait, length, zero)
         return window.size > options.inFlight ? window.shift(tracker) : Effect.void
       })
     const push = (chunk: Chunk.Chunk<Uint8Array>): Effect.Effect<void, E> =>
