@@ -84,6 +84,14 @@ export interface Settings {
   readonly requestBlockSize?: boolean
   readonly handshakeFlags?: number
   readonly strictMode?: number
+  /**
+   * How long closing the handle's scope waits for a graceful end (NBD_CMD_DISC or NBD_OPT_ABORT written and
+   * the server closing the connection) before it releases the socket anyway. Default 2 seconds. A close while
+   * commands are still waiting for replies (interrupted, timed out, or never awaited) or while a write is
+   * stuck on a peer that stopped reading does not wait: it fails them with ENOTCONN and releases the socket
+   * at once.
+   */
+  readonly closeGrace?: Duration.DurationInput
   /** Whether reads zero their buffer before any check (default true); see `setPreadInitialize`. */
   readonly preadInitialize?: boolean
   /** Debug messages through Effect's logger (default false); see `setDebug`. */
@@ -117,23 +125,32 @@ const toImpl = (h: Handle): internal.HandleImpl => impls.get(h)!
 /** Scopes of the connections, kept apart from the handle so the close finalizer runs while they live. */
 const connectionScopes = new WeakMap<internal.HandleImpl, Scope.CloseableScope>()
 
-const GRACE = Duration.seconds(2)
+/** How long a close waits for a graceful end unless the settings say otherwise. */
+const DEFAULT_CLOSE_GRACE = Duration.seconds(2)
+
+/**
+ * Whether a close should give up at once rather than end gracefully: commands are still waiting (the caller
+ * gave up on them, or interrupted them and their replies never came) or a write is stuck on a peer that
+ * stopped reading. Waiting then would only hold the socket for the whole grace.
+ */
+const abandoning = (conn: Connection): boolean => conn.inFlight > 0 || conn.writing
 
 const closeHandle = (h: internal.HandleImpl): Effect.Effect<void> =>
   Effect.gen(function* () {
     const conn = h.connection
     const state = yield* h.state.get
-    if (conn !== undefined && conn.ended === undefined) {
+    if (conn !== undefined && conn.ended === undefined && !abandoning(conn)) {
+      const grace = h.settings.closeGrace
       if (HandleState.isConnected(state) && !conn.disconnectRequested)
         yield* Effect.ignore(commands.disconnect(h, "nbd_close"))
       else if (HandleState.isNegotiating(state)) handshake.sendAbort(conn)
       conn.endWrites()
-      conn.failPending("the handle was closed before the server replied")
-      yield* conn.drain(GRACE)
+      yield* conn.drain(grace)
       // Finalizers run uninterruptibly: without `interruptible` the timeout could not stop the wait, and a
       // peer that keeps the socket open after NBD_CMD_DISC would hold the close forever.
-      yield* Effect.ignore(Effect.timeout(Effect.interruptible(Deferred.await(conn.endedSignal)), GRACE))
+      yield* Effect.ignore(Effect.timeout(Effect.interruptible(Deferred.await(conn.endedSignal)), grace))
     }
+    conn?.failPending("the handle was closed before the server replied")
     if (!HandleState.isDead(yield* h.state.get)) yield* h.setState(HandleState.Closed)
     if (conn !== undefined) yield* conn.terminate(undefined)
   })
@@ -172,7 +189,8 @@ export const make = (settings: Settings = {}): Effect.Effect<Handle, NbdError.Nb
     const { metaContexts, ...rest } = settings
     const impl = new internal.HandleImpl(state, connectionScope, {
       ...(rest as Partial<internal.Settings>),
-      ...(metaContexts ? { metaContexts: [...metaContexts] } : {})
+      ...(metaContexts ? { metaContexts: [...metaContexts] } : {}),
+      closeGrace: settings.closeGrace === undefined ? DEFAULT_CLOSE_GRACE : Duration.decode(settings.closeGrace)
     })
     connectionScopes.set(impl, connectionScope)
     const handle: Handle = { [TypeId]: TypeId }
@@ -287,7 +305,8 @@ const kill = (h: internal.HandleImpl, conn: Connection, error: NbdError.NbdError
   Effect.gen(function* () {
     const s = yield* h.state.get
     if (!HandleState.isDead(s) && !HandleState.isClosed(s)) yield* h.setState(HandleState.Dead(error))
-    yield* conn.drain(GRACE)
+    // What was queued last (NBD_OPT_ABORT after a refused option) goes out unless the peer stopped reading.
+    if (!conn.writing) yield* conn.drain(h.settings.closeGrace)
     yield* conn.terminate(error)
   })
 
@@ -858,8 +877,8 @@ const abortNegotiation = (h: Handle, operation: string): Effect.Effect<void, Nbd
     handshake.sendAbort(conn)
     return Effect.gen(function* () {
       yield* impl.setState(HandleState.Closed)
-      yield* conn.drain(GRACE)
-      yield* Effect.ignore(Effect.timeout(Deferred.await(conn.endedSignal), GRACE))
+      yield* conn.drain(impl.settings.closeGrace)
+      yield* Effect.ignore(Effect.timeout(Deferred.await(conn.endedSignal), impl.settings.closeGrace))
       yield* conn.terminate(undefined)
     })
   })

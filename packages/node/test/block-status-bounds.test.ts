@@ -2,60 +2,13 @@ import { Nbd } from "@effect-nbd/core"
 import { NodeNbd } from "@effect-nbd/node"
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
-import type * as Scope from "effect/Scope"
-import * as Net from "node:net"
-import * as Path from "node:path"
-import { tempDir } from "./util/peers.js"
+import { Chunk, chunk, CONTEXT_ID, type Request, scriptedServer } from "./util/scripted.js"
 
-// A scripted server with structured replies and base:allocation (context id 1) whose block-status answers
-// a test writes by hand, to check what one command may accumulate from a hostile server.
+// Block-status answers written by hand, from a scripted server with base:allocation, to check what one
+// command may accumulate from a hostile server.
 
 const EXPORT_SIZE = 1n << 30n
-const CONTEXT_ID = 1
-
-const optionReply = (option: number, type: number, data: Buffer = Buffer.alloc(0)): Buffer => {
-  const b = Buffer.alloc(20 + data.length)
-  b.writeBigUInt64BE(0x3e889045565a9n, 0)
-  b.writeUInt32BE(option, 8)
-  b.writeUInt32BE(type, 12)
-  b.writeUInt32BE(data.length, 16)
-  data.copy(b, 20)
-  return b
-}
-
-const answerOption = (option: number): Buffer => {
-  switch (option) {
-    case 8: // STRUCTURED_REPLY
-      return optionReply(option, 1)
-    case 10: {
-      // SET_META_CONTEXT
-      const data = Buffer.alloc(4 + 15)
-      data.writeUInt32BE(CONTEXT_ID, 0)
-      data.write("base:allocation", 4)
-      return Buffer.concat([optionReply(option, 4, data), optionReply(option, 1)])
-    }
-    case 7: {
-      // GO: NBD_INFO_EXPORT, then ACK
-      const info = Buffer.alloc(12)
-      info.writeBigUInt64BE(EXPORT_SIZE, 2)
-      info.writeUInt16BE(0x0001, 10)
-      return Buffer.concat([optionReply(option, 3, info), optionReply(option, 1)])
-    }
-    default:
-      return optionReply(option, 0x80000001) // ERR_UNSUP
-  }
-}
-
-/** A structured reply chunk header (16 bytes) and its payload. */
-const chunk = (cookie: Buffer, type: number, flags: number, payload: Buffer): Buffer => {
-  const b = Buffer.alloc(20)
-  b.writeUInt32BE(0x668e33ef, 0)
-  b.writeUInt16BE(flags, 4)
-  b.writeUInt16BE(type, 6)
-  cookie.copy(b, 8)
-  b.writeUInt32BE(payload.length, 16)
-  return Buffer.concat([b, payload])
-}
+const { BLOCK_STATUS, DONE, NONE } = Chunk
 
 /** A BLOCK_STATUS chunk payload: the context id, then (length, flags) per extent. */
 const descriptors = (extents: ReadonlyArray<readonly [number, number]>, contextId = CONTEXT_ID): Buffer => {
@@ -68,68 +21,8 @@ const descriptors = (extents: ReadonlyArray<readonly [number, number]>, contextI
   return b
 }
 
-const DONE = 1
-const BLOCK_STATUS = 5
-const NONE = 0
-
-type Answer = (request: { readonly cookie: Buffer; readonly offset: bigint; readonly length: number }) => Buffer
-
-const server = (answer: Answer): Effect.Effect<string, never, Scope.Scope> =>
-  Effect.gen(function* () {
-    const dir = yield* tempDir
-    const path = Path.join(dir, "bs.sock")
-    const sockets = new Set<Net.Socket>()
-    yield* Effect.acquireRelease(
-      Effect.async<Net.Server>((resume) => {
-        const s = Net.createServer((socket) => {
-          sockets.add(socket)
-          socket.on("error", () => {})
-          const greeting = Buffer.alloc(18)
-          greeting.write("NBDMAGICIHAVEOPT")
-          greeting.writeUInt16BE(3, 16)
-          socket.write(greeting)
-          let buffered = Buffer.alloc(0)
-          let phase: "flags" | "options" | "transmission" = "flags"
-          socket.on("data", (data: Buffer) => {
-            buffered = Buffer.concat([buffered, data])
-            while (true) {
-              if (phase === "flags") {
-                if (buffered.length < 4) return
-                buffered = buffered.subarray(4)
-                phase = "options"
-              } else if (phase === "options") {
-                if (buffered.length < 16) return
-                const length = buffered.readUInt32BE(12)
-                if (buffered.length < 16 + length) return
-                const option = buffered.readUInt32BE(8)
-                buffered = buffered.subarray(16 + length)
-                socket.write(answerOption(option))
-                if (option === 7) phase = "transmission"
-              } else {
-                if (buffered.length < 28) return
-                const type = buffered.readUInt16BE(6)
-                const request = {
-                  cookie: Buffer.from(buffered.subarray(8, 16)),
-                  offset: buffered.readBigUInt64BE(16),
-                  length: buffered.readUInt32BE(24)
-                }
-                buffered = buffered.subarray(28)
-                if (type === 2) return void socket.end() // DISC
-                socket.write(answer(request))
-              }
-            }
-          })
-        })
-        s.listen(path, () => resume(Effect.succeed(s)))
-      }),
-      (s) =>
-        Effect.async<void>((resume) => {
-          for (const socket of sockets) socket.destroy()
-          s.close(() => resume(Effect.void))
-        })
-    )
-    return path
-  })
+const server = (onRequest: (request: Request) => Buffer) =>
+  Effect.map(scriptedServer({ exportSize: EXPORT_SIZE, onRequest }), (s) => s.path)
 
 const withHandle = <A, E>(path: string, f: (h: Nbd.Handle) => Effect.Effect<A, E>) =>
   Effect.scoped(

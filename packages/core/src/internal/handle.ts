@@ -1,3 +1,4 @@
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
@@ -28,6 +29,8 @@ export interface Settings {
   handshakeFlags: number
   strictMode: number
   optMode: boolean
+  /** How long a graceful close waits; see `Nbd.Settings.closeGrace`. */
+  closeGrace: Duration.Duration
   /** Whether a read zeroes the caller's buffer before any check (libnbd's pread_initialize). */
   preadInitialize: boolean
   /** Whether calls, state changes, options and commands are logged at Debug level. */
@@ -118,6 +121,7 @@ export class HandleImpl {
       handshakeFlags: Protocol.HANDSHAKE_FLAG_MASK,
       strictMode: 0x7f,
       optMode: false,
+      closeGrace: Duration.seconds(2),
       preadInitialize: true,
       debug: false,
       ...settings

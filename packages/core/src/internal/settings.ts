@@ -1,3 +1,5 @@
+import * as Duration from "effect/Duration"
+import * as Option from "effect/Option"
 import * as NbdError from "../NbdError.js"
 import * as Protocol from "../Protocol.js"
 import { utf8 } from "./bytes.js"
@@ -41,6 +43,14 @@ const flags =
           `flags: invalid value for flag: ${typeof value === "number" ? `0x${value.toString(16)}` : String(value)}`
         )
 
+const duration =
+  (param: string): Rule["check"] =>
+  (operation, value) =>
+    Option.match(Duration.decodeUnknown(value), {
+      onNone: () => badValue(operation, param, value),
+      onSome: (d) => (Duration.isFinite(d) ? undefined : badValue(operation, param, value))
+    })
+
 const tls: Rule["check"] = (operation, value) =>
   value === "disable" || value === "allow" || value === "require" ? undefined : badValue(operation, "tls", value)
 
@@ -73,7 +83,8 @@ export const rules: { readonly [K in keyof Settings]: Rule } = {
   strictMode: { operation: "nbd_set_strict_mode", check: flags(Strict.MASK) },
   optMode: { operation: "nbd_set_opt_mode", check: boolean("enable") },
   preadInitialize: { operation: "nbd_set_pread_initialize", check: boolean("request") },
-  debug: { operation: "nbd_set_debug", check: boolean("debug") }
+  debug: { operation: "nbd_set_debug", check: boolean("debug") },
+  closeGrace: { operation: "nbd_create", check: duration("close_grace") }
 }
 
 const isKey = (key: string): key is keyof Settings => Object.prototype.hasOwnProperty.call(rules, key)
