@@ -79,7 +79,7 @@ describe("replayed transcripts through the Node transport", () => {
             expect(result).toEqual(t.result)
             expect(sent).toBe(clientBytes(t))
           }),
-          { seed: SEED, numRuns: 12 }
+          { seed: SEED, numRuns: 20 }
         )
       })
 

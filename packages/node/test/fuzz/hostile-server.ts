@@ -13,7 +13,7 @@ import * as Crypto from "node:crypto"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
 import { type Case, makeCase } from "./mutate.js"
-import { makeReplayServer, type Plan, type ReplayServer } from "./replay-server.js"
+import { makeReplayServer, type Plan, type ReplayServer, type Served } from "./replay-server.js"
 import * as Session from "./session.js"
 import { fromHex, fuzzDirectory, loadTranscripts, toHex } from "./transcript.js"
 
@@ -25,6 +25,8 @@ export interface CaseResult {
   readonly outcome: string
   readonly ms: number
   readonly detail: string
+  /** What the client sent, as far as the server saw before the run ended. */
+  readonly clientSent: Uint8Array
 }
 
 export interface FuzzOptions {
@@ -104,9 +106,12 @@ const decodePlan = (json: PlanJson): Plan => ({
 
 export const regressionsDirectory = (): string => Path.join(fuzzDirectory(), "regressions")
 
-/** Saves a failing case; the name is its verdict and a digest of its plan, so a case is saved once. */
-export const saveRegression = async (c: Case, found: string): Promise<string> => {
-  const json = { origin: c.origin, found, plan: encodePlan(c.plan) }
+/**
+ * Saves a failing case: the plan the server followed and what the client sent it. The name is the verdict and
+ * a digest of the plan, so a case is saved once.
+ */
+export const saveRegression = async (c: Case, found: string, clientSent: Uint8Array): Promise<string> => {
+  const json = { origin: c.origin, found, clientSent: toHex(clientSent), plan: encodePlan(c.plan) }
   const digest = Crypto.createHash("sha256").update(JSON.stringify(json.plan)).digest("hex").slice(0, 12)
   const dir = regressionsDirectory()
   Fs.mkdirSync(dir, { recursive: true })
@@ -186,6 +191,8 @@ const verdict = (result: Session.SessionResult): { outcome: string; detail: stri
   return { outcome: Session.outcomeOf(result), detail: JSON.stringify(result) }
 }
 
+const sentBy = (served: Served | "timeout"): Uint8Array => (served === "timeout" ? new Uint8Array(0) : served.received)
+
 /**
  * Runs the session once against `plan`. The bound is kept by a timer outside Effect, so a run that cannot be
  * interrupted still reports "timeout" instead of hanging the fuzz.
@@ -199,16 +206,18 @@ export const runPlan = async (server: ReplayServer, plan: Plan, boundMs = 5000):
   const ms = performance.now() - start
   if (exit === "timeout") {
     Effect.runFork(Fiber.interrupt(fiber))
-    await withTimeout(served, 1000)
-    return { outcome: "timeout", ms, detail: `the session did not end within ${boundMs} ms` }
+    const clientSent = sentBy(await withTimeout(served, 1000))
+    return { outcome: "timeout", ms, detail: `the session did not end within ${boundMs} ms`, clientSent }
   }
-  await withTimeout(served, 2000)
-  if (Exit.isFailure(exit)) return { outcome: "defect", ms, detail: Cause.pretty(exit.cause) }
+  const clientSent = sentBy(await withTimeout(served, 2000))
+  if (Exit.isFailure(exit)) return { outcome: "defect", ms, detail: Cause.pretty(exit.cause), clientSent }
   const { detail, outcome } = verdict(exit.value)
   const fdsAfter = await settleFds(fdsBefore, 500)
-  if (fdsAfter > fdsBefore)
-    return { outcome: "leak", ms, detail: `${fdsAfter - fdsBefore} more open file descriptors after the run` }
-  return { outcome, ms, detail }
+  if (fdsAfter > fdsBefore) {
+    const leaked = `${fdsAfter - fdsBefore} more open file descriptors after the run`
+    return { outcome: "leak", ms, detail: leaked, clientSent }
+  }
+  return { outcome, ms, detail, clientSent }
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -252,7 +261,7 @@ export const runFuzz = async (options: FuzzOptions): Promise<FuzzReport> => {
       const outcome = unhandled > before && result.outcome !== "timeout" ? "unhandled" : result.outcome
       bump(outcomes, outcome)
       if ((BAD as ReadonlyArray<string>).includes(outcome)) {
-        const file = options.saveRegressions === false ? undefined : await saveRegression(c, outcome)
+        const file = options.saveRegressions === false ? undefined : await saveRegression(c, outcome, result.clientSent)
         failures.push({ index, outcome, origin: c.origin, detail: result.detail, file })
         if (failures.length >= (options.maxFailures ?? Number.POSITIVE_INFINITY)) {
           index++
