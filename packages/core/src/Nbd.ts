@@ -19,12 +19,12 @@ import { Connection } from "./internal/connection.js"
 import * as debug from "./internal/debug.js"
 import * as internal from "./internal/handle.js"
 import * as handshake from "./internal/handshake.js"
+import { uriOf } from "./internal/uri.js"
 import * as settingRules from "./internal/settings.js"
 import * as version from "./internal/version.js"
 import * as NbdError from "./NbdError.js"
-import * as NbdUri from "./NbdUri.js"
 import * as Protocol from "./Protocol.js"
-import * as StartTls from "./StartTls.js"
+import * as Transport from "./Transport.js"
 
 /**
  * @since 0.1.0
@@ -327,7 +327,7 @@ export interface ConnectOptions {
 /**
  * Begins the handshake on the socket the `Socket` layer gives, and returns at once: the state is
  * Connecting right after. `connectSocket` waits for the end of the handshake. When the context also holds a
- * `StartTls` service for that socket, TLS ("allow" or "require") upgrades the connection after
+ * `Transport` service for that socket, TLS ("allow" or "require") upgrades the connection after
  * NBD_OPT_STARTTLS; without one, "allow" stays in plaintext and "require" fails with ENOTSUP.
  *
  * @since 0.1.0
@@ -349,7 +349,7 @@ const startHandshake = (
   Effect.gen(function* () {
     yield* claimForConnect(impl, operation)
     const socket = yield* Socket.Socket
-    impl.startTls = Option.getOrUndefined(yield* Effect.serviceOption(StartTls.StartTls))
+    impl.transport = Option.getOrUndefined(yield* Effect.serviceOption(Transport.Transport))
     const scope = connectionScopes.get(impl)!
     const done = yield* Deferred.make<void, NbdError.NbdError>()
     handshakes.set(impl, done)
@@ -413,18 +413,7 @@ export const awaitConnected = (h: Handle): Effect.Effect<void, NbdError.NbdError
   })
 
 /**
- * Records the URI that reconnects to where this handle is connecting; transports call it (as libnbd's
- * connect calls remember their address) so `getUri` can answer.
- * @since 0.1.0
- * @category connecting
- */
-export const setTransportUri = (h: Handle, uri: string): Effect.Effect<void> =>
-  Effect.sync(() => {
-    toImpl(h).uri = uri
-  })
-
-/**
- * A URI that reconnects to the same export the same way (nbd_get_uri). Fails with ENOTSUP when the handle
+ * A URI that reconnects to the same export the same way (nbd_get_uri). Fails with EINVAL, as libnbd does, when the handle
  * was connected on a socket whose address is unknown.
  * @since 0.1.0
  * @category connecting
@@ -433,20 +422,40 @@ export const getUri = (h: Handle): Effect.Effect<string, NbdError.NbdError> =>
   call(h, "nbd_get_uri", (impl) =>
     Effect.zipRight(
       internal.checkState(impl, "nbd_get_uri", ["connecting", "negotiating", "connected", "closed", "dead"]),
-      Effect.suspend(() =>
-        impl.uri === undefined
-          ? Effect.fail(
-              internal.invalidArgument(
-                "nbd_get_uri",
-                "the handle was connected on a socket with no known address",
-                "ENOTSUP"
-              )
-            )
-          : // The export name is the current one: libnbd builds the URI from the handle's settings.
-            Effect.map(NbdUri.parse(impl.uri), (uri) => NbdUri.format({ ...uri, exportName: impl.settings.exportName }))
-      )
+      Effect.suspend(() => {
+        const uri = uriOf(impl)
+        return uri === undefined
+          ? Effect.fail(internal.invalidArgument("nbd_get_uri", "cannot construct a URI for this connection type"))
+          : Effect.succeed(uri)
+      })
     )
   )
+
+/**
+ * The server process the handle's transport started for it (`NodeNbd.connectCommand`,
+ * `connectSystemdSocketActivation`), by pid (nbd_get_subprocess_pid); ESRCH when there is none (yet).
+ * @since 0.2.0
+ * @category connecting
+ */
+export const getSubprocessPid = (h: Handle): Effect.Effect<number, NbdError.NbdError> =>
+  call(h, "nbd_get_subprocess_pid", (impl) => {
+    const pid = impl.transport?.subprocess?.pid()
+    return pid === undefined ? Effect.fail(noSubprocess("nbd_get_subprocess_pid")) : Effect.succeed(pid)
+  })
+
+/**
+ * Sends a signal (default SIGTERM) to the handle's server process (nbd_kill_subprocess); ESRCH when there
+ * is none or it has exited.
+ * @since 0.2.0
+ * @category connecting
+ */
+export const killSubprocess = (h: Handle, signal: string = "SIGTERM"): Effect.Effect<void, NbdError.NbdError> =>
+  call(h, "nbd_kill_subprocess", (impl) =>
+    impl.transport?.subprocess?.kill(signal) === true ? Effect.void : Effect.fail(noSubprocess("nbd_kill_subprocess"))
+  )
+
+const noSubprocess = (operation: string): NbdError.InvalidStateError =>
+  new NbdError.InvalidStateError({ errno: "ESRCH", operation, message: "handle does not have a subprocess" })
 
 // ---------------------------------------------------------------------------------------------------------------
 // Settings
@@ -1014,7 +1023,7 @@ export const optExtendedHeaders = (h: Handle): Effect.Effect<boolean, NbdError.N
 /**
  * NBD_OPT_STARTTLS (nbd_opt_starttls): true when the server accepted and the connection is now encrypted,
  * false when it refused (the connection goes on in plaintext). After an upgrade, structured replies,
- * extended headers and meta contexts must be negotiated again. Needs a transport that provides `StartTls`;
+ * extended headers and meta contexts must be negotiated again. Needs a transport that provides `Transport`;
  * without one it fails with ENOTSUP and sends nothing.
  * @since 0.1.0
  * @category option mode
@@ -1023,8 +1032,8 @@ export const optStarttls = (h: Handle): Effect.Effect<boolean, NbdError.NbdError
   optionCall(h, "nbd_opt_starttls", (impl, conn) =>
     Effect.gen(function* () {
       yield* requireFixed(impl, "nbd_opt_starttls")
-      const service = impl.startTls
-      if (service === undefined)
+      const startTls = impl.transport?.startTls
+      if (startTls === undefined)
         return yield* Effect.fail(
           new NbdError.InvalidArgumentError({
             errno: "ENOTSUP",
@@ -1032,7 +1041,7 @@ export const optStarttls = (h: Handle): Effect.Effect<boolean, NbdError.NbdError
             message: "TLS is not available on this transport"
           })
         )
-      return yield* handshake.starttls(impl, conn, "nbd_opt_starttls", service)
+      return yield* handshake.starttls(impl, conn, "nbd_opt_starttls", startTls)
     })
   )
 
@@ -1908,14 +1917,14 @@ export const getVersion = (_h: Handle): Effect.Effect<string> => Effect.succeed(
 
 /**
  * Whether TLS is possible (nbd_supports_tls). The core has no TLS of its own: a transport upgrades its
- * connection through the `StartTls` service it provides with its socket. So this is true where the context
- * holds a `StartTls` service (inside a transport's layer), false elsewhere; `NodeNbd.supportsTls` answers
+ * connection through the `Transport` service it provides with its socket. So this is true where the context
+ * holds a `Transport` service (inside a transport's layer), false elsewhere; `NodeNbd.supportsTls` answers
  * for the node transports, which always can.
  * @since 0.1.0
  * @category library
  */
 export const supportsTls = (_h: Handle): Effect.Effect<boolean> =>
-  Effect.map(Effect.serviceOption(StartTls.StartTls), Option.isSome)
+  Effect.map(Effect.serviceOption(Transport.Transport), (t) => Option.isSome(t) && t.value.startTls !== undefined)
 
 /**
  * Whether NBD URIs are supported (nbd_supports_uri): always true (`NbdUri` parses and formats them,

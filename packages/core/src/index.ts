@@ -23,9 +23,9 @@ export * as Protocol from "./Protocol.js"
  */
 export * as NbdUri from "./NbdUri.js"
 /**
- * @since 0.1.0
+ * @since 0.2.0
  */
-export * as StartTls from "./StartTls.js"
+export * as Transport from "./Transport.js"
 /**
  * @since 0.2.0
  */

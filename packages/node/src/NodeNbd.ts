@@ -7,33 +7,37 @@
  * @since 0.1.0
  */
 import { HandleState, Nbd, NbdError, NbdUri } from "@effect-nbd/core"
-import type { StartTls } from "@effect-nbd/core"
+import type { Transport } from "@effect-nbd/core"
 import type * as Socket from "@effect/platform/Socket"
 import * as Effect from "effect/Effect"
-import type * as Layer from "effect/Layer"
-import type * as ChildProcess from "node:child_process"
+import * as Layer from "effect/Layer"
 import * as Command from "./internal/command.js"
 import * as Fd from "./internal/fd.js"
 import * as Tcp from "./internal/tcp.js"
 import * as NodeTls from "./internal/tls.js"
 
 /**
- * A `Socket` layer that connects to a Unix socket, with the `StartTls` service that can upgrade it.
+ * A `Socket` layer that connects to a Unix socket, with the `Transport` service that can upgrade it to TLS.
  * @since 0.1.0
  * @category layers
  */
-export const layerUnix = (path: string): Layer.Layer<Socket.Socket | StartTls.StartTls> =>
-  NodeTls.layer({ path }, undefined)
+export const layerUnix = (path: string): Layer.Layer<Socket.Socket | Transport.Transport> =>
+  NodeTls.layer({ path }, undefined, { address: () => ({ _tag: "Unix", path }) })
 
 /**
- * A `Socket` layer that connects over TCP (Nagle off, as libnbd sets TCP_NODELAY), with the `StartTls`
- * service that can upgrade it (the server's certificate is checked against `host`). The port is a number or
+ * A `Socket` layer that connects over TCP (Nagle off, as libnbd sets TCP_NODELAY), with the `Transport`
+ * service that can upgrade it to TLS (the server's certificate is checked against `host`). The port is a number or
  * a service name ("nbd"); every address of `host` is tried in turn, and the first that connects wins.
  * @since 0.1.0
  * @category layers
  */
-export const layerTcp = (host: string, port: number | string): Layer.Layer<Socket.Socket | StartTls.StartTls> =>
-  NodeTls.layer(Tcp.connect(host, port), host)
+export const layerTcp = (host: string, port: number | string): Layer.Layer<Socket.Socket | Transport.Transport> =>
+  NodeTls.layer(Tcp.connect(host, port), host, {
+    address: () => {
+      const resolved = Tcp.resolvePort(port)
+      return resolved === undefined ? undefined : { _tag: "Tcp", host, port: resolved }
+    }
+  })
 
 /**
  * A `Socket` layer on an already-connected socket file descriptor; the connection owns it from then on and
@@ -41,7 +45,7 @@ export const layerTcp = (host: string, port: number | string): Layer.Layer<Socke
  * @since 0.1.0
  * @category layers
  */
-export const layerFd = (fd: number): Layer.Layer<Socket.Socket | StartTls.StartTls> =>
+export const layerFd = (fd: number): Layer.Layer<Socket.Socket | Transport.Transport> =>
   NodeTls.layer(Fd.connect(fd), undefined)
 
 /**
@@ -50,11 +54,11 @@ export const layerFd = (fd: number): Layer.Layer<Socket.Socket | StartTls.StartT
  * @since 0.1.0
  * @category layers
  */
-export const layerCommand = (argv: ReadonlyArray<string>): Layer.Layer<Socket.Socket | StartTls.StartTls> =>
-  NodeTls.layer(
-    Command.command(argv, () => {}),
-    undefined
-  )
+export const layerCommand = (argv: ReadonlyArray<string>): Layer.Layer<Socket.Socket | Transport.Transport> =>
+  Layer.suspend(() => {
+    const child = Command.tracked()
+    return NodeTls.layer(Command.command(argv, child.set), undefined, { subprocess: child.subprocess })
+  })
 
 /**
  * A `Socket` layer that starts `argv` by systemd socket activation and connects to it; the server gets
@@ -64,84 +68,41 @@ export const layerCommand = (argv: ReadonlyArray<string>): Layer.Layer<Socket.So
  */
 export const layerSystemdSocketActivation = (
   argv: ReadonlyArray<string>
-): Layer.Layer<Socket.Socket | StartTls.StartTls> =>
-  NodeTls.layer(
-    Command.systemdSocketActivation(argv, () => {}),
-    undefined
-  )
-
-// ---------------------------------------------------------------------------------------------------------------
-// What getUri answers, and the subprocess of a handle
-// ---------------------------------------------------------------------------------------------------------------
-
-/** Records, for `Nbd.getUri`, a URI that reconnects to `transport` with the handle's export and TLS settings. */
-const recordUri = (h: Nbd.Handle, transport: NbdUri.Transport): Effect.Effect<void> =>
-  Effect.gen(function* () {
-    const query = new Map<string, string>()
-    const certificates = yield* Nbd.getTlsCertificates(h)
-    const pskFile = yield* Nbd.getTlsPskFile(h)
-    const hostname = yield* Nbd.getTlsHostname(h)
-    const username = yield* Nbd.getTlsUsername(h)
-    if (certificates !== undefined) query.set("tls-certificates", certificates)
-    if (pskFile !== undefined) query.set("tls-psk-file", pskFile)
-    if (hostname !== "") query.set("tls-hostname", hostname)
-    if (!(yield* Nbd.getTlsVerifyPeer(h))) query.set("tls-verify-peer", "false")
-    yield* Nbd.setTransportUri(
-      h,
-      NbdUri.format({
-        transport,
-        tls: (yield* Nbd.getTls(h)) === "require",
-        exportName: yield* Nbd.getExportName(h),
-        ...(username === undefined ? {} : { username }),
-        query
-      })
-    )
+): Layer.Layer<Socket.Socket | Transport.Transport> =>
+  Layer.suspend(() => {
+    const child = Command.tracked()
+    let path: string | undefined
+    const connect = Command.systemdSocketActivation(argv, (spawned, socketPath) => {
+      child.set(spawned)
+      path = socketPath
+    })
+    return NodeTls.layer(connect, undefined, {
+      subprocess: child.subprocess,
+      // The socket's name is known once the child runs, inside the connection.
+      address: () => (path === undefined ? undefined : { _tag: "Unix", path })
+    })
   })
 
-const subprocesses = new WeakMap<Nbd.Handle, ChildProcess.ChildProcess>()
+// ---------------------------------------------------------------------------------------------------------------
+// The subprocess of a handle
+// ---------------------------------------------------------------------------------------------------------------
 
 /**
  * The pid of the handle's subprocess, from `connectCommand` or `connectSystemdSocketActivation`
- * (nbd_get_subprocess_pid); ESRCH when there is none (yet).
+ * (nbd_get_subprocess_pid); ESRCH when there is none (yet). The same call as `Nbd.getSubprocessPid`.
  * @since 0.1.0
  * @category subprocess
  */
-export const getSubprocessPid = (h: Nbd.Handle): Effect.Effect<number, NbdError.NbdError> =>
-  Effect.suspend(() => {
-    const pid = subprocesses.get(h)?.pid
-    return pid === undefined
-      ? Effect.fail(
-          new NbdError.InvalidStateError({
-            errno: "ESRCH",
-            operation: "nbd_get_subprocess_pid",
-            message: "handle does not have a subprocess"
-          })
-        )
-      : Effect.succeed(pid)
-  })
+export const getSubprocessPid: (h: Nbd.Handle) => Effect.Effect<number, NbdError.NbdError> = Nbd.getSubprocessPid
 
 /**
  * Sends a signal (default SIGTERM) to the handle's subprocess (nbd_kill_subprocess); ESRCH when there is
- * none or it has exited.
+ * none or it has exited. The same call as `Nbd.killSubprocess`.
  * @since 0.1.0
  * @category subprocess
  */
-export const killSubprocess = (
-  h: Nbd.Handle,
-  signal: NodeJS.Signals = "SIGTERM"
-): Effect.Effect<void, NbdError.NbdError> =>
-  Effect.suspend(() => {
-    const child = subprocesses.get(h)
-    return child === undefined || child.exitCode !== null || child.signalCode !== null || !child.kill(signal)
-      ? Effect.fail(
-          new NbdError.InvalidStateError({
-            errno: "ESRCH",
-            operation: "nbd_kill_subprocess",
-            message: "handle does not have a subprocess"
-          })
-        )
-      : Effect.void
-  })
+export const killSubprocess: (h: Nbd.Handle, signal?: NodeJS.Signals) => Effect.Effect<void, NbdError.NbdError> =
+  Nbd.killSubprocess
 
 // ---------------------------------------------------------------------------------------------------------------
 // Unix and TCP
@@ -176,7 +137,7 @@ const requireCreated = (h: Nbd.Handle, operation: string): Effect.Effect<void, N
  */
 const connectOn = (
   h: Nbd.Handle,
-  layer: Layer.Layer<Socket.Socket | StartTls.StartTls>,
+  layer: Layer.Layer<Socket.Socket | Transport.Transport>,
   operation: string
 ): Effect.Effect<void, NbdError.NbdError> =>
   Effect.zipRight(requireCreated(h, operation), Nbd.aioConnectSocket(h, { operation }).pipe(Effect.provide(layer)))
@@ -184,7 +145,6 @@ const connectOn = (
 const unix = (h: Nbd.Handle, path: string, operation: string): Effect.Effect<void, NbdError.NbdError> =>
   Effect.gen(function* () {
     yield* connectOn(h, layerUnix(path), operation)
-    yield* recordUri(h, { _tag: "Unix", path })
   })
 
 /**
@@ -230,7 +190,6 @@ const tcp = (
         new NbdError.InvalidArgumentError({ errno: "EINVAL", operation, message: Tcp.badPort(host, port).message })
       )
     yield* connectOn(h, layerTcp(host, portNumber), operation)
-    yield* recordUri(h, { _tag: "Tcp", host, port: portNumber })
   })
 
 /**
@@ -252,7 +211,7 @@ export const connectTcp = (
 /**
  * Begins the handshake on an already-connected socket file descriptor (nbd_aio_connect_socket): the
  * connection owns it from then on and closes it when the handle closes. EBADF for a descriptor that is not
- * open, ENOTSOCK for one that is not a socket. `Nbd.getUri` then fails with ENOTSUP (the address is unknown).
+ * open, ENOTSOCK for one that is not a socket. `Nbd.getUri` then fails with EINVAL (the address is unknown).
  * @since 0.1.0
  * @category connecting
  */
@@ -282,7 +241,7 @@ const missingCommand = (operation: string) =>
  * Begins connecting to a subprocess that speaks NBD on its stdin and stdout (nbd_aio_connect_command), e.g.
  * `["nbdkit", "-s", "--exit-with-parent", "memory", "1G"]`; its stderr is ours. The child is reaped when the
  * connection ends: it is expected to exit at EOF, and gets SIGTERM (then SIGKILL) if it lingers. A command
- * that cannot be started (ENOENT, ...) fails the handshake with that errno. `Nbd.getUri` fails with ENOTSUP.
+ * that cannot be started (ENOENT, ...) fails the handshake with that errno. `Nbd.getUri` fails with EINVAL.
  * @since 0.1.0
  * @category connecting
  */
@@ -297,14 +256,7 @@ const command = (
   Effect.suspend(() =>
     argv.length === 0 || argv[0] === ""
       ? Effect.fail(missingCommand(operation))
-      : connectOn(
-          h,
-          NodeTls.layer(
-            Command.command(argv, (child) => subprocesses.set(h, child)),
-            undefined
-          ),
-          operation
-        )
+      : connectOn(h, layerCommand(argv), operation)
   )
 
 /**
@@ -337,18 +289,7 @@ const socketActivation = (
   Effect.suspend(() =>
     argv.length === 0 || argv[0] === ""
       ? Effect.fail(missingCommand(operation))
-      : connectOn(
-          h,
-          NodeTls.layer(
-            Command.systemdSocketActivation(argv, (child, path) => {
-              subprocesses.set(h, child)
-              // The socket's name is known once the child runs, inside the connection.
-              Effect.runSync(recordUri(h, { _tag: "Unix", path }))
-            }),
-            undefined
-          ),
-          operation
-        )
+      : connectOn(h, layerSystemdSocketActivation(argv), operation)
   )
 
 /**

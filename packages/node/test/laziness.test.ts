@@ -8,7 +8,7 @@ import * as NbdStream from "@effect-nbd/core/NbdStream"
 import * as NbdUri from "@effect-nbd/core/NbdUri"
 import * as Protocol from "@effect-nbd/core/Protocol"
 import * as ServerCodec from "@effect-nbd/core/ServerCodec"
-import * as StartTls from "@effect-nbd/core/StartTls"
+import * as Transport from "@effect-nbd/core/Transport"
 import * as NodeNbd from "@effect-nbd/node/NodeNbd"
 import * as Backend from "@effect-nbd/test-server/Backend"
 import * as TestServer from "@effect-nbd/test-server/TestServer"
@@ -38,7 +38,7 @@ const modules = {
   "core/NbdUri": NbdUri,
   "core/Protocol": Protocol,
   "core/ServerCodec": ServerCodec,
-  "core/StartTls": StartTls,
+  "core/Transport": Transport,
   "node/NodeNbd": NodeNbd,
   "test-server/Backend": Backend,
   "test-server/TestServer": TestServer
@@ -290,10 +290,13 @@ const nbd: Record<keyof typeof Nbd & string, Entry | undefined> = {
     false
   ),
   awaitConnected: onReady((ctx) => Nbd.awaitConnected(ctx.h), ok()),
-  setTransportUri: onReady(
-    (ctx) => Nbd.setTransportUri(ctx.h, "nbd+unix:///elsewhere?socket=/run/x.sock"),
-    ok((_, ctx) => Effect.map(Nbd.getUri(ctx.h), (uri) => expect(uri).toBe(`nbd+unix:///${EXPORT}?socket=/run/x.sock`)))
-  ),
+  getSubprocessPid: {
+    kind: "effect",
+    stage: "command",
+    build: (ctx) => Nbd.getSubprocessPid(ctx.h),
+    check: ok((pid) => expect(pid).toBeGreaterThan(0))
+  },
+  killSubprocess: { kind: "effect", stage: "command", build: (ctx) => Nbd.killSubprocess(ctx.h), check: ok() },
   getUri: onReady(
     (ctx) => Nbd.getUri(ctx.h),
     ok((uri, ctx) => expect(uri).toBe(ctx.server.uriFor(EXPORT)))
@@ -729,7 +732,7 @@ const table: Record<keyof typeof modules, Record<string, Entry | undefined>> = {
     DecodeError: pure("an error class"),
     Decoder: pure("a decoder class")
   },
-  "core/StartTls": { StartTls: pure("a Context.Tag class") },
+  "core/Transport": { Transport: pure("a Context.Tag class"), make: pure("a service value") },
   "node/NodeNbd": nodeNbd,
   "test-server/Backend": backend,
   "test-server/TestServer": testServer

@@ -1,4 +1,4 @@
-import { HandleState, Nbd, StartTls } from "@effect-nbd/core"
+import { HandleState, Nbd, Transport } from "@effect-nbd/core"
 import { NodeNbd } from "@effect-nbd/node"
 import { TestServer } from "@effect-nbd/test-server"
 import { describe, expect, it } from "@effect/vitest"
@@ -77,10 +77,12 @@ describe("what the library supports", () => {
       const h = yield* Nbd.make()
       expect(yield* Nbd.supportsUri(h)).toBe(true)
       expect(yield* Nbd.supportsVsock(h)).toBe(false)
-      // The core alone has no TLS; a context with a transport's StartTls service has.
+      // The core alone has no TLS; a context whose transport can upgrade its connection has.
       expect(yield* Nbd.supportsTls(h)).toBe(false)
-      const upgrade = StartTls.StartTls.of({ upgrade: () => Effect.void })
-      expect(yield* Nbd.supportsTls(h).pipe(Effect.provideService(StartTls.StartTls, upgrade))).toBe(true)
+      const plain = Transport.make({})
+      expect(yield* Nbd.supportsTls(h).pipe(Effect.provideService(Transport.Transport, plain))).toBe(false)
+      const upgradable = Transport.make({ startTls: () => Effect.void })
+      expect(yield* Nbd.supportsTls(h).pipe(Effect.provideService(Transport.Transport, upgradable))).toBe(true)
       expect(yield* NodeNbd.supportsTls(h)).toBe(true)
     })
   )

@@ -496,7 +496,7 @@ describe("TLS: what crosses the wire in plaintext", () => {
     })
   )
 
-  it.scopedLive("a socket without StartTls: require fails before STARTTLS, allow never asks", () =>
+  it.scopedLive("a socket without a Transport: require fails before STARTTLS, allow never asks", () =>
     Effect.gen(function* () {
       const server = yield* recordingServer()
       const h = yield* Nbd.make({ tls: "require" })

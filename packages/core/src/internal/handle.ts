@@ -6,7 +6,7 @@ import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as HandleState from "../HandleState.js"
 import * as NbdError from "../NbdError.js"
 import * as Protocol from "../Protocol.js"
-import type * as StartTls from "../StartTls.js"
+import type * as Transport from "../Transport.js"
 import type { Connection } from "./connection.js"
 
 export type TlsMode = "disable" | "allow" | "require"
@@ -59,7 +59,7 @@ export interface Stats {
 }
 
 /** The TLS settings as the transport's upgrade sees them. */
-export const tlsSettings = (s: Settings): StartTls.TlsSettings => ({
+export const tlsSettings = (s: Settings): Transport.TlsSettings => ({
   certificates: s.tlsCertificates,
   verifyPeer: s.tlsVerifyPeer,
   username: s.tlsUsername,
@@ -80,8 +80,8 @@ export class HandleImpl {
   structuredReplies = false
   extendedHeaders = false
   tlsNegotiated = false
-  /** The transport's TLS upgrade, when the socket it gave can be encrypted. */
-  startTls: StartTls.StartTls["Type"] | undefined = undefined
+  /** What the transport that connected the handle offers: TLS, its address, its subprocess. */
+  transport: Transport.Service | undefined = undefined
   info: ExportInfo | undefined = undefined
   /** Negotiated meta contexts by id, or undefined when no SET_META_CONTEXT has succeeded. */
   metaContexts: Map<number, string> | undefined = undefined
@@ -94,8 +94,6 @@ export class HandleImpl {
   /** Whether a fiber is logging this handle's state changes (debug on). */
   stateWatched = false
   readonly stats: Stats = { bytesSent: 0, chunksSent: 0, bytesReceived: 0, chunksReceived: 0 }
-  /** A URI that reconnects to where this handle connected, when the transport knows one. */
-  uri: string | undefined = undefined
 
   constructor(
     readonly state: SubscriptionRef.SubscriptionRef<HandleState.HandleState>,

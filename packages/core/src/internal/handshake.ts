@@ -3,6 +3,7 @@ import * as ClientCodec from "../ClientCodec.js"
 import * as HandleState from "../HandleState.js"
 import * as NbdError from "../NbdError.js"
 import * as Protocol from "../Protocol.js"
+import type * as Transport from "../Transport.js"
 import type { Connection } from "./connection.js"
 import * as debug from "./debug.js"
 import type { ExportInfo, HandleImpl } from "./handle.js"
@@ -336,7 +337,7 @@ export const starttls = (
   h: HandleImpl,
   conn: Connection,
   operation: string,
-  service: NonNullable<HandleImpl["startTls"]>
+  startTls: NonNullable<Transport.Service["startTls"]>
 ): Effect.Effect<boolean, NbdError.NbdError> =>
   Effect.gen(function* () {
     const { final, replies } = yield* exchange(conn, Protocol.Opt.STARTTLS, undefined, operation)
@@ -353,7 +354,7 @@ export const starttls = (
       )
     // The server speaks next only after our ClientHello: bytes already here were injected in plaintext.
     if (conn.handshake.buffered > 0) return yield* Effect.fail(plaintextAfterAck(operation))
-    yield* service.upgrade(tlsSettings(h.settings))
+    yield* startTls(tlsSettings(h.settings))
     // Bytes read by the plaintext reader before the switch would otherwise be taken as encrypted replies.
     if (conn.handshake.buffered > 0) return yield* Effect.fail(plaintextAfterAck(operation))
     h.tlsNegotiated = true
@@ -374,13 +375,13 @@ const tlsStep = (h: HandleImpl, conn: Connection, operation: string): Effect.Eff
   Effect.gen(function* () {
     const mode = h.settings.tls
     if (mode === "disable") return
-    const service = h.startTls
-    if (service === undefined) {
+    const startTls = h.transport?.startTls
+    if (startTls === undefined) {
       if (mode === "allow") return
       sendAbort(conn)
       return yield* Effect.fail(tlsUnavailable(operation, "TLS is not available on this transport"))
     }
-    const accepted = yield* starttls(h, conn, operation, service)
+    const accepted = yield* starttls(h, conn, operation, startTls)
     if (!accepted && mode === "require") {
       sendAbort(conn)
       // libnbd ends in CLOSED rather than DEAD when option mode was asked for.

@@ -5,6 +5,7 @@
  * is closed and the child reaped (a command child is given time to exit at EOF, an activated server gets
  * SIGTERM, as libnbd's nbd_close does).
  */
+import type { Transport } from "@effect-nbd/core"
 import * as Socket from "@effect/platform/Socket"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
@@ -155,3 +156,24 @@ export const systemdSocketActivation =
       local = yield* connectPath(socketPath, onread)
       return local
     })
+
+/**
+ * A child process a transport will start, as the handle's `Transport` service describes it: `set` is the
+ * transport's spawn callback; `subprocess` answers for the child once it runs.
+ */
+export const tracked = (): {
+  readonly set: (child: ChildProcess.ChildProcess) => void
+  readonly subprocess: Transport.Subprocess
+} => {
+  let current: ChildProcess.ChildProcess | undefined
+  const running = (child: ChildProcess.ChildProcess) => child.exitCode === null && child.signalCode === null
+  return {
+    set: (child) => {
+      current = child
+    },
+    subprocess: {
+      pid: () => current?.pid,
+      kill: (signal) => current !== undefined && running(current) && current.kill(signal as NodeJS.Signals)
+    }
+  }
+}

@@ -1,4 +1,4 @@
-import { NbdError, StartTls } from "@effect-nbd/core"
+import { NbdError, Transport } from "@effect-nbd/core"
 import * as Socket from "@effect/platform/Socket"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
@@ -82,7 +82,7 @@ const isIp = (host: string): boolean => host.replace(/^\[|\]$/g, "").match(/^[\d
  * certificates directory (or libnbd's default places, or the system's CAs).
  */
 export const connectionOptions = (
-  settings: StartTls.TlsSettings,
+  settings: Transport.TlsSettings,
   transportHost: string | undefined
 ): Effect.Effect<Tls.ConnectionOptions, NbdError.NbdError> =>
   Effect.gen(function* () {
@@ -122,11 +122,12 @@ export const connectionOptions = (
   })
 
 /**
- * The StartTls service for one upgradable socket; `transportHost` is the host it connected to (none for a
- * Unix socket).
+ * The TLS upgrade of one upgradable socket; `transportHost` is the host it connected to (none for a Unix
+ * socket).
  */
-export const make = (socket: NodeSocket.Upgradable, transportHost: string | undefined): StartTls.StartTls["Type"] => ({
-  upgrade: (settings) =>
+export const startTls =
+  (socket: NodeSocket.Upgradable, transportHost: string | undefined) =>
+  (settings: Transport.TlsSettings): Effect.Effect<void, NbdError.NbdError> =>
     Effect.flatMap(connectionOptions(settings, transportHost), (options) =>
       Effect.mapError(
         socket.upgrade(options),
@@ -139,20 +140,21 @@ export const make = (socket: NodeSocket.Upgradable, transportHost: string | unde
           })
       )
     )
-})
 
 /**
- * A `Socket` on a new connection together with the `StartTls` service that upgrades that same connection.
+ * A `Socket` on a new connection together with the `Transport` service for it: the TLS upgrade of that same
+ * connection, and what the caller knows of its address and subprocess.
  */
 export const layer = (
   connect: NodeSocket.Connect,
-  transportHost: string | undefined
-): Layer.Layer<Socket.Socket | StartTls.StartTls> =>
+  transportHost: string | undefined,
+  known: Pick<Partial<Transport.Service>, "address" | "subprocess"> = {}
+): Layer.Layer<Socket.Socket | Transport.Transport> =>
   Layer.effectContext(
     Effect.sync(() => {
       const upgradable = NodeSocket.makeUpgradable(connect)
       return Context.make(Socket.Socket, upgradable.socket).pipe(
-        Context.add(StartTls.StartTls, make(upgradable, transportHost))
+        Context.add(Transport.Transport, Transport.make({ ...known, startTls: startTls(upgradable, transportHost) }))
       )
     })
   )

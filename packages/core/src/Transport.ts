@@ -1,0 +1,89 @@
+/**
+ * The seam between a handle and the transport that connected it. A transport's layer gives a
+ * `Socket.Socket` and, beside it, this service: what else the handle may ask of the connection. The core has
+ * no TLS, addresses or processes of its own; the transport says what it can do:
+ *
+ * - `startTls`: after the server accepts NBD_OPT_STARTTLS, run the TLS handshake on the live connection, so
+ *   that from then on the same `Socket.Socket` reads and writes through TLS;
+ * - `address`: where the connection goes, so `Nbd.getUri` can build a URI that reconnects the same way;
+ * - `subprocess`: the server process the transport started for this connection (`nbdkit -s`, socket
+ *   activation), for `Nbd.getSubprocessPid` and `Nbd.killSubprocess`; the transport reaps it.
+ *
+ * A socket without the service connects in plaintext with no address: "allow" TLS stays in plaintext,
+ * "require" fails with ENOTSUP, and `getUri` fails with EINVAL.
+ *
+ * @since 0.2.0
+ */
+import * as Context from "effect/Context"
+import type * as Effect from "effect/Effect"
+import type * as NbdError from "./NbdError.js"
+import type * as NbdUri from "./NbdUri.js"
+
+/**
+ * What the handle's TLS settings ask of the upgrade, as libnbd's `set_tls_*` calls set them.
+ * @since 0.2.0
+ * @category models
+ */
+export interface TlsSettings {
+  /** Directory with `ca-cert.pem` and optionally `client-cert.pem` + `client-key.pem` (X.509). */
+  readonly certificates: string | undefined
+  /** Whether the server's certificate (and host name, when one is known) is checked; default true. */
+  readonly verifyPeer: boolean
+  /** The PSK identity; undefined means the local login name. */
+  readonly username: string | undefined
+  /** The name the server's certificate must carry; undefined means the host the transport connected to. */
+  readonly hostname: string | undefined
+  /** A PSK keys file (`username:hexkey` lines, as psktool writes); when set, PSK is used instead of X.509. */
+  readonly pskFile: string | undefined
+}
+
+/**
+ * A server process a transport started for its connection.
+ * @since 0.2.0
+ * @category models
+ */
+export interface Subprocess {
+  /** The process id, once the process has started; undefined before. */
+  readonly pid: () => number | undefined
+  /** Sends `signal` to the process; false when it has exited (or never started). */
+  readonly kill: (signal: string) => boolean
+}
+
+/**
+ * What a transport offers besides its socket.
+ * @since 0.2.0
+ * @category models
+ */
+export interface Service {
+  /**
+   * Upgrades the connection to TLS right after the server's ACK to NBD_OPT_STARTTLS; succeeds once the
+   * connection is encrypted. No plaintext may be read or written across the switch. Undefined when the
+   * connection cannot be encrypted.
+   */
+  readonly startTls: ((settings: TlsSettings) => Effect.Effect<void, NbdError.NbdError>) | undefined
+  /**
+   * Where the connection goes, as a URI's transport part; undefined when unknown (an inherited socket). A
+   * function, as some transports learn it only once connected (socket activation names its socket then).
+   */
+  readonly address: () => NbdUri.Transport | undefined
+  /** The server process serving this connection, when the transport started one. */
+  readonly subprocess: Subprocess | undefined
+}
+
+/**
+ * The transport service a socket layer provides with its `Socket.Socket`.
+ * @since 0.2.0
+ * @category services
+ */
+export class Transport extends Context.Tag("@effect-nbd/core/Transport")<Transport, Service>() {}
+
+/**
+ * A transport service; what is not given is not offered.
+ * @since 0.2.0
+ * @category constructors
+ */
+export const make = (service: Partial<Service>): Service => ({
+  startTls: service.startTls,
+  address: service.address ?? (() => undefined),
+  subprocess: service.subprocess
+})
