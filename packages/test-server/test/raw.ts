@@ -121,16 +121,24 @@ export class RawClient {
 }
 
 /**
- * Fixed newstyle with NO_ZEROES, then NBD_OPT_EXPORT_NAME "": compact requests and simple replies.
- * Gives the export size.
+ * The shortest way into transmission with compact requests and simple replies: NBD_OPT_EXPORT_NAME with the
+ * handshake flags the server offers (fixed newstyle, NO_ZEROES), or just the greeting from an oldstyle
+ * server. Gives the export size.
  */
 export const handshakeSimple = async (client: RawClient, exportName = ""): Promise<bigint> => {
   const greeting = await client.read(18)
-  if (greeting.subarray(0, 16).toString("latin1") !== "NBDMAGICIHAVEOPT") throw new Error("bad greeting")
-  await client.write(u32(3))
+  const magic = greeting.subarray(0, 8).toString("latin1")
+  if (magic !== "NBDMAGIC") throw new Error("bad greeting")
+  if (greeting.subarray(8, 16).toString("latin1") !== "IHAVEOPT") {
+    // Oldstyle: size, flags and 124 zeroes follow.
+    const rest = await client.read(152 - 18)
+    return Buffer.concat([greeting, rest]).readBigUInt64BE(16)
+  }
+  const flags = greeting.readUInt16BE(16) & 3
+  await client.write(u32(flags))
   const name = Buffer.from(exportName)
   await client.write(Buffer.concat([option(OPT_EXPORT_NAME, name.length), name]))
-  const reply = await client.read(10)
+  const reply = await client.read((flags & 2) !== 0 ? 10 : 134)
   return reply.readBigUInt64BE(0)
 }
 
