@@ -4,8 +4,116 @@
  *
  * @since 0.1.0
  */
-import * as Data from "effect/Data"
+import { TypeIdError } from "@effect/platform/Error"
 import * as Predicate from "effect/Predicate"
+
+/**
+ * The mark every effect-nbd error carries, whichever class it is.
+ * @since 0.2.0
+ * @category type ids
+ */
+export const TypeId: unique symbol = Symbol.for("@effect-nbd/core/NbdError")
+
+/**
+ * @since 0.2.0
+ * @category type ids
+ */
+export type TypeId = typeof TypeId
+
+/**
+ * Every errno name an effect-nbd error can carry, "" (libnbd sets none) first:
+ *
+ * - the errors a server can reply with (NBD_EPERM ... NBD_ESHUTDOWN, as libnbd maps them);
+ * - the errnos libnbd sets itself (ENOTCONN, ERANGE, EPROTO, ENOENT, ENAMETOOLONG, ...);
+ * - the system errors the transports can meet connecting, reading, writing, opening a TLS file or starting
+ *   a server process (ECONNREFUSED, EPIPE, EACCES, ETIMEDOUT, EHOSTUNREACH, EMFILE, ...).
+ *
+ * @since 0.2.0
+ * @category models
+ */
+export const errnos = [
+  "",
+  // A server's error replies (doc/proto.md), and libnbd's own errnos.
+  "EPERM",
+  "EIO",
+  "ENOMEM",
+  "EINVAL",
+  "ENOSPC",
+  "EOVERFLOW",
+  "ENOTSUP",
+  "ESHUTDOWN",
+  "ENOTCONN",
+  "ERANGE",
+  "EPROTO",
+  "ENOENT",
+  "ENAMETOOLONG",
+  "EFAULT",
+  "ESRCH",
+  "EAFNOSUPPORT",
+  "EPROTONOSUPPORT",
+  // What a server's storage may fail with (it replies NBD_ENOSPC for these).
+  "EDQUOT",
+  "EFBIG",
+  // Sockets.
+  "ECONNREFUSED",
+  "ECONNRESET",
+  "ECONNABORTED",
+  "EPIPE",
+  "ETIMEDOUT",
+  "EHOSTUNREACH",
+  "EHOSTDOWN",
+  "ENETUNREACH",
+  "ENETDOWN",
+  "EADDRNOTAVAIL",
+  "EADDRINUSE",
+  "ENOBUFS",
+  "EBADF",
+  "ENOTSOCK",
+  // Files (Unix socket paths, TLS credentials) and processes (`nbdkit -s`, socket activation).
+  "EACCES",
+  "ENOTDIR",
+  "EISDIR",
+  "ELOOP",
+  "EMFILE",
+  "ENFILE",
+  "EAGAIN",
+  "ENOEXEC"
+] as const
+
+/**
+ * An errno name, as libnbd's `nbd_get_errno` would give it, or "" where libnbd gives 0.
+ * @since 0.2.0
+ * @category models
+ */
+export type Errno = (typeof errnos)[number]
+
+const known: ReadonlySet<string> = new Set(errnos)
+
+/**
+ * Whether a value is one of the errno names `Errno` lists.
+ * @since 0.2.0
+ * @category guards
+ */
+export const isErrno = (u: unknown): u is Errno => typeof u === "string" && known.has(u)
+
+/**
+ * The errno name for a system error's `code` (Node's `error.code`, or the error itself):
+ *
+ * - a name `Errno` lists is kept;
+ * - no code, or a code that is not an errno (Node's `ERR_*`, and the resolver's `ENOTFOUND` and `EAI_*`,
+ *   where libnbd reports getaddrinfo failures with no errno) gives "";
+ * - any other errno name the system invents gives "EIO": the type stays a closed union that callers can
+ *   match exhaustively, and the system's own code is still in the error's `cause`.
+ *
+ * @since 0.2.0
+ * @category constructors
+ */
+export const errnoOf = (codeOrError: unknown): Errno => {
+  const code = Predicate.hasProperty(codeOrError, "code") ? codeOrError.code : codeOrError
+  if (typeof code !== "string") return ""
+  if (known.has(code)) return code as Errno
+  return /^E[A-Z0-9]+$/.test(code) && code !== "ENOTFOUND" ? "EIO" : ""
+}
 
 /**
  * The fields every effect-nbd error has.
@@ -14,7 +122,7 @@ import * as Predicate from "effect/Predicate"
  */
 export interface NbdErrorFields {
   /** The errno name libnbd would set: "EINVAL", "ENOTCONN", ...; "" where libnbd sets none. */
-  readonly errno: string
+  readonly errno: Errno
   /** The call that failed, e.g. "nbd_pread". */
   readonly operation: string
   readonly message: string
@@ -26,28 +134,28 @@ export interface NbdErrorFields {
  * @since 0.1.0
  * @category errors
  */
-export class InvalidStateError extends Data.TaggedError("InvalidStateError")<NbdErrorFields> {}
+export class InvalidStateError extends TypeIdError(TypeId, "InvalidStateError")<NbdErrorFields> {}
 
 /**
  * A bad argument: a name too long, a request too large, a value out of range, a request strict mode refuses.
  * @since 0.1.0
  * @category errors
  */
-export class InvalidArgumentError extends Data.TaggedError("InvalidArgumentError")<NbdErrorFields> {}
+export class InvalidArgumentError extends TypeIdError(TypeId, "InvalidArgumentError")<NbdErrorFields> {}
 
 /**
  * The server broke the protocol: garbage, a wrong magic, an impossible length, a reply it may not send.
  * @since 0.1.0
  * @category errors
  */
-export class ProtocolError extends Data.TaggedError("ProtocolError")<NbdErrorFields> {}
+export class ProtocolError extends TypeIdError(TypeId, "ProtocolError")<NbdErrorFields> {}
 
 /**
  * The server refused an option during the handshake or in option mode (NBD_REP_ERR_*).
  * @since 0.1.0
  * @category errors
  */
-export class OptionError extends Data.TaggedError("OptionError")<
+export class OptionError extends TypeIdError(TypeId, "OptionError")<
   NbdErrorFields & { readonly option: number; readonly replyType: number }
 > {}
 
@@ -56,7 +164,7 @@ export class OptionError extends Data.TaggedError("OptionError")<
  * @since 0.1.0
  * @category errors
  */
-export class CommandError extends Data.TaggedError("CommandError")<NbdErrorFields & { readonly command: string }> {}
+export class CommandError extends TypeIdError(TypeId, "CommandError")<NbdErrorFields & { readonly command: string }> {}
 
 /**
  * The connection is gone or could not be made: the socket's own error, or ENOTCONN for a command stranded
@@ -64,7 +172,7 @@ export class CommandError extends Data.TaggedError("CommandError")<NbdErrorField
  * @since 0.1.0
  * @category errors
  */
-export class ConnectionError extends Data.TaggedError("ConnectionError")<NbdErrorFields> {}
+export class ConnectionError extends TypeIdError(TypeId, "ConnectionError")<NbdErrorFields> {}
 
 /**
  * Any error effect-nbd reports.
@@ -74,22 +182,12 @@ export class ConnectionError extends Data.TaggedError("ConnectionError")<NbdErro
 export type NbdError =
   InvalidStateError | InvalidArgumentError | ProtocolError | OptionError | CommandError | ConnectionError
 
-const tags = new Set([
-  "InvalidStateError",
-  "InvalidArgumentError",
-  "ProtocolError",
-  "OptionError",
-  "CommandError",
-  "ConnectionError"
-])
-
 /**
- * Whether a value is one of effect-nbd's errors.
+ * Whether a value is one of effect-nbd's errors: it carries the `TypeId`.
  * @since 0.1.0
  * @category guards
  */
-export const isNbdError = (u: unknown): u is NbdError =>
-  Predicate.hasProperty(u, "_tag") && typeof u._tag === "string" && tags.has(u._tag)
+export const isNbdError = (u: unknown): u is NbdError => Predicate.hasProperty(u, TypeId)
 
 /**
  * A one-line description in libnbd's form: "operation: message: errno".

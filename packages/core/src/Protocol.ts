@@ -291,17 +291,21 @@ export const NbdErrno = {
  * @since 0.1.0
  * @category errors
  */
-export const errnoOfWire = (value: number): string => {
-  for (const [name, code] of Object.entries(NbdErrno)) if (code === value) return name
+export const errnoOfWire = (value: number): keyof typeof NbdErrno => {
+  for (const [name, code] of Object.entries(NbdErrno)) if (code === value) return name as keyof typeof NbdErrno
   return "EINVAL"
 }
 
 /**
- * The wire value for an errno name; names the protocol has no value for become NBD_EINVAL.
+ * The wire value for an errno name. EDQUOT and EFBIG become NBD_ENOSPC, as the protocol asks of a server
+ * whose storage is full; other names the protocol has no value for become NBD_EINVAL.
  * @since 0.1.0
  * @category errors
  */
-export const wireOfErrno = (name: string): number => (NbdErrno as Record<string, number>)[name] ?? NbdErrno.EINVAL
+export const wireOfErrno = (name: string): number =>
+  name === "EDQUOT" || name === "EFBIG"
+    ? NbdErrno.ENOSPC
+    : ((NbdErrno as Record<string, number>)[name] ?? NbdErrno.EINVAL)
 
 /**
  * The meta context of allocation status and its flags.

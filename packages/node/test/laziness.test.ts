@@ -707,6 +707,8 @@ const table: Record<keyof typeof modules, Record<string, Entry | undefined>> = {
       "an error class"
     ),
     isNbdError: pure("a boolean"),
+    isErrno: pure("a boolean"),
+    errnoOf: pure("an errno name"),
     format: pure("a string")
   },
   "core/NbdUri": {

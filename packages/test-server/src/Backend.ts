@@ -9,6 +9,7 @@
  */
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
+import type * as NbdError from "@effect-nbd/core/NbdError"
 import * as Protocol from "@effect-nbd/core/Protocol"
 
 /**
@@ -18,7 +19,7 @@ import * as Protocol from "@effect-nbd/core/Protocol"
  * @category errors
  */
 export class BackendError extends Data.TaggedError("BackendError")<{
-  readonly errno: string
+  readonly errno: NbdError.Errno
   readonly message: string
 }> {}
 

@@ -7,7 +7,7 @@ import type { HandleImpl } from "./handle.js"
 /** Receives each BLOCK_STATUS or BLOCK_STATUS_EXT chunk's payload; an error fails the command, not the stream. */
 export type OnBlockStatus = (type: number, payload: Uint8Array) => NbdError.NbdError | void
 
-const protocolError = (operation: string, message: string, errno = "EPROTO"): NbdError.ProtocolError =>
+const protocolError = (operation: string, message: string, errno: NbdError.Errno = "EPROTO"): NbdError.ProtocolError =>
   new NbdError.ProtocolError({ errno, operation, message })
 
 /**

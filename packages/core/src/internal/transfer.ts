@@ -69,7 +69,7 @@ export interface Writer<E> {
 // Errors and checks
 // ---------------------------------------------------------------------------------------------------------------
 
-export const invalidArgument = (operation: string, message: string, errno = "EINVAL") =>
+export const invalidArgument = (operation: string, message: string, errno: NbdError.Errno = "EINVAL") =>
   new NbdError.InvalidArgumentError({ errno, operation, message })
 
 /** An offset or length as a safe number. */

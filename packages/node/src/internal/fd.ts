@@ -2,6 +2,7 @@
  * An already-connected socket file descriptor (libnbd's nbd_connect_socket): ownership passes to the
  * connection, which closes it when it ends.
  */
+import { NbdError } from "@effect-nbd/core"
 import * as Socket from "@effect/platform/Socket"
 import * as Effect from "effect/Effect"
 import * as Fs from "node:fs"
@@ -9,14 +10,13 @@ import * as Net from "node:net"
 import type * as NodeSocket from "./socket.js"
 
 /** Why `fd` cannot carry a connection, with its errno name; undefined when it is a socket. */
-export const check = (fd: number): { readonly errno: string; readonly message: string } | undefined => {
+export const check = (fd: number): { readonly errno: NbdError.Errno; readonly message: string } | undefined => {
   if (!Number.isInteger(fd) || fd < 0) return { errno: "EBADF", message: `invalid file descriptor ${fd}` }
   let stat: Fs.Stats
   try {
     stat = Fs.fstatSync(fd)
   } catch (cause) {
-    const code = (cause as { readonly code?: unknown }).code
-    return { errno: typeof code === "string" ? code : "EBADF", message: `fstat: ${fd}: ${String(cause)}` }
+    return { errno: NbdError.errnoOf(cause) || "EBADF", message: `fstat: ${fd}: ${String(cause)}` }
   }
   return stat.isSocket() ? undefined : { errno: "ENOTSOCK", message: `file descriptor ${fd} is not a socket` }
 }

@@ -11,15 +11,13 @@ import * as NodeSocket from "./socket.js"
 
 const OPERATION = "tls"
 
-const fileError = (cause: unknown, path: string): NbdError.ConnectionError => {
-  const code = (cause as { readonly code?: unknown } | undefined)?.code
-  return new NbdError.ConnectionError({
-    errno: typeof code === "string" ? code : "",
+const fileError = (cause: unknown, path: string): NbdError.ConnectionError =>
+  new NbdError.ConnectionError({
+    errno: NbdError.errnoOf(cause),
     operation: OPERATION,
     message: `open: ${path}: ${cause instanceof Error ? cause.message : String(cause)}`,
     cause
   })
-}
 
 const readable = (path: string): boolean => {
   try {
