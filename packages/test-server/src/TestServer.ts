@@ -122,8 +122,9 @@ export const FaultErrno = Schema.Literal(
  * - `huge-extent` (block status): one descriptor of 2^32 - 1 bytes (with extended headers 2^32 plus the
  *   request's length, which a client that keeps 32 bits would read as exactly the request).
  * - `extents-past-request` (block status): a descriptor for the request's length, then one of 4096 bytes.
- * - `too-many-extents` (block status): one descriptor more than the range has bytes (1-byte descriptors, up
- *   to 2^20), adding up to the request's length plus one.
+ * - `too-many-extents` (block status): one descriptor more than the range has bytes (1-byte descriptors),
+ *   adding up to the request's length plus one; past 64 KiB, 65537 descriptors, the last running past the
+ *   range.
  * - `zero-length-extent` (block status): a first descriptor of length 0, then one for the request.
  * - `non-advancing-extent` (block status): half the request, then a descriptor of length 0, then the rest.
  *

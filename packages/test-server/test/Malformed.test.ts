@@ -7,6 +7,7 @@ import { describe, expect, it } from "@effect/vitest"
 import { TestServer } from "@effect-nbd/test-server"
 import * as Effect from "effect/Effect"
 import * as Cli from "../src/internal/cli.js"
+import * as Malformed from "../src/internal/malformed.js"
 import { CMD_FLUSH, CMD_READ, handshakeSimple, RawClient, request, simpleReply } from "./raw.js"
 
 const socketPath = (server: TestServer.Service): string => {
@@ -115,6 +116,38 @@ describe("malformed replies on the wire", () => {
       expect(unknown.reason).toBe("Config")
     })
   )
+})
+
+describe("too-many-extents", () => {
+  /** The descriptors of a compact BLOCK_STATUS chunk (20-byte header, context id, then length/flags pairs). */
+  const descriptors = (chunk: Uint8Array): Array<number> => {
+    const view = new DataView(chunk.buffer, chunk.byteOffset, chunk.length)
+    const out: Array<number> = []
+    for (let at = 24; at < chunk.length; at += 8) out.push(view.getUint32(at))
+    return out
+  }
+  const reply = (length: number) =>
+    Malformed.replacement(
+      "too-many-extents",
+      { chunk: { extended: false, cookie: new Uint8Array(8), offset: 0 }, type: 7, offset: 0, length },
+      "structured"
+    )![0]!
+
+  it("sends one 1-byte descriptor more than a small range has bytes", () => {
+    const lengths = descriptors(reply(4096))
+    expect(lengths).toHaveLength(4097)
+    expect(lengths.every((l) => l === 1)).toBe(true)
+  })
+
+  it("stays small and quick for a large range: 65537 descriptors, the last running past it", () => {
+    // A regression of the fuzz (regressions/timeout-2457e6629198.json): 2^20 descriptors per reply
+    // stalled the server for half a second each, long enough for a connection to miss its bound.
+    const started = performance.now()
+    const lengths = descriptors(reply(16 << 20))
+    expect(performance.now() - started).toBeLessThan(200)
+    expect(lengths).toHaveLength(65537)
+    expect(lengths.reduce((a, b) => a + b, 0)).toBe((16 << 20) + 1)
+  })
 })
 
 describe("the CLI's malformed replies, #N, --disconnect-after and backpressure bounds", () => {

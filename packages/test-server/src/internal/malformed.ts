@@ -95,11 +95,14 @@ export const secondDone = (target: Target, mode: Mode): Uint8Array =>
 const blockStatus = (target: Target, flags: number, extents: ReadonlyArray<ServerCodec.Extent>): Uint8Array =>
   ServerCodec.blockStatusChunk(target.chunk, flags, 1, extents)
 
+/** The most descriptors `too-many-extents` sends: enough to overflow a 64 KiB range, cheap to build. */
+const MANY_EXTENTS = 65536 + 1
+
 /** `count` descriptors whose lengths add up to `total`: ones, then the rest in the last. */
 const manyExtents = (count: number, total: number): Array<ServerCodec.Extent> => {
-  const out: Array<ServerCodec.Extent> = []
-  for (let i = 0; i < count - 1; i++) out.push({ length: 1, flags: 0 })
-  out.push({ length: total - (count - 1), flags: 0 })
+  const one: ServerCodec.Extent = { length: 1, flags: 0 }
+  const out = new Array<ServerCodec.Extent>(count).fill(one)
+  out[count - 1] = { length: total - (count - 1), flags: 0 }
   return out
 }
 
@@ -153,8 +156,9 @@ export const replacement = (kind: Kind, target: Target, mode: Mode): ReadonlyArr
         ])
       ]
     case "too-many-extents": {
-      // One descriptor more than the range has bytes (up to the descriptor limit): they cannot all fit.
-      const count = Math.min(length, Protocol.Limits.MAX_BLOCK_STATUS_DESCRIPTORS) + 1
+      // One descriptor more than the range has bytes: they cannot all fit. Past 64 KiB, as many as for
+      // 64 KiB, the last running past the range, so one reply stays small and quick to build.
+      const count = Math.min(length + 1, MANY_EXTENTS)
       return [blockStatus(target, DONE, manyExtents(count, length + 1))]
     }
     case "zero-length-extent":
