@@ -14,12 +14,13 @@ import * as Protocol from "./Protocol.js"
 
 /**
  * The server sent something the protocol does not allow. Carries no errno, as libnbd sets none for
- * protocol garbage during the handshake; `errno` is "EPROTO" where libnbd attributes it to a command.
+ * protocol garbage during the handshake; `errno` is "EPROTO" where libnbd attributes it to a command. Its
+ * tag names the module, so it never meets `ServerCodec.DecodeError` under one name.
  *
  * @since 0.1.0
  * @category errors
  */
-export class DecodeError extends Data.TaggedError("DecodeError")<{
+export class DecodeError extends Data.TaggedError("ClientCodecDecodeError")<{
   readonly message: string
   readonly errno: "" | "EPROTO"
 }> {}

@@ -463,12 +463,13 @@ export const errorOffsetChunk = (
 
 /**
  * A client broke the protocol in a way the byte stream cannot recover from (bad magic, a length beyond
- * every limit): the server should drop the connection.
+ * every limit): the server should drop the connection. Its tag names the module, so it never meets
+ * `ClientCodec.DecodeError` under one name.
  *
  * @since 0.1.0
  * @category errors
  */
-export class DecodeError extends Data.TaggedError("DecodeError")<{
+export class DecodeError extends Data.TaggedError("ServerCodecDecodeError")<{
   readonly reason: "BadMagic" | "TooLarge"
   readonly message: string
 }> {}

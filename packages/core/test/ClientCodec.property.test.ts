@@ -16,7 +16,7 @@ const RUNS = 150
 const toHex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.length).toString("hex")
 const concat = (parts: ReadonlyArray<Uint8Array>): Uint8Array => new Uint8Array(Buffer.concat(parts))
 
-const plainError = (e: ClientCodec.DecodeError) => ({ _tag: "DecodeError", message: e.message, errno: e.errno })
+const plainError = (e: ClientCodec.DecodeError) => ({ _tag: e._tag, message: e.message, errno: e.errno })
 const plain = (r: unknown): unknown => (r instanceof ClientCodec.DecodeError ? plainError(r) : r)
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -242,7 +242,7 @@ describe("ServerCodec encoders → ClientCodec handshake decoder", () => {
         fc.pre(other !== r.option)
         const { results } = runHandshake([r.bytes], [{ _tag: "Reply", option: other }])
         expect(results).toEqual([
-          { _tag: "DecodeError", errno: "", message: "handshake: invalid option reply magic or option" }
+          { _tag: "ClientCodecDecodeError", errno: "", message: "handshake: invalid option reply magic or option" }
         ])
       }),
       { seed: SEED, numRuns: RUNS }
@@ -669,7 +669,11 @@ describe("ClientCodec decoders refuse impossible lengths at once, without alloca
       decoder.push(header.subarray(i, i + 1))
       result = decoder.decodeOptionReply(Protocol.Opt.GO)
     }
-    expect(plain(result)).toEqual({ _tag: "DecodeError", errno: "", message: "handshake: option reply is too large" })
+    expect(plain(result)).toEqual({
+      _tag: "ClientCodecDecodeError",
+      errno: "",
+      message: "handshake: option reply is too large"
+    })
     expect(arrayBufferBytes() - before).toBeLessThan(MiB)
   })
 
@@ -712,7 +716,7 @@ describe("ClientCodec decoders refuse impossible lengths at once, without alloca
             return e === undefined
           })
           expect(errors).toEqual([
-            { _tag: "DecodeError", errno: "", message: "server sent a reply chunk larger than 64 MiB" }
+            { _tag: "ClientCodecDecodeError", errno: "", message: "server sent a reply chunk larger than 64 MiB" }
           ])
           expect(arrayBufferBytes() - before).toBeLessThan(MiB)
         }

@@ -55,8 +55,10 @@ const chunkings = (bytes: Uint8Array): Array<ReadonlyArray<Uint8Array>> => {
 const describeChunking = (chunks: ReadonlyArray<Uint8Array>): string =>
   `chunk sizes [${chunks.map((c) => c.length).join(",")}]`
 
-const plain = <A>(r: A | ClientCodec.DecodeError): A | { _tag: "DecodeError"; message: string; errno: string } =>
-  r instanceof ClientCodec.DecodeError ? { _tag: "DecodeError", message: r.message, errno: r.errno } : r
+const plain = <A>(
+  r: A | ClientCodec.DecodeError
+): A | { _tag: "ClientCodecDecodeError"; message: string; errno: string } =>
+  r instanceof ClientCodec.DecodeError ? { _tag: r._tag, message: r.message, errno: r.errno } : r
 
 // ---------------------------------------------------------------------------------------------------------------
 // Handshake decoder driver
@@ -109,7 +111,7 @@ const handshake = (bytes: Uint8Array, steps: ReadonlyArray<Step>) => {
 }
 
 const decodeError = (pattern?: RegExp) => ({
-  _tag: "DecodeError",
+  _tag: "ClientCodecDecodeError",
   errno: "",
   message: pattern === undefined ? expect.any(String) : expect.stringMatching(pattern)
 })
@@ -1055,7 +1057,7 @@ describe("ReplyDecoder: the sink can stop the stream", () => {
       refuse: "simpleReply"
     })
     expect(r.events).toEqual([{ event: "simpleReply", cookie: 1, error: 0 }])
-    expect(r.failure).toEqual({ _tag: "DecodeError", errno: "EPROTO", message: "sink refused simpleReply" })
+    expect(r.failure).toEqual({ _tag: "ClientCodecDecodeError", errno: "EPROTO", message: "sink refused simpleReply" })
   })
 
   it("dataChunk refusing: no data is copied", () => {
@@ -1065,7 +1067,7 @@ describe("ReplyDecoder: the sink can stop the stream", () => {
     })
     expect(r.events).toEqual([{ event: "dataChunk", header: chunkHeader(2, 0, 1, 12), offset: 0x1000n, length: 4 }])
     expect(r.buffer).toBe(untouched(BUFFER_SIZE))
-    expect(r.failure).toEqual({ _tag: "DecodeError", errno: "EPROTO", message: "sink refused dataChunk" })
+    expect(r.failure).toEqual({ _tag: "ClientCodecDecodeError", errno: "EPROTO", message: "sink refused dataChunk" })
   })
 
   it("dataChunkDone refusing", () => {
@@ -1079,7 +1081,11 @@ describe("ReplyDecoder: the sink can stop the stream", () => {
     )
     expect(r.events.map((e) => (e as { event: string }).event)).toEqual(["dataChunk", "dataChunkDone"])
     expect(r.buffer).toBe("aabbccdd" + untouched(28))
-    expect(r.failure).toEqual({ _tag: "DecodeError", errno: "EPROTO", message: "sink refused dataChunkDone" })
+    expect(r.failure).toEqual({
+      _tag: "ClientCodecDecodeError",
+      errno: "EPROTO",
+      message: "sink refused dataChunkDone"
+    })
   })
 
   it("chunk refusing", () => {
@@ -1089,7 +1095,7 @@ describe("ReplyDecoder: the sink can stop the stream", () => {
       { refuse: "chunk" }
     )
     expect(r.events).toEqual([{ event: "chunk", header: chunkHeader(2, 1, 0, 0), payload: "" }])
-    expect(r.failure).toEqual({ _tag: "DecodeError", errno: "EPROTO", message: "sink refused chunk" })
+    expect(r.failure).toEqual({ _tag: "ClientCodecDecodeError", errno: "EPROTO", message: "sink refused chunk" })
   })
 })
 
@@ -1097,7 +1103,7 @@ describe("ReplyDecoder: the sink can stop the stream", () => {
 // Chunk payloads
 // ---------------------------------------------------------------------------------------------------------------
 
-const eproto = () => ({ _tag: "DecodeError", errno: "EPROTO", message: expect.any(String) })
+const eproto = () => ({ _tag: "ClientCodecDecodeError", errno: "EPROTO", message: expect.any(String) })
 
 describe("decodeErrorChunk", () => {
   const ERROR = Protocol.ReplyType.ERROR

@@ -175,8 +175,8 @@ const sessionOf = (s: Session) => {
 
 const plain = (m: ServerCodec.ClientMessage | ServerCodec.DecodeError): unknown => {
   switch (m._tag) {
-    case "DecodeError":
-      return { _tag: "DecodeError", reason: m.reason }
+    case "ServerCodecDecodeError":
+      return { _tag: "ServerCodecDecodeError", reason: m.reason }
     case "ClientFlags":
       return m
     case "Option":
@@ -208,7 +208,7 @@ const decodeChunks = (
   const pull = (): boolean => {
     for (let m = decoder.next(); m !== undefined; m = decoder.next()) {
       out.push(plain(m))
-      if (m._tag === "DecodeError") return false
+      if (m._tag === "ServerCodecDecodeError") return false
       if (m._tag === "Option" && ++optionsSeen === options) decoder.startTransmission(extended)
       if (m._tag === "ClientFlags" && options === 0) decoder.startTransmission(extended)
     }
@@ -368,7 +368,7 @@ describe("ServerCodec decoder refuses impossible lengths without allocating them
         const decoder = ServerCodec.makeDecoder({ phase: "options", maxSkip: MiB })
         const before = arrayBufferBytes()
         decoder.push(header(Protocol.Opt.SET_META_CONTEXT, length))
-        expect(decoder.next()).toMatchObject({ _tag: "DecodeError", reason: "TooLarge" })
+        expect(decoder.next()).toMatchObject({ _tag: "ServerCodecDecodeError", reason: "TooLarge" })
         expect(arrayBufferBytes() - before).toBeLessThan(MiB)
       }),
       { seed: SEED, numRuns: RUNS }
@@ -408,7 +408,7 @@ describe("ServerCodec decoder refuses impossible lengths without allocating them
         const decoder = ServerCodec.makeDecoder({ phase: "transmission", extended: true })
         const before = arrayBufferBytes()
         decoder.push(writeHeader(true, length, Protocol.CmdFlag.PAYLOAD_LEN))
-        expect(decoder.next()).toMatchObject({ _tag: "DecodeError", reason: "TooLarge" })
+        expect(decoder.next()).toMatchObject({ _tag: "ServerCodecDecodeError", reason: "TooLarge" })
         expect(arrayBufferBytes() - before).toBeLessThan(MiB)
       }),
       { seed: SEED, numRuns: RUNS }
@@ -476,7 +476,7 @@ describe("ServerCodec decoder time is linear in the bytes pushed, one byte at a 
       for (let i = 0; i < bytes.length; i++) {
         decoder.push(bytes.subarray(i, i + 1))
         for (let m = decoder.next(); m !== undefined; m = decoder.next()) {
-          if (m._tag === "DecodeError") throw new Error(m.message)
+          if (m._tag === "ServerCodecDecodeError") throw new Error(m.message)
           messages++
         }
         tick()

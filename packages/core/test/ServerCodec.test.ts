@@ -18,7 +18,7 @@ const decodeBytewise = (decoder: ServerCodec.Decoder, bytes: Uint8Array) => {
     decoder.push(bytes.subarray(i, i + 1))
     for (let m = decoder.next(); m !== undefined; m = decoder.next()) {
       out.push(m)
-      if (m._tag === "DecodeError") return out
+      if (m._tag === "ServerCodecDecodeError") return out
     }
   }
   return out
@@ -258,6 +258,8 @@ describe("ServerCodec decoder", () => {
     const e = bad.next()
     expect(e).toBeInstanceOf(ServerCodec.DecodeError)
     expect((e as ServerCodec.DecodeError).reason).toBe("BadMagic")
+    // The tag names the module: the client's codec fails with a different one.
+    expect((e as ServerCodec.DecodeError)._tag).toBe("ServerCodecDecodeError")
     expect(bad.next()).toBe(e)
 
     const compact = ServerCodec.makeDecoder({ phase: "transmission" })

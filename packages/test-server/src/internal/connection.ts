@@ -187,7 +187,7 @@ class Session {
         return
       }
       switch (message._tag) {
-        case "DecodeError":
+        case "ServerCodecDecodeError":
           return this.close("hard")
         case "ClientFlags":
           this.clientFlags(message.flags)
