@@ -8,7 +8,10 @@ import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as ExecutionStrategy from "effect/ExecutionStrategy"
+import * as Inspectable from "effect/Inspectable"
 import * as Option from "effect/Option"
+import type * as Pipeable from "effect/Pipeable"
+import * as Predicate from "effect/Predicate"
 import * as Scope from "effect/Scope"
 import type * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
@@ -30,7 +33,7 @@ import * as Transport from "./Transport.js"
  * @since 0.1.0
  * @category type ids
  */
-export const TypeId: unique symbol = Symbol.for("@effect-nbd/core/Nbd/Handle")
+export const TypeId: typeof internal.TypeId = internal.TypeId
 
 /**
  * @since 0.1.0
@@ -39,13 +42,21 @@ export const TypeId: unique symbol = Symbol.for("@effect-nbd/core/Nbd/Handle")
 export type TypeId = typeof TypeId
 
 /**
- * An NBD handle: one connection to one export, from `make` until its scope closes.
+ * An NBD handle: one connection to one export, from `make` until its scope closes. A value: it pipes, and
+ * inspects (and serialises) as its name and state.
  * @since 0.1.0
  * @category models
  */
-export interface Handle {
+export interface Handle extends Pipeable.Pipeable, Inspectable.Inspectable {
   readonly [TypeId]: TypeId
 }
+
+/**
+ * Whether a value is a handle.
+ * @since 0.2.0
+ * @category guards
+ */
+export const isHandle = (u: unknown): u is Handle => Predicate.hasProperty(u, TypeId)
 
 /**
  * A command queued in order with its cookie; `await` gives its result or its typed error.
@@ -119,11 +130,8 @@ export const HandshakeFlag = { FIXED_NEWSTYLE: 0x01, NO_ZEROES: 0x02, MASK: 0x03
  */
 export const CmdFlag = Protocol.CmdFlag
 
-const impls = new WeakMap<Handle, internal.HandleImpl>()
-const toImpl = (h: Handle): internal.HandleImpl => impls.get(h)!
-
-/** Scopes of the connections, kept apart from the handle so the close finalizer runs while they live. */
-const connectionScopes = new WeakMap<internal.HandleImpl, Scope.CloseableScope>()
+/** Every handle is the record `make` built. */
+const toImpl = (h: Handle): internal.HandleImpl => h as unknown as internal.HandleImpl
 
 /** How long a close waits for a graceful end unless the settings say otherwise. */
 const DEFAULT_CLOSE_GRACE = Duration.seconds(2)
@@ -192,12 +200,9 @@ export const make = (settings: Settings = {}): Effect.Effect<Handle, NbdError.Nb
       ...(metaContexts ? { metaContexts: [...metaContexts] } : {}),
       closeGrace: settings.closeGrace === undefined ? DEFAULT_CLOSE_GRACE : Duration.decode(settings.closeGrace)
     })
-    connectionScopes.set(impl, connectionScope)
-    const handle: Handle = { [TypeId]: TypeId }
-    impls.set(handle, impl)
     yield* Scope.addFinalizer(scope, closeHandle(impl))
     if (impl.settings.debug) yield* debug.watchState(impl)
-    return handle
+    return impl
   })
 
 /**
@@ -278,8 +283,6 @@ export const aioIsClosed = predicate(HandleState.isClosed)
 // Connecting
 // ---------------------------------------------------------------------------------------------------------------
 
-const handshakes = new WeakMap<internal.HandleImpl, Deferred.Deferred<void, NbdError.NbdError>>()
-
 /** Moves Created → Connecting atomically, so a handle connects once. */
 const claimForConnect = (h: internal.HandleImpl, operation: string) =>
   SubscriptionRef.modify(h.state, (s): [Option.Option<HandleState.HandleState>, HandleState.HandleState] =>
@@ -350,9 +353,9 @@ const startHandshake = (
     yield* claimForConnect(impl, operation)
     const socket = yield* Socket.Socket
     impl.transport = Option.getOrUndefined(yield* Effect.serviceOption(Transport.Transport))
-    const scope = connectionScopes.get(impl)!
+    const scope = impl.scope
     const done = yield* Deferred.make<void, NbdError.NbdError>()
-    handshakes.set(impl, done)
+    impl.handshakeDone = done
     const conn = yield* Connection.start(impl, socket, scope)
     impl.connection = conn
     yield* handshake.run(impl, conn, operation).pipe(
@@ -400,7 +403,7 @@ export const connectSocket = (
  */
 export const awaitConnected = (h: Handle): Effect.Effect<void, NbdError.NbdError> =>
   Effect.suspend(() => {
-    const done = handshakes.get(toImpl(h))
+    const done = toImpl(h).handshakeDone
     return done === undefined
       ? Effect.fail(
           new NbdError.InvalidStateError({

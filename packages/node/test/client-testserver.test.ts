@@ -133,6 +133,8 @@ describe("client against the test server", () => {
       expect(yield* Nbd.getExportDescription(h)).toBe("a disk")
       expect(yield* Nbd.getCanonicalExportName(h)).toBe("disk")
       expect(yield* Nbd.optSetMetaContext(h, ["base:allocation"])).toEqual(["base:allocation"])
+      // As in libnbd, GO would otherwise renegotiate from the (empty) add_meta_context list and forget them.
+      yield* Nbd.setRequestMetaContext(h, false)
       yield* Nbd.optGo(h)
       expect(HandleState.isReady(yield* Nbd.state(h))).toBe(true)
       expect(yield* Nbd.canMetaContext(h, "base:allocation")).toBe(true)

@@ -266,6 +266,7 @@ const nbd: Record<keyof typeof Nbd & string, Entry | undefined> = {
   Strict: undefined,
   HandshakeFlag: undefined,
   CmdFlag: undefined,
+  isHandle: pure("a boolean"),
   make: onNothing(() => Effect.flatMap(Nbd.make({ exportName: "made" }), Nbd.getExportName), is("made")),
   // State
   state: onReady(

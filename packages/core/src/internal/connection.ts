@@ -33,7 +33,7 @@ const WRITE_GROUP_BYTES = 1024 * 1024
 export type ReadChunk =
   | { readonly _tag: "Data"; readonly offset: number; readonly length: number }
   | { readonly _tag: "Hole"; readonly offset: number; readonly length: number }
-  | { readonly _tag: "Error"; readonly offset: number; readonly errno: string; readonly message: string }
+  | { readonly _tag: "Error"; readonly offset: number; readonly errno: NbdError.Errno; readonly message: string }
 
 /** What a command waiting for its reply holds. */
 export interface Pending {
@@ -58,10 +58,7 @@ export interface Pending {
   readonly onBlockStatus: OnBlockStatus | undefined
 }
 
-const errnoOf = (cause: unknown): string => {
-  const code = (cause as { readonly code?: unknown } | undefined)?.code
-  return typeof code === "string" ? code : ""
-}
+const errnoOf = (cause: unknown): NbdError.Errno => NbdError.errnoOf(cause)
 
 const describe = (cause: unknown): string =>
   cause instanceof Error ? cause.message : typeof cause === "string" ? cause : "unknown error"

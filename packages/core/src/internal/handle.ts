@@ -1,5 +1,8 @@
+import type * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Inspectable from "effect/Inspectable"
+import { pipeArguments } from "effect/Pipeable"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import * as SubscriptionRef from "effect/SubscriptionRef"
@@ -71,9 +74,18 @@ export type ProtocolName = "oldstyle" | "newstyle" | "newstyle-fixed"
 
 let handleCounter = 0
 
-/** The mutable record behind a handle. The lifecycle state lives in a SubscriptionRef; the rest is plain. */
-export class HandleImpl {
+/** What marks a value as a handle. */
+export const TypeId: unique symbol = Symbol.for("@effect-nbd/core/Nbd/Handle")
+
+/**
+ * The handle itself: a value made by `Nbd.make`, holding everything about one connection to one export. The
+ * lifecycle state lives in a SubscriptionRef; the rest is plain.
+ */
+export class HandleImpl implements Inspectable.Inspectable {
+  readonly [TypeId]: typeof TypeId = TypeId
   readonly settings: Settings
+  /** Settles when the handshake begun by a connect ends; undefined before any connect. */
+  handshakeDone: Deferred.Deferred<void, NbdError.NbdError> | undefined = undefined
   connection: Connection | undefined = undefined
   protocol: ProtocolName | undefined = undefined
   handshakeFlags: number | undefined = undefined
@@ -97,6 +109,7 @@ export class HandleImpl {
 
   constructor(
     readonly state: SubscriptionRef.SubscriptionRef<HandleState.HandleState>,
+    /** The scope the connection's fibers run in: closed after the close finalizer, so they outlive it. */
     readonly scope: Scope.Scope,
     settings: Partial<Settings>
   ) {
@@ -124,6 +137,27 @@ export class HandleImpl {
       debug: false,
       ...settings
     }
+  }
+
+  pipe() {
+    // eslint-disable-next-line prefer-rest-params
+    return pipeArguments(this, arguments)
+  }
+
+  toJSON(): unknown {
+    return { _id: "NbdHandle", name: this.settings.handleName, state: HandleState.shortName(this.stateNow()) }
+  }
+
+  toString(): string {
+    return Inspectable.format(this.toJSON())
+  }
+
+  [Inspectable.NodeInspectSymbol](): unknown {
+    return this.toJSON()
+  }
+
+  private stateNow(): HandleState.HandleState {
+    return Effect.runSync(SubscriptionRef.get(this.state))
   }
 
   /** The state as callers see it: Ready becomes Processing while a request or reply is half-way through. */
@@ -195,8 +229,11 @@ export const checkState = (
         )
   )
 
-export const invalidArgument = (operation: string, message: string, errno = "EINVAL"): NbdError.InvalidArgumentError =>
-  new NbdError.InvalidArgumentError({ errno, operation, message })
+export const invalidArgument = (
+  operation: string,
+  message: string,
+  errno: NbdError.Errno = "EINVAL"
+): NbdError.InvalidArgumentError => new NbdError.InvalidArgumentError({ errno, operation, message })
 
 /** The export info, or EINVAL when the server has not sent it yet. */
 export const requireInfo = (h: HandleImpl, operation: string): Effect.Effect<ExportInfo, NbdError.InvalidStateError> =>

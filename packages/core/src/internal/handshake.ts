@@ -21,7 +21,7 @@ export const optionErrorOf = (
   operation: string,
   reply: { readonly option: number; readonly type: number; readonly message: string }
 ): NbdError.OptionError => {
-  const [errno, text] = ((): [string, string] => {
+  const [errno, text] = ((): [NbdError.Errno, string] => {
     switch (reply.type) {
       case Protocol.Rep.ERR_UNSUP:
         return ["ENOTSUP", "the operation is not supported by the server"]
