@@ -140,7 +140,7 @@ export type InfoReply =
   | { readonly _tag: "Export"; readonly size: bigint; readonly transmissionFlags: number }
   | { readonly _tag: "Name"; readonly name: string }
   | { readonly _tag: "Description"; readonly description: string }
-  | { readonly _tag: "BlockSize"; readonly minimum: number; readonly preferred: number; readonly maximum: number }
+  | ({ readonly _tag: "BlockSize" } & Protocol.BlockSizes)
   | { readonly _tag: "Unknown"; readonly infoType: number }
 
 /**

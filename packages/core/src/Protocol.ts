@@ -308,6 +308,19 @@ export const wireOfErrno = (name: string): number =>
     : ((NbdErrno as Record<string, number>)[name] ?? NbdErrno.EINVAL)
 
 /**
+ * The block size constraints a server advertises with NBD_INFO_BLOCK_SIZE, in bytes: the smallest block
+ * it addresses, the size it prefers, and the largest payload of a request. The client's codec decodes them
+ * and the server's encodes them in this one shape.
+ * @since 0.2.0
+ * @category models
+ */
+export interface BlockSizes {
+  readonly minimum: number
+  readonly preferred: number
+  readonly maximum: number
+}
+
+/**
  * The meta context of allocation status and its flags.
  * @since 0.1.0
  * @category meta contexts

@@ -147,16 +147,12 @@ export const optionInfoDescription = (option: number, description: string): Uint
   infoString(option, Protocol.Info.DESCRIPTION, description)
 
 /**
- * Block size constraints a server advertises.
+ * Block size constraints a server advertises: `Protocol.BlockSizes`, the shape the client decodes too.
  *
  * @since 0.1.0
  * @category models
  */
-export interface BlockSizes {
-  readonly minimum: number
-  readonly preferred: number
-  readonly maximum: number
-}
+export type BlockSizes = Protocol.BlockSizes
 
 /**
  * `NBD_REP_INFO` with `NBD_INFO_BLOCK_SIZE`: minimum, preferred and maximum payload (u32 each); payload length 14.
