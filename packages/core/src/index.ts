@@ -38,3 +38,7 @@ export * as NbdPool from "./NbdPool.js"
  * @since 0.2.0
  */
 export * as NbdStream from "./NbdStream.js"
+/**
+ * @since 0.2.0
+ */
+export * as TlsPsk from "./TlsPsk.js"

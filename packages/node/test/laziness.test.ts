@@ -8,6 +8,7 @@ import * as NbdStream from "@effect-nbd/core/NbdStream"
 import * as NbdUri from "@effect-nbd/core/NbdUri"
 import * as Protocol from "@effect-nbd/core/Protocol"
 import * as ServerCodec from "@effect-nbd/core/ServerCodec"
+import * as TlsPsk from "@effect-nbd/core/TlsPsk"
 import * as Transport from "@effect-nbd/core/Transport"
 import * as NodeNbd from "@effect-nbd/node/NodeNbd"
 import * as Backend from "@effect-nbd/test-server/Backend"
@@ -38,6 +39,7 @@ const modules = {
   "core/NbdUri": NbdUri,
   "core/Protocol": Protocol,
   "core/ServerCodec": ServerCodec,
+  "core/TlsPsk": TlsPsk,
   "core/Transport": Transport,
   "node/NodeNbd": NodeNbd,
   "test-server/Backend": Backend,
@@ -734,6 +736,12 @@ const table: Record<keyof typeof modules, Record<string, Entry | undefined>> = {
     ),
     DecodeError: pure("an error class"),
     Decoder: pure("a decoder class")
+  },
+  "core/TlsPsk": {
+    ParseError: pure("an error class"),
+    parse: pure("an Either of the keys (a pure parser)"),
+    find: pure("an Option of a key"),
+    formatLine: pure("a string")
   },
   "core/Transport": { Transport: pure("a Context.Tag class"), make: pure("a service value") },
   "node/NodeNbd": nodeNbd,

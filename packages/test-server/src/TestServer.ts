@@ -18,9 +18,11 @@
 import * as NodeSocketServer from "@effect/platform-node/NodeSocketServer"
 import * as NodeSocket from "@effect/platform-node/NodeSocket"
 import * as Protocol from "@effect-nbd/core/Protocol"
+import * as TlsPsk from "@effect-nbd/core/TlsPsk"
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
@@ -496,23 +498,18 @@ const readFile = (file: string, what: string): Effect.Effect<Buffer, TestServerE
     catch: (cause) => configError(`cannot read ${what} ${file}: ${String(cause)}`, cause)
   })
 
-/** Parses a PSK file: `username:hexkey` lines (psktool's format); blank lines and `#` comments are skipped. */
+/**
+ * Reads a PSK file (psktool's `username:hexkey` lines) with the one parser the client uses too (TlsPsk):
+ * the first entry of a name wins, as in GnuTLS.
+ */
 const parsePskFile = (text: string, file: string): Effect.Effect<Map<string, Buffer>, TestServerError> =>
-  Effect.suspend(() => {
-    const keys = new Map<string, Buffer>()
-    const lines = text.split(/\r?\n/)
-    for (let i = 0; i < lines.length; i++) {
-      const line = lines[i]!.trim()
-      if (line === "" || line.startsWith("#")) continue
-      const colon = line.lastIndexOf(":")
-      const user = line.slice(0, colon)
-      const hex = line.slice(colon + 1)
-      if (colon <= 0 || !/^([0-9a-f]{2})+$/i.test(hex))
-        return Effect.fail(configError(`${file}:${i + 1}: expected username:hexkey`))
-      if (!keys.has(user)) keys.set(user, Buffer.from(hex, "hex"))
+  Either.match(TlsPsk.parse(text), {
+    onLeft: (error) => Effect.fail(configError(`${file}:${error.line}: ${error.message}`)),
+    onRight: (entries) => {
+      const keys = new Map<string, Buffer>()
+      for (const entry of entries) if (!keys.has(entry.username)) keys.set(entry.username, Buffer.from(entry.key))
+      return keys.size === 0 ? Effect.fail(configError(`${file}: no keys`)) : Effect.succeed(keys)
     }
-    if (keys.size === 0) return Effect.fail(configError(`${file}: no keys`))
-    return Effect.succeed(keys)
   })
 
 const secureContext = (options: Tls.SecureContextOptions): Effect.Effect<Tls.SecureContext, TestServerError> =>

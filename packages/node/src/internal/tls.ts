@@ -1,8 +1,10 @@
-import { NbdError, Transport } from "@effect-nbd/core"
+import { NbdError, TlsPsk, Transport } from "@effect-nbd/core"
 import * as Socket from "@effect/platform/Socket"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
@@ -39,31 +41,19 @@ const loginName = (): Effect.Effect<string, NbdError.ConnectionError> =>
       new NbdError.ConnectionError({ errno: "", operation: OPERATION, message: "getlogin: no login name", cause })
   })
 
-/** libnbd's lookup_key: the first `username:hexkey` line for the user. */
+/** libnbd's lookup_key: the first entry for the user, read by the one PSK-file parser (TlsPsk). */
 const lookupKey = (file: string, username: string): Effect.Effect<Buffer, NbdError.NbdError> =>
   Effect.flatMap(readFile(file), (content) => {
-    for (const raw of content.toString("utf8").split("\n")) {
-      const line = raw.endsWith("\r") ? raw.slice(0, -1) : raw
-      if (line.length > username.length + 1 && line.startsWith(username) && line[username.length] === ":") {
-        const hex = line.slice(username.length + 1)
-        if (!/^(?:[0-9a-fA-F]{2})+$/.test(hex))
-          return Effect.fail(
-            new NbdError.InvalidArgumentError({
-              errno: "EINVAL",
-              operation: OPERATION,
-              message: `${file}: the key of ${username} is not hexadecimal`
-            })
-          )
-        return Effect.succeed(Buffer.from(hex, "hex"))
-      }
-    }
-    return Effect.fail(
-      new NbdError.InvalidArgumentError({
-        errno: "EINVAL",
-        operation: OPERATION,
-        message: `${file}: username ${username} was not found in PSK file`
-      })
-    )
+    const badFile = (message: string) =>
+      new NbdError.InvalidArgumentError({ errno: "EINVAL", operation: OPERATION, message: `${file}: ${message}` })
+    return Either.match(TlsPsk.parse(content.toString("utf8")), {
+      onLeft: (error) => Effect.fail(badFile(`line ${error.line}: ${error.message}`)),
+      onRight: (keys) =>
+        Option.match(TlsPsk.find(keys, username), {
+          onNone: () => Effect.fail(badFile(`username ${username} was not found in PSK file`)),
+          onSome: (entry) => Effect.succeed(Buffer.from(entry.key))
+        })
+    })
   })
 
 /** Where libnbd looks for certificates when none are set; the first with a `ca-cert.pem` wins. */
