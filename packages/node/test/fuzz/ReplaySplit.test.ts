@@ -83,7 +83,7 @@ describe("replayed transcripts through the Node transport", () => {
         )
       })
 
-      it("delivered one byte per read, the session returns exactly the same", async () => {
+      it("delivered one byte per read (the first 400 bytes of every answer), the session returns exactly the same", async () => {
         const bytewise = t.exchanges.map((e) =>
           Array.from({ length: Math.min(e.server.length, 400) }, (_, i) => ({ at: i + 1, delayMs: 0 }))
         )
