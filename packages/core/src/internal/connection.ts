@@ -405,7 +405,7 @@ export class Connection {
     dataChunk: (header, offset, length) => {
       this.h.stats.chunksReceived += 1
       const p = this.lookup(header)
-      if (p === undefined) return undefined
+      if (p === undefined || this.wrongOffset(p, header)) return undefined
       if (p.type !== Protocol.Cmd.READ) {
         this.setError(p, commandProtocolError(p, "server sent read data in reply to a command that is not a read"))
         return undefined
@@ -425,22 +425,27 @@ export class Connection {
       this.h.stats.chunksReceived += 1
       const p = this.lookup(header)
       if (p === undefined) return
-      const result = this.onChunk(p, header, payload)
-      if (result instanceof ClientCodec.DecodeError) return result
+      if (!this.wrongOffset(p, header)) {
+        const result = this.onChunk(p, header, payload)
+        if (result instanceof ClientCodec.DecodeError) return result
+      }
       if ((header.flags & Protocol.REPLY_FLAG_DONE) !== 0) this.complete(p)
     }
   }
 
   private lookup(header: ClientCodec.ChunkHeader): Pending | undefined {
     if (header.cookie === undefined) return undefined
-    const p = this.pending.get(header.cookie)
-    if (p === undefined) return undefined
-    // With extended headers the reply echoes the request's offset; anything else is not this command's.
-    if (header.offset !== undefined && Number(header.offset) !== p.offset) {
-      this.setError(p, commandProtocolError(p, "server sent a reply chunk with the wrong offset"))
-      return undefined
-    }
-    return p
+    return this.pending.get(header.cookie)
+  }
+
+  /**
+   * With extended headers a chunk echoes its request's offset. One that does not is skipped, as libnbd
+   * resyncs past it, and fails its command with EPROTO; its DONE flag still ends the command.
+   */
+  private wrongOffset(p: Pending, header: ClientCodec.ChunkHeader): boolean {
+    if (header.offset === undefined || Number(header.offset) === p.offset) return false
+    this.setError(p, commandProtocolError(p, "server sent a reply chunk with the wrong offset"))
+    return true
   }
 
   private onChunk(p: Pending, header: ClientCodec.ChunkHeader, payload: Uint8Array): ClientCodec.DecodeError | void {
