@@ -17,6 +17,8 @@ import type * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as HandleState from "./HandleState.js"
 import * as blockStatusInternal from "./internal/blockStatus.js"
+import * as Call from "./internal/call.js"
+import * as Calls from "./internal/calls.js"
 import * as commands from "./internal/commands.js"
 import { Connection } from "./internal/connection.js"
 import * as debug from "./internal/debug.js"
@@ -103,6 +105,12 @@ export interface Settings {
    * at once.
    */
   readonly closeGrace?: Duration.DurationInput
+  /**
+   * Count and time every call through Effect's `Metric` (default false, so the hot path pays nothing):
+   * `nbd_calls_total` by `call` and `outcome`, `nbd_bytes_total` by `call`, and the `nbd_call_duration`
+   * timer by `call`. Any metrics layer (Prometheus, OpenTelemetry) sees them.
+   */
+  readonly metrics?: boolean
   /** Whether reads zero their buffer before any check (default true); see `setPreadInitialize`. */
   readonly preadInitialize?: boolean
   /** Debug messages through Effect's logger (default false); see `setDebug`. */
@@ -206,19 +214,18 @@ export const make = (settings: Settings = {}): Effect.Effect<Handle, NbdError.Nb
   })
 
 /**
- * Runs a call when its effect runs, never when it is built, on the handle's record; with debug on, logs the
- * call's entry and its result.
+ * Runs the call named `name` (its record in the table of calls) through the one wrapper: nothing happens
+ * until the effect runs, then the state check, the flag check, the span, the debug log and the metrics.
  */
 const call = <A, E, R>(
   h: Handle,
-  operation: string,
+  name: string,
   body: (impl: internal.HandleImpl) => Effect.Effect<A, E, R>,
-  args?: () => string
-): Effect.Effect<A, E, R> =>
-  Effect.suspend(() => {
-    const impl = toImpl(h)
-    return impl.settings.debug ? debug.traceCall(impl, operation, body(impl), args) : body(impl)
-  })
+  details?: Call.Details
+): Effect.Effect<A, E | NbdError.NbdError, R> => {
+  const impl = toImpl(h)
+  return Call.call(impl, Calls.byName(name), () => body(impl), details)
+}
 
 // ---------------------------------------------------------------------------------------------------------------
 // State
@@ -423,15 +430,12 @@ export const awaitConnected = (h: Handle): Effect.Effect<void, NbdError.NbdError
  */
 export const getUri = (h: Handle): Effect.Effect<string, NbdError.NbdError> =>
   call(h, "nbd_get_uri", (impl) =>
-    Effect.zipRight(
-      internal.checkState(impl, "nbd_get_uri", ["connecting", "negotiating", "connected", "closed", "dead"]),
-      Effect.suspend(() => {
-        const uri = uriOf(impl)
-        return uri === undefined
-          ? Effect.fail(internal.invalidArgument("nbd_get_uri", "cannot construct a URI for this connection type"))
-          : Effect.succeed(uri)
-      })
-    )
+    Effect.suspend(() => {
+      const uri = uriOf(impl)
+      return uri === undefined
+        ? Effect.fail(internal.invalidArgument("nbd_get_uri", "cannot construct a URI for this connection type"))
+        : Effect.succeed(uri)
+    })
   )
 
 /**
@@ -472,40 +476,27 @@ const describeValue = (value: unknown): string =>
  * the change.
  */
 const setting =
-  <A>(
-    rule: settingRules.Rule,
-    permitted: ReadonlyArray<internal.Permitted>,
-    apply: (impl: internal.HandleImpl, value: A) => void
-  ) =>
+  <A>(rule: settingRules.Rule, apply: (impl: internal.HandleImpl, value: A) => void) =>
   (h: Handle, value: A): Effect.Effect<void, NbdError.NbdError> =>
     call(
       h,
       rule.operation,
-      (impl) =>
-        Effect.flatMap(internal.checkState(impl, rule.operation, permitted), () => {
-          const error = rule.check(rule.operation, value)
-          if (error !== undefined) return Effect.fail(error)
-          apply(impl, value)
-          return Effect.void
-        }),
-      () => describeValue(value)
+      (impl) => {
+        const error = rule.check(rule.operation, value)
+        if (error !== undefined) return Effect.fail(error)
+        apply(impl, value)
+        return Effect.void
+      },
+      { attributes: () => ({ value: describeValue(value) }) }
     )
 
+/** A getter permitted in any state: it cannot fail, whatever the wrapper's type says. */
 const getter =
   <A>(operation: string, get: (impl: internal.HandleImpl) => A) =>
   (h: Handle): Effect.Effect<A> =>
-    call(h, operation, (impl) => Effect.sync(() => get(impl)))
+    call(h, operation, (impl) => Effect.sync(() => get(impl))) as Effect.Effect<A>
 
 const rules = settingRules.rules
-
-const anyState: ReadonlyArray<internal.Permitted> = [
-  "created",
-  "connecting",
-  "negotiating",
-  "connected",
-  "closed",
-  "dead"
-]
 
 /**
  * The export to connect to (default ""). In option mode, changing it forgets what `optInfo` learned.
@@ -514,7 +505,6 @@ const anyState: ReadonlyArray<internal.Permitted> = [
  */
 export const setExportName: (h: Handle, name: string) => Effect.Effect<void, NbdError.NbdError> = setting<string>(
   rules.exportName,
-  ["created", "negotiating"],
   (impl, v) => {
     if (impl.settings.exportName !== v) {
       impl.info = undefined
@@ -534,7 +524,7 @@ export const getExportName = getter("nbd_get_export_name", (i) => i.settings.exp
  * @since 0.1.0
  * @category settings
  */
-export const setHandleName = setting<string>(rules.handleName, anyState, (i, v) => {
+export const setHandleName = setting<string>(rules.handleName, (i, v) => {
   i.settings.handleName = v
 })
 /**
@@ -548,7 +538,7 @@ export const getHandleName = getter("nbd_get_handle_name", (i) => i.settings.han
  * @since 0.1.0
  * @category settings
  */
-export const setOptMode = setting<boolean>(rules.optMode, ["created"], (i, v) => {
+export const setOptMode = setting<boolean>(rules.optMode, (i, v) => {
   i.settings.optMode = v
 })
 /**
@@ -562,7 +552,7 @@ export const getOptMode = getter("nbd_get_opt_mode", (i) => i.settings.optMode)
  * @since 0.1.0
  * @category settings
  */
-export const setTls = setting<TlsMode>(rules.tls, ["created"], (i, v) => {
+export const setTls = setting<TlsMode>(rules.tls, (i, v) => {
   i.settings.tls = v
 })
 /**
@@ -578,7 +568,7 @@ export const getTls = getter("nbd_get_tls", (i) => i.settings.tls)
  * @since 0.1.0
  * @category settings
  */
-export const setTlsCertificates = setting<string>(rules.tlsCertificates, ["created"], (i, v) => {
+export const setTlsCertificates = setting<string>(rules.tlsCertificates, (i, v) => {
   i.settings.tlsCertificates = v
 })
 /**
@@ -593,7 +583,7 @@ export const getTlsCertificates = getter("nbd_get_tls_certificates", (i) => i.se
  * @since 0.1.0
  * @category settings
  */
-export const setTlsVerifyPeer = setting<boolean>(rules.tlsVerifyPeer, ["created"], (i, v) => {
+export const setTlsVerifyPeer = setting<boolean>(rules.tlsVerifyPeer, (i, v) => {
   i.settings.tlsVerifyPeer = v
 })
 /**
@@ -607,7 +597,7 @@ export const getTlsVerifyPeer = getter("nbd_get_tls_verify_peer", (i) => i.setti
  * @since 0.1.0
  * @category settings
  */
-export const setTlsUsername = setting<string>(rules.tlsUsername, ["created"], (i, v) => {
+export const setTlsUsername = setting<string>(rules.tlsUsername, (i, v) => {
   i.settings.tlsUsername = v
 })
 /**
@@ -623,7 +613,7 @@ export const getTlsUsername = getter("nbd_get_tls_username", (i) => i.settings.t
  * @since 0.1.0
  * @category settings
  */
-export const setTlsHostname = setting<string>(rules.tlsHostname, ["created"], (i, v) => {
+export const setTlsHostname = setting<string>(rules.tlsHostname, (i, v) => {
   i.settings.tlsHostname = v
 })
 /**
@@ -638,7 +628,7 @@ export const getTlsHostname = getter("nbd_get_tls_hostname", (i) => i.settings.t
  * @since 0.1.0
  * @category settings
  */
-export const setTlsPskFile = setting<string>(rules.tlsPskFile, ["created"], (i, v) => {
+export const setTlsPskFile = setting<string>(rules.tlsPskFile, (i, v) => {
   i.settings.tlsPskFile = v
 })
 /**
@@ -651,7 +641,7 @@ export const getTlsPskFile = getter("nbd_get_tls_psk_file", (i) => i.settings.tl
  * @since 0.1.0
  * @category settings
  */
-export const setRequestStructuredReplies = setting<boolean>(rules.requestStructuredReplies, ["created"], (i, v) => {
+export const setRequestStructuredReplies = setting<boolean>(rules.requestStructuredReplies, (i, v) => {
   i.settings.requestStructuredReplies = v
 })
 /**
@@ -667,7 +657,7 @@ export const getRequestStructuredReplies = getter(
  * @since 0.1.0
  * @category settings
  */
-export const setRequestExtendedHeaders = setting<boolean>(rules.requestExtendedHeaders, ["created"], (i, v) => {
+export const setRequestExtendedHeaders = setting<boolean>(rules.requestExtendedHeaders, (i, v) => {
   i.settings.requestExtendedHeaders = v
 })
 /**
@@ -684,7 +674,7 @@ export const getRequestExtendedHeaders = getter(
  * @since 0.1.0
  * @category settings
  */
-export const setRequestMetaContext = setting<boolean>(rules.requestMetaContext, ["created", "negotiating"], (i, v) => {
+export const setRequestMetaContext = setting<boolean>(rules.requestMetaContext, (i, v) => {
   i.settings.requestMetaContext = v
 })
 /**
@@ -700,7 +690,6 @@ export const getRequestMetaContext = getter("nbd_get_request_meta_context", (i) 
  */
 export const addMetaContext = setting<string>(
   { operation: "nbd_add_meta_context", check: settingRules.checkName },
-  ["created", "negotiating"],
   (i, v) => {
     i.settings.metaContexts.push(v)
   }
@@ -710,7 +699,7 @@ export const addMetaContext = setting<string>(
  * @category settings
  */
 export const clearMetaContexts = (h: Handle): Effect.Effect<void, NbdError.NbdError> =>
-  setting<void>({ operation: "nbd_clear_meta_contexts", check: () => undefined }, ["created", "negotiating"], (i) => {
+  setting<void>({ operation: "nbd_clear_meta_contexts", check: () => undefined }, (i) => {
     i.settings.metaContexts = []
   })(h, undefined)
 /**
@@ -727,7 +716,7 @@ export const getMetaContexts = getter("nbd_get_meta_contexts", (i): ReadonlyArra
  * @since 0.1.0
  * @category settings
  */
-export const setFullInfo = setting<boolean>(rules.fullInfo, ["created", "negotiating"], (i, v) => {
+export const setFullInfo = setting<boolean>(rules.fullInfo, (i, v) => {
   i.settings.fullInfo = v
 })
 /**
@@ -741,7 +730,7 @@ export const getFullInfo = getter("nbd_get_full_info", (i) => i.settings.fullInf
  * @since 0.1.0
  * @category settings
  */
-export const setRequestBlockSize = setting<boolean>(rules.requestBlockSize, ["created", "negotiating"], (i, v) => {
+export const setRequestBlockSize = setting<boolean>(rules.requestBlockSize, (i, v) => {
   i.settings.requestBlockSize = v
 })
 /**
@@ -755,7 +744,7 @@ export const getRequestBlockSize = getter("nbd_get_request_block_size", (i) => i
  * @since 0.1.0
  * @category settings
  */
-export const setHandshakeFlags = setting<number>(rules.handshakeFlags, ["created"], (i, v) => {
+export const setHandshakeFlags = setting<number>(rules.handshakeFlags, (i, v) => {
   i.settings.handshakeFlags = v
 })
 /**
@@ -770,7 +759,7 @@ export const getHandshakeFlags = getter("nbd_get_handshake_flags", (i) => i.hand
  * @since 0.1.0
  * @category settings
  */
-export const setStrictMode = setting<number>(rules.strictMode, anyState, (i, v) => {
+export const setStrictMode = setting<number>(rules.strictMode, (i, v) => {
   i.settings.strictMode = v
 })
 /**
@@ -786,7 +775,7 @@ export const getStrictMode = getter("nbd_get_strict_mode", (i) => i.settings.str
  * @since 0.1.0
  * @category settings
  */
-export const setPreadInitialize = setting<boolean>(rules.preadInitialize, anyState, (i, v) => {
+export const setPreadInitialize = setting<boolean>(rules.preadInitialize, (i, v) => {
   i.settings.preadInitialize = v
 })
 /**
@@ -806,7 +795,7 @@ export const getPreadInitialize = getter("nbd_get_pread_initialize", (i) => i.se
  */
 export const setDebug = (h: Handle, debugOn: boolean): Effect.Effect<void, NbdError.NbdError> =>
   Effect.zipRight(
-    setting<boolean>(rules.debug, anyState, (i, v) => {
+    setting<boolean>(rules.debug, (i, v) => {
       i.settings.debug = v
     })(h, debugOn),
     Effect.suspend(() => (debugOn ? debug.watchState(toImpl(h)) : Effect.void))
@@ -1052,8 +1041,6 @@ export const optStarttls = (h: Handle): Effect.Effect<boolean, NbdError.NbdError
 // Export info
 // ---------------------------------------------------------------------------------------------------------------
 
-const infoStates: ReadonlyArray<internal.Permitted> = ["negotiating", "connected", "closed"]
-
 const withInfo =
   <A>(
     operation: string,
@@ -1061,13 +1048,10 @@ const withInfo =
   ) =>
   (h: Handle): Effect.Effect<A, NbdError.NbdError> =>
     call(h, operation, (impl) =>
-      internal.checkState(impl, operation, infoStates).pipe(
-        Effect.flatMap(() => internal.requireInfo(impl, operation)),
-        Effect.flatMap((info) => {
-          const result = f(info, impl)
-          return Effect.isEffect(result) ? result : Effect.succeed(result)
-        })
-      )
+      Effect.flatMap(internal.requireInfo(impl, operation), (info) => {
+        const result = f(info, impl)
+        return Effect.isEffect(result) ? result : Effect.succeed(result)
+      })
     )
 
 const flagGetter = (operation: string, flag: number) => withInfo(operation, (info) => (info.flags & flag) !== 0)
@@ -1166,7 +1150,7 @@ export const canMetaContext = (h: Handle, name: string): Effect.Effect<boolean, 
     h,
     "nbd_can_meta_context",
     (impl) =>
-      Effect.flatMap(internal.checkState(impl, "nbd_can_meta_context", infoStates), () => {
+      Effect.suspend(() => {
         if (impl.settings.metaContexts.length > 0 && !impl.metaValid)
           return Effect.fail(
             internal.invalidArgument("nbd_can_meta_context", "need a successful server meta context request first")
@@ -1174,7 +1158,7 @@ export const canMetaContext = (h: Handle, name: string): Effect.Effect<boolean, 
         for (const context of impl.metaContexts?.values() ?? []) if (context === name) return Effect.succeed(true)
         return Effect.succeed(false)
       }),
-    () => JSON.stringify(name)
+    { attributes: () => ({ context: name }) }
   )
 
 /**
@@ -1183,9 +1167,7 @@ export const canMetaContext = (h: Handle, name: string): Effect.Effect<boolean, 
  * @category export info
  */
 export const getProtocol = (h: Handle): Effect.Effect<string, NbdError.NbdError> =>
-  call(h, "nbd_get_protocol", (impl) =>
-    Effect.map(internal.checkState(impl, "nbd_get_protocol", infoStates), () => impl.protocol ?? "")
-  )
+  call(h, "nbd_get_protocol", (impl) => Effect.sync(() => impl.protocol ?? ""))
 
 /**
  * The canonical export name the server reported (needs `setFullInfo(true)`); ENOTSUP when it sent none.
@@ -1226,7 +1208,7 @@ export const getExportDescription = withInfo("nbd_get_export_description", (info
 const negotiated =
   (operation: string, f: (impl: internal.HandleImpl) => boolean) =>
   (h: Handle): Effect.Effect<boolean, NbdError.NbdError> =>
-    call(h, operation, (impl) => Effect.map(internal.checkState(impl, operation, infoStates), () => f(impl)))
+    call(h, operation, (impl) => Effect.sync(() => f(impl)))
 
 /**
  * @since 0.1.0
@@ -1287,11 +1269,28 @@ export interface ReadOptions {
 const validCount = (count: number): boolean =>
   Number.isSafeInteger(count) && count >= 0 && count <= Protocol.Limits.MAX_REQUEST_SIZE
 
-const describeRange = (count: number | bigint, offset: number | bigint, flags: number | undefined) => () =>
-  `count=${count} offset=${offset} flags=0x${(flags ?? 0).toString(16)}`
+/** What a command on a range tells the wrapper: its flags to check, its bytes, its span's attributes. */
+const describeRange = (
+  count: number | bigint,
+  offset: number | bigint,
+  flags: number | undefined,
+  more: Partial<Call.Details> = {}
+): Call.Details => ({
+  flags: () => flags ?? 0,
+  bytes: typeof count === "number" ? count : Number(count),
+  attributes: () => ({ count, offset, flags: flags ?? 0 }),
+  ...more
+})
 
 /** Waits for a queued command's reply: what a blocking call adds to its aio twin. */
 const awaitCommand = <A>(command: Command<A>): Effect.Effect<A, NbdError.NbdError> => command.await
+
+/** libnbd's pread_initialize: the caller's buffer is zeroed before any check, so a failed read leaks nothing. */
+const zeroFirst =
+  (options: ReadOptions) =>
+  (impl: internal.HandleImpl): void => {
+    if (options.buffer !== undefined && impl.settings.preadInitialize) options.buffer.fill(0)
+  }
 
 /**
  * A read of `count` bytes at `offset` into the caller's buffer or a fresh one, made anew each time the
@@ -1305,14 +1304,12 @@ const read = (
   options: ReadOptions
 ): Effect.Effect<Command<Uint8Array>, NbdError.NbdError> => {
   const given = options.buffer
-  if (given !== undefined && impl.settings.preadInitialize) given.fill(0)
   if (given !== undefined && given.length !== count)
     return Effect.fail(internal.invalidArgument(operation, "buffer length does not match count"))
   return commands.issue(impl, {
     operation,
     type: Protocol.Cmd.READ,
     flags: options.flags ?? 0,
-    allowedFlags: 0,
     offset,
     count,
     buffer: given ?? (validCount(count) ? new Uint8Array(count) : undefined)
@@ -1334,7 +1331,7 @@ export const aioPread = (
     h,
     "nbd_aio_pread",
     (impl) => read(impl, "nbd_aio_pread", count, offset, options),
-    describeRange(count, offset, options.flags)
+    describeRange(count, offset, options.flags, { first: zeroFirst(options) })
   )
 
 /**
@@ -1365,7 +1362,7 @@ export const pread = (
     h,
     "nbd_pread",
     (impl) => Effect.flatMap(read(impl, "nbd_pread", count, offset, options), awaitCommand),
-    describeRange(count, offset, options.flags)
+    describeRange(count, offset, options.flags, { first: zeroFirst(options) })
   )
 
 /**
@@ -1394,7 +1391,6 @@ const write = (
     operation,
     type: Protocol.Cmd.WRITE,
     flags: autoPayloadLen(impl, options.flags ?? 0),
-    allowedFlags: Protocol.CmdFlag.FUA | Protocol.CmdFlag.PAYLOAD_LEN,
     offset,
     count: data.length,
     payload: data
@@ -1449,15 +1445,14 @@ const rangeCommand = (
   impl: internal.HandleImpl,
   operation: string,
   type: number,
-  allowedFlags: number,
   count: number | bigint,
   offset: number | bigint,
   options: FlagOptions
 ): Effect.Effect<Command<void>, NbdError.NbdError> =>
-  commands.issue(impl, { operation, type, flags: options.flags ?? 0, allowedFlags, offset, count })
+  commands.issue(impl, { operation, type, flags: options.flags ?? 0, offset, count })
 
 /** The aio call and the blocking call of a range command: `[aioX, x]`, each naming itself. */
-const rangeCommands = (name: string, type: number, allowedFlags: number) => {
+const rangeCommands = (name: string, type: number) => {
   const aioOperation = `nbd_aio_${name}`
   const operation = `nbd_${name}`
   const aio = (
@@ -1469,7 +1464,7 @@ const rangeCommands = (name: string, type: number, allowedFlags: number) => {
     call(
       h,
       aioOperation,
-      (impl) => rangeCommand(impl, aioOperation, type, allowedFlags, count, offset, options),
+      (impl) => rangeCommand(impl, aioOperation, type, count, offset, options),
       describeRange(count, offset, options.flags)
     )
   const blocking = (
@@ -1481,7 +1476,7 @@ const rangeCommands = (name: string, type: number, allowedFlags: number) => {
     call(
       h,
       operation,
-      (impl) => Effect.flatMap(rangeCommand(impl, operation, type, allowedFlags, count, offset, options), awaitCommand),
+      (impl) => Effect.flatMap(rangeCommand(impl, operation, type, count, offset, options), awaitCommand),
       describeRange(count, offset, options.flags)
     )
   return [aio, blocking] as const
@@ -1493,7 +1488,9 @@ const rangeCommands = (name: string, type: number, allowedFlags: number) => {
  * @category commands
  */
 export const aioFlush = (h: Handle, options: FlagOptions = {}): Effect.Effect<Command<void>, NbdError.NbdError> =>
-  call(h, "nbd_aio_flush", (impl) => rangeCommand(impl, "nbd_aio_flush", Protocol.Cmd.FLUSH, 0, 0, 0, options))
+  call(h, "nbd_aio_flush", (impl) => rangeCommand(impl, "nbd_aio_flush", Protocol.Cmd.FLUSH, 0, 0, options), {
+    flags: () => options.flags ?? 0
+  })
 
 /**
  * NBD_CMD_FLUSH: makes earlier writes durable.
@@ -1501,8 +1498,11 @@ export const aioFlush = (h: Handle, options: FlagOptions = {}): Effect.Effect<Co
  * @category commands
  */
 export const flush = (h: Handle, options: FlagOptions = {}): Effect.Effect<void, NbdError.NbdError> =>
-  call(h, "nbd_flush", (impl) =>
-    Effect.flatMap(rangeCommand(impl, "nbd_flush", Protocol.Cmd.FLUSH, 0, 0, 0, options), awaitCommand)
+  call(
+    h,
+    "nbd_flush",
+    (impl) => Effect.flatMap(rangeCommand(impl, "nbd_flush", Protocol.Cmd.FLUSH, 0, 0, options), awaitCommand),
+    { flags: () => options.flags ?? 0 }
   )
 
 /**
@@ -1538,7 +1538,6 @@ const readStructured = (
       operation,
       type: Protocol.Cmd.READ,
       flags: options.flags ?? 0,
-      allowedFlags: Protocol.CmdFlag.DF,
       offset,
       count,
       buffer,
@@ -1591,13 +1590,9 @@ export const preadStructured = (
     describeRange(count, offset, options.flags)
   )
 
-const [trimAio, trimBlocking] = rangeCommands("trim", Protocol.Cmd.TRIM, Protocol.CmdFlag.FUA)
-const [cacheAio, cacheBlocking] = rangeCommands("cache", Protocol.Cmd.CACHE, 0)
-const [zeroAio, zeroBlocking] = rangeCommands(
-  "zero",
-  Protocol.Cmd.WRITE_ZEROES,
-  Protocol.CmdFlag.FUA | Protocol.CmdFlag.NO_HOLE | Protocol.CmdFlag.FAST_ZERO
-)
+const [trimAio, trimBlocking] = rangeCommands("trim", Protocol.Cmd.TRIM)
+const [cacheAio, cacheBlocking] = rangeCommands("cache", Protocol.Cmd.CACHE)
+const [zeroAio, zeroBlocking] = rangeCommands("zero", Protocol.Cmd.WRITE_ZEROES)
 
 /**
  * Queues NBD_CMD_TRIM of `count` bytes at `offset` (flags: FUA).
@@ -1681,7 +1676,6 @@ const blockStatusOf = (
       operation,
       type: Protocol.Cmd.BLOCK_STATUS,
       flags: options.flags ?? 0,
-      allowedFlags: Protocol.CmdFlag.REQ_ONE,
       offset,
       count,
       onBlockStatus
@@ -1751,7 +1745,7 @@ const blockStatusFiltered = (
   contexts: ReadonlyArray<string>,
   options: FlagOptions
 ): Effect.Effect<Command<ReadonlyArray<BlockStatusEntry>>, NbdError.NbdError> =>
-  Effect.flatMap(internal.checkState(impl, operation, ["connected"]), () => {
+  Effect.suspend(() => {
     const strict = impl.settings.strictMode
     let flags = options.flags ?? 0
     if (strict & Strict.AUTO_FLAG) flags |= Protocol.CmdFlag.PAYLOAD_LEN
@@ -1782,7 +1776,6 @@ const blockStatusFiltered = (
         operation,
         type: Protocol.Cmd.BLOCK_STATUS,
         flags,
-        allowedFlags: Protocol.CmdFlag.REQ_ONE | Protocol.CmdFlag.PAYLOAD_LEN,
         offset,
         count,
         requestLength: (flags & Protocol.CmdFlag.PAYLOAD_LEN) !== 0 ? payloadLength : Number(count),
@@ -1842,12 +1835,7 @@ export const blockStatusFilter = (
  * @category commands
  */
 export const aioInFlight = (h: Handle): Effect.Effect<number, NbdError.NbdError> =>
-  call(h, "nbd_aio_in_flight", (impl) =>
-    Effect.map(
-      internal.checkState(impl, "nbd_aio_in_flight", ["connected", "closed", "dead"]),
-      () => impl.connection?.inFlight ?? 0
-    )
-  )
+  call(h, "nbd_aio_in_flight", (impl) => Effect.sync(() => impl.connection?.inFlight ?? 0))
 
 /**
  * Queues NBD_CMD_DISC after the commands already queued; later commands fail with EINVAL. The handle
@@ -1880,7 +1868,7 @@ export const shutdown = (
 ): Effect.Effect<void, NbdError.NbdError> =>
   call(h, "nbd_shutdown", (impl) =>
     Effect.gen(function* () {
-      const s = yield* internal.checkState(impl, "nbd_shutdown", ["negotiating", "connected"])
+      const s = yield* impl.state.get
       if (HandleState.isNegotiating(s)) return yield* abortNegotiation(h, "nbd_shutdown")
       const conn = impl.connection!
       if (options.abandonPending) conn.abandonUnsent("nbd_shutdown")

@@ -29,6 +29,10 @@ export * as Transport from "./Transport.js"
 /**
  * @since 0.2.0
  */
+export * as NbdMetrics from "./NbdMetrics.js"
+/**
+ * @since 0.2.0
+ */
 export * as NbdCopy from "./NbdCopy.js"
 /**
  * @since 0.2.0
@@ -42,3 +46,7 @@ export * as NbdStream from "./NbdStream.js"
  * @since 0.2.0
  */
 export * as TlsPsk from "./TlsPsk.js"
+/**
+ * @since 0.2.0
+ */
+export * as NbdClient from "./NbdClient.js"

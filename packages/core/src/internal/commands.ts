@@ -27,8 +27,6 @@ export interface CommandSpec {
   readonly operation: string
   readonly type: number
   readonly flags: number
-  /** The command flags this call may take (libnbd's per-call subset). */
-  readonly allowedFlags: number
   readonly offset: number | bigint
   readonly count: number | bigint
   /** The request's length field when it is not the count (block status with a filter payload). */
@@ -120,8 +118,7 @@ const check = (h: HandleImpl, spec: CommandSpec, offset: number, count: number):
     const error = commandSupportError(info, h, spec)
     if (error !== undefined) return error
   }
-  if ((strict & Strict.FLAGS || spec.flags > 0xffff) && (spec.flags & ~spec.allowedFlags) !== 0)
-    return invalidArgument(op, `flags: invalid value for flag: 0x${spec.flags.toString(16)}`)
+  // The flags were checked against the call's own by the wrapper (internal/call.ts), before anything else.
   if (h.connection!.disconnectRequested) return invalidArgument(op, "cannot request more commands after NBD_CMD_DISC")
   if (spec.type === Protocol.Cmd.FLUSH || spec.type === Protocol.Cmd.DISC) return undefined
   if (strict & Strict.ZERO_SIZE && count === 0) return invalidArgument(op, "count cannot be 0")

@@ -38,6 +38,8 @@ export interface Settings {
   preadInitialize: boolean
   /** Whether calls, state changes, options and commands are logged at Debug level. */
   debug: boolean
+  /** Whether calls are counted and timed through Effect's Metric (see internal/metrics.ts). */
+  metrics: boolean
 }
 
 export interface BlockSizes {
@@ -135,6 +137,7 @@ export class HandleImpl implements Inspectable.Inspectable {
       closeGrace: Duration.seconds(2),
       preadInitialize: true,
       debug: false,
+      metrics: false,
       ...settings
     }
   }

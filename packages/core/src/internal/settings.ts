@@ -84,7 +84,8 @@ export const rules: { readonly [K in keyof Settings]: Rule } = {
   optMode: { operation: "nbd_set_opt_mode", check: boolean("enable") },
   preadInitialize: { operation: "nbd_set_pread_initialize", check: boolean("request") },
   debug: { operation: "nbd_set_debug", check: boolean("debug") },
-  closeGrace: { operation: "nbd_create", check: duration("close_grace") }
+  closeGrace: { operation: "nbd_create", check: duration("close_grace") },
+  metrics: { operation: "nbd_create", check: boolean("metrics") }
 }
 
 const isKey = (key: string): key is keyof Settings => Object.prototype.hasOwnProperty.call(rules, key)
