@@ -6,9 +6,11 @@
  *
  * @since 0.1.0
  */
-import { HandleState, Nbd, NbdError, NbdUri } from "@effect-nbd/core"
+import { HandleState, Nbd, NbdClient, NbdError, NbdUri } from "@effect-nbd/core"
 import type { Transport } from "@effect-nbd/core"
 import type * as Socket from "@effect/platform/Socket"
+import * as Config from "effect/Config"
+import type * as ConfigError from "effect/ConfigError"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Command from "./internal/command.js"
@@ -406,3 +408,61 @@ export const connectUri = (
   options: UriOptions = {}
 ): Effect.Effect<void, NbdError.NbdError> =>
   Effect.zipRight(connectToUri(h, uri, options, "nbd_connect_uri"), Nbd.awaitConnected(h))
+
+// ---------------------------------------------------------------------------------------------------------------
+// The client as a service
+// ---------------------------------------------------------------------------------------------------------------
+
+/**
+ * What `layer` connects to and how: an NBD URI, the handle's settings, and what the URI may ask for (by
+ * default, as for `connectUri`, no local files: set `allowLocalFile` for a URI with `tls-psk-file` or
+ * `tls-certificates`).
+ * @since 0.2.0
+ * @category layers
+ */
+export interface LayerConfig extends Nbd.Settings, UriOptions {
+  readonly uri: string
+}
+
+/**
+ * The `NbdClient` service for an NBD URI, as @effect/sql's `PgClient.layer`: building the layer makes a
+ * handle with the settings and connects it (`connectUri`), releasing it disconnects and closes the handle.
+ * A bad setting, a URI that does not parse or a server that cannot be reached fails the layer with the
+ * `NbdError`. Application code depends on `NbdClient` alone; tests provide another layer.
+ *
+ * @example
+ * ```ts
+ * import { Nbd, NbdClient } from "@effect-nbd/core"
+ * import { NodeNbd } from "@effect-nbd/node"
+ * import * as Effect from "effect/Effect"
+ *
+ * const size = Effect.flatMap(NbdClient.NbdClient, Nbd.getSize)
+ *
+ * const main = size.pipe(
+ *   Effect.provide(NodeNbd.layer({ uri: "nbd+unix:///disk?socket=/tmp/nbd.sock", requestBlockSize: true }))
+ * )
+ * ```
+ * @since 0.2.0
+ * @category layers
+ */
+export const layer = (config: string | LayerConfig): Layer.Layer<NbdClient.NbdClient, NbdError.NbdError> => {
+  const { allowLocalFile, allowTls, allowTransports, uri, ...settings }: LayerConfig =
+    typeof config === "string" ? { uri: config } : config
+  const options: UriOptions = {
+    ...(allowLocalFile === undefined ? {} : { allowLocalFile }),
+    ...(allowTls === undefined ? {} : { allowTls }),
+    ...(allowTransports === undefined ? {} : { allowTransports })
+  }
+  return NbdClient.layerFrom((h) => connectUri(h, uri, options), settings)
+}
+
+/**
+ * `layer` with its configuration read from Effect's `Config` (the environment, by default), as
+ * `PgClient.layerConfig`: `NodeNbd.layerConfig({ uri: Config.string("NBD_URI") })`.
+ * @since 0.2.0
+ * @category layers
+ */
+export const layerConfig = (
+  config: Config.Config.Wrap<LayerConfig>
+): Layer.Layer<NbdClient.NbdClient, NbdError.NbdError | ConfigError.ConfigError> =>
+  Layer.unwrapEffect(Effect.map(Config.unwrap(config), layer))

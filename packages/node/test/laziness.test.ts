@@ -1,6 +1,7 @@
 import * as ClientCodec from "@effect-nbd/core/ClientCodec"
 import * as HandleState from "@effect-nbd/core/HandleState"
 import * as Nbd from "@effect-nbd/core/Nbd"
+import * as NbdClient from "@effect-nbd/core/NbdClient"
 import * as NbdCopy from "@effect-nbd/core/NbdCopy"
 import * as NbdError from "@effect-nbd/core/NbdError"
 import * as NbdPool from "@effect-nbd/core/NbdPool"
@@ -32,6 +33,7 @@ const modules = {
   "core/ClientCodec": ClientCodec,
   "core/HandleState": HandleState,
   "core/Nbd": Nbd,
+  "core/NbdClient": NbdClient,
   "core/NbdCopy": NbdCopy,
   "core/NbdError": NbdError,
   "core/NbdPool": NbdPool,
@@ -585,6 +587,8 @@ const nbdCopy: Record<keyof typeof NbdCopy & string, Entry | undefined> = {
 }
 
 const nodeNbd: Record<keyof typeof NodeNbd & string, Entry> = {
+  layer: pure("a Layer"),
+  layerConfig: pure("a Layer"),
   layerUnix: pure("a Layer"),
   layerTcp: pure("a Layer"),
   layerFd: pure("a Layer"),
@@ -701,6 +705,20 @@ const table: Record<keyof typeof modules, Record<string, Entry | undefined>> = {
     shortName: pure("a string")
   },
   "core/Nbd": nbd,
+  "core/NbdClient": {
+    NbdClient: pure("a Context.Tag class"),
+    // Built before the server's URI is used: the handle is made and connected only when it runs.
+    make: onNothing(
+      (ctx) =>
+        Effect.flatMap(
+          NbdClient.make((h) => NodeNbd.connectUri(h, ctx.server.uriFor(EXPORT))),
+          Nbd.getSize
+        ),
+      is(BigInt(SIZE))
+    ),
+    layerFrom: pure("a Layer"),
+    layerSocket: pure("a Layer")
+  },
   "core/NbdCopy": nbdCopy,
   "core/NbdPool": nbdPool,
   "core/NbdStream": nbdStream,
