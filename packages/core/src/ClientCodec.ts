@@ -6,6 +6,7 @@
  */
 import * as Data from "effect/Data"
 import { ByteQueue, ByteWriter, fromUtf8, u16, u32, u64, u64Small, utf8 } from "./internal/bytes.js"
+import type * as NbdError from "./NbdError.js"
 import * as Protocol from "./Protocol.js"
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -606,6 +607,28 @@ export interface Extent {
   readonly length: bigint
   readonly flags: number
 }
+
+/**
+ * The extents one meta context reported for one block-status command, starting at the request's offset.
+ * @since 0.2.0
+ * @category models
+ */
+export interface BlockStatusEntry {
+  readonly context: string
+  readonly offset: bigint
+  readonly extents: ReadonlyArray<Extent>
+}
+
+/**
+ * One chunk of a structured read, as libnbd's chunk callback sees it: data, a hole (reads as zeroes), or an
+ * error at an offset.
+ * @since 0.2.0
+ * @category models
+ */
+export type ReadChunk =
+  | { readonly _tag: "Data"; readonly offset: number; readonly length: number }
+  | { readonly _tag: "Hole"; readonly offset: number; readonly length: number }
+  | { readonly _tag: "Error"; readonly offset: number; readonly errno: NbdError.Errno; readonly message: string }
 
 /**
  * Parses a BLOCK_STATUS (compact) or BLOCK_STATUS_EXT chunk payload into its context id and extents.

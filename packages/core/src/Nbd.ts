@@ -15,6 +15,7 @@ import * as Predicate from "effect/Predicate"
 import * as Scope from "effect/Scope"
 import type * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
+import * as ClientCodec from "./ClientCodec.js"
 import * as HandleState from "./HandleState.js"
 import * as blockStatusInternal from "./internal/blockStatus.js"
 import * as Call from "./internal/call.js"
@@ -24,6 +25,7 @@ import { Connection } from "./internal/connection.js"
 import * as debug from "./internal/debug.js"
 import * as internal from "./internal/handle.js"
 import * as handshake from "./internal/handshake.js"
+import * as lifecycle from "./internal/lifecycle.js"
 import { uriOf } from "./internal/uri.js"
 import * as settingRules from "./internal/settings.js"
 import * as version from "./internal/version.js"
@@ -144,32 +146,11 @@ const toImpl = (h: Handle): internal.HandleImpl => h as unknown as internal.Hand
 /** How long a close waits for a graceful end unless the settings say otherwise. */
 const DEFAULT_CLOSE_GRACE = Duration.seconds(2)
 
-/**
- * Whether a close should give up at once rather than end gracefully: commands are still waiting (the caller
- * gave up on them, or interrupted them and their replies never came) or a write is stuck on a peer that
- * stopped reading. Waiting then would only hold the socket for the whole grace.
- */
-const abandoning = (conn: Connection): boolean => conn.inFlight > 0 || conn.writing
-
+/** nbd_close, when the handle's scope closes: NBD_CMD_DISC (or NBD_OPT_ABORT), then Closed. */
 const closeHandle = (h: internal.HandleImpl): Effect.Effect<void> =>
-  Effect.gen(function* () {
-    const conn = h.connection
-    const state = yield* h.state.get
-    if (conn !== undefined && conn.ended === undefined && !abandoning(conn)) {
-      const grace = h.settings.closeGrace
-      if (HandleState.isConnected(state) && !conn.disconnectRequested)
-        yield* Effect.ignore(commands.disconnect(h, "nbd_close"))
-      else if (HandleState.isNegotiating(state)) handshake.sendAbort(conn)
-      conn.endWrites()
-      yield* conn.drain(grace)
-      // Finalizers run uninterruptibly: without `interruptible` the timeout could not stop the wait, and a
-      // peer that keeps the socket open after NBD_CMD_DISC would hold the close forever.
-      yield* Effect.ignore(Effect.timeout(Effect.interruptible(Deferred.await(conn.endedSignal)), grace))
-    }
-    conn?.failPending("the handle was closed before the server replied")
-    if (!HandleState.isDead(yield* h.state.get)) yield* h.setState(HandleState.Closed)
-    if (conn !== undefined) yield* conn.terminate(undefined)
-  })
+  Effect.suspend(() =>
+    lifecycle.end(h, h.connection, { farewell: true, awaitServer: true, error: undefined, stateFirst: false })
+  )
 
 /**
  * Makes a handle (nbd_create). Closing the scope closes it (nbd_close): a connected handle sends
@@ -312,13 +293,7 @@ const claimForConnect = (h: internal.HandleImpl, operation: string) =>
 
 /** Marks the handle dead with `error` and ends its connection, after sending what was queued. */
 const kill = (h: internal.HandleImpl, conn: Connection, error: NbdError.NbdError): Effect.Effect<void> =>
-  Effect.gen(function* () {
-    const s = yield* h.state.get
-    if (!HandleState.isDead(s) && !HandleState.isClosed(s)) yield* h.setState(HandleState.Dead(error))
-    // What was queued last (NBD_OPT_ABORT after a refused option) goes out unless the peer stopped reading.
-    if (!conn.writing) yield* conn.drain(h.settings.closeGrace)
-    yield* conn.terminate(error)
-  })
+  lifecycle.end(h, conn, { farewell: false, awaitServer: false, error, stateFirst: true })
 
 /**
  * Options of a connect on a socket.
@@ -875,13 +850,9 @@ export const optAbort = (h: Handle): Effect.Effect<void, NbdError.NbdError> => a
 const abortNegotiation = (h: Handle, operation: string): Effect.Effect<void, NbdError.NbdError> =>
   optionCall(h, operation, (impl, conn) => {
     if (impl.protocol === "newstyle") return Effect.fail(handshake.notFixedNewstyle(operation))
+    // NBD_OPT_ABORT, Closed at once (libnbd does not wait for the ACK), then the server's close.
     handshake.sendAbort(conn)
-    return Effect.gen(function* () {
-      yield* impl.setState(HandleState.Closed)
-      yield* conn.drain(impl.settings.closeGrace)
-      yield* Effect.ignore(Effect.timeout(Deferred.await(conn.endedSignal), impl.settings.closeGrace))
-      yield* conn.terminate(undefined)
-    })
+    return lifecycle.end(impl, conn, { farewell: false, awaitServer: true, error: undefined, stateFirst: true })
   })
 
 /**
@@ -912,7 +883,7 @@ const listExports = (
   conn: Connection
 ): Effect.Effect<ReadonlyArray<ExportEntry>, NbdError.NbdError> =>
   Effect.gen(function* () {
-    const { final, replies } = yield* handshake.exchange(conn, Protocol.Opt.LIST, undefined, "nbd_opt_list")
+    const { final, replies } = yield* handshake.exchange(impl, conn, Protocol.Opt.LIST, undefined, "nbd_opt_list")
     if (final._tag === "Error") {
       const error = handshake.optionErrorOf(impl, "nbd_opt_list", final)
       return yield* Effect.fail(new NbdError.OptionError({ ...error, errno: "ENOTSUP" }))
@@ -1510,7 +1481,7 @@ export const flush = (h: Handle, options: FlagOptions = {}): Effect.Effect<void,
  * @since 0.1.0
  * @category models
  */
-export type ReadChunk = import("./internal/connection.js").ReadChunk
+export type ReadChunk = ClientCodec.ReadChunk
 
 /**
  * The result of a structured read: the data (holes zeroed) and the chunks the server sent, in order.
@@ -1639,28 +1610,22 @@ export const zero = zeroBlocking
  * @since 0.1.0
  * @category models
  */
-export interface Extent {
-  readonly length: bigint
-  readonly flags: number
-}
+export type Extent = ClientCodec.Extent
 
 /**
  * The extents one meta context reported, starting at the request's offset.
  * @since 0.1.0
  * @category models
  */
-export interface BlockStatusEntry {
-  readonly context: string
-  readonly offset: bigint
-  readonly extents: ReadonlyArray<Extent>
-}
+export type BlockStatusEntry = ClientCodec.BlockStatusEntry
 
 const blockStatusCollector = (
   impl: internal.HandleImpl,
   operation: string,
   offset: number | bigint,
   count: number | bigint
-) => blockStatusInternal.makeCollector(impl, operation, Number(offset), Number(count))
+) =>
+  blockStatusInternal.makeCollector(impl.metaContexts, impl.info?.size ?? 0n, operation, Number(offset), Number(count))
 
 /** Block status over every negotiated context, with a fresh entry list each time the effect runs. */
 const blockStatusOf = (

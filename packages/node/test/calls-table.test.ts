@@ -3,7 +3,9 @@ import { NodeNbd } from "@effect-nbd/node"
 import { describe, expect, it } from "@effect/vitest"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
-import { calls } from "../../core/src/internal/calls.js"
+import { calls as table, type Spec } from "../../core/src/internal/calls.js"
+
+const calls: Readonly<Record<string, Spec>> = table
 
 // The table of calls is what the wrapper enforces; the reference is libnbd 1.22's API, call by call.
 

@@ -4,6 +4,7 @@ import * as Nbd from "@effect-nbd/core/Nbd"
 import * as NbdClient from "@effect-nbd/core/NbdClient"
 import * as NbdCopy from "@effect-nbd/core/NbdCopy"
 import * as NbdError from "@effect-nbd/core/NbdError"
+import * as NbdMetrics from "@effect-nbd/core/NbdMetrics"
 import * as NbdPool from "@effect-nbd/core/NbdPool"
 import * as NbdStream from "@effect-nbd/core/NbdStream"
 import * as NbdUri from "@effect-nbd/core/NbdUri"
@@ -36,6 +37,7 @@ const modules = {
   "core/NbdClient": NbdClient,
   "core/NbdCopy": NbdCopy,
   "core/NbdError": NbdError,
+  "core/NbdMetrics": NbdMetrics,
   "core/NbdPool": NbdPool,
   "core/NbdStream": NbdStream,
   "core/NbdUri": NbdUri,
@@ -722,6 +724,7 @@ const table: Record<keyof typeof modules, Record<string, Entry | undefined>> = {
   "core/NbdCopy": nbdCopy,
   "core/NbdPool": nbdPool,
   "core/NbdStream": nbdStream,
+  "core/NbdMetrics": { calls: pure("a Metric"), bytes: pure("a Metric"), duration: pure("a Metric") },
   "core/NbdError": {
     ...pureAll(
       ["InvalidStateError", "InvalidArgumentError", "ProtocolError", "OptionError", "CommandError", "ConnectionError"],

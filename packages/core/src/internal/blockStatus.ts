@@ -1,8 +1,7 @@
-import type { BlockStatusEntry, Extent } from "../Nbd.js"
+import type { BlockStatusEntry, Extent } from "../ClientCodec.js"
 import * as NbdError from "../NbdError.js"
 import * as Protocol from "../Protocol.js"
 import { u32 } from "./bytes.js"
-import type { HandleImpl } from "./handle.js"
 
 /** Receives each BLOCK_STATUS or BLOCK_STATUS_EXT chunk's payload; an error fails the command, not the stream. */
 export type OnBlockStatus = (type: number, payload: Uint8Array) => NbdError.NbdError | void
@@ -21,7 +20,8 @@ const protocolError = (operation: string, message: string, errno: NbdError.Errno
  * without an intermediate list.
  */
 export const makeCollector = (
-  h: HandleImpl,
+  negotiated: ReadonlyMap<number, string> | undefined,
+  exportSize: bigint,
   operation: string,
   offset: number,
   count: number
@@ -41,12 +41,11 @@ export const makeCollector = (
         "server sent a block status chunk whose descriptor count does not match its length"
       )
     const contextId = u32(payload, 0)
-    const context = h.metaContexts?.get(contextId)
+    const context = negotiated?.get(contextId)
     if (context === undefined) return // an id we did not negotiate is ignored, as libnbd does
     if (seen.has(contextId))
       return protocolError(operation, `server sent block status for context ${context} more than once`)
     seen.add(contextId)
-    const exportSize = h.info?.size ?? 0n
     const cap = BigInt(offset) <= exportSize ? exportSize - BigInt(offset) : 0n
     const view = new DataView(payload.buffer, payload.byteOffset, payload.length)
     const extents: Array<Extent> = []

@@ -181,7 +181,7 @@ export const issue = <A>(h: HandleImpl, spec: CommandSpec): Effect.Effect<Comman
     const queued = Effect.sync(() => {
       const completion = new Completion()
       const conn = h.connection!
-      const cookie = conn.nextCookie++
+      const cookie = conn.takeCookie()
       const pending: Pending = {
         type: spec.type,
         cookie,
@@ -245,13 +245,15 @@ export const disconnect = (h: HandleImpl, operation: string): Effect.Effect<void
   Effect.flatMap(h.state.get, (s): Effect.Effect<void, NbdError.NbdError> => {
     if (!HandleState.isConnected(s)) return Effect.fail(stateError(operation, s))
     const conn = h.connection!
-    if (conn.disconnectRequested)
+    let cookie = 0
+    const encode = (assigned: number) => {
+      cookie = assigned
+      return ClientCodec.encodeRequest(
+        { flags: 0, type: Protocol.Cmd.DISC, cookie, offset: 0, length: 0 },
+        h.extendedHeaders
+      )
+    }
+    if (!conn.disconnect(encode))
       return Effect.fail(invalidArgument(operation, "cannot request more commands after NBD_CMD_DISC"))
-    conn.disconnectRequested = true
-    const cookie = conn.nextCookie++
-    conn.send(
-      ClientCodec.encodeRequest({ flags: 0, type: Protocol.Cmd.DISC, cookie, offset: 0, length: 0 }, h.extendedHeaders)
-    )
-    conn.endWrites()
     return debug.log(h, operation, () => `sending ${Protocol.commandName(Protocol.Cmd.DISC)} cookie=${cookie}`)
   })

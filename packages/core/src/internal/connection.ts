@@ -8,13 +8,11 @@ import * as Fiber from "effect/Fiber"
 import * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
 import * as ClientCodec from "../ClientCodec.js"
-import * as HandleState from "../HandleState.js"
 import * as NbdError from "../NbdError.js"
 import * as Protocol from "../Protocol.js"
 import { concat } from "./bytes.js"
 import type { OnBlockStatus } from "./blockStatus.js"
 import type { Completion } from "./completion.js"
-import type { HandleImpl } from "./handle.js"
 
 /** Tells the writer to shut the write side of the socket once everything before it is sent. */
 const END_OF_WRITES = Symbol("END_OF_WRITES")
@@ -29,11 +27,8 @@ const COPY_PAYLOAD_BELOW = 64 * 1024
 /** Writes are grouped into one socket write up to this size. */
 const WRITE_GROUP_BYTES = 1024 * 1024
 
-/** One chunk of a structured read, as libnbd's chunk callback sees it. */
-export type ReadChunk =
-  | { readonly _tag: "Data"; readonly offset: number; readonly length: number }
-  | { readonly _tag: "Hole"; readonly offset: number; readonly length: number }
-  | { readonly _tag: "Error"; readonly offset: number; readonly errno: NbdError.Errno; readonly message: string }
+/** One chunk of a structured read (data, hole or error), as the chunk list records it. */
+export type ReadChunk = ClientCodec.ReadChunk
 
 /** What a command waiting for its reply holds. */
 export interface Pending {
@@ -91,6 +86,26 @@ const endError = (cause: unknown, inHandshake: boolean): NbdError.NbdError | und
   return undefined
 }
 
+/** The counters of bytes and chunks a connection moves (libnbd's stats_* calls). */
+export interface Stats {
+  bytesSent: number
+  chunksSent: number
+  bytesReceived: number
+  chunksReceived: number
+}
+
+/**
+ * What a connection needs of the handle that owns it, and no more: where to count, what the handshake
+ * negotiated (how replies are framed), and whom to tell that the connection has ended.
+ */
+export interface Host {
+  readonly stats: Stats
+  readonly structuredReplies: boolean
+  readonly extendedHeaders: boolean
+  /** The connection has ended, with the error that ended it (undefined for a clean end). */
+  readonly connectionEnded: (error: NbdError.NbdError | undefined) => Effect.Effect<void>
+}
+
 /**
  * One connection: a reader that feeds the decoders, a writer that drains one queue, and the map of
  * commands waiting for replies.
@@ -101,8 +116,8 @@ export class Connection {
   readonly pending = new Map<number, Pending>()
   /** Commands queued or waiting for a reply. */
   inFlight = 0
-  nextCookie = 1
-  disconnectRequested = false
+  private nextCookie = 1
+  private disconnecting = false
   writing = false
   private writesEnded = false
   /** Set once the reader has stopped: the error it stopped with, or undefined for a clean end. */
@@ -114,7 +129,7 @@ export class Connection {
   private writerFiber: Fiber.RuntimeFiber<void> | undefined
 
   private constructor(
-    readonly h: HandleImpl,
+    private readonly h: Host,
     outgoing: Queue.Queue<Outgoing>,
     endedSignal: Deferred.Deferred<void>
   ) {
@@ -123,7 +138,7 @@ export class Connection {
   }
 
   /** Starts the reader and the writer on the socket, in the given scope. */
-  static start(h: HandleImpl, socket: Socket.Socket, scope: Scope.Scope): Effect.Effect<Connection> {
+  static start(h: Host, socket: Socket.Socket, scope: Scope.Scope): Effect.Effect<Connection> {
     return Effect.gen(function* () {
       const outgoing = yield* Queue.unbounded<Outgoing>()
       const conn = new Connection(h, outgoing, yield* Deferred.make<void>())
@@ -294,6 +309,28 @@ export class Connection {
     return error === undefined ? Effect.void : this.terminate(error)
   }
 
+  /** Whether NBD_CMD_DISC has been queued: no command may follow it. */
+  get disconnectRequested(): boolean {
+    return this.disconnecting
+  }
+
+  /** The cookie of the next command, in the order commands are queued. */
+  takeCookie(): number {
+    return this.nextCookie++
+  }
+
+  /**
+   * Queues NBD_CMD_DISC, built by `encode` with its cookie, and shuts the write side after it; false when
+   * one was queued already.
+   */
+  disconnect(encode: (cookie: number) => Uint8Array): boolean {
+    if (this.disconnecting) return false
+    this.disconnecting = true
+    this.send(encode(this.takeCookie()))
+    this.endWrites()
+    return true
+  }
+
   /** Registers a command and queues its request; the reply completes `pending.completion`. */
   submit(pending: Pending, request: Uint8Array, payload?: Uint8Array): void {
     this.pending.set(pending.cookie, pending)
@@ -332,9 +369,7 @@ export class Connection {
       this.failPending("the connection was closed before the server replied")
       const fibers = [this.readerFiber, this.writerFiber].filter((f): f is Fiber.RuntimeFiber<void> => f !== undefined)
       return Effect.gen(this, function* () {
-        const state = yield* this.h.state.get
-        if (!HandleState.isClosed(state) && !HandleState.isDead(state))
-          yield* this.h.setState(error === undefined ? HandleState.Closed : HandleState.Dead(error))
+        yield* this.h.connectionEnded(error)
         yield* Deferred.succeed(this.endedSignal, undefined)
         for (const fiber of fibers) yield* Fiber.interruptFork(fiber)
       })

@@ -10,7 +10,7 @@ import * as HandleState from "../HandleState.js"
 import * as NbdError from "../NbdError.js"
 import * as Protocol from "../Protocol.js"
 import type * as Transport from "../Transport.js"
-import type { Connection } from "./connection.js"
+import type { Connection, Host, Stats } from "./connection.js"
 
 export type TlsMode = "disable" | "allow" | "require"
 
@@ -42,11 +42,7 @@ export interface Settings {
   metrics: boolean
 }
 
-export interface BlockSizes {
-  readonly minimum: number
-  readonly preferred: number
-  readonly maximum: number
-}
+export type BlockSizes = Protocol.BlockSizes
 
 export interface ExportInfo {
   size: bigint
@@ -56,12 +52,7 @@ export interface ExportInfo {
   description: string | undefined
 }
 
-export interface Stats {
-  bytesSent: number
-  chunksSent: number
-  bytesReceived: number
-  chunksReceived: number
-}
+export type { Stats } from "./connection.js"
 
 /** The TLS settings as the transport's upgrade sees them. */
 export const tlsSettings = (s: Settings): Transport.TlsSettings => ({
@@ -83,7 +74,7 @@ export const TypeId: unique symbol = Symbol.for("@effect-nbd/core/Nbd/Handle")
  * The handle itself: a value made by `Nbd.make`, holding everything about one connection to one export. The
  * lifecycle state lives in a SubscriptionRef; the rest is plain.
  */
-export class HandleImpl implements Inspectable.Inspectable {
+export class HandleImpl implements Host, Inspectable.Inspectable {
   readonly [TypeId]: typeof TypeId = TypeId
   readonly settings: Settings
   /** Settles when the handshake begun by a connect ends; undefined before any connect. */
@@ -167,6 +158,15 @@ export class HandleImpl implements Inspectable.Inspectable {
   get currentState(): Effect.Effect<HandleState.HandleState> {
     return Effect.map(SubscriptionRef.get(this.state), (s) =>
       s._tag === "Ready" && this.connection?.busy() ? HandleState.Processing : s
+    )
+  }
+
+  /** The engine's word that the connection ended: Dead with its error, or Closed, unless it already is. */
+  connectionEnded(error: NbdError.NbdError | undefined): Effect.Effect<void> {
+    return Effect.flatMap(SubscriptionRef.get(this.state), (s) =>
+      HandleState.isClosed(s) || HandleState.isDead(s)
+        ? Effect.void
+        : this.setState(error === undefined ? HandleState.Closed : HandleState.Dead(error))
     )
   }
 

@@ -64,6 +64,7 @@ const readReply = (conn: Connection, option: number) =>
 
 /** Sends an option and collects its replies up to the final ACK or error, logging each when debug is on. */
 export const exchange = (
+  h: HandleImpl,
   conn: Connection,
   option: number,
   data: Uint8Array | undefined,
@@ -74,12 +75,12 @@ export const exchange = (
 > =>
   Effect.gen(function* () {
     const name = Protocol.optionName(option)
-    yield* debug.log(conn.h, operation, () => `sending option ${name} (${data?.length ?? 0} bytes of data)`)
+    yield* debug.log(h, operation, () => `sending option ${name} (${data?.length ?? 0} bytes of data)`)
     sendOption(conn, option, data)
     const replies: Array<ClientCodec.OptionReply> = []
     while (true) {
       const reply = yield* readReply(conn, option)
-      yield* debug.log(conn.h, operation, () => `received reply ${describeReply(reply)} to ${name}`)
+      yield* debug.log(h, operation, () => `received reply ${describeReply(reply)} to ${name}`)
       if (reply._tag === "Ack" || reply._tag === "Error") return { replies, final: reply }
       replies.push(reply)
     }
@@ -99,7 +100,7 @@ export const negotiateFeature = (
   option: typeof Protocol.Opt.STRUCTURED_REPLY | typeof Protocol.Opt.EXTENDED_HEADERS,
   operation = "handshake"
 ): Effect.Effect<boolean, NbdError.NbdError> =>
-  Effect.map(exchange(conn, option, undefined, operation), ({ final, replies }) => {
+  Effect.map(exchange(h, conn, option, undefined, operation), ({ final, replies }) => {
     if (replies.length > 0 || final._tag !== "Ack") return false
     if (option === Protocol.Opt.EXTENDED_HEADERS) h.extendedHeaders = true
     h.structuredReplies = true
@@ -122,7 +123,7 @@ export const metaContextExchange = (
     const set = option === Protocol.Opt.SET_META_CONTEXT
     if (set) resetMetaContexts(h)
     const data = ClientCodec.encodeMetaContextRequest(h.settings.exportName, queries)
-    const { final, replies } = yield* exchange(conn, option, data, operation)
+    const { final, replies } = yield* exchange(h, conn, option, data, operation)
     const names: Array<string> = []
     const contexts = new Map<number, string>()
     for (const reply of replies) {
@@ -160,7 +161,7 @@ const infoExchange = (
     if (h.settings.requestBlockSize) infos.push(Protocol.Info.BLOCK_SIZE)
     if (h.settings.fullInfo) infos.push(Protocol.Info.NAME, Protocol.Info.DESCRIPTION)
     const data = ClientCodec.encodeInfoRequest(h.settings.exportName, infos)
-    const { final, replies } = yield* exchange(conn, option, data, operation)
+    const { final, replies } = yield* exchange(h, conn, option, data, operation)
     if (final._tag !== "Ack") return final
     const info: ExportInfo = {
       size: -1n,
@@ -340,7 +341,7 @@ export const starttls = (
   startTls: NonNullable<Transport.Service["startTls"]>
 ): Effect.Effect<boolean, NbdError.NbdError> =>
   Effect.gen(function* () {
-    const { final, replies } = yield* exchange(conn, Protocol.Opt.STARTTLS, undefined, operation)
+    const { final, replies } = yield* exchange(h, conn, Protocol.Opt.STARTTLS, undefined, operation)
     if (replies.length > 0)
       return yield* Effect.fail(protocolError(operation, "handshake: unexpected option reply type to NBD_OPT_STARTTLS"))
     if (final._tag !== "Ack") return false
