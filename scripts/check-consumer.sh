@@ -11,7 +11,7 @@
 #     it), and export ./package.json;
 #   - the bins are the esbuild bundles and carry what they need: effect-nbd runs its embedded server even with
 #     effect and @effect-nbd/test-server moved away, and @effect/cli (bundled) is not installed at all;
-#     effect-nbd-server --run works.
+#     effect-nbd-server --run works; a second run uses the V8 code cache the first wrote ($XDG_CACHE_HOME).
 # Environment: EFFECT_VERSION (default 3.22.3); PLATFORM_VERSION, PLATFORM_NODE_VERSION to pin those too (the
 # bottom of our ranges: EFFECT_VERSION=3.22.1 PLATFORM_VERSION=0.97.1 PLATFORM_NODE_VERSION=0.108.1);
 # SKIP_BUILD=1 to reuse dist/; KEEP=1 to keep the scratch dir.
@@ -71,7 +71,7 @@ for t in "$core" "$node" "$server"; do
     if (!/^\^3\./.test((p.peerDependencies ?? {}).effect ?? "")) throw new Error(p.name + ": no ^3 peer on effect")
     if (p.exports["./package.json"] !== "./package.json") throw new Error(p.name + ": ./package.json is not exported")
     for (const bin of Object.values(p.bin ?? {}))
-      if (!/^\.\/dist\/cli\/[^/]+\.js$/.test(bin)) throw new Error(p.name + ": bin " + bin + " is not the bundle")
+      if (!/^\.\/dist\/cli\/[^/]+\.cjs$/.test(bin)) throw new Error(p.name + ": bin " + bin + " is not the bundle")
   ' "$manifest"
   while read -r bin; do
     grep -qx "package/${bin#./}" <<<"$listing" || fail "$(basename "$t") lacks its bin $bin"
@@ -202,6 +202,7 @@ for p in core node test-server; do
 done
 
 step "the bins"
+export XDG_CACHE_HOME="$work/cache"
 [ ! -e node_modules/@effect/cli ] || fail "@effect/cli was installed: the bin bundles it, nothing else needs it"
 out=$(node_modules/.bin/effect-nbd info) || fail "effect-nbd info (embedded server) exited $?"
 grep -q "export-size" <<<"$out" || fail "effect-nbd info printed: $out"
@@ -215,5 +216,11 @@ mv "$work/aside/test-server" node_modules/@effect-nbd/test-server
 [ "$status" -eq 0 ] && [ "$out" = 1048576 ] || fail "effect-nbd info --size without effect installed: $status: $out"
 out=$(node_modules/.bin/effect-nbd-server -U - --run 'echo "served $uri"') || fail "effect-nbd-server --run exited $?"
 grep -q "^served nbd" <<<"$out" || fail "effect-nbd-server --run printed: $out"
+if node -e 'process.exit(typeof require("node:module").enableCompileCache === "function" ? 1 : 0)'; then
+  for bin in effect-nbd effect-nbd-server; do
+    ls "$XDG_CACHE_HOME/effect-nbd/$bin"-* >/dev/null 2>&1 || fail "$bin wrote no code cache in $XDG_CACHE_HOME/effect-nbd"
+  done
+  [ "$(node_modules/.bin/effect-nbd info --size)" = 1048576 ] || fail "effect-nbd info --size from its code cache"
+fi
 
 step "OK: one copy of effect $effect_version (workspace: $workspace_effect)"
