@@ -17,15 +17,17 @@ import type * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as ClientCodec from "./ClientCodec.js"
 import * as HandleState from "./HandleState.js"
-import * as blockStatusInternal from "./internal/blockStatus.js"
 import * as Call from "./internal/call.js"
 import * as Calls from "./internal/calls.js"
+import * as commandCalls from "./internal/commandCalls.js"
 import * as commands from "./internal/commands.js"
+import * as connect from "./internal/connect.js"
 import { Connection } from "./internal/connection.js"
 import * as debug from "./internal/debug.js"
 import * as internal from "./internal/handle.js"
 import * as handshake from "./internal/handshake.js"
 import * as lifecycle from "./internal/lifecycle.js"
+import * as optionCalls from "./internal/optionCalls.js"
 import { uriOf } from "./internal/uri.js"
 import * as settingRules from "./internal/settings.js"
 import * as version from "./internal/version.js"
@@ -271,30 +273,6 @@ export const aioIsClosed = predicate(HandleState.isClosed)
 // Connecting
 // ---------------------------------------------------------------------------------------------------------------
 
-/** Moves Created → Connecting atomically, so a handle connects once. */
-const claimForConnect = (h: internal.HandleImpl, operation: string) =>
-  SubscriptionRef.modify(h.state, (s): [Option.Option<HandleState.HandleState>, HandleState.HandleState] =>
-    HandleState.isCreated(s) ? [Option.none(), HandleState.Connecting] : [Option.some(s), s]
-  ).pipe(
-    Effect.flatMap(
-      Option.match({
-        onNone: () => Effect.void,
-        onSome: (s) =>
-          Effect.fail(
-            new NbdError.InvalidStateError({
-              errno: "EINVAL",
-              operation,
-              message: `invalid state: ${HandleState.shortName(s)}: the handle must be newly created`
-            })
-          )
-      })
-    )
-  )
-
-/** Marks the handle dead with `error` and ends its connection, after sending what was queued. */
-const kill = (h: internal.HandleImpl, conn: Connection, error: NbdError.NbdError): Effect.Effect<void> =>
-  lifecycle.end(h, conn, { farewell: false, awaitServer: false, error, stateFirst: true })
-
 /**
  * Options of a connect on a socket.
  * @since 0.1.0
@@ -325,35 +303,7 @@ export const aioConnectSocket = (
   beginConnect(h, options.operation ?? "nbd_aio_connect_socket")
 
 const beginConnect = (h: Handle, operation: string): Effect.Effect<void, NbdError.NbdError, Socket.Socket> =>
-  call(h, operation, (impl) => startHandshake(impl, operation))
-
-const startHandshake = (
-  impl: internal.HandleImpl,
-  operation: string
-): Effect.Effect<void, NbdError.NbdError, Socket.Socket> =>
-  Effect.gen(function* () {
-    yield* claimForConnect(impl, operation)
-    const socket = yield* Socket.Socket
-    impl.transport = Option.getOrUndefined(yield* Effect.serviceOption(Transport.Transport))
-    const scope = impl.scope
-    const done = yield* Deferred.make<void, NbdError.NbdError>()
-    impl.handshakeDone = done
-    const conn = yield* Connection.start(impl, socket, scope)
-    impl.connection = conn
-    yield* handshake.run(impl, conn, operation).pipe(
-      Effect.tapError((error) => kill(impl, conn, error)),
-      Effect.onInterrupt(() =>
-        kill(
-          impl,
-          conn,
-          new NbdError.ConnectionError({ errno: "ENOTCONN", operation, message: "handshake interrupted" })
-        )
-      ),
-      Effect.exit,
-      Effect.flatMap((exit) => Deferred.done(done, exit)),
-      Effect.forkIn(scope)
-    )
-  })
+  call(h, operation, (impl) => connect.startHandshake(impl, operation))
 
 /**
  * Connects on the socket the `Socket` layer gives and waits until the handle is Ready (Negotiating in
@@ -790,37 +740,7 @@ const optionCall = <A>(
   h: Handle,
   operation: string,
   body: (impl: internal.HandleImpl, conn: Connection) => Effect.Effect<A, NbdError.NbdError>
-): Effect.Effect<A, NbdError.NbdError> => call(h, operation, (impl) => runOption(impl, operation, body))
-
-const runOption = <A>(
-  impl: internal.HandleImpl,
-  operation: string,
-  body: (impl: internal.HandleImpl, conn: Connection) => Effect.Effect<A, NbdError.NbdError>
-): Effect.Effect<A, NbdError.NbdError> =>
-  Effect.gen(function* () {
-    const claimed = yield* SubscriptionRef.modify(
-      impl.state,
-      (s): [HandleState.HandleState | undefined, HandleState.HandleState] =>
-        HandleState.isNegotiating(s) ? [undefined, HandleState.Connecting] : [s, s]
-    )
-    if (claimed !== undefined) yield* internal.checkState(impl, operation, ["negotiating"])
-    const conn = impl.connection!
-    return yield* body(impl, conn).pipe(
-      Effect.tap(() =>
-        Effect.flatMap(impl.state.get, (s) =>
-          HandleState.isConnecting(s) ? impl.setState(HandleState.Negotiating) : Effect.void
-        )
-      ),
-      Effect.tapError((error) =>
-        error._tag === "OptionError" || error._tag === "InvalidStateError" || error._tag === "InvalidArgumentError"
-          ? impl.setState(HandleState.Negotiating)
-          : kill(impl, conn, error)
-      ),
-      Effect.onInterrupt(() =>
-        kill(impl, conn, new NbdError.ConnectionError({ errno: "ENOTCONN", operation, message: "option interrupted" }))
-      )
-    )
-  })
+): Effect.Effect<A, NbdError.NbdError> => call(h, operation, (impl) => optionCalls.runOption(impl, operation, body))
 
 /**
  * Ends option mode: NBD_OPT_GO (or NBD_OPT_EXPORT_NAME on a non-fixed newstyle server); Ready on success,
@@ -865,9 +785,6 @@ export interface ExportEntry {
   readonly description: string
 }
 
-const requireFixed = (impl: internal.HandleImpl, operation: string): Effect.Effect<void, NbdError.NbdError> =>
-  impl.protocol === "newstyle" ? Effect.fail(handshake.notFixedNewstyle(operation)) : Effect.void
-
 /**
  * NBD_OPT_LIST: the exports the server offers, with their descriptions.
  * @since 0.1.0
@@ -875,33 +792,8 @@ const requireFixed = (impl: internal.HandleImpl, operation: string): Effect.Effe
  */
 export const optList = (h: Handle): Effect.Effect<ReadonlyArray<ExportEntry>, NbdError.NbdError> =>
   optionCall(h, "nbd_opt_list", (impl, conn) =>
-    Effect.zipRight(requireFixed(impl, "nbd_opt_list"), listExports(impl, conn))
+    Effect.zipRight(optionCalls.requireFixed(impl, "nbd_opt_list"), optionCalls.listExports(impl, conn))
   )
-
-const listExports = (
-  impl: internal.HandleImpl,
-  conn: Connection
-): Effect.Effect<ReadonlyArray<ExportEntry>, NbdError.NbdError> =>
-  Effect.gen(function* () {
-    const { final, replies } = yield* handshake.exchange(impl, conn, Protocol.Opt.LIST, undefined, "nbd_opt_list")
-    if (final._tag === "Error") {
-      const error = handshake.optionErrorOf(impl, "nbd_opt_list", final)
-      return yield* Effect.fail(new NbdError.OptionError({ ...error, errno: "ENOTSUP" }))
-    }
-    const entries: Array<ExportEntry> = []
-    for (const reply of replies) {
-      if (reply._tag !== "Server")
-        return yield* Effect.fail(
-          new NbdError.ProtocolError({
-            errno: "",
-            operation: "nbd_opt_list",
-            message: "handshake: unexpected option reply type to NBD_OPT_LIST"
-          })
-        )
-      entries.push({ name: reply.name, description: reply.description })
-    }
-    return entries
-  })
 
 /**
  * NBD_OPT_LIST_META_CONTEXT with the given queries (default: the added meta contexts): the contexts the
@@ -915,7 +807,7 @@ export const optListMetaContext = (
 ): Effect.Effect<ReadonlyArray<string>, NbdError.NbdError> =>
   optionCall(h, "nbd_opt_list_meta_context", (impl, conn) =>
     Effect.zipRight(
-      requireFixed(impl, "nbd_opt_list_meta_context"),
+      optionCalls.requireFixed(impl, "nbd_opt_list_meta_context"),
       handshake.metaContextExchange(
         impl,
         conn,
@@ -938,7 +830,7 @@ export const optSetMetaContext = (
 ): Effect.Effect<ReadonlyArray<string>, NbdError.NbdError> =>
   optionCall(h, "nbd_opt_set_meta_context", (impl, conn) =>
     Effect.gen(function* () {
-      yield* requireFixed(impl, "nbd_opt_set_meta_context")
+      yield* optionCalls.requireFixed(impl, "nbd_opt_set_meta_context")
       if (!impl.structuredReplies)
         return yield* Effect.fail(
           new NbdError.InvalidArgumentError({
@@ -965,7 +857,7 @@ export const optSetMetaContext = (
 export const optStructuredReply = (h: Handle): Effect.Effect<boolean, NbdError.NbdError> =>
   optionCall(h, "nbd_opt_structured_reply", (impl, conn) =>
     Effect.zipRight(
-      requireFixed(impl, "nbd_opt_structured_reply"),
+      optionCalls.requireFixed(impl, "nbd_opt_structured_reply"),
       handshake.negotiateFeature(impl, conn, Protocol.Opt.STRUCTURED_REPLY)
     )
   )
@@ -978,7 +870,7 @@ export const optStructuredReply = (h: Handle): Effect.Effect<boolean, NbdError.N
 export const optExtendedHeaders = (h: Handle): Effect.Effect<boolean, NbdError.NbdError> =>
   optionCall(h, "nbd_opt_extended_headers", (impl, conn) =>
     Effect.zipRight(
-      requireFixed(impl, "nbd_opt_extended_headers"),
+      optionCalls.requireFixed(impl, "nbd_opt_extended_headers"),
       handshake.negotiateFeature(impl, conn, Protocol.Opt.EXTENDED_HEADERS)
     )
   )
@@ -994,7 +886,7 @@ export const optExtendedHeaders = (h: Handle): Effect.Effect<boolean, NbdError.N
 export const optStarttls = (h: Handle): Effect.Effect<boolean, NbdError.NbdError> =>
   optionCall(h, "nbd_opt_starttls", (impl, conn) =>
     Effect.gen(function* () {
-      yield* requireFixed(impl, "nbd_opt_starttls")
+      yield* optionCalls.requireFixed(impl, "nbd_opt_starttls")
       const startTls = impl.transport?.startTls
       if (startTls === undefined)
         return yield* Effect.fail(
@@ -1236,57 +1128,6 @@ export interface ReadOptions {
   readonly flags?: number
 }
 
-/** Whether a read count is one a buffer can be allocated for; other counts fail the command's checks. */
-const validCount = (count: number): boolean =>
-  Number.isSafeInteger(count) && count >= 0 && count <= Protocol.Limits.MAX_REQUEST_SIZE
-
-/** What a command on a range tells the wrapper: its flags to check, its bytes, its span's attributes. */
-const describeRange = (
-  count: number | bigint,
-  offset: number | bigint,
-  flags: number | undefined,
-  more: Partial<Call.Details> = {}
-): Call.Details => ({
-  flags: () => flags ?? 0,
-  bytes: typeof count === "number" ? count : Number(count),
-  attributes: () => ({ count, offset, flags: flags ?? 0 }),
-  ...more
-})
-
-/** Waits for a queued command's reply: what a blocking call adds to its aio twin. */
-const awaitCommand = <A>(command: Command<A>): Effect.Effect<A, NbdError.NbdError> => command.await
-
-/** libnbd's pread_initialize: the caller's buffer is zeroed before any check, so a failed read leaks nothing. */
-const zeroFirst =
-  (options: ReadOptions) =>
-  (impl: internal.HandleImpl): void => {
-    if (options.buffer !== undefined && impl.settings.preadInitialize) options.buffer.fill(0)
-  }
-
-/**
- * A read of `count` bytes at `offset` into the caller's buffer or a fresh one, made anew each time the
- * effect runs. As libnbd does, the caller's buffer is zeroed first, before any check can fail.
- */
-const read = (
-  impl: internal.HandleImpl,
-  operation: string,
-  count: number,
-  offset: number | bigint,
-  options: ReadOptions
-): Effect.Effect<Command<Uint8Array>, NbdError.NbdError> => {
-  const given = options.buffer
-  if (given !== undefined && given.length !== count)
-    return Effect.fail(internal.invalidArgument(operation, "buffer length does not match count"))
-  return commands.issue(impl, {
-    operation,
-    type: Protocol.Cmd.READ,
-    flags: options.flags ?? 0,
-    offset,
-    count,
-    buffer: given ?? (validCount(count) ? new Uint8Array(count) : undefined)
-  })
-}
-
 /**
  * Queues a read of `count` bytes at `offset`.
  * @since 0.1.0
@@ -1301,8 +1142,8 @@ export const aioPread = (
   call(
     h,
     "nbd_aio_pread",
-    (impl) => read(impl, "nbd_aio_pread", count, offset, options),
-    describeRange(count, offset, options.flags, { first: zeroFirst(options) })
+    (impl) => commandCalls.read(impl, "nbd_aio_pread", count, offset, options),
+    commandCalls.describeRange(count, offset, options.flags, { first: commandCalls.zeroFirst(options) })
   )
 
 /**
@@ -1332,8 +1173,8 @@ export const pread = (
   call(
     h,
     "nbd_pread",
-    (impl) => Effect.flatMap(read(impl, "nbd_pread", count, offset, options), awaitCommand),
-    describeRange(count, offset, options.flags, { first: zeroFirst(options) })
+    (impl) => Effect.flatMap(commandCalls.read(impl, "nbd_pread", count, offset, options), commandCalls.awaitCommand),
+    commandCalls.describeRange(count, offset, options.flags, { first: commandCalls.zeroFirst(options) })
   )
 
 /**
@@ -1344,28 +1185,6 @@ export const pread = (
 export interface FlagOptions {
   readonly flags?: number
 }
-
-const autoPayloadLen = (impl: internal.HandleImpl, flags: number): number => {
-  if ((impl.settings.strictMode & Strict.AUTO_FLAG) === 0) return flags
-  return impl.extendedHeaders ? flags | Protocol.CmdFlag.PAYLOAD_LEN : flags & ~Protocol.CmdFlag.PAYLOAD_LEN
-}
-
-/** A write; PAYLOAD_LEN follows what the connection negotiated, so it is decided when the effect runs. */
-const write = (
-  impl: internal.HandleImpl,
-  operation: string,
-  data: Uint8Array,
-  offset: number | bigint,
-  options: FlagOptions
-): Effect.Effect<Command<void>, NbdError.NbdError> =>
-  commands.issue(impl, {
-    operation,
-    type: Protocol.Cmd.WRITE,
-    flags: autoPayloadLen(impl, options.flags ?? 0),
-    offset,
-    count: data.length,
-    payload: data
-  })
 
 /**
  * Queues a write of `data` at `offset` (flags: FUA).
@@ -1381,8 +1200,8 @@ export const aioPwrite = (
   call(
     h,
     "nbd_aio_pwrite",
-    (impl) => write(impl, "nbd_aio_pwrite", data, offset, options),
-    describeRange(data.length, offset, options.flags)
+    (impl) => commandCalls.write(impl, "nbd_aio_pwrite", data, offset, options),
+    commandCalls.describeRange(data.length, offset, options.flags)
   )
 
 /**
@@ -1407,20 +1226,9 @@ export const pwrite = (
   call(
     h,
     "nbd_pwrite",
-    (impl) => Effect.flatMap(write(impl, "nbd_pwrite", data, offset, options), awaitCommand),
-    describeRange(data.length, offset, options.flags)
+    (impl) => Effect.flatMap(commandCalls.write(impl, "nbd_pwrite", data, offset, options), commandCalls.awaitCommand),
+    commandCalls.describeRange(data.length, offset, options.flags)
   )
-
-/** A command with only a range and flags (flush, trim, cache, zero), named by its caller. */
-const rangeCommand = (
-  impl: internal.HandleImpl,
-  operation: string,
-  type: number,
-  count: number | bigint,
-  offset: number | bigint,
-  options: FlagOptions
-): Effect.Effect<Command<void>, NbdError.NbdError> =>
-  commands.issue(impl, { operation, type, flags: options.flags ?? 0, offset, count })
 
 /** The aio call and the blocking call of a range command: `[aioX, x]`, each naming itself. */
 const rangeCommands = (name: string, type: number) => {
@@ -1435,8 +1243,8 @@ const rangeCommands = (name: string, type: number) => {
     call(
       h,
       aioOperation,
-      (impl) => rangeCommand(impl, aioOperation, type, count, offset, options),
-      describeRange(count, offset, options.flags)
+      (impl) => commandCalls.rangeCommand(impl, aioOperation, type, count, offset, options),
+      commandCalls.describeRange(count, offset, options.flags)
     )
   const blocking = (
     h: Handle,
@@ -1447,8 +1255,12 @@ const rangeCommands = (name: string, type: number) => {
     call(
       h,
       operation,
-      (impl) => Effect.flatMap(rangeCommand(impl, operation, type, count, offset, options), awaitCommand),
-      describeRange(count, offset, options.flags)
+      (impl) =>
+        Effect.flatMap(
+          commandCalls.rangeCommand(impl, operation, type, count, offset, options),
+          commandCalls.awaitCommand
+        ),
+      commandCalls.describeRange(count, offset, options.flags)
     )
   return [aio, blocking] as const
 }
@@ -1459,9 +1271,14 @@ const rangeCommands = (name: string, type: number) => {
  * @category commands
  */
 export const aioFlush = (h: Handle, options: FlagOptions = {}): Effect.Effect<Command<void>, NbdError.NbdError> =>
-  call(h, "nbd_aio_flush", (impl) => rangeCommand(impl, "nbd_aio_flush", Protocol.Cmd.FLUSH, 0, 0, options), {
-    flags: () => options.flags ?? 0
-  })
+  call(
+    h,
+    "nbd_aio_flush",
+    (impl) => commandCalls.rangeCommand(impl, "nbd_aio_flush", Protocol.Cmd.FLUSH, 0, 0, options),
+    {
+      flags: () => options.flags ?? 0
+    }
+  )
 
 /**
  * NBD_CMD_FLUSH: makes earlier writes durable.
@@ -1472,7 +1289,11 @@ export const flush = (h: Handle, options: FlagOptions = {}): Effect.Effect<void,
   call(
     h,
     "nbd_flush",
-    (impl) => Effect.flatMap(rangeCommand(impl, "nbd_flush", Protocol.Cmd.FLUSH, 0, 0, options), awaitCommand),
+    (impl) =>
+      Effect.flatMap(
+        commandCalls.rangeCommand(impl, "nbd_flush", Protocol.Cmd.FLUSH, 0, 0, options),
+        commandCalls.awaitCommand
+      ),
     { flags: () => options.flags ?? 0 }
   )
 
@@ -1494,37 +1315,6 @@ export interface StructuredRead {
   readonly chunks: ReadonlyArray<ReadChunk>
 }
 
-/** A structured read with a fresh buffer and chunk list each time the effect runs. */
-const readStructured = (
-  impl: internal.HandleImpl,
-  operation: string,
-  count: number,
-  offset: number | bigint,
-  options: FlagOptions
-): Effect.Effect<Command<StructuredRead>, NbdError.NbdError> => {
-  const chunks: Array<ReadChunk> = []
-  const buffer = validCount(count) ? new Uint8Array(count) : undefined
-  return Effect.map(
-    commands.issue<Uint8Array>(impl, {
-      operation,
-      type: Protocol.Cmd.READ,
-      flags: options.flags ?? 0,
-      offset,
-      count,
-      buffer,
-      chunks
-    }),
-    (command) => ({
-      cookie: command.cookie,
-      await: Effect.map(command.await, (data) => ({
-        data,
-        chunks:
-          chunks.length === 0 && count > 0 ? [{ _tag: "Data" as const, offset: Number(offset), length: count }] : chunks
-      }))
-    })
-  )
-}
-
 /**
  * Queues a read that reports the server's chunks (flags: DF, which asks for one data chunk).
  * @since 0.1.0
@@ -1539,8 +1329,8 @@ export const aioPreadStructured = (
   call(
     h,
     "nbd_aio_pread_structured",
-    (impl) => readStructured(impl, "nbd_aio_pread_structured", count, offset, options),
-    describeRange(count, offset, options.flags)
+    (impl) => commandCalls.readStructured(impl, "nbd_aio_pread_structured", count, offset, options),
+    commandCalls.describeRange(count, offset, options.flags)
   )
 
 /**
@@ -1557,8 +1347,12 @@ export const preadStructured = (
   call(
     h,
     "nbd_pread_structured",
-    (impl) => Effect.flatMap(readStructured(impl, "nbd_pread_structured", count, offset, options), awaitCommand),
-    describeRange(count, offset, options.flags)
+    (impl) =>
+      Effect.flatMap(
+        commandCalls.readStructured(impl, "nbd_pread_structured", count, offset, options),
+        commandCalls.awaitCommand
+      ),
+    commandCalls.describeRange(count, offset, options.flags)
   )
 
 const [trimAio, trimBlocking] = rangeCommands("trim", Protocol.Cmd.TRIM)
@@ -1619,36 +1413,6 @@ export type Extent = ClientCodec.Extent
  */
 export type BlockStatusEntry = ClientCodec.BlockStatusEntry
 
-const blockStatusCollector = (
-  impl: internal.HandleImpl,
-  operation: string,
-  offset: number | bigint,
-  count: number | bigint
-) =>
-  blockStatusInternal.makeCollector(impl.metaContexts, impl.info?.size ?? 0n, operation, Number(offset), Number(count))
-
-/** Block status over every negotiated context, with a fresh entry list each time the effect runs. */
-const blockStatusOf = (
-  impl: internal.HandleImpl,
-  operation: string,
-  count: number | bigint,
-  offset: number | bigint,
-  options: FlagOptions
-): Effect.Effect<Command<ReadonlyArray<BlockStatusEntry>>, NbdError.NbdError> => {
-  const { entries, onBlockStatus } = blockStatusCollector(impl, operation, offset, count)
-  return Effect.map(
-    commands.issue<void>(impl, {
-      operation,
-      type: Protocol.Cmd.BLOCK_STATUS,
-      flags: options.flags ?? 0,
-      offset,
-      count,
-      onBlockStatus
-    }),
-    (command) => ({ cookie: command.cookie, await: Effect.as(command.await, entries) })
-  )
-}
-
 /**
  * Queues NBD_CMD_BLOCK_STATUS for every negotiated meta context (flags: REQ_ONE).
  * @since 0.1.0
@@ -1663,8 +1427,8 @@ export const aioBlockStatus = (
   call(
     h,
     "nbd_aio_block_status",
-    (impl) => blockStatusOf(impl, "nbd_aio_block_status", count, offset, options),
-    describeRange(count, offset, options.flags)
+    (impl) => commandCalls.blockStatusOf(impl, "nbd_aio_block_status", count, offset, options),
+    commandCalls.describeRange(count, offset, options.flags)
   )
 
 /**
@@ -1697,59 +1461,13 @@ export const blockStatus = (
   call(
     h,
     "nbd_block_status",
-    (impl) => Effect.flatMap(blockStatusOf(impl, "nbd_block_status", count, offset, options), awaitCommand),
-    describeRange(count, offset, options.flags)
+    (impl) =>
+      Effect.flatMap(
+        commandCalls.blockStatusOf(impl, "nbd_block_status", count, offset, options),
+        commandCalls.awaitCommand
+      ),
+    commandCalls.describeRange(count, offset, options.flags)
   )
-
-/** Block status limited to `contexts`: libnbd's checks in its order, then the request with its id payload. */
-const blockStatusFiltered = (
-  impl: internal.HandleImpl,
-  operation: string,
-  count: number | bigint,
-  offset: number | bigint,
-  contexts: ReadonlyArray<string>,
-  options: FlagOptions
-): Effect.Effect<Command<ReadonlyArray<BlockStatusEntry>>, NbdError.NbdError> =>
-  Effect.suspend(() => {
-    const strict = impl.settings.strictMode
-    let flags = options.flags ?? 0
-    if (strict & Strict.AUTO_FLAG) flags |= Protocol.CmdFlag.PAYLOAD_LEN
-    if (impl.info !== undefined && strict & Strict.COMMANDS) {
-      if (!impl.extendedHeaders)
-        return Effect.fail(internal.invalidArgument(operation, "server does not support extended headers", "ENOTSUP"))
-      if ((impl.info.flags & Protocol.TFlag.BLOCK_STATUS_PAYLOAD) === 0)
-        return Effect.fail(internal.invalidArgument(operation, "server does not support the block status payload"))
-    }
-    const ids: Array<number> = []
-    for (const name of contexts) {
-      const id = impl.metaValid
-        ? [...(impl.metaContexts ?? new Map<number, string>()).entries()].find(([, n]) => n === name)?.[0]
-        : undefined
-      if (id === undefined) return Effect.fail(internal.invalidArgument(operation, `context ${name} not negotiated`))
-      ids.push(id)
-    }
-    const payloadLength = 8 + 4 * ids.length
-    if (payloadLength > internal.payloadMaximum(impl.info))
-      return Effect.fail(internal.invalidArgument(operation, "filter set too large", "ERANGE"))
-    const payload = new Uint8Array(payloadLength)
-    const view = new DataView(payload.buffer)
-    view.setBigUint64(0, BigInt(count))
-    ids.forEach((id, i) => view.setUint32(8 + 4 * i, id))
-    const { entries, onBlockStatus } = blockStatusCollector(impl, operation, offset, count)
-    return Effect.map(
-      commands.issue<void>(impl, {
-        operation,
-        type: Protocol.Cmd.BLOCK_STATUS,
-        flags,
-        offset,
-        count,
-        requestLength: (flags & Protocol.CmdFlag.PAYLOAD_LEN) !== 0 ? payloadLength : Number(count),
-        payload: (flags & Protocol.CmdFlag.PAYLOAD_LEN) !== 0 ? payload : undefined,
-        onBlockStatus
-      }),
-      (command) => ({ cookie: command.cookie, await: Effect.as(command.await, entries) })
-    )
-  })
 
 /**
  * Queues NBD_CMD_BLOCK_STATUS limited to the named contexts (needs extended headers and a server that
@@ -1767,8 +1485,8 @@ export const aioBlockStatusFilter = (
   call(
     h,
     "nbd_aio_block_status_filter",
-    (impl) => blockStatusFiltered(impl, "nbd_aio_block_status_filter", count, offset, contexts, options),
-    describeRange(count, offset, options.flags)
+    (impl) => commandCalls.blockStatusFiltered(impl, "nbd_aio_block_status_filter", count, offset, contexts, options),
+    commandCalls.describeRange(count, offset, options.flags)
   )
 
 /**
@@ -1788,10 +1506,10 @@ export const blockStatusFilter = (
     "nbd_block_status_filter",
     (impl) =>
       Effect.flatMap(
-        blockStatusFiltered(impl, "nbd_block_status_filter", count, offset, contexts, options),
-        awaitCommand
+        commandCalls.blockStatusFiltered(impl, "nbd_block_status_filter", count, offset, contexts, options),
+        commandCalls.awaitCommand
       ),
-    describeRange(count, offset, options.flags)
+    commandCalls.describeRange(count, offset, options.flags)
   )
 
 /**
