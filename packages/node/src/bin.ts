@@ -5,6 +5,7 @@
  * @since 0.1.0
  */
 import * as Command from "@effect/cli/Command"
+import * as HelpDoc from "@effect/cli/HelpDoc"
 import * as ValidationError from "@effect/cli/ValidationError"
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import * as NodePath from "@effect/platform-node/NodePath"
@@ -15,9 +16,12 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as Console from "effect/Console"
+import * as Argv from "./internal/cli/argv.js"
 import * as Common from "./internal/cli/common.js"
 import * as Copy from "./internal/cli/copy.js"
 import * as Dump from "./internal/cli/dump.js"
+import * as Help from "./internal/cli/help.js"
 import * as Info from "./internal/cli/info.js"
 
 const root = Command.make("effect-nbd").pipe(
@@ -27,8 +31,16 @@ const root = Command.make("effect-nbd").pipe(
 
 const cli = Command.run(root, { name: "effect-nbd", version: "0.1.0" })
 
-/** `--map` takes an optional value, as in nbdinfo: alone it means `--map=base:allocation`. */
-const argv = process.argv.map((a, i) => (i >= 2 && a === "--map" ? "--map=base:allocation" : a))
+/** @effect/cli's own account of a bad command line, as one plain line: "effect-nbd: ... (EINVAL)". */
+const validationMessage = (error: ValidationError.ValidationError): string => {
+  const text = HelpDoc.toAnsiText(error.error)
+  // eslint-disable-next-line no-control-regex
+  const plain = text
+    .replace(/\x1b\[[0-9;]*m/g, "")
+    .replace(/\s+/g, " ")
+    .trim()
+  return `${plain || "invalid command line"} (EINVAL)`
+}
 
 /** Exit status of a run: 0, the failure's own status, or 1 with its one-line message on stderr. */
 const exitCodeOf = (exit: Exit.Exit<unknown, unknown>): number => {
@@ -40,18 +52,39 @@ const exitCodeOf = (exit: Exit.Exit<unknown, unknown>): number => {
     return 1
   }
   const error = failure.value
-  // @effect/cli has already printed what was wrong with the command line.
-  if (ValidationError.isValidationError(error)) return 1
+  if (ValidationError.isValidationError(error)) {
+    process.stderr.write(`effect-nbd: ${validationMessage(error)}\n`)
+    return 1
+  }
   const e = error as Common.Failure
   if (e._tag === "ExitStatus") return e.code
   process.stderr.write(`effect-nbd: ${Common.describe(e)}\n`)
+  if (e._tag === "CliError" && e.suggestion !== undefined)
+    process.stderr.write(`effect-nbd: suggestion: ${e.suggestion}\n`)
   return e._tag === "CliError" ? (e.exitCode ?? 1) : 1
 }
 
 /** What @effect/cli needs, without the rest of NodeContext (workers, subprocesses), which only slows start-up. */
 const environment = Layer.mergeAll(NodeFileSystem.layer, NodePath.layer, NodeTerminal.layer)
 
-NodeRuntime.runMain(cli(argv).pipe(Effect.provide(environment)), {
+/** @effect/cli prints its parse errors, in colour and over several lines: `exitCodeOf` reports them instead. */
+const quiet = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+  Effect.flatMap(Effect.console, (console) =>
+    Effect.withConsole(effect, { ...console, error: () => Effect.void } as Console.Console)
+  )
+
+const prepared = Argv.prepare(process.argv.slice(2))
+
+const main: Effect.Effect<void, unknown> =
+  prepared._tag === "Help"
+    ? Effect.sync(() => void process.stdout.write(Help.text(prepared.subcommand)))
+    : prepared._tag === "Version"
+      ? Effect.sync(() => void process.stdout.write(Help.version()))
+      : prepared._tag === "Error"
+        ? Effect.fail(new Common.CliError({ message: prepared.message }))
+        : quiet(cli([...process.argv.slice(0, 2), ...prepared.argv])).pipe(Effect.provide(environment))
+
+NodeRuntime.runMain(main, {
   disableErrorReporting: true,
   teardown: (exit, onExit) => onExit(exitCodeOf(exit))
 })

@@ -11,6 +11,7 @@ import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import * as NodeNbd from "../../NodeNbd.js"
+import * as Argv from "./argv.js"
 
 /**
  * A failure the CLI reports as one line on stderr, with its exit status (1 unless told).
@@ -20,6 +21,8 @@ import * as NodeNbd from "../../NodeNbd.js"
 export class CliError extends Data.TaggedError("CliError")<{
   readonly message: string
   readonly exitCode?: number
+  /** A second line, "effect-nbd: suggestion: ...", as nbdinfo gives after some errors. */
+  readonly suggestion?: string
 }> {}
 
 /**
@@ -50,8 +53,40 @@ export const describe = (error: Failure): string => {
     case "TestServerError":
       return `embedded server: ${error.message}`
     default:
-      return NbdError.format(error)
+      return `${error.operation}: ${plainMessage(error)}${error.errno === "" ? "" : ` (${error.errno})`}`
   }
+}
+
+/** What strerror says for the errors a connection or a file meets most. */
+const strerror: Record<string, string> = {
+  EACCES: "Permission denied",
+  EADDRINUSE: "Address already in use",
+  EADDRNOTAVAIL: "Cannot assign requested address",
+  ECONNREFUSED: "Connection refused",
+  ECONNRESET: "Connection reset by peer",
+  EHOSTUNREACH: "No route to host",
+  EISDIR: "Is a directory",
+  ENETUNREACH: "Network is unreachable",
+  ENOENT: "No such file or directory",
+  ENOTDIR: "Not a directory",
+  ENOTSOCK: "Socket operation on non-socket",
+  EPERM: "Operation not permitted",
+  EPIPE: "Broken pipe",
+  ETIMEDOUT: "Connection timed out",
+  ENOTFOUND: "Name or service not known",
+  EAI_AGAIN: "Temporary failure in name resolution"
+}
+
+/**
+ * Node's raw text for a system error ("connect ENOENT /tmp/s.sock", "ENOENT: no such file or directory,
+ * open 'x'") as libnbd's tools say it: the strerror text, the errno following in parentheses.
+ */
+const plainMessage = (error: NbdError.NbdError): string => {
+  const text = strerror[error.errno]
+  if (text === undefined || !new RegExp(`(^| )${error.errno}\\b`).test(error.message)) return error.message
+  const syscall = /^([a-z_]+) E[A-Z0-9_]+\b/.exec(error.message)
+  // "connect" is already the operation: "connect: No such file or directory (ENOENT)".
+  return syscall !== null && syscall[1] !== error.operation ? `${syscall[1]}: ${text}` : text
 }
 
 /**
@@ -88,10 +123,32 @@ export const connect = (
 ): Effect.Effect<Nbd.Handle, NbdError.NbdError, Scope.Scope> =>
   Effect.gen(function* () {
     const h = yield* Nbd.make(settings)
-    // As nbdinfo and nbdcopy do: a URI on the command line may name local TLS files.
-    yield* NodeNbd.connectUri(h, uri, { allowLocalFile: true })
+    yield* connectHandle(h, uri)
     return h
   })
+
+/**
+ * Connects a handle to what a command-line argument names: an NBD URI, or a subprocess (`[ CMD ]` by
+ * socket activation, `-- CMD` on stdin/stdout).
+ * @since 0.2.0
+ * @category connecting
+ */
+export const connectHandle = (h: Nbd.Handle, uri: string): Effect.Effect<void, NbdError.NbdError> => {
+  const sub = Argv.subprocessOf(uri)
+  if (sub === undefined)
+    // As nbdinfo and nbdcopy do: a URI on the command line may name local TLS files.
+    return NodeNbd.connectUri(h, uri, { allowLocalFile: true })
+  return sub._tag === "Command"
+    ? NodeNbd.connectCommand(h, sub.argv)
+    : NodeNbd.connectSystemdSocketActivation(h, sub.argv)
+}
+
+/**
+ * Whether an argument stands for a subprocess rather than a URI, and which kind.
+ * @since 0.2.0
+ * @category connecting
+ */
+export const subprocessKind = (arg: string): Argv.Subprocess["_tag"] | undefined => Argv.subprocessOf(arg)?._tag
 
 /** The size of the embedded server's export: 1 MiB. */
 const EMBEDDED_SIZE = 1 << 20

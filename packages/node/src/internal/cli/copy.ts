@@ -10,7 +10,7 @@ import * as Args from "@effect/cli/Args"
 import * as Command from "@effect/cli/Command"
 import * as Options from "@effect/cli/Options"
 import { NbdCopy, NbdPool } from "@effect-nbd/core"
-import type { Nbd } from "@effect-nbd/core"
+import { Nbd } from "@effect-nbd/core"
 import type * as PlatformError from "@effect/platform/Error"
 import type * as FileSystem from "@effect/platform/FileSystem"
 import * as Effect from "effect/Effect"
@@ -18,6 +18,7 @@ import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
+import * as Fs from "node:fs"
 import type { Readable } from "node:stream"
 import * as NodeNbd from "../../NodeNbd.js"
 import * as Common from "./common.js"
@@ -34,7 +35,7 @@ const endpoint = (arg: string): Endpoint =>
     ? { _tag: "Stdio" }
     : arg === "null:"
       ? { _tag: "Null" }
-      : Common.isNbdUri(arg)
+      : Common.isNbdUri(arg) || Common.subprocessKind(arg) !== undefined
         ? { _tag: "Nbd", uri: arg }
         : { _tag: "File", path: arg }
 
@@ -90,15 +91,47 @@ const fileError = (error: PlatformError.PlatformError): Common.CliError => {
   return new Common.CliError({ message: `${error.method}: ${error.description ?? "bad argument"} (EINVAL)` })
 }
 
-/** Progress on stderr, drawn as a bar. */
-const draw = (progress: NbdCopy.Progress): void => {
+/** A duration in seconds as "1:02:03" or "02:03". */
+const clock = (seconds: number): string => {
+  const t = Math.max(0, Math.round(seconds))
+  const h = Math.floor(t / 3600)
+  const mm = String(Math.floor((t % 3600) / 60)).padStart(2, "0")
+  const ss = String(t % 60).padStart(2, "0")
+  return h > 0 ? `${h}:${mm}:${ss}` : `${mm}:${ss}`
+}
+
+/** A rate in bytes per second, in binary units. */
+const rateText = (rate: number): string => {
+  const units = ["B", "KiB", "MiB", "GiB", "TiB"]
+  let r = rate
+  let i = 0
+  while (r >= 1024 && i < units.length - 1) {
+    r /= 1024
+    i++
+  }
+  return `${r.toFixed(r < 10 && i > 0 ? 1 : 0)} ${units[i]}/s`
+}
+
+const percentOf = (progress: NbdCopy.Progress): number => {
   const { bytes, total } = progress
-  const fraction = total === undefined || total === 0n ? 1 : Number((bytes * 1000n) / total) / 1000
+  return total === undefined || total === 0n ? 100 : Number((bytes * 100n) / total)
+}
+
+/**
+ * The line `-p` draws on stderr (terminal or not, as nbdcopy does): nbdcopy's bar, then the average rate
+ * and the time left at that rate. Exported for tests.
+ * @since 0.2.0
+ * @category progress
+ */
+export const bar = (progress: NbdCopy.Progress, done: boolean): string => {
+  const percent = percentOf(progress)
   const width = 40
-  const filled = Math.round(fraction * width)
-  process.stderr.write(
-    `\r[${"#".repeat(filled)}${".".repeat(width - filled)}] ${(fraction * 100).toFixed(1).padStart(5)}%`
-  )
+  const filled = Math.floor((percent * width) / 100)
+  const left =
+    done || progress.total === undefined || progress.rate <= 0
+      ? ""
+      : ` ${clock(Number(progress.total - progress.bytes) / progress.rate)} left`
+  return `${String(percent).padStart(4)}% [${"*".repeat(filled)}${"-".repeat(width - filled)}] ${rateText(progress.rate)}${left}`
 }
 
 interface CopyOptions {
@@ -106,15 +139,38 @@ interface CopyOptions {
   readonly requests: number
   readonly requestSize: number
   readonly progress: boolean
+  readonly progressFd: number | undefined
+  readonly destinationIsZero: boolean
+  readonly flush: boolean
+  readonly extents: boolean
+  readonly sparse: boolean
+  readonly verbose: boolean
 }
 
-/** A pool on a URI: `connections` handles when the server allows multi-conn, else one. */
+/**
+ * A pool on a URI or a subprocess: `connections` handles when the server allows multi-conn, else one. A
+ * server started by socket activation is started once; the other connections use its socket's URI. A
+ * server on stdin/stdout serves one connection.
+ */
 const pool = (uri: string, connections: number, settings: Nbd.Settings) =>
-  NbdPool.make({
-    connections,
-    settings,
-    // As nbdinfo and nbdcopy do: a URI on the command line may name local TLS files.
-    connect: (h) => NodeNbd.connectUri(h, uri, { allowLocalFile: true })
+  Effect.gen(function* () {
+    const kind = Common.subprocessKind(uri)
+    let socketUri: string | undefined
+    return yield* NbdPool.make({
+      connections: kind === "Command" ? 1 : connections,
+      settings,
+      connect: (h, index) =>
+        index === 0 || socketUri === undefined
+          ? Effect.tap(Common.connectHandle(h, uri), () =>
+              kind === "SocketActivation"
+                ? Effect.map(Nbd.getUri(h), (u) => {
+                    socketUri = u
+                  })
+                : Effect.void
+            )
+          : // As nbdinfo and nbdcopy do: a URI on the command line may name local TLS files.
+            NodeNbd.connectUri(h, socketUri, { allowLocalFile: true })
+    })
   })
 
 type Source = NbdPool.Pool | NbdCopy.File | NbdCopy.FromStream<Common.CliError, never>
@@ -130,7 +186,11 @@ const copy = (
       return yield* new Common.CliError({ message: "copy: null: can only be a destination (EINVAL)" })
     const source: Source =
       src._tag === "Nbd"
-        ? yield* pool(src.uri, options.connections, { metaContexts: ["base:allocation"] })
+        ? yield* pool(
+            src.uri,
+            options.connections,
+            options.extents ? { metaContexts: ["base:allocation"] } : { requestMetaContext: false }
+          )
         : src._tag === "File"
           ? NbdCopy.file(src.path)
           : NbdCopy.fromStream(stdin(options.requestSize))
@@ -146,21 +206,75 @@ const copy = (
       connections: options.connections,
       requests: options.requests,
       requestSize: options.requestSize,
-      // As before: an NBD destination is flushed at the end, a file is left to the kernel.
-      flush: dst._tag === "Nbd"
+      sparse: options.sparse,
+      destinationIsZero: options.destinationIsZero,
+      // An NBD destination is always flushed at the end; --flush fsyncs a file too.
+      flush: options.flush || dst._tag === "Nbd"
+    }
+    if (options.verbose)
+      process.stderr.write(
+        `effect-nbd: copy: ${describeEndpoint(src)} -> ${describeEndpoint(dst)}: ` +
+          `connections=${options.connections} requests=${options.requests} request-size=${options.requestSize} ` +
+          `sparse=${options.sparse} extents=${options.extents} destination-is-zero=${options.destinationIsZero} ` +
+          `flush=${settings.flush}\n`
+      )
+    const fd = options.progressFd
+    const report = (p: NbdCopy.Progress, last: boolean): void => {
+      if (fd !== undefined) Fs.writeSync(fd, `${percentOf(p)}/100\n`)
+      if (options.progress) process.stderr.write(`\r${bar(p, last)}${last ? "\n" : ""}`)
     }
     const run =
-      options.progress && process.stderr.isTTY
-        ? Stream.runForEach(
-            NbdCopy.copyWithProgress(source, destination, { ...settings, interval: "200 millis" }),
-            (p) => Effect.sync(() => draw(p))
-          ).pipe(Effect.ensuring(Effect.sync(() => process.stderr.write("\n"))))
-        : NbdCopy.copy(source, destination, settings)
+      options.progress || fd !== undefined
+        ? Effect.gen(function* () {
+            let last: NbdCopy.Progress | undefined
+            yield* Stream.runForEach(
+              NbdCopy.copyWithProgress(source, destination, { ...settings, interval: "200 millis" }),
+              (p) =>
+                Effect.sync(() => {
+                  if (last !== undefined) report(last, false)
+                  last = p
+                })
+            )
+            // The last event is the finished copy: drawn with its newline.
+            if (last !== undefined) report(last, true)
+          })
+        : Effect.asVoid(
+            Effect.tap(NbdCopy.copy(source, destination, settings), (r) =>
+              options.verbose
+                ? Effect.sync(() =>
+                    process.stderr.write(
+                      `effect-nbd: copy: ${r.bytes} bytes: ${r.dataBytes} as data, ${r.zeroBytes} as zeroes, ` +
+                        `${r.connections} connection(s), ${r.buffers} buffer(s)\n`
+                    )
+                  )
+                : Effect.void
+            )
+          )
     yield* Effect.catchTags(run, {
       SystemError: (e) => Effect.fail(fileError(e)),
       BadArgument: (e) => Effect.fail(fileError(e))
     })
   })
+
+const isOpen = (fd: number): boolean => {
+  try {
+    Fs.fstatSync(fd)
+    return true
+  } catch {
+    return false
+  }
+}
+
+const describeEndpoint = (e: Endpoint): string =>
+  e._tag === "Nbd"
+    ? Common.subprocessKind(e.uri) !== undefined
+      ? "subprocess"
+      : e.uri
+    : e._tag === "File"
+      ? e.path
+      : e._tag === "Stdio"
+        ? "-"
+        : "null:"
 
 const positive = (name: string, n: number, max: number): Effect.Effect<number, Common.CliError> =>
   Number.isInteger(n) && n >= 1 && n <= max
@@ -191,8 +305,25 @@ export const command = Command.make(
     ),
     progress: Options.boolean("progress").pipe(
       Options.withAlias("p"),
-      Options.withDescription("show a progress bar on stderr (when it is a terminal)")
+      Options.withDescription("draw a progress bar on stderr")
     ),
+    progressFd: Options.integer("progress-fd").pipe(
+      Options.withDescription("write N/100 lines to this file descriptor (--progress=FD)"),
+      Options.optional
+    ),
+    destinationIsZero: Options.boolean("destination-is-zero").pipe(
+      Options.withDescription("the destination reads as zeroes already: zero ranges are skipped")
+    ),
+    targetIsZero: Options.boolean("target-is-zero").pipe(Options.withDescription("the same as --destination-is-zero")),
+    flush: Options.boolean("flush").pipe(Options.withDescription("flush the destination at the end")),
+    noExtents: Options.boolean("no-extents").pipe(Options.withDescription("do not ask the source for block status")),
+    sparse: Options.integer("sparse").pipe(
+      Options.withAlias("S"),
+      Options.withDescription("0: write every byte as data; otherwise keep sparseness (the default, 4096)"),
+      Options.withDefault(4096)
+    ),
+    synchronous: Options.boolean("synchronous").pipe(Options.withDescription("one connection, one request in flight")),
+    verbose: Options.boolean("verbose").pipe(Options.withAlias("v"), Options.withDescription("say what the copy does")),
     source: Args.text({ name: "SRC" }).pipe(Args.withDescription("NBD URI, file, - (stdin)")),
     destination: Args.text({ name: "DST" }).pipe(Args.withDescription("NBD URI, file, - (stdout) or null:"))
   },
@@ -202,13 +333,25 @@ export const command = Command.make(
         const requestSize = yield* Effect.flatMap(Common.parseSize("--request-size", o.requestSize), (n) =>
           positive("--request-size", n, 32 << 20)
         )
-        const connections = yield* positive("--connections", o.connections, 64)
-        const requests = yield* positive("--requests", o.requests, 1024)
+        const connections = o.synchronous ? 1 : yield* positive("--connections", o.connections, 64)
+        const requests = o.synchronous ? 1 : yield* positive("--requests", o.requests, 1024)
+        if (o.sparse < 0)
+          return yield* new Common.CliError({ message: `--sparse: must be 0 or more, got ${o.sparse} (EINVAL)` })
+        if (Option.isSome(o.progressFd) && (o.progressFd.value < 0 || !isOpen(o.progressFd.value)))
+          return yield* new Common.CliError({
+            message: `--progress=${o.progressFd.value}: not an open file descriptor (EBADF)`
+          })
         yield* copy(endpoint(o.source), endpoint(o.destination), {
           connections,
           requests,
           requestSize,
-          progress: o.progress
+          progress: o.progress,
+          progressFd: Option.getOrUndefined(o.progressFd),
+          destinationIsZero: o.destinationIsZero || o.targetIsZero,
+          flush: o.flush,
+          extents: !o.noExtents,
+          sparse: o.sparse > 0,
+          verbose: o.verbose
         })
       })
     )

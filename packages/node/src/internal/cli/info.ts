@@ -213,8 +213,18 @@ const describeType = (context: string, type: number): string | undefined => {
   return undefined
 }
 
-/** `--map[=CONTEXT]`: the extents of a context over the whole export, coalesced by type. */
-const showMap = (uri: string, context: string, json: boolean): Effect.Effect<string, Common.Failure, Scope.Scope> =>
+/** One extent of a map, coalesced by type. */
+interface Extent {
+  offset: bigint
+  length: bigint
+  readonly type: number
+}
+
+/** The extents of a context over the whole export, coalesced by type (as nbdinfo --map reads them). */
+const readMap = (
+  uri: string,
+  context: string
+): Effect.Effect<{ readonly extents: ReadonlyArray<Extent>; readonly size: bigint }, Common.Failure, Scope.Scope> =>
   Effect.gen(function* () {
     const h = yield* Common.connect(uri, { metaContexts: [context] })
     if (!(yield* Effect.orElseSucceed(Nbd.canMetaContext(h, context), () => false)))
@@ -224,7 +234,7 @@ const showMap = (uri: string, context: string, json: boolean): Effect.Effect<str
     const align = BigInt((yield* Nbd.getBlockSize(h, "minimum")) || 512)
     const maxLength = 0xffffffffn - align + 1n
     const size = yield* Nbd.getSize(h)
-    const extents: Array<{ offset: bigint; length: bigint; type: number }> = []
+    const extents: Array<Extent> = []
     let offset = 0n
     while (offset < size) {
       const entries = yield* Nbd.blockStatus(h, size - offset < maxLength ? size - offset : maxLength, offset)
@@ -240,6 +250,12 @@ const showMap = (uri: string, context: string, json: boolean): Effect.Effect<str
         if (offset >= size) break
       }
     }
+    return { extents, size }
+  })
+
+/** `--map[=CONTEXT]`: the extents, one line (or JSON object) each. */
+const showMap = (uri: string, context: string, json: boolean): Effect.Effect<string, Common.Failure, Scope.Scope> =>
+  Effect.map(readMap(uri, context), ({ extents }) => {
     const lines = extents.map(({ length, offset, type }) => {
       const d = describeType(context, type)
       return json
@@ -247,6 +263,33 @@ const showMap = (uri: string, context: string, json: boolean): Effect.Effect<str
         : `${String(offset).padStart(10)}  ${String(length).padStart(10)}  ${String(type).padStart(3)}${d !== undefined ? `  ${d}` : ""}\n`
     })
     return json ? `[\n${lines.join(",\n")}\n]\n` : lines.join("")
+  })
+
+/** `%g` as C prints it for the percentages nbdinfo shows (six significant digits, no trailing zeroes). */
+const g = (x: number): string => String(Number(x.toPrecision(6)))
+
+/** `--map --totals`: bytes and share of the export per type, in ascending order of type (as nbdinfo). */
+const showTotals = (uri: string, context: string, json: boolean): Effect.Effect<string, Common.Failure, Scope.Scope> =>
+  Effect.map(readMap(uri, context), ({ extents, size }) => {
+    const sums = new Map<number, bigint>()
+    for (const e of extents) sums.set(e.type, (sums.get(e.type) ?? 0n) + e.length)
+    const rows = [...sums].filter(([, n]) => n > 0n).sort(([a], [b]) => a - b)
+    const lines = rows.map(([type, n]) => {
+      const percent = size === 0n ? 0 : (Number(n) * 100) / Number(size)
+      const d = describeType(context, type)
+      return json
+        ? `{ "size": ${n}, "percent": ${g(percent)}, "type": ${type}${d !== undefined ? `, "description": ${q(d)}` : ""} }`
+        : `${String(n).padStart(10)} ${percent.toFixed(1).padStart(5)}% ${String(type).padStart(3)}${d !== undefined ? ` ${d}` : ""}\n`
+    })
+    return json ? `[\n${lines.join(",\n")}\n]\n` : lines.join("")
+  })
+
+/** `--has CONTEXT`: exit status 0 when the server has the meta context, 2 when not. */
+const testContext = (uri: string, context: string): Effect.Effect<void, Common.Failure, Scope.Scope> =>
+  Effect.gen(function* () {
+    const h = yield* Common.connect(uri, { metaContexts: [context] })
+    if (!(yield* Effect.orElseSucceed(Nbd.canMetaContext(h, context), () => false)))
+      return yield* new Common.ExitStatus({ code: 2 })
   })
 
 /** `--can FEATURE` / `--is FEATURE`: exit status 0 when true, 2 when false. */
@@ -281,6 +324,11 @@ export const command = Command.make(
       Options.withDescription(`exit 0 if the export can FEATURE, 2 if not (${Object.keys(canFeatures).join(", ")})`),
       Options.optional
     ),
+    has: Options.text("has").pipe(
+      Options.withDescription("exit 0 if the server has the meta context CONTEXT, 2 if not"),
+      Options.optional
+    ),
+    totals: Options.boolean("totals").pipe(Options.withDescription("with --map: bytes per type")),
     is: Options.text("is").pipe(
       Options.withDescription(`exit 0 if the export is FEATURE, 2 if not (${Object.keys(isFeatures).join(", ")})`),
       Options.optional
@@ -292,25 +340,47 @@ export const command = Command.make(
   (o) =>
     Effect.scoped(
       Effect.gen(function* () {
-        const modes = [o.list, Option.isSome(o.map), o.size, Option.isSome(o.can), Option.isSome(o.is)]
+        const modes = [
+          o.list,
+          Option.isSome(o.map),
+          o.size,
+          Option.isSome(o.can),
+          Option.isSome(o.is),
+          Option.isSome(o.has)
+        ]
         if (modes.filter(Boolean).length > 1)
           return yield* new Common.CliError({
-            message: "you cannot use --list, --map, --size, --can and --is together (EINVAL)"
+            message: "you cannot use --list, --map, --size, --can, --is and --has together (EINVAL)"
           })
+        if (o.totals && Option.isNone(o.map))
+          return yield* new Common.CliError({ message: "you must use --totals only with --map option (EINVAL)" })
         if (o.content && o.noContent)
           return yield* new Common.CliError({ message: "you cannot use --content and --no-content together (EINVAL)" })
         const uri = yield* Common.uriOrEmbedded(o.uri)
         if (Option.isSome(o.can)) return yield* testFlag(uri, "can", o.can.value)
         if (Option.isSome(o.is)) return yield* testFlag(uri, "is", o.is.value)
+        if (Option.isSome(o.has)) return yield* testContext(uri, o.has.value)
         let output: string
         if (o.size) output = `${yield* Nbd.getSize(yield* Common.connect(uri))}\n`
-        else if (Option.isSome(o.map)) output = yield* showMap(uri, o.map.value, o.json)
+        else if (Option.isSome(o.map)) output = yield* (o.totals ? showTotals : showMap)(uri, o.map.value, o.json)
         else
           output = yield* showExports(uri, {
             json: o.json,
             list: o.list,
             content: o.noContent ? false : o.content || !o.list
-          })
+          }).pipe(
+            // As nbdinfo: a missing export suggests listing them.
+            Effect.catchIf(
+              (e): e is NbdError.NbdError => !o.list && e._tag === "OptionError" && e.errno === "ENOENT",
+              (e) =>
+                Effect.fail(
+                  new Common.CliError({
+                    message: Common.describe(e),
+                    suggestion: "to list all exports on the server, use --list"
+                  })
+                )
+            )
+          )
         yield* Common.writeStdout(output)
       })
     )

@@ -1,0 +1,150 @@
+/**
+ * `--help` and `--version` as libnbd's tools print them: a short usage, the defaults, examples, plain text
+ * (no colour, so `--help | grep` and `--help | cat` read as they should).
+ *
+ * @since 0.2.0
+ */
+import * as Fs from "node:fs"
+import * as Path from "node:path"
+
+const root = `
+NBD tools on effect-nbd, in the manner of libnbd's nbdinfo, nbdcopy and nbddump:
+
+    effect-nbd info [OPTIONS] [NBD-URI | [ CMD ARGS ... ] | -- CMD ARGS ...]
+    effect-nbd copy [OPTIONS] SOURCE DESTINATION
+    effect-nbd dump [-n N] [NBD-URI | [ CMD ARGS ... ] | -- CMD ARGS ...]
+
+Other options:
+
+    effect-nbd SUBCOMMAND --help
+    effect-nbd -V|--version
+
+Examples:
+
+    effect-nbd info nbd://localhost
+    effect-nbd copy nbd://example.com local.img
+    effect-nbd dump -- nbdkit -s memory 1G
+
+Without a URI, info and dump start an embedded test server (1M).
+`
+
+const info = `
+Display information and metadata about NBD servers and exports:
+
+    effect-nbd info [--json] [--content|--no-content] NBD-URI | [ CMD ARGS ... ]
+    effect-nbd info --size [--json] NBD-URI | [ CMD ARGS ... ]
+    effect-nbd info --is read-only|rotational|tls NBD-URI | [ CMD ARGS ... ]
+    effect-nbd info --can cache|connect|df|fast-zero|flush|fua|multi-conn|read|trim|write|zero|... NBD-URI
+    effect-nbd info --has CONTEXT NBD-URI | [ CMD ARGS ... ]
+    effect-nbd info --map[=CONTEXT] [--totals] [--json] NBD-URI | [ CMD ARGS ... ]
+    effect-nbd info -L|--list [--json] NBD-URI | [ CMD ARGS ... ]
+
+  --map alone maps base:allocation; qemu's contexts work too (qemu:dirty-bitmap:NAME,
+  qemu:allocation-depth). --can, --is and --has exit 0 when true, 2 when false, 1 on error.
+  --content (the default without --list) runs the first 8K through file(1).
+  [ CMD ARGS ... ] starts a server by socket activation (nbdkit memory 1G);
+  -- CMD ARGS ... runs a server on stdin/stdout (nbdkit -s memory 1G).
+  Without a URI: an embedded test server.
+
+Other options:
+
+    effect-nbd info --help
+    effect-nbd info --version
+
+Examples:
+
+    effect-nbd info nbd://localhost
+    effect-nbd info "nbd+unix:///?socket=/tmp/unixsock"
+    effect-nbd info --size nbd://example.com
+    effect-nbd info --can connect nbd://example.com
+    effect-nbd info --map --totals nbd://example.com
+    effect-nbd info --list --json nbd://example.com
+    effect-nbd info -- nbdkit -s memory 1G
+    effect-nbd info --map -- [ qemu-nbd -r -f qcow2 file.qcow2 ]
+`
+
+const copy = `
+Copy to and from an NBD server:
+
+    effect-nbd copy [-C N|--connections=N] [-R N|--requests=N] [--request-size=N]
+                    [--destination-is-zero|--target-is-zero] [--flush]
+                    [--no-extents] [-p|--progress|--progress=FD]
+                    [-S N|--sparse=N] [--synchronous] [-v|--verbose]
+                    SOURCE DESTINATION
+
+    SOURCE, DESTINATION := - | FILE | DEVICE | NBD-URI | [ CMD ARGS ... ]
+    DESTINATION += null:
+
+Defaults (nbdcopy's): 4 connections (when the server advertises multi-conn),
+64 requests in flight each, 256K per request; sparse: zero blocks are skipped
+or written as zeroes (-S 0 writes every byte as data); an NBD destination is
+flushed at the end (--flush also fsyncs a file). --progress=FD writes "N/100"
+lines to FD; -p draws a bar with the rate and time left on stderr.
+
+Other options:
+
+    effect-nbd copy --help
+    effect-nbd copy -V|--version
+
+Examples:
+
+    effect-nbd copy nbd://example.com local.img
+    effect-nbd copy -C4 -R64 --request-size=1M local.img nbd://example.com
+    effect-nbd copy nbd://example.com - | file -
+    cat disk1 disk2 | effect-nbd copy -- - [ qemu-nbd -f qcow2 output.qcow2 ]
+`
+
+const dump = `
+Hexdump the content of a disk over NBD:
+
+    effect-nbd dump [-n N|--length=N] NBD-URI | [ CMD ARGS ... ] | -- CMD ARGS ...
+
+  -n N dumps at most N bytes (suffixes K, M, G). Without a URI: an embedded test server.
+
+Other options:
+
+    effect-nbd dump --help
+    effect-nbd dump --version
+
+Examples:
+
+    effect-nbd dump nbd://localhost
+    effect-nbd dump -- [ qemu-nbd -r -f qcow2 file.qcow2 ]
+`
+
+/**
+ * The help text of a subcommand, or of the whole command.
+ * @since 0.2.0
+ * @category help
+ */
+export const text = (subcommand: string | undefined): string =>
+  subcommand === "info" ? info : subcommand === "copy" ? copy : subcommand === "dump" ? dump : root
+
+/**
+ * The package.json of @effect-nbd/node, found upwards from the script that runs (dist/bin.js, or the bin in
+ * dist/cli/, through any node_modules/.bin link); the bundle is CommonJS, so `import.meta` is not at hand.
+ */
+const manifest = (): { readonly name: string; readonly version: string } => {
+  let dir = Path.dirname(Fs.realpathSync(process.argv[1] ?? "."))
+  for (let i = 0; i < 5; i++) {
+    const file = Path.join(dir, "package.json")
+    if (Fs.existsSync(file)) {
+      const json = JSON.parse(Fs.readFileSync(file, "utf8")) as { name?: string; version?: string }
+      if (json.name === "@effect-nbd/node" && json.version !== undefined)
+        return { name: json.name, version: json.version }
+    }
+    dir = Path.dirname(dir)
+  }
+  return { name: "@effect-nbd/node", version: "unknown" }
+}
+
+/**
+ * What `-V` prints: the command, then its package, each with the version (as nbdinfo prints itself and
+ * libnbd).
+ * @since 0.2.0
+ * @category help
+ */
+export const version = (): string => {
+  const m = manifest()
+  return `effect-nbd ${m.version}\n${m.name} ${m.version}\n`
+}

@@ -1,0 +1,321 @@
+// The habits of libnbd's tools in `effect-nbd`, each beside the real nbdinfo / nbdcopy / nbddump 1.14 where
+// they have it: glued short options, -V, subprocesses in place of a URI, plain help, one-line errors,
+// --map --totals, --has, and nbdcopy's copy options.
+import { beforeAll, describe, expect, it, vi } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import { execFileSync, spawn } from "node:child_process"
+import * as Crypto from "node:crypto"
+import * as Fs from "node:fs"
+import * as Path from "node:path"
+import { nbdkit, qcow2Image, qemuNbd, tempDir } from "./util/peers.js"
+
+const root = Path.resolve(__dirname, "../../..")
+const manifest = JSON.parse(Fs.readFileSync(Path.join(root, "packages/node/package.json"), "utf8")) as {
+  readonly version: string
+  readonly bin: Record<string, string>
+}
+const bin = Path.join(root, "packages/node", manifest.bin["effect-nbd"]!)
+
+vi.setConfig({ testTimeout: 90_000 })
+
+beforeAll(() => {
+  execFileSync("npx", ["tsc", "-b", "packages/node/tsconfig.src.json"], { cwd: root, stdio: "inherit" })
+  execFileSync(process.execPath, ["scripts/bundle-bins.mjs", "packages/node"], { cwd: root, stdio: "inherit" })
+}, 120_000)
+
+interface Result {
+  readonly code: number
+  readonly stdout: string
+  readonly stderr: string
+}
+
+/** Runs a command to completion; `fd3` (a path) becomes its file descriptor 3. */
+const proc = (
+  command: string,
+  args: ReadonlyArray<string>,
+  options: { readonly fd3?: string; readonly env?: Record<string, string> } = {}
+): Effect.Effect<Result> =>
+  Effect.async<Result>((resume) => {
+    const fd = options.fd3 === undefined ? undefined : Fs.openSync(options.fd3, "w")
+    const child = spawn(command, [...args], {
+      stdio: fd === undefined ? ["ignore", "pipe", "pipe"] : ["ignore", "pipe", "pipe", fd],
+      env: { ...process.env, ...options.env }
+    })
+    if (fd !== undefined) Fs.closeSync(fd)
+    let out = ""
+    let err = ""
+    child.stdout!.on("data", (b: Buffer) => (out += b.toString()))
+    child.stderr!.on("data", (b: Buffer) => (err += b.toString()))
+    child.on("close", (code) => resume(Effect.succeed({ code: code ?? -1, stdout: out, stderr: err })))
+  })
+
+const ours = (
+  args: ReadonlyArray<string>,
+  options?: { readonly fd3?: string; readonly env?: Record<string, string> }
+) => proc(process.execPath, [bin, ...args], options)
+
+const ok = (args: ReadonlyArray<string>) =>
+  Effect.map(ours(args), (r) => {
+    expect(r.stderr, `effect-nbd ${args.join(" ")}`).toBe("")
+    expect(r.code, `effect-nbd ${args.join(" ")}`).toBe(0)
+    return r.stdout
+  })
+
+const sha256 = (path: string): string => Crypto.createHash("sha256").update(Fs.readFileSync(path)).digest("hex")
+
+/** One line on stderr, "effect-nbd: ... (ERRNO)", nothing on stdout, exit status 1. */
+const oneLine = (r: Result, pattern: RegExp) => {
+  expect(r.code).toBe(1)
+  expect(r.stdout).toBe("")
+  expect(r.stderr).toMatch(pattern)
+  expect(r.stderr.split("\n")).toHaveLength(2)
+}
+
+describe("argument habits", () => {
+  it.scopedLive("-C4 -R8 --request-size=64K copy as nbdcopy does; -n40 dumps as nbddump -n 40", () =>
+    Effect.gen(function* () {
+      const source = yield* nbdkit(["pattern", "3M"])
+      const dir = yield* tempDir
+      const a = Path.join(dir, "ours.img")
+      const b = Path.join(dir, "theirs.img")
+      yield* ok(["copy", "-C4", "-R8", "--request-size=64K", source.uri, a])
+      expect((yield* proc("nbdcopy", ["-C4", "-R8", "--request-size=65536", source.uri, b])).code).toBe(0)
+      expect(sha256(a)).toBe(sha256(b))
+      expect(yield* ok(["dump", "-n40", source.uri])).toBe((yield* proc("nbddump", ["-n", "40", source.uri])).stdout)
+    })
+  )
+
+  it.live("-V and --version print the command and the package with its version, as nbdinfo -V does", () =>
+    Effect.gen(function* () {
+      const expected = `effect-nbd ${manifest.version}\n@effect-nbd/node ${manifest.version}\n`
+      for (const args of [["-V"], ["--version"], ["info", "-V"], ["copy", "--version"]]) {
+        expect(yield* ok(args)).toBe(expected)
+      }
+      const theirs = yield* proc("nbdinfo", ["-V"])
+      expect(theirs.code).toBe(0)
+      expect(theirs.stdout.split("\n")).toHaveLength(3)
+    })
+  )
+
+  it.live("[ CMD ARGS ... ] starts a server by socket activation, as nbdinfo and nbdcopy do", () =>
+    Effect.gen(function* () {
+      const kit = ["[", "nbdkit", "memory", "1G", "]"]
+      expect(yield* ok(["info", "--size", ...kit])).toBe((yield* proc("nbdinfo", ["--size", ...kit])).stdout)
+      // The text is nbdinfo's but for the uri line, which names a socket in a fresh directory each run.
+      const withoutUri = (s: string) => s.replace(/\turi: .*\n/, "")
+      const theirs = yield* proc("nbdinfo", ["--", ...kit])
+      expect(theirs.code).toBe(0)
+      expect(withoutUri(yield* ok(["info", "--", ...kit]))).toBe(withoutUri(theirs.stdout))
+      expect(yield* ok(["info", "--map", ...kit])).toBe((yield* proc("nbdinfo", ["--map", ...kit])).stdout)
+      // nbdkit -s refuses socket activation, and both tools fail.
+      const bad = ["--size", "[", "nbdkit", "-s", "memory", "1G", "]"]
+      const [a, b] = yield* Effect.all([ours(bad), proc("nbdinfo", bad)], { concurrency: 2 })
+      expect(a.code).toBe(1)
+      expect(b.code).toBe(1)
+    })
+  )
+
+  it.scopedLive("-- CMD ARGS ... runs a server on stdin/stdout (nbdkit -s); copy takes [ CMD ] on either side", () =>
+    Effect.gen(function* () {
+      expect(yield* ok(["info", "--size", "--", "nbdkit", "-s", "memory", "1G"])).toBe("1073741824\n")
+      const text = yield* ok(["info", "--", "nbdkit", "-s", "memory", "1G"])
+      expect(text).toContain("\texport-size: 1073741824 (1G)\n")
+      const dump = ["--", "nbdkit", "-s", "data", "1 2 3 @1000 4 5", "size=4K"]
+      expect(yield* ok(["dump", ...dump])).toBe(
+        (yield* proc("nbddump", ["--", "[", "nbdkit", "data", "1 2 3 @1000 4 5", "size=4K", "]"])).stdout
+      )
+      const dir = yield* tempDir
+      const src = ["[", "nbdkit", "data", "@1048576 1 2 3 @3000000 9", "size=4M", "]"]
+      yield* ok(["copy", ...src, Path.join(dir, "ours.img")])
+      expect((yield* proc("nbdcopy", [...src, Path.join(dir, "theirs.img")])).code).toBe(0)
+      expect(sha256(Path.join(dir, "ours.img"))).toBe(sha256(Path.join(dir, "theirs.img")))
+      // From a file into a server started for the copy, then reading that server is not possible: check the
+      // exit status against nbdcopy's.
+      const dst = ["[", "nbdkit", "memory", "4M", "]"]
+      expect((yield* ours(["copy", "--", Path.join(dir, "ours.img"), ...dst])).code).toBe(0)
+      expect((yield* proc("nbdcopy", ["--", Path.join(dir, "ours.img"), ...dst])).code).toBe(0)
+    })
+  )
+})
+
+describe("help and errors", () => {
+  it.live("--help is a short plain usage with examples, no colour through a pipe or with NO_COLOR", () =>
+    Effect.gen(function* () {
+      for (const args of [["--help"], ["-h"], ["info", "--help"], ["copy", "--help"], ["dump", "-h"]]) {
+        for (const env of [{}, { NO_COLOR: "1" }]) {
+          const r = yield* ours(args, { env })
+          expect(r.code, args.join(" ")).toBe(0)
+          expect(r.stderr).toBe("")
+          expect(r.stdout).not.toMatch(/\x1b/)
+          expect(r.stdout).toContain("Examples:")
+          expect(r.stdout.split("\n").length).toBeLessThan(50)
+        }
+      }
+      expect((yield* ok(["copy", "--help"])).replace(/\s+/g, " ")).toContain(
+        "4 connections (when the server advertises multi-conn), 64 requests in flight each, 256K per request"
+      )
+      // nbdinfo --help exits 0 on stdout too.
+      expect((yield* proc("nbdinfo", ["--help"])).code).toBe(0)
+    })
+  )
+
+  it.live("an unknown option or a bad value is one line with EINVAL and exit status 1, as nbdinfo's 1", () =>
+    Effect.gen(function* () {
+      oneLine(yield* ours(["info", "--bogus"]), /^effect-nbd: unrecognized option '--bogus' \(EINVAL\)\n$/)
+      expect((yield* proc("nbdinfo", ["--bogus"])).code).toBe(1)
+      oneLine(yield* ours(["copy", "-Cx", "a", "b"]), /^effect-nbd: .*integer.* \(EINVAL\)\n$/)
+      oneLine(yield* ours(["info", "--size", "[", "nbdkit"]), /^effect-nbd: '\[' without a matching '\]' \(EINVAL\)\n$/)
+      oneLine(yield* ours(["info", "--totals", "nbd://localhost"]), /--totals only with --map .*\(EINVAL\)\n$/)
+      expect((yield* proc("nbdinfo", ["--totals", "nbd://localhost"])).code).toBe(1)
+    })
+  )
+
+  it.scopedLive("a missing socket says connect: No such file or directory (ENOENT), as nbdinfo", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const uri = `nbd+unix:///?socket=${Path.join(dir, "nope.sock")}`
+      const r = yield* ours(["info", uri])
+      oneLine(r, /^effect-nbd: .*connect: No such file or directory \(ENOENT\)\n$/)
+      const theirs = yield* proc("nbdinfo", [uri])
+      expect(theirs.code).toBe(1)
+      expect(theirs.stderr).toContain("connect: No such file or directory")
+      // --can connect fails the same way (1, not 2), as nbdinfo's does.
+      expect((yield* ours(["info", "--can", "connect", uri])).code).toBe(1)
+      expect((yield* proc("nbdinfo", ["--can", "connect", uri])).code).toBe(1)
+    })
+  )
+
+  it.scopedLive("an unknown export suggests --list, in nbdinfo's words", () =>
+    Effect.gen(function* () {
+      const kit = yield* nbdkit(["--filter=exportname", "memory", "1M", "exportname=good", "exportname-strict=true"])
+      const uri = kit.uri.replace(/^(nbd\+unix:\/\/\/)[^?]*/, "$1wrong")
+      const [a, b] = yield* Effect.all([ours(["info", uri]), proc("nbdinfo", [uri])], { concurrency: 2 })
+      expect(a.code).toBe(1)
+      expect(b.code).toBe(1)
+      const lines = a.stderr.trimEnd().split("\n")
+      expect(lines).toEqual([
+        expect.stringMatching(/^effect-nbd: nbd_opt_go: .*'wrong'.* \(ENOENT\)$/),
+        "effect-nbd: suggestion: to list all exports on the server, use --list"
+      ])
+      expect(b.stderr).toContain("nbdinfo: suggestion: to list all exports on the server, use --list\n")
+    })
+  )
+})
+
+describe("nbdinfo's options", () => {
+  it.scopedLive("--map --totals (text and JSON) is nbdinfo's, on nbdkit and qemu-nbd", () =>
+    Effect.gen(function* () {
+      const data = yield* nbdkit(["data", "@1048576 1 2 3 @536870912 4 5 6", "size=1G"])
+      const qcow2 = yield* qcow2Image("8M", ["write -P 0xab 1M 64k", "write -z 2M 128k", "write -P 1 7M 4k"])
+      const qemu = yield* qemuNbd(qcow2, ["--format=qcow2"])
+      for (const uri of [data.uri, qemu.uri]) {
+        for (const flags of [
+          ["--map", "--totals"],
+          ["--map", "--totals", "--json"],
+          ["--totals", "--map"]
+        ]) {
+          const theirs = yield* proc("nbdinfo", [...flags, uri])
+          expect(theirs.code).toBe(0)
+          expect(yield* ok(["info", ...flags, uri]), flags.join(" ")).toBe(theirs.stdout)
+        }
+      }
+    })
+  )
+
+  it.scopedLive("--is tls and --can answer with nbdinfo's exit status; --has CONTEXT with 0 or 2", () =>
+    Effect.gen(function* () {
+      const kit = yield* nbdkit(["memory", "1M"])
+      for (const flags of [
+        ["--is", "tls"],
+        ["--can", "connect"],
+        ["--can", "fua"]
+      ]) {
+        const [a, b] = yield* Effect.all([ours(["info", ...flags, kit.uri]), proc("nbdinfo", [...flags, kit.uri])])
+        expect(a.code, flags.join(" ")).toBe(b.code)
+      }
+      // nbdinfo 1.14 has no --has (libnbd 1.16 added it): the answers come from the contexts nbdinfo lists.
+      const listed = (yield* proc("nbdinfo", ["--json", kit.uri])).stdout
+      expect(JSON.parse(listed).exports[0].contexts).toEqual(["base:allocation"])
+      expect((yield* ours(["info", "--has", "base:allocation", kit.uri])).code).toBe(0)
+      expect((yield* ours(["info", "--has", "qemu:allocation-depth", kit.uri])).code).toBe(2)
+    })
+  )
+})
+
+describe("nbdcopy's options", () => {
+  it.scopedLive("--progress=FD writes nbdcopy's N/100 lines; -p draws a bar with rate on a non-terminal stderr", () =>
+    Effect.gen(function* () {
+      const source = yield* nbdkit(["--filter=delay", "pattern", "8M", "delay-read=5ms"])
+      const dir = yield* tempDir
+      const oursFile = Path.join(dir, "ours.progress")
+      const theirsFile = Path.join(dir, "theirs.progress")
+      const a = yield* ours(["copy", "--progress=3", source.uri, "null:"], { fd3: oursFile })
+      const b = yield* proc("nbdcopy", ["--progress=3", source.uri, "null:"], { fd3: theirsFile })
+      expect([a.code, b.code]).toEqual([0, 0])
+      const lines = (file: string) => Fs.readFileSync(file, "utf8").trimEnd().split("\n")
+      for (const l of [...lines(oursFile), ...lines(theirsFile)]) expect(l).toMatch(/^\d{1,3}\/100$/)
+      expect(lines(oursFile).at(-1)).toBe(lines(theirsFile).at(-1))
+      const percents = lines(oursFile).map((l) => Number(l.split("/")[0]))
+      expect([...percents].sort((x, y) => x - y)).toEqual(percents)
+      const bar = yield* ours(["copy", "-p", source.uri, "null:"])
+      expect(bar.code).toBe(0)
+      expect(bar.stderr).toMatch(/ 100% \[\*{40}\] [\d.]+ [KMG]?i?B\/s\n$/)
+      const theirsBar = yield* proc("nbdcopy", ["-p", source.uri, "null:"])
+      expect(theirsBar.stderr).toMatch(/ 100% \[\*{40}\]\n$/)
+    })
+  )
+
+  it.scopedLive(
+    "--destination-is-zero, --target-is-zero, --flush, --no-extents, -S 0, --synchronous, -v copy what nbdcopy copies",
+    () =>
+      Effect.gen(function* () {
+        const dir = yield* tempDir
+        const log = Path.join(dir, "nbdkit.log")
+        const source = yield* nbdkit([
+          "--filter=log",
+          "data",
+          "@65536 1 2 3 @1048576 4 5 6 @2097150 7 8",
+          "size=2M",
+          `logfile=${log}`
+        ])
+        const reference = Path.join(dir, "reference.img")
+        expect((yield* proc("nbdcopy", [source.uri, reference])).code).toBe(0)
+        const cases: ReadonlyArray<ReadonlyArray<string>> = [
+          ["--destination-is-zero"],
+          ["--target-is-zero"],
+          ["--flush"],
+          ["--no-extents"],
+          ["-S", "0"],
+          ["--sparse=0"],
+          ["--synchronous"],
+          ["-v"]
+        ]
+        for (const [i, flags] of cases.entries()) {
+          const out = Path.join(dir, `out${i}.img`)
+          const theirs = Path.join(dir, `theirs${i}.img`)
+          const r = yield* ours(["copy", ...flags, source.uri, out])
+          expect(r.code, flags.join(" ")).toBe(0)
+          expect((yield* proc("nbdcopy", [...flags, source.uri, theirs])).code, flags.join(" ")).toBe(0)
+          expect(sha256(out), flags.join(" ")).toBe(sha256(reference))
+          expect(sha256(theirs), flags.join(" ")).toBe(sha256(reference))
+          if (flags[0] === "-v") expect(r.stderr).toMatch(/^effect-nbd: copy: .* 2097152 bytes: /s)
+          else expect(r.stderr).toBe("")
+        }
+        // -S 0 writes every byte as data, so the file is fully allocated; the default keeps holes.
+        expect(Fs.statSync(Path.join(dir, "out4.img")).blocks * 512).toBeGreaterThanOrEqual(2 << 20)
+        expect(Fs.statSync(Path.join(dir, "out0.img")).blocks * 512).toBeLessThan(1 << 20)
+        // --no-extents: the source is asked for no block status.
+        const count = (what: RegExp) =>
+          Fs.readFileSync(log, "utf8")
+            .split("\n")
+            .filter((l) => what.test(l)).length
+        const before = [count(/ Extents /), count(/ Read /)]
+        yield* ok(["copy", "--no-extents", source.uri, "null:"])
+        expect(count(/ Extents /)).toBe(before[0])
+        expect(count(/ Read /)).toBeGreaterThan(before[1]!)
+        yield* ok(["copy", source.uri, "null:"])
+        expect(count(/ Extents /)).toBeGreaterThan(before[0]!)
+      }),
+    120_000
+  )
+})
