@@ -78,11 +78,16 @@ const prepared = Argv.prepare(process.argv.slice(2))
 const main: Effect.Effect<void, unknown> =
   prepared._tag === "Help"
     ? Effect.sync(() => void process.stdout.write(Help.text(prepared.subcommand)))
-    : prepared._tag === "Version"
-      ? Effect.sync(() => void process.stdout.write(Help.version()))
-      : prepared._tag === "Error"
-        ? Effect.fail(new Common.CliError({ message: prepared.message }))
-        : quiet(cli([...process.argv.slice(0, 2), ...prepared.argv])).pipe(Effect.provide(environment))
+    : prepared._tag === "Usage"
+      ? Effect.zipRight(
+          Effect.sync(() => void process.stderr.write(Help.text(undefined))),
+          Effect.fail(new Common.ExitStatus({ code: 1 }))
+        )
+      : prepared._tag === "Version"
+        ? Effect.sync(() => void process.stdout.write(Help.version()))
+        : prepared._tag === "Error"
+          ? Effect.fail(new Common.CliError({ message: prepared.message }))
+          : quiet(cli([...process.argv.slice(0, 2), ...prepared.argv])).pipe(Effect.provide(environment))
 
 NodeRuntime.runMain(main, {
   disableErrorReporting: true,

@@ -7,7 +7,7 @@ import { execFileSync, spawn } from "node:child_process"
 import * as Crypto from "node:crypto"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
-import { nbdkit, qcow2Image, qemuNbd, tempDir } from "./util/peers.js"
+import { nbdkit, qcow2Image, qemuNbd, run, tempDir } from "./util/peers.js"
 
 const root = Path.resolve(__dirname, "../../..")
 const manifest = JSON.parse(Fs.readFileSync(Path.join(root, "packages/node/package.json"), "utf8")) as {
@@ -156,6 +156,12 @@ describe("help and errors", () => {
       )
       // nbdinfo --help exits 0 on stdout too.
       expect((yield* proc("nbdinfo", ["--help"])).code).toBe(0)
+      // No arguments at all: the usage on stderr and exit status 1, as nbdinfo.
+      const bare = yield* ours([])
+      expect([bare.code, bare.stdout]).toEqual([1, ""])
+      expect(bare.stderr).toContain("Examples:")
+      const theirs = yield* proc("nbdinfo", [])
+      expect([theirs.code, theirs.stdout]).toEqual([1, ""])
     })
   )
 
@@ -219,6 +225,50 @@ describe("nbdinfo's options", () => {
           expect(yield* ok(["info", ...flags, uri]), flags.join(" ")).toBe(theirs.stdout)
         }
       }
+    })
+  )
+
+  it.scopedLive(
+    "--map=CONTEXT for qemu's contexts (allocation depth, a dirty bitmap) is nbdinfo's, with --totals and --json",
+    () =>
+      Effect.gen(function* () {
+        const dir = yield* tempDir
+        const base = Path.join(dir, "base.qcow2")
+        const top = Path.join(dir, "top.qcow2")
+        yield* run("qemu-img", ["create", "-q", "-f", "qcow2", base, "4M"])
+        yield* run("qemu-io", ["-f", "qcow2", "-c", "write -P 1 0 1M", base])
+        yield* run("qemu-img", ["create", "-q", "-f", "qcow2", "-b", base, "-F", "qcow2", top])
+        yield* run("qemu-io", ["-f", "qcow2", "-c", "write -P 2 2M 64k", top])
+        yield* run("qemu-img", ["bitmap", "--add", top, "b0"])
+        yield* run("qemu-io", ["-f", "qcow2", "-c", "write -P 3 3M 64k", top])
+        const qemu = yield* qemuNbd(top, ["--format=qcow2", "-r", "-A", "-B", "b0"])
+        for (const context of ["qemu:allocation-depth", "qemu:dirty-bitmap:b0"])
+          for (const flags of [[], ["--totals"], ["--json"], ["--totals", "--json"]]) {
+            const args = [`--map=${context}`, ...flags, qemu.uri]
+            const theirs = yield* proc("nbdinfo", args)
+            expect(theirs.code).toBe(0)
+            expect(yield* ok(["info", ...args]), args.join(" ")).toBe(theirs.stdout)
+          }
+        expect((yield* ours(["info", "--has", "qemu:dirty-bitmap:b0", qemu.uri])).code).toBe(0)
+        expect((yield* ours(["info", "--has", "qemu:dirty-bitmap:nope", qemu.uri])).code).toBe(2)
+      })
+  )
+
+  it.scopedLive("--content is file(1)'s, as nbdinfo's; without file(1), --content says so plainly", () =>
+    Effect.gen(function* () {
+      const qcow2 = yield* qcow2Image("1M", ["write -P 1 0 64k"])
+      const qemu = yield* qemuNbd(qcow2, ["--format=qcow2", "-r"])
+      const kit = yield* nbdkit(["pattern", "1M"])
+      for (const uri of [qemu.uri, kit.uri]) {
+        const theirs = yield* proc("nbdinfo", ["--list", "--content", uri])
+        expect(theirs.stdout).toContain("\tcontent: ")
+        expect(yield* ok(["info", "--list", "--content", uri])).toBe(theirs.stdout)
+      }
+      const empty = yield* tempDir
+      const r = yield* ours(["info", "--content", kit.uri], { env: { PATH: empty } })
+      expect(r.code).toBe(0)
+      expect(r.stdout).not.toContain("content:")
+      expect(r.stderr).toBe("effect-nbd: warning: --content: cannot run file(1), content not shown (ENOENT)\n")
     })
   )
 

@@ -28,6 +28,7 @@ export interface Subprocess {
 export type Prepared =
   | { readonly _tag: "Run"; readonly argv: ReadonlyArray<string> }
   | { readonly _tag: "Help"; readonly subcommand: string | undefined }
+  | { readonly _tag: "Usage" }
   | { readonly _tag: "Version" }
   | { readonly _tag: "Error"; readonly message: string }
 
@@ -100,6 +101,8 @@ const placeholder = (s: Subprocess): string => {
  * @category parsing
  */
 export const prepare = (args: ReadonlyArray<string>): Prepared => {
+  // Nothing at all: the usage on stderr and exit status 1, as nbdinfo and nbdcopy without arguments.
+  if (args.length === 0) return { _tag: "Usage" }
   const first = args[0]
   const subcommand = (subcommands as ReadonlyArray<string>).includes(first ?? "") ? first : undefined
   const out: Array<string> = []

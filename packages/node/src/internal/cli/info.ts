@@ -53,8 +53,12 @@ interface ExportFacts {
   readonly size: bigint
 }
 
-/** The first 8 KiB run through file(1), as nbdinfo probes content; best effort, undefined on any failure. */
-const probeContent = (h: Nbd.Handle, size: bigint): Effect.Effect<string | undefined> =>
+/**
+ * The first 8 KiB run through file(1), as nbdinfo probes content: the library itself cannot say what an
+ * export holds. Undefined when it cannot tell; when file(1) cannot be run and `--content` was asked for,
+ * a warning says so plainly (nbdinfo leaves the line out without a word).
+ */
+const probeContent = (h: Nbd.Handle, size: bigint, explicit: boolean): Effect.Effect<string | undefined> =>
   Effect.gen(function* () {
     const n = Number(size < 8192n ? size : 8192n)
     const data = n > 0 ? yield* Nbd.pread(h, n, 0) : new Uint8Array(0)
@@ -64,9 +68,13 @@ const probeContent = (h: Nbd.Handle, size: bigint): Effect.Effect<string | undef
         Effect.async<string | undefined>((resume) => {
           const file = Path.join(dir, "content")
           Fs.writeFileSync(file, data)
-          execFile("file", ["-b", file], (error, stdout) =>
+          execFile("file", ["-b", file], (error, stdout) => {
+            if (error && explicit) {
+              const code = typeof error.code === "string" ? error.code : "EIO"
+              process.stderr.write(`effect-nbd: warning: --content: cannot run file(1), content not shown (${code})\n`)
+            }
             resume(Effect.succeed(error ? undefined : stdout.split("\n")[0]))
-          )
+          })
         }),
       (dir) => Effect.sync(() => Fs.rmSync(dir, { recursive: true, force: true }))
     )
@@ -89,7 +97,8 @@ const optional = <A>(effect: Effect.Effect<A, NbdError.NbdError>): Effect.Effect
 const gather = (
   h: Nbd.Handle,
   listedDescription: string | undefined,
-  content: boolean
+  content: boolean,
+  explicit = false
 ): Effect.Effect<ExportFacts, NbdError.NbdError> =>
   Effect.gen(function* () {
     if (yield* Nbd.aioIsNegotiating(h)) yield* Effect.orElse(Nbd.optInfo(h), () => Nbd.optGo(h))
@@ -123,7 +132,7 @@ const gather = (
     let probed: string | undefined
     if (content) {
       if (yield* Nbd.aioIsNegotiating(h)) yield* Nbd.optGo(h)
-      probed = yield* probeContent(h, size)
+      probed = yield* probeContent(h, size, explicit)
     }
     return { name, description, content: probed, uri, contexts, flags, blockSizes, size }
   })
@@ -173,13 +182,18 @@ const header = (h: Nbd.Handle, json: boolean): Effect.Effect<string, NbdError.Nb
 /** Default mode and `--list`: one export or every export the server lists. */
 const showExports = (
   uri: string,
-  options: { readonly json: boolean; readonly list: boolean; readonly content: boolean }
+  options: {
+    readonly json: boolean
+    readonly list: boolean
+    readonly content: boolean
+    readonly explicitContent: boolean
+  }
 ): Effect.Effect<string, Common.Failure, Scope.Scope> =>
   Effect.gen(function* () {
     const h = yield* Common.connect(uri, { optMode: true, fullInfo: true })
     const head = yield* header(h, options.json)
     const exports: Array<ExportFacts> = []
-    if (!options.list) exports.push(yield* gather(h, undefined, options.content))
+    if (!options.list) exports.push(yield* gather(h, undefined, options.content, options.explicitContent))
     else {
       const listed = yield* Nbd.optList(h)
       for (const entry of listed) {
@@ -189,7 +203,7 @@ const showExports = (
             Effect.gen(function* () {
               const h2 = yield* Common.connect(uri, { optMode: true, fullInfo: true })
               yield* Nbd.setExportName(h2, entry.name)
-              return yield* gather(h2, entry.description, true)
+              return yield* gather(h2, entry.description, true, options.explicitContent)
             })
           )
           exports.push(facts)
@@ -367,7 +381,8 @@ export const command = Command.make(
           output = yield* showExports(uri, {
             json: o.json,
             list: o.list,
-            content: o.noContent ? false : o.content || !o.list
+            content: o.noContent ? false : o.content || !o.list,
+            explicitContent: o.content
           }).pipe(
             // As nbdinfo: a missing export suggests listing them.
             Effect.catchIf(
