@@ -4,9 +4,12 @@
 #   pnpm fuzz [--duration SECONDS] [--seed N]      (default: 600 s in all, a seed from the clock)
 #
 # A fuzzer is a directory packages/<pkg>/test/fuzz with a run.ts taking `--seed N --duration SECONDS` and a
-# tsconfig.json that compiles it (and the test helpers it imports) into packages/<pkg>/build/fuzz. Today:
+# tsconfig.fuzz.json that compiles it (and the test helpers it imports) into packages/<pkg>/build/fuzz. Today:
 # packages/node (hostile servers against the client); packages/test-server (hostile clients against the test
 # server) joins when its fuzz directory has those two files.
+#
+# The file is not named tsconfig.json: a project file inside the test project's folders stops the Effect
+# language service (the lint's diagnostics) from loading that project.
 #
 # How the TypeScript runs: no loader (tsx, ts-node) is installed, so tsc compiles each fuzzer after
 # `pnpm build` has built the packages it imports, and node runs the JavaScript (the packages resolve to their
@@ -28,7 +31,7 @@ done
 fuzzers=()
 for pkg in node test-server; do
   dir="packages/$pkg/test/fuzz"
-  if [ -f "$dir/run.ts" ] && [ -f "$dir/tsconfig.json" ]; then fuzzers+=("$pkg"); fi
+  if [ -f "$dir/run.ts" ] && [ -f "$dir/tsconfig.fuzz.json" ]; then fuzzers+=("$pkg"); fi
 done
 if [ ${#fuzzers[@]} -eq 0 ]; then echo "no fuzzers found" >&2; exit 2; fi
 share=$((duration / ${#fuzzers[@]}))
@@ -36,7 +39,7 @@ share=$((duration / ${#fuzzers[@]}))
 npx tsc -b tsconfig.build.json
 status=0
 for pkg in "${fuzzers[@]}"; do
-  npx tsc -b "packages/$pkg/test/fuzz/tsconfig.json"
+  npx tsc -b "packages/$pkg/test/fuzz/tsconfig.fuzz.json"
   # The entry point's place under build/fuzz follows the tsconfig's rootDir (test/ or test/fuzz/).
   entry="packages/$pkg/build/fuzz/fuzz/run.js"
   [ -f "$entry" ] || entry="packages/$pkg/build/fuzz/run.js"

@@ -5,7 +5,7 @@
  *
  * Regenerate (needs nbdkit and qemu-nbd; our test server runs in-process):
  *
- *   pnpm build && npx tsc -b packages/node/test/fuzz/tsconfig.json && node packages/node/build/fuzz/fuzz/record.js
+ *   pnpm build && npx tsc -b packages/node/test/fuzz/tsconfig.fuzz.json && node packages/node/build/fuzz/fuzz/record.js
  *
  * The client is deterministic (cookies count up from 1, the session writes a fixed pattern), so a
  * re-recording differs only where a server's own answers do.

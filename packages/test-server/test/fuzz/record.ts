@@ -5,7 +5,7 @@
  *
  * Regenerate (needs libnbd-bin, python3-libnbd and qemu-utils):
  *
- *   pnpm build && npx tsc -b packages/test-server/test/fuzz/tsconfig.json &&
+ *   pnpm build && npx tsc -b packages/test-server/test/fuzz/tsconfig.fuzz.json &&
  *     node packages/test-server/build/fuzz/fuzz/record.js
  *
  * The clients are deterministic (cookies count up, payloads are fixed), so a re-recording differs only

@@ -1,7 +1,7 @@
 /**
  * The long hostile-client fuzz of the test server, as a program:
  *
- *   pnpm build && npx tsc -b packages/test-server/test/fuzz/tsconfig.json &&
+ *   pnpm build && npx tsc -b packages/test-server/test/fuzz/tsconfig.fuzz.json &&
  *     node packages/test-server/build/fuzz/fuzz/run.js [--seed N] [--duration SECONDS] [--iterations N]
  *
  * Prints the iterations, the outcome counts and the peak RSS as JSON, and exits 1 when a case broke a rule
