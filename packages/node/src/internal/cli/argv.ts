@@ -72,6 +72,8 @@ const known: Record<string, Readonly<Record<string, boolean>>> = {
     "--sparse": true,
     "-S": true,
     "--synchronous": false,
+    "--blkhash": false,
+    "--blkhash-file": true,
     "--verbose": false,
     "-v": false
   },
@@ -146,6 +148,7 @@ export const prepare = (args: ReadonlyArray<string>): Prepared => {
       }
     }
     if (a === "--map" && subcommand === "info") out.push("--map=base:allocation")
+    else if (a === "--blkhash" && subcommand === "copy") out.push("--blkhash=sha256")
     else if (a.startsWith("--progress=") && subcommand === "copy") out.push("--progress-fd", a.slice(11))
     else if (/^-[A-Za-z]./.test(a) && valueShorts[subcommand]!.has(a[1]!))
       out.push(a.slice(0, 2), a.slice(a[2] === "=" ? 3 : 2))

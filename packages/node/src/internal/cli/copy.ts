@@ -21,6 +21,7 @@ import * as Stream from "effect/Stream"
 import * as Fs from "node:fs"
 import type { Readable } from "node:stream"
 import * as NodeNbd from "../../NodeNbd.js"
+import * as Blkhash from "./blkhash.js"
 import * as Common from "./common.js"
 
 /** Where bytes come from or go to. */
@@ -145,6 +146,8 @@ interface CopyOptions {
   readonly extents: boolean
   readonly sparse: boolean
   readonly verbose: boolean
+  readonly blkhash: Blkhash.Spec | undefined
+  readonly blkhashFile: string | undefined
 }
 
 /**
@@ -194,14 +197,31 @@ const copy = (
         : src._tag === "File"
           ? NbdCopy.file(src.path)
           : NbdCopy.fromStream(stdin(options.requestSize))
+    const hash = options.blkhash === undefined ? undefined : new Blkhash.Blkhash(options.blkhash)
+    if (hash !== undefined && dst._tag !== "Null" && dst._tag !== "Stdio")
+      return yield* new Common.CliError({
+        message: "--blkhash: only with the destination null: or - for now (ENOTSUP)"
+      })
+    if (hash !== undefined && dst._tag === "Stdio" && options.blkhashFile === undefined)
+      return yield* new Common.CliError({
+        message: "--blkhash: the destination - is stdout, so the hash needs --blkhash-file (EINVAL)"
+      })
+    // With --blkhash the bytes arrive in order through a sink, which hashes them (and writes them for -).
+    const hashing = (write: boolean): Sink.Sink<void, Uint8Array, never, Common.CliError> =>
+      Sink.forEach((chunk: Uint8Array) => {
+        hash!.update(chunk)
+        return write ? Common.writeStdout(chunk) : Effect.void
+      })
     const destination: Destination =
       dst._tag === "Nbd"
         ? yield* pool(dst.uri, options.connections, { requestMetaContext: false })
         : dst._tag === "File"
           ? NbdCopy.file(dst.path)
           : dst._tag === "Null"
-            ? NbdCopy.discard
-            : NbdCopy.toSink(stdout)
+            ? hash !== undefined
+              ? NbdCopy.toSink(hashing(false))
+              : NbdCopy.discard
+            : NbdCopy.toSink(hash !== undefined ? hashing(true) : stdout)
     const settings: NbdCopy.Options = {
       connections: options.connections,
       requests: options.requests,
@@ -254,6 +274,17 @@ const copy = (
       SystemError: (e) => Effect.fail(fileError(e)),
       BadArgument: (e) => Effect.fail(fileError(e))
     })
+    if (hash !== undefined) {
+      const line = `${hash.hexDigest()}\n`
+      if (options.blkhashFile === undefined) yield* Common.writeStdout(line)
+      else {
+        const file = options.blkhashFile
+        yield* Effect.try({
+          try: () => Fs.writeFileSync(file, line),
+          catch: (e) => Common.systemError(`--blkhash-file: ${file}`, e)
+        })
+      }
+    }
   })
 
 const isOpen = (fd: number): boolean => {
@@ -323,6 +354,14 @@ export const command = Command.make(
       Options.withDefault(4096)
     ),
     synchronous: Options.boolean("synchronous").pipe(Options.withDescription("one connection, one request in flight")),
+    blkhash: Options.text("blkhash").pipe(
+      Options.withDescription("the block hash of the source, DIGEST[/BLOCKSIZE] (default sha256/64K)"),
+      Options.optional
+    ),
+    blkhashFile: Options.text("blkhash-file").pipe(
+      Options.withDescription("write the block hash to this file instead of stdout"),
+      Options.optional
+    ),
     verbose: Options.boolean("verbose").pipe(Options.withAlias("v"), Options.withDescription("say what the copy does")),
     source: Args.text({ name: "SRC" }).pipe(Args.withDescription("NBD URI, file, - (stdin)")),
     destination: Args.text({ name: "DST" }).pipe(Args.withDescription("NBD URI, file, - (stdout) or null:"))
@@ -341,7 +380,18 @@ export const command = Command.make(
           return yield* new Common.CliError({
             message: `--progress=${o.progressFd.value}: not an open file descriptor (EBADF)`
           })
+        let blkhash: Blkhash.Spec | undefined
+        if (Option.isSome(o.blkhash)) {
+          const parsed = Blkhash.parseSpec(o.blkhash.value, (text) =>
+            Effect.runSync(Effect.option(Common.parseSize("--blkhash", text))).pipe(Option.getOrUndefined)
+          )
+          if ("error" in parsed) return yield* new Common.CliError({ message: parsed.error })
+          blkhash = parsed.spec
+        } else if (Option.isSome(o.blkhashFile))
+          return yield* new Common.CliError({ message: "--blkhash-file needs --blkhash (EINVAL)" })
         yield* copy(endpoint(o.source), endpoint(o.destination), {
+          blkhash,
+          blkhashFile: Option.getOrUndefined(o.blkhashFile),
           connections,
           requests,
           requestSize,

@@ -66,7 +66,8 @@ Examples:
 const copy = `
 Copy to and from an NBD server:
 
-    effect-nbd copy [-C N|--connections=N] [-R N|--requests=N] [--request-size=N]
+    effect-nbd copy [--blkhash[=DIGEST[/SIZE]]] [--blkhash-file=FILE]
+                    [-C N|--connections=N] [-R N|--requests=N] [--request-size=N]
                     [--destination-is-zero|--target-is-zero] [--flush]
                     [--no-extents] [-p|--progress|--progress=FD]
                     [-S N|--sparse=N] [--synchronous] [-v|--verbose]
@@ -80,6 +81,9 @@ Defaults (nbdcopy's): 4 connections (when the server advertises multi-conn),
 or written as zeroes (-S 0 writes every byte as data); an NBD destination is
 flushed at the end (--flush also fsyncs a file). --progress=FD writes "N/100"
 lines to FD; -p draws a bar with the rate and time left on stderr.
+--blkhash prints libnbd's block hash of the source (default sha256 over 64K
+blocks; DIGEST is any of node's, e.g. md5, sha512/512k), for now only when the
+destination is null: or - (then give --blkhash-file).
 
 Other options:
 
@@ -91,6 +95,7 @@ Examples:
     effect-nbd copy nbd://example.com local.img
     effect-nbd copy -C4 -R64 --request-size=1M local.img nbd://example.com
     effect-nbd copy nbd://example.com - | file -
+    effect-nbd copy --blkhash nbd://example.com null:
     cat disk1 disk2 | effect-nbd copy -- - [ qemu-nbd -f qcow2 output.qcow2 ]
 `
 
