@@ -39,7 +39,7 @@ const validationMessage = (error: ValidationError.ValidationError): string => {
     .replace(/\x1b\[[0-9;]*m/g, "")
     .replace(/\s+/g, " ")
     .trim()
-  return `${plain || "invalid command line"} (EINVAL)`
+  return `${Argv.show(plain) || "invalid command line"} (EINVAL)`
 }
 
 /** Exit status of a run: 0, the failure's own status, or 1 with its one-line message on stderr. */

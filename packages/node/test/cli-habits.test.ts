@@ -173,6 +173,17 @@ describe("help and errors", () => {
       oneLine(yield* ours(["info", "--size", "[", "nbdkit"]), /^effect-nbd: '\[' without a matching '\]' \(EINVAL\)\n$/)
       oneLine(yield* ours(["info", "--totals", "nbd://localhost"]), /--totals only with --map .*\(EINVAL\)\n$/)
       expect((yield* proc("nbdinfo", ["--totals", "nbd://localhost"])).code).toBe(1)
+      // A missing value is getopt's "requires an argument", as nbdinfo says it.
+      oneLine(yield* ours(["info", "--can"]), /^effect-nbd: option '--can' requires an argument \(EINVAL\)\n$/)
+      const theirs = yield* proc("nbdinfo", ["--can"])
+      expect(theirs.code).toBe(1)
+      expect(theirs.stderr).toContain("option '--can' requires an argument")
+      oneLine(yield* ours(["dump", "-n"]), /^effect-nbd: option '-n' requires an argument \(EINVAL\)\n$/)
+      // An extra argument names the subprocess as it was written.
+      oneLine(
+        yield* ours(["info", "nbd://localhost", "[", "nbdkit", "memory", "1M", "]"]),
+        /^effect-nbd: Received unknown argument: '\[ nbdkit memory 1M \]' \(EINVAL\)\n$/
+      )
     })
   )
 

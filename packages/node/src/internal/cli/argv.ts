@@ -91,6 +91,17 @@ const subprocesses: Array<Subprocess> = []
 export const subprocessOf = (arg: string): Subprocess | undefined =>
   arg.startsWith(PLACEHOLDER) ? subprocesses[Number(arg.slice(PLACEHOLDER.length))] : undefined
 
+/**
+ * An argument as a message shows it: a subprocess placeholder as the command it stands for.
+ * @since 0.2.0
+ * @category subprocess
+ */
+export const show = (text: string): string =>
+  text.replace(/\u0000subprocess:(\d+)/g, (_, i: string) => {
+    const s = subprocesses[Number(i)]
+    return s === undefined ? "[ ]" : s._tag === "Command" ? `-- ${s.argv.join(" ")}` : `[ ${s.argv.join(" ")} ]`
+  })
+
 const placeholder = (s: Subprocess): string => {
   subprocesses.push(s)
   return `${PLACEHOLDER}${subprocesses.length - 1}`
@@ -142,11 +153,14 @@ export const prepare = (args: ReadonlyArray<string>): Prepared => {
       const takesValue = known[subcommand]![name]
       if (takesValue === undefined) return { _tag: "Error", message: `unrecognized option '${a}' (EINVAL)` }
       // The value of `--can X` or `-C 4` is not an option, even when it starts with "-".
-      if (takesValue && !a.includes("=") && a.length === name.length && i + 1 < args.length) {
+      if (takesValue && !a.includes("=") && a.length === name.length) {
+        if (i + 1 >= args.length) return { _tag: "Error", message: `option '${a}' requires an argument (EINVAL)` }
         out.push(a, args[++i]!)
         continue
       }
     }
+    if (a === "--map=" && subcommand === "info")
+      return { _tag: "Error", message: "--map=: the meta context name is empty (EINVAL)" }
     if (a === "--map" && subcommand === "info") out.push("--map=base:allocation")
     else if (a === "--blkhash" && subcommand === "copy") out.push("--blkhash=sha256")
     else if (a.startsWith("--progress=") && subcommand === "copy") out.push("--progress-fd", a.slice(11))
