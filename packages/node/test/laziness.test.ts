@@ -14,6 +14,7 @@ import * as TlsPsk from "@effect-nbd/core/TlsPsk"
 import * as Transport from "@effect-nbd/core/Transport"
 import * as NodeNbd from "@effect-nbd/node/NodeNbd"
 import * as Backend from "@effect-nbd/test-server/Backend"
+import * as FileBackend from "@effect-nbd/test-server/FileBackend"
 import * as TestServer from "@effect-nbd/test-server/TestServer"
 import { describe, expect, it } from "@effect/vitest"
 import * as NodeSocket from "@effect/platform-node/NodeSocket"
@@ -47,6 +48,7 @@ const modules = {
   "core/Transport": Transport,
   "node/NodeNbd": NodeNbd,
   "test-server/Backend": Backend,
+  "test-server/FileBackend": FileBackend,
   "test-server/TestServer": TestServer
 } as const
 
@@ -659,7 +661,26 @@ const testServer: Record<keyof typeof TestServer & string, Entry | undefined> = 
     () => Effect.flatMap(TestServer.make(config), (s) => Effect.succeed(s.uri)),
     ok((uri) => expect(String(uri)).toMatch(/^nbd\+unix:\/\/\//))
   ),
+  serveSocket: onNothing(
+    // Run, it checks the configuration first: an invalid one fails, and the socket is not touched.
+    () => TestServer.serveSocket({ exports: [] }, new Net.Socket()),
+    (exit) =>
+      Effect.sync(() => {
+        expect(Exit.isFailure(exit) && exit.cause._tag === "Fail" ? exit.cause.error : exit).toMatchObject({
+          _tag: "TestServerError",
+          reason: "Config"
+        })
+      })
+  ),
   layer: pure("a Layer")
+}
+
+const fileBackend: Record<keyof typeof FileBackend & string, Entry | undefined> = {
+  // Opens the file when run (this test file, read-only): the backend has its size.
+  make: onNothing(
+    () => FileBackend.make(__filename, { readOnly: true }),
+    ok((b) => expect((b as Backend.Backend).size).toBe(BigInt(Fs.statSync(__filename).size)))
+  )
 }
 
 const backend: Record<keyof typeof Backend & string, Entry | undefined> = {
@@ -767,6 +788,7 @@ const table: Record<keyof typeof modules, Record<string, Entry | undefined>> = {
   "core/Transport": { Transport: pure("a Context.Tag class"), make: pure("a service value") },
   "node/NodeNbd": nodeNbd,
   "test-server/Backend": backend,
+  "test-server/FileBackend": fileBackend,
   "test-server/TestServer": testServer
 }
 

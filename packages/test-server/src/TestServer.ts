@@ -29,6 +29,7 @@ import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import * as Fs from "node:fs"
+import type * as Net from "node:net"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import * as Tls from "node:tls"
@@ -200,21 +201,30 @@ export const Fault = Schema.Struct({
 
 /**
  * One export: its name ("" is the default export), size, optional description, read-only flag, backend
- * (default "memory", sparse) and faults (added to the server-wide `faults`).
+ * (default "memory", sparse; or a ready `Backend`, e.g. from `FileBackend.make`, whose size is the default)
+ * and faults (added to the server-wide `faults`).
  *
  * @since 0.1.0
  * @category config
  */
 export const ExportConfig = Schema.Struct({
   name: Schema.String.pipe(Schema.filter((s) => utf8Length(s) <= 4096 || "an export name has at most 4096 bytes")),
-  size: Size,
+  /** Required for a named backend; for a ready `Backend`, default its own size. */
+  size: Schema.optional(Size),
   description: Schema.optional(
     Schema.String.pipe(Schema.filter((s) => utf8Length(s) <= 4096 || "a description has at most 4096 bytes"))
   ),
   readOnly: Schema.optional(Schema.Boolean),
   backend: Schema.optional(BackendSpec),
   faults: Schema.optional(Schema.Array(Fault))
-})
+}).pipe(
+  Schema.filter(
+    (e) =>
+      e.size !== undefined ||
+      Backend.isBackend(e.backend) ||
+      `export "${e.name}" needs a size (only a ready Backend brings its own)`
+  )
+)
 
 /**
  * Where the server listens: a Unix socket (default: a fresh temporary path) or a TCP port on a host
@@ -553,11 +563,11 @@ const resolve = (
   tls: Connection.TlsSettings | undefined
 ): Connection.Settings => {
   const exports = (config.exports ?? [{ name: "", size: DEFAULT_SIZE }]).map((e): Connection.ResolvedExport => {
-    const backend = makeBackend(e.backend, e.size)
+    const backend = makeBackend(e.backend, e.size ?? DEFAULT_SIZE)
     return {
       name: e.name,
       description: e.description,
-      size: e.size,
+      size: e.size ?? backend.size,
       readOnly: (e.readOnly ?? false) || backend.readOnly,
       backend,
       faults: [...(config.faults ?? []), ...(e.faults ?? [])].map(resolveFault)
@@ -586,6 +596,32 @@ const tempSocketPath = Effect.acquireRelease(
   (dir) => Effect.sync(() => Fs.rmSync(dir, { recursive: true, force: true }))
 ).pipe(Effect.map((dir) => Path.join(dir, "nbd.sock")))
 
+const decodeConfig = (config: Config) =>
+  Schema.decodeUnknown(Config)(config).pipe(
+    Effect.mapError(
+      (error) =>
+        new TestServerError({
+          reason: "Config",
+          message: ParseResult.TreeFormatter.formatErrorSync(error),
+          cause: error
+        })
+    )
+  )
+
+/**
+ * Serves one client on a connected socket, as `nbdkit -s` serves its stdin: validates the configuration
+ * (its `listen` is ignored), then serves until the client leaves or the scope closes.
+ *
+ * @since 0.1.0
+ * @category constructors
+ */
+export const serveSocket = (config: Config, socket: Net.Socket): Effect.Effect<void, TestServerError, Scope.Scope> =>
+  Effect.gen(function* () {
+    const decoded = yield* decodeConfig(config)
+    const settings = resolve(decoded, yield* resolveTls(decoded))
+    yield* Connection.serve(settings, socket)
+  })
+
 /**
  * Starts a server for the scope: validates the configuration, listens, and serves every connection until
  * the scope closes (open connections are then dropped).
@@ -595,16 +631,7 @@ const tempSocketPath = Effect.acquireRelease(
  */
 export const make = (config: Config = {}): Effect.Effect<Service, TestServerError, Scope.Scope> =>
   Effect.gen(function* () {
-    const decoded = yield* Schema.decodeUnknown(Config)(config).pipe(
-      Effect.mapError(
-        (error) =>
-          new TestServerError({
-            reason: "Config",
-            message: ParseResult.TreeFormatter.formatErrorSync(error),
-            cause: error
-          })
-      )
-    )
+    const decoded = yield* decodeConfig(config)
     const settings = resolve(decoded, yield* resolveTls(decoded))
     const listen = decoded.listen ?? { _tag: "Unix" as const }
     const host = listen._tag === "Tcp" ? (listen.host ?? "127.0.0.1") : "127.0.0.1"

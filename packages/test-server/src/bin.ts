@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 /**
- * The `effect-nbd-server` command: an NBD test server with nbdkit's habits (`-U`, `-p`, `-r`, `-P`, `-f`,
- * `--run`). See `effect-nbd-server --help`.
+ * The `effect-nbd-server` command: an NBD test server with nbdkit's habits (`-U`, `-p`, `-s`, `-r`, `-P`,
+ * `-f`, `--run`, `--exit-with-parent`, `PLUGIN ARG`). See `effect-nbd-server --help`.
  *
  * @since 0.1.0
  */
@@ -9,7 +9,10 @@ import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import { spawn } from "node:child_process"
+import type * as Scope from "effect/Scope"
 import * as Fs from "node:fs"
+import * as Net from "node:net"
+import * as FileBackend from "./FileBackend.js"
 import * as Cli from "./internal/cli.js"
 import * as TestServer from "./TestServer.js"
 
@@ -44,18 +47,63 @@ const runCommand = (command: string, env: Record<string, string>): Effect.Effect
     })
   })
 
+const writePidfile = (pidfile: string | undefined) =>
+  pidfile === undefined
+    ? Effect.void
+    : Effect.try({
+        try: () => Fs.writeFileSync(pidfile, `${process.pid}\n`),
+        catch: (error) =>
+          new TestServer.TestServerError({ reason: "Listen", message: `cannot write pidfile: ${String(error)}` })
+      })
+
+/** The configuration, with the file plugin's export opened for the scope. */
+const configOf = (options: Cli.Options): Effect.Effect<TestServer.Config, TestServer.TestServerError, Scope.Scope> =>
+  options.file === undefined
+    ? Effect.succeed(options.config)
+    : FileBackend.make(options.file, { readOnly: options.config.exports?.[0]?.readOnly ?? false }).pipe(
+        Effect.mapError((error) => new TestServer.TestServerError({ reason: "Config", message: error.message })),
+        Effect.map((backend) => ({
+          ...options.config,
+          exports: (options.config.exports ?? [{ name: "" }]).map((e) => ({ ...e, backend }))
+        }))
+      )
+
+/** `-s`: one client on stdin, which must be a socket (stdin and stdout are the same socket). */
+const serveStdin = (options: Cli.Options): Effect.Effect<number, TestServer.TestServerError> =>
+  Effect.scoped(
+    Effect.gen(function* () {
+      const config = yield* configOf(options)
+      const isSocket = yield* Effect.try({
+        try: () => Fs.fstatSync(0).isSocket(),
+        catch: (error) => new TestServer.TestServerError({ reason: "Listen", message: `-s: stdin: ${String(error)}` })
+      })
+      if (!isSocket)
+        return yield* new TestServer.TestServerError({
+          reason: "Listen",
+          message: "-s: stdin is not a socket (run the server through nbd_connect_command or NodeNbd.connectCommand)"
+        })
+      yield* writePidfile(options.pidfile)
+      const socket = new Net.Socket({ fd: 0, readable: true, writable: true, allowHalfOpen: true })
+      yield* TestServer.serveSocket(config, socket)
+      return 0
+    })
+  )
+
+/**
+ * Resolves once the process that started the server is gone (the server is reparented). Node has no
+ * prctl(PR_SET_PDEATHSIG): poll the parent's pid, as nbdkit does where the platform has no such call.
+ */
+const parentExited = Effect.suspend(() => {
+  const parent = process.ppid
+  return Effect.repeat(Effect.sleep("250 millis"), { until: () => process.ppid !== parent })
+})
+
 const serve = (options: Cli.Options): Effect.Effect<number, TestServer.TestServerError> =>
   Effect.scoped(
     Effect.gen(function* () {
-      const server = yield* TestServer.make(options.config)
-      if (options.pidfile !== undefined) {
-        const pidfile = options.pidfile
-        yield* Effect.try({
-          try: () => Fs.writeFileSync(pidfile, `${process.pid}\n`),
-          catch: (error) =>
-            new TestServer.TestServerError({ reason: "Listen", message: `cannot write pidfile: ${String(error)}` })
-        })
-      }
+      const server = yield* TestServer.make(yield* configOf(options))
+      yield* writePidfile(options.pidfile)
+      if (options.printUri) process.stdout.write(`${server.uri}\n`)
       if (options.run === undefined) return yield* Effect.never
       const env: Record<string, string> = {
         uri: server.uri,
@@ -82,7 +130,9 @@ switch (parsed._tag) {
     break
   case "Serve": {
     let code = 0
-    const program = serve(parsed.options).pipe(
+    const options = parsed.options
+    const served = options.single ? serveStdin(options) : serve(options)
+    const program = (options.exitWithParent ? Effect.raceFirst(served, Effect.as(parentExited, 0)) : served).pipe(
       Effect.catchAll((error) =>
         Effect.sync(() => {
           process.stderr.write(`effect-nbd-server: error: ${error.message}\n`)

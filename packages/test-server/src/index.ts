@@ -15,3 +15,10 @@ export * as Backend from "./Backend.js"
  * @since 0.1.0
  */
 export * as TestServer from "./TestServer.js"
+
+/**
+ * A file or block device backend, like nbdkit's file plugin.
+ *
+ * @since 0.1.0
+ */
+export * as FileBackend from "./FileBackend.js"

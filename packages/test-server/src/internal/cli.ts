@@ -9,15 +9,31 @@ import * as Schema from "effect/Schema"
 import * as TestServer from "../TestServer.js"
 
 /** @internal */
-export const usage = `Usage: effect-nbd-server [OPTIONS]
+export const usage = `Usage: effect-nbd-server [OPTIONS] [PLUGIN [KEY=VALUE ...] [ARG]]
 
 An NBD server for tests, CI and demos (fixed newstyle, structured replies, extended headers,
-base:allocation), serving sparse in-memory exports.
+base:allocation), serving sparse in-memory exports, or a file.
+
+Examples:
+  effect-nbd-server -U /tmp/sock memory 1G
+  effect-nbd-server -p 0 -f file disk.img      prints the URI of the port it chose
+  nbdsh -c 'h.connect_command(["effect-nbd-server", "-s", "memory", "1G"])'
 
 Listening (default: TCP port 10809 on 127.0.0.1):
   -U, --unix PATH          listen on a Unix socket; "-U -" picks a fresh temporary path
   -p, --port PORT          listen on a TCP port (0 = ephemeral)
   -i, --ipaddr ADDR        TCP address to bind (default 127.0.0.1)
+  -s, --single             serve one client on stdin/stdout (a socket, as nbd_connect_command and
+                           NodeNbd.connectCommand give it), then exit
+  With -p 0 or -U -, and no --run, the server prints its URI on stdout once it listens.
+
+Plugins (nbdkit's way of naming the one export "", instead of --export):
+  memory [size=]SIZE       sparse memory
+  null [size=]SIZE         reads zeroes, discards writes (default size 0)
+  pattern [size=]SIZE      read-only; each 8-byte word holds its offset (big-endian)
+  file [file=]PATH         a regular file or block device, of its size; FUA and flush reach the
+                           disk (fdatasync, fsync). Pure Node has no SEEK_HOLE/SEEK_DATA: block status
+                           reports data (a file with no block allocated: one hole)
 
 Exports (default: one export "" of 1G):
   --export NAME=SIZE[:DESCRIPTION]
@@ -78,6 +94,7 @@ TLS (as nbdkit; clients upgrade with NBD_OPT_STARTTLS, e.g. nbds+unix:// URIs):
 Process:
   -P, --pidfile PIDFILE    write the server's pid to PIDFILE once it listens
   -f, --foreground         accepted; the server always runs in the foreground
+  --exit-with-parent       stop when the process that started the server exits
   --run CMD                run CMD with /bin/sh -c once the server listens, with $uri (and $unixsocket
                            or $port, $exportname) set; stop the server when CMD exits and exit with
                            its status
@@ -225,6 +242,14 @@ export interface Options {
   readonly config: TestServer.Config
   readonly pidfile: string | undefined
   readonly run: string | undefined
+  /** `-s`: serve one client on stdin/stdout (a socket) and exit when it leaves. */
+  readonly single: boolean
+  /** `--exit-with-parent`: stop when the process that started the server exits. */
+  readonly exitWithParent: boolean
+  /** The file plugin's path: the bin opens it and gives the first export its backend. */
+  readonly file: string | undefined
+  /** Print the server's URI on stdout once it listens (`-p 0` or `-U -`, the server chose the address). */
+  readonly printUri: boolean
 }
 
 /** @internal */
@@ -269,9 +294,22 @@ export const parse = (argv: ReadonlyArray<string>): Parsed => {
   /** Where --fault and --delay go: every export until the first --export, then the last export. */
   const faultTarget = (): Array<TestServer.FaultConfig> => exports[exports.length - 1]?.faults ?? faults
 
+  let single = false
+  let exitWithParent = false
+  let backendGiven = false
+  /** nbdkit's PLUGIN [key=value ...] [MAGIC]: the first bare word, its parameters, in order. */
+  let plugin: string | undefined
+  const params: Array<[key: string | undefined, value: string]> = []
+
   const args = [...argv]
   while (args.length > 0) {
     let arg = args.shift()!
+    if (!arg.startsWith("-") || arg === "-") {
+      const eq = arg.indexOf("=")
+      if (plugin === undefined && eq < 0) plugin = arg
+      else params.push(eq > 0 ? [arg.slice(0, eq), arg.slice(eq + 1)] : [undefined, arg])
+      continue
+    }
     let inline: string | undefined
     const eq = arg.startsWith("--") ? arg.indexOf("=") : -1
     if (eq > 0) {
@@ -316,6 +354,14 @@ export const parse = (argv: ReadonlyArray<string>): Parsed => {
       case "--foreground":
       case "--no-fork":
         break
+      case "-s":
+      case "--single":
+      case "--stdin":
+        single = true
+        break
+      case "--exit-with-parent":
+        exitWithParent = true
+        break
       case "--run":
         runCommand = value()
         break
@@ -348,6 +394,7 @@ export const parse = (argv: ReadonlyArray<string>): Parsed => {
         if (b !== "memory" && b !== "null" && b !== "pattern")
           throw new CliError(`--backend: unknown backend "${b}" (memory, null, pattern)`)
         backend = b
+        backendGiven = true
         break
       }
       case "--export": {
@@ -405,6 +452,20 @@ export const parse = (argv: ReadonlyArray<string>): Parsed => {
     }
   }
   if (unix !== undefined && port !== undefined) throw new CliError("-U and -p cannot be used together")
+  if (single && (unix !== undefined || port !== undefined || runCommand !== undefined))
+    throw new CliError("-s serves stdin: it does not go with -U, -p or --run")
+  let file: string | undefined
+  if (plugin !== undefined) {
+    if (exports.length > 0) throw new CliError(`a plugin (${plugin}) and --export cannot be used together`)
+    if (backendGiven) throw new CliError(`a plugin (${plugin}) and --backend cannot be used together`)
+    const p = pluginExport(plugin, params)
+    if (p.file !== undefined) file = p.file
+    else backend = p.backend
+    exports.push({ name: "", size: p.size, faults: [] })
+  } else if (params.length > 0) {
+    const [key, v] = params[0]!
+    throw new CliError(`unexpected argument "${key === undefined ? v : `${key}=${v}`}" (see --help)`)
+  }
   if (tls !== undefined && tls !== "off") {
     if (tlsCertificates === undefined && tlsPsk === undefined)
       throw new CliError(`--tls=${tls} needs --tls-certificates DIR or --tls-psk FILE`)
@@ -424,10 +485,10 @@ export const parse = (argv: ReadonlyArray<string>): Parsed => {
     options: {
       config: {
         listen,
-        exports: list.map(({ faults, ...e }) => ({
+        exports: list.map(({ faults, size, ...e }) => ({
           ...e,
+          ...(file === undefined ? { size, backend } : {}),
           readOnly,
-          backend,
           ...(faults.length > 0 ? { faults } : {})
         })),
         ...(faults.length > 0 ? { faults } : {}),
@@ -450,7 +511,42 @@ export const parse = (argv: ReadonlyArray<string>): Parsed => {
         outOfOrder
       },
       pidfile,
-      run: runCommand
+      run: runCommand,
+      single,
+      exitWithParent,
+      file,
+      printUri: !single && runCommand === undefined && (port === 0 || unix === "-")
     }
+  }
+}
+
+/** The export nbdkit's plugin syntax names: `memory 1G`, `null size=1G`, `pattern 1G`, `file PATH`. */
+const pluginExport = (
+  plugin: string,
+  params: ReadonlyArray<[key: string | undefined, value: string]>
+): { backend: "memory" | "null" | "pattern"; size: bigint; file?: undefined } | { file: string; size: bigint } => {
+  const magic = plugin === "file" ? "file" : "size"
+  const values = new Map<string, string>()
+  for (const [key, value] of params) {
+    const k = key ?? magic
+    if (k !== magic) throw new CliError(`${plugin}: unknown parameter "${k}" (${plugin} takes ${magic}=...)`)
+    if (values.has(k)) throw new CliError(`${plugin}: ${k} is given twice`)
+    values.set(k, value)
+  }
+  switch (plugin) {
+    case "file": {
+      const file = values.get("file")
+      if (file === undefined || file === "") throw new CliError("file: needs a path: file PATH or file file=PATH")
+      return { file, size: 0n }
+    }
+    case "memory":
+    case "null":
+    case "pattern": {
+      const text = values.get("size")
+      if (text === undefined && plugin !== "null") throw new CliError(`${plugin}: needs a size, e.g. ${plugin} 1G`)
+      return { backend: plugin, size: text === undefined ? 0n : decode(SizeFromString, text, plugin) }
+    }
+    default:
+      throw new CliError(`unknown plugin "${plugin}" (file, memory, null, pattern)`)
   }
 }

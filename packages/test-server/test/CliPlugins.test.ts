@@ -1,0 +1,237 @@
+import { beforeAll, describe, expect, it } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import { execFileSync, spawn } from "node:child_process"
+import * as Crypto from "node:crypto"
+import * as Fs from "node:fs"
+import * as Os from "node:os"
+import * as Path from "node:path"
+import { fileURLToPath } from "node:url"
+import * as Cli from "../src/internal/cli.js"
+import { run, runOk, toolEnv } from "./helpers.js"
+
+const root = Path.resolve(Path.dirname(fileURLToPath(import.meta.url)), "../../..")
+// The shipped bin: package.json's, the esbuild bundle `pnpm build` writes.
+const bin = Path.join(
+  root,
+  "packages/test-server",
+  (
+    JSON.parse(Fs.readFileSync(Path.join(root, "packages/test-server/package.json"), "utf8")) as {
+      bin: Record<string, string>
+    }
+  ).bin["effect-nbd-server"]!
+)
+
+const cli = (args: ReadonlyArray<string>) => run("node", [bin, ...args], { env: toolEnv() })
+
+const tempDir = Effect.acquireRelease(
+  Effect.sync(() => Fs.mkdtempSync(Path.join(Os.tmpdir(), "effect-nbd-plugins-"))),
+  (dir) => Effect.sync(() => Fs.rmSync(dir, { recursive: true, force: true }))
+)
+
+const sha256 = (file: string): string => Crypto.createHash("sha256").update(Fs.readFileSync(file)).digest("hex")
+
+/** nbdsh with libnbd's connect_command: the server on a socketpair as its stdin and stdout. */
+const connectCommand = (argv: ReadonlyArray<string>, script: string) =>
+  run("nbdsh", ["-c", `h.connect_command(${JSON.stringify(["node", bin, ...argv])})`, "-c", script])
+
+describe("effect-nbd-server: -s, plugins and the file backend", () => {
+  beforeAll(() => {
+    execFileSync("npx", ["tsc", "-b", "packages/test-server/tsconfig.src.json"], { cwd: root, stdio: "inherit" })
+    execFileSync(process.execPath, ["scripts/bundle-bins.mjs", "packages/test-server"], { cwd: root, stdio: "inherit" })
+  }, 120_000)
+
+  it.live("-s serves libnbd's nbd_connect_command, with nbdkit's plugin syntax", () =>
+    Effect.gen(function* () {
+      const memory = yield* connectCommand(
+        ["-s", "memory", "1G"],
+        [
+          "assert h.get_size() == 1 << 30, h.get_size()",
+          "h.pwrite(b'abc', 4096)",
+          "assert h.pread(3, 4096) == b'abc'",
+          "assert h.pread(3, 0) == bytearray(3)",
+          "print('ok')"
+        ].join("\n")
+      )
+      expect(memory.code, memory.stderr).toBe(0)
+      expect(memory.stdout.trim()).toBe("ok")
+      const pattern = yield* connectCommand(
+        ["-s", "pattern", "size=1M"],
+        "assert h.is_read_only()\nprint(h.get_size(), h.pread(8, 65536).hex())"
+      )
+      expect(pattern.code, pattern.stderr).toBe(0)
+      expect(pattern.stdout.trim()).toBe(`${1 << 20} 0000000000010000`)
+      const nul = yield* connectCommand(["-s", "null", "1G"], "print(h.get_size(), h.pread(4, 512).hex())")
+      expect(nul.code, nul.stderr).toBe(0)
+      expect(nul.stdout.trim()).toBe(`${1 << 30} 00000000`)
+    })
+  )
+
+  it.live("-s refuses a stdin that is not a socket, in one line", () =>
+    Effect.gen(function* () {
+      // Not a pipe from Node either: libuv's pipes are socketpairs.
+      const r = yield* run("/bin/sh", ["-c", `node ${bin} -s memory 1M < /dev/null`])
+      expect(r.code).toBe(1)
+      expect(r.stderr).toMatch(/^effect-nbd-server: error: -s: stdin is not a socket/)
+    })
+  )
+
+  it.live("plugin syntax with --run, as nbdkit takes it, and its errors", () =>
+    Effect.gen(function* () {
+      for (const [args, size] of [
+        [["memory", "64M"], 64 << 20],
+        [["null", "size=1G"], 1 << 30],
+        [["pattern", "1G"], 1 << 30]
+      ] as const) {
+        const r = yield* cli(["-U", "-", ...args, "--run", 'nbdinfo --size "$uri"'])
+        expect(r.code, `${args.join(" ")}: ${r.stderr}`).toBe(0)
+        expect(r.stdout.trim()).toBe(String(size))
+      }
+      for (const [args, message] of [
+        [["bogus", "1G"], /unknown plugin "bogus"/],
+        [["memory"], /memory: needs a size/],
+        [["memory", "1G", "2G"], /size is given twice/],
+        [["memory", "color=red"], /unknown parameter "color"/],
+        [["file"], /file: needs a path/],
+        [["--export", "a=1M", "memory", "1G"], /--export cannot be used together/],
+        [["size=1G"], /unexpected argument "size=1G"/],
+        [["-s", "-U", "/tmp/x", "memory", "1G"], /-s serves stdin/]
+      ] as const) {
+        expect(() => Cli.parse(args), args.join(" ")).toThrow(message)
+      }
+    })
+  )
+
+  it.scopedLive("-p 0 prints the URI of the port it chose", () =>
+    Effect.gen(function* () {
+      const child = spawn("node", [bin, "-p", "0", "-f", "memory", "1M"], { stdio: ["ignore", "pipe", "inherit"] })
+      yield* Effect.addFinalizer(() => Effect.sync(() => child.kill("SIGKILL")))
+      const line = yield* Effect.promise(
+        () =>
+          new Promise<string>((resolve) => {
+            let out = ""
+            child.stdout.on("data", (d: Buffer) => {
+              out += d.toString()
+              if (out.includes("\n")) resolve(out.split("\n")[0]!)
+            })
+          })
+      )
+      expect(line).toMatch(/^nbd:\/\/127\.0\.0\.1:\d+\/$/)
+      const info = yield* runOk("nbdinfo", ["--size", line])
+      expect(info.stdout.trim()).toBe(String(1 << 20))
+    })
+  )
+
+  it.scopedLive("--exit-with-parent: the server stops when the process that started it exits", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const pidfile = Path.join(dir, "pid")
+      const socket = Path.join(dir, "s.sock")
+      // The parent, a shell, starts the server in the background and exits after a second.
+      const r = yield* run("/bin/sh", [
+        "-c",
+        `node ${bin} --exit-with-parent -U ${socket} -P ${pidfile} memory 1M & sleep 1; nbdinfo --size "nbd+unix:///?socket=${socket}"`
+      ])
+      expect(r.code, r.stderr).toBe(0)
+      expect(r.stdout.trim()).toBe(String(1 << 20))
+      const pid = Number(Fs.readFileSync(pidfile, "utf8"))
+      const alive = () => {
+        try {
+          process.kill(pid, 0)
+          return true
+        } catch {
+          return false
+        }
+      }
+      for (let i = 0; i < 50 && alive(); i++) yield* Effect.sleep("100 millis")
+      expect(alive()).toBe(false)
+    })
+  )
+
+  it.scopedLive("file: nbdcopy in and out keeps the checksum, and qemu-img compare agrees", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const src = Path.join(dir, "src.img")
+      const dst = Path.join(dir, "dst.img")
+      const back = Path.join(dir, "back.img")
+      // 8 MiB: random data with a zero run in the middle and a tail that is not a whole block.
+      const data = Crypto.randomBytes(8 * 1024 * 1024 + 1234)
+      data.fill(0, 2 << 20, 5 << 20)
+      Fs.writeFileSync(src, data)
+      Fs.writeFileSync(dst, Buffer.alloc(data.length, 0xaa))
+      const copy = yield* cli([
+        "-U",
+        "-",
+        "file",
+        dst,
+        "--run",
+        `nbdcopy ${src} "$uri" && nbdcopy "$uri" ${back} && qemu-img compare -f raw -F raw ${src} "$uri"`
+      ])
+      expect(copy.code, copy.stderr + copy.stdout).toBe(0)
+      expect(copy.stdout).toContain("Images are identical")
+      expect(sha256(dst)).toBe(sha256(src))
+      expect(sha256(back)).toBe(sha256(src))
+      // A change through NBD reaches the file; qemu-img compare sees the difference.
+      const changed = yield* cli([
+        "-U",
+        "-",
+        "file",
+        dst,
+        "--run",
+        `nbdsh -u "$uri" -c "h.pwrite(b'x' * 512, 4096, nbd.CMD_FLAG_FUA); h.flush()" && qemu-img compare -f raw -F raw ${src} "$uri"`
+      ])
+      expect(changed.code).toBe(1)
+      expect(changed.stdout).toContain("Content mismatch at offset 4096")
+      expect(Fs.readFileSync(dst).subarray(4096, 4096 + 512)).toEqual(Buffer.alloc(512, "x"))
+    })
+  )
+
+  it.scopedLive("file: zero and trim, read-only, and block status of a file with no block allocated", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const file = Path.join(dir, "disk.img")
+      Fs.writeFileSync(file, Buffer.alloc(4 << 20, 0x55))
+      const zero = yield* connectCommand(
+        ["-s", "file", file],
+        [
+          "assert h.can_flush() and h.can_fua() and h.can_zero() and h.can_trim()",
+          "h.zero(4096, 8192, nbd.CMD_FLAG_NO_HOLE)",
+          "h.zero(1 << 20, 3 << 20)",
+          "assert h.pread(4096, 8192) == bytearray(4096)",
+          "assert h.pread(1 << 20, 3 << 20) == bytearray(1 << 20)",
+          "assert h.pread(1, 8191) == b'\\x55' and h.pread(1, 12288) == b'\\x55'",
+          "h.flush()"
+        ].join("\n")
+      )
+      expect(zero.code, zero.stderr).toBe(0)
+      const content = Fs.readFileSync(file)
+      expect(content.length).toBe(4 << 20)
+      expect(content.subarray(8192, 12288).every((b) => b === 0)).toBe(true)
+      expect(content.subarray(3 << 20).every((b) => b === 0)).toBe(true)
+      expect(content[12288]).toBe(0x55)
+
+      const readOnly = yield* connectCommand(
+        ["-s", "-r", "file", file],
+        [
+          "import errno",
+          "assert h.is_read_only()",
+          "try:\n  h.pwrite(b'x', 0)\n  raise SystemExit(3)\nexcept nbd.Error as e:\n  assert e.errnum == errno.EPERM, e"
+        ].join("\n")
+      )
+      expect(readOnly.code, readOnly.stderr).toBe(0)
+
+      // All data where holes cannot be located (no SEEK_HOLE in Node); a file with no block: one hole.
+      const map = yield* cli(["-U", "-", "file", file, "--run", 'nbdinfo --map "$uri"'])
+      expect(map.code, map.stderr).toBe(0)
+      expect(map.stdout.trim().split(/\s+/)).toEqual(["0", String(4 << 20), "0", "data"])
+      const sparse = Path.join(dir, "sparse.img")
+      Fs.writeFileSync(sparse, "")
+      Fs.truncateSync(sparse, 4 << 20)
+      const holes = yield* cli(["-U", "-", "file", sparse, "--run", 'nbdinfo --map "$uri"'])
+      expect(holes.code, holes.stderr).toBe(0)
+      expect(holes.stdout.trim().split(/\s+/)).toEqual(["0", String(4 << 20), "3", "hole,zero"])
+      const missing = yield* cli(["-U", "-", "file", Path.join(dir, "nope.img")])
+      expect(missing.code).toBe(1)
+      expect(missing.stderr).toMatch(/^effect-nbd-server: error: cannot open .*nope\.img/)
+    })
+  )
+})
