@@ -7,6 +7,7 @@ import { execFileSync, spawn } from "node:child_process"
 import * as Crypto from "node:crypto"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
+import * as Blkhash from "../src/internal/cli/blkhash.js"
 import { nbdkit, qcow2Image, qemuNbd, run, tempDir } from "./util/peers.js"
 
 const root = Path.resolve(__dirname, "../../..")
@@ -446,4 +447,16 @@ describe("nbdcopy's options", () => {
       )
     })
   )
+
+  it("the block hash does not depend on how the bytes are cut into chunks", () => {
+    const image = new Uint8Array(1048576 + 7)
+    image.set(Buffer.from("hello"), 0)
+    image.set(Buffer.from("goodbye"), 1048576)
+    const expected = "61b8f3a8cea76e16eeff7ce27f1b7711c1f1e437f5038cec17773772a4bded28"
+    for (const cut of [1, 7, 4096, 65535, 65536, 65537, 300_000, image.length]) {
+      const h = new Blkhash.Blkhash(Blkhash.defaults)
+      for (let at = 0; at < image.length; at += cut) h.update(image.subarray(at, Math.min(at + cut, image.length)))
+      expect(h.hexDigest(), `chunks of ${cut}`).toBe(expected)
+    }
+  })
 })

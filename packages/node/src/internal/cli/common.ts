@@ -220,15 +220,25 @@ export const humanSize = (bytes: bigint): { readonly text: string; readonly huma
 }
 
 /**
+ * A byte count with an optional binary suffix ("65536", "256K", "1M", "2GiB"), or undefined when it is not one.
+ * @since 0.2.0
+ * @category parsing
+ */
+export const sizeOf = (text: string): number | undefined => {
+  const m = /^(\d+)\s*([kmgt]?)(i?b)?$/i.exec(text.trim())
+  const scale: Record<string, number> = { "": 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 }
+  const n = m === null ? NaN : Number(m[1]) * (scale[(m[2] ?? "").toLowerCase()] ?? NaN)
+  return Number.isSafeInteger(n) ? n : undefined
+}
+
+/**
  * Parses a byte count with an optional binary suffix: "65536", "256K", "1M", "2GiB".
  * @since 0.1.0
  * @category parsing
  */
 export const parseSize = (what: string, text: string): Effect.Effect<number, CliError> => {
-  const m = /^(\d+)\s*([kmgt]?)(i?b)?$/i.exec(text.trim())
-  const scale: Record<string, number> = { "": 1, k: 2 ** 10, m: 2 ** 20, g: 2 ** 30, t: 2 ** 40 }
-  const n = m === null ? NaN : Number(m[1]) * (scale[(m[2] ?? "").toLowerCase()] ?? NaN)
-  return Number.isSafeInteger(n)
+  const n = sizeOf(text)
+  return n !== undefined
     ? Effect.succeed(n)
     : Effect.fail(new CliError({ message: `${what}: cannot parse size '${text}' (EINVAL)` }))
 }

@@ -240,7 +240,12 @@ const copy = (
       )
     const fd = options.progressFd
     const report = (p: NbdCopy.Progress, last: boolean): void => {
-      if (fd !== undefined) Fs.writeSync(fd, `${percentOf(p)}/100\n`)
+      if (fd !== undefined)
+        try {
+          Fs.writeSync(fd, `${percentOf(p)}/100\n`)
+        } catch {
+          // Progress is advisory: a reader that went away does not fail the copy.
+        }
       if (options.progress) process.stderr.write(`\r${bar(p, last)}${last ? "\n" : ""}`)
     }
     const run =
@@ -382,9 +387,7 @@ export const command = Command.make(
           })
         let blkhash: Blkhash.Spec | undefined
         if (Option.isSome(o.blkhash)) {
-          const parsed = Blkhash.parseSpec(o.blkhash.value, (text) =>
-            Effect.runSync(Effect.option(Common.parseSize("--blkhash", text))).pipe(Option.getOrUndefined)
-          )
+          const parsed = Blkhash.parseSpec(o.blkhash.value, Common.sizeOf)
           if ("error" in parsed) return yield* new Common.CliError({ message: parsed.error })
           blkhash = parsed.spec
         } else if (Option.isSome(o.blkhashFile))
