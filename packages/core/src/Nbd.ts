@@ -39,7 +39,7 @@ import * as Transport from "./Transport.js"
  * @since 0.1.0
  * @category type ids
  */
-export const TypeId: typeof internal.TypeId = internal.TypeId
+export const TypeId: unique symbol = Symbol.for("@effect-nbd/core/Nbd/Handle") as never
 
 /**
  * @since 0.1.0
@@ -69,14 +69,17 @@ export const isHandle = (u: unknown): u is Handle => Predicate.hasProperty(u, Ty
  * @since 0.1.0
  * @category models
  */
-export type Command<A> = commands.Command<A>
+export interface Command<A> {
+  readonly cookie: bigint
+  readonly await: Effect.Effect<A, NbdError.NbdError>
+}
 
 /**
  * TLS modes, as libnbd's LIBNBD_TLS_*.
  * @since 0.1.0
  * @category models
  */
-export type TlsMode = internal.TlsMode
+export type TlsMode = "disable" | "allow" | "require"
 
 /**
  * The settings a handle can be made with; every one has libnbd's default.
@@ -145,6 +148,9 @@ export const CmdFlag = Protocol.CmdFlag
 /** Every handle is the record `make` built. */
 const toImpl = (h: Handle): internal.HandleImpl => h as unknown as internal.HandleImpl
 
+/** The record `make` built, as callers see it: the two TypeIds are the one registered symbol. */
+const toHandle = (impl: internal.HandleImpl): Handle => impl as unknown as Handle
+
 /** How long a close waits for a graceful end unless the settings say otherwise. */
 const DEFAULT_CLOSE_GRACE = Duration.seconds(2)
 
@@ -193,7 +199,7 @@ export const make = (settings: Settings = {}): Effect.Effect<Handle, NbdError.Nb
     })
     yield* Scope.addFinalizer(scope, closeHandle(impl))
     if (impl.settings.debug) yield* debug.watchState(impl)
-    return impl
+    return toHandle(impl)
   })
 
 /**
@@ -484,7 +490,7 @@ export const setTls = setting<TlsMode>(rules.tls, (i, v) => {
  * @since 0.1.0
  * @category settings
  */
-export const getTls = getter("nbd_get_tls", (i) => i.settings.tls)
+export const getTls: (h: Handle) => Effect.Effect<TlsMode> = getter("nbd_get_tls", (i) => i.settings.tls)
 
 /**
  * The X.509 certificates directory: `ca-cert.pem`, and optionally `client-cert.pem` with `client-key.pem`.
@@ -833,7 +839,7 @@ export const optSetMetaContext = (
       yield* optionCalls.requireFixed(impl, "nbd_opt_set_meta_context")
       if (!impl.structuredReplies)
         return yield* Effect.fail(
-          new NbdError.InvalidArgumentError({
+          new NbdError.UnsupportedError({
             errno: "ENOTSUP",
             operation: "nbd_opt_set_meta_context",
             message: "server lacks structured replies"
@@ -890,7 +896,7 @@ export const optStarttls = (h: Handle): Effect.Effect<boolean, NbdError.NbdError
       const startTls = impl.transport?.startTls
       if (startTls === undefined)
         return yield* Effect.fail(
-          new NbdError.InvalidArgumentError({
+          new NbdError.UnsupportedError({
             errno: "ENOTSUP",
             operation: "nbd_opt_starttls",
             message: "TLS is not available on this transport"
@@ -1042,7 +1048,7 @@ export const getCanonicalExportName = withInfo("nbd_get_canonical_export_name", 
     ? info.canonicalName
     : impl.settings.fullInfo
       ? Effect.fail(
-          new NbdError.InvalidArgumentError({
+          new NbdError.UnsupportedError({
             errno: "ENOTSUP",
             operation: "nbd_get_canonical_export_name",
             message: "server did not advertise a canonical name"
@@ -1060,7 +1066,7 @@ export const getExportDescription = withInfo("nbd_get_export_description", (info
   info.description !== undefined
     ? info.description
     : Effect.fail(
-        new NbdError.InvalidArgumentError({
+        new NbdError.UnsupportedError({
           errno: "ENOTSUP",
           operation: "nbd_get_export_description",
           message: "server did not advertise a description"

@@ -144,6 +144,15 @@ export class InvalidStateError extends TypeIdError(TypeId, "InvalidStateError")<
 export class InvalidArgumentError extends TypeIdError(TypeId, "InvalidArgumentError")<NbdErrorFields> {}
 
 /**
+ * What the call needs is not there (ENOTSUP): the server lacks a capability (structured replies, extended
+ * headers, a block-status payload, a meta context, a name it never advertised) or the transport cannot do
+ * it (TLS). Nothing is wrong with the arguments; the same call may work against another server.
+ * @since 0.2.0
+ * @category errors
+ */
+export class UnsupportedError extends TypeIdError(TypeId, "UnsupportedError")<NbdErrorFields> {}
+
+/**
  * The server broke the protocol: garbage, a wrong magic, an impossible length, a reply it may not send.
  * @since 0.1.0
  * @category errors
@@ -180,7 +189,13 @@ export class ConnectionError extends TypeIdError(TypeId, "ConnectionError")<NbdE
  * @category models
  */
 export type NbdError =
-  InvalidStateError | InvalidArgumentError | ProtocolError | OptionError | CommandError | ConnectionError
+  | InvalidStateError
+  | InvalidArgumentError
+  | UnsupportedError
+  | ProtocolError
+  | OptionError
+  | CommandError
+  | ConnectionError
 
 /**
  * Whether a value is one of effect-nbd's errors: it carries the `TypeId`.

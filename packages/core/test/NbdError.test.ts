@@ -8,6 +8,7 @@ const fields = { errno: "EIO", operation: "nbd_pread", message: "read: command f
 const everyClass: ReadonlyArray<readonly [string, NbdError.NbdError]> = [
   ["InvalidStateError", new NbdError.InvalidStateError(fields)],
   ["InvalidArgumentError", new NbdError.InvalidArgumentError(fields)],
+  ["UnsupportedError", new NbdError.UnsupportedError(fields)],
   ["ProtocolError", new NbdError.ProtocolError(fields)],
   ["OptionError", new NbdError.OptionError({ ...fields, option: 7, replyType: 0x80000001 })],
   ["CommandError", new NbdError.CommandError({ ...fields, command: "read" })],

@@ -1,6 +1,6 @@
 import * as Effect from "effect/Effect"
 import * as ClientCodec from "../ClientCodec.js"
-import type * as NbdError from "../NbdError.js"
+import * as NbdError from "../NbdError.js"
 import * as Protocol from "../Protocol.js"
 import * as blockStatusInternal from "./blockStatus.js"
 import type * as Call from "./call.js"
@@ -187,7 +187,13 @@ export const blockStatusFiltered = (
     if (strict & Strict.AUTO_FLAG) flags |= Protocol.CmdFlag.PAYLOAD_LEN
     if (impl.info !== undefined && strict & Strict.COMMANDS) {
       if (!impl.extendedHeaders)
-        return Effect.fail(invalidArgument(operation, "server does not support extended headers", "ENOTSUP"))
+        return Effect.fail(
+          new NbdError.UnsupportedError({
+            errno: "ENOTSUP",
+            operation,
+            message: "server does not support extended headers"
+          })
+        )
       if ((impl.info.flags & Protocol.TFlag.BLOCK_STATUS_PAYLOAD) === 0)
         return Effect.fail(invalidArgument(operation, "server does not support the block status payload"))
     }

@@ -87,13 +87,13 @@ const commandSupportError = (info: ExportInfo, h: HandleImpl, spec: CommandSpec)
       break
     case Protocol.Cmd.BLOCK_STATUS:
       if (!h.structuredReplies)
-        return new NbdError.InvalidArgumentError({
+        return new NbdError.UnsupportedError({
           errno: "ENOTSUP",
           operation: op,
           message: "server does not support structured replies"
         })
       if (!h.metaValid || h.metaContexts === undefined || h.metaContexts.size === 0)
-        return new NbdError.InvalidArgumentError({
+        return new NbdError.UnsupportedError({
           errno: "ENOTSUP",
           operation: op,
           message:

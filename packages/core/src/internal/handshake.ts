@@ -218,7 +218,7 @@ const exportName = (h: HandleImpl, conn: Connection, operation: string): Effect.
   Effect.gen(function* () {
     if (h.extendedHeaders)
       return yield* Effect.fail(
-        new NbdError.InvalidStateError({
+        new NbdError.UnsupportedError({
           errno: "ENOTSUP",
           operation,
           message: "server does not support NBD_OPT_GO, which extended headers require"

@@ -10,6 +10,13 @@ import * as handshake from "./handshake.js"
 
 // The bodies of the option-mode calls: one option at a time, while the handle negotiates.
 
+const refusals: ReadonlySet<NbdError.NbdError["_tag"]> = new Set([
+  "OptionError",
+  "InvalidStateError",
+  "InvalidArgumentError",
+  "UnsupportedError"
+])
+
 /** An export the server lists. */
 export interface ExportEntry {
   readonly name: string
@@ -36,9 +43,8 @@ export const runOption = <A>(
         )
       ),
       Effect.tapError((error) =>
-        error._tag === "OptionError" || error._tag === "InvalidStateError" || error._tag === "InvalidArgumentError"
-          ? impl.setState(HandleState.Negotiating)
-          : kill(impl, conn, error)
+        // A refusal, or a call that sent nothing, leaves the negotiation as it was; anything else killed it.
+        refusals.has(error._tag) ? impl.setState(HandleState.Negotiating) : kill(impl, conn, error)
       ),
       Effect.onInterrupt(() =>
         kill(impl, conn, new NbdError.ConnectionError({ errno: "ENOTCONN", operation, message: "option interrupted" }))
