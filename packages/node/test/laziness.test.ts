@@ -15,6 +15,7 @@ import * as Transport from "@effect-nbd/core/Transport"
 import * as NodeNbd from "@effect-nbd/node/NodeNbd"
 import * as Backend from "@effect-nbd/test-server/Backend"
 import * as FileBackend from "@effect-nbd/test-server/FileBackend"
+import * as Filter from "@effect-nbd/test-server/Filter"
 import * as TestServer from "@effect-nbd/test-server/TestServer"
 import { describe, expect, it } from "@effect/vitest"
 import * as NodeSocket from "@effect/platform-node/NodeSocket"
@@ -49,6 +50,7 @@ const modules = {
   "node/NodeNbd": NodeNbd,
   "test-server/Backend": Backend,
   "test-server/FileBackend": FileBackend,
+  "test-server/Filter": Filter,
   "test-server/TestServer": TestServer
 } as const
 
@@ -683,6 +685,20 @@ const fileBackend: Record<keyof typeof FileBackend & string, Entry | undefined> 
   )
 }
 
+const filter: Record<keyof typeof Filter & string, Entry | undefined> = {
+  // Filters and their constructors: a backend's operations are checked for laziness below.
+  apply: pure("a Backend"),
+  error: pure("a Filter"),
+  delay: pure("a Filter"),
+  readOnly: pure("a Backend"),
+  noZero: pure("a Backend"),
+  noTrim: pure("a Backend"),
+  noExtents: pure("a Backend"),
+  multiConn: pure("a Filter"),
+  blockSizePolicy: pure("a Filter"),
+  evil: pure("a Filter")
+}
+
 const backend: Record<keyof typeof Backend & string, Entry | undefined> = {
   BackendError: pure("an error class"),
   zeroes: pure("a Zeroes value"),
@@ -748,7 +764,15 @@ const table: Record<keyof typeof modules, Record<string, Entry | undefined>> = {
   "core/NbdMetrics": { calls: pure("a Metric"), bytes: pure("a Metric"), duration: pure("a Metric") },
   "core/NbdError": {
     ...pureAll(
-      ["InvalidStateError", "InvalidArgumentError", "ProtocolError", "OptionError", "CommandError", "ConnectionError"],
+      [
+        "InvalidStateError",
+        "InvalidArgumentError",
+        "UnsupportedError",
+        "ProtocolError",
+        "OptionError",
+        "CommandError",
+        "ConnectionError"
+      ],
       "an error class"
     ),
     isNbdError: pure("a boolean"),
@@ -789,6 +813,7 @@ const table: Record<keyof typeof modules, Record<string, Entry | undefined>> = {
   "node/NodeNbd": nodeNbd,
   "test-server/Backend": backend,
   "test-server/FileBackend": fileBackend,
+  "test-server/Filter": filter,
   "test-server/TestServer": testServer
 }
 

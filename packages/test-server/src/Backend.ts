@@ -93,6 +93,14 @@ export interface Backend {
   readonly cache: (offset: number, length: number) => Effect.Effect<void, BackendError>
   /** `base:allocation` extents from `offset`, covering at most `length` bytes (fewer extents may cover less). */
   readonly extents: (offset: number, length: number) => Effect.Effect<ReadonlyArray<Extent>, BackendError>
+  /** Whether to advertise NBD_FLAG_SEND_TRIM (default true); without it a trim is refused with EINVAL. */
+  readonly canTrim?: boolean | undefined
+  /** Whether to advertise NBD_FLAG_SEND_WRITE_ZEROES (default true); without it a zero is refused with EINVAL. */
+  readonly canZero?: boolean | undefined
+  /** Whether to advertise NBD_FLAG_CAN_MULTI_CONN (default true). */
+  readonly canMultiConn?: boolean | undefined
+  /** Block size constraints of this export, in place of the server's (see `Filter.blockSizePolicy`). */
+  readonly blockSize?: Protocol.BlockSizes | undefined
 }
 
 /**

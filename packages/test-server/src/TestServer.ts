@@ -34,6 +34,7 @@ import * as Os from "node:os"
 import * as Path from "node:path"
 import * as Tls from "node:tls"
 import * as Backend from "./Backend.js"
+import * as Filter from "./Filter.js"
 import * as Connection from "./internal/connection.js"
 import * as Malformed from "./internal/malformed.js"
 
@@ -202,7 +203,7 @@ export const Fault = Schema.Struct({
 /**
  * One export: its name ("" is the default export), size, optional description, read-only flag, backend
  * (default "memory", sparse; or a ready `Backend`, e.g. from `FileBackend.make`, whose size is the default)
- * and faults (added to the server-wide `faults`).
+ * faults (added to the server-wide `faults`) and filters over the backend (`Filter`, the first outermost).
  *
  * @since 0.1.0
  * @category config
@@ -216,7 +217,11 @@ export const ExportConfig = Schema.Struct({
   ),
   readOnly: Schema.optional(Schema.Boolean),
   backend: Schema.optional(BackendSpec),
-  faults: Schema.optional(Schema.Array(Fault))
+  faults: Schema.optional(Schema.Array(Fault)),
+  /** Filters over the backend, the first outermost (`Filter.apply`). */
+  filters: Schema.optional(
+    Schema.Array(Schema.declare((u): u is Filter.Filter => typeof u === "function", { identifier: "Filter" }))
+  )
 }).pipe(
   Schema.filter(
     (e) =>
@@ -563,7 +568,7 @@ const resolve = (
   tls: Connection.TlsSettings | undefined
 ): Connection.Settings => {
   const exports = (config.exports ?? [{ name: "", size: DEFAULT_SIZE }]).map((e): Connection.ResolvedExport => {
-    const backend = makeBackend(e.backend, e.size ?? DEFAULT_SIZE)
+    const backend = Filter.apply(makeBackend(e.backend, e.size ?? DEFAULT_SIZE), ...(e.filters ?? []))
     return {
       name: e.name,
       description: e.description,

@@ -22,3 +22,11 @@ export * as TestServer from "./TestServer.js"
  * @since 0.1.0
  */
 export * as FileBackend from "./FileBackend.js"
+
+/**
+ * Filters over any backend, as nbdkit layers them: error, delay, read-only, nozero, notrim, noextents,
+ * multi-conn, blocksize-policy, evil.
+ *
+ * @since 0.1.0
+ */
+export * as Filter from "./Filter.js"

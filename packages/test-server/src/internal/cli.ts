@@ -6,6 +6,7 @@
 import * as Either from "effect/Either"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
+import * as Filter from "../Filter.js"
 import * as TestServer from "../TestServer.js"
 
 /** @internal */
@@ -34,6 +35,25 @@ Plugins (nbdkit's way of naming the one export "", instead of --export):
   file [file=]PATH         a regular file or block device, of its size; FUA and flush reach the
                            disk (fdatasync, fsync). Pure Node has no SEEK_HOLE/SEEK_DATA: block status
                            reports data (a file with no block allocated: one hole)
+
+Filters (nbdkit's layering, the first --filter outermost; KEY=VALUE anywhere after the options):
+  --filter=error           error=ERRNO (default EIO) error-rate=RATE error-file=FILE, and per
+                           operation error-pread=, error-pread-rate=, error-pread-file= (likewise
+                           pwrite, zero, trim, flush, extents, cache). RATE is 0..1 or a percentage
+                           (default 0); with a FILE, errors fire only while FILE exists
+  --filter=delay           delay-read=SECS (or 200ms), delay-write, delay-zero, delay-trim,
+                           delay-flush, delay-extents, delay-cache; rdelay, wdelay
+  --filter=readonly        serve read-only
+  --filter=nozero          do not advertise write zeroes (a zero is refused, EINVAL)
+  --filter=notrim          do not advertise trim (a trim is refused, EINVAL)
+  --filter=noextents       report every range as data
+  --filter=multi-conn      multi-conn-mode=disable|unsafe: advertise multi-conn or not
+  --filter=blocksize-policy
+                           blocksize-minimum=, blocksize-preferred=, blocksize-maximum=:
+                           advertise these and refuse requests outside them
+  --filter=evil            evil-probability=P (each bit read flipped with chance P, default 1e-8),
+                           evil-seed=N (default: the time); evil=cosmic-rays
+  e.g. effect-nbd-server -U S --filter=error error=EIO error-pread-rate=10% memory 1G
 
 Exports (default: one export "" of 1G):
   --export NAME=SIZE[:DESCRIPTION]
@@ -294,6 +314,7 @@ export const parse = (argv: ReadonlyArray<string>): Parsed => {
   /** Where --fault and --delay go: every export until the first --export, then the last export. */
   const faultTarget = (): Array<TestServer.FaultConfig> => exports[exports.length - 1]?.faults ?? faults
 
+  const filterNames: Array<string> = []
   let single = false
   let exitWithParent = false
   let backendGiven = false
@@ -362,6 +383,12 @@ export const parse = (argv: ReadonlyArray<string>): Parsed => {
       case "--exit-with-parent":
         exitWithParent = true
         break
+      case "--filter": {
+        const name = value()
+        if (!(name in FILTERS)) throw new CliError(`unknown filter "${name}" (${Object.keys(FILTERS).join(", ")})`)
+        filterNames.push(name)
+        break
+      }
       case "--run":
         runCommand = value()
         break
@@ -455,6 +482,7 @@ export const parse = (argv: ReadonlyArray<string>): Parsed => {
   if (single && (unix !== undefined || port !== undefined || runCommand !== undefined))
     throw new CliError("-s serves stdin: it does not go with -U, -p or --run")
   let file: string | undefined
+  const filterList = filterNames.map((name) => makeFilter(name, params))
   if (plugin !== undefined) {
     if (exports.length > 0) throw new CliError(`a plugin (${plugin}) and --export cannot be used together`)
     if (backendGiven) throw new CliError(`a plugin (${plugin}) and --backend cannot be used together`)
@@ -489,6 +517,7 @@ export const parse = (argv: ReadonlyArray<string>): Parsed => {
           ...e,
           ...(file === undefined ? { size, backend } : {}),
           readOnly,
+          ...(filterList.length > 0 ? { filters: filterList } : {}),
           ...(faults.length > 0 ? { faults } : {})
         })),
         ...(faults.length > 0 ? { faults } : {}),
@@ -550,3 +579,152 @@ const pluginExport = (
       throw new CliError(`unknown plugin "${plugin}" (file, memory, null, pattern)`)
   }
 }
+
+type Params = Array<[key: string | undefined, value: string]>
+
+/** Takes the parameters whose key `owns` accepts out of `params`, in order. */
+const take = (params: Params, owns: (key: string) => boolean): Map<string, string> => {
+  const out = new Map<string, string>()
+  for (let i = 0; i < params.length;) {
+    const [key, value] = params[i]!
+    if (key !== undefined && owns(key)) {
+      out.set(key, value)
+      params.splice(i, 1)
+    } else i++
+  }
+  return out
+}
+
+const parseRate = (text: string, key: string): number => {
+  const m = /^([0-9]*\.?[0-9]+)(%?)$/.exec(text.trim())
+  const rate = m === null ? NaN : Number(m[1]) / (m[2] === "%" ? 100 : 1)
+  if (!(rate >= 0 && rate <= 1)) throw new CliError(`${key}: invalid rate "${text}" (0 to 1, or 0% to 100%)`)
+  return rate
+}
+
+/** nbdkit's delays: seconds, or with a unit (200ms, 2s). */
+const parseSeconds = (text: string, key: string): number => {
+  const m = /^([0-9]*\.?[0-9]+)(ms|s)?$/.exec(text.trim())
+  const ms = m === null ? NaN : Math.round(Number(m[1]) * (m[2] === "ms" ? 1 : 1000))
+  if (!(ms >= 0 && ms <= 2_147_483_647)) throw new CliError(`${key}: invalid delay "${text}" (e.g. 2, 0.5, 200ms)`)
+  return ms
+}
+
+/** nbdkit's names of the operations in filter keys. */
+const OPERATIONS: Record<string, Filter.Operation> = {
+  pread: "read",
+  pwrite: "write",
+  zero: "zero",
+  trim: "trim",
+  flush: "flush",
+  extents: "extents",
+  cache: "cache"
+}
+
+const errnoParam = (text: string, key: string): typeof TestServer.FaultErrno.Type => {
+  const name = text.toUpperCase()
+  if (!ERRNOS.includes(name)) throw new CliError(`${key}: unknown errno "${text}" (${ERRNOS.join(", ")})`)
+  return name as typeof TestServer.FaultErrno.Type
+}
+
+const FILTERS: Record<string, (params: Params) => Filter.Filter> = {
+  error: (params) => {
+    const keys = take(params, (k) => /^error(-|$)/.test(k))
+    const errnos: Partial<Record<Filter.Operation, typeof TestServer.FaultErrno.Type>> = {}
+    const rates: Partial<Record<Filter.Operation, number>> = {}
+    const files: Partial<Record<Filter.Operation, string>> = {}
+    let errno: typeof TestServer.FaultErrno.Type | undefined
+    let rate: number | undefined
+    let file: string | undefined
+    for (const [key, v] of keys) {
+      const m = /^error(?:-(pread|pwrite|zero|trim|flush|extents|cache))?(?:-(rate|file))?$/.exec(key)
+      if (m === null) throw new CliError(`error filter: unknown parameter "${key}"`)
+      const operation = m[1] === undefined ? undefined : OPERATIONS[m[1]]!
+      if (m[2] === "rate") {
+        if (operation === undefined) rate = parseRate(v, key)
+        else rates[operation] = parseRate(v, key)
+      } else if (m[2] === "file") {
+        if (operation === undefined) file = v
+        else files[operation] = v
+      } else if (operation === undefined) errno = errnoParam(v, key)
+      else errnos[operation] = errnoParam(v, key)
+    }
+    return Filter.error({
+      ...(errno !== undefined ? { errno } : {}),
+      ...(rate !== undefined ? { rate } : {}),
+      ...(file !== undefined ? { file } : {}),
+      errnos,
+      rates,
+      files
+    })
+  },
+  delay: (params) => {
+    const keys = take(params, (k) => /^delay-/.test(k) || k === "rdelay" || k === "wdelay")
+    const delays: Partial<Record<Filter.Operation, number>> = {}
+    for (const [key, v] of keys) {
+      const name = key === "rdelay" ? "read" : key === "wdelay" ? "write" : key.slice("delay-".length)
+      const operation = (["read", "write", "zero", "trim", "flush", "extents", "cache"] as const).find(
+        (o) => o === name
+      )
+      if (operation === undefined) throw new CliError(`delay filter: unknown parameter "${key}"`)
+      delays[operation] = parseSeconds(v, key)
+    }
+    return Filter.delay(delays)
+  },
+  readonly: () => Filter.readOnly,
+  nozero: () => Filter.noZero,
+  notrim: () => Filter.noTrim,
+  noextents: () => Filter.noExtents,
+  "multi-conn": (params) => {
+    const keys = take(params, (k) => k.startsWith("multi-conn-"))
+    for (const key of keys.keys())
+      if (key !== "multi-conn-mode") throw new CliError(`multi-conn filter: unknown parameter "${key}"`)
+    const mode = keys.get("multi-conn-mode") ?? "unsafe"
+    if (mode !== "disable" && mode !== "unsafe")
+      throw new CliError(`multi-conn-mode: expected disable or unsafe, got "${mode}"`)
+    return Filter.multiConn(mode === "unsafe")
+  },
+  "blocksize-policy": (params) => {
+    const keys = take(params, (k) => k.startsWith("blocksize-"))
+    const size = (key: string, fallback: number): number => {
+      const text = keys.get(key)
+      if (text === undefined) return fallback
+      const n = decode(SizeFromString, text, key)
+      if (n > 0xffffffffn) throw new CliError(`${key}: at most 4G - 1`)
+      return Number(n)
+    }
+    for (const key of keys.keys())
+      if (!["blocksize-minimum", "blocksize-preferred", "blocksize-maximum", "blocksize-error-policy"].includes(key))
+        throw new CliError(`blocksize-policy filter: unknown parameter "${key}"`)
+    if ((keys.get("blocksize-error-policy") ?? "error") !== "error")
+      throw new CliError("blocksize-error-policy: only error is supported (requests out of policy are refused)")
+    const minimum = size("blocksize-minimum", 1)
+    const preferred = size("blocksize-preferred", Math.max(4096, minimum))
+    const sizes = decode(
+      TestServer.BlockSize,
+      { minimum, preferred, maximum: size("blocksize-maximum", 32 * 1024 * 1024) },
+      "blocksize-policy"
+    )
+    return Filter.blockSizePolicy(sizes)
+  },
+  evil: (params) => {
+    const keys = take(params, (k) => /^evil(-|$)/.test(k))
+    for (const key of keys.keys())
+      if (!["evil", "evil-probability", "evil-seed"].includes(key))
+        throw new CliError(`evil filter: unknown parameter "${key}"`)
+    const mode = keys.get("evil") ?? "cosmic-rays"
+    if (mode !== "cosmic-rays") throw new CliError(`evil: only cosmic-rays is supported, got "${mode}"`)
+    const text = keys.get("evil-probability") ?? "1e-8"
+    const probability = /^[0-9.e+-]+%?$/i.test(text.trim())
+      ? Number(text.replace("%", "")) / (text.endsWith("%") ? 100 : 1)
+      : NaN
+    if (!(probability >= 0 && probability <= 1))
+      throw new CliError(`evil-probability: invalid probability "${text}" (0 to 1, or a percentage)`)
+    const seedText = keys.get("evil-seed")
+    const seed = seedText === undefined ? Date.now() : Number(seedText)
+    if (!Number.isSafeInteger(seed)) throw new CliError(`evil-seed: expected an integer, got "${seedText}"`)
+    return Filter.evil({ probability, seed })
+  }
+}
+
+const makeFilter = (name: string, params: Params): Filter.Filter => FILTERS[name]!(params)

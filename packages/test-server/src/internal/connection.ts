@@ -88,9 +88,14 @@ type Operation = (target: ServerCodec.ChunkTarget) => Effect.Effect<void>
 
 /** The transmission flags of an export, given what was negotiated. */
 export const transmissionFlags = (exp: ResolvedExport, structured: boolean, extended: boolean): number => {
-  let flags = TFlag.HAS_FLAGS | TFlag.SEND_FLUSH | TFlag.SEND_FUA | TFlag.SEND_CACHE | TFlag.CAN_MULTI_CONN
+  const backend = exp.backend
+  let flags = TFlag.HAS_FLAGS | TFlag.SEND_FLUSH | TFlag.SEND_FUA | TFlag.SEND_CACHE
+  if (backend.canMultiConn !== false) flags |= TFlag.CAN_MULTI_CONN
   if (exp.readOnly) flags |= TFlag.READ_ONLY
-  else flags |= TFlag.SEND_TRIM | TFlag.SEND_WRITE_ZEROES | TFlag.SEND_FAST_ZERO
+  else {
+    if (backend.canTrim !== false) flags |= TFlag.SEND_TRIM
+    if (backend.canZero !== false) flags |= TFlag.SEND_WRITE_ZEROES | TFlag.SEND_FAST_ZERO
+  }
   if (structured) flags |= TFlag.SEND_DF
   if (extended) flags |= TFlag.BLOCK_STATUS_PAYLOAD
   return flags
@@ -346,12 +351,14 @@ class Session {
           if (exp.description !== undefined) out.push(ServerCodec.optionInfoDescription(option, exp.description))
           break
         case Protocol.Info.BLOCK_SIZE:
-          if (!blockSizeSent) out.push(ServerCodec.optionInfoBlockSize(option, this.settings.blockSize))
+          if (!blockSizeSent)
+            out.push(ServerCodec.optionInfoBlockSize(option, exp.backend.blockSize ?? this.settings.blockSize))
           blockSizeSent = true
           break
       }
     }
-    if (!blockSizeSent) out.push(ServerCodec.optionInfoBlockSize(option, this.settings.blockSize))
+    if (!blockSizeSent)
+      out.push(ServerCodec.optionInfoBlockSize(option, exp.backend.blockSize ?? this.settings.blockSize))
     out.push(ServerCodec.optionAck(option))
     this.send(out)
     if (option === Opt.GO) this.enterTransmission(exp)
@@ -534,7 +541,8 @@ class Session {
     }
     if (offset + length > exp.size) return void this.outOfBounds(request)
     // A client must respect the advertised minimum block size; refuse what does not, as nbdkit's policy does.
-    const minimum = this.settings.blockSize.minimum
+    const blockSize = exp.backend.blockSize ?? this.settings.blockSize
+    const minimum = blockSize.minimum
     if (minimum > 1 && (offset % minimum !== 0 || length % minimum !== 0))
       return void this.error(
         request,
@@ -544,7 +552,7 @@ class Session {
     const backend = exp.backend
     switch (type) {
       case Cmd.READ:
-        if (length > this.settings.blockSize.maximum)
+        if (length > blockSize.maximum)
           return void this.error(request, NbdErrno.EOVERFLOW, "read exceeds the maximum payload size")
         return (target) =>
           backend.read(offset, length).pipe(
@@ -554,10 +562,16 @@ class Session {
             })
           )
       case Cmd.WRITE:
+        if (length > blockSize.maximum)
+          return void this.error(request, NbdErrno.EOVERFLOW, "write exceeds the maximum payload size")
         return (target) => this.complete(target, backend.write(offset, request.payload!, (flags & CmdFlag.FUA) !== 0))
       case Cmd.TRIM:
+        if (backend.canTrim === false)
+          return void this.error(request, NbdErrno.EINVAL, "trim is not supported on this export")
         return (target) => this.complete(target, backend.trim(offset, length))
       case Cmd.WRITE_ZEROES:
+        if (backend.canZero === false)
+          return void this.error(request, NbdErrno.EINVAL, "write zeroes is not supported on this export")
         return (target) => this.complete(target, backend.zero(offset, length, (flags & CmdFlag.NO_HOLE) === 0))
       case Cmd.CACHE:
         return (target) => this.complete(target, backend.cache(offset, length))
