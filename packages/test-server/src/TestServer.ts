@@ -28,6 +28,7 @@ import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
+import * as Crypto from "node:crypto"
 import * as Fs from "node:fs"
 import type * as Net from "node:net"
 import * as Os from "node:os"
@@ -338,6 +339,8 @@ export type FaultConfig = Schema.Schema.Encoded<typeof Fault>
  *   (nbdkit's layout, as `certtool` makes it), or
  * - `tlsPsk`: a pre-shared keys file of `username:hexkey` lines, as `psktool` writes it. When both are given,
  *   the keys are used, as nbdkit does.
+ * - `tlsVerifyPeer`: with `tlsCertificates`, a client must present a certificate that `ca-cert.pem` signed,
+ *   else the TLS handshake fails (nbdkit's `--tls-verify-peer`). Default false.
  *
  * @since 0.1.0
  * @category config
@@ -363,9 +366,12 @@ export const Config = Schema.Struct({
   disconnectAfter: Schema.optional(Schema.Number.pipe(Schema.int(), Schema.positive())),
   tls: Schema.optional(Schema.Literal("off", "on", "require")),
   tlsCertificates: Schema.optional(Schema.String.pipe(Schema.nonEmptyString())),
-  tlsPsk: Schema.optional(Schema.String.pipe(Schema.nonEmptyString()))
+  tlsPsk: Schema.optional(Schema.String.pipe(Schema.nonEmptyString())),
+  tlsVerifyPeer: Schema.optional(Schema.Boolean)
 }).pipe(
   Schema.filter((c) => {
+    if (c.tlsVerifyPeer === true && (c.tlsCertificates === undefined || c.tlsPsk !== undefined))
+      return "tlsVerifyPeer needs tlsCertificates (X.509, with the CA in ca-cert.pem), not tlsPsk"
     if (c.tls === undefined || c.tls === "off") return true
     if (c.tlsCertificates === undefined && c.tlsPsk === undefined)
       return `tls "${c.tls}" needs tlsCertificates (a directory) or tlsPsk (a keys file)`
@@ -533,6 +539,23 @@ const secureContext = (options: Tls.SecureContextOptions): Effect.Effect<Tls.Sec
     catch: (cause) => configError(`invalid TLS credentials: ${String(cause)}`, cause)
   })
 
+const splitPem = (text: string): Array<string> =>
+  text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? []
+
+/**
+ * Whether `authority` signed `peer` and `peer` is within its validity period: the check of a client
+ * certificate issued directly by a CA of ca-cert.pem (intermediate certificates are not followed).
+ */
+const issuedBy = (peer: Crypto.X509Certificate, authority: Crypto.X509Certificate): boolean => {
+  const now = Date.now()
+  return (
+    peer.checkIssued(authority) &&
+    peer.verify(authority.publicKey) &&
+    Date.parse(peer.validFrom) <= now &&
+    now <= Date.parse(peer.validTo)
+  )
+}
+
 /** Loads the TLS credentials the configuration names. */
 const resolveTls = (
   config: Schema.Schema.Type<typeof Config>
@@ -558,9 +581,22 @@ const resolveTls = (
     const cert = yield* readFile(Path.join(dir, "server-cert.pem"), "the server certificate")
     const key = yield* readFile(Path.join(dir, "server-key.pem"), "the server key")
     const caFile = Path.join(dir, "ca-cert.pem")
-    const ca = Fs.existsSync(caFile) ? yield* readFile(caFile, "the CA certificate") : undefined
+    const verify = config.tlsVerifyPeer ?? false
+    const ca =
+      Fs.existsSync(caFile) || verify
+        ? yield* readFile(caFile, "the CA certificate (for --tls-verify-peer)")
+        : undefined
     const context = yield* secureContext(ca === undefined ? { cert, key } : { cert, key, ca })
-    return { mode, options: { secureContext: context } }
+    if (!verify) return { mode, options: { secureContext: context } }
+    const authorities = yield* Effect.try({
+      try: () => splitPem(ca!.toString("utf8")).map((pem) => new Crypto.X509Certificate(pem)),
+      catch: (cause) => configError(`invalid CA certificate ${caFile}: ${String(cause)}`, cause)
+    })
+    return {
+      mode,
+      options: { secureContext: context, requestCert: true, rejectUnauthorized: true },
+      verifyPeer: (peer) => peer !== undefined && authorities.some((authority) => issuedBy(peer, authority))
+    }
   })
 
 const resolve = (

@@ -109,6 +109,8 @@ TLS (as nbdkit; clients upgrade with NBD_OPT_STARTTLS, e.g. nbds+unix:// URIs):
                            e.g. made with certtool as nbdkit-tls(1) shows
   --tls-psk FILE           pre-shared keys: FILE holds username:hexkey lines (psktool -u NAME -p FILE);
                            used instead of certificates when both are given
+  --tls-verify-peer        with --tls-certificates: a client must present a certificate signed by
+                           DIR/ca-cert.pem (libnbd: client-cert.pem, client-key.pem in its directory)
   --tls and a credential go together; TLS needs fixed newstyle (not -o or --mask-handshake 0).
 
 Process:
@@ -306,6 +308,7 @@ export const parse = (argv: ReadonlyArray<string>): Parsed => {
   let tls: "off" | "on" | "require" | undefined
   let tlsCertificates: string | undefined
   let tlsPsk: string | undefined
+  let tlsVerifyPeer = false
   let disconnectAfter: number | undefined
   let maxReplyBytes: number | undefined
   let maxRequests: number | undefined
@@ -452,6 +455,9 @@ export const parse = (argv: ReadonlyArray<string>): Parsed => {
       case "--tls-psk":
         tlsPsk = value()
         break
+      case "--tls-verify-peer":
+        tlsVerifyPeer = true
+        break
       case "--fault":
         faultTarget().push(parseFault(value()))
         break
@@ -499,6 +505,8 @@ export const parse = (argv: ReadonlyArray<string>): Parsed => {
       throw new CliError(`--tls=${tls} needs --tls-certificates DIR or --tls-psk FILE`)
     if (protocol !== "fixed-newstyle") throw new CliError(`--tls=${tls} needs the fixed newstyle protocol`)
   }
+  if (tlsVerifyPeer && (tlsCertificates === undefined || tlsPsk !== undefined))
+    throw new CliError("--tls-verify-peer needs --tls-certificates DIR (X.509), not --tls-psk")
   const listen: TestServer.Config["listen"] =
     unix !== undefined
       ? unix === "-"
@@ -524,6 +532,7 @@ export const parse = (argv: ReadonlyArray<string>): Parsed => {
         ...(tls !== undefined ? { tls } : {}),
         ...(tlsCertificates !== undefined ? { tlsCertificates } : {}),
         ...(tlsPsk !== undefined ? { tlsPsk } : {}),
+        ...(tlsVerifyPeer ? { tlsVerifyPeer } : {}),
         ...(disconnectAfter !== undefined ? { disconnectAfter } : {}),
         ...(maxReplyBytes !== undefined || maxRequests !== undefined
           ? {

@@ -15,6 +15,7 @@ import * as FiberSet from "effect/FiberSet"
 import * as Option from "effect/Option"
 import * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
+import type * as Crypto from "node:crypto"
 import type * as Net from "node:net"
 import * as Tls from "node:tls"
 import * as Backend from "../Backend.js"
@@ -54,6 +55,8 @@ export interface TlsSettings {
   readonly mode: "on" | "require"
   /** Options of the server side of `new tls.TLSSocket(socket, ...)` (which reads `pskCallback` too). */
   readonly options: Tls.TLSSocketOptions & Pick<Tls.TlsOptions, "pskCallback">
+  /** With `--tls-verify-peer`: whether a client's certificate is acceptable. */
+  readonly verifyPeer?: ((peer: Crypto.X509Certificate | undefined) => boolean) | undefined
 }
 
 /** @internal */
@@ -805,6 +808,14 @@ export const serve = (settings: Settings, conn: Net.Socket): Effect.Effect<void,
             })
           if (conn.destroyed) return
           const secure = new Tls.TLSSocket(conn, { ...tls.options, isServer: true })
+          // A TLSSocket made directly asks for the peer's certificate (and fails a peer without one) but
+          // does not act on its verification: check it against the CA before the client is heard (the
+          // handshake ends before any data is read).
+          const verify = tls.verifyPeer
+          if (verify !== undefined)
+            secure.once("secure", () => {
+              if (!verify(secure.getPeerX509Certificate())) secure.destroy()
+            })
           io.socket = secure
           listen(secure)
           session.tlsStarted()
