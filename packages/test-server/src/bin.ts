@@ -103,7 +103,8 @@ const serve = (options: Cli.Options): Effect.Effect<number, TestServer.TestServe
     Effect.gen(function* () {
       const server = yield* TestServer.make(yield* configOf(options))
       yield* writePidfile(options.pidfile)
-      if (options.printUri) process.stdout.write(`${server.uri}\n`)
+      if (daemonChild) yield* tellParent({ _tag: "Listening", uri: server.uri })
+      else if (options.printUri) process.stdout.write(`${server.uri}\n`)
       if (options.run === undefined) return yield* Effect.never
       const env: Record<string, string> = {
         uri: server.uri,
@@ -121,6 +122,52 @@ const serve = (options: Cli.Options): Effect.Effect<number, TestServer.TestServe
     })
   )
 
+/** Set in the background copy of the server, which tells its parent once it listens (over IPC). */
+const DAEMON_ENV = "EFFECT_NBD_SERVER_BACKGROUND"
+const daemonChild = process.env[DAEMON_ENV] === "1" && typeof process.send === "function"
+
+type DaemonMessage =
+  { readonly _tag: "Listening"; readonly uri: string } | { readonly _tag: "Failed"; readonly message: string }
+
+const tellParent = (message: DaemonMessage): Effect.Effect<void> =>
+  Effect.async<void>((resume) => {
+    process.send!(message, undefined, {}, () => {
+      if (message._tag === "Listening") process.disconnect()
+      resume(Effect.void)
+    })
+  })
+
+/**
+ * nbdkit's default: go to the background once the socket listens. Node cannot fork, so the server runs
+ * again as a detached child (its own session, stdio closed) that reports over IPC when it listens or fails;
+ * this process then prints what the child says (the URI for -p 0 or -U -, or the error) and exits.
+ */
+const background = (options: Cli.Options): void => {
+  const child = spawn(process.execPath, [...process.execArgv, process.argv[1]!, ...process.argv.slice(2)], {
+    detached: true,
+    stdio: ["ignore", "ignore", "ignore", "ipc"],
+    env: { ...process.env, [DAEMON_ENV]: "1" }
+  })
+  child.on("message", (message: DaemonMessage) => {
+    if (message._tag === "Listening") {
+      if (options.printUri) process.stdout.write(`${message.uri}\n`)
+      child.unref()
+      child.disconnect()
+      process.exitCode = 0
+    } else {
+      process.stderr.write(`effect-nbd-server: error: ${message.message}\n`)
+      process.exitCode = 1
+    }
+  })
+  child.on("exit", (code) => {
+    if (process.exitCode === undefined) {
+      process.stderr.write(`effect-nbd-server: error: the server exited (status ${code}) before it listened\n`)
+      process.exitCode = 1
+    }
+  })
+  child.on("error", (error) => fail(`cannot start the server in the background: ${error.message}`))
+}
+
 switch (parsed._tag) {
   case "Help":
     process.stdout.write(Cli.usage)
@@ -131,13 +178,19 @@ switch (parsed._tag) {
   case "Serve": {
     let code = 0
     const options = parsed.options
+    if (!options.foreground && !daemonChild) {
+      background(options)
+      break
+    }
     const served = options.single ? serveStdin(options) : serve(options)
     const program = (options.exitWithParent ? Effect.raceFirst(served, Effect.as(parentExited, 0)) : served).pipe(
       Effect.catchAll((error) =>
-        Effect.sync(() => {
-          process.stderr.write(`effect-nbd-server: error: ${error.message}\n`)
-          return 1
-        })
+        daemonChild
+          ? Effect.as(tellParent({ _tag: "Failed", message: error.message }), 1)
+          : Effect.sync(() => {
+              process.stderr.write(`effect-nbd-server: error: ${error.message}\n`)
+              return 1
+            })
       ),
       Effect.tap((status) =>
         Effect.sync(() => {

@@ -83,12 +83,12 @@ describe("effect-nbd-server CLI", () => {
     })
   )
 
-  it.live("serves until SIGTERM without --run", () =>
+  it.live("serves in the foreground (-f) until SIGTERM without --run", () =>
     Effect.gen(function* () {
       const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "effect-nbd-cli-"))
       const socket = Path.join(dir, "s.sock")
       const pidfile = Path.join(dir, "pid")
-      const child = spawn("node", [bin, "-U", socket, "-P", pidfile], { stdio: "ignore" })
+      const child = spawn("node", [bin, "-f", "-U", socket, "-P", pidfile], { stdio: "ignore" })
       try {
         for (let i = 0; i < 100 && !Fs.existsSync(pidfile); i++) yield* Effect.sleep("50 millis")
         expect(Fs.readFileSync(pidfile, "utf8").trim()).toBe(String(child.pid))

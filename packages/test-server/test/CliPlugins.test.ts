@@ -121,6 +121,43 @@ describe("effect-nbd-server: -s, plugins and the file backend", () => {
     })
   )
 
+  it.scopedLive(
+    "without -f it goes to the background once listening: a script runs it, then nbdinfo, as with nbdkit",
+    () =>
+      Effect.gen(function* () {
+        const dir = yield* tempDir
+        const script = (server: string) =>
+          [
+            "set -e",
+            `rm -f ${dir}/s.sock`,
+            `${server} -U ${dir}/s.sock -P ${dir}/pid memory 1G`,
+            `nbdinfo --size "nbd+unix:///?socket=${dir}/s.sock"`,
+            `kill $(cat ${dir}/pid)`,
+            `while kill -0 $(cat ${dir}/pid) 2>/dev/null; do sleep 0.1; done`,
+            "echo stopped"
+          ].join("\n")
+        // The same script with nbdkit, then with ours; $(...) returns: the server holds no stdout.
+        for (const server of ["nbdkit", `node ${bin}`]) {
+          const r = yield* run("/bin/sh", ["-c", `out=$(${script(server).replace(/\n/g, "; ")}); echo "$out"`])
+          expect(r.code, `${server}: ${r.stderr}`).toBe(0)
+          expect(r.stdout.trim().split("\n"), server).toEqual([String(1 << 30), "stopped"])
+        }
+        // -p 0 in the background prints the URI it chose, then returns; an error comes back from the child.
+        const uri = yield* run("/bin/sh", ["-c", `node ${bin} -p 0 -P ${dir}/pid2 null 1M`])
+        expect(uri.code, uri.stderr).toBe(0)
+        const pid = Number(Fs.readFileSync(Path.join(dir, "pid2"), "utf8"))
+        try {
+          expect(uri.stdout).toMatch(/^nbd:\/\/127\.0\.0\.1:\d+\/\n$/)
+          expect((yield* runOk("nbdinfo", ["--size", uri.stdout.trim()])).stdout.trim()).toBe(String(1 << 20))
+        } finally {
+          process.kill(pid, "SIGTERM")
+        }
+        const bad = yield* run("node", [bin, "-U", Path.join(dir, "no/such/dir/s.sock"), "memory", "1M"])
+        expect(bad.code).toBe(1)
+        expect(bad.stderr).toMatch(/^effect-nbd-server: error: cannot listen: /)
+      })
+  )
+
   it.scopedLive("--exit-with-parent: the server stops when the process that started it exits", () =>
     Effect.gen(function* () {
       const dir = yield* tempDir

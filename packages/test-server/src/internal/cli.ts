@@ -115,7 +115,9 @@ TLS (as nbdkit; clients upgrade with NBD_OPT_STARTTLS, e.g. nbds+unix:// URIs):
 
 Process:
   -P, --pidfile PIDFILE    write the server's pid to PIDFILE once it listens
-  -f, --foreground         accepted; the server always runs in the foreground
+  -f, --foreground         stay in the foreground. By default, as nbdkit, the server goes to the
+                           background once it listens (-s, --run and --exit-with-parent imply -f),
+                           so a script can run it, then its client: stop it with kill $(cat PIDFILE)
   --exit-with-parent       stop when the process that started the server exits
   --run CMD                run CMD with /bin/sh -c once the server listens, with $uri (and $unixsocket
                            or $port, $exportname) set; stop the server when CMD exits and exit with
@@ -266,6 +268,8 @@ export interface Options {
   readonly run: string | undefined
   /** `-s`: serve one client on stdin/stdout (a socket) and exit when it leaves. */
   readonly single: boolean
+  /** Stay in the foreground (`-f`, or implied by -s, --run, --exit-with-parent); else go to the background once listening. */
+  readonly foreground: boolean
   /** `--exit-with-parent`: stop when the process that started the server exits. */
   readonly exitWithParent: boolean
   /** The file plugin's path: the bin opens it and gives the first export its backend. */
@@ -319,6 +323,7 @@ export const parse = (argv: ReadonlyArray<string>): Parsed => {
 
   const filterNames: Array<string> = []
   let single = false
+  let foreground = false
   let exitWithParent = false
   let backendGiven = false
   /** nbdkit's PLUGIN [key=value ...] [MAGIC]: the first bare word, its parameters, in order. */
@@ -377,6 +382,7 @@ export const parse = (argv: ReadonlyArray<string>): Parsed => {
       case "-f":
       case "--foreground":
       case "--no-fork":
+        foreground = true
         break
       case "-s":
       case "--single":
@@ -552,6 +558,8 @@ export const parse = (argv: ReadonlyArray<string>): Parsed => {
       run: runCommand,
       single,
       exitWithParent,
+      // nbdkit: -s, --run and --exit-with-parent keep the server in the foreground.
+      foreground: foreground || single || runCommand !== undefined || exitWithParent,
       file,
       printUri: !single && runCommand === undefined && (port === 0 || unix === "-")
     }
