@@ -4,7 +4,7 @@ import type * as NbdError from "../NbdError.js"
 import type { Spec } from "./calls.js"
 import { Strict } from "./commands.js"
 import * as debug from "./debug.js"
-import { checkState, type HandleImpl, invalidArgument } from "./handle.js"
+import { type HandleImpl, invalidArgument, stateDenied } from "./handle.js"
 import * as metrics from "./metrics.js"
 import { uriOf } from "./uri.js"
 
@@ -38,23 +38,19 @@ export const call = <A, E, R>(
   spec: Spec,
   body: () => Effect.Effect<A, E, R>,
   details: Details = {}
-): Effect.Effect<A, E | NbdError.NbdError, R> => {
-  const checked = Effect.suspend((): Effect.Effect<A, E | NbdError.NbdError, R> => {
+): Effect.Effect<A, E | NbdError.NbdError, R> =>
+  // One step for the checks and the choice of span: the small commands' cost is in steps like these.
+  Effect.withFiberRuntime((fiber) => {
     details.first?.(h)
-    const run = Effect.suspend((): Effect.Effect<A, E | NbdError.NbdError, R> => {
-      const flagError = checkFlags(h, spec, details)
-      return flagError === undefined ? body() : Effect.fail(flagError)
-    })
-    return spec.states === "any" ? run : Effect.zipRight(checkState(h, spec.name, spec.states), run)
+    const refused =
+      (spec.states === "any" ? undefined : stateDenied(h, spec.name, spec.states)) ?? checkFlags(h, spec, details)
+    let effect: Effect.Effect<A, E | NbdError.NbdError, R> = refused === undefined ? body() : Effect.fail(refused)
+    if (h.settings.metrics) effect = metrics.observe(spec.name, effect, details.bytes)
+    if (h.settings.debug) effect = debug.traceCall(h, spec.name, effect, describe(details))
+    return fiber.currentTracer === nativeTracer()
+      ? effect
+      : Effect.withSpan(effect, spec.name, { kind: "client", attributes: spanAttributes(h, spec, details) })
   })
-  const observed = h.settings.metrics ? metrics.observe(spec.name, checked, details.bytes) : checked
-  const logged = h.settings.debug ? debug.traceCall(h, spec.name, observed, describe(details)) : observed
-  return Effect.flatMap(Effect.tracer, (tracer) =>
-    tracer === nativeTracer()
-      ? logged
-      : Effect.withSpan(logged, spec.name, { kind: "client", attributes: spanAttributes(h, spec, details) })
-  )
-}
 
 const checkFlags = (h: HandleImpl, spec: Spec, details: Details): NbdError.NbdError | undefined => {
   if (spec.flags === undefined || details.flags === undefined) return undefined

@@ -2,7 +2,6 @@ import * as Socket from "@effect/platform/Socket"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
-import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as HandleState from "../HandleState.js"
 import * as NbdError from "../NbdError.js"
 import * as Transport from "../Transport.js"
@@ -16,23 +15,25 @@ import * as lifecycle from "./lifecycle.js"
 
 /** Moves Created → Connecting atomically, so a handle connects once. */
 export const claimForConnect = (h: HandleImpl, operation: string) =>
-  SubscriptionRef.modify(h.state, (s): [Option.Option<HandleState.HandleState>, HandleState.HandleState] =>
-    HandleState.isCreated(s) ? [Option.none(), HandleState.Connecting] : [Option.some(s), s]
-  ).pipe(
-    Effect.flatMap(
-      Option.match({
-        onNone: () => Effect.void,
-        onSome: (s) =>
-          Effect.fail(
-            new NbdError.InvalidStateError({
-              errno: "EINVAL",
-              operation,
-              message: `invalid state: ${HandleState.shortName(s)}: the handle must be newly created`
-            })
-          )
-      })
+  h
+    .transition((s): readonly [Option.Option<HandleState.HandleState>, HandleState.HandleState] =>
+      HandleState.isCreated(s) ? [Option.none(), HandleState.Connecting] : [Option.some(s), s]
     )
-  )
+    .pipe(
+      Effect.flatMap(
+        Option.match({
+          onNone: () => Effect.void,
+          onSome: (s) =>
+            Effect.fail(
+              new NbdError.InvalidStateError({
+                errno: "EINVAL",
+                operation,
+                message: `invalid state: ${HandleState.shortName(s)}: the handle must be newly created`
+              })
+            )
+        })
+      )
+    )
 
 /** Marks the handle dead with `error` and ends its connection, after sending what was queued. */
 export const kill = (h: HandleImpl, conn: Connection, error: NbdError.NbdError): Effect.Effect<void> =>

@@ -139,7 +139,7 @@ export class HandleImpl implements Host, Inspectable.Inspectable {
   }
 
   toJSON(): unknown {
-    return { _id: "NbdHandle", name: this.settings.handleName, state: HandleState.shortName(this.stateNow()) }
+    return { _id: "NbdHandle", name: this.settings.handleName, state: HandleState.shortName(this.stateNow) }
   }
 
   toString(): string {
@@ -148,10 +148,6 @@ export class HandleImpl implements Host, Inspectable.Inspectable {
 
   [Inspectable.NodeInspectSymbol](): unknown {
     return this.toJSON()
-  }
-
-  private stateNow(): HandleState.HandleState {
-    return Effect.runSync(SubscriptionRef.get(this.state))
   }
 
   /** The state as callers see it: Ready becomes Processing while a request or reply is half-way through. */
@@ -176,9 +172,38 @@ export class HandleImpl implements Host, Inspectable.Inspectable {
    */
   setState(s: HandleState.HandleState): Effect.Effect<void> {
     const ending = HandleState.isDead(s) || HandleState.isClosed(s)
-    return SubscriptionRef.updateSome(this.state, (current) =>
-      ending || !(HandleState.isDead(current) || HandleState.isClosed(current)) ? Option.some(s) : Option.none()
+    return this.mirrored(
+      SubscriptionRef.updateSomeAndGet(this.state, (current) =>
+        ending || !(HandleState.isDead(current) || HandleState.isClosed(current)) ? Option.some(s) : Option.none()
+      )
     )
+  }
+
+  /** Moves the state by `f`, atomically, as `SubscriptionRef.modify` does, and answers what `f` answered. */
+  transition<A>(f: (s: HandleState.HandleState) => readonly [A, HandleState.HandleState]): Effect.Effect<A> {
+    return Effect.flatMap(
+      SubscriptionRef.modify(this.state, (s): [readonly [A, HandleState.HandleState], HandleState.HandleState] => {
+        const [answer, next] = f(s)
+        return [[answer, next], next]
+      }),
+      ([answer, next]) =>
+        Effect.sync(() => {
+          this.stateNow = next
+          return answer
+        })
+    )
+  }
+
+  /**
+   * The state as last set, read without an effect: what the one wrapper checks each call against, so a call
+   * costs no extra step for it. Every change goes through `setState` or `transition`, which keep it.
+   */
+  stateNow: HandleState.HandleState = HandleState.Created
+
+  private mirrored(update: Effect.Effect<HandleState.HandleState>): Effect.Effect<void> {
+    return Effect.map(update, (s) => {
+      this.stateNow = s
+    })
   }
 }
 
@@ -218,19 +243,27 @@ export const checkState = (
   operation: string,
   permitted: ReadonlyArray<Permitted>
 ): Effect.Effect<HandleState.HandleState, NbdError.InvalidStateError> =>
-  Effect.flatMap(SubscriptionRef.get(h.state), (s) =>
-    permitted.includes(classOf(s))
-      ? Effect.succeed(s)
-      : Effect.fail(
-          new NbdError.InvalidStateError({
-            errno: s._tag === "Created" ? "ENOTCONN" : "EINVAL",
-            operation,
-            message: `invalid state: ${HandleState.shortName(s)}: the handle must be ${permitted
-              .map((p) => permittedText[p])
-              .join(", or ")}`
-          })
-        )
-  )
+  Effect.suspend(() => {
+    const denied = stateDenied(h, operation, permitted)
+    return denied === undefined ? Effect.succeed(h.stateNow) : Effect.fail(denied)
+  })
+
+/** libnbd's refusal of a call outside its states (ENOTCONN while created, else EINVAL), or undefined. */
+export const stateDenied = (
+  h: HandleImpl,
+  operation: string,
+  permitted: ReadonlyArray<Permitted>
+): NbdError.InvalidStateError | undefined => {
+  const s = h.stateNow
+  if (permitted.includes(classOf(s))) return undefined
+  return new NbdError.InvalidStateError({
+    errno: s._tag === "Created" ? "ENOTCONN" : "EINVAL",
+    operation,
+    message: `invalid state: ${HandleState.shortName(s)}: the handle must be ${permitted
+      .map((p) => permittedText[p])
+      .join(", or ")}`
+  })
+}
 
 export const invalidArgument = (
   operation: string,

@@ -1,5 +1,4 @@
 import * as Effect from "effect/Effect"
-import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as HandleState from "../HandleState.js"
 import * as NbdError from "../NbdError.js"
 import * as Protocol from "../Protocol.js"
@@ -29,9 +28,8 @@ export const runOption = <A>(
   body: (impl: HandleImpl, conn: Connection) => Effect.Effect<A, NbdError.NbdError>
 ): Effect.Effect<A, NbdError.NbdError> =>
   Effect.gen(function* () {
-    const claimed = yield* SubscriptionRef.modify(
-      impl.state,
-      (s): [HandleState.HandleState | undefined, HandleState.HandleState] =>
+    const claimed = yield* impl.transition(
+      (s): readonly [HandleState.HandleState | undefined, HandleState.HandleState] =>
         HandleState.isNegotiating(s) ? [undefined, HandleState.Connecting] : [s, s]
     )
     if (claimed !== undefined) yield* checkState(impl, operation, ["negotiating"])
