@@ -227,12 +227,18 @@ export interface Result {
  * @since 0.2.0
  * @category copying
  */
-export const copy: <S extends Source, D extends Destination>(
+export const copy = <S extends Source, D extends Destination>(
   source: S,
   destination: D,
   options?: Options
-) => Effect.Effect<Result, NbdError.NbdError | ErrorOf<S> | ErrorOf<D>, ContextOf<S> | ContextOf<D>> =
-  internal.copy as any
+): Effect.Effect<Result, NbdError.NbdError | ErrorOf<S> | ErrorOf<D>, ContextOf<S> | ContextOf<D>> =>
+  // The body is written once for every kind of side; what a given pair can fail with and needs is the
+  // narrowing of its union that ErrorOf and ContextOf compute.
+  internal.copy(source, destination, options) as Effect.Effect<
+    Result,
+    NbdError.NbdError | ErrorOf<S> | ErrorOf<D>,
+    ContextOf<S> | ContextOf<D>
+  >
 
 /**
  * The options of `copyWithProgress`.
@@ -251,9 +257,13 @@ export interface ProgressOptions extends Options {
  * @since 0.2.0
  * @category copying
  */
-export const copyWithProgress: <S extends Source, D extends Destination>(
+export const copyWithProgress = <S extends Source, D extends Destination>(
   source: S,
   destination: D,
   options?: ProgressOptions
-) => Stream.Stream<Progress, NbdError.NbdError | ErrorOf<S> | ErrorOf<D>, ContextOf<S> | ContextOf<D>> =
-  internal.copyWithProgress as any
+): Stream.Stream<Progress, NbdError.NbdError | ErrorOf<S> | ErrorOf<D>, ContextOf<S> | ContextOf<D>> =>
+  internal.copyWithProgress(source, destination, options) as Stream.Stream<
+    Progress,
+    NbdError.NbdError | ErrorOf<S> | ErrorOf<D>,
+    ContextOf<S> | ContextOf<D>
+  >

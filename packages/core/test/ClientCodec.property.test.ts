@@ -9,6 +9,7 @@ import * as Protocol from "@effect-nbd/core/Protocol"
 import * as ServerCodec from "@effect-nbd/core/ServerCodec"
 import { describe, expect, it } from "@effect/vitest"
 import * as fc from "fast-check"
+import { BOUND_MS, BYTES, bestOf3 } from "./util/linear.js"
 
 const SEED = 0xc11e47
 const RUNS = 150
@@ -746,35 +747,6 @@ describe("ClientCodec decoders refuse impossible lengths at once, without alloca
 // ---------------------------------------------------------------------------------------------------------------
 // Linear time
 // ---------------------------------------------------------------------------------------------------------------
-
-const BYTES = 200_000
-/** O(n) takes milliseconds here; the quadratic buffering this guards against took 8.9 s for 200,000 bytes. */
-const BOUND_MS = 1000
-
-/**
- * The best of up to three runs, in milliseconds: a complexity guard, so a busy machine's noise should not trip
- * it. `run` gets a `tick` to call as it goes, which gives up once a run is past the bound, so a quadratic
- * decoder fails in a second instead of a minute.
- */
-const bestOf3 = (run: (tick: () => void) => void): number => {
-  let best = Infinity
-  for (let i = 0; i < 3 && best >= BOUND_MS; i++) {
-    const start = performance.now()
-    let ticks = 0
-    const tick = () => {
-      if ((++ticks & 1023) === 0 && performance.now() - start > BOUND_MS)
-        throw new Error(`still decoding after ${BOUND_MS} ms: not linear`)
-    }
-    try {
-      run(tick)
-    } catch (e) {
-      if (i === 2) throw e
-      continue
-    }
-    best = Math.min(best, performance.now() - start)
-  }
-  return best
-}
 
 /** Pushes `bytes` one at a time through a one-byte reused Buffer, calling `pull` after each push. */
 const trickle = (bytes: Uint8Array, push: (chunk: Uint8Array) => void, pull: () => void, tick: () => void): void => {
