@@ -168,7 +168,9 @@ const connectionEnded = (h: HandleImpl, operation: string): NbdError.ConnectionE
 
 /** Checks a command, queues its request and returns it with its cookie. Nothing is sent when a check fails. */
 export const issue = <A>(h: HandleImpl, spec: CommandSpec): Effect.Effect<Command<A>, NbdError.NbdError> =>
-  Effect.flatMap(h.state.get, (s) => {
+  Effect.suspend(() => {
+    // The wrapper checked the state already; this guards the engine's own callers, from the plain mirror.
+    const s = h.stateNow
     if (!HandleState.isConnected(s)) return Effect.fail(stateError(spec.operation, s))
     const ended = connectionEnded(h, spec.operation)
     if (ended !== undefined) return Effect.fail(ended)
