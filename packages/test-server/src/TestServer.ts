@@ -205,6 +205,9 @@ export const Fault = Schema.Struct({
  * One export: its name ("" is the default export), size, optional description, read-only flag, backend
  * (default "memory", sparse; or a ready `Backend`, e.g. from `FileBackend.make`, whose size is the default)
  * faults (added to the server-wide `faults`) and filters over the backend (`Filter`, the first outermost).
+ * With `anyName`, the export also answers to every name no other export has, as nbdkit serves its plugin
+ * (`nbdkit memory 1G` serves `nbd+unix:///foo`); NBD_INFO_NAME then tells the name the client asked for,
+ * and NBD_OPT_LIST still lists the export by its own name.
  *
  * @since 0.1.0
  * @category config
@@ -217,6 +220,7 @@ export const ExportConfig = Schema.Struct({
     Schema.String.pipe(Schema.filter((s) => utf8Length(s) <= 4096 || "a description has at most 4096 bytes"))
   ),
   readOnly: Schema.optional(Schema.Boolean),
+  anyName: Schema.optional(Schema.Boolean),
   backend: Schema.optional(BackendSpec),
   faults: Schema.optional(Schema.Array(Fault)),
   /** Filters over the backend, the first outermost (`Filter.apply`). */
@@ -431,6 +435,8 @@ export interface Export {
   readonly description: string | undefined
   readonly size: bigint
   readonly readOnly: boolean
+  /** Whether the export answers to any name no other export has. */
+  readonly anyName: boolean
   readonly backend: Backend.Backend
 }
 
@@ -610,6 +616,7 @@ const resolve = (
       description: e.description,
       size: e.size ?? backend.size,
       readOnly: (e.readOnly ?? false) || backend.readOnly,
+      anyName: e.anyName ?? false,
       backend,
       faults: [...(config.faults ?? []), ...(e.faults ?? [])].map(resolveFault)
     }

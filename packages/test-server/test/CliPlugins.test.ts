@@ -101,6 +101,68 @@ describe("effect-nbd-server: -s, plugins and the file backend", () => {
     })
   )
 
+  it.scopedLive("a plugin answers to any export name and NBD_OPT_LIST lists it as nbdkit does", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const file = Path.join(dir, "disk.img")
+      Fs.writeFileSync(file, Buffer.alloc(1 << 20, 0x55))
+      // nbdinfo on a named export, then --list through another name; the same script against each server.
+      const script =
+        'nbdinfo --json "nbd+unix:///foo?socket=$unixsocket" && nbdinfo --list --json "nbd+unix:///bar?socket=$unixsocket"'
+      type Info = { protocol: string; exports: Array<Record<string, unknown>> }
+      /** What the two JSON documents say about the exports' names and contents (capabilities aside). */
+      const facts = (stdout: string) =>
+        stdout.split(/\n(?=\{)/).map((doc) => {
+          const info = JSON.parse(doc) as Info
+          return {
+            protocol: info.protocol,
+            exports: info.exports.map((e) => ({
+              name: e["export-name"],
+              size: e["export-size"],
+              readOnly: e["is_read_only"],
+              content: e["content"],
+              contexts: e["contexts"],
+              uri: String(e["uri"]).replace(/socket=.*/, "")
+            }))
+          }
+        })
+      for (const plugin of [
+        ["memory", "1M"],
+        ["null", "1M"],
+        ["pattern", "1M"],
+        ["file", file]
+      ]) {
+        const theirs = yield* run("nbdkit", ["-U", "-", ...plugin, "--run", script])
+        expect(theirs.code, theirs.stderr).toBe(0)
+        const ours = yield* cli(["-U", "-", ...plugin, "--run", script])
+        expect(ours.code, `${plugin.join(" ")}: ${ours.stderr}`).toBe(0)
+        const [named, list] = facts(ours.stdout)
+        expect(named!.exports.map((e) => e.name)).toEqual(["foo"])
+        expect(list!.exports.map((e) => e.name)).toEqual([""])
+        expect(facts(ours.stdout), plugin.join(" ")).toEqual(facts(theirs.stdout))
+      }
+      // One export behind every name: what is written through one name reads back through another, and
+      // NBD_INFO_NAME tells the name asked for (nbdkit's canonical name).
+      const shared = yield* cli([
+        "-U",
+        "-",
+        "memory",
+        "1M",
+        "--run",
+        [
+          `nbdsh -u "nbd+unix:///a?socket=$unixsocket" -c "h.pwrite(b'named', 4096)"`,
+          `nbdsh -c "h.set_full_info(True)" -c "h.set_export_name('b')" -c "h.connect_unix('$unixsocket')" -c "print(h.get_canonical_export_name(), h.pread(5, 4096).decode())"`
+        ].join(" && ")
+      ])
+      expect(shared.code, shared.stderr).toBe(0)
+      expect(shared.stdout.trim()).toBe("b named")
+      // --export keeps its names exact: an unknown name is refused.
+      const exact = yield* cli(["-U", "-", "--export", "a=1M", "--run", 'nbdinfo "nbd+unix:///foo?socket=$unixsocket"'])
+      expect(exact.code).not.toBe(0)
+      expect(exact.stderr).toMatch(/export: foo/)
+    })
+  )
+
   it.scopedLive("-p 0 prints the URI of the port it chose", () =>
     Effect.gen(function* () {
       const child = spawn("node", [bin, "-p", "0", "-f", "memory", "1M"], { stdio: ["ignore", "pipe", "inherit"] })

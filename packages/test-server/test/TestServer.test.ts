@@ -292,6 +292,39 @@ describe("TestServer against libnbd's tools", () => {
     })
   )
 
+  it.live("anyName: an export answers to names no other export has; exact names still win", () =>
+    withServer(
+      {
+        exports: [
+          { name: "disk", size: 1 << 20, anyName: true },
+          { name: "other", size: 2 << 20 }
+        ]
+      },
+      (server) =>
+        Effect.gen(function* () {
+          const foo = firstExport(yield* nbdinfoJson(server.uriFor("foo")))
+          expect(foo["export-name"]).toBe("foo")
+          expect(foo["export-size"]).toBe(1 << 20)
+          expect(firstExport(yield* nbdinfoJson(server.uriFor("other")))["export-size"]).toBe(2 << 20)
+          const list = yield* runOk("nbdinfo", ["--list", "--json", server.uri])
+          const names = (JSON.parse(list.stdout) as { exports: Array<Record<string, unknown>> }).exports.map(
+            (e) => e["export-name"]
+          )
+          expect(names).toEqual(["disk", "other"])
+        })
+    )
+  )
+
+  it.live("without anyName an unknown export name is refused", () =>
+    withServer({ exports: [{ name: "disk", size: 1 << 20 }] }, (server) =>
+      Effect.gen(function* () {
+        const r = yield* run("nbdinfo", [server.uriFor("foo")])
+        expect(r.code).not.toBe(0)
+        expect(r.stderr).toMatch(/export: foo/)
+      })
+    )
+  )
+
   it.live("invalid configuration fails with a TestServerError", () =>
     Effect.gen(function* () {
       const error = yield* Effect.flip(Effect.scoped(TestServer.make({ exports: [{ name: "", size: -1 }] })))

@@ -28,7 +28,8 @@ Listening (default: TCP port 10809 on 127.0.0.1):
                            NodeNbd.connectCommand give it), then exit
   With -p 0 or -U -, and no --run, the server prints its URI on stdout once it listens.
 
-Plugins (nbdkit's way of naming the one export "", instead of --export):
+Plugins (nbdkit's way of naming the one export "", instead of --export; as in nbdkit, it is served
+under any export name a client asks for, and NBD_OPT_LIST lists it as ""):
   memory [size=]SIZE       sparse memory
   null [size=]SIZE         reads zeroes, discards writes (default size 0)
   pattern [size=]SIZE      read-only; each 8-byte word holds its offset (big-endian)
@@ -316,7 +317,13 @@ export const parse = (argv: ReadonlyArray<string>): Parsed => {
   let disconnectAfter: number | undefined
   let maxReplyBytes: number | undefined
   let maxRequests: number | undefined
-  const exports: Array<{ name: string; size: bigint; description?: string; faults: Array<TestServer.FaultConfig> }> = []
+  const exports: Array<{
+    name: string
+    size: bigint
+    description?: string
+    anyName?: boolean
+    faults: Array<TestServer.FaultConfig>
+  }> = []
   const faults: Array<TestServer.FaultConfig> = []
   /** Where --fault and --delay go: every export until the first --export, then the last export. */
   const faultTarget = (): Array<TestServer.FaultConfig> => exports[exports.length - 1]?.faults ?? faults
@@ -501,7 +508,8 @@ export const parse = (argv: ReadonlyArray<string>): Parsed => {
     const p = pluginExport(plugin, params)
     if (p.file !== undefined) file = p.file
     else backend = p.backend
-    exports.push({ name: "", size: p.size, faults: [] })
+    // nbdkit serves its plugin under whatever export name the client asks for.
+    exports.push({ name: "", size: p.size, anyName: true, faults: [] })
   } else if (params.length > 0) {
     const [key, v] = params[0]!
     throw new CliError(`unexpected argument "${key === undefined ? v : `${key}=${v}`}" (see --help)`)

@@ -29,6 +29,8 @@ export interface ResolvedExport {
   readonly size: bigint
   readonly readOnly: boolean
   readonly backend: Backend.Backend
+  /** Served under any name no other export has, as nbdkit serves its plugin. */
+  readonly anyName: boolean
   /** The server-wide faults, then the export's own. */
   readonly faults: ReadonlyArray<ResolvedFault>
 }
@@ -104,9 +106,14 @@ export const transmissionFlags = (exp: ResolvedExport, structured: boolean, exte
   return flags
 }
 
-/** The export a name selects: an exact match, else the first export for "". */
+/** The export a name selects: an exact match, else the first export for "", else one that takes any name. */
 export const findExport = (settings: Settings, name: string): ResolvedExport | undefined =>
-  settings.exports.find((e) => e.name === name) ?? (name === "" ? settings.exports[0] : undefined)
+  settings.exports.find((e) => e.name === name) ??
+  (name === "" ? settings.exports[0] : settings.exports.find((e) => e.anyName))
+
+/** The name NBD_INFO_NAME tells: nbdkit echoes the client's name for an export that takes any name. */
+const canonicalName = (exp: ResolvedExport, requested: string): string =>
+  exp.anyName && requested !== "" ? requested : exp.name
 
 type Ending = "graceful" | "hard"
 
@@ -348,7 +355,7 @@ class Session {
     for (const info of infos) {
       switch (info) {
         case Protocol.Info.NAME:
-          out.push(ServerCodec.optionInfoName(option, exp.name))
+          out.push(ServerCodec.optionInfoName(option, canonicalName(exp, name)))
           break
         case Protocol.Info.DESCRIPTION:
           if (exp.description !== undefined) out.push(ServerCodec.optionInfoDescription(option, exp.description))
