@@ -12,6 +12,7 @@ import * as Inspectable from "effect/Inspectable"
 import * as Option from "effect/Option"
 import type * as Pipeable from "effect/Pipeable"
 import * as Predicate from "effect/Predicate"
+import type * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
 import type * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
@@ -122,6 +123,54 @@ export interface Settings {
   readonly preadInitialize?: boolean
   /** Debug messages through Effect's logger (default false); see `setDebug`. */
   readonly debug?: boolean
+  /**
+   * Reconnect when the connection drops (qemu's reconnect-delay), on this schedule; default: never. The
+   * handle must connect through something that can be opened again: a URI, a Unix or TCP address, a command
+   * line, or any `Socket` layer whose socket opens a new connection each time it runs.
+   *
+   * When the connection ends by EOF or a socket error while the handle is connected, the commands still
+   * waiting for replies wait on, and new commands wait with them. The handle goes to Connecting, opens the
+   * socket again and repeats the handshake with the same settings (TLS, export name, meta contexts,
+   * structured replies, extended headers). If the export is the same (size, flags, meta contexts and their
+   * ids, reply format), the waiting commands are sent again in their original order and complete as if
+   * nothing had happened; the handle is Ready again and `stats` counts the reconnect. If it is not, they all
+   * fail with `ExportChangedError` (ESTALE), nothing is sent, and the handle is Dead. Each failed try
+   * (connect refused, dropped handshake) is fed to the schedule; when the schedule ends, they all fail with
+   * ENOTCONN, the last error as the cause, and the handle is Dead.
+   *
+   * A server's error reply (EIO, ENOSPC, ...) is not a drop: it fails its command, as without reconnect, as
+   * does a protocol error. A command whose caller stops waiting (interrupted, or `Effect.timeout`) is
+   * released at once and not sent again. Writes are sent again too: NBD writes, zeroes and trims land at
+   * their offset, so repeating one gives the same result.
+   *
+   * @example
+   * ```ts
+   * import { Nbd } from "@effect-nbd/core"
+   * import { NodeNbd } from "@effect-nbd/node"
+   * import * as Effect from "effect/Effect"
+   * import * as Schedule from "effect/Schedule"
+   *
+   * // Ride out a server restart of up to 30 seconds, trying every 250 ms.
+   * const backup = Effect.scoped(
+   *   Effect.gen(function* () {
+   *     const h = yield* Nbd.make({
+   *       reconnect: Schedule.spaced("250 millis").pipe(Schedule.upTo("30 seconds")),
+   *       openTimeout: "30 seconds"
+   *     })
+   *     yield* NodeNbd.connectUri(h, "nbd+unix:///?socket=/tmp/nbd.sock")
+   *     return yield* Nbd.pread(h, 65536, 0)
+   *   })
+   * )
+   * ```
+   */
+  readonly reconnect?: Schedule.Schedule<unknown, NbdError.NbdError>
+  /**
+   * How long the first connect keeps trying (qemu's open-timeout): while the socket cannot connect or the
+   * server drops the handshake, the connect is tried again on the `reconnect` schedule (every 100 ms without
+   * one) until this much time has passed. Default: one try. A refusal (an unknown export, TLS refused) fails
+   * at once.
+   */
+  readonly openTimeout?: Duration.DurationInput
 }
 
 /**
@@ -195,7 +244,8 @@ export const make = (settings: Settings = {}): Effect.Effect<Handle, NbdError.Nb
     const impl = new internal.HandleImpl(state, connectionScope, {
       ...(rest as Partial<internal.Settings>),
       ...(metaContexts ? { metaContexts: [...metaContexts] } : {}),
-      closeGrace: settings.closeGrace === undefined ? DEFAULT_CLOSE_GRACE : Duration.decode(settings.closeGrace)
+      closeGrace: settings.closeGrace === undefined ? DEFAULT_CLOSE_GRACE : Duration.decode(settings.closeGrace),
+      openTimeout: settings.openTimeout === undefined ? undefined : Duration.decode(settings.openTimeout)
     })
     yield* Scope.addFinalizer(scope, closeHandle(impl))
     if (impl.settings.debug) yield* debug.watchState(impl)
@@ -1099,7 +1149,7 @@ export const getExtendedHeadersNegotiated = negotiated("nbd_get_extended_headers
 export const getTlsNegotiated = negotiated("nbd_get_tls_negotiated", (i) => i.tlsNegotiated)
 
 /**
- * Bytes and protocol chunks sent and received so far.
+ * Bytes and protocol chunks sent and received so far, and the reconnects.
  * @since 0.1.0
  * @category export info
  */
@@ -1108,6 +1158,8 @@ export interface Stats {
   readonly chunksSent: number
   readonly bytesReceived: number
   readonly chunksReceived: number
+  /** How many times the connection was brought back after a drop (see `Settings.reconnect`). */
+  readonly reconnects: number
 }
 
 /**
@@ -1524,7 +1576,9 @@ export const blockStatusFilter = (
  * @category commands
  */
 export const aioInFlight = (h: Handle): Effect.Effect<number, NbdError.NbdError> =>
-  call(h, "nbd_aio_in_flight", (impl) => Effect.sync(() => impl.connection?.inFlight ?? 0))
+  call(h, "nbd_aio_in_flight", (impl) =>
+    Effect.sync(() => (impl.recovery?.waiting.length ?? 0) + (impl.connection?.inFlight ?? 0))
+  )
 
 /**
  * Queues NBD_CMD_DISC after the commands already queued; later commands fail with EINVAL. The handle

@@ -77,7 +77,9 @@ export const errnos = [
   "EMFILE",
   "ENFILE",
   "EAGAIN",
-  "ENOEXEC"
+  "ENOEXEC",
+  // A reconnect that found another export behind the same address.
+  "ESTALE"
 ] as const
 
 /**
@@ -184,6 +186,15 @@ export class CommandError extends TypeIdError(TypeId, "CommandError")<NbdErrorFi
 export class ConnectionError extends TypeIdError(TypeId, "ConnectionError")<NbdErrorFields> {}
 
 /**
+ * A reconnect reached the server, but the export behind it is no longer the one the handle was using: its
+ * size, its flags, the negotiated meta contexts or the reply format differ. Nothing that waited for the
+ * reconnect is replayed; errno is ESTALE.
+ * @since 0.2.0
+ * @category errors
+ */
+export class ExportChangedError extends TypeIdError(TypeId, "ExportChangedError")<NbdErrorFields> {}
+
+/**
  * Any error effect-nbd reports.
  * @since 0.1.0
  * @category models
@@ -196,6 +207,7 @@ export type NbdError =
   | OptionError
   | CommandError
   | ConnectionError
+  | ExportChangedError
 
 /**
  * Whether a value is one of effect-nbd's errors: it carries the `TypeId`.

@@ -12,7 +12,8 @@ const everyClass: ReadonlyArray<readonly [string, NbdError.NbdError]> = [
   ["ProtocolError", new NbdError.ProtocolError(fields)],
   ["OptionError", new NbdError.OptionError({ ...fields, option: 7, replyType: 0x80000001 })],
   ["CommandError", new NbdError.CommandError({ ...fields, command: "read" })],
-  ["ConnectionError", new NbdError.ConnectionError(fields)]
+  ["ConnectionError", new NbdError.ConnectionError(fields)],
+  ["ExportChangedError", new NbdError.ExportChangedError(fields)]
 ]
 
 // Every errno name ../shared/reference/nbd-protocol.md (sections 3.2 and 3.4) says libnbd sets or a server

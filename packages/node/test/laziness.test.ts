@@ -771,7 +771,8 @@ const table: Record<keyof typeof modules, Record<string, Entry | undefined>> = {
         "ProtocolError",
         "OptionError",
         "CommandError",
-        "ConnectionError"
+        "ConnectionError",
+        "ExportChangedError"
       ],
       "an error class"
     ),

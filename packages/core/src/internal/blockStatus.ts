@@ -25,9 +25,18 @@ export const makeCollector = (
   operation: string,
   offset: number,
   count: number
-): { readonly entries: Array<BlockStatusEntry>; readonly onBlockStatus: OnBlockStatus } => {
+): {
+  readonly entries: Array<BlockStatusEntry>
+  readonly onBlockStatus: OnBlockStatus
+  /** Forgets every chunk received, for a command a reconnect sends again. */
+  readonly restart: () => void
+} => {
   const entries: Array<BlockStatusEntry> = []
   const seen = new Set<number>()
+  const restart = (): void => {
+    entries.splice(0)
+    seen.clear()
+  }
   const onBlockStatus: OnBlockStatus = (type, payload) => {
     const extended = type === Protocol.ReplyType.BLOCK_STATUS_EXT
     const head = extended ? 8 : 4
@@ -79,5 +88,5 @@ export const makeCollector = (
     entries.push({ context, offset: BigInt(offset), extents })
     return error
   }
-  return { entries, onBlockStatus }
+  return { entries, onBlockStatus, restart }
 }

@@ -158,7 +158,7 @@ export const blockStatusOf = (
   offset: number | bigint,
   options: FlagArguments
 ): Effect.Effect<Command<ReadonlyArray<ClientCodec.BlockStatusEntry>>, NbdError.NbdError> => {
-  const { entries, onBlockStatus } = blockStatusCollector(impl, operation, offset, count)
+  const { entries, onBlockStatus, restart } = blockStatusCollector(impl, operation, offset, count)
   return Effect.map(
     commands.issue<void>(impl, {
       operation,
@@ -166,7 +166,8 @@ export const blockStatusOf = (
       flags: options.flags ?? 0,
       offset,
       count,
-      onBlockStatus
+      onBlockStatus,
+      restart
     }),
     (command) => ({ cookie: command.cookie, await: Effect.as(command.await, entries) })
   )
@@ -212,7 +213,7 @@ export const blockStatusFiltered = (
     const view = new DataView(payload.buffer)
     view.setBigUint64(0, BigInt(count))
     ids.forEach((id, i) => view.setUint32(8 + 4 * i, id))
-    const { entries, onBlockStatus } = blockStatusCollector(impl, operation, offset, count)
+    const { entries, onBlockStatus, restart } = blockStatusCollector(impl, operation, offset, count)
     return Effect.map(
       commands.issue<void>(impl, {
         operation,
@@ -222,7 +223,8 @@ export const blockStatusFiltered = (
         count,
         requestLength: (flags & Protocol.CmdFlag.PAYLOAD_LEN) !== 0 ? payloadLength : Number(count),
         payload: (flags & Protocol.CmdFlag.PAYLOAD_LEN) !== 0 ? payload : undefined,
-        onBlockStatus
+        onBlockStatus,
+        restart
       }),
       (command) => ({ cookie: command.cookie, await: Effect.as(command.await, entries) })
     )

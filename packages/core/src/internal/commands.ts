@@ -1,4 +1,5 @@
 import * as Cause from "effect/Cause"
+import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as ClientCodec from "../ClientCodec.js"
@@ -8,7 +9,7 @@ import * as Protocol from "../Protocol.js"
 import { Completion } from "./completion.js"
 import * as debug from "./debug.js"
 import type { Pending } from "./connection.js"
-import { type ExportInfo, type HandleImpl, invalidArgument, payloadMaximum } from "./handle.js"
+import { type ExportInfo, type HandleImpl, invalidArgument, payloadMaximum, stranded } from "./handle.js"
 
 /** libnbd's strict-mode bits. */
 export const Strict = {
@@ -36,6 +37,8 @@ export interface CommandSpec {
   readonly buffer?: Uint8Array | undefined
   readonly chunks?: Pending["chunks"]
   readonly onBlockStatus?: Pending["onBlockStatus"]
+  /** Forgets what the block-status collector gathered, before a reconnect replays the command. */
+  readonly restart?: Pending["restart"]
 }
 
 /**
@@ -169,6 +172,13 @@ const connectionEnded = (h: HandleImpl, operation: string): NbdError.ConnectionE
 /** Checks a command, queues its request and returns it with its cookie. Nothing is sent when a check fails. */
 export const issue = <A>(h: HandleImpl, spec: CommandSpec): Effect.Effect<Command<A>, NbdError.NbdError> =>
   Effect.suspend(() => {
+    // While the handle reconnects, a new command waits for it, then goes through every check as usual.
+    const recovery = h.recovery
+    if (recovery !== undefined)
+      return Effect.zipRight(
+        Effect.mapError(Deferred.await(recovery.ready), (error) => stranded(error, spec.operation)),
+        issue<A>(h, spec)
+      )
     // The wrapper checked the state already; this guards the engine's own callers, from the plain mirror.
     const s = h.stateNow
     if (!HandleState.isConnected(s)) return Effect.fail(stateError(spec.operation, s))
@@ -184,6 +194,13 @@ export const issue = <A>(h: HandleImpl, spec: CommandSpec): Effect.Effect<Comman
       const completion = new Completion()
       const conn = h.connection!
       const cookie = conn.takeCookie()
+      const header: ClientCodec.RequestHeader = {
+        flags: spec.flags,
+        type: spec.type,
+        cookie,
+        offset,
+        length: spec.requestLength ?? count
+      }
       const pending: Pending = {
         type: spec.type,
         cookie,
@@ -194,22 +211,20 @@ export const issue = <A>(h: HandleImpl, spec: CommandSpec): Effect.Effect<Comman
         dataSeen: 0,
         sent: false,
         abandoned: false,
+        cancelled: false,
+        request: ClientCodec.encodeRequest(header, h.extendedHeaders),
+        payload: spec.payload,
+        restart: spec.restart,
         operation: spec.operation,
         completion,
         chunks: spec.chunks,
         onBlockStatus: spec.onBlockStatus
       }
-      const header: ClientCodec.RequestHeader = {
-        flags: spec.flags,
-        type: spec.type,
-        cookie,
-        offset,
-        length: spec.requestLength ?? count
-      }
-      conn.submit(pending, ClientCodec.encodeRequest(header, h.extendedHeaders), spec.payload)
-      // The reply is still read and dropped, so the stream stays in step.
+      conn.submit(pending)
+      // The reply is still read and dropped, so the stream stays in step; a reconnect does not replay it.
       const awaitReply = completion.await<A>(() => {
         pending.buffer = undefined
+        pending.cancelled = true
       })
       return { cookie: BigInt(cookie), await: h.settings.debug ? traceReply(h, spec, cookie, awaitReply) : awaitReply }
     })

@@ -9,6 +9,7 @@ import { Connection } from "./connection.js"
 import type { HandleImpl } from "./handle.js"
 import * as handshake from "./handshake.js"
 import * as lifecycle from "./lifecycle.js"
+import * as reconnect from "./reconnect.js"
 
 // Connecting: a handle connects once, on the socket its transport gives, and the handshake runs in the
 // connection's scope while the caller goes on.
@@ -46,18 +47,26 @@ export const startHandshake = (
   Effect.gen(function* () {
     yield* claimForConnect(impl, operation)
     const socket = yield* Socket.Socket
+    impl.socket = socket
     impl.transport = Option.getOrUndefined(yield* Effect.serviceOption(Transport.Transport))
+    if (impl.settings.reconnect !== undefined) impl.reconnect = reconnect.begin
     const scope = impl.scope
     const done = yield* Deferred.make<void, NbdError.NbdError>()
     impl.handshakeDone = done
+    const openTimeout = impl.settings.openTimeout
+    impl.opening = openTimeout !== undefined
     const conn = yield* Connection.start(impl, socket, scope)
     impl.connection = conn
-    yield* handshake.run(impl, conn, operation).pipe(
-      Effect.tapError((error) => kill(impl, conn, error)),
+    const opened =
+      openTimeout === undefined
+        ? handshake.run(impl, conn, operation)
+        : reconnect.openWithRetries(impl, conn, operation, openTimeout)
+    yield* opened.pipe(
+      Effect.tapError((error) => kill(impl, impl.connection ?? conn, error)),
       Effect.onInterrupt(() =>
         kill(
           impl,
-          conn,
+          impl.connection ?? conn,
           new NbdError.ConnectionError({ errno: "ENOTCONN", operation, message: "handshake interrupted" })
         )
       ),

@@ -45,6 +45,13 @@ export interface Pending {
   sent: boolean
   /** Set when the command was failed before being sent: the writer skips it. */
   abandoned: boolean
+  /** Set when the caller stopped waiting: a reconnect does not replay it. */
+  cancelled: boolean
+  /** The request as encoded, and its payload: what a reconnect sends again. */
+  readonly request: Uint8Array
+  readonly payload: Uint8Array | undefined
+  /** Forgets what a reply delivered so far (chunks, block status entries), before a replay. */
+  readonly restart: (() => void) | undefined
   readonly operation: string
   readonly completion: Completion
   /** For structured reads: the chunks as they arrived (data, holes, errors with offsets). */
@@ -52,6 +59,9 @@ export interface Pending {
   /** For block status: receives each BLOCK_STATUS or BLOCK_STATUS_EXT chunk payload. */
   readonly onBlockStatus: OnBlockStatus | undefined
 }
+
+/** What a server that closes the connection in the middle of the handshake is reported with. */
+export const DISCONNECTED = "server disconnected unexpectedly"
 
 const errnoOf = (cause: unknown): NbdError.Errno => NbdError.errnoOf(cause)
 
@@ -81,7 +91,7 @@ const endError = (cause: unknown, inHandshake: boolean): NbdError.NbdError | und
     return new NbdError.ProtocolError({
       errno: "",
       operation: "recv",
-      message: "server disconnected unexpectedly"
+      message: DISCONNECTED
     })
   return undefined
 }
@@ -92,6 +102,8 @@ export interface Stats {
   chunksSent: number
   bytesReceived: number
   chunksReceived: number
+  /** Connections opened again after a drop, by the reconnect schedule. */
+  reconnects: number
 }
 
 /**
@@ -104,6 +116,11 @@ export interface Host {
   readonly extendedHeaders: boolean
   /** The connection has ended, with the error that ended it (undefined for a clean end). */
   readonly connectionEnded: (error: NbdError.NbdError | undefined) => Effect.Effect<void>
+  /**
+   * Offered the commands still waiting when the connection ends, in the order they were queued: true when
+   * the host keeps them for a reconnect to replay, false when they fail here with ENOTCONN.
+   */
+  readonly adopt: (error: NbdError.NbdError | undefined, waiting: ReadonlyArray<Pending>) => boolean
 }
 
 /**
@@ -116,7 +133,7 @@ export class Connection {
   readonly pending = new Map<number, Pending>()
   /** Commands queued or waiting for a reply. */
   inFlight = 0
-  private nextCookie = 1
+  private nextCookie: number
   private disconnecting = false
   writing = false
   private writesEnded = false
@@ -131,17 +148,22 @@ export class Connection {
   private constructor(
     private readonly h: Host,
     outgoing: Queue.Queue<Outgoing>,
-    endedSignal: Deferred.Deferred<void>
+    endedSignal: Deferred.Deferred<void>,
+    firstCookie: number
   ) {
     this.outgoing = outgoing
     this.endedSignal = endedSignal
+    this.nextCookie = firstCookie
   }
 
-  /** Starts the reader and the writer on the socket, in the given scope. */
-  static start(h: Host, socket: Socket.Socket, scope: Scope.Scope): Effect.Effect<Connection> {
+  /**
+   * Starts the reader and the writer on the socket, in the given scope. Cookies begin at `firstCookie`: a
+   * reconnect continues the numbering, so replayed commands keep theirs and new ones never collide.
+   */
+  static start(h: Host, socket: Socket.Socket, scope: Scope.Scope, firstCookie = 1): Effect.Effect<Connection> {
     return Effect.gen(function* () {
       const outgoing = yield* Queue.unbounded<Outgoing>()
-      const conn = new Connection(h, outgoing, yield* Deferred.make<void>())
+      const conn = new Connection(h, outgoing, yield* Deferred.make<void>(), firstCookie)
       conn.readerFiber = yield* socket.run(conn.onBytes).pipe(
         Effect.matchCauseEffect({
           onSuccess: () => conn.terminate(undefined),
@@ -275,7 +297,7 @@ export class Connection {
             new NbdError.ProtocolError({
               errno: "",
               operation: "recv",
-              message: "server disconnected unexpectedly"
+              message: DISCONNECTED
             })
         )
       return undefined
@@ -319,6 +341,11 @@ export class Connection {
     return this.nextCookie++
   }
 
+  /** The cookie the next command will get. */
+  get cookieFloor(): number {
+    return this.nextCookie
+  }
+
   /**
    * Queues NBD_CMD_DISC, built by `encode` with its cookie, and shuts the write side after it; false when
    * one was queued already.
@@ -332,11 +359,21 @@ export class Connection {
   }
 
   /** Registers a command and queues its request; the reply completes `pending.completion`. */
-  submit(pending: Pending, request: Uint8Array, payload?: Uint8Array): void {
+  submit(pending: Pending): void {
     this.pending.set(pending.cookie, pending)
     this.inFlight += 1
     this.h.stats.chunksSent += 1
-    Queue.unsafeOffer(this.outgoing, { bytes: request, payload, pending })
+    Queue.unsafeOffer(this.outgoing, { bytes: pending.request, payload: pending.payload, pending })
+  }
+
+  /** Queues a command again, on this new connection, as if it had never been sent. */
+  replay(pending: Pending): void {
+    pending.error = undefined
+    pending.dataSeen = 0
+    pending.sent = false
+    pending.chunks?.splice(0)
+    pending.restart?.()
+    this.submit(pending)
   }
 
   /** Fails with ENOTCONN every command the writer has not yet handed to the socket; they are never sent. */
@@ -366,7 +403,7 @@ export class Connection {
       const error = endError(cause, inHandshake)
       this.ended = { error }
       this.wake?.()
-      this.failPending("the connection was closed before the server replied")
+      this.handOver(error)
       const fibers = [this.readerFiber, this.writerFiber].filter((f): f is Fiber.RuntimeFiber<void> => f !== undefined)
       return Effect.gen(this, function* () {
         yield* this.h.connectionEnded(error)
@@ -374,6 +411,17 @@ export class Connection {
         for (const fiber of fibers) yield* Fiber.interruptFork(fiber)
       })
     })
+  }
+
+  /** Gives the commands still waiting to the host when it keeps them for a reconnect; else fails them. */
+  private handOver(error: NbdError.NbdError | undefined): void {
+    const waiting = this.disconnecting ? [] : [...this.pending.values()]
+    if (!this.disconnecting && this.h.adopt(error, waiting)) {
+      this.pending.clear()
+      this.inFlight = 0
+      return
+    }
+    this.failPending("the connection was closed before the server replied")
   }
 
   /** Fails every command still waiting with ENOTCONN. */

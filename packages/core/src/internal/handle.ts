@@ -1,16 +1,20 @@
-import type * as Deferred from "effect/Deferred"
+import type * as Socket from "@effect/platform/Socket"
+import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import type * as Fiber from "effect/Fiber"
+import * as FiberId from "effect/FiberId"
 import * as Inspectable from "effect/Inspectable"
 import { pipeArguments } from "effect/Pipeable"
 import * as Option from "effect/Option"
+import type * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as HandleState from "../HandleState.js"
 import * as NbdError from "../NbdError.js"
 import * as Protocol from "../Protocol.js"
 import type * as Transport from "../Transport.js"
-import type { Connection, Host, Stats } from "./connection.js"
+import type { Connection, Host, Pending, Stats } from "./connection.js"
 
 export type TlsMode = "disable" | "allow" | "require"
 
@@ -40,7 +44,31 @@ export interface Settings {
   debug: boolean
   /** Whether calls are counted and timed through Effect's Metric (see internal/metrics.ts). */
   metrics: boolean
+  /** When a dropped connection is opened again; undefined: never (see `Nbd.Settings.reconnect`). */
+  reconnect: Schedule.Schedule<unknown, NbdError.NbdError> | undefined
+  /** How long the first connect keeps trying; undefined: one try (see `Nbd.Settings.openTimeout`). */
+  openTimeout: Duration.Duration | undefined
 }
+
+/**
+ * A reconnect under way: the commands that were waiting when the connection dropped, held to be sent again
+ * in their order, and the signal new commands wait on.
+ */
+export interface Recovery {
+  readonly waiting: Array<Pending>
+  /** Succeeds once the waiting commands are replayed; fails (operation "reconnect") when the handle gives up. */
+  readonly ready: Deferred.Deferred<void, NbdError.NbdError>
+  /** Set once the reconnect has begun: later ends (of the connections it tries) are its own to handle. */
+  started: boolean
+  /** The fiber that reconnects, once started. */
+  fiber: Fiber.RuntimeFiber<void> | undefined
+}
+
+/** The error a command that waited for a reconnect fails with, under its own name, when the reconnect fails. */
+export const stranded = (error: NbdError.NbdError, operation: string): NbdError.NbdError =>
+  error._tag === "ExportChangedError"
+    ? new NbdError.ExportChangedError({ errno: error.errno, operation, message: error.message })
+    : new NbdError.ConnectionError({ errno: "ENOTCONN", operation, message: error.message, cause: error.cause })
 
 export type BlockSizes = Protocol.BlockSizes
 
@@ -98,7 +126,17 @@ export class HandleImpl implements Host, Inspectable.Inspectable {
   metaValid = false
   /** Whether a fiber is logging this handle's state changes (debug on). */
   stateWatched = false
-  readonly stats: Stats = { bytesSent: 0, chunksSent: 0, bytesReceived: 0, chunksReceived: 0 }
+  readonly stats: Stats = { bytesSent: 0, chunksSent: 0, bytesReceived: 0, chunksReceived: 0, reconnects: 0 }
+  /** The socket the handle connected on: a reconnect runs it again, which opens a new connection. */
+  socket: Socket.Socket | undefined = undefined
+  /** Set while a reconnect is under way. */
+  recovery: Recovery | undefined = undefined
+  /** Begins a reconnect (internal/reconnect.ts); set when the handle connects with a reconnect schedule. */
+  reconnect: ((h: HandleImpl) => Effect.Effect<void>) | undefined = undefined
+  /** Set once the handle's own ending (close, kill, opt_abort) has begun: a drop after it is not recovered. */
+  ending = false
+  /** Set while the first connect retries under an open timeout: a failed try's end leaves the state alone. */
+  opening = false
 
   constructor(
     readonly state: SubscriptionRef.SubscriptionRef<HandleState.HandleState>,
@@ -129,6 +167,8 @@ export class HandleImpl implements Host, Inspectable.Inspectable {
       preadInitialize: true,
       debug: false,
       metrics: false,
+      reconnect: undefined,
+      openTimeout: undefined,
       ...settings
     }
   }
@@ -157,8 +197,33 @@ export class HandleImpl implements Host, Inspectable.Inspectable {
     )
   }
 
-  /** The engine's word that the connection ended: Dead with its error, or Closed, unless it already is. */
+  /**
+   * Keeps the commands of a connection that dropped, for a reconnect to replay, when the handle reconnects:
+   * it was connected, it is not ending, and the connection ended cleanly or by a socket error (a protocol
+   * error is the server's fault, and is fatal as without reconnect).
+   */
+  adopt(error: NbdError.NbdError | undefined, waiting: ReadonlyArray<Pending>): boolean {
+    if (this.reconnect === undefined || this.recovery !== undefined || this.ending) return false
+    if (!HandleState.isConnected(this.stateNow)) return false
+    if (error !== undefined && error._tag !== "ConnectionError") return false
+    this.recovery = {
+      waiting: [...waiting],
+      ready: Deferred.unsafeMake<void, NbdError.NbdError>(FiberId.none),
+      started: false,
+      fiber: undefined
+    }
+    return true
+  }
+
+  /**
+   * The engine's word that the connection ended: Dead with its error, or Closed, unless it already is. While
+   * a reconnect is due or under way, the reconnect owns the state: it starts here, once.
+   */
   connectionEnded(error: NbdError.NbdError | undefined): Effect.Effect<void> {
+    if (this.opening) return Effect.void
+    const recovery = this.recovery
+    if (recovery !== undefined)
+      return recovery.started || this.reconnect === undefined ? Effect.void : this.reconnect(this)
     return Effect.flatMap(SubscriptionRef.get(this.state), (s) =>
       HandleState.isClosed(s) || HandleState.isDead(s)
         ? Effect.void
@@ -256,6 +321,8 @@ export const stateDenied = (
 ): NbdError.InvalidStateError | undefined => {
   const s = h.stateNow
   if (permitted.includes(classOf(s))) return undefined
+  // A reconnect keeps the handle connected as far as calls go: commands wait for it (internal/commands.ts).
+  if (h.recovery !== undefined && permitted.includes("connected")) return undefined
   return new NbdError.InvalidStateError({
     errno: s._tag === "Created" ? "ENOTCONN" : "EINVAL",
     operation,

@@ -244,8 +244,9 @@ const finish = (h: HandleImpl, conn: Connection): Effect.Effect<void, NbdError.N
   Effect.zipRight(
     conn.startTransmission(),
     Effect.suspend(() => {
+      // A reconnect moves to Ready itself, once it has checked the export and replayed what waited.
       const ended = conn.ended
-      return ended === undefined ? h.setState(HandleState.Ready) : Effect.void
+      return ended === undefined && h.recovery === undefined ? h.setState(HandleState.Ready) : Effect.void
     })
   )
 
@@ -406,6 +407,9 @@ const steps = (h: HandleImpl, conn: Connection, operation: string): Effect.Effec
   Effect.gen(function* () {
     const greeting = yield* conn.awaitMessage(() => conn.handshake.decodeGreeting())
     const settings = h.settings
+    // A reconnect goes straight to the transmission phase: the options a caller chose in option mode are
+    // what the settings already say (export name, meta contexts).
+    const optMode = settings.optMode && h.recovery === undefined
     if (greeting._tag === "Oldstyle") {
       if (settings.tls === "require") return yield* Effect.fail(tlsUnavailable(operation, "server is oldstyle"))
       if (greeting.globalFlags !== 0)
@@ -429,7 +433,7 @@ const steps = (h: HandleImpl, conn: Connection, operation: string): Effect.Effec
       return yield* Effect.fail(tlsUnavailable(operation, "server is not using fixed newstyle"))
     conn.send(ClientCodec.encodeClientFlags(flags))
     if (!fixed) {
-      if (settings.optMode) return yield* h.setState(HandleState.Negotiating)
+      if (optMode) return yield* h.setState(HandleState.Negotiating)
       yield* exportName(h, conn, operation)
       return yield* finish(h, conn)
     }
@@ -438,7 +442,7 @@ const steps = (h: HandleImpl, conn: Connection, operation: string): Effect.Effec
       yield* negotiateFeature(h, conn, Protocol.Opt.EXTENDED_HEADERS)
     if (settings.requestStructuredReplies && !h.structuredReplies)
       yield* negotiateFeature(h, conn, Protocol.Opt.STRUCTURED_REPLY)
-    if (settings.optMode) return yield* h.setState(HandleState.Negotiating)
+    if (optMode) return yield* h.setState(HandleState.Negotiating)
     yield* Effect.tapError(goOrInfo(h, conn, operation, Protocol.Opt.GO), (error) =>
       error._tag === "OptionError" ? Effect.sync(() => sendAbort(conn)) : Effect.void
     )

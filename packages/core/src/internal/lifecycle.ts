@@ -7,6 +7,7 @@ import * as commands from "./commands.js"
 import type { Connection } from "./connection.js"
 import type { HandleImpl } from "./handle.js"
 import * as handshake from "./handshake.js"
+import * as reconnect from "./reconnect.js"
 
 /** How a connection ends: what it says to the server first, and the state it leaves. */
 export interface Ending {
@@ -38,6 +39,8 @@ const FLUSH_ONLY = Duration.millis(20)
 export const end = (h: HandleImpl, conn: Connection | undefined, ending: Ending): Effect.Effect<void> =>
   Effect.gen(function* () {
     const final = ending.error === undefined ? HandleState.Closed : HandleState.Dead(ending.error)
+    h.ending = true
+    yield* reconnect.abandon(h)
     const before = yield* h.state.get
     if (ending.stateFirst) yield* settle(h, final)
     if (conn !== undefined && conn.ended === undefined && !conn.writing) {

@@ -1,5 +1,6 @@
 import * as Duration from "effect/Duration"
 import * as Option from "effect/Option"
+import * as Schedule from "effect/Schedule"
 import * as NbdError from "../NbdError.js"
 import * as Protocol from "../Protocol.js"
 import { utf8 } from "./bytes.js"
@@ -51,6 +52,11 @@ const duration =
       onSome: (d) => (Duration.isFinite(d) ? undefined : badValue(operation, param, value))
     })
 
+const schedule =
+  (param: string): Rule["check"] =>
+  (operation, value) =>
+    Schedule.isSchedule(value) ? undefined : badValue(operation, param, value)
+
 const tls: Rule["check"] = (operation, value) =>
   value === "disable" || value === "allow" || value === "require" ? undefined : badValue(operation, "tls", value)
 
@@ -85,7 +91,9 @@ export const rules: { readonly [K in keyof Settings]: Rule } = {
   preadInitialize: { operation: "nbd_set_pread_initialize", check: boolean("request") },
   debug: { operation: "nbd_set_debug", check: boolean("debug") },
   closeGrace: { operation: "nbd_create", check: duration("close_grace") },
-  metrics: { operation: "nbd_create", check: boolean("metrics") }
+  metrics: { operation: "nbd_create", check: boolean("metrics") },
+  reconnect: { operation: "nbd_create", check: schedule("reconnect") },
+  openTimeout: { operation: "nbd_create", check: duration("open_timeout") }
 }
 
 const isKey = (key: string): key is keyof Settings => Object.prototype.hasOwnProperty.call(rules, key)

@@ -1,0 +1,239 @@
+import * as Deferred from "effect/Deferred"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import * as Schedule from "effect/Schedule"
+import * as ClientCodec from "../ClientCodec.js"
+import * as HandleState from "../HandleState.js"
+import * as NbdError from "../NbdError.js"
+import * as Protocol from "../Protocol.js"
+import { Connection, DISCONNECTED } from "./connection.js"
+import type { HandleImpl, Recovery } from "./handle.js"
+import { stranded } from "./handle.js"
+import * as handshake from "./handshake.js"
+
+// Reconnecting, after qemu's reconnect-delay: when a connection drops, the commands still waiting are kept,
+// the handle opens its socket again and repeats the handshake with the same settings, checks the export is
+// the one it was, and sends the kept commands again in their order. New commands wait meanwhile.
+
+const OPERATION = "reconnect"
+
+/** How long an abandoned connection may take to hand its farewell to the socket. */
+const FLUSH_ONLY = Duration.millis(20)
+
+/** The schedule the first connect retries on when an open timeout is set without a reconnect schedule. */
+const DEFAULT_OPEN_RETRY = Schedule.spaced(Duration.millis(100))
+
+/**
+ * Whether a failed try is worth another: the socket could not connect, or the connection dropped (a server
+ * on its way down or up). A refusal (an unknown export, TLS refused) or a protocol error is an answer.
+ */
+export const isDrop = (error: NbdError.NbdError): boolean =>
+  error._tag === "ConnectionError" ||
+  (error._tag === "ProtocolError" && error.message === DISCONNECTED) ||
+  (error._tag === "OptionError" && error.errno === "ESHUTDOWN")
+
+/** What must be the same after a reconnect for the waiting commands to mean what they meant. */
+interface Agreement {
+  readonly size: bigint
+  readonly flags: number
+  readonly structuredReplies: boolean
+  readonly extendedHeaders: boolean
+  readonly contexts: string
+}
+
+const agreementOf = (h: HandleImpl): Agreement => ({
+  size: h.info?.size ?? -1n,
+  flags: h.info?.flags ?? 0,
+  structuredReplies: h.structuredReplies,
+  extendedHeaders: h.extendedHeaders,
+  // Ids matter as much as names: the waiting block-status requests and their filters carry ids.
+  contexts: [...(h.metaContexts ?? new Map<number, string>()).entries()]
+    .sort(([a], [b]) => a - b)
+    .map(([id, name]) => `${id}:${name}`)
+    .join(",")
+})
+
+/** How the export differs, in words, or undefined when it is the same. */
+const difference = (before: Agreement, after: Agreement): string | undefined => {
+  if (before.size !== after.size) return `the export's size changed from ${before.size} to ${after.size}`
+  if (before.flags !== after.flags)
+    return `the export's flags changed from 0x${before.flags.toString(16)} to 0x${after.flags.toString(16)}`
+  if (before.structuredReplies !== after.structuredReplies || before.extendedHeaders !== after.extendedHeaders)
+    return "the server no longer negotiates the same reply format"
+  if (before.contexts !== after.contexts)
+    return `the negotiated meta contexts changed from [${before.contexts}] to [${after.contexts}]`
+  return undefined
+}
+
+/** Forgets what the last connection negotiated, so the handshake on the next one starts as the first did. */
+const forgetNegotiated = (h: HandleImpl): void => {
+  h.structuredReplies = false
+  h.extendedHeaders = false
+  h.tlsNegotiated = false
+  h.metaContexts = undefined
+  h.metaValid = false
+}
+
+/** Ends a connection the handle will not use, without waiting for the server. */
+const discard = (h: HandleImpl, conn: Connection, error: NbdError.NbdError | undefined): Effect.Effect<void> =>
+  Effect.suspend(() => {
+    if (conn.ended !== undefined) return Effect.void
+    if (conn.replies !== undefined)
+      conn.disconnect((cookie) =>
+        ClientCodec.encodeRequest(
+          { flags: 0, type: Protocol.Cmd.DISC, cookie, offset: 0, length: 0 },
+          h.extendedHeaders
+        )
+      )
+    else conn.endWrites()
+    return Effect.zipRight(conn.drain(FLUSH_ONLY), conn.terminate(error))
+  })
+
+/**
+ * One try: a new connection on the same socket, the same handshake, the check that the export is the same,
+ * and the waiting commands sent again, in their order. The replay is one synchronous step after the check
+ * that the connection still lives, so no reply can be lost between the two.
+ */
+const attempt = (h: HandleImpl, recovery: Recovery, before: Agreement, firstCookie: number) =>
+  Effect.gen(function* () {
+    if (!HandleState.isConnecting(h.stateNow)) yield* h.setState(HandleState.Connecting)
+    forgetNegotiated(h)
+    const conn = yield* Connection.start(h, h.socket!, h.scope, firstCookie)
+    h.connection = conn
+    yield* Effect.onExit(
+      Effect.gen(function* () {
+        yield* handshake.run(h, conn, OPERATION)
+        const changed = difference(before, agreementOf(h))
+        if (changed !== undefined)
+          return yield* Effect.fail(
+            new NbdError.ExportChangedError({ errno: "ESTALE", operation: OPERATION, message: changed })
+          )
+        yield* h.setState(HandleState.Ready)
+        if (conn.ended !== undefined)
+          return yield* Effect.fail(
+            conn.ended.error ??
+              new NbdError.ConnectionError({ errno: "ENOTCONN", operation: OPERATION, message: DISCONNECTED })
+          )
+        // Callers that stopped waiting (interrupted, timed out) are not replayed: nobody takes the result.
+        for (const pending of recovery.waiting) if (!pending.cancelled) conn.replay(pending)
+        h.recovery = undefined
+        h.stats.reconnects += 1
+      }),
+      (exit) => (Exit.isSuccess(exit) ? Effect.void : discard(h, conn, undefined))
+    )
+  })
+
+/** Fails every waiting command, under its own name, and the new commands waiting with them. */
+const release = (recovery: Recovery, error: NbdError.NbdError): Effect.Effect<void> =>
+  Effect.suspend(() => {
+    for (const pending of recovery.waiting) pending.completion.done(Exit.fail(stranded(error, pending.operation)))
+    recovery.waiting.splice(0)
+    return Deferred.fail(recovery.ready, error)
+  })
+
+/** The reconnect gave up or found another export: the handle is dead and nothing waiting is sent. */
+const giveUp = (h: HandleImpl, recovery: Recovery, last: NbdError.NbdError): Effect.Effect<void> => {
+  const error =
+    last._tag === "ExportChangedError"
+      ? last
+      : new NbdError.ConnectionError({
+          errno: "ENOTCONN",
+          operation: OPERATION,
+          message: `gave up reconnecting: ${NbdError.format(last)}`,
+          cause: last
+        })
+  return Effect.gen(function* () {
+    yield* h.setState(HandleState.Dead(error))
+    h.recovery = undefined
+    yield* release(recovery, error)
+    yield* Effect.logWarning(`nbd: ${h.settings.handleName}: ${NbdError.format(error)}`)
+  })
+}
+
+/**
+ * Begins reconnecting the handle whose connection dropped, in the connection's scope: the kept commands
+ * wait until the schedule brings the connection back (and they are replayed) or gives up (and they fail).
+ */
+export const begin = (h: HandleImpl): Effect.Effect<void> =>
+  Effect.suspend(() => {
+    const recovery = h.recovery
+    if (recovery === undefined || recovery.started) return Effect.void
+    recovery.started = true
+    const dropped = h.connection?.ended?.error
+    const before = agreementOf(h)
+    const firstCookie = h.connection?.cookieFloor ?? 1
+    const schedule = h.settings.reconnect!
+    const reconnect = Effect.gen(function* () {
+      yield* h.setState(HandleState.Connecting)
+      yield* Effect.logInfo(
+        `nbd: ${h.settings.handleName}: connection dropped${dropped === undefined ? "" : ` (${NbdError.format(dropped)})`}; reconnecting with ${recovery.waiting.length} commands waiting`
+      )
+      const outcome = yield* attempt(h, recovery, before, firstCookie).pipe(
+        Effect.retry({ schedule, while: isDrop }),
+        Effect.withSpan("nbd_reconnect", {
+          kind: "client",
+          attributes: {
+            "nbd.handle.name": h.settings.handleName,
+            "nbd.export.name": h.settings.exportName,
+            "nbd.waiting": recovery.waiting.length
+          }
+        }),
+        Effect.either
+      )
+      if (outcome._tag === "Left") return yield* giveUp(h, recovery, outcome.left)
+      yield* Deferred.succeed(recovery.ready, undefined)
+      yield* Effect.logInfo(`nbd: ${h.settings.handleName}: reconnected`)
+    })
+    return Effect.map(Effect.forkIn(reconnect, h.scope), (fiber) => {
+      recovery.fiber = fiber
+    })
+  })
+
+/** The handle is ending while it reconnects: stop trying and fail what waits, with ENOTCONN. */
+export const abandon = (h: HandleImpl): Effect.Effect<void> =>
+  Effect.suspend(() => {
+    const recovery = h.recovery
+    if (recovery === undefined) return Effect.void
+    h.recovery = undefined
+    const error = new NbdError.ConnectionError({
+      errno: "ENOTCONN",
+      operation: OPERATION,
+      message: "the handle was closed while reconnecting"
+    })
+    const fiber = recovery.fiber
+    return Effect.zipRight(release(recovery, error), fiber === undefined ? Effect.void : Fiber.interrupt(fiber))
+  })
+
+/**
+ * The first connect under an open timeout (qemu's open-timeout): while the socket cannot connect or the
+ * server drops the handshake, try again on the reconnect schedule (or every 100 ms) until the timeout.
+ */
+export const openWithRetries = (
+  h: HandleImpl,
+  first: Connection,
+  operation: string,
+  timeout: Duration.Duration
+): Effect.Effect<void, NbdError.NbdError> => {
+  let next: Connection | undefined = first
+  const once = Effect.gen(function* () {
+    const conn = next ?? (yield* Connection.start(h, h.socket!, h.scope))
+    next = undefined
+    h.connection = conn
+    yield* Effect.tapError(handshake.run(h, conn, operation), (error) => discard(h, conn, error))
+    if (conn.ended !== undefined)
+      return yield* Effect.fail(
+        conn.ended.error ?? new NbdError.ConnectionError({ errno: "ENOTCONN", operation, message: DISCONNECTED })
+      )
+    // From here on an end of this connection is an ordinary one.
+    h.opening = false
+  })
+  const schedule = Schedule.upTo(h.settings.reconnect ?? DEFAULT_OPEN_RETRY, timeout)
+  return Effect.ensuring(
+    Effect.retry(once, { schedule, while: isDrop }),
+    Effect.sync(() => {
+      h.opening = false
+    })
+  )
+}
