@@ -182,10 +182,44 @@ export interface Options {
    * as all zeroes into NBD_CMD_WRITE_ZEROES or holes. False copies every byte as data.
    */
   readonly sparse?: boolean | undefined
+  /**
+   * The granularity of zero detection in bytes (nbdcopy's `-S N`): data is checked in blocks of this size,
+   * aligned to the export, and each run of all-zero blocks becomes NBD_CMD_WRITE_ZEROES or a hole while the
+   * rest is written; a partial block at either end of a request is written as data. Default: the whole
+   * request, zeroed only when all of it reads as zeroes. Used only while `sparse` is on.
+   * @since 0.2.0
+   */
+  readonly sparseSize?: number | undefined
+  /**
+   * The destination ends fully allocated (nbdcopy's `--allocated`; default false): what was read is
+   * written as it is, zeroes or not, and zero extents of the source become NBD_CMD_WRITE_ZEROES with
+   * NBD_CMD_FLAG_NO_HOLE, or zero bytes written into a file, instead of holes.
+   * @since 0.2.0
+   */
+  readonly allocated?: boolean | undefined
   /** The destination already reads as zeroes everywhere: zero ranges are skipped (default false). */
   readonly destinationIsZero?: boolean | undefined
   /** Flush the destination (NBD_CMD_FLUSH on every connection, fsync for a file) at the end (default false). */
   readonly flush?: boolean | undefined
+  /**
+   * Sees the source's bytes as the copy moves them, whatever the destination is: for a checksum or a
+   * block hash of what was copied.
+   * @since 0.2.0
+   */
+  readonly observer?: Observer | undefined
+}
+
+/**
+ * Sees every byte of a copy's source exactly once: `data` with what was read, at its offset (the bytes are
+ * the copy's reused buffer, valid only during the call), and `zero` with a range block status reported as
+ * zeroes, which is never read. Calls come in no particular order when several requests are in flight, and
+ * run on the copy's fiber, so they should be quick.
+ * @since 0.2.0
+ * @category models
+ */
+export interface Observer {
+  readonly data: (offset: number, bytes: Uint8Array) => void
+  readonly zero: (offset: number, length: number) => void
 }
 
 /**

@@ -87,7 +87,8 @@ const fileWriter = (
   path: string,
   lanes: number,
   sourceSize: number | undefined,
-  destinationIsZero: boolean
+  destinationIsZero: boolean,
+  allocated: boolean
 ): Effect.Effect<transfer.Writer<FileError>, FileError, FileSystem.FileSystem | Scope.Scope> =>
   Effect.gen(function* () {
     const files = yield* openLanes(path, lanes, "w", "r+")
@@ -105,8 +106,9 @@ const fileWriter = (
       maxRequest: Protocol.Limits.MAX_REQUEST_SIZE,
       discards: false,
       write: (lane, offset, data) => Effect.as(writeAt(lane, offset, data), Effect.void),
+      // A hole in a regular file reads as zeroes, unless the file must end allocated.
       zero: (lane, offset, length) =>
-        regular || destinationIsZero
+        destinationIsZero || (regular && !allocated)
           ? started
           : Effect.gen(function* () {
               zeroes ??= new Uint8Array(1 << 20)
@@ -141,8 +143,11 @@ interface Settings {
   readonly requests: number
   readonly lanes: number
   readonly sparse: boolean
+  readonly sparseSize: number | undefined
+  readonly allocated: boolean
   readonly destinationIsZero: boolean
   readonly flush: boolean
+  readonly observer: transfer.Observer | undefined
 }
 
 const settingsOf = (
@@ -170,13 +175,20 @@ const settingsOf = (
     // Multi-conn on both NBD sides or as many as the poorer one has (nbdcopy's rule).
     const nbd = [source, destination].filter(isTarget).map((t) => handlesOf(t).length)
     const lanes = Math.min(...nbd, connections ?? (nbd.length > 0 ? Number.POSITIVE_INFINITY : DEFAULT_CONNECTIONS))
+    const sparseSize =
+      options.sparseSize === undefined
+        ? undefined
+        : yield* checkCount(OPERATION, "sparseSize", options.sparseSize, Protocol.Limits.MAX_REQUEST_SIZE)
     return {
       requestSize,
       requests,
       lanes,
       sparse: options.sparse ?? true,
+      sparseSize,
+      allocated: options.allocated ?? false,
       destinationIsZero: options.destinationIsZero ?? false,
-      flush: options.flush ?? false
+      flush: options.flush ?? false,
+      observer: options.observer
     }
   })
 
@@ -206,14 +218,15 @@ const openDestination = (
     return Effect.map(
       transfer.nbdWriter(OPERATION, destination, settings.lanes, {
         sourceSize,
-        destinationIsZero: settings.destinationIsZero
+        destinationIsZero: settings.destinationIsZero,
+        allocated: settings.allocated
       }),
       (writer) => ({ _tag: "Random" as const, writer })
     )
   switch (destination._tag) {
     case "File":
       return Effect.map(
-        fileWriter(destination.path, settings.lanes, sourceSize, settings.destinationIsZero),
+        fileWriter(destination.path, settings.lanes, sourceSize, settings.destinationIsZero, settings.allocated),
         (writer) => ({
           _tag: "Random" as const,
           writer
@@ -232,6 +245,24 @@ const counted = <E, R>(stream: Stream.Stream<Uint8Array, E, R>, tracker: transfe
     for (const data of chunk) tracker.data(data.length)
     return chunk
   })
+
+/** Shows an in-order stream's bytes to the observer, with their offsets; fresh position on every run. */
+const observed = <E, R>(
+  stream: Stream.Stream<Uint8Array, E, R>,
+  observer: transfer.Observer | undefined
+): Stream.Stream<Uint8Array, E, R> =>
+  observer === undefined
+    ? stream
+    : Stream.suspend(() => {
+        let position = 0
+        return Stream.mapChunks(stream, (chunk) => {
+          for (const data of chunk) {
+            observer.data(position, data)
+            position += data.length
+          }
+          return chunk
+        })
+      })
 
 const run = (
   source: NbdCopy.Source,
@@ -267,36 +298,43 @@ const run = (
             lanes: used,
             requests: settings.requests,
             buffers: pool,
-            detectZeroes: settings.sparse,
+            // A destination that must end allocated gets what was read as it is, zeroes or not.
+            detectZeroes: settings.sparse && !settings.allocated,
+            zeroBlock: settings.sparseSize,
+            observer: settings.observer,
             tracker
           })
           yield* dst.writer.finish(reader.size, settings.flush)
           buffers = pool.allocated
         } else
           yield* Stream.run(
-            transfer.orderedStream(reader, {
-              start: 0,
-              end: reader.size,
-              requestSize,
-              inFlight: settings.requests * used,
-              tracker
-            }),
+            observed(
+              transfer.orderedStream(reader, {
+                start: 0,
+                end: reader.size,
+                requestSize,
+                inFlight: settings.requests * used,
+                tracker
+              }),
+              settings.observer
+            ),
             dst.sink
           )
       } else if (dst._tag === "Random")
         yield* Stream.run(
-          src.stream,
+          observed(src.stream, settings.observer),
           transfer.sequentialSink(dst.writer, {
             offset: 0,
             inFlight: settings.requests * used,
-            detectZeroes: settings.sparse,
+            detectZeroes: settings.sparse && !settings.allocated,
+            zeroBlock: settings.sparseSize,
             flush: settings.flush,
             tracker,
             expected: src.size,
             operation: OPERATION
           })
         )
-      else yield* Stream.run(counted(src.stream, tracker), dst.sink)
+      else yield* Stream.run(observed(counted(src.stream, tracker), settings.observer), dst.sink)
       if (tracker.total === undefined) tracker.total = tracker.bytes
       return {
         bytes: BigInt(tracker.bytes),

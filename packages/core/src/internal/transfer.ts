@@ -105,6 +105,45 @@ export const isAllZero = (b: Uint8Array): boolean => {
   return true
 }
 
+/** A part of a piece, relative to its start: all zeroes or data. */
+export interface Run {
+  readonly start: number
+  readonly length: number
+  readonly zero: boolean
+}
+
+/**
+ * How zero detection cuts a piece read at `offset`. Without `blockSize` the piece is one run, zero only
+ * if every byte is. With it (nbdcopy's -S N), the piece is checked in blocks of `blockSize` aligned to the
+ * export, neighbours of one kind joined; a partial block at either end is data, as nbdcopy treats it.
+ */
+export const zeroRuns = (data: Uint8Array, offset: number, blockSize: number | undefined): ReadonlyArray<Run> => {
+  const n = data.length
+  if (blockSize === undefined) return [{ start: 0, length: n, zero: isAllZero(data) }]
+  const runs: Array<Run> = []
+  const push = (start: number, end: number, zero: boolean) => {
+    if (end <= start) return
+    const last = runs[runs.length - 1]
+    if (last !== undefined && last.zero === zero) runs[runs.length - 1] = { ...last, length: end - last.start }
+    else runs.push({ start, length: end - start, zero })
+  }
+  const head = Math.min((blockSize - (offset % blockSize)) % blockSize, n)
+  push(0, head, false)
+  let at = head
+  for (; at + blockSize <= n; at += blockSize) push(at, at + blockSize, isAllZero(data.subarray(at, at + blockSize)))
+  push(at, n, false)
+  return runs.length > 0 ? runs : [{ start: 0, length: n, zero: false }]
+}
+
+/**
+ * Sees every byte of a copy's source once: `data` with what was read (valid only during the call), `zero`
+ * with a range block status reported as zeroes, which is never read. In no particular order.
+ */
+export interface Observer {
+  readonly data: (offset: number, bytes: Uint8Array) => void
+  readonly zero: (offset: number, length: number) => void
+}
+
 // ---------------------------------------------------------------------------------------------------------------
 // NBD sides
 // ---------------------------------------------------------------------------------------------------------------
@@ -174,6 +213,8 @@ export interface NbdWriterOptions {
   /** Where the data starts (a write sink at an offset). */
   readonly offset?: number | undefined
   readonly destinationIsZero?: boolean | undefined
+  /** Zero ranges must end allocated: NBD_CMD_WRITE_ZEROES with NO_HOLE (nbdcopy's --allocated). */
+  readonly allocated?: boolean | undefined
 }
 
 /**
@@ -204,6 +245,7 @@ export const nbdWriter = (
     const canZero = yield* Nbd.canZero(h0)
     const canFlush = yield* Nbd.canFlush(h0)
     const maxRequest = yield* requestLimit(h0)
+    const zeroFlags = options.allocated ? { flags: Protocol.CmdFlag.NO_HOLE } : {}
     let zeroes: Uint8Array | undefined
     const outOfSpace = Effect.fail(
       invalidArgument(operation, `the source is larger than the destination (${size} bytes)`, "ENOSPC")
@@ -230,7 +272,7 @@ export const nbdWriter = (
           : options.destinationIsZero
             ? started
             : canZero
-              ? Effect.map(Nbd.aioZero(handles[lane]!, length, offset), (c) => c.await)
+              ? Effect.map(Nbd.aioZero(handles[lane]!, length, offset, zeroFlags), (c) => c.await)
               : writeZeroes(handles[lane]!, offset, length),
       finish: (_size, flush) =>
         flush && canFlush
@@ -379,11 +421,34 @@ export const copyRandom = <E1, E2>(
     readonly requests: number
     readonly buffers: BufferPool
     readonly detectZeroes: boolean
+    /** The granularity of zero detection; undefined: the whole piece. */
+    readonly zeroBlock?: number | undefined
+    readonly observer?: Observer | undefined
     readonly tracker: Tracker
   }
 ): Effect.Effect<void, E1 | E2> => {
-  const { buffers, detectZeroes, tracker } = options
+  const { buffers, detectZeroes, observer, tracker, zeroBlock } = options
   const zeroCheck = detectZeroes && !writer.discards
+  // Every run of a piece is started before the first is awaited, so a piece cut in many stays one round trip.
+  const writeRuns = (lane: number, offset: number, buffer: Uint8Array, runs: ReadonlyArray<Run>) =>
+    Effect.gen(function* () {
+      const waits: Array<Effect.Effect<unknown, E2>> = []
+      for (const r of runs)
+        waits.push(
+          yield* r.zero
+            ? writer.zero(lane, offset + r.start, r.length)
+            : writer.write(
+                lane,
+                offset + r.start,
+                runs.length === 1 ? buffer : buffer.subarray(r.start, r.start + r.length)
+              )
+        )
+      for (const wait of waits) yield* wait
+      for (const r of runs) {
+        if (r.zero) tracker.zero(r.length)
+        else tracker.data(r.length)
+      }
+    })
   const worker = (lane: number) =>
     Effect.gen(function* () {
       while (true) {
@@ -391,16 +456,16 @@ export const copyRandom = <E1, E2>(
         if (item === undefined) return
         const { length, offset } = item
         if (item.zero) {
+          observer?.zero(offset, length)
           yield* Effect.flatten(writer.zero(lane, offset, length))
           tracker.zero(length)
           continue
         }
         const buffer = buffers.acquire(length)
         yield* Effect.flatten(reader.read(lane, offset, buffer))
-        if (zeroCheck && isAllZero(buffer)) {
-          yield* Effect.flatten(writer.zero(lane, offset, length))
-          tracker.zero(length)
-        } else {
+        observer?.data(offset, buffer)
+        if (zeroCheck) yield* writeRuns(lane, offset, buffer, zeroRuns(buffer, offset, zeroBlock))
+        else {
           yield* Effect.flatten(writer.write(lane, offset, buffer))
           tracker.data(length)
         }
@@ -503,6 +568,8 @@ export interface SequentialOptions {
   /** Writes in flight in all. */
   readonly inFlight: number
   readonly detectZeroes: boolean
+  /** The granularity of zero detection; undefined: the whole piece. */
+  readonly zeroBlock?: number | undefined
   readonly flush: boolean
   readonly tracker?: Tracker | undefined
   /** The number of bytes the input must have, when known. */
@@ -543,9 +610,16 @@ export const sequentialSink = <E>(
               tracker?.data(piece.length)
               continue
             }
-            if (options.detectZeroes && isAllZero(piece))
-              yield* issue(writer.zero(lane, offset, piece.length), piece.length, true)
-            else yield* issue(writer.write(lane, offset, piece), piece.length, false)
+            if (!options.detectZeroes) yield* issue(writer.write(lane, offset, piece), piece.length, false)
+            else
+              for (const r of zeroRuns(piece, offset, options.zeroBlock)) {
+                const part = r.length === piece.length ? piece : piece.subarray(r.start, r.start + r.length)
+                yield* issue(
+                  r.zero ? writer.zero(lane, offset + r.start, r.length) : writer.write(lane, offset + r.start, part),
+                  r.length,
+                  r.zero
+                )
+              }
             lane = (lane + 1) % lanes
           }
         }
