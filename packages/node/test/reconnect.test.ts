@@ -327,6 +327,18 @@ describe("reconnect by schedule", () => {
     })
   )
 
+  it.scopedLive("a handle connected to a command line starts the command again", () =>
+    Effect.gen(function* () {
+      const h = yield* Nbd.make({ reconnect: quick })
+      yield* NodeNbd.connectCommand(h, ["nbdkit", "-s", "--exit-with-parent", "pattern", "1M"])
+      const first = yield* NodeNbd.getSubprocessPid(h)
+      yield* NodeNbd.killSubprocess(h, "SIGKILL")
+      expect(same(yield* Nbd.pread(h, 4096, 8192), patternAt(8192, 4096))).toBe(true)
+      expect((yield* Nbd.stats(h)).reconnects).toBe(1)
+      expect(yield* NodeNbd.getSubprocessPid(h)).not.toBe(first)
+    }).pipe(Effect.provide(capturedLogs([])))
+  )
+
   it.scopedLive(
     "a copy into a pool of 4 connections survives nbdkit killed and restarted mid-copy",
     () =>

@@ -83,7 +83,7 @@ const endError = (cause: unknown, inHandshake: boolean): NbdError.NbdError | und
   if (socketError?._tag === "SocketError" && socketError.reason !== "Close")
     return new NbdError.ConnectionError({
       errno: errnoOf(socketError.cause) || "ECONNRESET",
-      operation: "recv",
+      operation: socketError.reason === "Write" ? "send" : "recv",
       message: describe(socketError.cause),
       cause: socketError.cause
     })
@@ -177,6 +177,15 @@ export class Connection {
       )
       return conn
     })
+  }
+
+  /**
+   * Waits until the reader and the writer have stopped. A socket runs one connection at a time: one that
+   * runs again (a reconnect) must wait for the last run to finish, or the old run's end would close the new.
+   */
+  get stopped(): Effect.Effect<void> {
+    const fibers = [this.readerFiber, this.writerFiber].filter((f): f is Fiber.RuntimeFiber<void> => f !== undefined)
+    return Effect.forEach(fibers, (fiber) => Fiber.await(fiber), { discard: true })
   }
 
   /** True while a request is half-written or a reply half-read. */

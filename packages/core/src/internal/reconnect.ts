@@ -100,6 +100,7 @@ const attempt = (h: HandleImpl, recovery: Recovery, before: Agreement, firstCook
   Effect.gen(function* () {
     if (!HandleState.isConnecting(h.stateNow)) yield* h.setState(HandleState.Connecting)
     forgetNegotiated(h)
+    if (h.connection !== undefined) yield* h.connection.stopped
     const conn = yield* Connection.start(h, h.socket!, h.scope, firstCookie)
     h.connection = conn
     yield* Effect.onExit(
@@ -218,6 +219,7 @@ export const openWithRetries = (
 ): Effect.Effect<void, NbdError.NbdError> => {
   let next: Connection | undefined = first
   const once = Effect.gen(function* () {
+    if (next === undefined && h.connection !== undefined) yield* h.connection.stopped
     const conn = next ?? (yield* Connection.start(h, h.socket!, h.scope))
     next = undefined
     h.connection = conn

@@ -52,61 +52,67 @@ export const makeUpgradable = (connect: Connect): Upgradable => {
   /** Set by `run`: hands a TLS socket the running handler and end signals. */
   let adopt: ((secure: Tls.TLSSocket) => void) | undefined
   const latch = Effect.unsafeMakeLatch(false)
+  /** Counts runs: a run that ends after a newer one began (a reconnect) must not touch the newer one's state. */
+  let runs = 0
 
   const run = <_, E = never, R = never>(
     handler: (data: Uint8Array) => Effect.Effect<_, E, R> | void,
     options?: { readonly onOpen?: Effect.Effect<void> | undefined }
   ): Effect.Effect<void, Socket.SocketError | E, R> =>
-    Effect.scoped(
-      Effect.gen(function* () {
-        const runtime = yield* Effect.runtime<R>()
-        const done = yield* Deferred.make<void, Socket.SocketError | E>()
-        const buffer = Buffer.allocUnsafe(READ_BUFFER_SIZE)
-        const deliver = (data: Uint8Array): void => {
-          const result = handler(data)
-          if (Effect.isEffect(result)) {
-            const fiber = Runtime.runFork(runtime)(result)
-            fiber.addObserver((exit) => {
-              if (Exit.isFailure(exit)) Deferred.unsafeDone(done, exit as Exit.Exit<never, E>)
-            })
+    Effect.suspend(() => {
+      const generation = ++runs
+      return Effect.scoped(
+        Effect.gen(function* () {
+          const runtime = yield* Effect.runtime<R>()
+          const done = yield* Deferred.make<void, Socket.SocketError | E>()
+          const buffer = Buffer.allocUnsafe(READ_BUFFER_SIZE)
+          const deliver = (data: Uint8Array): void => {
+            const result = handler(data)
+            if (Effect.isEffect(result)) {
+              const fiber = Runtime.runFork(runtime)(result)
+              fiber.addObserver((exit) => {
+                if (Exit.isFailure(exit)) Deferred.unsafeDone(done, exit as Exit.Exit<never, E>)
+              })
+            }
           }
-        }
-        const onRead = (length: number, buf: Buffer): boolean => {
-          deliver(buf.subarray(0, length))
-          return true
-        }
-        const watch = (stream: Net.Socket): void => {
-          stream.on("end", () => Deferred.unsafeDone(done, Exit.void))
-          stream.on("error", (cause) =>
-            Deferred.unsafeDone(done, Exit.fail(new Socket.SocketGenericError({ reason: "Read", cause })))
-          )
-          stream.on("close", () => Deferred.unsafeDone(done, Exit.void))
-        }
-        const conn = yield* typeof connect === "function"
-          ? connect({ buffer, callback: onRead })
-          : open(connect, buffer, onRead)
-        watch(conn)
-        current = conn
-        adopt = (secure) => {
-          // TLS reads allocate per chunk (Node offers no reused buffer for TLS); the handler copies anyway.
-          secure.on("data", deliver)
-          watch(secure)
-          current = secure
-        }
-        yield* latch.open
-        if (options?.onOpen) yield* options.onOpen
-        return yield* Deferred.await(done)
-      })
-    ).pipe(
-      Effect.ensuring(
-        Effect.sync(() => {
-          latch.unsafeClose()
-          current = undefined
-          adopt = undefined
+          const onRead = (length: number, buf: Buffer): boolean => {
+            deliver(buf.subarray(0, length))
+            return true
+          }
+          const watch = (stream: Net.Socket): void => {
+            stream.on("end", () => Deferred.unsafeDone(done, Exit.void))
+            stream.on("error", (cause) =>
+              Deferred.unsafeDone(done, Exit.fail(new Socket.SocketGenericError({ reason: "Read", cause })))
+            )
+            stream.on("close", () => Deferred.unsafeDone(done, Exit.void))
+          }
+          const conn = yield* typeof connect === "function"
+            ? connect({ buffer, callback: onRead })
+            : open(connect, buffer, onRead)
+          watch(conn)
+          current = conn
+          adopt = (secure) => {
+            // TLS reads allocate per chunk (Node offers no reused buffer for TLS); the handler copies anyway.
+            secure.on("data", deliver)
+            watch(secure)
+            current = secure
+          }
+          yield* latch.open
+          if (options?.onOpen) yield* options.onOpen
+          return yield* Deferred.await(done)
         })
-      ),
-      Effect.interruptible
-    )
+      ).pipe(
+        Effect.ensuring(
+          Effect.sync(() => {
+            if (generation !== runs) return
+            latch.unsafeClose()
+            current = undefined
+            adopt = undefined
+          })
+        ),
+        Effect.interruptible
+      )
+    })
 
   const write = (chunk: Uint8Array | string | Socket.CloseEvent): Effect.Effect<void, Socket.SocketError> =>
     latch.whenOpen(
