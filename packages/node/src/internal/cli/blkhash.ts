@@ -26,56 +26,168 @@ export interface Spec {
  */
 export const defaults: Spec = { digest: "sha256", blockSize: 64 * 1024 }
 
+/** A block's place in the hash once it is digested: its digest, or a count of full zero blocks in a row. */
+type Finished = Buffer | number
+
+/** A block only part of which has arrived: its bytes so far (zero elsewhere) and how many arrived. */
+interface Partial {
+  readonly bytes: Uint8Array
+  filled: number
+}
+
 /**
- * An incremental block hash: `update` with the image's bytes in order, then `hexDigest`.
+ * An incremental block hash. The bytes may come in any order, as a parallel copy reads them: `write` and
+ * `zero` at their offsets, each byte once (or `update` for bytes in order), then `hexDigest`. A block is
+ * digested as soon as all of it has come; the root takes the digests in block order, so it holds only
+ * the blocks that finished ahead of one still missing.
  * @since 0.2.0
  * @category models
  */
 export class Blkhash {
   private readonly root: Crypto.Hash
-  private readonly pending: Uint8Array
-  private filled = 0
-  private length = 0n
+  private readonly partial = new Map<number, Partial>()
+  private readonly finished = new Map<number, Finished>()
+  /** The next block the root takes. */
+  private next = 0
+  /** Where the bytes seen so far end: the image's length once all have come. */
+  private end = 0
+  /** Where `update` appends. */
+  private appended = 0
   private zeroDigest: Buffer | undefined
+  /** The zero block's digest many times over, for long zero runs. */
+  private zeroDigests: Buffer | undefined
 
   constructor(readonly spec: Spec) {
     this.root = Crypto.createHash(spec.digest)
-    this.pending = new Uint8Array(spec.blockSize)
   }
 
-  private block(data: Uint8Array): void {
-    const full = data.length === this.spec.blockSize
-    if (full && isZero(data)) {
-      this.zeroDigest ??= Crypto.createHash(this.spec.digest).update(data).digest()
-      this.root.update(this.zeroDigest)
-    } else this.root.update(Crypto.createHash(this.spec.digest).update(data).digest())
+  private digestOfZeroBlock(): Buffer {
+    this.zeroDigest ??= Crypto.createHash(this.spec.digest).update(new Uint8Array(this.spec.blockSize)).digest()
+    return this.zeroDigest
   }
 
+  /** A block's digest; a full all-zero block reuses one precomputed digest, as blkhash does. */
+  private digest(data: Uint8Array): Buffer {
+    return data.length === this.spec.blockSize && isZero(data)
+      ? this.digestOfZeroBlock()
+      : Crypto.createHash(this.spec.digest).update(data).digest()
+  }
+
+  private finish(index: number, value: Finished): void {
+    this.finished.set(index, value)
+    for (let f = this.finished.get(this.next); f !== undefined; f = this.finished.get(this.next)) {
+      this.finished.delete(this.next)
+      if (typeof f === "number") {
+        this.rootZeroes(f)
+        this.next += f
+      } else {
+        this.root.update(f)
+        this.next++
+      }
+    }
+  }
+
+  /** `count` zero-block digests into the root, many per update. */
+  private rootZeroes(count: number): void {
+    const one = this.digestOfZeroBlock()
+    const batch = 1024
+    if (this.zeroDigests === undefined) {
+      this.zeroDigests = Buffer.alloc(one.length * batch)
+      for (let i = 0; i < batch; i++) one.copy(this.zeroDigests, i * one.length)
+    }
+    for (let left = count; left > 0; left -= batch)
+      this.root.update(this.zeroDigests.subarray(0, Math.min(left, batch) * one.length))
+  }
+
+  /** Bytes of one block, at `within` it: the block is digested once all of it has come. */
+  private fill(index: number, within: number, data: Uint8Array | number): void {
+    let p = this.partial.get(index)
+    if (p === undefined) {
+      p = { bytes: new Uint8Array(this.spec.blockSize), filled: 0 }
+      this.partial.set(index, p)
+    }
+    // Zeroes need no copying: the block's bytes start as zeroes and each byte comes once.
+    if (typeof data === "number") p.filled += data
+    else {
+      p.bytes.set(data, within)
+      p.filled += data.length
+    }
+    if (p.filled === this.spec.blockSize) {
+      this.partial.delete(index)
+      this.finish(index, this.digest(p.bytes))
+    }
+  }
+
+  /** Walks `[offset, offset + length)` block by block: whole blocks to `whole`, parts of one to `part`. */
+  private split(
+    offset: number,
+    length: number,
+    whole: (index: number, at: number) => void,
+    part: (index: number, within: number, at: number, n: number) => void
+  ): void {
+    const size = this.spec.blockSize
+    this.end = Math.max(this.end, offset + length)
+    for (let at = 0; at < length;) {
+      const index = Math.floor((offset + at) / size)
+      const within = offset + at - index * size
+      const n = Math.min(size - within, length - at)
+      if (n === size) whole(index, at)
+      else part(index, within, at, n)
+      at += n
+    }
+  }
+
+  /** The bytes at `offset`. */
+  write(offset: number, data: Uint8Array): void {
+    const size = this.spec.blockSize
+    this.split(
+      offset,
+      data.length,
+      (index, at) => this.finish(index, this.digest(data.subarray(at, at + size))),
+      (index, within, at, n) => this.fill(index, within, data.subarray(at, at + n))
+    )
+  }
+
+  /** `length` bytes that read as zeroes at `offset`, without a buffer of them. */
+  zero(offset: number, length: number): void {
+    let run: { first: number; count: number } | undefined
+    const flush = () => {
+      if (run !== undefined) this.finish(run.first, run.count)
+      run = undefined
+    }
+    this.split(
+      offset,
+      length,
+      (index) => {
+        if (run === undefined) run = { first: index, count: 0 }
+        run.count++
+      },
+      (index, within, _at, n) => {
+        flush()
+        this.fill(index, within, n)
+      }
+    )
+    flush()
+  }
+
+  /** The next bytes in order, after those `update` had before. */
   update(data: Uint8Array): void {
-    this.length += BigInt(data.length)
-    let at = 0
-    if (this.filled > 0) {
-      const take = Math.min(this.spec.blockSize - this.filled, data.length)
-      this.pending.set(data.subarray(0, take), this.filled)
-      this.filled += take
-      at = take
-      if (this.filled < this.spec.blockSize) return
-      this.block(this.pending)
-      this.filled = 0
-    }
-    for (; at + this.spec.blockSize <= data.length; at += this.spec.blockSize)
-      this.block(data.subarray(at, at + this.spec.blockSize))
-    if (at < data.length) {
-      this.pending.set(data.subarray(at), 0)
-      this.filled = data.length - at
-    }
+    this.write(this.appended, data)
+    this.appended += data.length
   }
 
+  /** The hash, once every byte of the image has come; a short last block is digested here. */
   hexDigest(): string {
-    if (this.filled > 0) this.block(this.pending.subarray(0, this.filled))
-    this.filled = 0
+    const last = Math.floor(this.end / this.spec.blockSize)
+    const tail = this.partial.get(last)
+    if (tail !== undefined && tail.filled === this.end - last * this.spec.blockSize) {
+      this.partial.delete(last)
+      this.finish(last, this.digest(tail.bytes.subarray(0, tail.filled)))
+    }
+    if (this.next * this.spec.blockSize < this.end || this.partial.size > 0)
+      throw new Error(`blkhash: bytes before ${this.end} are missing`)
     const length = Buffer.alloc(8)
-    length.writeBigUInt64LE(this.length)
+    length.writeBigUInt64LE(BigInt(this.end))
     return this.root.update(length).digest("hex")
   }
 }

@@ -198,19 +198,9 @@ const copy = (
           ? NbdCopy.file(src.path)
           : NbdCopy.fromStream(stdin(options.requestSize))
     const hash = options.blkhash === undefined ? undefined : new Blkhash.Blkhash(options.blkhash)
-    if (hash !== undefined && dst._tag !== "Null" && dst._tag !== "Stdio")
-      return yield* new Common.CliError({
-        message: "--blkhash: only with the destination null: or - for now (ENOTSUP)"
-      })
     if (hash !== undefined && dst._tag === "Stdio" && options.blkhashFile === undefined)
       return yield* new Common.CliError({
         message: "--blkhash: the destination - is stdout, so the hash needs --blkhash-file (EINVAL)"
-      })
-    // With --blkhash the bytes arrive in order through a sink, which hashes them (and writes them for -).
-    const hashing = (write: boolean): Sink.Sink<void, Uint8Array, never, Common.CliError> =>
-      Sink.forEach((chunk: Uint8Array) => {
-        hash!.update(chunk)
-        return write ? Common.writeStdout(chunk) : Effect.void
       })
     const destination: Destination =
       dst._tag === "Nbd"
@@ -218,15 +208,15 @@ const copy = (
         : dst._tag === "File"
           ? NbdCopy.file(dst.path)
           : dst._tag === "Null"
-            ? hash !== undefined
-              ? NbdCopy.toSink(hashing(false))
-              : NbdCopy.discard
-            : NbdCopy.toSink(hash !== undefined ? hashing(true) : stdout)
+            ? NbdCopy.discard
+            : NbdCopy.toSink(stdout)
     const settings: NbdCopy.Options = {
       connections: options.connections,
       requests: options.requests,
       requestSize: options.requestSize,
       sparse: options.sparse,
+      // The hash is of the source's bytes as the copy reads them, whatever the destination keeps of them.
+      observer: hash === undefined ? undefined : hashObserver(hash),
       destinationIsZero: options.destinationIsZero,
       // An NBD destination is always flushed at the end; --flush fsyncs a file too.
       flush: options.flush || dst._tag === "Nbd"
@@ -291,6 +281,12 @@ const copy = (
       }
     }
   })
+
+/** Feeds the block hash with what the copy reads, in whatever order the requests complete. */
+const hashObserver = (hash: Blkhash.Blkhash): NbdCopy.Observer => ({
+  data: (offset, bytes) => hash.write(offset, bytes),
+  zero: (offset, length) => hash.zero(offset, length)
+})
 
 const isOpen = (fd: number): boolean => {
   try {

@@ -81,9 +81,9 @@ Defaults (nbdcopy's): 4 connections (when the server advertises multi-conn),
 or written as zeroes (-S 0 writes every byte as data); an NBD destination is
 flushed at the end (--flush also fsyncs a file). --progress=FD writes "N/100"
 lines to FD; -p draws a bar with the rate and time left on stderr.
---blkhash prints libnbd's block hash of the source (default sha256 over 64K
-blocks; DIGEST is any of node's, e.g. md5, sha512/512k), for now only when the
-destination is null: or - (then give --blkhash-file).
+--blkhash prints libnbd's block hash of the data copied (default sha256 over
+64K blocks; DIGEST is any of node's, e.g. md5, sha512/512k), with any
+destination (to - give --blkhash-file).
 
 Other options:
 

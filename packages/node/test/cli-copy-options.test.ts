@@ -1,0 +1,206 @@
+// nbdcopy's remaining copy options in `effect-nbd copy`, checked against real results: --blkhash with any
+// destination; content by sha256, beside the installed nbdcopy where it has the option.
+import { beforeAll, describe, expect, it, vi } from "@effect/vitest"
+import * as Effect from "effect/Effect"
+import { execFileSync, spawn } from "node:child_process"
+import * as Crypto from "node:crypto"
+import * as Fs from "node:fs"
+import * as Path from "node:path"
+import * as Blkhash from "../src/internal/cli/blkhash.js"
+import { nbdkit, tempDir } from "./util/peers.js"
+
+const root = Path.resolve(__dirname, "../../..")
+const manifest = JSON.parse(Fs.readFileSync(Path.join(root, "packages/node/package.json"), "utf8")) as {
+  readonly bin: Record<string, string>
+}
+const bin = Path.join(root, "packages/node", manifest.bin["effect-nbd"]!)
+
+vi.setConfig({ testTimeout: 90_000 })
+
+beforeAll(() => {
+  execFileSync("npx", ["tsc", "-b", "packages/node/tsconfig.src.json"], { cwd: root, stdio: "inherit" })
+  execFileSync(process.execPath, ["scripts/bundle-bins.mjs", "packages/node"], { cwd: root, stdio: "inherit" })
+}, 120_000)
+
+const KiB = 1024
+const MiB = 1024 * KiB
+
+interface Result {
+  readonly code: number
+  readonly stdout: string
+  readonly stderr: string
+}
+
+/** Runs a command to completion, with `stdin` (a path) as its standard input when given. */
+const proc = (
+  command: string,
+  args: ReadonlyArray<string>,
+  options: { readonly stdin?: string } = {}
+): Effect.Effect<Result> =>
+  Effect.async<Result>((resume) => {
+    const input = options.stdin === undefined ? "ignore" : Fs.openSync(options.stdin, "r")
+    const child = spawn(command, [...args], { stdio: [input, "pipe", "pipe"] })
+    if (typeof input === "number") Fs.closeSync(input)
+    let out = ""
+    let err = ""
+    child.stdout!.on("data", (b: Buffer) => (out += b.toString()))
+    child.stderr!.on("data", (b: Buffer) => (err += b.toString()))
+    child.on("close", (code) => resume(Effect.succeed({ code: code ?? -1, stdout: out, stderr: err })))
+  })
+
+const ours = (args: ReadonlyArray<string>, options?: { readonly stdin?: string }) =>
+  proc(process.execPath, [bin, ...args], options)
+
+/** Our run, which must succeed quietly (stderr only with -v); its stdout. */
+const ok = (args: ReadonlyArray<string>, options?: { readonly stdin?: string }) =>
+  Effect.map(ours(args, options), (r) => {
+    if (!args.includes("-v")) expect(r.stderr, `effect-nbd ${args.join(" ")}`).toBe("")
+    expect(r.code, `effect-nbd ${args.join(" ")}: ${r.stderr}`).toBe(0)
+    return r
+  })
+
+/** nbdcopy's run, which must succeed. */
+const theirs = (args: ReadonlyArray<string>) =>
+  Effect.map(proc("nbdcopy", args), (r) => {
+    expect(r.code, `nbdcopy ${args.join(" ")}: ${r.stderr}`).toBe(0)
+    return r
+  })
+
+const sha256 = (path: string): string => Crypto.createHash("sha256").update(Fs.readFileSync(path)).digest("hex")
+
+/** The block hash of a file's bytes, fed in order: the reference the copies are checked against. */
+const blkhashOf = (path: string, spec: Blkhash.Spec, length?: number): string => {
+  const h = new Blkhash.Blkhash(spec)
+  const bytes = Fs.readFileSync(path)
+  h.update(length === undefined ? bytes : bytes.subarray(0, length))
+  return h.hexDigest()
+}
+
+/** Whether the installed nbdcopy has --blkhash (libnbd 1.24 and later; Debian's 1.14 has not). */
+const nbdcopyHasBlkhash = Effect.map(proc("nbdcopy", ["--help"]), (r) => r.stdout.includes("--blkhash"))
+
+describe("--blkhash with any destination", () => {
+  // libnbd 1.24's known answers (copy/copy-blkhash-known.sh), as cli-habits.test.ts checks them to null:.
+  const hello = {
+    data: '"hello" @1048576 "goodbye"',
+    sha256: "61b8f3a8cea76e16eeff7ce27f1b7711c1f1e437f5038cec17773772a4bded28"
+  }
+  const repeats = { data: '"12345678"*512*256', md5: "84fc21ac2f49ac283ff399378d834d1a" }
+
+  it.scopedLive("to a file and to an NBD export, the hash is libnbd's known answer, as to null:", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const file = Path.join(dir, "hello.img")
+      const printed = yield* ok(["copy", "--blkhash", "[", "nbdkit", "data", hello.data, "]", file])
+      expect(printed.stdout).toBe(`${hello.sha256}\n`)
+      // The copy is right too, and its own bytes hash the same.
+      expect(Fs.statSync(file).size).toBe(1048576 + 7)
+      expect(blkhashOf(file, Blkhash.defaults)).toBe(hello.sha256)
+      // An NBD destination over four connections; the hash goes to its file.
+      const memory = yield* nbdkit(["memory", "2M"])
+      const hashFile = Path.join(dir, "hash")
+      yield* ok([
+        "copy",
+        "-C4",
+        "--request-size=64K",
+        "--blkhash=md5",
+        `--blkhash-file=${hashFile}`,
+        "[",
+        "nbdkit",
+        "data",
+        repeats.data,
+        "]",
+        memory.uri
+      ])
+      expect(Fs.readFileSync(hashFile, "utf8")).toBe(`${repeats.md5}\n`)
+      const back = Path.join(dir, "back.img")
+      yield* theirs([memory.uri, back])
+      // What landed on the export: the 1M image (with its known hash), then the export's own zeroes.
+      expect(blkhashOf(back, { digest: "md5", blockSize: 64 * KiB }, MiB)).toBe(repeats.md5)
+      expect(sha256(back)).toBe(
+        Crypto.createHash("sha256")
+          .update(Buffer.concat([Buffer.from("12345678".repeat(512 * 256)), Buffer.alloc(MiB)]))
+          .digest("hex")
+      )
+    })
+  )
+
+  it.scopedLive(
+    "many connections and requests out of order: the hash of the data copied, whatever the destination",
+    () =>
+      Effect.gen(function* () {
+        const dir = yield* tempDir
+        // Random data with holes: the source map has zero extents that are never read.
+        const source = yield* nbdkit([
+          "data",
+          "@0 (0x5a 0xc3 0x01)*100000 @8388608 (1 2 3 4)*300000 @16777216 9",
+          "size=24M"
+        ])
+        const destination = yield* nbdkit(["memory", "24M"])
+        const reference = Path.join(dir, "reference.img")
+        yield* theirs([source.uri, reference])
+        const cases: ReadonlyArray<{ readonly flags: ReadonlyArray<string>; readonly spec: Blkhash.Spec }> = [
+          { flags: ["--blkhash"], spec: Blkhash.defaults },
+          // Blocks larger than the requests: each block is put together from pieces that finish in any order.
+          { flags: ["--blkhash=sha512/1M", "--request-size=64K"], spec: { digest: "sha512", blockSize: MiB } },
+          // Requests that do not line up with the blocks.
+          { flags: ["--blkhash=sha256/64K", "--request-size=100000"], spec: { digest: "sha256", blockSize: 64 * KiB } }
+        ]
+        for (const { flags, spec } of cases) {
+          const toNull = (yield* ok(["copy", ...flags, source.uri, "null:"])).stdout
+          const file = Path.join(dir, "copy.img")
+          const toFile = (yield* ok(["copy", ...flags, source.uri, file])).stdout
+          const toNbd = (yield* ok(["copy", "-C4", ...flags, source.uri, destination.uri])).stdout
+          expect(toFile, flags.join(" ")).toBe(toNull)
+          expect(toNbd, flags.join(" ")).toBe(toNull)
+          // The reference: the block hash of the copied bytes, in order.
+          expect(toNull, flags.join(" ")).toBe(`${blkhashOf(file, spec)}\n`)
+          expect(sha256(file)).toBe(sha256(reference))
+          if (yield* nbdcopyHasBlkhash) {
+            const nbdcopyHash = yield* theirs([...flags.filter((f) => f.startsWith("--blkhash")), source.uri, "null:"])
+            expect(nbdcopyHash.stdout).toBe(toNull)
+          }
+        }
+        // stdin to a file: the bytes arrive in order, and hash the same.
+        const file = Path.join(dir, "copy.img")
+        const fromStdin = (yield* ok(["copy", "--blkhash", "-", Path.join(dir, "stdin.img")], { stdin: file })).stdout
+        expect(fromStdin).toBe(`${blkhashOf(file, Blkhash.defaults)}\n`)
+        expect(sha256(Path.join(dir, "stdin.img"))).toBe(sha256(file))
+      })
+  )
+
+  it("a block hash fed out of order, with zero ranges, is the one fed in order", () => {
+    const image = new Uint8Array(3 * MiB + 12345)
+    for (let i = 0; i < image.length; i++) image[i] = i % 4096 < 1000 ? (i * 7) & 0xff : 0
+    image.fill(0, MiB, 2 * MiB)
+    for (const blockSize of [512, 64 * KiB, MiB]) {
+      const spec = { digest: "sha256", blockSize }
+      const inOrder = new Blkhash.Blkhash(spec)
+      inOrder.update(image)
+      const expected = inOrder.hexDigest()
+      for (const cut of [4096, 65536, 100_000, 300_001]) {
+        const pieces: Array<readonly [number, number]> = []
+        for (let at = 0; at < image.length; at += cut) pieces.push([at, Math.min(cut, image.length - at)])
+        // A fixed shuffle, so a failure repeats.
+        let x = cut
+        for (let i = pieces.length - 1; i > 0; i--) {
+          x = (x * 1103515245 + 12345) & 0x7fffffff
+          const j = x % (i + 1)
+          ;[pieces[i], pieces[j]] = [pieces[j]!, pieces[i]!]
+        }
+        const h = new Blkhash.Blkhash(spec)
+        for (const [at, n] of pieces) {
+          const bytes = image.subarray(at, at + n)
+          // Pieces inside the zeroed MiB come as zero ranges, as block status reports them.
+          if (at >= MiB && at + n <= 2 * MiB) h.zero(at, n)
+          else h.write(at, bytes)
+        }
+        expect(h.hexDigest(), `blocks of ${blockSize}, pieces of ${cut}`).toBe(expected)
+      }
+    }
+    // A missing piece is a bug in the caller, not a wrong hash.
+    const h = new Blkhash.Blkhash(Blkhash.defaults)
+    h.write(65536, new Uint8Array(10))
+    expect(() => h.hexDigest()).toThrow(/missing/)
+  })
+})
