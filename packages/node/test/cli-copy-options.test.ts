@@ -1,5 +1,7 @@
 // nbdcopy's remaining copy options in `effect-nbd copy`, checked against real results: --blkhash with any
-// destination; content by sha256, beside the installed nbdcopy where it has the option.
+// destination, -S N as the granularity of zero detection, --allocated, --queue-size and -T. Allocation is
+// read back with qemu-img map (SEEK_DATA/SEEK_HOLE on a file) and nbdinfo --map; content by sha256; each
+// beside the installed nbdcopy where it has the option.
 import { beforeAll, describe, expect, it, vi } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import { execFileSync, spawn } from "node:child_process"
@@ -7,7 +9,7 @@ import * as Crypto from "node:crypto"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
 import * as Blkhash from "../src/internal/cli/blkhash.js"
-import { nbdkit, tempDir } from "./util/peers.js"
+import { nbdinfoMap, nbdkit, run, tempDir } from "./util/peers.js"
 
 const root = Path.resolve(__dirname, "../../..")
 const manifest = JSON.parse(Fs.readFileSync(Path.join(root, "packages/node/package.json"), "utf8")) as {
@@ -68,12 +70,38 @@ const theirs = (args: ReadonlyArray<string>) =>
 
 const sha256 = (path: string): string => Crypto.createHash("sha256").update(Fs.readFileSync(path)).digest("hex")
 
+/** One line on stderr, "effect-nbd: ... (ERRNO)", nothing on stdout, exit status 1. */
+const oneLine = (r: Result, pattern: RegExp) => {
+  expect(r.code).toBe(1)
+  expect(r.stdout).toBe("")
+  expect(r.stderr).toMatch(pattern)
+  expect(r.stderr.split("\n")).toHaveLength(2)
+}
+
+/** A file's allocation as qemu-img map sees it (SEEK_DATA / SEEK_HOLE): [start, length, data] runs. */
+const fileMap = (path: string) =>
+  Effect.map(run("qemu-img", ["map", "--output=json", "-f", "raw", path]), (out) =>
+    (JSON.parse(out) as Array<{ start: number; length: number; data: boolean }>).map(
+      (e) => [e.start, e.length, e.data] as const
+    )
+  )
+
+/** Bytes allocated to a file on disk. */
+const allocated = (path: string): number => Fs.statSync(path).blocks * 512
+
 /** The block hash of a file's bytes, fed in order: the reference the copies are checked against. */
 const blkhashOf = (path: string, spec: Blkhash.Spec, length?: number): string => {
   const h = new Blkhash.Blkhash(spec)
   const bytes = Fs.readFileSync(path)
   h.update(length === undefined ? bytes : bytes.subarray(0, length))
   return h.hexDigest()
+}
+
+/** 1 MiB where every 64K block holds 4K of data, 4K of zeroes, and so on: zero runs smaller than 64K. */
+const stripes = (): Uint8Array => {
+  const out = new Uint8Array(MiB)
+  for (let at = 0; at < MiB; at += 8 * KiB) out.fill(0x41 + ((at / (8 * KiB)) % 26), at, at + 4 * KiB)
+  return out
 }
 
 /** Whether the installed nbdcopy has --blkhash (libnbd 1.24 and later; Debian's 1.14 has not). */
@@ -203,4 +231,154 @@ describe("--blkhash with any destination", () => {
     h.write(65536, new Uint8Array(10))
     expect(() => h.hexDigest()).toThrow(/missing/)
   })
+})
+
+describe("-S N, the granularity of zero detection", () => {
+  it.scopedLive(
+    "4K zero runs become holes in a file with -S 4096 (the default), and data with -S 65536, as nbdcopy's",
+    () =>
+      Effect.gen(function* () {
+        const dir = yield* tempDir
+        const source = Path.join(dir, "stripes.img")
+        Fs.writeFileSync(source, stripes())
+        const cases: ReadonlyArray<ReadonlyArray<string>> = [["-S", "4096"], ["-S65536"], ["--sparse=4096"], []]
+        for (const [i, flags] of cases.entries()) {
+          const a = Path.join(dir, `ours${i}.img`)
+          const b = Path.join(dir, `theirs${i}.img`)
+          yield* ok(["copy", ...flags, source, a])
+          yield* theirs([...flags, source, b])
+          expect(sha256(a), flags.join(" ")).toBe(sha256(source))
+          expect(yield* fileMap(a), flags.join(" ")).toEqual(yield* fileMap(b))
+        }
+        const fine = yield* fileMap(Path.join(dir, "ours0.img"))
+        // 16 blocks of 64K, each 8 data and 8 zero runs of 4K.
+        expect(fine).toHaveLength(256)
+        expect(fine.filter(([, length, data]) => !data && length === 4096)).toHaveLength(128)
+        expect(allocated(Path.join(dir, "ours0.img"))).toBe(MiB / 2)
+        expect(yield* fileMap(Path.join(dir, "ours1.img"))).toEqual([[0, MiB, true]])
+        expect(allocated(Path.join(dir, "ours1.img"))).toBe(MiB)
+        // The default is -S 4096.
+        expect(yield* fileMap(Path.join(dir, "ours3.img"))).toEqual(fine)
+        // From stdin, where the bytes come in order through another path, -S cuts the same.
+        const piped = Path.join(dir, "piped.img")
+        yield* ok(["copy", "-S", "4096", "-", piped], { stdin: source })
+        expect(yield* fileMap(piped)).toEqual(fine)
+        const coarse = Path.join(dir, "coarse.img")
+        yield* ok(["copy", "-S", "65536", "-", coarse], { stdin: source })
+        expect(yield* fileMap(coarse)).toEqual([[0, MiB, true]])
+      })
+  )
+
+  it.scopedLive("to an NBD export, the zero runs become NBD_CMD_WRITE_ZEROES holes with -S 4096 only", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const source = Path.join(dir, "stripes.img")
+      Fs.writeFileSync(source, stripes())
+      const maps: Array<ReadonlyArray<{ readonly offset: number; readonly length: number; readonly flags: number }>> =
+        []
+      for (const [i, size] of ["4096", "65536"].entries()) {
+        for (const tool of ["ours", "theirs"]) {
+          const image = Path.join(dir, `${tool}${i}.img`)
+          Fs.writeFileSync(image, new Uint8Array(MiB).fill(0xff))
+          const kit = yield* nbdkit(["file", image])
+          if (tool === "ours") yield* ok(["copy", "-S", size, source, kit.uri])
+          else yield* theirs(["-S", size, source, kit.uri])
+          expect(sha256(image), `${tool} -S ${size}`).toBe(sha256(source))
+          maps.push(yield* nbdinfoMap(kit.uri))
+        }
+      }
+      const [fine, fineTheirs, coarse, coarseTheirs] = maps
+      expect(fine).toEqual(fineTheirs)
+      expect(coarse).toEqual(coarseTheirs)
+      // -S 4096: every other 4K is a hole reading as zeroes (flags 3); -S 65536: all data.
+      expect(fine).toHaveLength(256)
+      expect(fine!.filter((e) => e.flags === 3 && e.length === 4096)).toHaveLength(128)
+      expect(coarse).toEqual([{ offset: 0, length: MiB, flags: 0 }])
+    })
+  )
+})
+
+describe("--allocated", () => {
+  const sparse = ["nbdkit", "data", '"hello" @1048576 "goodbye"', "size=4M"]
+
+  it.scopedLive("a file destination is fully allocated, with the content of a sparse copy", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const full = Path.join(dir, "full.img")
+      const holes = Path.join(dir, "holes.img")
+      yield* ok(["copy", "--allocated", "[", ...sparse, "]", full])
+      yield* ok(["copy", "[", ...sparse, "]", holes])
+      expect(sha256(full)).toBe(sha256(holes))
+      expect(yield* fileMap(full)).toEqual([[0, 4 * MiB, true]])
+      expect(allocated(full)).toBe(4 * MiB)
+      expect(allocated(holes)).toBeLessThan(MiB)
+      // From stdin too: zeroes in the data are written, not skipped.
+      const piped = Path.join(dir, "piped.img")
+      yield* ok(["copy", "--allocated", "-", piped], { stdin: holes })
+      expect(allocated(piped)).toBe(4 * MiB)
+      expect(sha256(piped)).toBe(sha256(holes))
+    })
+  )
+
+  it.scopedLive("an NBD destination gets NBD_CMD_WRITE_ZEROES with NO_HOLE and ends allocated, as nbdcopy's", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const copyInto = (tool: "ours" | "theirs", flags: ReadonlyArray<string>) =>
+        Effect.gen(function* () {
+          const image = Path.join(dir, `${tool}${flags.length}.img`)
+          const log = Path.join(dir, `${tool}${flags.length}.log`)
+          Fs.writeFileSync(image, "")
+          Fs.truncateSync(image, 4 * MiB)
+          const kit = yield* nbdkit(["--filter=log", "file", image, `logfile=${log}`])
+          const args = [...flags, "--", "[", ...sparse, "]", kit.uri]
+          if (tool === "ours") yield* ok(["copy", ...args])
+          else yield* theirs(args)
+          const zeroes = Fs.readFileSync(log, "utf8")
+            .split("\n")
+            .filter((l) => / Zero id=/.test(l))
+          return { image, zeroes }
+        })
+      const full = yield* copyInto("ours", ["--allocated"])
+      const fullTheirs = yield* copyInto("theirs", ["--allocated"])
+      const holes = yield* copyInto("ours", [])
+      expect(full.zeroes.length).toBeGreaterThan(0)
+      for (const l of full.zeroes) expect(l).toContain(" trim=0 ")
+      for (const l of holes.zeroes) expect(l).toContain(" trim=1 ")
+      // Zeroed with NO_HOLE, the file plugin allocates the range (as unwritten extents, which SEEK_DATA
+      // may still call holes, so the blocks on disk tell).
+      expect(allocated(full.image)).toBe(4 * MiB)
+      expect(allocated(fullTheirs.image)).toBe(4 * MiB)
+      expect(allocated(holes.image)).toBeLessThan(MiB)
+      expect(sha256(full.image)).toBe(sha256(holes.image))
+      expect(sha256(full.image)).toBe(sha256(fullTheirs.image))
+    })
+  )
+})
+
+describe("help and bad values", () => {
+  it.live("--help names the options with their defaults", () =>
+    Effect.gen(function* () {
+      const help = (yield* ok(["copy", "--help"])).stdout
+      for (const s of ["[--allocated]", "[-S N|--sparse=N]"]) expect(help).toContain(s)
+      const flat = help.replace(/\s+/g, " ")
+      expect(flat).toContain("-S 4096: zero blocks of 4096 bytes become holes or zeroes")
+      expect(flat).toContain("with any destination")
+    })
+  )
+
+  it.live("a bad -S is one line with EINVAL and exit status 1", () =>
+    Effect.gen(function* () {
+      const bad: ReadonlyArray<readonly [ReadonlyArray<string>, RegExp]> = [
+        [["-S", "100"], /^effect-nbd: --sparse: must be 0 or a power of 2 between 512 and \d+, got 100 \(EINVAL\)\n$/],
+        [["-S4097"], /--sparse: must be 0 or a power of 2 .*, got 4097 \(EINVAL\)\n$/],
+        [["--sparse=64M"], /--sparse: must be 0 or a power of 2 .*, got 67108864 \(EINVAL\)\n$/],
+        [["--sparse=x"], /^effect-nbd: --sparse: cannot parse size 'x' \(EINVAL\)\n$/]
+      ]
+      for (const [flags, pattern] of bad) {
+        oneLine(yield* ours(["copy", ...flags, "a", "b"]), pattern)
+      }
+      // nbdcopy refuses the same -S values.
+      for (const s of ["100", "4097"]) expect((yield* proc("nbdcopy", ["-S", s, "a", "b"])).code).toBe(1)
+    })
+  )
 })

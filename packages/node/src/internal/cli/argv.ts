@@ -71,6 +71,7 @@ const known: Record<string, Readonly<Record<string, boolean>>> = {
     "--no-extents": false,
     "--sparse": true,
     "-S": true,
+    "--allocated": false,
     "--synchronous": false,
     "--blkhash": false,
     "--blkhash-file": true,

@@ -144,7 +144,9 @@ interface CopyOptions {
   readonly destinationIsZero: boolean
   readonly flush: boolean
   readonly extents: boolean
-  readonly sparse: boolean
+  /** nbdcopy's -S: the zero-detection block size, 0 for none. */
+  readonly sparse: number
+  readonly allocated: boolean
   readonly verbose: boolean
   readonly blkhash: Blkhash.Spec | undefined
   readonly blkhashFile: string | undefined
@@ -214,7 +216,9 @@ const copy = (
       connections: options.connections,
       requests: options.requests,
       requestSize: options.requestSize,
-      sparse: options.sparse,
+      sparse: options.sparse > 0,
+      sparseSize: options.sparse > 0 ? options.sparse : undefined,
+      allocated: options.allocated,
       // The hash is of the source's bytes as the copy reads them, whatever the destination keeps of them.
       observer: hash === undefined ? undefined : hashObserver(hash),
       destinationIsZero: options.destinationIsZero,
@@ -225,8 +229,8 @@ const copy = (
       process.stderr.write(
         `effect-nbd: copy: ${describeEndpoint(src)} -> ${describeEndpoint(dst)}: ` +
           `connections=${options.connections} requests=${options.requests} request-size=${options.requestSize} ` +
-          `sparse=${options.sparse} extents=${options.extents} destination-is-zero=${options.destinationIsZero} ` +
-          `flush=${settings.flush}\n`
+          `sparse=${options.sparse} allocated=${options.allocated} ` +
+          `extents=${options.extents} destination-is-zero=${options.destinationIsZero} flush=${settings.flush}\n`
       )
     const fd = options.progressFd
     const report = (p: NbdCopy.Progress, last: boolean): void => {
@@ -313,6 +317,19 @@ const positive = (name: string, n: number, max: number): Effect.Effect<number, C
     ? Effect.succeed(n)
     : Effect.fail(new Common.CliError({ message: `${name}: must be between 1 and ${max}, got ${n} (EINVAL)` }))
 
+/** The largest -S: a block larger than the largest request could never be seen whole. */
+const MAX_SPARSE = 32 << 20
+
+/** nbdcopy's rule for -S: 0 (no zero detection) or a power of 2 of at least 512. */
+const sparseSize = (n: number): Effect.Effect<number, Common.CliError> =>
+  n === 0 || (n >= 512 && n <= MAX_SPARSE && (n & (n - 1)) === 0)
+    ? Effect.succeed(n)
+    : Effect.fail(
+        new Common.CliError({
+          message: `--sparse: must be 0 or a power of 2 between 512 and ${MAX_SPARSE}, got ${n} (EINVAL)`
+        })
+      )
+
 /**
  * The `copy` subcommand.
  * @since 0.1.0
@@ -323,16 +340,16 @@ export const command = Command.make(
   {
     connections: Options.integer("connections").pipe(
       Options.withAlias("C"),
-      Options.withDescription("connections per NBD side, used only when the server advertises multi-conn"),
+      Options.withDescription("connections per NBD side, used only when the server advertises multi-conn (default 4)"),
       Options.withDefault(4)
     ),
     requests: Options.integer("requests").pipe(
       Options.withAlias("R"),
-      Options.withDescription("requests in flight per connection"),
+      Options.withDescription("requests in flight per connection (default 64)"),
       Options.withDefault(64)
     ),
     requestSize: Options.text("request-size").pipe(
-      Options.withDescription("bytes per request (suffixes K, M allowed)"),
+      Options.withDescription("bytes per request, suffixes K, M allowed (default 256K)"),
       Options.withDefault("256K")
     ),
     progress: Options.boolean("progress").pipe(
@@ -349,10 +366,13 @@ export const command = Command.make(
     targetIsZero: Options.boolean("target-is-zero").pipe(Options.withDescription("the same as --destination-is-zero")),
     flush: Options.boolean("flush").pipe(Options.withDescription("flush the destination at the end")),
     noExtents: Options.boolean("no-extents").pipe(Options.withDescription("do not ask the source for block status")),
-    sparse: Options.integer("sparse").pipe(
+    sparse: Options.text("sparse").pipe(
       Options.withAlias("S"),
-      Options.withDescription("0: write every byte as data; otherwise keep sparseness (the default, 4096)"),
-      Options.withDefault(4096)
+      Options.withDescription("zero blocks of N bytes become holes or zeroes; 0: every byte as data (default 4096)"),
+      Options.withDefault("4096")
+    ),
+    allocated: Options.boolean("allocated").pipe(
+      Options.withDescription("a fully allocated destination: zeroes are written, never holes")
     ),
     synchronous: Options.boolean("synchronous").pipe(Options.withDescription("one connection, one request in flight")),
     blkhash: Options.text("blkhash").pipe(
@@ -375,8 +395,7 @@ export const command = Command.make(
         )
         const connections = o.synchronous ? 1 : yield* positive("--connections", o.connections, 64)
         const requests = o.synchronous ? 1 : yield* positive("--requests", o.requests, 1024)
-        if (o.sparse < 0)
-          return yield* new Common.CliError({ message: `--sparse: must be 0 or more, got ${o.sparse} (EINVAL)` })
+        const sparse = yield* Effect.flatMap(Common.parseSize("--sparse", o.sparse), sparseSize)
         if (Option.isSome(o.progressFd) && (o.progressFd.value < 0 || !isOpen(o.progressFd.value)))
           return yield* new Common.CliError({
             message: `--progress=${o.progressFd.value}: not an open file descriptor (EBADF)`
@@ -399,7 +418,8 @@ export const command = Command.make(
           destinationIsZero: o.destinationIsZero || o.targetIsZero,
           flush: o.flush,
           extents: !o.noExtents,
-          sparse: o.sparse > 0,
+          sparse,
+          allocated: o.allocated,
           verbose: o.verbose
         })
       })

@@ -66,7 +66,7 @@ Examples:
 const copy = `
 Copy to and from an NBD server:
 
-    effect-nbd copy [--blkhash[=DIGEST[/SIZE]]] [--blkhash-file=FILE]
+    effect-nbd copy [--allocated] [--blkhash[=DIGEST[/SIZE]]] [--blkhash-file=FILE]
                     [-C N|--connections=N] [-R N|--requests=N] [--request-size=N]
                     [--destination-is-zero|--target-is-zero] [--flush]
                     [--no-extents] [-p|--progress|--progress=FD]
@@ -77,10 +77,11 @@ Copy to and from an NBD server:
     DESTINATION += null:
 
 Defaults (nbdcopy's): 4 connections (when the server advertises multi-conn),
-64 requests in flight each, 256K per request; sparse: zero blocks are skipped
-or written as zeroes (-S 0 writes every byte as data); an NBD destination is
-flushed at the end (--flush also fsyncs a file). --progress=FD writes "N/100"
-lines to FD; -p draws a bar with the rate and time left on stderr.
+64 requests in flight each, 256K per request. -S 4096: zero blocks of 4096
+bytes become holes or zeroes (-S 0 writes every byte as data); --allocated
+writes zeroes, never holes. An NBD destination is flushed at the end (--flush
+also fsyncs a file). --progress=FD writes "N/100" lines to FD; -p draws a
+bar with the rate and time left on stderr.
 --blkhash prints libnbd's block hash of the data copied (default sha256 over
 64K blocks; DIGEST is any of node's, e.g. md5, sha512/512k), with any
 destination (to - give --blkhash-file).
