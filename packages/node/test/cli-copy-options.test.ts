@@ -355,27 +355,104 @@ describe("--allocated", () => {
   )
 })
 
+describe("--queue-size and -T", () => {
+  /** What -v says: the settings line and the result line. */
+  const verbose = (stderr: string) => ({
+    requests: Number(/ requests=(\d+) /.exec(stderr)?.[1]),
+    connections: Number(/ (\d+) connection\(s\)/.exec(stderr)?.[1]),
+    buffers: Number(/ (\d+) buffer\(s\)/.exec(stderr)?.[1])
+  })
+
+  it.scopedLive("--queue-size bounds the bytes in flight per connection: requests x request size", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const source = yield* nbdkit(["pattern", "16M"])
+      const reference = Path.join(dir, "reference.img")
+      yield* theirs([source.uri, reference])
+      const cases: ReadonlyArray<readonly [ReadonlyArray<string>, number]> = [
+        // 512K of 256K requests: two in flight.
+        [["--queue-size=512K"], 2],
+        [["--queue-size", "1M", "--request-size=64K"], 16],
+        // Smaller than one request: still one at a time.
+        [["--queue-size=100"], 1],
+        // The default 16M allows -R's 64 requests of 256K, and 16 of 1M.
+        [[], 64],
+        [["--request-size=1M"], 16],
+        // -R stays the bound when it is the smaller.
+        [["-R8", "--queue-size=64M"], 8]
+      ]
+      for (const [flags, requests] of cases) {
+        const out = Path.join(dir, "out.img")
+        const r = yield* ok(["copy", "-v", "-C1", ...flags, source.uri, out])
+        const v = verbose(r.stderr)
+        expect(v.requests, flags.join(" ")).toBe(requests)
+        // Buffers are only made for requests in flight at once.
+        expect(v.buffers, flags.join(" ")).toBeLessThanOrEqual(requests)
+        expect(sha256(out), flags.join(" ")).toBe(sha256(reference))
+        if (requests > 2) expect(v.buffers, flags.join(" ")).toBeGreaterThan(2)
+      }
+    })
+  )
+
+  it.scopedLive("-T N caps the connections at N, as nbdcopy ties one thread to each; -T 0 leaves them to -C", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const source = yield* nbdkit(["pattern", "8M"])
+      const reference = Path.join(dir, "reference.img")
+      yield* theirs(["-T1", source.uri, reference])
+      const cases: ReadonlyArray<readonly [ReadonlyArray<string>, number]> = [
+        [["-T1"], 1],
+        [["-T", "2"], 2],
+        [["--threads=3"], 3],
+        [["-T0"], 4],
+        [[], 4],
+        [["-C2", "-T3"], 2],
+        [["-T2", "--synchronous"], 1]
+      ]
+      for (const [flags, connections] of cases) {
+        const out = Path.join(dir, "out.img")
+        const r = yield* ok(["copy", "-v", ...flags, source.uri, out])
+        expect(verbose(r.stderr).connections, flags.join(" ")).toBe(connections)
+        expect(sha256(out), flags.join(" ")).toBe(sha256(reference))
+        yield* theirs([...flags, source.uri, Path.join(dir, "theirs.img")])
+        expect(sha256(Path.join(dir, "theirs.img")), flags.join(" ")).toBe(sha256(reference))
+      }
+    })
+  )
+})
+
 describe("help and bad values", () => {
-  it.live("--help names the options with their defaults", () =>
+  it.live("--help names the options with their defaults and the -T mapping", () =>
     Effect.gen(function* () {
       const help = (yield* ok(["copy", "--help"])).stdout
-      for (const s of ["[--allocated]", "[-S N|--sparse=N]"]) expect(help).toContain(s)
+      for (const s of ["[--allocated]", "[--queue-size=N]", "[-T N|--threads=N]", "[-S N|--sparse=N]"])
+        expect(help).toContain(s)
       const flat = help.replace(/\s+/g, " ")
+      expect(flat).toContain("--queue-size=16M in flight per connection")
+      expect(flat).toContain("-T N caps the connections at N and -T 0 leaves them to -C")
       expect(flat).toContain("-S 4096: zero blocks of 4096 bytes become holes or zeroes")
       expect(flat).toContain("with any destination")
     })
   )
 
-  it.live("a bad -S is one line with EINVAL and exit status 1", () =>
+  it.live("a bad -S, --queue-size or -T is one line with EINVAL and exit status 1", () =>
     Effect.gen(function* () {
       const bad: ReadonlyArray<readonly [ReadonlyArray<string>, RegExp]> = [
         [["-S", "100"], /^effect-nbd: --sparse: must be 0 or a power of 2 between 512 and \d+, got 100 \(EINVAL\)\n$/],
         [["-S4097"], /--sparse: must be 0 or a power of 2 .*, got 4097 \(EINVAL\)\n$/],
         [["--sparse=64M"], /--sparse: must be 0 or a power of 2 .*, got 67108864 \(EINVAL\)\n$/],
-        [["--sparse=x"], /^effect-nbd: --sparse: cannot parse size 'x' \(EINVAL\)\n$/]
+        [["--sparse=x"], /^effect-nbd: --sparse: cannot parse size 'x' \(EINVAL\)\n$/],
+        [["--queue-size=0"], /^effect-nbd: --queue-size: must be 1 or more, got 0 \(EINVAL\)\n$/],
+        [["--queue-size=lots"], /^effect-nbd: --queue-size: cannot parse size 'lots' \(EINVAL\)\n$/],
+        [["-T", "-1"], /^effect-nbd: --threads: must be between 0 and 64, got -1 \(EINVAL\)\n$/],
+        [["--threads=65"], /^effect-nbd: --threads: must be between 0 and 64, got 65 \(EINVAL\)\n$/],
+        [["-Tx"], /^effect-nbd: .*integer.* \(EINVAL\)\n$/],
+        [["--queue-size"], /^effect-nbd: option '--queue-size' requires an argument \(EINVAL\)\n$/]
       ]
       for (const [flags, pattern] of bad) {
-        oneLine(yield* ours(["copy", ...flags, "a", "b"]), pattern)
+        const args =
+          flags[0] === "--queue-size" && flags.length === 1 ? ["copy", ...flags] : ["copy", ...flags, "a", "b"]
+        oneLine(yield* ours(args), pattern)
       }
       // nbdcopy refuses the same -S values.
       for (const s of ["100", "4097"]) expect((yield* proc("nbdcopy", ["-S", s, "a", "b"])).code).toBe(1)

@@ -37,7 +37,7 @@ export const subcommands = ["info", "copy", "dump"] as const
 
 /** Short options that take a value, per subcommand: these may be glued to it (`-C4`). */
 const valueShorts: Record<string, ReadonlySet<string>> = {
-  copy: new Set(["C", "R", "S"]),
+  copy: new Set(["C", "R", "S", "T"]),
   dump: new Set(["n"]),
   info: new Set([])
 }
@@ -72,6 +72,9 @@ const known: Record<string, Readonly<Record<string, boolean>>> = {
     "--sparse": true,
     "-S": true,
     "--allocated": false,
+    "--queue-size": true,
+    "--threads": true,
+    "-T": true,
     "--synchronous": false,
     "--blkhash": false,
     "--blkhash-file": true,

@@ -23,6 +23,7 @@ import type { Readable } from "node:stream"
 import * as NodeNbd from "../../NodeNbd.js"
 import * as Blkhash from "./blkhash.js"
 import * as Common from "./common.js"
+import * as CopyLimits from "./copyLimits.js"
 
 /** Where bytes come from or go to. */
 type Endpoint =
@@ -147,6 +148,7 @@ interface CopyOptions {
   /** nbdcopy's -S: the zero-detection block size, 0 for none. */
   readonly sparse: number
   readonly allocated: boolean
+  readonly queueSize: number
   readonly verbose: boolean
   readonly blkhash: Blkhash.Spec | undefined
   readonly blkhashFile: string | undefined
@@ -229,7 +231,7 @@ const copy = (
       process.stderr.write(
         `effect-nbd: copy: ${describeEndpoint(src)} -> ${describeEndpoint(dst)}: ` +
           `connections=${options.connections} requests=${options.requests} request-size=${options.requestSize} ` +
-          `sparse=${options.sparse} allocated=${options.allocated} ` +
+          `queue-size=${options.queueSize} sparse=${options.sparse} allocated=${options.allocated} ` +
           `extents=${options.extents} destination-is-zero=${options.destinationIsZero} flush=${settings.flush}\n`
       )
     const fd = options.progressFd
@@ -366,6 +368,15 @@ export const command = Command.make(
     targetIsZero: Options.boolean("target-is-zero").pipe(Options.withDescription("the same as --destination-is-zero")),
     flush: Options.boolean("flush").pipe(Options.withDescription("flush the destination at the end")),
     noExtents: Options.boolean("no-extents").pipe(Options.withDescription("do not ask the source for block status")),
+    queueSize: Options.text("queue-size").pipe(
+      Options.withDescription("bytes in flight per connection, suffixes K, M allowed (default 16M)"),
+      Options.withDefault(CopyLimits.defaults.queueSize)
+    ),
+    threads: Options.integer("threads").pipe(
+      Options.withAlias("T"),
+      Options.withDescription("at most N connections, nbdcopy's one per thread (default 0: as many as -C)"),
+      Options.withDefault(CopyLimits.defaults.threads)
+    ),
     sparse: Options.text("sparse").pipe(
       Options.withAlias("S"),
       Options.withDescription("zero blocks of N bytes become holes or zeroes; 0: every byte as data (default 4096)"),
@@ -393,8 +404,17 @@ export const command = Command.make(
         const requestSize = yield* Effect.flatMap(Common.parseSize("--request-size", o.requestSize), (n) =>
           positive("--request-size", n, 32 << 20)
         )
-        const connections = o.synchronous ? 1 : yield* positive("--connections", o.connections, 64)
-        const requests = o.synchronous ? 1 : yield* positive("--requests", o.requests, 1024)
+        const queueSize = yield* Common.parseSize("--queue-size", o.queueSize)
+        const resolved = CopyLimits.resolve({
+          connections: o.connections,
+          requests: o.requests,
+          requestSize,
+          queueSize,
+          threads: o.threads,
+          synchronous: o.synchronous
+        })
+        if ("error" in resolved) return yield* new Common.CliError({ message: resolved.error })
+        const { connections, requests } = resolved.limits
         const sparse = yield* Effect.flatMap(Common.parseSize("--sparse", o.sparse), sparseSize)
         if (Option.isSome(o.progressFd) && (o.progressFd.value < 0 || !isOpen(o.progressFd.value)))
           return yield* new Common.CliError({
@@ -420,6 +440,7 @@ export const command = Command.make(
           extents: !o.noExtents,
           sparse,
           allocated: o.allocated,
+          queueSize,
           verbose: o.verbose
         })
       })

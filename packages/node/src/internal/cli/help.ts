@@ -68,6 +68,7 @@ Copy to and from an NBD server:
 
     effect-nbd copy [--allocated] [--blkhash[=DIGEST[/SIZE]]] [--blkhash-file=FILE]
                     [-C N|--connections=N] [-R N|--requests=N] [--request-size=N]
+                    [--queue-size=N] [-T N|--threads=N]
                     [--destination-is-zero|--target-is-zero] [--flush]
                     [--no-extents] [-p|--progress|--progress=FD]
                     [-S N|--sparse=N] [--synchronous] [-v|--verbose]
@@ -77,7 +78,10 @@ Copy to and from an NBD server:
     DESTINATION += null:
 
 Defaults (nbdcopy's): 4 connections (when the server advertises multi-conn),
-64 requests in flight each, 256K per request. -S 4096: zero blocks of 4096
+64 requests in flight each, 256K per request, --queue-size=16M in flight per
+connection (so at most 16M/request-size requests); -T 0. nbdcopy runs one
+thread per connection: here the engine is single-threaded, so -T N caps the
+connections at N and -T 0 leaves them to -C. -S 4096: zero blocks of 4096
 bytes become holes or zeroes (-S 0 writes every byte as data); --allocated
 writes zeroes, never holes. An NBD destination is flushed at the end (--flush
 also fsyncs a file). --progress=FD writes "N/100" lines to FD; -p draws a
@@ -97,6 +101,7 @@ Examples:
     effect-nbd copy -C4 -R64 --request-size=1M local.img nbd://example.com
     effect-nbd copy nbd://example.com - | file -
     effect-nbd copy --blkhash nbd://example.com null:
+    effect-nbd copy -T2 --queue-size=4M --allocated nbd://example.com local.img
     cat disk1 disk2 | effect-nbd copy -- - [ qemu-nbd -f qcow2 output.qcow2 ]
 `
 
