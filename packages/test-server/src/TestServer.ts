@@ -23,6 +23,7 @@ import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
+import * as FiberSet from "effect/FiberSet"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as ParseResult from "effect/ParseResult"
@@ -30,7 +31,7 @@ import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import * as Crypto from "node:crypto"
 import * as Fs from "node:fs"
-import type * as Net from "node:net"
+import * as Net from "node:net"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import * as Tls from "node:tls"
@@ -237,8 +238,9 @@ export const ExportConfig = Schema.Struct({
 )
 
 /**
- * Where the server listens: a Unix socket (default: a fresh temporary path) or a TCP port on a host
- * (default port 0, ephemeral; default host 127.0.0.1).
+ * Where the server listens: a Unix socket (default: a fresh temporary path), a TCP port on a host
+ * (default port 0, ephemeral; default host 127.0.0.1), or sockets another process already made listen and
+ * passed down by descriptor (`Fd`), as systemd socket activation passes them (fd 3 onwards).
  *
  * @since 0.1.0
  * @category config
@@ -248,6 +250,9 @@ export const Listen = Schema.Union(
   Schema.TaggedStruct("Tcp", {
     port: Schema.optional(Schema.Number.pipe(Schema.int(), Schema.between(0, 65535))),
     host: Schema.optional(Schema.String)
+  }),
+  Schema.TaggedStruct("Fd", {
+    fds: Schema.NonEmptyArray(Schema.Number.pipe(Schema.int(), Schema.nonNegative()))
   })
 )
 
@@ -324,7 +329,8 @@ export type FaultConfig = Schema.Schema.Encoded<typeof Fault>
 /**
  * The server's configuration. Every field is optional.
  *
- * - `listen`: `{ _tag: "Unix", path? }` (default, a fresh temporary path) or `{ _tag: "Tcp", port?, host? }`.
+ * - `listen`: `{ _tag: "Unix", path? }` (default, a fresh temporary path), `{ _tag: "Tcp", port?, host? }`
+ *   or `{ _tag: "Fd", fds }`: descriptors of sockets already listening, as socket activation passes them.
  * - `exports`: default one export "" of 1 GiB on the memory backend.
  * - `protocol`: "fixed-newstyle" (default), "newstyle" (non-fixed: only NBD_OPT_EXPORT_NAME) or "oldstyle"
  *   (the first export's greeting, then transmission).
@@ -682,6 +688,7 @@ export const make = (config: Config = {}): Effect.Effect<Service, TestServerErro
     const decoded = yield* decodeConfig(config)
     const settings = resolve(decoded, yield* resolveTls(decoded))
     const listen = decoded.listen ?? { _tag: "Unix" as const }
+    if (listen._tag === "Fd") return serviceOf(yield* listenFds(listen.fds, settings), settings)
     const host = listen._tag === "Tcp" ? (listen.host ?? "127.0.0.1") : "127.0.0.1"
     const path = listen._tag === "Unix" ? (listen.path ?? (yield* tempSocketPath)) : undefined
     const server = yield* NodeSocketServer.make(
@@ -707,14 +714,95 @@ export const make = (config: Config = {}): Effect.Effect<Service, TestServerErro
       server.address._tag === "UnixAddress"
         ? Address.Unix({ path: server.address.path })
         : Address.Tcp({ host, port: server.address.port })
-    const exports: ReadonlyArray<Export> = settings.exports
-    return {
-      uri: uriOf(address, exports[0]!.name),
-      address,
-      exports,
-      uriFor: (exportName: string) => uriOf(address, exportName)
-    }
+    return serviceOf(address, settings)
   })
+
+const serviceOf = (address: Address, settings: Connection.Settings): Service => {
+  const exports: ReadonlyArray<Export> = settings.exports
+  return {
+    uri: uriOf(address, exports[0]!.name),
+    address,
+    exports,
+    uriFor: (exportName: string) => uriOf(address, exportName)
+  }
+}
+
+/**
+ * The path an inherited Unix socket is bound to, from Linux's /proc/net/unix (its inode is the socket's):
+ * Node cannot ask the socket itself (no getsockname).
+ */
+const boundPath = (fd: number): string | undefined => {
+  try {
+    const inode = String(Fs.fstatSync(fd).ino)
+    for (const line of Fs.readFileSync("/proc/net/unix", "utf8").split("\n")) {
+      const fields = line.trim().split(/\s+/)
+      if (fields[6] === inode && fields[7] !== undefined) return fields[7]
+    }
+  } catch {
+    // Not Linux, or the descriptor is gone: the path stays unknown.
+  }
+  return undefined
+}
+
+/** The address of a server listening on an inherited descriptor. */
+const inheritedAddress = (server: Net.Server, fd: number): Address => {
+  const address = server.address()
+  if (typeof address === "string") return Address.Unix({ path: address })
+  if (address !== null) return Address.Tcp({ host: address.address, port: address.port })
+  // Node gives no address for a Unix socket it did not bind itself.
+  return Address.Unix({ path: boundPath(fd) ?? "" })
+}
+
+/**
+ * Serves connections on sockets that are already listening (socket activation), until the scope closes.
+ * NodeSocketServer is not used: it reads `server.address()`, which is null for an inherited Unix socket, and
+ * fails with a TypeError.
+ */
+const listenFds = (
+  fds: ReadonlyArray<number>,
+  settings: Connection.Settings
+): Effect.Effect<Address, TestServerError, Scope.Scope> =>
+  Effect.gen(function* () {
+    // Made first, so closed last: the listeners stop accepting before the open connections are dropped.
+    const connections = yield* FiberSet.make<void, never>()
+    const runConnection = yield* FiberSet.runtime(connections)<never>()
+    const addresses = yield* Effect.forEach(fds, (fd) =>
+      Effect.map(
+        listenFd(fd, (conn) => {
+          if (conn.remoteAddress !== undefined) conn.setNoDelay(true)
+          runConnection(Effect.scoped(Connection.serve(settings, conn)))
+        }),
+        (server) => inheritedAddress(server, fd)
+      )
+    )
+    return addresses[0]!
+  })
+
+/** Listens on one inherited descriptor for the scope. */
+const listenFd = (
+  fd: number,
+  onConnection: (conn: Net.Socket) => void
+): Effect.Effect<Net.Server, TestServerError, Scope.Scope> =>
+  Effect.acquireRelease(
+    Effect.async<Net.Server, TestServerError>((resume) => {
+      const server = Net.createServer({ allowHalfOpen: true }, onConnection)
+      let listening = false
+      // Kept after listening too: an 'error' without a listener would throw.
+      server.on("error", (cause) => {
+        if (!listening)
+          resume(
+            Effect.fail(
+              new TestServerError({ reason: "Listen", message: `cannot listen on fd ${fd}: ${String(cause)}`, cause })
+            )
+          )
+      })
+      server.listen({ fd }, () => {
+        listening = true
+        resume(Effect.succeed(server))
+      })
+    }),
+    (server) => Effect.sync(() => server.close())
+  )
 
 /**
  * A layer with a running `TestServer` for its scope.

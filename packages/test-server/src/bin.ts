@@ -5,6 +5,8 @@
  *
  * @since 0.1.0
  */
+// First: it sets stdout aside under socket activation before Effect's modules read process.stdout.
+import * as Activation from "./internal/activation.js"
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -23,9 +25,16 @@ const fail = (message: string): never => {
   process.exit(1)
 }
 
+const activation = Activation.activation
+if (activation.ignored !== undefined) process.stderr.write(`effect-nbd-server: ${activation.ignored}\n`)
+// As sd_listen_fds(unset_environment = 1) does: what was meant for this process is not passed on.
+delete process.env["LISTEN_PID"]
+delete process.env["LISTEN_FDS"]
+delete process.env["LISTEN_FDNAMES"]
+
 let parsed: Cli.Parsed
 try {
-  parsed = Cli.parse(process.argv.slice(2))
+  parsed = Cli.parse(process.argv.slice(2), activation.fds)
 } catch (error) {
   parsed = fail(error instanceof Cli.CliError ? error.message : String(error))
 }

@@ -7,7 +7,7 @@ import * as Os from "node:os"
 import * as Path from "node:path"
 import { fileURLToPath } from "node:url"
 import * as Cli from "../src/internal/cli.js"
-import { run, runOk, toolEnv } from "./helpers.js"
+import { nbdsh, run, runOk, toolEnv } from "./helpers.js"
 
 const root = Path.resolve(Path.dirname(fileURLToPath(import.meta.url)), "../../..")
 // The shipped bin: package.json's, the esbuild bundle `pnpm build` writes.
@@ -33,6 +33,43 @@ const sha256 = (file: string): string => Crypto.createHash("sha256").update(Fs.r
 /** nbdsh with libnbd's connect_command: the server on a socketpair as its stdin and stdout. */
 const connectCommand = (argv: ReadonlyArray<string>, script: string) =>
   run("nbdsh", ["-c", `h.connect_command(${JSON.stringify(["node", bin, ...argv])})`, "-c", script])
+
+/**
+ * Socket activation as systemd and libnbd do it, without either: python binds and listens on `path`, moves
+ * the socket to fd 3 and execs `argv` with LISTEN_PID (its own pid, through the shell) and LISTEN_FDS=1.
+ * Python execs into the server, so nothing else accepts on the socket.
+ */
+const ACTIVATE = [
+  "import os, socket, sys",
+  "s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)",
+  "s.bind(sys.argv[1])",
+  "s.listen(16)",
+  "if s.fileno() != 3: os.dup2(s.fileno(), 3)",
+  "os.set_inheritable(3, True)",
+  `os.execvp("sh", ["sh", "-c", 'LISTEN_PID=$$; LISTEN_FDS=1; export LISTEN_PID LISTEN_FDS; exec "$@"', "sh"] + sys.argv[2:])`
+].join("\n")
+
+const activate = (path: string, argv: ReadonlyArray<string>) =>
+  Effect.acquireRelease(
+    Effect.sync(() => spawn("python3", ["-c", ACTIVATE, path, ...argv], { stdio: ["ignore", "pipe", "inherit"] })),
+    (child) => Effect.sync(() => child.kill("SIGKILL"))
+  ).pipe(
+    // Clients may connect once the socket exists: it listens from the moment python binds it.
+    Effect.tap(() => Effect.repeat(Effect.sleep("20 millis"), { until: () => Fs.existsSync(path), times: 500 }))
+  )
+
+/** The first line a child writes on stdout. */
+const firstLine = (stream: NodeJS.ReadableStream) =>
+  Effect.promise(
+    () =>
+      new Promise<string>((resolve) => {
+        let out = ""
+        stream.on("data", (d: Buffer) => {
+          out += d.toString()
+          if (out.includes("\n")) resolve(out.split("\n")[0]!)
+        })
+      })
+  )
 
 describe("effect-nbd-server: -s, plugins and the file backend", () => {
   beforeAll(() => {
@@ -331,6 +368,120 @@ describe("effect-nbd-server: -s, plugins and the file backend", () => {
       const missing = yield* cli(["-U", "-", "file", Path.join(dir, "nope.img")])
       expect(missing.code).toBe(1)
       expect(missing.stderr).toMatch(/^effect-nbd-server: error: cannot open .*nope\.img/)
+    })
+  )
+
+  it.live("socket activation: nbdinfo, nbdsh and nbdcopy start it as they start nbdkit", () =>
+    Effect.gen(function* () {
+      // nbdinfo [ CMD ]: libnbd binds a socket, passes it as fd 3 with LISTEN_PID and LISTEN_FDS, connects.
+      const info = (argv: ReadonlyArray<string>) => runOk("nbdinfo", ["--json", "[", ...argv, "]"])
+      const ours = JSON.parse((yield* info(["node", bin, "memory", "1G"])).stdout) as Record<string, unknown>
+      const theirs = JSON.parse((yield* info(["nbdkit", "memory", "1G"])).stdout) as Record<string, unknown>
+      expect(ours.protocol).toBe(theirs.protocol)
+      const [e] = ours.exports as Array<Record<string, unknown>>
+      expect(e!["export-size"]).toBe(1 << 30)
+      expect(e!.is_read_only).toBe(false)
+      const list = yield* runOk("nbdinfo", ["--list", "--json", "[", "node", bin, "pattern", "1M", "]"])
+      const listed = (JSON.parse(list.stdout) as { exports: Array<Record<string, unknown>> }).exports
+      expect(listed.map((x) => [x["export-name"], x["export-size"], x.is_read_only])).toEqual([["", 1 << 20, true]])
+      const sh = yield* run("nbdsh", [
+        "-c",
+        `h.connect_systemd_socket_activation(${JSON.stringify(["node", bin, "memory", "1M"])})`,
+        "-c",
+        "h.pwrite(b'activated', 512)\nprint(h.pread(9, 512).decode(), h.get_size())"
+      ])
+      expect(sh.code, sh.stderr).toBe(0)
+      expect(sh.stdout.trim()).toBe(`activated ${1 << 20}`)
+      // nbdcopy to stdout: the server shares that pipe, and must leave it blocking for nbdcopy's writes.
+      const copy = (server: string) => run("/bin/sh", ["-c", `nbdcopy -- [ ${server} pattern 1M ] - | sha256sum`])
+      const copied = yield* copy(`node ${bin}`)
+      expect(copied.code, copied.stderr).toBe(0)
+      expect(copied.stdout).toBe((yield* copy("nbdkit")).stdout)
+    })
+  )
+
+  it.scopedLive("socket activation: the activated server serves every client on its socket, in the foreground", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const socket = Path.join(dir, "activated.sock")
+      const child = yield* activate(socket, ["node", bin, "memory", "1M"])
+      const uri = `nbd+unix:///?socket=${socket}`
+      yield* runOk("nbdsh", ["-u", uri, "-c", "h.pwrite(b'kept', 0)"])
+      const again = yield* nbdsh(uri, "print(h.pread(4, 0).decode())")
+      expect(again.code, again.stderr).toBe(0)
+      expect(again.stdout.trim()).toBe("kept")
+      // Any export name, as for a plugin served on its own socket.
+      expect((yield* runOk("nbdinfo", ["--size", `nbd+unix:///other?socket=${socket}`])).stdout.trim()).toBe(
+        String(1 << 20)
+      )
+      // Still the same process, in the foreground: it did not go to the background.
+      expect(child.exitCode).toBe(null)
+      child.kill("SIGTERM")
+      const code = yield* Effect.promise(() => new Promise<number | null>((resolve) => child.on("exit", resolve)))
+      expect(code).toBe(0)
+    })
+  )
+
+  it.scopedLive('socket activation in the library: listen { _tag: "Fd" } tells the socket\'s path', () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const socket = Path.join(dir, "lib.sock")
+      const index = Path.join(root, "packages/test-server/dist/index.js")
+      const script = [
+        `import { TestServer } from ${JSON.stringify(index)}`,
+        `import * as Effect from "effect/Effect"`,
+        `Effect.runFork(Effect.scoped(Effect.flatMap(TestServer.make({ listen: { _tag: "Fd", fds: [3] } }),`,
+        `  (server) => Effect.zipRight(Effect.sync(() => console.log(server.uri)), Effect.never))))`
+      ].join("\n")
+      const file = Path.join(root, "packages/test-server/dist", `activation-${process.pid}.mjs`)
+      Fs.writeFileSync(file, script)
+      yield* Effect.addFinalizer(() => Effect.sync(() => Fs.rmSync(file, { force: true })))
+      const child = yield* activate(socket, ["node", file])
+      const uri = yield* firstLine(child.stdout)
+      expect(uri).toBe(`nbd+unix:///?socket=${socket}`)
+      expect((yield* runOk("nbdinfo", ["--size", uri])).stdout.trim()).toBe(String(1 << 30))
+    })
+  )
+
+  it.live("socket activation refuses -U, -p, -i, -s and --run, and ignores LISTEN_PID of another process", () =>
+    Effect.gen(function* () {
+      const refused = yield* run("nbdinfo", [
+        "--size",
+        "--",
+        "[",
+        "node",
+        bin,
+        "-U",
+        "/tmp/x.sock",
+        "memory",
+        "1G",
+        "]"
+      ])
+      expect(refused.code).not.toBe(0)
+      expect(refused.stderr).toContain("effect-nbd-server: error: cannot use socket activation with -U flag")
+      for (const [args, flag] of [
+        [["-p", "0"], "-p"],
+        [["-i", "::1"], "-i"],
+        [["-s"], "-s"],
+        [["--run", "true"], "--run"]
+      ] as const)
+        expect(() => Cli.parse([...args, "memory", "1G"], [3])).toThrow(
+          `cannot use socket activation with ${flag} flag`
+        )
+      const parsed = Cli.parse(["memory", "1G"], [3, 4])
+      expect(parsed._tag === "Serve" && parsed.options.config.listen).toEqual({ _tag: "Fd", fds: [3, 4] })
+      expect(parsed._tag === "Serve" && parsed.options.foreground).toBe(true)
+      expect(Cli.activatedFds({ LISTEN_PID: "42", LISTEN_FDS: "2" }, 42)).toEqual({ fds: [3, 4] })
+      expect(Cli.activatedFds({ LISTEN_FDS: "1" }, 42)).toEqual({ fds: [] })
+      expect(Cli.activatedFds({ LISTEN_PID: "41", LISTEN_FDS: "1" }, 42).fds).toEqual([])
+      // As nbdkit: variables meant for another process are ignored, with a note.
+      const ignored = yield* run("/bin/sh", [
+        "-c",
+        `LISTEN_PID=1 LISTEN_FDS=1 node ${bin} -U - memory 1M --run 'nbdinfo --size "$uri"'`
+      ])
+      expect(ignored.code, ignored.stderr).toBe(0)
+      expect(ignored.stdout.trim()).toBe(String(1 << 20))
+      expect(ignored.stderr).toContain("effect-nbd-server: LISTEN_PID was not for us (ignored)")
     })
   )
 })

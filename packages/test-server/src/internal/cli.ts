@@ -7,6 +7,7 @@ import * as Either from "effect/Either"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import * as Filter from "../Filter.js"
+import * as Activation from "./activation.js"
 import * as TestServer from "../TestServer.js"
 
 /** @internal */
@@ -27,6 +28,9 @@ Listening (default: TCP port 10809 on 127.0.0.1):
   -s, --single             serve one client on stdin/stdout (a socket, as nbd_connect_command and
                            NodeNbd.connectCommand give it), then exit
   With -p 0 or -U -, and no --run, the server prints its URI on stdout once it listens.
+  Socket activation (systemd's, and libnbd's: nbdinfo [ effect-nbd-server memory 1G ]): with
+  LISTEN_PID set to the server's pid and LISTEN_FDS=N, it serves the listening sockets on fds 3
+  to 3+N-1 and stays in the foreground; -U, -p, -i, -s and --run are then refused, as in nbdkit.
 
 Plugins (nbdkit's way of naming the one export "", instead of --export; as in nbdkit, it is served
 under any export name a client asks for, and NBD_OPT_LIST lists it as ""):
@@ -293,11 +297,15 @@ const decode = <A, I>(schema: Schema.Schema<A, I>, input: I, what: string): A =>
 /** @internal */
 export class CliError extends Error {}
 
+/** @internal */
+export const activatedFds = Activation.activatedFds
+
 /**
- * Parses argv (without node and the script). Throws `CliError` with a one-line message on bad input.
+ * Parses argv (without node and the script), with the descriptors socket activation passed
+ * (`activatedFds`). Throws `CliError` with a one-line message on bad input.
  * @internal
  */
-export const parse = (argv: ReadonlyArray<string>): Parsed => {
+export const parse = (argv: ReadonlyArray<string>, activated: ReadonlyArray<number> = []): Parsed => {
   let unix: string | undefined
   let port: number | undefined
   let host: string | undefined
@@ -498,6 +506,22 @@ export const parse = (argv: ReadonlyArray<string>): Parsed => {
     }
   }
   if (unix !== undefined && port !== undefined) throw new CliError("-U and -p cannot be used together")
+  if (activated.length > 0) {
+    // nbdkit's rule: the sockets come from the parent, so nothing else may say where to listen.
+    const flag =
+      unix !== undefined
+        ? "-U"
+        : port !== undefined
+          ? "-p"
+          : host !== undefined
+            ? "-i"
+            : single
+              ? "-s"
+              : runCommand !== undefined
+                ? "--run"
+                : undefined
+    if (flag !== undefined) throw new CliError(`cannot use socket activation with ${flag} flag`)
+  }
   if (single && (unix !== undefined || port !== undefined || runCommand !== undefined))
     throw new CliError("-s serves stdin: it does not go with -U, -p or --run")
   let file: string | undefined
@@ -522,13 +546,15 @@ export const parse = (argv: ReadonlyArray<string>): Parsed => {
   if (tlsVerifyPeer && (tlsCertificates === undefined || tlsPsk !== undefined))
     throw new CliError("--tls-verify-peer needs --tls-certificates DIR (X.509), not --tls-psk")
   const listen: TestServer.Config["listen"] =
-    unix !== undefined
-      ? unix === "-"
-        ? { _tag: "Unix" }
-        : { _tag: "Unix", path: unix }
-      : host !== undefined
-        ? { _tag: "Tcp", port: port ?? 10809, host }
-        : { _tag: "Tcp", port: port ?? 10809 }
+    activated.length > 0
+      ? { _tag: "Fd", fds: [activated[0]!, ...activated.slice(1)] }
+      : unix !== undefined
+        ? unix === "-"
+          ? { _tag: "Unix" }
+          : { _tag: "Unix", path: unix }
+        : host !== undefined
+          ? { _tag: "Tcp", port: port ?? 10809, host }
+          : { _tag: "Tcp", port: port ?? 10809 }
   const list = exports.length > 0 ? exports : [{ name: "", size: 1n << 30n, faults: [] }]
   return {
     _tag: "Serve",
@@ -566,8 +592,8 @@ export const parse = (argv: ReadonlyArray<string>): Parsed => {
       run: runCommand,
       single,
       exitWithParent,
-      // nbdkit: -s, --run and --exit-with-parent keep the server in the foreground.
-      foreground: foreground || single || runCommand !== undefined || exitWithParent,
+      // nbdkit: -s, --run, --exit-with-parent and socket activation keep the server in the foreground.
+      foreground: foreground || single || runCommand !== undefined || exitWithParent || activated.length > 0,
       file,
       printUri: !single && runCommand === undefined && (port === 0 || unix === "-")
     }
