@@ -18,6 +18,7 @@
  * @since 0.1.0
  */
 import * as Effect from "effect/Effect"
+import * as FiberRef from "effect/FiberRef"
 import type * as NbdError from "@effect-nbd/core/NbdError"
 import type * as Protocol from "@effect-nbd/core/Protocol"
 import * as Fs from "node:fs"
@@ -67,59 +68,93 @@ const around = (
 })
 
 /**
- * Options of the error filter (nbdkit's error filter): the errno (default EIO), the share of each
- * operation that fails (`rate` for all, `rates` per operation, each in [0, 1]; default 0), and trigger
- * files: with `file` (or a per-operation `files` entry) errors are injected only while that file exists.
+ * When a filter acts on a call, by operation. The first that applies decides:
+ *
+ * - `when`: a predicate of the operation and the request (`Backend.currentRequest`), for triggers the others
+ *   cannot say; two filters given one predicate act on the same calls.
+ * - `nths` / `nth`: only the nth request of the operation on each connection (1-based, as the server counts
+ *   them: `Backend.Request.ordinal`). A call outside a server is never the nth.
+ * - `rates` / `rate`: a share of the calls, in [0, 1], drawn with `random` (default Math.random).
+ *
+ * With none of them, the filter's default rate applies (the error filter: 0, nbdkit's default; the delay
+ * filter: 1, every call).
  *
  * @since 0.1.0
  * @category models
  */
-export interface ErrorOptions {
-  readonly errno?: NbdError.Errno
-  readonly errnos?: Partial<Record<Operation, NbdError.Errno>>
+export interface Trigger {
+  readonly when?: (operation: Operation, request: Backend.Request | undefined) => boolean
+  readonly nth?: number
+  readonly nths?: Partial<Record<Operation, number>>
   readonly rate?: number
   readonly rates?: Partial<Record<Operation, number>>
-  readonly file?: string
-  readonly files?: Partial<Record<Operation, string>>
   /** The random source, in [0, 1); default Math.random. */
   readonly random?: () => number
 }
 
+/** Whether a trigger fires on a call: an effect, as it reads the request the call serves. */
+const fires = (trigger: Trigger, operation: Operation, defaultRate: number): Effect.Effect<boolean> => {
+  const { when } = trigger
+  if (when !== undefined) return Effect.map(FiberRef.get(Backend.currentRequest), (request) => when(operation, request))
+  const nth = trigger.nths?.[operation] ?? trigger.nth
+  if (nth !== undefined) return Effect.map(FiberRef.get(Backend.currentRequest), (request) => request?.ordinal === nth)
+  const rate = trigger.rates?.[operation] ?? trigger.rate ?? defaultRate
+  if (rate <= 0) return Effect.succeed(false)
+  if (rate >= 1) return Effect.succeed(true)
+  return Effect.sync(() => (trigger.random ?? Math.random)() < rate)
+}
+
 /**
- * Fails operations with an errno, at a rate, while a trigger file exists: nbdkit's error filter.
+ * Options of the error filter (nbdkit's error filter): the errno (default EIO, or per operation
+ * `errnos`), when it fires (`Trigger`: by default a rate of 0, so an operation fails only with a rate, an
+ * nth or a predicate), and trigger files: with `file` (or a per-operation `files` entry) errors are
+ * injected only while that file exists.
+ *
+ * @since 0.1.0
+ * @category models
+ */
+export interface ErrorOptions extends Trigger {
+  readonly errno?: NbdError.Errno
+  readonly errnos?: Partial<Record<Operation, NbdError.Errno>>
+  readonly file?: string
+  readonly files?: Partial<Record<Operation, string>>
+}
+
+/**
+ * Fails operations with an errno, at a rate (or on the nth request, or by a predicate), while a trigger
+ * file exists: nbdkit's error filter. The inner backend is not called for a failed operation.
  *
  * @since 0.1.0
  * @category filters
  */
 export const error =
   (options: ErrorOptions): Filter =>
-  (backend) => {
-    const random = options.random ?? Math.random
-    return around(backend, (operation, effect) =>
-      Effect.suspend(() => {
-        const rate = options.rates?.[operation] ?? options.rate ?? 0
-        if (rate <= 0 || (rate < 1 && !(random() < rate))) return effect
+  (backend) =>
+    around(backend, (operation, effect) =>
+      Effect.flatMap(fires(options, operation, 0), (fire) => {
+        if (!fire) return effect
         const file = options.files?.[operation] ?? options.file
         if (file !== undefined && !Fs.existsSync(file)) return effect
         const errno = options.errnos?.[operation] ?? options.errno ?? "EIO"
         return Effect.fail(new Backend.BackendError({ errno, message: `injected ${errno} on ${operation}` }))
       })
     )
-  }
 
 /**
  * Delays operations by milliseconds, each operation its own: nbdkit's delay filter. Other requests are not
- * held up: the server serves requests concurrently.
+ * held up: the server serves requests concurrently. By default every call is delayed; a `Trigger` narrows
+ * it to a rate, the nth request or a predicate (which nbdkit's filter has not).
  *
  * @since 0.1.0
  * @category filters
  */
 export const delay =
-  (delays: Partial<Record<Operation, number>>): Filter =>
+  (delays: Partial<Record<Operation, number>>, trigger: Trigger = {}): Filter =>
   (backend) =>
     around(backend, (operation, effect) => {
       const ms = delays[operation] ?? 0
-      return ms > 0 ? Effect.delay(effect, ms) : effect
+      if (ms <= 0) return effect
+      return Effect.flatMap(fires(trigger, operation, 1), (fire) => (fire ? Effect.delay(effect, ms) : effect))
     })
 
 /**

@@ -38,6 +38,7 @@ import * as Tls from "node:tls"
 import * as Backend from "./Backend.js"
 import * as Filter from "./Filter.js"
 import * as Connection from "./internal/connection.js"
+import * as Faults from "./internal/faults.js"
 import * as Malformed from "./internal/malformed.js"
 
 // -----------------------------------------------------------------------------
@@ -169,9 +170,15 @@ const malformedFits = (f: {
  * (1-based; `rate` and `nth` do not go together). A delayed command does not hold up the others: requests
  * are served concurrently.
  *
- * When several faults fire on one command, their delays add up, the first errno and the first malformed
- * kind win, and a malformed reply goes instead of an error reply. Faults act after the server's own checks
- * (bounds, flags): a request the server refuses is refused at once, and is not counted for `nth`.
+ * Errors and delays are filters over the export's backend, outside its own `filters`: a delay fault is a
+ * `Filter.delay`, an error fault a `Filter.error`, all delays outermost (`nth` is the filters' `nth`; a fault
+ * with both a delay and an errno draws its rate once for both). So when several faults fire on one command,
+ * their delays add up and the first errno wins. A malformed kind is the connection's (the first that fires
+ * wins, its delays adding to the others); a malformed reply that replaces the reply goes instead of an error
+ * reply, the request passing the filters (their delays) without reaching the storage. With `wrong-cookie`,
+ * `wrong-offset` and `two-dones` the request is served through the filters, so an injected error is the
+ * reply that goes astray. Faults act after the server's own checks (bounds, flags): a request the server
+ * refuses is refused at once, and is not counted for `nth`.
  *
  * @example
  * ```ts
@@ -513,14 +520,20 @@ const makeBackend = (spec: Schema.Schema.Type<typeof BackendSpec> | undefined, s
   return spec
 }
 
-const resolveFault = (f: Schema.Schema.Type<typeof Fault>): Connection.ResolvedFault => ({
+/** A malformed-reply fault, as the connection applies it. */
+const resolveMalformed = (
+  f: Schema.Schema.Type<typeof Fault> & { readonly malformed: MalformedReply }
+): Connection.ResolvedFault => ({
   command: commandCodes[f.command],
-  errno: f.errno === undefined ? 0 : Protocol.NbdErrno[f.errno],
   delayMs: f.delayMs ?? 0,
   malformed: f.malformed,
   rate: f.rate ?? 1,
   nth: f.nth ?? 0
 })
+
+const isMalformed = (
+  f: Schema.Schema.Type<typeof Fault>
+): f is Schema.Schema.Type<typeof Fault> & { readonly malformed: MalformedReply } => f.malformed !== undefined
 
 const configError = (message: string, cause?: unknown): TestServerError =>
   new TestServerError({ reason: "Config", message, cause })
@@ -616,7 +629,14 @@ const resolve = (
   tls: Connection.TlsSettings | undefined
 ): Connection.Settings => {
   const exports = (config.exports ?? [{ name: "", size: DEFAULT_SIZE }]).map((e): Connection.ResolvedExport => {
-    const backend = Filter.apply(makeBackend(e.backend, e.size ?? DEFAULT_SIZE), ...(e.filters ?? []))
+    const faults = [...(config.faults ?? []), ...(e.faults ?? [])]
+    // Error and delay faults are filters, outside the export's own: they acted before the backend always.
+    const storage = makeBackend(e.backend, e.size ?? DEFAULT_SIZE)
+    const backend = Filter.apply(
+      faults.some(isMalformed) ? Faults.passable(storage) : storage,
+      ...Faults.toFilters(faults),
+      ...(e.filters ?? [])
+    )
     return {
       name: e.name,
       description: e.description,
@@ -624,7 +644,7 @@ const resolve = (
       readOnly: (e.readOnly ?? false) || backend.readOnly,
       anyName: e.anyName ?? false,
       backend,
-      faults: [...(config.faults ?? []), ...(e.faults ?? [])].map(resolveFault)
+      faults: faults.filter(isMalformed).map(resolveMalformed)
     }
   })
   return {

@@ -8,7 +8,7 @@ import { fileURLToPath } from "node:url"
 import * as Backend from "../src/Backend.js"
 import * as Filter from "../src/Filter.js"
 import * as Cli from "../src/internal/cli.js"
-import { run } from "./helpers.js"
+import { run, toolEnv } from "./helpers.js"
 
 const root = Path.resolve(Path.dirname(fileURLToPath(import.meta.url)), "../../..")
 const bin = Path.join(
@@ -35,6 +35,46 @@ const nbdsh = (args: ReadonlyArray<string>, script: string) =>
 
 const fails = (call: string, errno: string) =>
   `try:\n  ${call}\n  raise SystemExit(${JSON.stringify(`${call}: no error`)})\nexcept nbd.Error as e:\n  assert e.errnum == errno.${errno}, e`
+
+/** What a script's calls give: "ok" or the errno's name, and "/slow" when the call took 250 ms or more. */
+const PRELUDE = `import errno, os, time
+def connect():
+  c = nbd.NBD()
+  c.connect_uri(os.environ["uri"])
+  return c
+def outcome(f):
+  t = time.monotonic()
+  try:
+    f()
+    r = "ok"
+  except nbd.Error as e:
+    r = errno.errorcode[e.errnum]
+  return r + ("/slow" if time.monotonic() - t >= 0.25 else "")
+`
+
+/** Runs a python script (after PRELUDE) in nbdsh against one `effect-nbd-server -U - ARGS`, so its connections share the server. */
+const onServer = (args: ReadonlyArray<string>, script: string) =>
+  Effect.gen(function* () {
+    const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "effect-nbd-faults-"))
+    try {
+      const file = Path.join(dir, "script.py")
+      Fs.writeFileSync(file, PRELUDE + script)
+      const r = yield* run("node", [bin, "-U", "-", ...args, "--run", `nbdsh -c "exec(open('${file}').read())"`], {
+        env: toolEnv()
+      })
+      if (r.code !== 0) return yield* Effect.die(new Error(`${args.join(" ")}: ${r.stderr}${r.stdout}`))
+      return r.stdout.trim()
+    } finally {
+      Fs.rmSync(dir, { recursive: true, force: true })
+    }
+  })
+
+/** The same script against the old flags and against the filters they stand for: both give `expected`. */
+const same = (old: ReadonlyArray<string>, filters: ReadonlyArray<string>, script: string, expected: string) =>
+  Effect.gen(function* () {
+    expect(yield* onServer([...old, "memory", "1M"], script), old.join(" ")).toBe(expected)
+    expect(yield* onServer([...filters, "memory", "1M"], script), filters.join(" ")).toBe(expected)
+  })
 
 describe("filters through libnbd's client", () => {
   beforeAll(() => {
@@ -190,5 +230,99 @@ describe("filters through libnbd's client", () => {
     ] as const) {
       expect(() => Cli.parse(args), args.join(" ")).toThrow(message)
     }
+  })
+
+  it.live("--fault and --delay are the error and delay filters: the same outcomes either way", () =>
+    Effect.gen(function* () {
+      // By command, every request.
+      yield* same(
+        ["--fault", "read:EIO", "--fault", "write:ENOSPC"],
+        ["--filter=error", "error-pread=EIO", "error-pread-rate=1", "error-pwrite=ENOSPC", "error-pwrite-rate=1"],
+        "c = connect()\nprint(outcome(lambda: c.pread(512, 0)), outcome(lambda: c.pwrite(b'x', 0)), outcome(c.flush))",
+        "EIO ENOSPC ok"
+      )
+      // #N: the Nth request of its command on each connection, for errors and delays alike.
+      yield* same(
+        ["--fault", "write:ENOSPC:#2", "--delay", "read:300:#1"],
+        [
+          "--filter=error",
+          "error-pwrite=ENOSPC",
+          "error-pwrite-nth=2",
+          "--filter=delay",
+          "delay-read=300ms",
+          "delay-read-nth=1"
+        ],
+        [
+          "for c in [connect(), connect()]:",
+          "  print(*[outcome(lambda: c.pwrite(b'x', 0)) for i in range(3)], *[outcome(lambda: c.pread(1, 0)) for i in range(2)])"
+        ].join("\n"),
+        "ok ENOSPC ok ok/slow ok\nok ENOSPC ok ok/slow ok"
+      )
+      // Delays come before errors: a delay and an error on one command give a late error, in either order.
+      for (const old of [
+        ["--fault", "read:EIO", "--delay", "read:300"],
+        ["--delay", "read:300", "--fault", "read:EIO"]
+      ])
+        yield* same(
+          old,
+          ["--filter=delay", "delay-read=300ms", "--filter=error", "error-pread=EIO", "error-pread-rate=1"],
+          "c = connect()\nprint(outcome(lambda: c.pread(1, 0)), outcome(lambda: c.pwrite(b'x', 0)))",
+          "EIO/slow ok"
+        )
+      // ... while filters apply in their order: the error first answers before the delay.
+      expect(
+        yield* onServer(
+          [
+            "--filter=error",
+            "error-pread=EIO",
+            "error-pread-rate=1",
+            "--filter=delay",
+            "delay-read=300ms",
+            "memory",
+            "1M"
+          ],
+          "c = connect()\nprint(outcome(lambda: c.pread(1, 0)))"
+        )
+      ).toBe("EIO")
+      // A rate: some of 200 reads fail, not all, with both forms.
+      for (const args of [
+        ["--fault", "read:EIO:50%"],
+        ["--filter=error", "error-pread=EIO", "error-pread-rate=50%"]
+      ]) {
+        const failed = yield* onServer(
+          [...args, "memory", "1M"],
+          "c = connect()\nprint(sum(outcome(lambda: c.pread(1, 0)) == 'EIO' for i in range(200)))"
+        )
+        expect(Number(failed), args.join(" ")).toBeGreaterThan(40)
+        expect(Number(failed), args.join(" ")).toBeLessThan(160)
+      }
+      // Per export: before any --export for every export, after one for that export only.
+      const placed = yield* onServer(
+        ["--fault", "flush:EIO", "--export", "a=1M", "--delay", "read:300:#2", "--export", "b=1M"],
+        [
+          "for name in ['a', 'b']:",
+          "  c = nbd.NBD()",
+          "  c.set_export_name(name)",
+          "  c.connect_unix(os.environ['unixsocket'])",
+          "  print(name, outcome(c.flush), *[outcome(lambda: c.pread(1, 0)) for i in range(3)])"
+        ].join("\n")
+      )
+      expect(placed).toBe("a EIO ok ok/slow ok\nb EIO ok ok ok")
+    })
+  )
+
+  it("the filters' nth and rate keys parse, and bad values are one-line errors", () => {
+    for (const args of [
+      ["--filter=error", "error-nth=2", "memory", "1M"],
+      ["--filter=delay", "delay-read=1", "delay-rate=10%", "delay-read-nth=3", "memory", "1M"]
+    ])
+      expect(Cli.parse(args)._tag, args.join(" ")).toBe("Serve")
+    for (const [args, message] of [
+      [["--filter=error", "error-pread-nth=0"], /error-pread-nth: invalid nth "0"/],
+      [["--filter=delay", "delay-read-nth=x"], /delay-read-nth: invalid nth "x"/],
+      [["--filter=delay", "delay-write-rate=2"], /delay-write-rate: invalid rate "2"/],
+      [["--filter=delay", "delay-bogus=1"], /delay filter: unknown parameter "delay-bogus"/]
+    ] as const)
+      expect(() => Cli.parse([...args, "memory", "1M"])).toThrow(message)
   })
 })

@@ -259,6 +259,70 @@ describe("TestServer against libnbd's tools", () => {
     )
   )
 
+  it.live("a fault with a delay and an errno draws its rate once: a late error or a prompt success", () =>
+    withServer({ faults: [{ command: "read", errno: "EIO", delayMs: 100, rate: 0.5 }] }, (server) =>
+      Effect.gen(function* () {
+        const r = yield* nbdsh(
+          server.uri,
+          [
+            "import errno, time",
+            "seen = set()",
+            "for i in range(24):",
+            "  t = time.monotonic()",
+            "  try:",
+            "    h.pread(1, 0)",
+            "    r = 'ok'",
+            "  except nbd.Error as e:",
+            "    r = 'EIO' if e.errnum == errno.EIO else str(e)",
+            "  seen.add(r + ('/late' if time.monotonic() - t >= 0.08 else ''))",
+            "print(*sorted(seen))"
+          ].join("\n")
+        )
+        expect(r.code, r.stderr).toBe(0)
+        expect(r.stdout.trim()).toBe("EIO/late ok")
+      })
+    )
+  )
+
+  it.live("a malformed reply that replaces a write: the delay faults still add up, the write is not done", () =>
+    withServer(
+      {
+        exports: [
+          {
+            name: "",
+            size: 1 << 20,
+            faults: [
+              { command: "write", delayMs: 300 },
+              { command: "write", malformed: "read-data-for-non-read", nth: 1 }
+            ]
+          }
+        ]
+      },
+      (server) =>
+        Effect.gen(function* () {
+          const first = yield* nbdsh(
+            server.uri,
+            [
+              "import time",
+              "t = time.monotonic()",
+              "try:",
+              "  h.pwrite(b'a' * 512, 0)",
+              "  r = 'ok'",
+              "except nbd.Error as e:",
+              "  r = 'failed'",
+              "print(r, time.monotonic() - t >= 0.29)"
+            ].join("\n")
+          )
+          expect(first.code, first.stderr).toBe(0)
+          expect(first.stdout.trim()).toBe("failed True")
+          // A new connection: its first write is the malformed one again; the storage kept zeroes.
+          const after = yield* nbdsh(server.uri, "print(h.pread(512, 0) == bytearray(512))")
+          expect(after.code, after.stderr).toBe(0)
+          expect(after.stdout.trim()).toBe("True")
+        })
+    )
+  )
+
   it.live("out-of-bounds requests fail with EINVAL for reads and ENOSPC for writes", () =>
     withServer({ exports: [{ name: "", size: 4096 }] }, (server) =>
       Effect.gen(function* () {

@@ -45,9 +45,13 @@ Filters (nbdkit's layering, the first --filter outermost; KEY=VALUE anywhere aft
   --filter=error           error=ERRNO (default EIO) error-rate=RATE error-file=FILE, and per
                            operation error-pread=, error-pread-rate=, error-pread-file= (likewise
                            pwrite, zero, trim, flush, extents, cache). RATE is 0..1 or a percentage
-                           (default 0); with a FILE, errors fire only while FILE exists
+                           (default 0); with a FILE, errors fire only while FILE exists.
+                           error-nth=N, error-pread-nth=N ...: fail only the Nth such request on
+                           each connection (not in nbdkit)
   --filter=delay           delay-read=SECS (or 200ms), delay-write, delay-zero, delay-trim,
-                           delay-flush, delay-extents, delay-cache; rdelay, wdelay
+                           delay-flush, delay-extents, delay-cache; rdelay, wdelay. Not in nbdkit:
+                           delay-rate=RATE, delay-read-rate=RATE ... (default 1: every request),
+                           delay-nth=N, delay-read-nth=N ...: the Nth such request on a connection
   --filter=readonly        serve read-only
   --filter=nozero          do not advertise write zeroes (a zero is refused, EINVAL)
   --filter=notrim          do not advertise trim (a trim is refused, EINVAL)
@@ -69,7 +73,7 @@ Exports (default: one export "" of 1G):
                            storage of every export (default memory, sparse)
   -r, --readonly           serve every export read-only
 
-Fault injection (like nbdkit's error and delay filters; repeatable):
+Fault injection (repeatable; --fault and --delay are the error and delay filters, placed per export):
   --fault COMMAND:ERRNO[:RATE]
                            answer COMMAND with the NBD error ERRNO (EPERM, EIO, ENOMEM, EINVAL,
                            ENOSPC, EOVERFLOW, ENOTSUP, ESHUTDOWN), e.g. --fault read:EIO:0.5
@@ -92,6 +96,11 @@ Fault injection (like nbdkit's error and delay filters; repeatable):
                            to that export only (the last one named), e.g.
                              --fault flush:EIO --export a=1G --delay read:100 --export b=1G
                            fails flushes on a and b and delays reads on a only.
+                           --fault read:EIO:0.5 is --filter=error error-pread=EIO
+                           error-pread-rate=0.5, --delay read:200:#2 is --filter=delay
+                           delay-read=200ms delay-read-nth=2, on its exports only; their delays
+                           come before their errors, so the delays that fire add up and the
+                           first error wins
   --disconnect-after N     drop each connection on receiving its Nth request, as if the server
                            died: that request and any in service get no reply
 
@@ -653,6 +662,13 @@ const parseRate = (text: string, key: string): number => {
   return rate
 }
 
+/** The nth request of an operation on each connection: 1 or more. */
+const parseNth = (text: string, key: string): number => {
+  const n = /^[0-9]+$/.test(text.trim()) ? Number(text) : NaN
+  if (!(Number.isSafeInteger(n) && n >= 1)) throw new CliError(`${key}: invalid nth "${text}" (1 or more)`)
+  return n
+}
+
 /** nbdkit's delays: seconds, or with a unit (200ms, 2s). */
 const parseSeconds = (text: string, key: string): number => {
   const m = /^([0-9]*\.?[0-9]+)(ms|s)?$/.exec(text.trim())
@@ -683,17 +699,22 @@ const FILTERS: Record<string, (params: Params) => Filter.Filter> = {
     const keys = take(params, (k) => /^error(-|$)/.test(k))
     const errnos: Partial<Record<Filter.Operation, typeof TestServer.FaultErrno.Type>> = {}
     const rates: Partial<Record<Filter.Operation, number>> = {}
+    const nths: Partial<Record<Filter.Operation, number>> = {}
     const files: Partial<Record<Filter.Operation, string>> = {}
     let errno: typeof TestServer.FaultErrno.Type | undefined
     let rate: number | undefined
+    let nth: number | undefined
     let file: string | undefined
     for (const [key, v] of keys) {
-      const m = /^error(?:-(pread|pwrite|zero|trim|flush|extents|cache))?(?:-(rate|file))?$/.exec(key)
+      const m = /^error(?:-(pread|pwrite|zero|trim|flush|extents|cache))?(?:-(rate|file|nth))?$/.exec(key)
       if (m === null) throw new CliError(`error filter: unknown parameter "${key}"`)
       const operation = m[1] === undefined ? undefined : OPERATIONS[m[1]]!
       if (m[2] === "rate") {
         if (operation === undefined) rate = parseRate(v, key)
         else rates[operation] = parseRate(v, key)
+      } else if (m[2] === "nth") {
+        if (operation === undefined) nth = parseNth(v, key)
+        else nths[operation] = parseNth(v, key)
       } else if (m[2] === "file") {
         if (operation === undefined) file = v
         else files[operation] = v
@@ -703,24 +724,43 @@ const FILTERS: Record<string, (params: Params) => Filter.Filter> = {
     return Filter.error({
       ...(errno !== undefined ? { errno } : {}),
       ...(rate !== undefined ? { rate } : {}),
+      ...(nth !== undefined ? { nth } : {}),
       ...(file !== undefined ? { file } : {}),
       errnos,
       rates,
+      nths,
       files
     })
   },
   delay: (params) => {
     const keys = take(params, (k) => /^delay-/.test(k) || k === "rdelay" || k === "wdelay")
     const delays: Partial<Record<Filter.Operation, number>> = {}
+    const rates: Partial<Record<Filter.Operation, number>> = {}
+    const nths: Partial<Record<Filter.Operation, number>> = {}
+    let rate: number | undefined
+    let nth: number | undefined
     for (const [key, v] of keys) {
-      const name = key === "rdelay" ? "read" : key === "wdelay" ? "write" : key.slice("delay-".length)
-      const operation = (["read", "write", "zero", "trim", "flush", "extents", "cache"] as const).find(
-        (o) => o === name
-      )
-      if (operation === undefined) throw new CliError(`delay filter: unknown parameter "${key}"`)
-      delays[operation] = parseSeconds(v, key)
+      const m =
+        key === "rdelay" || key === "wdelay"
+          ? ["", key === "rdelay" ? "read" : "write", undefined]
+          : /^delay(?:-(read|write|zero|trim|flush|extents|cache))?(?:-(rate|nth))?$/.exec(key)
+      if (m === null || (m[1] === undefined && m[2] === undefined))
+        throw new CliError(`delay filter: unknown parameter "${key}"`)
+      const operation = m[1] as Filter.Operation | undefined
+      if (m[2] === "rate") {
+        if (operation === undefined) rate = parseRate(v, key)
+        else rates[operation] = parseRate(v, key)
+      } else if (m[2] === "nth") {
+        if (operation === undefined) nth = parseNth(v, key)
+        else nths[operation] = parseNth(v, key)
+      } else delays[operation!] = parseSeconds(v, key)
     }
-    return Filter.delay(delays)
+    return Filter.delay(delays, {
+      ...(rate !== undefined ? { rate } : {}),
+      ...(nth !== undefined ? { nth } : {}),
+      rates,
+      nths
+    })
   },
   readonly: () => Filter.readOnly,
   nozero: () => Filter.noZero,

@@ -19,6 +19,7 @@ import type * as Crypto from "node:crypto"
 import type * as Net from "node:net"
 import * as Tls from "node:tls"
 import * as Backend from "../Backend.js"
+import * as Faults from "./faults.js"
 import * as Flow from "./flow.js"
 import * as Malformed from "./malformed.js"
 
@@ -31,18 +32,20 @@ export interface ResolvedExport {
   readonly backend: Backend.Backend
   /** Served under any name no other export has, as nbdkit serves its plugin. */
   readonly anyName: boolean
-  /** The server-wide faults, then the export's own. */
+  /**
+   * The malformed-reply faults, server-wide then the export's own. Error and delay faults are filters over
+   * the backend (internal/faults.ts).
+   */
   readonly faults: ReadonlyArray<ResolvedFault>
 }
 
 /** @internal */
 export interface ResolvedFault {
   readonly command: number
-  /** The NBD error to answer with; 0 for none (a delay only). */
-  readonly errno: number
+  /** A delay before the malformed reply. */
   readonly delayMs: number
   /** The malformed reply to send instead of (or besides) the correct one. */
-  readonly malformed: Malformed.Kind | undefined
+  readonly malformed: Malformed.Kind
   readonly rate: number
   /** Fires on this request of its command on each connection only (1-based); 0 for every one, by `rate`. */
   readonly nth: number
@@ -464,29 +467,26 @@ class Session {
     const operation = this.operation(request, exp, length)
     if (operation === undefined) return
 
-    // Injected faults: their delays add up, the first errno and the first malformed kind win, and a
-    // malformed reply goes instead of an error. No timer unless a delay fires.
-    const nth = (this.served.get(type) ?? 0) + 1
-    this.served.set(type, nth)
+    // The request's number among those of its command: error and delay filters read it (their `nth`), and
+    // the malformed faults here. Their delays add up and the first malformed kind wins. No timer unless a
+    // delay fires.
+    const ordinal = (this.served.get(type) ?? 0) + 1
+    this.served.set(type, ordinal)
     let delayMs = 0
-    let errno = 0
     let malformed: Malformed.Kind | undefined
     for (const fault of exp.faults) {
       if (fault.command !== type) continue
-      if (fault.nth > 0 ? fault.nth !== nth : fault.rate < 1 && !(Math.random() < fault.rate)) continue
+      if (fault.nth > 0 ? fault.nth !== ordinal : fault.rate < 1 && !(Math.random() < fault.rate)) continue
       delayMs += fault.delayMs
-      if (errno === 0) errno = fault.errno
       malformed ??= fault.malformed
     }
-    if (malformed === undefined && errno !== 0 && delayMs === 0) return this.error(request, errno, "injected fault")
     const served =
       malformed !== undefined
-        ? this.malformedReply(malformed, request, Number(length), operation)
-        : errno !== 0
-          ? Effect.sync(() => this.error(request, errno, "injected fault"))
-          : operation(request)
+        ? this.malformedReply(malformed, request, Number(length), operation, exp.backend)
+        : operation(request)
     const cost = Flow.requestCost(type, length, request.payload)
-    this.fork(delayMs > 0 ? Effect.delay(served, Duration.millis(delayMs)) : served, cost)
+    const delayed = delayMs > 0 ? Effect.delay(served, Duration.millis(delayMs)) : served
+    this.fork(Effect.locally(delayed, Backend.currentRequest, { ordinal }), cost)
   }
 
   /** Serves a request with the malformed reply a fault asked for. */
@@ -494,7 +494,8 @@ class Session {
     kind: Malformed.Kind,
     request: ServerCodec.Request,
     length: number,
-    operation: Operation
+    operation: Operation,
+    backend: Backend.Backend
   ): Effect.Effect<void> {
     const mode = this.mode
     if (Malformed.readdresses(kind, mode))
@@ -510,7 +511,11 @@ class Session {
         Effect.sync(() => this.reply(Malformed.secondDone(target, mode)))
       )
     const out = Malformed.replacement(kind, target, mode)
-    return out === undefined ? operation(request) : Effect.sync(() => this.send(out))
+    if (out === undefined) return operation(request)
+    return Effect.zipRight(
+      Faults.passFilters(backend, request, length),
+      Effect.sync(() => this.send(out))
+    )
   }
 
   /** Checks a block-status filter payload: gives its effect length, or why it is invalid. */
