@@ -27,6 +27,7 @@ const fail = (message: string): never => {
 
 const activation = Activation.activation
 if (activation.ignored !== undefined) process.stderr.write(`effect-nbd-server: ${activation.ignored}\n`)
+if (activation.error !== undefined) fail(activation.error)
 // As sd_listen_fds(unset_environment = 1) does: what was meant for this process is not passed on.
 delete process.env["LISTEN_PID"]
 delete process.env["LISTEN_FDS"]

@@ -474,6 +474,11 @@ describe("effect-nbd-server: -s, plugins and the file backend", () => {
       expect(Cli.activatedFds({ LISTEN_PID: "42", LISTEN_FDS: "2" }, 42)).toEqual({ fds: [3, 4] })
       expect(Cli.activatedFds({ LISTEN_FDS: "1" }, 42)).toEqual({ fds: [] })
       expect(Cli.activatedFds({ LISTEN_PID: "41", LISTEN_FDS: "1" }, 42).fds).toEqual([])
+      expect(Cli.activatedFds({ LISTEN_PID: "42", LISTEN_FDS: "x" }, 42)).toMatchObject({ fds: [] })
+      // nbdkit's range: 1 to 16 sockets; outside it, the server does not start.
+      const none = yield* run("/bin/sh", ["-c", `LISTEN_PID=$$ LISTEN_FDS=0 exec node ${bin} memory 1M`])
+      expect(none.code).toBe(1)
+      expect(none.stderr).toBe("effect-nbd-server: error: socket activation: LISTEN_FDS=0 out of range\n")
       // As nbdkit: variables meant for another process are ignored, with a note.
       const ignored = yield* run("/bin/sh", [
         "-c",

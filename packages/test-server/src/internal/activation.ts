@@ -8,21 +8,22 @@ import * as Fs from "node:fs"
 
 /**
  * The listening sockets systemd socket activation passed (sd_listen_fds(3)): fds 3 to 3 + LISTEN_FDS - 1
- * when LISTEN_PID is this process, as nbdkit reads them. Gives none without both variables, and none, with
- * `ignored` set, when they were meant for another process.
+ * when LISTEN_PID is this process, as nbdkit reads them. Gives none without both variables; none with
+ * `ignored` set when they were meant for another process or are not numbers; none with `error` set when
+ * LISTEN_FDS is out of nbdkit's range (1 to 16).
  * @internal
  */
 export const activatedFds = (
   env: Readonly<Record<string, string | undefined>>,
   pid: number
-): { readonly fds: ReadonlyArray<number>; readonly ignored?: string } => {
+): { readonly fds: ReadonlyArray<number>; readonly ignored?: string; readonly error?: string } => {
   const listenPid = env["LISTEN_PID"]
   const listenFds = env["LISTEN_FDS"]
   if (listenPid === undefined || listenFds === undefined) return { fds: [] }
   if (Number(listenPid) !== pid) return { fds: [], ignored: "LISTEN_PID was not for us (ignored)" }
+  if (!/^[0-9]+$/.test(listenFds)) return { fds: [], ignored: `LISTEN_FDS=${listenFds} is not a number (ignored)` }
   const count = Number(listenFds)
-  if (!Number.isSafeInteger(count) || count < 1)
-    return { fds: [], ignored: `LISTEN_FDS=${listenFds} names no descriptor (ignored)` }
+  if (count < 1 || count > 16) return { fds: [], error: `socket activation: LISTEN_FDS=${listenFds} out of range` }
   return { fds: Array.from({ length: count }, (_, i) => 3 + i) }
 }
 
