@@ -9,7 +9,6 @@
  */
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
-import * as FiberRef from "effect/FiberRef"
 import type * as NbdError from "@effect-nbd/core/NbdError"
 import * as Protocol from "@effect-nbd/core/Protocol"
 
@@ -107,7 +106,8 @@ export interface Backend {
 /**
  * The request a backend call serves, as the server tells it: `ordinal` is its number among the requests of
  * the same command on its connection (1-based), counted once the server's own checks (bounds, flags)
- * passed. Filters read it to act on the nth request (`Filter.error`'s and `Filter.delay`'s `nth`).
+ * passed. Filters read it to act on the nth request (`Filter.error`'s and `Filter.delay`'s `nth`, or a
+ * `Filter.Trigger`'s `when`).
  *
  * @since 0.1.0
  * @category models
@@ -115,17 +115,6 @@ export interface Backend {
 export interface Request {
   readonly ordinal: number
 }
-
-/**
- * The request the current backend call serves: set by the server around each request it hands to the
- * backend; undefined for a call made outside a server.
- *
- * @since 0.1.0
- * @category context
- */
-export const currentRequest: FiberRef.FiberRef<Request | undefined> = FiberRef.unsafeMake<Request | undefined>(
-  undefined
-)
 
 /**
  * Whether a value is a `Backend`.

@@ -23,6 +23,7 @@ import type * as NbdError from "@effect-nbd/core/NbdError"
 import type * as Protocol from "@effect-nbd/core/Protocol"
 import * as Fs from "node:fs"
 import * as Backend from "./Backend.js"
+import * as Request from "./internal/request.js"
 
 /**
  * A layer over a backend.
@@ -70,7 +71,7 @@ const around = (
 /**
  * When a filter acts on a call, by operation. The first that applies decides:
  *
- * - `when`: a predicate of the operation and the request (`Backend.currentRequest`), for triggers the others
+ * - `when`: a predicate of the operation and the request the server is serving, for triggers the others
  *   cannot say; two filters given one predicate act on the same calls.
  * - `nths` / `nth`: only the nth request of the operation on each connection (1-based, as the server counts
  *   them: `Backend.Request.ordinal`). A call outside a server is never the nth.
@@ -95,9 +96,9 @@ export interface Trigger {
 /** Whether a trigger fires on a call: an effect, as it reads the request the call serves. */
 const fires = (trigger: Trigger, operation: Operation, defaultRate: number): Effect.Effect<boolean> => {
   const { when } = trigger
-  if (when !== undefined) return Effect.map(FiberRef.get(Backend.currentRequest), (request) => when(operation, request))
+  if (when !== undefined) return Effect.map(FiberRef.get(Request.currentRequest), (request) => when(operation, request))
   const nth = trigger.nths?.[operation] ?? trigger.nth
-  if (nth !== undefined) return Effect.map(FiberRef.get(Backend.currentRequest), (request) => request?.ordinal === nth)
+  if (nth !== undefined) return Effect.map(FiberRef.get(Request.currentRequest), (request) => request?.ordinal === nth)
   const rate = trigger.rates?.[operation] ?? trigger.rate ?? defaultRate
   if (rate <= 0) return Effect.succeed(false)
   if (rate >= 1) return Effect.succeed(true)

@@ -22,6 +22,7 @@ import * as Backend from "../Backend.js"
 import * as Faults from "./faults.js"
 import * as Flow from "./flow.js"
 import * as Malformed from "./malformed.js"
+import * as Request from "./request.js"
 
 /** @internal */
 export interface ResolvedExport {
@@ -486,7 +487,7 @@ class Session {
         : operation(request)
     const cost = Flow.requestCost(type, length, request.payload)
     const delayed = delayMs > 0 ? Effect.delay(served, Duration.millis(delayMs)) : served
-    this.fork(Effect.locally(delayed, Backend.currentRequest, { ordinal }), cost)
+    this.fork(Effect.locally(delayed, Request.currentRequest, { ordinal }), cost)
   }
 
   /** Serves a request with the malformed reply a fault asked for. */
