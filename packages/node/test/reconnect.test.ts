@@ -13,7 +13,7 @@ import { spawn } from "node:child_process"
 import * as Crypto from "node:crypto"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
-import { tempDir } from "./util/peers.js"
+import { restartable, tempDir } from "./util/peers.js"
 
 const KiB = 1024
 const MiB = 1024 * KiB
@@ -48,38 +48,6 @@ const capturedLogs = (lines: Array<string>) =>
       lines.push(String(Array.isArray(message) ? message.join(" ") : message))
     })
   )
-
-/**
- * nbdkit at a fixed Unix socket that a test can kill (SIGKILL, as a crash) and start again, as an operator
- * restarting a server would: same socket path, same arguments.
- */
-const restartable = (args: ReadonlyArray<string>) =>
-  Effect.gen(function* () {
-    const dir = yield* tempDir
-    const socket = Path.join(dir, "nbd.sock")
-    const pidfile = Path.join(dir, "nbdkit.pid")
-    let child: ReturnType<typeof spawn> | undefined
-    const kill = Effect.async<void>((resume) => {
-      const c = child
-      child = undefined
-      if (c === undefined || c.exitCode !== null || c.signalCode !== null) return resume(Effect.void)
-      c.once("exit", () => resume(Effect.void))
-      c.kill("SIGKILL")
-    })
-    const start = Effect.gen(function* () {
-      Fs.rmSync(socket, { force: true })
-      Fs.rmSync(pidfile, { force: true })
-      child = spawn("nbdkit", ["-f", "-U", socket, "-P", pidfile, ...args], { stdio: ["ignore", "ignore", "inherit"] })
-      for (let i = 0; i < 500; i++) {
-        if (Fs.existsSync(pidfile) && Fs.statSync(pidfile).size > 0) return
-        yield* Effect.sleep("10 millis")
-      }
-      return yield* Effect.die(new Error(`nbdkit ${args.join(" ")} did not start within 5 seconds`))
-    })
-    yield* Effect.addFinalizer(() => kill)
-    yield* start
-    return { socket, uri: `nbd+unix:///?socket=${socket}`, start, kill }
-  })
 
 describe("reconnect by schedule", () => {
   it.scopedLive("64 pipelined reads ride out a server that drops every connection at its 5th request", () =>

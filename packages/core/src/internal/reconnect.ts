@@ -149,7 +149,7 @@ const giveUp = (h: HandleImpl, recovery: Recovery, last: NbdError.NbdError): Eff
     yield* h.setState(HandleState.Dead(error))
     h.recovery = undefined
     yield* release(recovery, error)
-    yield* Effect.logWarning(`nbd: ${h.settings.handleName}: ${NbdError.format(error)}`)
+    yield* Effect.logWarning(`${h.settings.handleName}: ${NbdError.format(error)}`)
   })
 }
 
@@ -168,8 +168,8 @@ export const begin = (h: HandleImpl): Effect.Effect<void> =>
     const schedule = h.settings.reconnect!
     const reconnect = Effect.gen(function* () {
       yield* h.setState(HandleState.Connecting)
-      yield* Effect.logInfo(
-        `nbd: ${h.settings.handleName}: connection dropped${dropped === undefined ? "" : ` (${NbdError.format(dropped)})`}; reconnecting with ${recovery.waiting.length} commands waiting`
+      yield* Effect.logWarning(
+        `${h.settings.handleName}: connection dropped${dropped === undefined ? "" : ` (${NbdError.format(dropped)})`}; reconnecting with ${recovery.waiting.length} commands waiting`
       )
       const outcome = yield* attempt(h, recovery, before, firstCookie).pipe(
         Effect.retry({ schedule, while: isDrop }),
@@ -185,7 +185,7 @@ export const begin = (h: HandleImpl): Effect.Effect<void> =>
       )
       if (outcome._tag === "Left") return yield* giveUp(h, recovery, outcome.left)
       yield* Deferred.succeed(recovery.ready, undefined)
-      yield* Effect.logInfo(`nbd: ${h.settings.handleName}: reconnected`)
+      yield* Effect.logInfo(`${h.settings.handleName}: reconnected`)
     })
     return Effect.map(Effect.forkIn(reconnect, h.scope), (fiber) => {
       recovery.fiber = fiber

@@ -149,3 +149,35 @@ export const qcow2Image = (size: string, qemuIo: ReadonlyArray<string>): Effect.
 /** qemu-nbd serving an image on a Unix socket: `qemuNbd(image, ["--format=qcow2"])`. */
 export const qemuNbd = (image: string, args: ReadonlyArray<string> = []) =>
   startServer("qemu-nbd", ["--socket={socket}", "--persistent", "--pid-file={pidfile}", ...args, image])
+
+/**
+ * nbdkit at a fixed Unix socket that a test can kill (SIGKILL, as a crash) and start again, as an operator
+ * restarting a server would: same socket path, same arguments.
+ */
+export const restartable = (args: ReadonlyArray<string>) =>
+  Effect.gen(function* () {
+    const dir = yield* tempDir
+    const socket = Path.join(dir, "nbd.sock")
+    const pidfile = Path.join(dir, "nbdkit.pid")
+    let child: ReturnType<typeof spawn> | undefined
+    const kill = Effect.async<void>((resume) => {
+      const c = child
+      child = undefined
+      if (c === undefined || c.exitCode !== null || c.signalCode !== null) return resume(Effect.void)
+      c.once("exit", () => resume(Effect.void))
+      c.kill("SIGKILL")
+    })
+    const start = Effect.gen(function* () {
+      Fs.rmSync(socket, { force: true })
+      Fs.rmSync(pidfile, { force: true })
+      child = spawn("nbdkit", ["-f", "-U", socket, "-P", pidfile, ...args], { stdio: ["ignore", "ignore", "inherit"] })
+      for (let i = 0; i < 500; i++) {
+        if (Fs.existsSync(pidfile) && Fs.statSync(pidfile).size > 0) return
+        yield* Effect.sleep("10 millis")
+      }
+      return yield* Effect.die(new Error(`nbdkit ${args.join(" ")} did not start within 5 seconds`))
+    })
+    yield* Effect.addFinalizer(() => kill)
+    yield* start
+    return { socket, uri: `nbd+unix:///?socket=${socket}`, start, kill }
+  })

@@ -78,6 +78,7 @@ const known: Record<string, Readonly<Record<string, boolean>>> = {
     "--synchronous": false,
     "--blkhash": false,
     "--blkhash-file": true,
+    "--reconnect-delay": true,
     "--verbose": false,
     "-v": false
   },

@@ -13,8 +13,13 @@ import { NbdCopy, NbdPool } from "@effect-nbd/core"
 import { Nbd } from "@effect-nbd/core"
 import type * as PlatformError from "@effect/platform/Error"
 import type * as FileSystem from "@effect/platform/FileSystem"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
+import * as Logger from "effect/Logger"
+import * as LogLevel from "effect/LogLevel"
 import * as Option from "effect/Option"
+import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
@@ -152,7 +157,36 @@ interface CopyOptions {
   readonly verbose: boolean
   readonly blkhash: Blkhash.Spec | undefined
   readonly blkhashFile: string | undefined
+  /** qemu's reconnect-delay: how long each NBD side keeps reconnecting after a drop; 0 for never. */
+  readonly reconnectDelay: number
 }
+
+/** How often a side that lost its server tries again, within --reconnect-delay. */
+const RECONNECT_INTERVAL = "100 millis"
+
+/** The handle settings of one NBD side: its meta contexts, and the reconnect policy of --reconnect-delay. */
+const sideSettings = (options: CopyOptions, settings: Nbd.Settings): Nbd.Settings =>
+  options.reconnectDelay > 0
+    ? {
+        ...settings,
+        reconnect: Schedule.spaced(RECONNECT_INTERVAL).pipe(Schedule.upTo(Duration.seconds(options.reconnectDelay)))
+      }
+    : settings
+
+/**
+ * The reconnect's log lines, on stderr as the CLI's other messages: a drop and a give-up always (they
+ * explain a pause or a failure), the return with -v.
+ */
+const logToStderr = (verbose: boolean) =>
+  Layer.merge(
+    Logger.replace(
+      Logger.defaultLogger,
+      Logger.make(({ message }) => {
+        process.stderr.write(`effect-nbd: copy: ${Array.isArray(message) ? message.join(" ") : String(message)}\n`)
+      })
+    ),
+    Logger.minimumLogLevel(verbose ? LogLevel.Info : LogLevel.Warning)
+  )
 
 /**
  * A pool on a URI or a subprocess: `connections` handles when the server allows multi-conn, else one. A
@@ -196,7 +230,10 @@ const copy = (
         ? yield* pool(
             src.uri,
             options.connections,
-            options.extents ? { metaContexts: ["base:allocation"] } : { requestMetaContext: false }
+            sideSettings(
+              options,
+              options.extents ? { metaContexts: ["base:allocation"] } : { requestMetaContext: false }
+            )
           )
         : src._tag === "File"
           ? NbdCopy.file(src.path)
@@ -208,7 +245,7 @@ const copy = (
       })
     const destination: Destination =
       dst._tag === "Nbd"
-        ? yield* pool(dst.uri, options.connections, { requestMetaContext: false })
+        ? yield* pool(dst.uri, options.connections, sideSettings(options, { requestMetaContext: false }))
         : dst._tag === "File"
           ? NbdCopy.file(dst.path)
           : dst._tag === "Null"
@@ -394,6 +431,12 @@ export const command = Command.make(
       Options.withDescription("write the block hash to this file instead of stdout"),
       Options.optional
     ),
+    reconnectDelay: Options.float("reconnect-delay").pipe(
+      Options.withDescription(
+        "after a dropped connection, keep reconnecting either side for SECONDS before failing (default 0: never)"
+      ),
+      Options.withDefault(0)
+    ),
     verbose: Options.boolean("verbose").pipe(Options.withAlias("v"), Options.withDescription("say what the copy does")),
     source: Args.text({ name: "SRC" }).pipe(Args.withDescription("NBD URI, file, - (stdin)")),
     destination: Args.text({ name: "DST" }).pipe(Args.withDescription("NBD URI, file, - (stdout) or null:"))
@@ -416,6 +459,10 @@ export const command = Command.make(
         if ("error" in resolved) return yield* new Common.CliError({ message: resolved.error })
         const { connections, requests } = resolved.limits
         const sparse = yield* Effect.flatMap(Common.parseSize("--sparse", o.sparse), sparseSize)
+        if (!(Number.isFinite(o.reconnectDelay) && o.reconnectDelay >= 0))
+          return yield* new Common.CliError({
+            message: `--reconnect-delay: must be a number of seconds, 0 or more, got ${o.reconnectDelay} (EINVAL)`
+          })
         if (Option.isSome(o.progressFd) && (o.progressFd.value < 0 || !isOpen(o.progressFd.value)))
           return yield* new Common.CliError({
             message: `--progress=${o.progressFd.value}: not an open file descriptor (EBADF)`
@@ -441,8 +488,9 @@ export const command = Command.make(
           sparse,
           allocated: o.allocated,
           queueSize,
-          verbose: o.verbose
-        })
+          verbose: o.verbose,
+          reconnectDelay: o.reconnectDelay
+        }).pipe(Effect.provide(logToStderr(o.verbose)))
       })
     )
 ).pipe(Command.withDescription("copy between NBD exports, files, stdin/stdout and null: (like nbdcopy)"))

@@ -71,6 +71,7 @@ Copy to and from an NBD server:
                     [--queue-size=N] [-T N|--threads=N]
                     [--destination-is-zero|--target-is-zero] [--flush]
                     [--no-extents] [-p|--progress|--progress=FD]
+                    [--reconnect-delay=SECONDS]
                     [-S N|--sparse=N] [--synchronous] [-v|--verbose]
                     SOURCE DESTINATION
 
@@ -89,6 +90,9 @@ bar with the rate and time left on stderr.
 --blkhash prints libnbd's block hash of the data copied (default sha256 over
 64K blocks; DIGEST is any of node's, e.g. md5, sha512/512k), with any
 destination (to - give --blkhash-file).
+--reconnect-delay=SECONDS (qemu's name; default 0: never): when a server
+drops the connection, its side tries to reconnect every 100 ms for that long,
+and the requests waiting are sent again; the copy fails only if it cannot.
 
 Other options:
 
@@ -102,6 +106,7 @@ Examples:
     effect-nbd copy nbd://example.com - | file -
     effect-nbd copy --blkhash nbd://example.com null:
     effect-nbd copy -T2 --queue-size=4M --allocated nbd://example.com local.img
+    effect-nbd copy --reconnect-delay=60 nbd://example.com local.img
     cat disk1 disk2 | effect-nbd copy -- - [ qemu-nbd -f qcow2 output.qcow2 ]
 `
 
