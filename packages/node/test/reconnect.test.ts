@@ -9,6 +9,7 @@ import * as Fiber from "effect/Fiber"
 import * as Logger from "effect/Logger"
 import * as Schedule from "effect/Schedule"
 import * as Stream from "effect/Stream"
+import * as Tracer from "effect/Tracer"
 import { spawn } from "node:child_process"
 import * as Crypto from "node:crypto"
 import * as Fs from "node:fs"
@@ -127,6 +128,32 @@ describe("reconnect by schedule", () => {
       expect((yield* Nbd.stats(h)).reconnects).toBeGreaterThanOrEqual(3)
       expect(yield* Nbd.getTlsNegotiated(h)).toBe(true)
       expect(yield* Nbd.getExtendedHeadersNegotiated(h)).toBe(true)
+    }).pipe(Effect.provide(capturedLogs([])))
+  )
+
+  it.scopedLive("each reconnect is a client span, nbd_reconnect, with the handle and the commands waiting", () =>
+    Effect.gen(function* () {
+      const spans: Array<{ readonly name: string; readonly attributes: ReadonlyMap<string, unknown> }> = []
+      const native = Effect.runSync(Effect.tracer)
+      const tracer = Tracer.make({
+        span: (name, parent, context, links, startTime, kind, options) => {
+          const span = native.span(name, parent, context, links, startTime, kind, options)
+          spans.push({ name, attributes: span.attributes })
+          return span
+        },
+        context: (f) => f()
+      })
+      const s = yield* server({ exports: [{ name: "", size: MiB, backend: "pattern" }], disconnectAfter: 3 })
+      const h = yield* Nbd.make({ reconnect: quick, handleName: "traced" })
+      yield* NodeNbd.connectUri(h, s.uri).pipe(Effect.withTracer(tracer))
+      yield* Effect.forEach([0, 1, 2, 3], (i) => Nbd.pread(h, 4096, i * 4096), { concurrency: 4 }).pipe(
+        Effect.withTracer(tracer)
+      )
+      const reconnects = spans.filter((span) => span.name === "nbd_reconnect")
+      expect(reconnects.length).toBe((yield* Nbd.stats(h)).reconnects)
+      expect(reconnects.length).toBeGreaterThan(0)
+      expect(reconnects[0]!.attributes.get("nbd.handle.name")).toBe("traced")
+      expect(typeof reconnects[0]!.attributes.get("nbd.waiting")).toBe("number")
     }).pipe(Effect.provide(capturedLogs([])))
   )
 
