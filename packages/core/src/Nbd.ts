@@ -237,7 +237,11 @@ export const make = (settings: Settings = {}): Effect.Effect<Handle, NbdError.Nb
   Effect.gen(function* () {
     const invalid = settingRules.validate("nbd_create", settings)
     if (invalid !== undefined) return yield* Effect.fail(invalid)
-    const scope = yield* Effect.scope
+    // The handle's own scope closes in order, whatever the caller's does (a pool closes its handles in
+    // parallel): first the close, which waits for the server's end, then the connection's reader and writer.
+    // In parallel the reader would be gone before the server's end arrived, and every close would wait out
+    // its whole grace.
+    const scope = yield* Scope.fork(yield* Effect.scope, ExecutionStrategy.sequential)
     const connectionScope = yield* Scope.fork(scope, ExecutionStrategy.sequential)
     const state = yield* SubscriptionRef.make<HandleState.HandleState>(HandleState.Created)
     const { metaContexts, ...rest } = settings

@@ -1,10 +1,12 @@
-import { Nbd } from "@effect-nbd/core"
+import { Nbd, NbdPool } from "@effect-nbd/core"
 import { NodeNbd } from "@effect-nbd/node"
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
+import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
 import * as Scope from "effect/Scope"
 import * as Fs from "node:fs"
+import { nbdkit } from "./util/peers.js"
 import { type Scripted, scriptedServer } from "./util/scripted.js"
 
 /** Connects a handle in a scope of its own, so a test can time the close. */
@@ -88,6 +90,28 @@ describe("closing a handle", () => {
       const { closed, released } = yield* timeClose(scope, baseline, server)
       expect(closed).toBeLessThan(1000)
       expect(released).toBeLessThan(1000)
+    })
+  )
+
+  it.scopedLive("in a scope that closes in parallel (a pool's) still ends as soon as the server closes", () =>
+    Effect.gen(function* () {
+      const peer = yield* nbdkit(["memory", "1M"])
+      // A grace far beyond the test's timeout: a close that waited it out would fail the test.
+      const settings = { closeGrace: "60 seconds" } as const
+      const scope = yield* Scope.make(ExecutionStrategy.parallel)
+      const h = yield* Scope.extend(Nbd.make(settings), scope)
+      yield* NodeNbd.connectUri(h, peer.uri)
+      const pool = yield* Scope.extend(
+        NbdPool.make({ connect: (p) => NodeNbd.connectUri(p, peer.uri), connections: 4, settings }),
+        scope
+      )
+      expect(NbdPool.size(pool)).toBe(4)
+      yield* Nbd.pread(h, 4096, 0)
+      yield* NbdPool.pread(pool, 4096, 0)
+      const started = performance.now()
+      yield* Scope.close(scope, Exit.void)
+      expect(performance.now() - started).toBeLessThan(5000)
+      for (const handle of [h, ...pool.handles]) expect((yield* Nbd.state(handle))._tag).toBe("Closed")
     })
   )
 })
