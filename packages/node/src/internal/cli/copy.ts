@@ -230,10 +230,12 @@ const copy = (
         ? yield* pool(
             src.uri,
             options.connections,
-            sideSettings(
-              options,
-              options.extents ? { metaContexts: ["base:allocation"] } : { requestMetaContext: false }
-            )
+            // As nbdcopy does: the copy's reads fill pooled buffers it never shows when a read fails, so
+            // zeroing each one first (pread_initialize) would only cost a memset of the whole export.
+            sideSettings(options, {
+              preadInitialize: false,
+              ...(options.extents ? { metaContexts: ["base:allocation"] } : { requestMetaContext: false })
+            })
           )
         : src._tag === "File"
           ? NbdCopy.file(src.path)
