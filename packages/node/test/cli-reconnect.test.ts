@@ -3,24 +3,16 @@
 // the copy's checksum equals the source's.
 import { beforeAll, describe, expect, it, vi } from "@effect/vitest"
 import * as Effect from "effect/Effect"
-import { execFileSync, spawn } from "node:child_process"
+import { spawn } from "node:child_process"
 import * as Crypto from "node:crypto"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
 import { restartable, tempDir } from "./util/peers.js"
-
-const root = Path.resolve(__dirname, "../../..")
-const manifest = JSON.parse(Fs.readFileSync(Path.join(root, "packages/node/package.json"), "utf8")) as {
-  readonly bin: Record<string, string>
-}
-const bin = Path.join(root, "packages/node", manifest.bin["effect-nbd"]!)
+import { bin, buildCli } from "./util/cli.js"
 
 vi.setConfig({ testTimeout: 120_000 })
 
-beforeAll(() => {
-  execFileSync("npx", ["tsc", "-b", "packages/node/tsconfig.src.json"], { cwd: root, stdio: "inherit" })
-  execFileSync(process.execPath, ["scripts/bundle-bins.mjs", "packages/node"], { cwd: root, stdio: "inherit" })
-}, 120_000)
+beforeAll(buildCli, 120_000)
 
 const MiB = 1024 * 1024
 

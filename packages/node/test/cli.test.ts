@@ -3,32 +3,17 @@ import { NodeNbd } from "@effect-nbd/node"
 import { TestServer } from "@effect-nbd/test-server"
 import { beforeAll, describe, expect, it, vi } from "@effect/vitest"
 import * as Effect from "effect/Effect"
-import { execFileSync, spawn } from "node:child_process"
+import { spawn } from "node:child_process"
 import * as Crypto from "node:crypto"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
 import { directoryWith, nbdinfoMap, nbdkit, qcow2Image, qemuNbd, run, tempDir } from "./util/peers.js"
+import { bin, buildCli } from "./util/cli.js"
 
-const root = Path.resolve(__dirname, "../../..")
-// The shipped bin: package.json's, the esbuild bundle `pnpm build` writes.
-const bin = Path.join(
-  root,
-  "packages/node",
-  (
-    JSON.parse(Fs.readFileSync(Path.join(root, "packages/node/package.json"), "utf8")) as {
-      bin: Record<string, string>
-    }
-  ).bin["effect-nbd"]!
-)
-
-// Every CLI run is a fresh Node process (about a second of start-up, more on a loaded machine).
 vi.setConfig({ testTimeout: 90_000 })
 
 // The tests run the built CLI as a real process: build it (incrementally) and bundle it first.
-beforeAll(() => {
-  execFileSync("npx", ["tsc", "-b", "packages/node/tsconfig.src.json"], { cwd: root, stdio: "inherit" })
-  execFileSync(process.execPath, ["scripts/bundle-bins.mjs", "packages/node"], { cwd: root, stdio: "inherit" })
-}, 120_000)
+beforeAll(buildCli, 120_000)
 
 interface Result {
   readonly code: number
