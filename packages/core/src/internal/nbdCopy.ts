@@ -49,7 +49,7 @@ const openLanes = (
   })
 
 /** Seek and I/O on one handle must not interleave with another fiber's: one lock per handle. */
-const locked = (lanes: number) => Array.from({ length: lanes }, () => Effect.unsafeMakeSemaphore(1))
+const locked = (lanes: number) => Array.from({ length: lanes }, () => new transfer.Lock())
 
 const fileReader = (
   path: string,
@@ -74,7 +74,7 @@ const fileReader = (
       size,
       lanes: files.length,
       maxRequest: Protocol.Limits.MAX_REQUEST_SIZE,
-      read: (lane, offset, into) => locks[lane]!.withPermits(1)(readFully(files[lane]!, offset, into)),
+      read: (lane, offset, into) => locks[lane]!.with(readFully(files[lane]!, offset, into)),
       extents: undefined
     }
   })
@@ -98,7 +98,7 @@ const fileWriter = (
     if (regular && sourceSize !== undefined) yield* first.truncate(sourceSize)
     const locks = locked(files.length)
     const writeAt = (lane: number, offset: number, data: Uint8Array) =>
-      locks[lane]!.withPermits(1)(Effect.zipRight(files[lane]!.seek(offset, "start"), files[lane]!.writeAll(data)))
+      locks[lane]!.with(Effect.zipRight(files[lane]!.seek(offset, "start"), files[lane]!.writeAll(data)))
     let zeroes: Uint8Array | undefined
     const started = Effect.succeed(Effect.void)
     return {
