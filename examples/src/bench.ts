@@ -5,6 +5,8 @@
  *   2. sequential write of 1 GiB into it: ours vs `nbdcopy FILE URI` (FILE in /dev/shm)
  *   3. 4 KiB random reads, 64 in flight, for a fixed time: ours vs `fio --ioengine=nbd`
  *   4. our server: `nbdcopy URI null:` from `effect-nbd-server` (filled first) vs from nbdkit
+ *   5. whole processes: `effect-nbd copy` vs `nbdcopy` (URI to null: at the defaults, -C 1 and -C 4; URI to a
+ *      file; a file to URI), and the start-up of `effect-nbd info --size` and `effect-nbd-server --run true`
  *
  * The sides alternate run by run. Every side runs in its own child process, so peak RSS (GNU time's %M; VmHWM for the servers) compares
  * like with like. Our client's runs time the whole session (connect, transfer, disconnect) inside the
@@ -32,12 +34,15 @@ import * as Os from "node:os"
 import * as Path from "node:path"
 import { fileURLToPath } from "node:url"
 
-/** The shipped `effect-nbd-server` bin: the bundle package.json's `bin` names (`pnpm build` writes it). */
-const serverBin = (): string => {
-  const manifest = fileURLToPath(import.meta.resolve("@effect-nbd/test-server/package.json"))
+/** A shipped bin: the bundle the package.json's `bin` names (`pnpm build` writes it). */
+const shippedBin = (pkg: string, name: string): string => {
+  const manifest = fileURLToPath(import.meta.resolve(`${pkg}/package.json`))
   const bin = (JSON.parse(Fs.readFileSync(manifest, "utf8")) as { bin: Record<string, string> }).bin
-  return Path.join(Path.dirname(manifest), bin["effect-nbd-server"]!)
+  return Path.join(Path.dirname(manifest), bin[name]!)
 }
+
+const serverBin = (): string => shippedBin("@effect-nbd/test-server", "effect-nbd-server")
+const clientBin = (): string => shippedBin("@effect-nbd/node", "effect-nbd")
 
 // ---------------------------------------------------------------------------------------------------------------
 // Parameters
@@ -549,6 +554,83 @@ const benchmark = Effect.scoped(
       randomOurs.push(yield* runWorker({ mode: "randread", uri: nbdkit.uri, seconds: RANDOM_SECONDS }))
     }
 
+    // 5. what users run, as whole processes, alternating with libnbd's tools: the CLI's copy at its
+    // defaults (nbdcopy's), -C 1 and -C 4, NBD to null:, to a file and from a file; and start-up.
+    type Run = { seconds: number; bytes: number; requests: number }
+    const wholeProcesses = (
+      test: string,
+      ours: ReadonlyArray<string>,
+      peer: readonly [string, ReadonlyArray<string>],
+      bytes: number,
+      target?: number,
+      cleanup: () => void = () => {}
+    ) =>
+      Effect.gen(function* () {
+        const a: Array<Run> = []
+        const b: Array<Run> = []
+        let rssA = 0
+        let rssB = 0
+        for (let i = 0; i < REPS; i++) {
+          yield* log(`${test} ${i + 1}/${REPS}`)
+          const x = yield* runTimed(process.execPath, [clientBinOrServer(ours[0]!), ...ours.slice(1)])
+          cleanup()
+          const y = yield* runTimed(peer[0], peer[1])
+          cleanup()
+          a.push({ seconds: x.wallSeconds, bytes, requests: 1 })
+          b.push({ seconds: y.wallSeconds, bytes, requests: 1 })
+          rssA = Math.max(rssA, x.peakRssKiB)
+          rssB = Math.max(rssB, y.peakRssKiB)
+        }
+        return compare(
+          test,
+          side("effect-nbd", `${Path.basename(ours[0]!)} ${ours.slice(1).join(" ")}`, a, rssA, false),
+          side(peer[0], `${peer[0]} ${peer[1].join(" ")}`, b, rssB, false),
+          target
+        )
+      })
+    const clientBinOrServer = (name: string) => (name === "effect-nbd-server" ? serverBin() : clientBin())
+    const target = Path.join(Path.dirname(file), "copy-target.img")
+    const removeTarget = () => Fs.rmSync(target, { force: true })
+    const uri = nbdkit.uri
+    const processRows: Array<Comparison> = []
+    for (const flags of [[], ["-C", "1"], ["-C", "4"]])
+      processRows.push(
+        yield* wholeProcesses(
+          `copy URI null: ${flags.join(" ") || "(defaults)"}`,
+          ["effect-nbd", "copy", ...flags, uri, "null:"],
+          ["nbdcopy", [...flags, uri, "null:"]],
+          SIZE,
+          0.9
+        )
+      )
+    processRows.push(
+      yield* wholeProcesses(
+        "copy URI FILE",
+        ["effect-nbd", "copy", uri, target],
+        ["nbdcopy", [uri, target]],
+        SIZE,
+        0.9,
+        removeTarget
+      )
+    )
+    processRows.push(
+      yield* wholeProcesses("copy FILE URI", ["effect-nbd", "copy", file, uri], ["nbdcopy", [file, uri]], SIZE, 0.9)
+    )
+    const startUp = [
+      yield* wholeProcesses(
+        "start-up: info --size URI",
+        ["effect-nbd", "info", "--size", uri],
+        ["nbdinfo", ["--size", uri]],
+        1
+      ),
+      yield* wholeProcesses(
+        "start-up: server --run true",
+        ["effect-nbd-server", "--run", "true", "memory", "1G"],
+        ["nbdkit", ["--run", "true", "memory", "1G"]],
+        1
+      )
+    ]
+
     // 4. our server vs nbdkit, both read by nbdcopy
     const ours = yield* startServer(
       "effect-nbd-server",
@@ -655,13 +737,20 @@ const benchmark = Effect.scoped(
         side("nbdkit memory", "nbdcopy FILE into nbdkit memory (first write)", [fill.run], serverRss.nbdkit, false)
       )
     ]
+    comparisons.push(...processRows)
     const rendered = table(comparisons)
+    const startUpLines = startUp.map(
+      (c) =>
+        `${c.test}: effect-nbd ${c.ours.medianSeconds.toFixed(3)} s, ${c.peer.label} ${c.peer.medianSeconds.toFixed(3)} s (target <= 0.2 s)`
+    )
     const notes = [
       "MB/s = 10^6 bytes/s, medians over repetitions; ratio = ours / peer throughput.",
       "Our client runs in a child node process; its time covers connect + transfer + disconnect (not node start-up).",
       "Peers are timed from spawn to exit. Peak RSS: GNU time %M for clients, VmHWM for servers (includes 1 GiB of data).",
       `Load average (1 min) before / after: ${loadBefore[0]!.toFixed(2)} / ${Os.loadavg()[0]!.toFixed(2)} on ${Os.cpus().length} CPUs.`,
-      `Server CPU over the ${REPS} reads: effect-nbd-server ${cpuOurs.toFixed(2)} s, nbdkit ${cpuNbdkit.toFixed(2)} s.`
+      `Server CPU over the ${REPS} reads: effect-nbd-server ${cpuOurs.toFixed(2)} s, nbdkit ${cpuNbdkit.toFixed(2)} s.`,
+      "The copy rows time whole processes (node start-up included) from spawn to exit, alternating with nbdcopy.",
+      ...startUpLines
     ]
     process.stdout.write(`\n${rendered}\n\n${notes.join("\n")}\n`)
 
@@ -699,6 +788,7 @@ const benchmark = Effect.scoped(
         write: oursWrite.runs.map((r) => r.transferSeconds)
       },
       serverCpuSeconds: { effectNbdServer: cpuOurs, nbdkit: cpuNbdkit },
+      startUp: startUp.map((c) => ({ test: c.test, ours: c.ours.medianSeconds, peer: c.peer.medianSeconds })),
       table: rendered,
       notes
     }
