@@ -5,7 +5,19 @@
  * @since 0.1.0
  */
 import * as Data from "effect/Data"
-import { ByteQueue, ByteWriter, fromUtf8, u16, u32, u64, u64Small, utf8 } from "./internal/bytes.js"
+import {
+  ByteQueue,
+  ByteWriter,
+  fromUtf8,
+  putU16,
+  putU32,
+  putU64,
+  u16,
+  u32,
+  u64,
+  u64Small,
+  utf8
+} from "./internal/bytes.js"
 import type * as NbdError from "./NbdError.js"
 import * as Protocol from "./Protocol.js"
 
@@ -89,15 +101,15 @@ export interface RequestHeader {
  * @category encoders
  */
 export const writeRequestHeader = (out: Uint8Array, at: number, req: RequestHeader, extended: boolean): number => {
-  const view = new DataView(out.buffer, out.byteOffset + at, extended ? 32 : 28)
-  view.setUint32(0, extended ? Protocol.EXTENDED_REQUEST_MAGIC : Protocol.REQUEST_MAGIC)
-  view.setUint16(4, req.flags)
-  view.setUint16(6, req.type)
-  view.setUint32(8, Math.floor(req.cookie / 0x100000000))
-  view.setUint32(12, req.cookie >>> 0)
-  view.setBigUint64(16, BigInt(req.offset))
-  if (extended) view.setBigUint64(24, BigInt(req.length))
-  else view.setUint32(24, Number(req.length))
+  // Byte by byte, without a DataView or BigInt for number fields: this runs once per command.
+  putU32(out, at, extended ? Protocol.EXTENDED_REQUEST_MAGIC : Protocol.REQUEST_MAGIC)
+  putU16(out, at + 4, req.flags)
+  putU16(out, at + 6, req.type)
+  putU32(out, at + 8, Math.floor(req.cookie / 0x100000000))
+  putU32(out, at + 12, req.cookie >>> 0)
+  putU64(out, at + 16, req.offset)
+  if (extended) putU64(out, at + 24, req.length)
+  else putU32(out, at + 24, Number(req.length))
   return extended ? 32 : 28
 }
 
