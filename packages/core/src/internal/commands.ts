@@ -261,16 +261,8 @@ const traceReply = <A>(
 export const disconnect = (h: HandleImpl, operation: string): Effect.Effect<void, NbdError.NbdError> =>
   Effect.flatMap(h.state.get, (s): Effect.Effect<void, NbdError.NbdError> => {
     if (!HandleState.isConnected(s)) return Effect.fail(stateError(operation, s))
-    const conn = h.connection!
-    let cookie = 0
-    const encode = (assigned: number) => {
-      cookie = assigned
-      return ClientCodec.encodeRequest(
-        { flags: 0, type: Protocol.Cmd.DISC, cookie, offset: 0, length: 0 },
-        h.extendedHeaders
-      )
-    }
-    if (!conn.disconnect(encode))
+    const cookie = h.connection!.disconnect()
+    if (cookie === undefined)
       return Effect.fail(invalidArgument(operation, "cannot request more commands after NBD_CMD_DISC"))
     return debug.log(h, operation, () => `sending ${Protocol.commandName(Protocol.Cmd.DISC)} cookie=${cookie}`)
   })

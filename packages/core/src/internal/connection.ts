@@ -1,7 +1,7 @@
 import type * as Socket from "@effect/platform/Socket"
 import * as Cause from "effect/Cause"
 import * as Deferred from "effect/Deferred"
-import type * as Duration from "effect/Duration"
+import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
@@ -23,6 +23,9 @@ type Outgoing =
 
 /** A write payload at least this big is written on its own, never copied into a group. */
 const COPY_PAYLOAD_BELOW = 64 * 1024
+
+/** How long an end that does not wait for the server lets the writer hand what is queued to the socket. */
+export const FLUSH_ONLY = Duration.millis(20)
 
 /** Writes are grouped into one socket write up to this size. */
 const WRITE_GROUP_BYTES = 1024 * 1024
@@ -120,7 +123,7 @@ export interface Host {
    * Offered the commands still waiting when the connection ends, in the order they were queued: true when
    * the host keeps them for a reconnect to replay, false when they fail here with ENOTCONN.
    */
-  readonly adopt: (error: NbdError.NbdError | undefined, waiting: ReadonlyArray<Pending>) => boolean
+  readonly adopt: (error: NbdError.NbdError | undefined, waiting: Iterable<Pending>) => boolean
 }
 
 /**
@@ -356,15 +359,21 @@ export class Connection {
   }
 
   /**
-   * Queues NBD_CMD_DISC, built by `encode` with its cookie, and shuts the write side after it; false when
-   * one was queued already.
+   * Queues NBD_CMD_DISC and shuts the write side after it; answers its cookie, or undefined when one was
+   * queued already.
    */
-  disconnect(encode: (cookie: number) => Uint8Array): boolean {
-    if (this.disconnecting) return false
+  disconnect(): number | undefined {
+    if (this.disconnecting) return undefined
     this.disconnecting = true
-    this.send(encode(this.takeCookie()))
+    const cookie = this.takeCookie()
+    this.send(
+      ClientCodec.encodeRequest(
+        { flags: 0, type: Protocol.Cmd.DISC, cookie, offset: 0, length: 0 },
+        this.h.extendedHeaders
+      )
+    )
     this.endWrites()
-    return true
+    return cookie
   }
 
   /** Registers a command and queues its request; the reply completes `pending.completion`. */
@@ -424,8 +433,7 @@ export class Connection {
 
   /** Gives the commands still waiting to the host when it keeps them for a reconnect; else fails them. */
   private handOver(error: NbdError.NbdError | undefined): void {
-    const waiting = this.disconnecting ? [] : [...this.pending.values()]
-    if (!this.disconnecting && this.h.adopt(error, waiting)) {
+    if (!this.disconnecting && this.h.adopt(error, this.pending.values())) {
       this.pending.clear()
       this.inFlight = 0
       return

@@ -202,7 +202,7 @@ export class HandleImpl implements Host, Inspectable.Inspectable {
    * it was connected, it is not ending, and the connection ended cleanly or by a socket error (a protocol
    * error is the server's fault, and is fatal as without reconnect).
    */
-  adopt(error: NbdError.NbdError | undefined, waiting: ReadonlyArray<Pending>): boolean {
+  adopt(error: NbdError.NbdError | undefined, waiting: Iterable<Pending>): boolean {
     if (this.reconnect === undefined || this.recovery !== undefined || this.ending) return false
     if (!HandleState.isConnected(this.stateNow)) return false
     if (error !== undefined && error._tag !== "ConnectionError") return false

@@ -1,10 +1,9 @@
 import * as Deferred from "effect/Deferred"
-import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as HandleState from "../HandleState.js"
 import type * as NbdError from "../NbdError.js"
 import * as commands from "./commands.js"
-import type { Connection } from "./connection.js"
+import { type Connection, FLUSH_ONLY } from "./connection.js"
 import type { HandleImpl } from "./handle.js"
 import * as handshake from "./handshake.js"
 import * as reconnect from "./reconnect.js"
@@ -27,9 +26,6 @@ export interface Ending {
  * costs no wait, unless a write is stuck on a peer that stopped reading.
  */
 const abandoning = (conn: Connection): boolean => conn.inFlight > 0
-
-/** How long an abandoning end lets the writer hand what is queued (the farewell) to the socket. */
-const FLUSH_ONLY = Duration.millis(20)
 
 /**
  * The one way a connection ends, for the close of the handle's scope, a failed or interrupted handshake and

@@ -4,11 +4,9 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Schedule from "effect/Schedule"
-import * as ClientCodec from "../ClientCodec.js"
 import * as HandleState from "../HandleState.js"
 import * as NbdError from "../NbdError.js"
-import * as Protocol from "../Protocol.js"
-import { Connection, DISCONNECTED } from "./connection.js"
+import { Connection, DISCONNECTED, FLUSH_ONLY } from "./connection.js"
 import type { HandleImpl, Recovery } from "./handle.js"
 import { stranded } from "./handle.js"
 import * as handshake from "./handshake.js"
@@ -18,9 +16,6 @@ import * as handshake from "./handshake.js"
 // the one it was, and sends the kept commands again in their order. New commands wait meanwhile.
 
 const OPERATION = "reconnect"
-
-/** How long an abandoned connection may take to hand its farewell to the socket. */
-const FLUSH_ONLY = Duration.millis(20)
 
 /** The schedule the first connect retries on when an open timeout is set without a reconnect schedule. */
 const DEFAULT_OPEN_RETRY = Schedule.spaced(Duration.millis(100))
@@ -77,16 +72,10 @@ const forgetNegotiated = (h: HandleImpl): void => {
 }
 
 /** Ends a connection the handle will not use, without waiting for the server. */
-const discard = (h: HandleImpl, conn: Connection, error: NbdError.NbdError | undefined): Effect.Effect<void> =>
+const discard = (conn: Connection, error: NbdError.NbdError | undefined): Effect.Effect<void> =>
   Effect.suspend(() => {
     if (conn.ended !== undefined) return Effect.void
-    if (conn.replies !== undefined)
-      conn.disconnect((cookie) =>
-        ClientCodec.encodeRequest(
-          { flags: 0, type: Protocol.Cmd.DISC, cookie, offset: 0, length: 0 },
-          h.extendedHeaders
-        )
-      )
+    if (conn.replies !== undefined) conn.disconnect()
     else conn.endWrites()
     return Effect.zipRight(conn.drain(FLUSH_ONLY), conn.terminate(error))
   })
@@ -122,7 +111,7 @@ const attempt = (h: HandleImpl, recovery: Recovery, before: Agreement, firstCook
         h.recovery = undefined
         h.stats.reconnects += 1
       }),
-      (exit) => (Exit.isSuccess(exit) ? Effect.void : discard(h, conn, undefined))
+      (exit) => (Exit.isSuccess(exit) ? Effect.void : discard(conn, undefined))
     )
   })
 
@@ -223,7 +212,7 @@ export const openWithRetries = (
     const conn = next ?? (yield* Connection.start(h, h.socket!, h.scope))
     next = undefined
     h.connection = conn
-    yield* Effect.tapError(handshake.run(h, conn, operation), (error) => discard(h, conn, error))
+    yield* Effect.tapError(handshake.run(h, conn, operation), (error) => discard(conn, error))
     if (conn.ended !== undefined)
       return yield* Effect.fail(
         conn.ended.error ?? new NbdError.ConnectionError({ errno: "ENOTCONN", operation, message: DISCONNECTED })
