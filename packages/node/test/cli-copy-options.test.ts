@@ -4,13 +4,12 @@
 // beside the installed nbdcopy where it has the option.
 import { beforeAll, describe, expect, it, vi } from "@effect/vitest"
 import * as Effect from "effect/Effect"
-import { spawn } from "node:child_process"
 import * as Crypto from "node:crypto"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
 import * as Blkhash from "../src/internal/cli/blkhash.js"
 import { nbdinfoMap, nbdkit, run, tempDir } from "./util/peers.js"
-import { bin, buildCli } from "./util/cli.js"
+import { bin, buildCli, proc, type Result } from "./util/cli.js"
 
 vi.setConfig({ testTimeout: 90_000 })
 
@@ -18,29 +17,6 @@ beforeAll(buildCli, 120_000)
 
 const KiB = 1024
 const MiB = 1024 * KiB
-
-interface Result {
-  readonly code: number
-  readonly stdout: string
-  readonly stderr: string
-}
-
-/** Runs a command to completion, with `stdin` (a path) as its standard input when given. */
-const proc = (
-  command: string,
-  args: ReadonlyArray<string>,
-  options: { readonly stdin?: string } = {}
-): Effect.Effect<Result> =>
-  Effect.async<Result>((resume) => {
-    const input = options.stdin === undefined ? "ignore" : Fs.openSync(options.stdin, "r")
-    const child = spawn(command, [...args], { stdio: [input, "pipe", "pipe"] })
-    if (typeof input === "number") Fs.closeSync(input)
-    let out = ""
-    let err = ""
-    child.stdout!.on("data", (b: Buffer) => (out += b.toString()))
-    child.stderr!.on("data", (b: Buffer) => (err += b.toString()))
-    child.on("close", (code) => resume(Effect.succeed({ code: code ?? -1, stdout: out, stderr: err })))
-  })
 
 const ours = (args: ReadonlyArray<string>, options?: { readonly stdin?: string }) =>
   proc(process.execPath, [bin, ...args], options)

@@ -3,43 +3,16 @@
 // --map --totals, --has, and nbdcopy's copy options.
 import { beforeAll, describe, expect, it, vi } from "@effect/vitest"
 import * as Effect from "effect/Effect"
-import { spawn } from "node:child_process"
 import * as Crypto from "node:crypto"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
 import * as Blkhash from "../src/internal/cli/blkhash.js"
 import { nbdkit, qcow2Image, qemuNbd, run, tempDir } from "./util/peers.js"
-import { bin, buildCli, manifest } from "./util/cli.js"
+import { bin, buildCli, proc, type Result, manifest } from "./util/cli.js"
 
 vi.setConfig({ testTimeout: 90_000 })
 
 beforeAll(buildCli, 120_000)
-
-interface Result {
-  readonly code: number
-  readonly stdout: string
-  readonly stderr: string
-}
-
-/** Runs a command to completion; `fd3` (a path) becomes its file descriptor 3. */
-const proc = (
-  command: string,
-  args: ReadonlyArray<string>,
-  options: { readonly fd3?: string; readonly env?: Record<string, string> } = {}
-): Effect.Effect<Result> =>
-  Effect.async<Result>((resume) => {
-    const fd = options.fd3 === undefined ? undefined : Fs.openSync(options.fd3, "w")
-    const child = spawn(command, [...args], {
-      stdio: fd === undefined ? ["ignore", "pipe", "pipe"] : ["ignore", "pipe", "pipe", fd],
-      env: { ...process.env, ...options.env }
-    })
-    if (fd !== undefined) Fs.closeSync(fd)
-    let out = ""
-    let err = ""
-    child.stdout!.on("data", (b: Buffer) => (out += b.toString()))
-    child.stderr!.on("data", (b: Buffer) => (err += b.toString()))
-    child.on("close", (code) => resume(Effect.succeed({ code: code ?? -1, stdout: out, stderr: err })))
-  })
 
 const ours = (
   args: ReadonlyArray<string>,

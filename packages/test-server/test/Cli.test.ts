@@ -1,33 +1,16 @@
 import { beforeAll, describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
-import { execFileSync, spawn } from "node:child_process"
+import { spawn } from "node:child_process"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { fileURLToPath } from "node:url"
 import * as Cli from "../src/internal/cli.js"
-import { makeTlsCredentials, run, runOk, toolEnv } from "./helpers.js"
-
-const root = Path.resolve(Path.dirname(fileURLToPath(import.meta.url)), "../../..")
-// The shipped bin: package.json's, the esbuild bundle `pnpm build` writes.
-const bin = Path.join(
-  root,
-  "packages/test-server",
-  (
-    JSON.parse(Fs.readFileSync(Path.join(root, "packages/test-server/package.json"), "utf8")) as {
-      bin: Record<string, string>
-    }
-  ).bin["effect-nbd-server"]!
-)
+import { buildServerBin, makeTlsCredentials, run, runOk, serverBin as bin, toolEnv } from "./helpers.js"
 
 const cli = (args: ReadonlyArray<string>) => run("node", [bin, ...args], { env: toolEnv() })
 
 describe("effect-nbd-server CLI", () => {
-  beforeAll(() => {
-    // The CLI runs from its build: build this package (and what it references) and bundle its bin first.
-    execFileSync("npx", ["tsc", "-b", "packages/test-server/tsconfig.src.json"], { cwd: root, stdio: "inherit" })
-    execFileSync(process.execPath, ["scripts/bundle-bins.mjs", "packages/test-server"], { cwd: root, stdio: "inherit" })
-  }, 120_000)
+  beforeAll(buildServerBin, 120_000)
 
   it.live("--run 'nbdinfo --json \"$uri\"' works and exits with the command's status", () =>
     Effect.gen(function* () {

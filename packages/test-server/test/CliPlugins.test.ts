@@ -1,25 +1,12 @@
 import { beforeAll, describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
-import { execFileSync, spawn } from "node:child_process"
+import { spawn } from "node:child_process"
 import * as Crypto from "node:crypto"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { fileURLToPath } from "node:url"
 import * as Cli from "../src/internal/cli.js"
-import { nbdsh, run, runOk, toolEnv } from "./helpers.js"
-
-const root = Path.resolve(Path.dirname(fileURLToPath(import.meta.url)), "../../..")
-// The shipped bin: package.json's, the esbuild bundle `pnpm build` writes.
-const bin = Path.join(
-  root,
-  "packages/test-server",
-  (
-    JSON.parse(Fs.readFileSync(Path.join(root, "packages/test-server/package.json"), "utf8")) as {
-      bin: Record<string, string>
-    }
-  ).bin["effect-nbd-server"]!
-)
+import { buildServerBin, nbdsh, root, run, runOk, serverBin as bin, toolEnv } from "./helpers.js"
 
 const cli = (args: ReadonlyArray<string>) => run("node", [bin, ...args], { env: toolEnv() })
 
@@ -72,10 +59,7 @@ const firstLine = (stream: NodeJS.ReadableStream) =>
   )
 
 describe("effect-nbd-server: -s, plugins and the file backend", () => {
-  beforeAll(() => {
-    execFileSync("npx", ["tsc", "-b", "packages/test-server/tsconfig.src.json"], { cwd: root, stdio: "inherit" })
-    execFileSync(process.execPath, ["scripts/bundle-bins.mjs", "packages/test-server"], { cwd: root, stdio: "inherit" })
-  }, 120_000)
+  beforeAll(buildServerBin, 120_000)
 
   it.live("-s serves libnbd's nbd_connect_command, with nbdkit's plugin syntax", () =>
     Effect.gen(function* () {

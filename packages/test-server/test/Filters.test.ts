@@ -1,25 +1,12 @@
 import { beforeAll, describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
-import { execFileSync } from "node:child_process"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { fileURLToPath } from "node:url"
 import * as Backend from "../src/Backend.js"
 import * as Filter from "../src/Filter.js"
 import * as Cli from "../src/internal/cli.js"
-import { run, toolEnv } from "./helpers.js"
-
-const root = Path.resolve(Path.dirname(fileURLToPath(import.meta.url)), "../../..")
-const bin = Path.join(
-  root,
-  "packages/test-server",
-  (
-    JSON.parse(Fs.readFileSync(Path.join(root, "packages/test-server/package.json"), "utf8")) as {
-      bin: Record<string, string>
-    }
-  ).bin["effect-nbd-server"]!
-)
+import { buildServerBin, run, serverBin as bin, toolEnv } from "./helpers.js"
 
 /** libnbd's client on `effect-nbd-server -s ARGS` (nbd_connect_command); the script prints or asserts. */
 const nbdsh = (args: ReadonlyArray<string>, script: string) =>
@@ -77,10 +64,7 @@ const same = (old: ReadonlyArray<string>, filters: ReadonlyArray<string>, script
   })
 
 describe("filters through libnbd's client", () => {
-  beforeAll(() => {
-    execFileSync("npx", ["tsc", "-b", "packages/test-server/tsconfig.src.json"], { cwd: root, stdio: "inherit" })
-    execFileSync(process.execPath, ["scripts/bundle-bins.mjs", "packages/test-server"], { cwd: root, stdio: "inherit" })
-  }, 120_000)
+  beforeAll(buildServerBin, 120_000)
 
   it.live("error: per operation, at a rate, and while a trigger file exists", () =>
     Effect.gen(function* () {

@@ -1,23 +1,10 @@
 import { beforeAll, describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
-import { execFileSync } from "node:child_process"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
-import { fileURLToPath } from "node:url"
 import * as Cli from "../src/internal/cli.js"
-import { makeTlsCredentials, run, runOk, toolEnv } from "./helpers.js"
-
-const root = Path.resolve(Path.dirname(fileURLToPath(import.meta.url)), "../../..")
-const bin = Path.join(
-  root,
-  "packages/test-server",
-  (
-    JSON.parse(Fs.readFileSync(Path.join(root, "packages/test-server/package.json"), "utf8")) as {
-      bin: Record<string, string>
-    }
-  ).bin["effect-nbd-server"]!
-)
+import { buildServerBin, makeTlsCredentials, run, runOk, serverBin as bin, toolEnv } from "./helpers.js"
 
 /** A client certificate signed by the CA of `pki`, in a directory laid out as libnbd reads it. */
 const makeClientCredentials = (pki: string, dir: string) =>
@@ -47,10 +34,7 @@ const makeClientCredentials = (pki: string, dir: string) =>
   })
 
 describe("--tls-verify-peer, as nbdkit's", () => {
-  beforeAll(() => {
-    execFileSync("npx", ["tsc", "-b", "packages/test-server/tsconfig.src.json"], { cwd: root, stdio: "inherit" })
-    execFileSync(process.execPath, ["scripts/bundle-bins.mjs", "packages/test-server"], { cwd: root, stdio: "inherit" })
-  }, 120_000)
+  beforeAll(buildServerBin, 120_000)
 
   it.scopedLive("a client with a certificate the CA signed connects; one without, or with another CA's, does not", () =>
     Effect.gen(function* () {

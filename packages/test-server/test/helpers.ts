@@ -1,7 +1,30 @@
 import * as Effect from "effect/Effect"
-import { execFile } from "node:child_process"
+import { execFile, execFileSync } from "node:child_process"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
+
+/** The repository's root. */
+export const root = Path.resolve(__dirname, "../../..")
+
+/** The shipped `effect-nbd-server` bin: package.json's, the esbuild bundle `pnpm build` writes. */
+export const serverBin = Path.join(
+  root,
+  "packages/test-server",
+  (
+    JSON.parse(Fs.readFileSync(Path.join(root, "packages/test-server/package.json"), "utf8")) as {
+      bin: Record<string, string>
+    }
+  ).bin["effect-nbd-server"]!
+)
+
+/**
+ * Builds this package (and what it references) and bundles its bin, for a `beforeAll`: the CLI tests run
+ * the bin from its build.
+ */
+export const buildServerBin = (): void => {
+  execFileSync("npx", ["tsc", "-b", "packages/test-server/tsconfig.src.json"], { cwd: root, stdio: "inherit" })
+  execFileSync(process.execPath, ["scripts/bundle-bins.mjs", "packages/test-server"], { cwd: root, stdio: "inherit" })
+}
 
 export interface RunResult {
   readonly code: number

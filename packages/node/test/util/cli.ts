@@ -1,4 +1,5 @@
-import { execFileSync } from "node:child_process"
+import * as Effect from "effect/Effect"
+import { execFileSync, spawn } from "node:child_process"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
 
@@ -22,3 +23,35 @@ export const buildCli = (): void => {
   execFileSync("npx", ["tsc", "-b", "packages/node/tsconfig.src.json"], { cwd: root, stdio: "inherit" })
   execFileSync(process.execPath, ["scripts/bundle-bins.mjs", "packages/node"], { cwd: root, stdio: "inherit" })
 }
+
+/** What a finished process said. */
+export interface Result {
+  readonly code: number
+  readonly stdout: string
+  readonly stderr: string
+}
+
+/**
+ * Runs a command to completion (never fails: the exit status is in the result). `stdin` (a path) becomes
+ * its standard input, `fd3` (a path, opened for writing) its file descriptor 3.
+ */
+export const proc = (
+  command: string,
+  args: ReadonlyArray<string>,
+  options: { readonly stdin?: string; readonly fd3?: string; readonly env?: Record<string, string> } = {}
+): Effect.Effect<Result> =>
+  Effect.async<Result>((resume) => {
+    const input = options.stdin === undefined ? "ignore" : Fs.openSync(options.stdin, "r")
+    const fd = options.fd3 === undefined ? undefined : Fs.openSync(options.fd3, "w")
+    const child = spawn(command, [...args], {
+      stdio: fd === undefined ? [input, "pipe", "pipe"] : [input, "pipe", "pipe", fd],
+      env: { ...process.env, ...options.env }
+    })
+    if (typeof input === "number") Fs.closeSync(input)
+    if (fd !== undefined) Fs.closeSync(fd)
+    let out = ""
+    let err = ""
+    child.stdout!.on("data", (b: Buffer) => (out += b.toString()))
+    child.stderr!.on("data", (b: Buffer) => (err += b.toString()))
+    child.on("close", (code) => resume(Effect.succeed({ code: code ?? -1, stdout: out, stderr: err })))
+  })
