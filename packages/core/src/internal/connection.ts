@@ -5,7 +5,6 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
-import * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
 import * as ClientCodec from "../ClientCodec.js"
 import * as NbdError from "../NbdError.js"
@@ -144,17 +143,18 @@ export class Connection {
   ended: { readonly error: NbdError.NbdError | undefined } | undefined = undefined
   readonly endedSignal: Deferred.Deferred<void>
   private wake: (() => void) | undefined = undefined
-  private readonly outgoing: Queue.Queue<Outgoing>
+  /** What the writer has yet to send, in order; swapped out whole each time it wakes. */
+  private outgoing: Array<Outgoing> = []
+  /** Set while the writer sleeps with nothing to send: the next `enqueue` wakes it. */
+  private wakeWriter: (() => void) | undefined = undefined
   private readerFiber: Fiber.RuntimeFiber<void> | undefined
   private writerFiber: Fiber.RuntimeFiber<void> | undefined
 
   private constructor(
     private readonly h: Host,
-    outgoing: Queue.Queue<Outgoing>,
     endedSignal: Deferred.Deferred<void>,
     firstCookie: number
   ) {
-    this.outgoing = outgoing
     this.endedSignal = endedSignal
     this.nextCookie = firstCookie
   }
@@ -165,8 +165,7 @@ export class Connection {
    */
   static start(h: Host, socket: Socket.Socket, scope: Scope.Scope, firstCookie = 1): Effect.Effect<Connection> {
     return Effect.gen(function* () {
-      const outgoing = yield* Queue.unbounded<Outgoing>()
-      const conn = new Connection(h, outgoing, yield* Deferred.make<void>(), firstCookie)
+      const conn = new Connection(h, yield* Deferred.make<void>(), firstCookie)
       conn.readerFiber = yield* socket.run(conn.onBytes).pipe(
         Effect.matchCauseEffect({
           onSuccess: () => conn.terminate(undefined),
@@ -213,7 +212,9 @@ export class Connection {
     const self = this
     return Effect.gen(function* () {
       while (true) {
-        const items = yield* Queue.takeBetween(self.outgoing, 1, 4096)
+        yield* self.nextBatch
+        const items = self.outgoing
+        self.outgoing = []
         let group: Array<Uint8Array> = []
         let groupBytes = 0
         for (const item of items) {
@@ -255,6 +256,27 @@ export class Connection {
     })
   }
 
+  /**
+   * Resumes once something is queued. The writer wakes after the fibers already scheduled have run, so the
+   * requests they queue in the meantime go out in one socket write.
+   */
+  private readonly nextBatch: Effect.Effect<void> = Effect.async<void>((resume) => {
+    if (this.outgoing.length > 0) return resume(Effect.void)
+    this.wakeWriter = () => resume(Effect.void)
+    return Effect.sync(() => {
+      this.wakeWriter = undefined
+    })
+  })
+
+  private enqueue(item: Outgoing): void {
+    this.outgoing.push(item)
+    const wake = this.wakeWriter
+    if (wake !== undefined) {
+      this.wakeWriter = undefined
+      wake()
+    }
+  }
+
   private writeGroup(
     write: (chunk: Uint8Array) => Effect.Effect<void, Socket.SocketError>,
     group: ReadonlyArray<Uint8Array>
@@ -273,14 +295,14 @@ export class Connection {
   /** Queues bytes for the writer. */
   send(bytes: Uint8Array): void {
     this.h.stats.chunksSent += 1
-    Queue.unsafeOffer(this.outgoing, bytes)
+    this.enqueue(bytes)
   }
 
   /** Queues the end of the write side: the socket is half-closed once what is queued before it is sent. */
   endWrites(): void {
     if (this.writesEnded) return
     this.writesEnded = true
-    Queue.unsafeOffer(this.outgoing, END_OF_WRITES)
+    this.enqueue(END_OF_WRITES)
   }
 
   /** Waits, at most `timeout`, for the writer to send everything queued once the write side is ending. */
@@ -381,7 +403,7 @@ export class Connection {
     this.pending.set(pending.cookie, pending)
     this.inFlight += 1
     this.h.stats.chunksSent += 1
-    Queue.unsafeOffer(this.outgoing, { bytes: pending.request, payload: pending.payload, pending })
+    this.enqueue({ bytes: pending.request, payload: pending.payload, pending })
   }
 
   /** Queues a command again, on this new connection, as if it had never been sent. */

@@ -126,9 +126,18 @@ export const makeUpgradable = (connect: Connect): Upgradable => {
           conn.destroy()
           return resume(Effect.void)
         }
-        conn.write(chunk, (cause) =>
+        // Done once the socket has taken the bytes without going over its high-water mark: the writer goes on
+        // at once, with no trip through the event loop. A later failure still ends the run, as an error event.
+        let settled = false
+        const accepted = conn.write(chunk, (cause) => {
+          if (settled) return
+          settled = true
           resume(cause ? Effect.fail(new Socket.SocketGenericError({ reason: "Write", cause })) : Effect.void)
-        )
+        })
+        if (accepted && !settled) {
+          settled = true
+          resume(Effect.void)
+        }
       })
     )
 
