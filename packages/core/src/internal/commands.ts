@@ -1,6 +1,8 @@
 import * as Cause from "effect/Cause"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import { constVoid } from "effect/Function"
 import * as Option from "effect/Option"
 import * as ClientCodec from "../ClientCodec.js"
 import * as HandleState from "../HandleState.js"
@@ -169,6 +171,66 @@ const connectionEnded = (h: HandleImpl, operation: string): NbdError.ConnectionE
         cause: h.connection.ended.error
       })
 
+/** A command that passed its checks: its range as numbers. */
+interface Checked {
+  readonly offset: number
+  readonly count: number
+}
+
+/** Every check a command goes through before it is queued, on a connected handle that is not reconnecting. */
+const checked = (h: HandleImpl, spec: CommandSpec): Checked | NbdError.NbdError => {
+  // The wrapper checked the state already; this guards the engine's own callers, from the plain mirror.
+  const s = h.stateNow
+  if (!HandleState.isConnected(s)) return stateError(spec.operation, s)
+  const ended = connectionEnded(h, spec.operation)
+  if (ended !== undefined) return ended
+  const offset = toNumber(spec.operation, "offset", spec.offset)
+  if (typeof offset !== "number") return offset
+  const count = toNumber(spec.operation, "count", spec.count)
+  if (typeof count !== "number") return count
+  return check(h, spec, offset, count) ?? { offset, count }
+}
+
+/** Encodes a checked command, registers it and queues its request. */
+const enqueue = (h: HandleImpl, spec: CommandSpec, { count, offset }: Checked): Pending => {
+  const conn = h.connection!
+  const cookie = conn.takeCookie()
+  const header: ClientCodec.RequestHeader = {
+    flags: spec.flags,
+    type: spec.type,
+    cookie,
+    offset,
+    length: spec.requestLength ?? count
+  }
+  const pending: Pending = {
+    type: spec.type,
+    cookie,
+    offset,
+    count,
+    buffer: spec.buffer,
+    error: undefined,
+    dataSeen: 0,
+    sent: false,
+    abandoned: false,
+    cancelled: false,
+    request: ClientCodec.encodeRequest(header, h.extendedHeaders),
+    payload: spec.payload,
+    restart: spec.restart,
+    operation: spec.operation,
+    completion: new Completion(),
+    chunks: spec.chunks,
+    onBlockStatus: spec.onBlockStatus
+  }
+  conn.submit(pending)
+  return pending
+}
+
+/** The caller stopped waiting: the reply is still read and dropped, so the stream stays in step; a reconnect does not replay it. */
+const release = (pending: Pending): void => {
+  pending.buffer = undefined
+  pending.cancelled = true
+}
+
 /** Checks a command, queues its request and returns it with its cookie. Nothing is sent when a check fails. */
 export const issue = <A>(h: HandleImpl, spec: CommandSpec): Effect.Effect<Command<A>, NbdError.NbdError> =>
   Effect.suspend(() => {
@@ -179,57 +241,40 @@ export const issue = <A>(h: HandleImpl, spec: CommandSpec): Effect.Effect<Comman
         Effect.mapError(Deferred.await(recovery.ready), (error) => stranded(error, spec.operation)),
         issue<A>(h, spec)
       )
-    // The wrapper checked the state already; this guards the engine's own callers, from the plain mirror.
-    const s = h.stateNow
-    if (!HandleState.isConnected(s)) return Effect.fail(stateError(spec.operation, s))
-    const ended = connectionEnded(h, spec.operation)
-    if (ended !== undefined) return Effect.fail(ended)
-    const offset = toNumber(spec.operation, "offset", spec.offset)
-    if (typeof offset !== "number") return Effect.fail(offset)
-    const count = toNumber(spec.operation, "count", spec.count)
-    if (typeof count !== "number") return Effect.fail(count)
-    const error = check(h, spec, offset, count)
-    if (error !== undefined) return Effect.fail(error)
-    const queued = Effect.sync(() => {
-      const completion = new Completion()
-      const conn = h.connection!
-      const cookie = conn.takeCookie()
-      const header: ClientCodec.RequestHeader = {
-        flags: spec.flags,
-        type: spec.type,
-        cookie,
-        offset,
-        length: spec.requestLength ?? count
-      }
-      const pending: Pending = {
-        type: spec.type,
-        cookie,
-        offset,
-        count,
-        buffer: spec.buffer,
-        error: undefined,
-        dataSeen: 0,
-        sent: false,
-        abandoned: false,
-        cancelled: false,
-        request: ClientCodec.encodeRequest(header, h.extendedHeaders),
-        payload: spec.payload,
-        restart: spec.restart,
-        operation: spec.operation,
-        completion,
-        chunks: spec.chunks,
-        onBlockStatus: spec.onBlockStatus
-      }
-      conn.submit(pending)
-      // The reply is still read and dropped, so the stream stays in step; a reconnect does not replay it.
-      const awaitReply = completion.await<A>(() => {
-        pending.buffer = undefined
-        pending.cancelled = true
-      })
-      return { cookie: BigInt(cookie), await: h.settings.debug ? traceReply(h, spec, cookie, awaitReply) : awaitReply }
-    })
-    return h.settings.debug ? Effect.tap(queued, ({ cookie }) => traceRequest(h, spec, cookie, offset, count)) : queued
+    const ok = checked(h, spec)
+    if (NbdError.isNbdError(ok)) return Effect.fail(ok)
+    const pending = enqueue(h, spec, ok)
+    const awaitReply = pending.completion.await<A>(() => release(pending))
+    const cookie = pending.cookie
+    const command: Command<A> = {
+      cookie: BigInt(cookie),
+      await: h.settings.debug ? traceReply(h, spec, cookie, awaitReply) : awaitReply
+    }
+    return h.settings.debug
+      ? Effect.as(traceRequest(h, spec, command.cookie, ok.offset, ok.count), command)
+      : Effect.succeed(command)
   })
+
+/**
+ * Issues a command without an effect, for the engine's own hot loops (a copy): `done` gets the outcome once.
+ * Answers how to stop waiting (the reply is then dropped), or undefined when the command must take the
+ * effect path instead: while the handle reconnects, or with debug output or metrics on.
+ */
+export const issueDirect = (
+  h: HandleImpl,
+  spec: CommandSpec,
+  done: (exit: Exit.Exit<unknown, NbdError.NbdError>) => void
+): (() => void) | undefined => {
+  if (h.recovery !== undefined || h.settings.debug || h.settings.metrics) return undefined
+  const ok = checked(h, spec)
+  if (NbdError.isNbdError(ok)) {
+    done(Exit.fail(ok))
+    return constVoid
+  }
+  const pending = enqueue(h, spec, ok)
+  pending.completion.listen(done)
+  return () => release(pending)
+}
 
 const traceRequest = (h: HandleImpl, spec: CommandSpec, cookie: bigint, offset: number, count: number) =>
   debug.log(

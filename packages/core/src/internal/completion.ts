@@ -2,7 +2,7 @@ import * as Effect from "effect/Effect"
 import type * as Exit from "effect/Exit"
 import type * as NbdError from "../NbdError.js"
 
-type Resume = (effect: Effect.Effect<unknown, NbdError.NbdError>) => void
+type Resume = (exit: Exit.Exit<unknown, NbdError.NbdError>) => void
 
 /** A one-shot result for one command: cheaper than a Deferred (no prototype spread, no joiner list). */
 export class Completion {
@@ -16,6 +16,12 @@ export class Completion {
     if (waiters === undefined) return
     this.waiters = undefined
     for (const resume of waiters) resume(exit)
+  }
+
+  /** Calls `f` with the outcome once it is known (at once when it is). */
+  listen(f: (exit: Exit.Exit<unknown, NbdError.NbdError>) => void): void {
+    if (this.exit !== undefined) return f(this.exit)
+    ;(this.waiters ??= []).push(f)
   }
 
   await<A>(onInterrupt: () => void): Effect.Effect<A, NbdError.NbdError> {

@@ -6,15 +6,27 @@
  */
 import * as Chunk from "effect/Chunk"
 import * as Clock from "effect/Clock"
+import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
+import { constVoid } from "effect/Function"
 import * as Option from "effect/Option"
+import * as Runtime from "effect/Runtime"
 import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
 import * as Nbd from "../Nbd.js"
 import * as NbdError from "../NbdError.js"
 import type * as NbdPool from "../NbdPool.js"
 import * as Protocol from "../Protocol.js"
+import { nativeTracer } from "./call.js"
+import * as commandCalls from "./commandCalls.js"
+import * as commands from "./commands.js"
+import type { HandleImpl } from "./handle.js"
 import { handlesOf } from "./nbdPool.js"
+
+/** The engine's view of a public handle (the same object). */
+const implOf = (h: Nbd.Handle): HandleImpl => h as unknown as HandleImpl
 
 /** nbdcopy's defaults: 256 KiB requests, 64 in flight per connection. */
 export const DEFAULT_REQUEST_SIZE = 256 * 1024
@@ -39,6 +51,13 @@ export type Start<E> = Effect.Effect<Effect.Effect<unknown, E>, E>
 
 const started: Start<never> = Effect.succeed(Effect.void)
 
+/**
+ * Starting an I/O without an effect, for the copy's hot loop: `done` is called once, with the error or
+ * undefined. Answers how to stop waiting for it, or undefined when it cannot start this way now (while a
+ * handle reconnects, say): the caller then takes the effect path.
+ */
+export type Direct<E> = (done: (error: E | undefined) => void) => (() => void) | undefined
+
 /** A source that can be read anywhere, on lane (connection or file handle) `lane`. */
 export interface Reader<E> {
   readonly size: number
@@ -50,6 +69,8 @@ export interface Reader<E> {
   readonly readFresh?: (lane: number, offset: number, length: number) => Effect.Effect<Effect.Effect<Uint8Array, E>, E>
   /** Base:allocation extents from `offset` (at least one, within the range), when the source knows them. */
   readonly extents: ((offset: number, length: number) => Effect.Effect<ReadonlyArray<Item>, E>) | undefined
+  /** `read` without an effect; with no buffer the data is read and dropped. */
+  readonly readDirect?: (lane: number, offset: number, length: number, into: Uint8Array | undefined) => Direct<E>
 }
 
 /** A destination that can be written anywhere. */
@@ -63,6 +84,9 @@ export interface Writer<E> {
   readonly zero: (lane: number, offset: number, length: number) => Start<E>
   /** The end: `size` is where the data ended (the source's size in a copy); `flush` asks for durability. */
   readonly finish: (size: number, flush: boolean) => Effect.Effect<void, E>
+  /** `write` and `zero` without an effect, where the destination can (undefined: take the effect). */
+  readonly writeDirect?: (lane: number, offset: number, data: Uint8Array) => Direct<E> | undefined
+  readonly zeroDirect?: (lane: number, offset: number, length: number) => Direct<E> | undefined
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -200,6 +224,17 @@ export const nbdReader = (
       read: (lane, offset, into) =>
         Effect.map(Nbd.aioPread(handles[lane]!, into.length, offset, { buffer: into }), (c) => c.await),
       readFresh: (lane, offset, length) => Effect.map(Nbd.aioPread(handles[lane]!, length, offset), (c) => c.await),
+      readDirect: (lane, offset, length, into) => {
+        const impl = implOf(handles[lane]!)
+        return direct(impl, {
+          operation: "nbd_aio_pread",
+          type: Protocol.Cmd.READ,
+          flags: 0,
+          offset,
+          count: length,
+          buffer: into === undefined || !impl.settings.preadInitialize ? into : into.fill(0)
+        })
+      },
       extents: allocation
         ? (offset, length) => Effect.map(Nbd.blockStatus(h0, length, offset), (e) => itemsOf(e, offset, length))
         : undefined
@@ -245,7 +280,7 @@ export const nbdWriter = (
     const canZero = yield* Nbd.canZero(h0)
     const canFlush = yield* Nbd.canFlush(h0)
     const maxRequest = yield* requestLimit(h0)
-    const zeroFlags = options.allocated ? { flags: Protocol.CmdFlag.NO_HOLE } : {}
+    const zeroFlags: { readonly flags?: number } = options.allocated ? { flags: Protocol.CmdFlag.NO_HOLE } : {}
     let zeroes: Uint8Array | undefined
     const outOfSpace = Effect.fail(
       invalidArgument(operation, `the source is larger than the destination (${size} bytes)`, "ENOSPC")
@@ -277,9 +312,41 @@ export const nbdWriter = (
       finish: (_size, flush) =>
         flush && canFlush
           ? Effect.forEach(handles, (h) => Nbd.flush(h), { concurrency: "unbounded", discard: true })
-          : Effect.void
+          : Effect.void,
+      writeDirect: (lane, offset, data) => {
+        if (!fits(offset, data.length)) return undefined
+        const impl = implOf(handles[lane]!)
+        return direct(impl, {
+          operation: "nbd_aio_pwrite",
+          type: Protocol.Cmd.WRITE,
+          flags: commandCalls.autoPayloadLen(impl, 0),
+          offset,
+          count: data.length,
+          payload: data
+        })
+      },
+      zeroDirect: (lane, offset, length) =>
+        !fits(offset, length) || !canZero || options.destinationIsZero
+          ? undefined
+          : direct(implOf(handles[lane]!), {
+              operation: "nbd_aio_zero",
+              type: Protocol.Cmd.WRITE_ZEROES,
+              flags: zeroFlags.flags ?? 0,
+              offset,
+              count: length
+            })
     }
   })
+
+/** A command issued without an effect; its outcome reaches `done`. */
+const direct =
+  (impl: HandleImpl, spec: commands.CommandSpec): Direct<NbdError.NbdError> =>
+  (done) =>
+    commands.issueDirect(impl, spec, (exit) => done(Exit.isFailure(exit) ? failureOf(exit.cause) : undefined))
+
+/** A command's failure is one typed error; anything else (a defect) is kept as it is. */
+const failureOf = (cause: Cause.Cause<NbdError.NbdError>): NbdError.NbdError =>
+  Option.getOrElse(Cause.failureOption(cause), () => Cause.squash(cause) as NbdError.NbdError)
 
 /** null: every byte is dropped. */
 export const discardWriter: Writer<never> = {
@@ -288,7 +355,14 @@ export const discardWriter: Writer<never> = {
   discards: true,
   write: () => started,
   zero: () => started,
-  finish: () => Effect.void
+  finish: () => Effect.void,
+  writeDirect: () => finishedAtOnce,
+  zeroDirect: () => finishedAtOnce
+}
+
+const finishedAtOnce: Direct<never> = (done) => {
+  done(undefined)
+  return constVoid
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -444,75 +518,258 @@ export class Tracker {
 // Moving bytes
 // ---------------------------------------------------------------------------------------------------------------
 
+/** The options of `copyRandom`. */
+export interface CopyOptions {
+  readonly lanes: number
+  readonly requests: number
+  readonly buffers: BufferPool
+  readonly detectZeroes: boolean
+  /** The granularity of zero detection; undefined: the whole piece. */
+  readonly zeroBlock?: number | undefined
+  readonly observer?: Observer | undefined
+  readonly tracker: Tracker
+}
+
 /**
- * Random-access source to random-access destination, nbdcopy's way: `lanes × requests` workers, each
- * taking the next piece, reading it into a pooled buffer, writing it (or zeroing it when it reads as
- * zeroes), and giving the buffer back once the write completed. One fiber per request slot, none per request.
+ * Random-access source to random-access destination, nbdcopy's way: `lanes × requests` request slots, each
+ * taking the next piece, reading it into a pooled buffer, writing it (or zeroing it when it reads as zeroes),
+ * and giving the buffer back once the write completed.
+ *
+ * The slots are callbacks, not fibers: an I/O a side can start without an effect (`readDirect` and its
+ * kin, NBD commands and null:) costs no fiber step at all, which is most of a copy's time otherwise. The
+ * rest (files, block status, a handle that is reconnecting, a traced or debugged handle) runs as a fiber
+ * of its own. The first error stops new work; it is reported once everything in flight has settled, so no
+ * buffer is reused under a running I/O. An interrupted copy stops waiting for what is in flight.
  */
 export const copyRandom = <E1, E2>(
   reader: Reader<E1>,
   writer: Writer<E2>,
   planner: Planner<E1>,
-  options: {
-    readonly lanes: number
-    readonly requests: number
-    readonly buffers: BufferPool
-    readonly detectZeroes: boolean
-    /** The granularity of zero detection; undefined: the whole piece. */
-    readonly zeroBlock?: number | undefined
-    readonly observer?: Observer | undefined
-    readonly tracker: Tracker
-  }
-): Effect.Effect<void, E1 | E2> => {
-  const { buffers, detectZeroes, observer, tracker, zeroBlock } = options
-  const zeroCheck = detectZeroes && !writer.discards
-  // Every run of a piece is started before the first is awaited, so a piece cut in many stays one round trip.
-  const writeRuns = (lane: number, offset: number, buffer: Uint8Array, runs: ReadonlyArray<Run>) =>
-    Effect.gen(function* () {
-      const waits: Array<Effect.Effect<unknown, E2>> = []
-      for (const r of runs)
-        waits.push(
-          yield* r.zero
-            ? writer.zero(lane, offset + r.start, r.length)
-            : writer.write(
-                lane,
-                offset + r.start,
-                runs.length === 1 ? buffer : buffer.subarray(r.start, r.start + r.length)
-              )
-        )
-      for (const wait of waits) yield* wait
-      for (const r of runs) {
-        if (r.zero) tracker.zero(r.length)
-        else tracker.data(r.length)
-      }
+  options: CopyOptions
+): Effect.Effect<void, E1 | E2> =>
+  Effect.withFiberRuntime<void, E1 | E2>((fiber) =>
+    Effect.async<void, E1 | E2>((resume) => {
+      const copy = new CopyLoop(reader, writer, planner, options, fiber, (exit) => resume(exit))
+      copy.start()
+      return copy.stop
     })
-  const worker = (lane: number) =>
-    Effect.gen(function* () {
-      while (true) {
-        const item = yield* planner.next
-        if (item === undefined) return
-        const { length, offset } = item
-        if (item.zero) {
-          observer?.zero(offset, length)
-          yield* Effect.flatten(writer.zero(lane, offset, length))
-          tracker.zero(length)
-          continue
-        }
-        const buffer = buffers.acquire(length)
-        yield* Effect.flatten(reader.read(lane, offset, buffer))
-        observer?.data(offset, buffer)
-        if (zeroCheck) yield* writeRuns(lane, offset, buffer, zeroRuns(buffer, offset, zeroBlock))
-        else {
-          yield* Effect.flatten(writer.write(lane, offset, buffer))
-          tracker.data(length)
-        }
-        buffers.release(buffer)
-      }
-    })
-  return Effect.all(
-    Array.from({ length: options.lanes * options.requests }, (_, w) => worker(w % options.lanes)),
-    { concurrency: "unbounded", discard: true }
   )
+
+type Done<E> = (error: E | undefined) => void
+
+/** The state of one `copyRandom` run. */
+class CopyLoop<E1, E2> {
+  private readonly zeroCheck: boolean
+  /** Whether a read's data is needed: not for null:, unless an observer must see it. */
+  private readonly keepsData: boolean
+  /** Direct starts are used only where no tracer wants a span per command. */
+  private readonly direct: boolean
+  private readonly runFork: <A, E>(effect: Effect.Effect<A, E>) => Fiber.RuntimeFiber<A, E>
+  private readonly cancels = new Set<() => void>()
+  private readonly fibers = new Set<Fiber.RuntimeFiber<unknown, unknown>>()
+  private slots: number
+  private active = 0
+  private failure: Option.Option<E1 | E2> = Option.none()
+  private stopped = false
+  /** Slots waiting for the block-status map, and whether a refill is running. */
+  private readonly waitingForMap: Array<number> = []
+  private refilling = false
+
+  constructor(
+    private readonly reader: Reader<E1>,
+    private readonly writer: Writer<E2>,
+    private readonly planner: Planner<E1>,
+    private readonly options: CopyOptions,
+    fiber: Fiber.RuntimeFiber<unknown, unknown>,
+    private readonly finish: (exit: Exit.Exit<void, E1 | E2>) => void
+  ) {
+    this.zeroCheck = options.detectZeroes && !writer.discards
+    this.keepsData = !writer.discards || options.observer !== undefined
+    this.direct = fiber.currentTracer === nativeTracer()
+    this.runFork = Runtime.runFork(
+      Runtime.make({
+        context: fiber.currentContext,
+        fiberRefs: fiber.getFiberRefs(),
+        runtimeFlags: Runtime.defaultRuntimeFlags
+      })
+    ) as never
+    this.slots = options.lanes * options.requests
+  }
+
+  start(): void {
+    const slots = this.slots
+    this.active = slots
+    for (let slot = 0; slot < slots && !this.stopped; slot++) this.next(slot % this.options.lanes)
+  }
+
+  /** Interruption: nothing more is started, waits in flight are dropped, forked I/O is interrupted. */
+  readonly stop: Effect.Effect<void> = Effect.suspend(() => {
+    this.stopped = true
+    for (const cancel of this.cancels) cancel()
+    this.cancels.clear()
+    const fibers = [...this.fibers]
+    this.fibers.clear()
+    return Fiber.interruptAll(fibers)
+  })
+
+  private fail(error: E1 | E2): void {
+    if (Option.isNone(this.failure)) this.failure = Option.some(error)
+  }
+
+  /** A slot has nothing more to do; the last one ends the copy. */
+  private retire(): void {
+    if (--this.active > 0 || this.stopped) return
+    this.stopped = true
+    this.finish(Option.match(this.failure, { onNone: () => Exit.void, onSome: Exit.fail }))
+  }
+
+  /**
+   * Runs a slot until it waits on an I/O. An I/O that ends at once (null:) loops here rather than
+   * recursing, so a long run of them cannot overflow the stack.
+   */
+  private next(lane: number): void {
+    let again = true
+    while (again) {
+      again = false
+      if (this.stopped) return
+      if (Option.isSome(this.failure)) return this.retire()
+      const item = this.planner.takeSync()
+      if (item === undefined) return this.retire()
+      if (item === null) return this.awaitMap(lane)
+      let sync = true
+      let finishedAtOnce = false
+      const then = () => {
+        if (sync) finishedAtOnce = true
+        else this.next(lane)
+      }
+      this.piece(lane, item, then)
+      sync = false
+      again = finishedAtOnce
+    }
+  }
+
+  /** One piece: zeroed, or read then written; `then` runs once it is done, whatever its outcome. */
+  private piece(lane: number, item: Item, then: () => void): void {
+    const { length, offset } = item
+    const { observer, tracker } = this.options
+    if (item.zero) {
+      observer?.zero(offset, length)
+      return this.run(
+        this.writer.zeroDirect?.(lane, offset, length),
+        () => this.writer.zero(lane, offset, length),
+        (e) => {
+          if (e !== undefined) this.fail(e)
+          else tracker.zero(length)
+          then()
+        }
+      )
+    }
+    const buffer =
+      this.keepsData || this.reader.readDirect === undefined ? this.options.buffers.acquire(length) : undefined
+    const afterRead: Done<E1> = (e) => {
+      if (e !== undefined || this.stopped) {
+        if (e !== undefined) this.fail(e)
+        if (buffer !== undefined) this.options.buffers.release(buffer)
+        return then()
+      }
+      if (buffer === undefined) {
+        tracker.data(length)
+        return then()
+      }
+      observer?.data(offset, buffer)
+      this.store(lane, offset, buffer, () => {
+        this.options.buffers.release(buffer)
+        then()
+      })
+    }
+    const readDirect = this.reader.readDirect?.(lane, offset, length, buffer)
+    if (buffer !== undefined) return this.run(readDirect, () => this.reader.read(lane, offset, buffer), afterRead)
+    // No buffer: only a direct read can drop the data; when it cannot start now, read into one after all.
+    if (this.direct && readDirect !== undefined && this.track(readDirect, afterRead)) return
+    const fallback = this.options.buffers.acquire(length)
+    this.run(
+      undefined,
+      () => this.reader.read(lane, offset, fallback),
+      (e) => {
+        this.options.buffers.release(fallback)
+        afterRead(e)
+      }
+    )
+  }
+
+  /** Writes what was read, as one write or as the runs zero detection cut it into, all started at once. */
+  private store(lane: number, offset: number, buffer: Uint8Array, then: () => void): void {
+    const { tracker, zeroBlock } = this.options
+    const runs: ReadonlyArray<Run> = this.zeroCheck
+      ? zeroRuns(buffer, offset, zeroBlock)
+      : [{ start: 0, length: buffer.length, zero: false }]
+    let left = runs.length
+    const counted =
+      (r: Run): Done<E2> =>
+      (e) => {
+        if (e !== undefined) this.fail(e)
+        else if (r.zero) tracker.zero(r.length)
+        else tracker.data(r.length)
+        if (--left === 0) then()
+      }
+    for (const r of runs) {
+      const at = offset + r.start
+      if (r.zero)
+        this.run(this.writer.zeroDirect?.(lane, at, r.length), () => this.writer.zero(lane, at, r.length), counted(r))
+      else {
+        const data = runs.length === 1 ? buffer : buffer.subarray(r.start, r.start + r.length)
+        this.run(this.writer.writeDirect?.(lane, at, data), () => this.writer.write(lane, at, data), counted(r))
+      }
+    }
+  }
+
+  /** Starts an I/O directly when the side can and the copy may, else as a fiber of its own. */
+  private run<E>(start: Direct<E> | undefined, effect: () => Start<E>, done: Done<E>): void {
+    if (this.direct && start !== undefined && this.track(start, done)) return
+    this.fork(Effect.flatten(effect()), done)
+  }
+
+  /** Starts a direct I/O, keeping how to stop waiting for it; false when it cannot start now. */
+  private track<E>(start: Direct<E>, done: Done<E>): boolean {
+    let cancel: (() => void) | undefined
+    let ended = false
+    cancel = start((e) => {
+      ended = true
+      if (cancel !== undefined) this.cancels.delete(cancel)
+      if (!this.stopped) done(e)
+    })
+    if (cancel === undefined) return false
+    if (!ended) this.cancels.add(cancel)
+    return true
+  }
+
+  private fork<E>(effect: Effect.Effect<unknown, E>, done: Done<E>): void {
+    const fiber = this.runFork(effect)
+    this.fibers.add(fiber)
+    fiber.addObserver((exit) => {
+      this.fibers.delete(fiber)
+      if (this.stopped) return
+      if (Exit.isSuccess(exit)) return done(undefined)
+      // A defect or an interruption is not the side's typed error: it ends the copy as it is.
+      const failure = Cause.failureOption(exit.cause)
+      if (Option.isSome(failure)) return done(failure.value)
+      this.stopped = true
+      this.finish(Exit.failCause(exit.cause) as Exit.Exit<void, E1 | E2>)
+    })
+  }
+
+  /** The planner needs more of the block-status map: one slot fetches it, the others wait for it. */
+  private awaitMap(lane: number): void {
+    this.waitingForMap.push(lane)
+    if (this.refilling) return
+    this.refilling = true
+    this.fork(this.planner.refill, (e) => {
+      this.refilling = false
+      if (e !== undefined) this.fail(e)
+      const waiting = this.waitingForMap.splice(0)
+      for (const l of waiting) this.next(l)
+    })
+  }
 }
 
 /** Started I/O in order, awaited oldest first. */
