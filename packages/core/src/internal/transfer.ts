@@ -112,20 +112,26 @@ export const toOffset = (
 }
 
 /** Whether every byte is zero, four at a time where the alignment allows. */
-export const isAllZero = (b: Uint8Array): boolean => {
-  const n = b.length
-  if (n === 0) return true
+export const isAllZero = (b: Uint8Array): boolean => isZeroRange(b, undefined, 0, b.length)
+
+/**
+ * Whether `b[from, to)` is all zeroes; `words` is a view of `b`'s whole buffer as 32-bit words, made once by
+ * a caller that checks many ranges of one buffer.
+ */
+const isZeroRange = (b: Uint8Array, words: Uint32Array | undefined, from: number, to: number): boolean => {
+  if (to <= from) return true
   // Data usually shows itself in the first or the last byte.
-  if (b[0] !== 0 || b[n - 1] !== 0) return false
-  let i = 0
-  while (i < n && ((b.byteOffset + i) & 3) !== 0) if (b[i++] !== 0) return false
-  const words = (n - i) >>> 2
-  if (words > 0) {
-    const w = new Uint32Array(b.buffer, b.byteOffset + i, words)
-    for (let j = 0; j < words; j++) if (w[j] !== 0) return false
-    i += words * 4
+  if (b[from] !== 0 || b[to - 1] !== 0) return false
+  let i = from
+  while (i < to && ((b.byteOffset + i) & 3) !== 0) if (b[i++] !== 0) return false
+  const count = (to - i) >>> 2
+  if (count > 0) {
+    const w = words ?? new Uint32Array(b.buffer, b.byteOffset + i, count)
+    const first = words === undefined ? 0 : (b.byteOffset + i) >>> 2
+    for (let j = first; j < first + count; j++) if (w[j] !== 0) return false
+    i += count * 4
   }
-  for (; i < n; i++) if (b[i] !== 0) return false
+  for (; i < to; i++) if (b[i] !== 0) return false
   return true
 }
 
@@ -145,17 +151,21 @@ export const zeroRuns = (data: Uint8Array, offset: number, blockSize: number | u
   const n = data.length
   if (blockSize === undefined) return [{ start: 0, length: n, zero: isAllZero(data) }]
   const runs: Array<Run> = []
-  const push = (start: number, end: number, zero: boolean) => {
-    if (end <= start) return
-    const last = runs[runs.length - 1]
-    if (last !== undefined && last.zero === zero) runs[runs.length - 1] = { ...last, length: end - last.start }
-    else runs.push({ start, length: end - start, zero })
+  // A run is only recorded where the kind changes: most pieces are one run of data.
+  let runStart = 0
+  let runZero = false
+  const cut = (at: number, zero: boolean) => {
+    if (zero === runZero) return
+    if (at > runStart) runs.push({ start: runStart, length: at - runStart, zero: runZero })
+    runStart = at
+    runZero = zero
   }
+  const words = new Uint32Array(data.buffer, 0, data.buffer.byteLength >>> 2)
   const head = Math.min((blockSize - (offset % blockSize)) % blockSize, n)
-  push(0, head, false)
   let at = head
-  for (; at + blockSize <= n; at += blockSize) push(at, at + blockSize, isAllZero(data.subarray(at, at + blockSize)))
-  push(at, n, false)
+  for (; at + blockSize <= n; at += blockSize) cut(at, isZeroRange(data, words, at, at + blockSize))
+  cut(at, false)
+  if (n > runStart) runs.push({ start: runStart, length: n - runStart, zero: runZero })
   return runs.length > 0 ? runs : [{ start: 0, length: n, zero: false }]
 }
 
