@@ -68,7 +68,21 @@ export interface Service {
   readonly address: () => NbdUri.Transport | undefined
   /** The server process serving this connection, when the transport started one. */
   readonly subprocess: Subprocess | undefined
+  /**
+   * Writes at once, without an effect, when the transport can: what lets a connection send the requests of
+   * one turn of the event loop with no fiber step. Undefined when it cannot; the socket's writer is used.
+   */
+  readonly tryWrite: TryWrite | undefined
 }
+
+/**
+ * A synchronous write of chunks, in order and as one batch: "taken" when the transport took them and has room
+ * for more, "full" when it took them but is over its high-water mark (nothing more should be written until
+ * it drains), "unavailable" when it took nothing (no open connection, or a TLS switch in progress).
+ * @since 0.2.0
+ * @category models
+ */
+export type TryWrite = (chunks: ReadonlyArray<Uint8Array>) => "taken" | "full" | "unavailable"
 
 /**
  * The transport service a socket layer provides with its `Socket.Socket`.
@@ -85,5 +99,6 @@ export class Transport extends Context.Tag("@effect-nbd/core/Transport")<Transpo
 export const make = (service: Partial<Service>): Service => ({
   startTls: service.startTls,
   address: service.address ?? (() => undefined),
-  subprocess: service.subprocess
+  subprocess: service.subprocess,
+  tryWrite: service.tryWrite
 })

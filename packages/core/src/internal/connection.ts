@@ -9,6 +9,7 @@ import type * as Scope from "effect/Scope"
 import * as ClientCodec from "../ClientCodec.js"
 import * as NbdError from "../NbdError.js"
 import * as Protocol from "../Protocol.js"
+import type * as Transport from "../Transport.js"
 import { concat } from "./bytes.js"
 import type { OnBlockStatus } from "./blockStatus.js"
 import type { Completion } from "./completion.js"
@@ -20,11 +21,17 @@ type Outgoing =
   | { readonly bytes: Uint8Array; readonly payload: Uint8Array | undefined; readonly pending: Pending }
   | typeof END_OF_WRITES
 
+/** What the writer writes to wait until the socket has sent what it holds. */
+const EMPTY = new Uint8Array(0)
+
 /** A write payload at least this big is written on its own, never copied into a group. */
 const COPY_PAYLOAD_BELOW = 64 * 1024
 
 /** How long an end that does not wait for the server lets the writer hand what is queued to the socket. */
 export const FLUSH_ONLY = Duration.millis(20)
+
+/** The most a direct write hands the transport at once (a bigger single item goes alone). */
+const DIRECT_BATCH_BYTES = 64 * 1024
 
 /** Writes are grouped into one socket write up to this size. */
 const WRITE_GROUP_BYTES = 1024 * 1024
@@ -114,6 +121,8 @@ export interface Stats {
  */
 export interface Host {
   readonly stats: Stats
+  /** What the transport offers besides the socket: here, a synchronous write. */
+  readonly transport: Transport.Service | undefined
   readonly structuredReplies: boolean
   readonly extendedHeaders: boolean
   /** The connection has ended, with the error that ended it (undefined for a clean end). */
@@ -147,6 +156,11 @@ export class Connection {
   private outgoing: Array<Outgoing> = []
   /** Set while the writer sleeps with nothing to send: the next `enqueue` wakes it. */
   private wakeWriter: (() => void) | undefined = undefined
+  /** The transport's synchronous write, when it has one. */
+  private readonly tryWrite: Transport.TryWrite | undefined
+  private flushScheduled = false
+  /** A direct write left the socket over its high-water mark: the writer waits for it to drain. */
+  private directBlocked = false
   private readerFiber: Fiber.RuntimeFiber<void> | undefined
   private writerFiber: Fiber.RuntimeFiber<void> | undefined
 
@@ -157,6 +171,7 @@ export class Connection {
   ) {
     this.endedSignal = endedSignal
     this.nextCookie = firstCookie
+    this.tryWrite = h.transport?.tryWrite
   }
 
   /**
@@ -215,73 +230,145 @@ export class Connection {
         yield* self.nextBatch
         const items = self.outgoing
         self.outgoing = []
-        let group: Array<Uint8Array> = []
-        let groupBytes = 0
-        for (const item of items) {
-          if (item === END_OF_WRITES) {
-            if (group.length > 0) yield* self.writeGroup(write, group)
-            return
-          }
-          let bytes: Uint8Array
-          if (item instanceof Uint8Array) bytes = item
-          else {
-            if (item.pending.abandoned) continue
-            item.pending.sent = true
-            bytes = item.bytes
-            const payload = item.payload
-            if (payload !== undefined && payload.length >= COPY_PAYLOAD_BELOW) {
-              group.push(bytes)
-              yield* self.writeGroup(write, group)
-              yield* self.writeGroup(write, [payload])
-              group = []
-              groupBytes = 0
-              continue
-            }
-            if (payload !== undefined) {
-              group.push(bytes)
-              groupBytes += bytes.length
-              bytes = payload
-            }
-          }
-          group.push(bytes)
-          groupBytes += bytes.length
-          if (groupBytes >= WRITE_GROUP_BYTES) {
-            yield* self.writeGroup(write, group)
-            group = []
-            groupBytes = 0
-          }
+        // The direct path left the socket over its high-water mark: wait until what it took is sent.
+        if (self.directBlocked) yield* write(EMPTY)
+        // One write is framed at a time, so a command abandoned while an earlier write waits is never sent.
+        let at = 0
+        while (at < items.length) {
+          const framed = self.nextWrite(items, at)
+          for (const chunk of framed.chunks) yield* self.writeGroup(write, chunk)
+          if (framed.end) return
+          at = framed.next
         }
-        if (group.length > 0) yield* self.writeGroup(write, group)
+        self.directBlocked = false
       }
     })
   }
 
   /**
-   * Resumes once something is queued. The writer wakes after the fibers already scheduled have run, so the
-   * requests they queue in the meantime go out in one socket write.
+   * Frames the next socket write from `items[from]`: small items joined up to WRITE_GROUP_BYTES, then a big
+   * payload on its own (never copied). Abandoned commands are skipped, the others marked sent. `end` says the
+   * end of writes was reached: nothing after it is sent.
+   */
+  private nextWrite(
+    items: ReadonlyArray<Outgoing>,
+    from: number
+  ): { readonly chunks: Array<Uint8Array>; readonly next: number; readonly end: boolean } {
+    const group: Array<Uint8Array> = []
+    let groupBytes = 0
+    let big: Uint8Array | undefined
+    let at = from
+    let end = false
+    while (at < items.length && groupBytes < WRITE_GROUP_BYTES && big === undefined) {
+      const item = items[at++]!
+      if (item === END_OF_WRITES) {
+        end = true
+        break
+      }
+      if (item instanceof Uint8Array) {
+        group.push(item)
+        groupBytes += item.length
+        continue
+      }
+      if (item.pending.abandoned) continue
+      item.pending.sent = true
+      group.push(item.bytes)
+      groupBytes += item.bytes.length
+      const payload = item.payload
+      if (payload === undefined) continue
+      if (payload.length >= COPY_PAYLOAD_BELOW) big = payload
+      else {
+        group.push(payload)
+        groupBytes += payload.length
+      }
+    }
+    const chunks: Array<Uint8Array> = []
+    if (group.length > 0) chunks.push(group.length === 1 ? group[0]! : concat(group))
+    if (big !== undefined) chunks.push(big)
+    return { chunks, next: at, end }
+  }
+
+  /**
+   * Resumes once something is queued, or the direct path needs the socket drained. The writer wakes after
+   * the fibers already scheduled have run, so the requests they queue in the meantime go out together.
    */
   private readonly nextBatch: Effect.Effect<void> = Effect.async<void>((resume) => {
-    if (this.outgoing.length > 0) return resume(Effect.void)
+    if (this.outgoing.length > 0 || this.directBlocked) return resume(Effect.void)
     this.wakeWriter = () => resume(Effect.void)
     return Effect.sync(() => {
       this.wakeWriter = undefined
     })
   })
 
+  /**
+   * Queues an item. While the writer sleeps and the transport can write at once, the items queued in one
+   * turn of the event loop go out together from a microtask, with no fiber step; otherwise the writer wakes.
+   */
   private enqueue(item: Outgoing): void {
     this.outgoing.push(item)
+    if (this.wakeWriter === undefined) return
+    if (this.tryWrite !== undefined && !this.directBlocked && item !== END_OF_WRITES) {
+      if (!this.flushScheduled) {
+        this.flushScheduled = true
+        queueMicrotask(this.flushDirect)
+      }
+      return
+    }
+    this.wakeTheWriter()
+  }
+
+  private wakeTheWriter(): void {
     const wake = this.wakeWriter
-    if (wake !== undefined) {
-      this.wakeWriter = undefined
-      wake()
+    if (wake === undefined) return
+    this.wakeWriter = undefined
+    wake()
+  }
+
+  /**
+   * Writes what is queued straight to the transport, about DIRECT_BATCH_BYTES at a time, while it keeps up.
+   * Once it is over its high-water mark, or cannot write now, the rest is left to the writer: requests stay
+   * queued here, unsent, until the socket has room, as they do with the writer.
+   */
+  private readonly flushDirect = (): void => {
+    this.flushScheduled = false
+    const tryWrite = this.tryWrite
+    if (tryWrite === undefined) return
+    while (this.wakeWriter !== undefined && !this.directBlocked && this.outgoing.length > 0) {
+      const items = this.outgoing
+      if (items[0] === END_OF_WRITES) return this.wakeTheWriter()
+      const chunks: Array<Uint8Array> = []
+      let bytes = 0
+      let at = 0
+      while (at < items.length && items[at] !== END_OF_WRITES && bytes < DIRECT_BATCH_BYTES) {
+        const framed = this.nextWrite(items, at)
+        for (const chunk of framed.chunks) {
+          chunks.push(chunk)
+          bytes += chunk.length
+        }
+        at = framed.next
+      }
+      const outcome = chunks.length === 0 ? "taken" : tryWrite(chunks)
+      if (outcome === "unavailable") {
+        // Nothing was written (a TLS switch, a closed socket): the writer sends it, or reports why it cannot.
+        for (let i = 0; i < at; i++) {
+          const item = items[i]!
+          if (typeof item === "object" && !(item instanceof Uint8Array)) item.pending.sent = false
+        }
+        return this.wakeTheWriter()
+      }
+      items.splice(0, at)
+      this.h.stats.bytesSent += bytes
+      if (outcome === "full") {
+        this.directBlocked = true
+        return this.wakeTheWriter()
+      }
     }
   }
 
   private writeGroup(
     write: (chunk: Uint8Array) => Effect.Effect<void, Socket.SocketError>,
-    group: ReadonlyArray<Uint8Array>
+    bytes: Uint8Array
   ): Effect.Effect<void, Socket.SocketError> {
-    const bytes = group.length === 1 ? group[0]! : concat(group)
     this.writing = true
     this.h.stats.bytesSent += bytes.length
     return Effect.ensuring(

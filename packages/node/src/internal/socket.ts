@@ -1,4 +1,5 @@
 import * as Socket from "@effect/platform/Socket"
+import type { Transport } from "@effect-nbd/core"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -36,6 +37,8 @@ export type Connect =
  */
 export interface Upgradable {
   readonly socket: Socket.Socket
+  /** Writes at once while a connection is open and not switching to TLS (the transport's `tryWrite`). */
+  readonly tryWrite: Transport.TryWrite
   /**
    * Runs a TLS client handshake on the live connection (`tls.connect({ socket })`) and, once it succeeds,
    * makes the TLS socket the one `run` reads from (decrypted, to the same handler) and the writer writes to.
@@ -52,6 +55,8 @@ export const makeUpgradable = (connect: Connect): Upgradable => {
   /** Set by `run`: hands a TLS socket the running handler and end signals. */
   let adopt: ((secure: Tls.TLSSocket) => void) | undefined
   const latch = Effect.unsafeMakeLatch(false)
+  /** Whether the latch is open: what `tryWrite` checks without an effect. */
+  let writable = false
   /** Counts runs: a run that ends after a newer one began (a reconnect) must not touch the newer one's state. */
   let runs = 0
 
@@ -98,6 +103,7 @@ export const makeUpgradable = (connect: Connect): Upgradable => {
             current = secure
           }
           yield* latch.open
+          writable = true
           if (options?.onOpen) yield* options.onOpen
           return yield* Deferred.await(done)
         })
@@ -106,6 +112,7 @@ export const makeUpgradable = (connect: Connect): Upgradable => {
           Effect.sync(() => {
             if (generation !== runs) return
             latch.unsafeClose()
+            writable = false
             current = undefined
             adopt = undefined
           })
@@ -155,6 +162,7 @@ export const makeUpgradable = (connect: Connect): Upgradable => {
         return resume(Effect.fail(new Socket.SocketGenericError({ reason: "Open", cause: new Error("socket closed") })))
       // No plaintext write may slip in while the session starts: writes wait for the latch.
       latch.unsafeClose()
+      writable = false
       // From here the TLS wrap owns the connection's reads: the plaintext `onread` handler sees nothing more.
       const secure = Tls.connect({ ...options, socket: raw })
       const onError = (cause: Error): void => {
@@ -168,6 +176,7 @@ export const makeUpgradable = (connect: Connect): Upgradable => {
         secure.off("error", onError)
         take(secure)
         latch.unsafeOpen()
+        writable = true
         resume(Effect.void)
       }
       secure.once("error", onError)
@@ -180,7 +189,21 @@ export const makeUpgradable = (connect: Connect): Upgradable => {
       })
     })
 
-  return { socket: Socket.Socket.of({ [Socket.TypeId]: Socket.TypeId, run, runRaw: run, writer }), upgrade }
+  // One batch is corked into one writev. A failure shows later as the connection's error event.
+  const tryWrite: Transport.TryWrite = (chunks) => {
+    const conn = current
+    if (!writable || conn === undefined || conn.destroyed || conn.writableEnded) return "unavailable"
+    if (chunks.length > 1) conn.cork()
+    for (const chunk of chunks) conn.write(chunk)
+    if (chunks.length > 1) conn.uncork()
+    return conn.writableLength < conn.writableHighWaterMark ? "taken" : "full"
+  }
+
+  return {
+    socket: Socket.Socket.of({ [Socket.TypeId]: Socket.TypeId, run, runRaw: run, writer }),
+    upgrade,
+    tryWrite
+  }
 }
 
 const open = (

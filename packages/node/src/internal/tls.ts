@@ -142,7 +142,14 @@ export const layer = (
     Effect.sync(() => {
       const upgradable = NodeSocket.makeUpgradable(connect)
       return Context.make(Socket.Socket, upgradable.socket).pipe(
-        Context.add(Transport.Transport, Transport.make({ ...known, startTls: startTls(upgradable, transportHost) }))
+        Context.add(
+          Transport.Transport,
+          Transport.make({
+            ...known,
+            startTls: startTls(upgradable, transportHost),
+            tryWrite: upgradable.tryWrite
+          })
+        )
       )
     })
   )
