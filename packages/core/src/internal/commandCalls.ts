@@ -74,7 +74,9 @@ export const read = (
     flags: options.flags ?? 0,
     offset,
     count,
-    buffer: given ?? (validCount(count) ? new Uint8Array(count) : undefined)
+    buffer: given,
+    // A buffer of its own is made when the data arrives (connection.ts); a count that cannot be fails a check.
+    fresh: given === undefined && validCount(count)
   })
 }
 

@@ -37,6 +37,8 @@ export interface CommandSpec {
   readonly payload?: Uint8Array | undefined
   /** For reads: the buffer the data goes into. */
   readonly buffer?: Uint8Array | undefined
+  /** For reads without a buffer: make one when the data arrives, for the caller to keep. */
+  readonly fresh?: boolean
   readonly chunks?: Pending["chunks"]
   readonly onBlockStatus?: Pending["onBlockStatus"]
   /** Forgets what the block-status collector gathered, before a reconnect replays the command. */
@@ -208,6 +210,7 @@ const enqueue = (h: HandleImpl, spec: CommandSpec, { count, offset }: Checked): 
     offset,
     count,
     buffer: spec.buffer,
+    fresh: spec.fresh ?? false,
     error: undefined,
     dataSeen: 0,
     sent: false,

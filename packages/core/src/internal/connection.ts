@@ -47,6 +47,11 @@ export interface Pending {
   readonly count: number
   /** Where read data goes; cleared when the caller stops waiting, so late data is dropped. */
   buffer: Uint8Array | undefined
+  /**
+   * A read that makes its own buffer, when its first data arrives: the buffer then lives from the reply to
+   * the caller, not for the whole round trip, and far fewer outlive a young-generation collection.
+   */
+  readonly fresh: boolean
   /** The first error a reply reported. */
   error: NbdError.NbdError | undefined
   dataSeen: number
@@ -574,7 +579,7 @@ export class Connection {
       )
       return
     }
-    p.completion.done(Exit.succeed(p.type === Protocol.Cmd.READ ? p.buffer : undefined))
+    p.completion.done(Exit.succeed(p.type === Protocol.Cmd.READ ? (p.buffer ?? freshBuffer(p)) : undefined))
   }
 
   private setError(p: Pending, error: NbdError.NbdError): void {
@@ -602,7 +607,8 @@ export class Connection {
           return { length: 0, target: undefined }
         }
         p.dataSeen = p.count
-        return { length: p.count, target: p.buffer === undefined ? undefined : { buffer: p.buffer, at: 0 } }
+        const buffer = bufferOf(p)
+        return { length: p.count, target: buffer === undefined ? undefined : { buffer, at: 0 } }
       }
       this.complete(p)
       return { length: 0, target: undefined }
@@ -624,7 +630,8 @@ export class Connection {
         return new ClientCodec.DecodeError({ errno: "EPROTO", message: "server sent read data outside the request" })
       p.dataSeen += length
       p.chunks?.push({ _tag: "Data", offset: p.offset + at, length })
-      return p.buffer === undefined ? undefined : { buffer: p.buffer, at }
+      const buffer = bufferOf(p)
+      return buffer === undefined ? undefined : { buffer, at }
     },
     dataChunkDone: (header) => {
       const p = this.lookup(header)
@@ -674,7 +681,8 @@ export class Connection {
         if (at < 0 || at + size > p.count || size === 0)
           return new ClientCodec.DecodeError({ errno: "EPROTO", message: "server sent a hole outside the request" })
         p.dataSeen += size
-        p.buffer?.fill(0, at, at + size)
+        if (p.buffer !== undefined) p.buffer.fill(0, at, at + size)
+        else bufferOf(p)
         p.chunks?.push({ _tag: "Hole", offset: p.offset + at, length: size })
         return
       }
@@ -718,6 +726,14 @@ export class Connection {
     }
   }
 }
+
+/** A fresh read's buffer, made when it is first needed; undefined once the caller has stopped waiting. */
+const bufferOf = (p: Pending): Uint8Array | undefined => {
+  if (p.buffer === undefined && p.fresh && !p.cancelled) p.buffer = new Uint8Array(p.count)
+  return p.buffer
+}
+
+const freshBuffer = (p: Pending): Uint8Array | undefined => (p.fresh ? new Uint8Array(p.count) : undefined)
 
 /** A command error carrying the server's errno. */
 export const serverError = (p: Pending, wire: number, message: string): NbdError.CommandError => {
