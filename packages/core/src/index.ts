@@ -50,3 +50,7 @@ export * as TlsPsk from "./TlsPsk.js"
  * @since 0.2.0
  */
 export * as NbdClient from "./NbdClient.js"
+/**
+ * @since 0.2.0
+ */
+export * as PositionalFile from "./PositionalFile.js"

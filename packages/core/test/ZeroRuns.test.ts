@@ -40,9 +40,14 @@ const piece = fc
 describe("zero detection", () => {
   it("cuts a piece in zero and data runs exactly as the byte-by-byte rule does", () => {
     fc.assert(
-      fc.property(piece, fc.integer({ min: 0, max: 100 }), fc.constantFrom(1, 2, 3, 4, 8, 16, 64), (data, offset, block) => {
-        expect(zeroRuns(data, offset, block)).toEqual(reference(data, offset, block))
-      }),
+      fc.property(
+        piece,
+        fc.integer({ min: 0, max: 100 }),
+        fc.constantFrom(1, 2, 3, 4, 8, 16, 64),
+        (data, offset, block) => {
+          expect(zeroRuns(data, offset, block)).toEqual(reference(data, offset, block))
+        }
+      ),
       { numRuns: 2000 }
     )
   })

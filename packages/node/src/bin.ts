@@ -18,6 +18,7 @@ import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Console from "effect/Console"
 import * as Argv from "./internal/cli/argv.js"
+import * as NodePositionalFile from "./NodePositionalFile.js"
 import * as Common from "./internal/cli/common.js"
 import * as Copy from "./internal/cli/copy.js"
 import * as Dump from "./internal/cli/dump.js"
@@ -64,8 +65,11 @@ const exitCodeOf = (exit: Exit.Exit<unknown, unknown>): number => {
   return e._tag === "CliError" ? (e.exitCode ?? 1) : 1
 }
 
-/** What @effect/cli needs, without the rest of NodeContext (workers, subprocesses), which only slows start-up. */
-const environment = Layer.mergeAll(NodeFileSystem.layer, NodePath.layer, NodeTerminal.layer)
+/**
+ * What @effect/cli needs, without the rest of NodeContext (workers, subprocesses), which only slows start-up;
+ * and positional file I/O, so a copy from or to a file keeps many requests in flight.
+ */
+const environment = Layer.mergeAll(NodeFileSystem.layer, NodePath.layer, NodeTerminal.layer, NodePositionalFile.layer)
 
 /** @effect/cli prints its parse errors, in colour and over several lines: `exitCodeOf` reports them instead. */
 const quiet = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>

@@ -58,6 +58,12 @@ const started: Start<never> = Effect.succeed(Effect.void)
  */
 export type Direct<E> = (done: (error: E | undefined) => void) => (() => void) | undefined
 
+/**
+ * What a direct I/O answers when it cannot be called back (a file read or write): an interrupted copy waits
+ * for it to finish, so its file is never closed under it.
+ */
+export const mustFinish = (): void => {}
+
 /** A source that can be read anywhere, on lane (connection or file handle) `lane`. */
 export interface Reader<E> {
   readonly size: number
@@ -69,8 +75,10 @@ export interface Reader<E> {
   readonly readFresh?: (lane: number, offset: number, length: number) => Effect.Effect<Effect.Effect<Uint8Array, E>, E>
   /** Base:allocation extents from `offset` (at least one, within the range), when the source knows them. */
   readonly extents: ((offset: number, length: number) => Effect.Effect<ReadonlyArray<Item>, E>) | undefined
-  /** `read` without an effect; with no buffer the data is read and dropped. */
+  /** `read` without an effect. */
   readonly readDirect?: (lane: number, offset: number, length: number, into: Uint8Array | undefined) => Direct<E>
+  /** Whether `readDirect` takes no buffer, reading the data and dropping it (what null: needs). */
+  readonly readDrops?: boolean
 }
 
 /** A destination that can be written anywhere. */
@@ -234,6 +242,7 @@ export const nbdReader = (
       read: (lane, offset, into) =>
         Effect.map(Nbd.aioPread(handles[lane]!, into.length, offset, { buffer: into }), (c) => c.await),
       readFresh: (lane, offset, length) => Effect.map(Nbd.aioPread(handles[lane]!, length, offset), (c) => c.await),
+      readDrops: true,
       readDirect: (lane, offset, length, into) => {
         const impl = implOf(handles[lane]!)
         return direct(impl, {
@@ -370,7 +379,7 @@ export const discardWriter: Writer<never> = {
   zeroDirect: () => finishedAtOnce
 }
 
-const finishedAtOnce: Direct<never> = (done) => {
+export const finishedAtOnce: Direct<never> = (done) => {
   done(undefined)
   return constVoid
 }
@@ -576,6 +585,9 @@ class CopyLoop<E1, E2> {
   private readonly direct: boolean
   private readonly runFork: <A, E>(effect: Effect.Effect<A, E>) => Fiber.RuntimeFiber<A, E>
   private readonly cancels = new Set<() => void>()
+  /** Direct I/O in flight that cannot be called back (`mustFinish`). */
+  private unfinished = 0
+  private onSettled: (() => void) | undefined = undefined
   private readonly fibers = new Set<Fiber.RuntimeFiber<unknown, unknown>>()
   private slots: number
   private active = 0
@@ -619,7 +631,11 @@ class CopyLoop<E1, E2> {
     this.cancels.clear()
     const fibers = [...this.fibers]
     this.fibers.clear()
-    return Fiber.interruptAll(fibers)
+    const finished = Effect.async<void>((resume) => {
+      if (this.unfinished === 0) return resume(Effect.void)
+      this.onSettled = () => resume(Effect.void)
+    })
+    return Effect.zipRight(Fiber.interruptAll(fibers), finished)
   })
 
   private fail(error: E1 | E2): void {
@@ -745,12 +761,20 @@ class CopyLoop<E1, E2> {
     let ended = false
     cancel = start((e) => {
       ended = true
-      if (cancel !== undefined) this.cancels.delete(cancel)
+      if (cancel === mustFinish) this.settled()
+      else if (cancel !== undefined) this.cancels.delete(cancel)
       if (!this.stopped) done(e)
     })
     if (cancel === undefined) return false
-    if (!ended) this.cancels.add(cancel)
+    if (cancel === mustFinish) {
+      if (!ended) this.unfinished++
+    } else if (!ended) this.cancels.add(cancel)
     return true
+  }
+
+  /** One I/O that cannot be called back has finished; an interrupted copy may be waiting for the last. */
+  private settled(): void {
+    if (--this.unfinished === 0) this.onSettled?.()
   }
 
   private fork<E>(effect: Effect.Effect<unknown, E>, done: Done<E>): void {
