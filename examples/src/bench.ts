@@ -1,7 +1,9 @@
 /**
  * `pnpm bench`: our NBD client and server against libnbd's and nbdkit's, on one 2-core box, in one run.
  *
- *   1. sequential read of 1 GiB from `nbdkit memory 1G` (filled, not sparse): ours vs `nbdcopy ... null:`
+ *   1. sequential read of 1 GiB from `nbdkit memory 1G` (filled, not sparse): ours vs `nbdcopy ... null:`, three
+ *      ways: the aio loop (reused buffers), `NbdStream.readStream`, and `Effect.forEach` of `Nbd.pread` into
+ *      fresh buffers (what a user writes first)
  *   2. sequential write of 1 GiB into it: ours vs `nbdcopy FILE URI` (FILE in /dev/shm)
  *   3. 4 KiB random reads, 64 in flight, for a fixed time: ours vs `fio --ioengine=nbd`
  *   4. our server: `nbdcopy URI null:` from `effect-nbd-server` (filled first) vs from nbdkit
@@ -19,7 +21,7 @@
  *
  * Knobs (environment): BENCH_REPS (5), BENCH_RANDOM_SECONDS (5), BENCH_RANDOM_REPS (3).
  */
-import { Nbd } from "@effect-nbd/core"
+import { Nbd, NbdStream } from "@effect-nbd/core"
 import { NodeNbd } from "@effect-nbd/node"
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
 import * as Duration from "effect/Duration"
@@ -27,6 +29,7 @@ import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
 import { type ChildProcess, execFileSync, spawn } from "node:child_process"
 import * as Crypto from "node:crypto"
 import * as Fs from "node:fs"
@@ -73,7 +76,8 @@ const RESULTS_DIR = Path.join(ROOT, "bench-results")
 
 type WorkerTask =
   | {
-      readonly mode: "read" | "write"
+      /** read/write: the aio loop; pread: `Effect.forEach` of `Nbd.pread` into fresh buffers; stream: `NbdStream.readStream`. */
+      readonly mode: "read" | "write" | "pread" | "stream"
       readonly uri: string
       readonly reps: number
       /** An untimed session of this many bytes first, so the timed ones run on warm (JIT-compiled) code. */
@@ -167,6 +171,40 @@ const sequential =
     )
   }
 
+/** What a user writes first: every block read with `Nbd.pread`, 64 at a time, each into a fresh buffer. */
+const plainPreads =
+  (limit = Infinity) =>
+  (h: Nbd.Handle, exportSize: number): Effect.Effect<{ bytes: number; requests: number }, unknown> => {
+    const size = Math.min(exportSize, limit)
+    const blocks = Array.from({ length: Math.ceil(size / REQUEST_SIZE) }, (_, i) => i)
+    return Effect.as(
+      Effect.forEach(blocks, (i) => Nbd.pread(h, Math.min(REQUEST_SIZE, size - i * REQUEST_SIZE), i * REQUEST_SIZE), {
+        concurrency: DEPTH,
+        discard: true
+      }),
+      { bytes: size, requests: blocks.length }
+    )
+  }
+
+/** The export as a stream of fresh buffers, in order, 64 requests in flight, drained. */
+const streamRead =
+  (limit = Infinity) =>
+  (h: Nbd.Handle, exportSize: number): Effect.Effect<{ bytes: number; requests: number }, unknown> => {
+    const size = Math.min(exportSize, limit)
+    return Effect.map(
+      Stream.runFold(
+        NbdStream.readStream(h, { length: size, requestSize: REQUEST_SIZE, requests: DEPTH }),
+        0,
+        (n, chunk) => n + chunk.length
+      ),
+      (bytes) => ({ bytes, requests: Math.ceil(bytes / REQUEST_SIZE) })
+    )
+  }
+
+/** The transfer a sequential mode runs, on the whole export or on its first `limit` bytes (the warm-up). */
+const transferOf = (mode: "read" | "write" | "pread" | "stream", limit?: number) =>
+  mode === "pread" ? plainPreads(limit) : mode === "stream" ? streamRead(limit) : sequential(mode, limit)
+
 /** xorshift32: the same offsets every run, and no allocation per request. */
 const randomOffsets = (size: number, block: number) => {
   let x = 0x9e3779b9
@@ -200,8 +238,8 @@ const worker = (task: WorkerTask): Effect.Effect<ReadonlyArray<WorkerRun>, unkno
   task.mode === "randread"
     ? Effect.map(session(task.uri, randomRead(task.seconds)), (r) => [r])
     : Effect.zipRight(
-        task.warmupBytes > 0 ? session(task.uri, sequential(task.mode, task.warmupBytes)) : Effect.void,
-        Effect.forEach(Array.from({ length: task.reps }), () => session(task.uri, sequential(task.mode)), {
+        task.warmupBytes > 0 ? session(task.uri, transferOf(task.mode, task.warmupBytes)) : Effect.void,
+        Effect.forEach(Array.from({ length: task.reps }), () => session(task.uri, transferOf(task.mode)), {
           concurrency: 1
         })
       )
@@ -506,7 +544,7 @@ const benchmark = Effect.scoped(
     // 2. sequential write (overwrites: the export is allocated already), then 1. sequential read. The sides
     // alternate run by run, so a change in the machine's load touches both; each of our runs is a fresh
     // process that warms up on 256 MiB first.
-    const sequentialPhase = (mode: "read" | "write", peerArgs: ReadonlyArray<string>) =>
+    const sequentialPhase = (mode: "read" | "write" | "pread" | "stream", peerArgs: ReadonlyArray<string>) =>
       Effect.gen(function* () {
         const peer: Array<{ run: { seconds: number; bytes: number; requests: number }; peakRssKiB: number }> = []
         const ours: Array<{ runs: ReadonlyArray<WorkerRun>; peakRssKiB: number }> = []
@@ -522,6 +560,8 @@ const benchmark = Effect.scoped(
       })
     const { ours: oursWrite, peer: peerWrite } = yield* sequentialPhase("write", [file, nbdkit.uri])
     const { ours: oursRead, peer: peerRead } = yield* sequentialPhase("read", [nbdkit.uri, "null:"])
+    const { ours: oursPread, peer: peerPread } = yield* sequentialPhase("pread", [nbdkit.uri, "null:"])
+    const { ours: oursStream, peer: peerStream } = yield* sequentialPhase("stream", [nbdkit.uri, "null:"])
 
     // 3. random 4 KiB reads, alternating sides
     const haveFio = fioAvailable()
@@ -658,19 +698,28 @@ const benchmark = Effect.scoped(
 
     // Figures
     const libnbd = version("nbdcopy", ["--version"])
-    const comparisons: Array<Comparison> = [
+    const readRow = (
+      test: string,
+      ours: { runs: ReadonlyArray<WorkerRun>; peakRssKiB: number },
+      peer: ReadonlyArray<{ run: { seconds: number; bytes: number; requests: number }; peakRssKiB: number }>,
+      target: number
+    ) =>
       compare(
-        "seq read 1 GiB, 256K x 64",
-        side("effect-nbd client", "effect-nbd (node)", oursRead.runs, oursRead.peakRssKiB, false),
+        test,
+        side("effect-nbd client", "effect-nbd (node)", ours.runs, ours.peakRssKiB, false),
         side(
           "nbdcopy",
           "nbdcopy -C 1 -R 64 --request-size=262144 URI null:",
-          peerRead.map((r) => r.run),
-          maxOf(peerRead.map((r) => r.peakRssKiB)),
+          peer.map((r) => r.run),
+          maxOf(peer.map((r) => r.peakRssKiB)),
           false
         ),
-        0.7
-      ),
+        target
+      )
+    const comparisons: Array<Comparison> = [
+      readRow("seq read 1 GiB, aio loop 256K x 64", oursRead, peerRead, 0.9),
+      readRow("seq read 1 GiB, NbdStream.readStream", oursStream, peerStream, 0.8),
+      readRow("seq read 1 GiB, forEach Nbd.pread (fresh)", oursPread, peerPread, 0.5),
       compare(
         "seq write 1 GiB, 256K x 64",
         side("effect-nbd client", "effect-nbd (node)", oursWrite.runs, oursWrite.peakRssKiB, false),
@@ -699,7 +748,8 @@ const benchmark = Effect.scoped(
               maxOf(randomPeer.map((r) => r.peakRssKiB)),
               true
             )
-          : side("fio (unavailable)", "fio", [], NaN, true)
+          : side("fio (unavailable)", "fio", [], NaN, true),
+        0.8
       ),
       compare(
         "server: nbdcopy read 1 GiB",
@@ -723,7 +773,7 @@ const benchmark = Effect.scoped(
             cpuSeconds: cpuNbdkit
           }
         ),
-        0.5
+        0.9
       ),
       compare(
         "server: nbdcopy write 1 GiB (1 run)",
@@ -734,7 +784,8 @@ const benchmark = Effect.scoped(
           serverRss.ours,
           false
         ),
-        side("nbdkit memory", "nbdcopy FILE into nbdkit memory (first write)", [fill.run], serverRss.nbdkit, false)
+        side("nbdkit memory", "nbdcopy FILE into nbdkit memory (first write)", [fill.run], serverRss.nbdkit, false),
+        0.8
       )
     ]
     comparisons.push(...processRows)
