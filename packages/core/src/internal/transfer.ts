@@ -576,6 +576,9 @@ export const copyRandom = <E1, E2>(
 
 type Done<E> = (error: E | undefined) => void
 
+/** What a slot is told of an effect that died: not a side's error, but an end all the same. */
+const DEFECT: unique symbol = Symbol("DEFECT")
+
 /** The state of one `copyRandom` run. */
 class CopyLoop<E1, E2> {
   private readonly zeroCheck: boolean
@@ -591,7 +594,8 @@ class CopyLoop<E1, E2> {
   private readonly fibers = new Set<Fiber.RuntimeFiber<unknown, unknown>>()
   private slots: number
   private active = 0
-  private failure: Option.Option<E1 | E2> = Option.none()
+  /** Why the copy fails: the first error, or a defect of an effect a side ran. */
+  private failure: Cause.Cause<E1 | E2> | undefined = undefined
   private stopped = false
   /** Slots waiting for the block-status map, and whether a refill is running. */
   private readonly waitingForMap: Array<number> = []
@@ -639,14 +643,14 @@ class CopyLoop<E1, E2> {
   })
 
   private fail(error: E1 | E2): void {
-    if (Option.isNone(this.failure)) this.failure = Option.some(error)
+    this.failure ??= Cause.fail(error)
   }
 
   /** A slot has nothing more to do; the last one ends the copy. */
   private retire(): void {
     if (--this.active > 0 || this.stopped) return
     this.stopped = true
-    this.finish(Option.match(this.failure, { onNone: () => Exit.void, onSome: Exit.fail }))
+    this.finish(this.failure === undefined ? Exit.void : Exit.failCause(this.failure))
   }
 
   /**
@@ -658,7 +662,7 @@ class CopyLoop<E1, E2> {
     while (again) {
       again = false
       if (this.stopped) return
-      if (Option.isSome(this.failure)) return this.retire()
+      if (this.failure !== undefined) return this.retire()
       const item = this.planner.takeSync()
       if (item === undefined) return this.retire()
       if (item === null) return this.awaitMap(lane)
@@ -784,11 +788,12 @@ class CopyLoop<E1, E2> {
       this.fibers.delete(fiber)
       if (this.stopped) return
       if (Exit.isSuccess(exit)) return done(undefined)
-      // A defect or an interruption is not the side's typed error: it ends the copy as it is.
+      // A defect (or an interruption) is no typed error of a side: the copy fails with it as it is, once
+      // everything in flight has settled like any failure. The slot sees an error and stops.
       const failure = Cause.failureOption(exit.cause)
       if (Option.isSome(failure)) return done(failure.value)
-      this.stopped = true
-      this.finish(Exit.failCause(exit.cause) as Exit.Exit<void, E1 | E2>)
+      this.failure ??= exit.cause as Cause.Cause<E1 | E2>
+      done(DEFECT as E)
     })
   }
 
@@ -806,9 +811,13 @@ class CopyLoop<E1, E2> {
   }
 }
 
-/** Started I/O in order, awaited oldest first. */
-class Window<E, A> {
-  private waits: Array<Effect.Effect<A, E>> = []
+/**
+ * Started I/O in order, awaited oldest first. A slot is let go as soon as it is taken, and the front is
+ * cut off as it grows, so a window that never empties (a stream topped up after every element) holds only
+ * what is in flight, not everything it ever started.
+ */
+export class Window<E, A> {
+  private waits: Array<Effect.Effect<A, E> | undefined> = []
   private lengths: Array<number> = []
   private zeroes: Array<boolean> = []
   private head = 0
@@ -826,13 +835,21 @@ class Window<E, A> {
     const wait = this.waits[i]!
     const length = this.lengths[i]!
     const zero = this.zeroes[i]!
+    this.waits[i] = undefined
     if (this.head === this.waits.length) this.reset()
+    else if (this.head >= 1024 && this.head * 2 >= this.waits.length) this.compact()
     return tracker === undefined ? wait : Effect.tap(wait, () => (zero ? tracker.zero(length) : tracker.data(length)))
   }
   private reset(): void {
     this.waits = []
     this.lengths = []
     this.zeroes = []
+    this.head = 0
+  }
+  private compact(): void {
+    this.waits = this.waits.slice(this.head)
+    this.lengths = this.lengths.slice(this.head)
+    this.zeroes = this.zeroes.slice(this.head)
     this.head = 0
   }
 }
