@@ -8,11 +8,13 @@ import * as NbdMetrics from "@effect-nbd/core/NbdMetrics"
 import * as NbdPool from "@effect-nbd/core/NbdPool"
 import * as NbdStream from "@effect-nbd/core/NbdStream"
 import * as NbdUri from "@effect-nbd/core/NbdUri"
+import * as PositionalFile from "@effect-nbd/core/PositionalFile"
 import * as Protocol from "@effect-nbd/core/Protocol"
 import * as ServerCodec from "@effect-nbd/core/ServerCodec"
 import * as TlsPsk from "@effect-nbd/core/TlsPsk"
 import * as Transport from "@effect-nbd/core/Transport"
 import * as NodeNbd from "@effect-nbd/node/NodeNbd"
+import * as NodePositionalFile from "@effect-nbd/node/NodePositionalFile"
 import * as Backend from "@effect-nbd/test-server/Backend"
 import * as FileBackend from "@effect-nbd/test-server/FileBackend"
 import * as Filter from "@effect-nbd/test-server/Filter"
@@ -43,11 +45,13 @@ const modules = {
   "core/NbdPool": NbdPool,
   "core/NbdStream": NbdStream,
   "core/NbdUri": NbdUri,
+  "core/PositionalFile": PositionalFile,
   "core/Protocol": Protocol,
   "core/ServerCodec": ServerCodec,
   "core/TlsPsk": TlsPsk,
   "core/Transport": Transport,
   "node/NodeNbd": NodeNbd,
+  "node/NodePositionalFile": NodePositionalFile,
   "test-server/Backend": Backend,
   "test-server/FileBackend": FileBackend,
   "test-server/Filter": Filter,
@@ -811,7 +815,10 @@ const table: Record<keyof typeof modules, Record<string, Entry | undefined>> = {
     formatLine: pure("a string")
   },
   "core/Transport": { Transport: pure("a Context.Tag class"), make: pure("a service value") },
+  "core/PositionalFile": { PositionalFile: pure("a Context.Tag class") },
   "node/NodeNbd": nodeNbd,
+  // Only `layer`, a value: its service's calls are callbacks that start I/O when called, no Effect.
+  "node/NodePositionalFile": {},
   "test-server/Backend": backend,
   "test-server/FileBackend": fileBackend,
   "test-server/Filter": filter,
