@@ -405,7 +405,11 @@ export class ReplyDecoder {
   private headerSize = 0
   private chunkHeader: ChunkHeader | undefined
   private simpleCookie: number | undefined
-  private target: DataTarget | undefined
+  /** Where the data being read goes, and where in it the next byte lands. */
+  private targetBuffer: Uint8Array | undefined = undefined
+  private targetAt = 0
+  /** The offset of an OFFSET_DATA chunk, gathered here rather than in a new array per reply. */
+  private readonly offsetBytes = new Uint8Array(8)
   private remaining = 0
   private payload: Uint8Array = new Uint8Array(0)
   private payloadFill = 0
@@ -507,7 +511,7 @@ export class ReplyDecoder {
       if (answer.length > 0) {
         this.phase = Phase.SimpleData
         this.simpleCookie = cookie
-        this.target = answer.target
+        this.aim(answer.target)
         this.remaining = answer.length
         this.chunkHeader = undefined
       }
@@ -527,7 +531,7 @@ export class ReplyDecoder {
     this.chunkHeader = header
     if (header.type === Protocol.ReplyType.OFFSET_DATA && length >= 8) {
       this.phase = Phase.ChunkOffset
-      this.payload = new Uint8Array(8)
+      this.payload = this.offsetBytes
       this.payloadFill = 0
       return undefined
     }
@@ -546,7 +550,9 @@ export class ReplyDecoder {
 
   private fillPayload(chunk: Uint8Array, at: number): number {
     const step = Math.min(this.payload.length - this.payloadFill, chunk.length - at)
-    this.payload.set(chunk.subarray(at, at + step), this.payloadFill)
+    // A few bytes (an offset, an error code) are copied one by one, with no view made for them.
+    if (step <= 16) for (let i = 0; i < step; i++) this.payload[this.payloadFill + i] = chunk[at + i]!
+    else this.payload.set(chunk.subarray(at, at + step), this.payloadFill)
     this.payloadFill += step
     at += step
     if (this.payloadFill < this.payload.length) return at
@@ -556,19 +562,24 @@ export class ReplyDecoder {
     const dataLength = header.length - 8
     const target = this.sink.dataChunk(header, u64(this.payload, 0), dataLength)
     if (target instanceof DecodeError) return this.stop(target)
-    this.target = target
+    this.aim(target)
     this.remaining = dataLength
     this.phase = Phase.ChunkData
     if (dataLength === 0) return this.finishData() ?? at
     return at
   }
 
+  private aim(target: DataTarget | undefined): void {
+    this.targetBuffer = target?.buffer
+    this.targetAt = target?.at ?? 0
+  }
+
   private copyData(chunk: Uint8Array, at: number): number {
     const step = Math.min(this.remaining, chunk.length - at)
-    const target = this.target
-    if (target !== undefined) {
-      target.buffer.set(chunk.subarray(at, at + step), target.at)
-      this.target = { buffer: target.buffer, at: target.at + step }
+    const buffer = this.targetBuffer
+    if (buffer !== undefined) {
+      buffer.set(step === chunk.length ? chunk : chunk.subarray(at, at + step), this.targetAt)
+      this.targetAt += step
     }
     this.remaining -= step
     at += step
@@ -578,7 +589,7 @@ export class ReplyDecoder {
 
   private finishData(): number | undefined {
     this.phase = Phase.Header
-    this.target = undefined
+    this.targetBuffer = undefined
     if (this.chunkHeader === undefined) {
       this.sink.simpleDataDone(this.simpleCookie)
       return undefined
