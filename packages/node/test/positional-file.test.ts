@@ -9,29 +9,14 @@ import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import * as Crypto from "node:crypto"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
+import { noise, sha256 } from "./util/bytes.js"
 import { nbdkit, tempDir } from "./util/peers.js"
 
 // A copy from or to a file with NodePositionalFile: one descriptor, many requests in flight on it.
 
 const MiB = 1024 * 1024
-
-const sha256 = (data: Uint8Array): string => Crypto.createHash("sha256").update(data).digest("hex")
-
-/** Deterministic bytes that no request size divides into repeats. */
-const noise = (n: number, seed: number): Uint8Array => {
-  const out = new Uint8Array(n)
-  let x = seed >>> 0 || 1
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13
-    x ^= x >>> 17
-    x ^= x << 5
-    out[i] = x & 0xff
-  }
-  return out
-}
 
 const positional = Layer.merge(NodeFileSystem.layer, NodePositionalFile.layer)
 

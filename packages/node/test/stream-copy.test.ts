@@ -15,30 +15,16 @@ import * as Stream from "effect/Stream"
 import * as Crypto from "node:crypto"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
+import { noise, sha256 } from "./util/bytes.js"
 import { nbdinfoMap, nbdkit, tempDir } from "./util/peers.js"
 
 const KiB = 1024
 const MiB = 1024 * KiB
 
-const sha256 = (data: Uint8Array): string => Crypto.createHash("sha256").update(data).digest("hex")
-
 const sha256Of = (chunks: Iterable<Uint8Array>): string => {
   const hash = Crypto.createHash("sha256")
   for (const c of chunks) hash.update(c)
   return hash.digest("hex")
-}
-
-/** Deterministic bytes that no request size divides into repeats. */
-const noise = (n: number, seed: number): Uint8Array => {
-  const out = new Uint8Array(n)
-  let x = seed >>> 0 || 1
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13
-    x ^= x >>> 17
-    x ^= x << 5
-    out[i] = x & 0xff
-  }
-  return out
 }
 
 /** A handle connected to a URI for the scope, with base:allocation asked for. */
