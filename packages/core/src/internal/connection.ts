@@ -151,7 +151,8 @@ export class Connection {
   inFlight = 0
   private nextCookie: number
   private disconnecting = false
-  writing = false
+  /** Set while the writer's socket write is in progress. */
+  private writerWriting = false
   private writesEnded = false
   /** Set once the reader has stopped: the error it stopped with, or undefined for a clean end. */
   ended: { readonly error: NbdError.NbdError | undefined } | undefined = undefined
@@ -213,6 +214,14 @@ export class Connection {
   /** True while a request is half-written or a reply half-read. */
   busy(): boolean {
     return this.writing || (this.replies !== undefined && !this.replies.idle)
+  }
+
+  /**
+   * True while a write has not been taken by the kernel: the writer's, or a direct write that left the
+   * socket over its high-water mark (a peer that stopped reading holds both).
+   */
+  get writing(): boolean {
+    return this.writerWriting || this.directBlocked
   }
 
   private readonly onBytes = (chunk: Uint8Array): Effect.Effect<never, ClientCodec.DecodeError> | void => {
@@ -374,12 +383,12 @@ export class Connection {
     write: (chunk: Uint8Array) => Effect.Effect<void, Socket.SocketError>,
     bytes: Uint8Array
   ): Effect.Effect<void, Socket.SocketError> {
-    this.writing = true
+    this.writerWriting = true
     this.h.stats.bytesSent += bytes.length
     return Effect.ensuring(
       write(bytes),
       Effect.sync(() => {
-        this.writing = false
+        this.writerWriting = false
       })
     )
   }
