@@ -170,7 +170,10 @@ export const discard: Discard = { _tag: "Discard" }
 export interface Options {
   /** Bytes per request (default 256 KiB, at most 64 MiB and the servers' maximum block size). */
   readonly requestSize?: number | undefined
-  /** Requests in flight per connection (default 64). */
+  /**
+   * Requests in flight per connection (default 64). With a file on either side this is the total, shared by
+   * the connections: the file's I/O runs a few at a time, so more would only hold more buffers.
+   */
   readonly requests?: number | undefined
   /**
    * At most this many connections of each pool (default: all of them); a copy uses as many as the side

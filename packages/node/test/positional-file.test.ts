@@ -52,6 +52,8 @@ describe("NbdCopy with NodePositionalFile", () => {
       const into = yield* NbdCopy.copy(NbdCopy.file(input), yield* poolOf(kit.uri, 4))
       expect(into.bytes).toBe(BigInt(size))
       expect(into.connections).toBe(4)
+      // With a file side the 64 requests are shared by the 4 connections: at most 64 buffers, not 4 x 64.
+      expect(into.buffers).toBeLessThanOrEqual(64)
       const output = Path.join(dir, "out.img")
       // The export is 32 MiB: copy back exactly the file's size through a reader of the same export.
       const back = yield* NbdCopy.copy(yield* connect(kit.uri), NbdCopy.file(output))

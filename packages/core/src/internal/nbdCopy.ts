@@ -360,6 +360,21 @@ const observed = <E, R>(
         })
       })
 
+/**
+ * Requests in flight per lane. With a file on either side `requests` is the total, shared by the lanes: the
+ * file's I/O runs a few at a time on libuv's threads, so more slots would only hold more buffers (a copy
+ * between a file and 4 connections ran as fast with 64 in flight as with 256, at 60 MiB less).
+ */
+const requestsPerLane = (
+  source: NbdCopy.Source,
+  destination: NbdCopy.Destination,
+  requests: number,
+  lanes: number
+): number => {
+  const file = (!isTarget(source) && source._tag === "File") || (!isTarget(destination) && destination._tag === "File")
+  return file ? Math.max(1, Math.ceil(requests / lanes)) : requests
+}
+
 const run = (
   source: NbdCopy.Source,
   destination: NbdCopy.Destination,
@@ -392,7 +407,7 @@ const run = (
           const planner = new transfer.Planner(reader.extents, 0, reader.size, requestSize, transfer.MAX_ZERO)
           yield* transfer.copyRandom(reader, dst.writer, planner, {
             lanes: used,
-            requests: settings.requests,
+            requests: requestsPerLane(source, destination, settings.requests, used),
             buffers: pool,
             // A destination that must end allocated gets what was read as it is, zeroes or not.
             detectZeroes: settings.sparse && !settings.allocated,
