@@ -555,10 +555,11 @@ export interface CopyOptions {
  * and giving the buffer back once the write completed.
  *
  * The slots are callbacks, not fibers: an I/O a side can start without an effect (`readDirect` and its
- * kin, NBD commands and null:) costs no fiber step at all, which is most of a copy's time otherwise. The
- * rest (files, block status, a handle that is reconnecting, a traced or debugged handle) runs as a fiber
- * of its own. The first error stops new work; it is reported once everything in flight has settled, so no
- * buffer is reused under a running I/O. An interrupted copy stops waiting for what is in flight.
+ * kin: NBD commands, positional file I/O, null:) costs no fiber step at all, which was most of a copy's
+ * time. The rest (files through FileSystem, block status, a handle that is reconnecting, a traced or
+ * debugged handle) runs as a fiber of its own. The first error, or a side's defect, stops new work; it is
+ * reported once everything in flight has settled, so no buffer is reused under a running I/O. An
+ * interrupted copy stops waiting for NBD replies at once, and lets file I/O finish before it returns.
  */
 export const copyRandom = <E1, E2>(
   reader: Reader<E1>,
@@ -592,7 +593,7 @@ class CopyLoop<E1, E2> {
   private unfinished = 0
   private onSettled: (() => void) | undefined = undefined
   private readonly fibers = new Set<Fiber.RuntimeFiber<unknown, unknown>>()
-  private slots: number
+  private readonly slots: number
   private active = 0
   /** Why the copy fails: the first error, or a defect of an effect a side ran. */
   private failure: Cause.Cause<E1 | E2> | undefined = undefined
