@@ -11,6 +11,7 @@ import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import type * as NbdError from "@effect-nbd/core/NbdError"
 import * as Protocol from "@effect-nbd/core/Protocol"
+import { withSyncRead } from "./internal/syncRead.js"
 
 /**
  * A failure of a backend, with the errno name the client should see ("EIO", "ENOSPC", "EPERM" ...).
@@ -268,7 +269,7 @@ export const memory = (size: bigint | number, options: MemoryOptions = {}): Back
     name: "memory",
     size: BigInt(size),
     readOnly: false,
-    read: (offset, length) => Effect.sync(() => readSync(offset, length)),
+    read: withSyncRead((offset, length) => Effect.sync(() => readSync(offset, length)), readSync),
     write: (offset, data) => Effect.sync(() => writeSync(offset, data)),
     zero: (offset, length) => Effect.sync(() => zeroSync(offset, length)),
     trim: (offset, length) => Effect.sync(() => zeroSync(offset, length)),
@@ -289,7 +290,10 @@ export const nullBackend = (size: bigint | number): Backend => ({
   name: "null",
   size: BigInt(size),
   readOnly: false,
-  read: (_offset, length) => Effect.succeed([zeroes(length)]),
+  read: withSyncRead(
+    (_offset, length) => Effect.succeed([zeroes(length)]),
+    (_offset, length) => [zeroes(length)]
+  ),
   write: () => Effect.void,
   zero: () => Effect.void,
   trim: () => Effect.void,

@@ -23,6 +23,7 @@ import * as Faults from "./faults.js"
 import * as Flow from "./flow.js"
 import * as Malformed from "./malformed.js"
 import * as Request from "./request.js"
+import { syncReads } from "./syncRead.js"
 
 /** @internal */
 export interface ResolvedExport {
@@ -93,7 +94,10 @@ const EMPTY = new Uint8Array(0)
 type Outgoing = ReadonlyArray<Uint8Array> | Deferred.Deferred<void>
 
 /** Serves a checked request, replying to `target` (the request itself, unless a fault readdresses it). */
-type Operation = (target: ServerCodec.ChunkTarget) => Effect.Effect<void>
+type Operation = ((target: ServerCodec.ChunkTarget) => Effect.Effect<void>) & {
+  /** The same served at once, with no fiber: a read from a backend that never waits (see syncRead.ts). */
+  readonly inline?: (target: ServerCodec.ChunkTarget) => void
+}
 
 /** The transmission flags of an export, given what was negotiated. */
 export const transmissionFlags = (exp: ResolvedExport, structured: boolean, extended: boolean): number => {
@@ -481,6 +485,8 @@ class Session {
       delayMs += fault.delayMs
       malformed ??= fault.malformed
     }
+    // A read with no fault to apply, from a backend that never waits: answered here, with no fiber.
+    if (malformed === undefined && delayMs === 0 && operation.inline !== undefined) return operation.inline(request)
     const served =
       malformed !== undefined
         ? this.malformedReply(malformed, request, Number(length), operation, exp.backend)
@@ -570,13 +576,7 @@ class Session {
       case Cmd.READ:
         if (length > blockSize.maximum)
           return void this.error(request, NbdErrno.EOVERFLOW, "read exceeds the maximum payload size")
-        return (target) =>
-          backend.read(offset, length).pipe(
-            Effect.matchCause({
-              onFailure: (cause) => this.failure(target, cause),
-              onSuccess: (chunks) => this.readReply(target, flags, offset, length, chunks)
-            })
-          )
+        return this.readOperation(backend, flags, offset, length)
       case Cmd.WRITE:
         if (length > blockSize.maximum)
           return void this.error(request, NbdErrno.EOVERFLOW, "write exceeds the maximum payload size")
@@ -608,6 +608,23 @@ class Session {
   private outOfBounds(request: ServerCodec.Request): void {
     const errno = request.type === Cmd.WRITE || request.type === Cmd.WRITE_ZEROES ? NbdErrno.ENOSPC : NbdErrno.EINVAL
     this.error(request, errno, "request lies beyond the end of the export")
+  }
+
+  /** A read, which a backend that never waits (memory, null) lets the server answer inline. */
+  private readOperation(backend: Backend.Backend, flags: number, offset: number, length: number): Operation {
+    const served: Operation = (target) =>
+      backend.read(offset, length).pipe(
+        Effect.matchCause({
+          onFailure: (cause) => this.failure(target, cause),
+          onSuccess: (chunks) => this.readReply(target, flags, offset, length, chunks)
+        })
+      )
+    const now = syncReads.get(backend.read)
+    // Out of order, replies must wait to be reordered by the writer: those go through a fiber as before.
+    if (now === undefined || this.settings.outOfOrder) return served
+    return Object.assign(served, {
+      inline: (target: ServerCodec.ChunkTarget) => this.readReply(target, flags, offset, length, now(offset, length))
+    })
   }
 
   private failure(target: ServerCodec.ChunkTarget, cause: Cause.Cause<Backend.BackendError>): void {
