@@ -678,6 +678,41 @@ const parseSeconds = (text: string, key: string): number => {
 }
 
 /** nbdkit's names of the operations in filter keys. */
+/** The rate and nth triggers of the error and delay filters: for every operation, or for one. */
+class Triggers {
+  rate: number | undefined = undefined
+  nth: number | undefined = undefined
+  readonly rates: Partial<Record<Filter.Operation, number>> = {}
+  readonly nths: Partial<Record<Filter.Operation, number>> = {}
+
+  /** Takes a `-rate` or `-nth` parameter (`kind`); false for any other kind. */
+  take(kind: string | undefined, operation: Filter.Operation | undefined, v: string, key: string): boolean {
+    if (kind === "rate") {
+      const rate = parseRate(v, key)
+      if (operation === undefined) this.rate = rate
+      else this.rates[operation] = rate
+      return true
+    }
+    if (kind === "nth") {
+      const nth = parseNth(v, key)
+      if (operation === undefined) this.nth = nth
+      else this.nths[operation] = nth
+      return true
+    }
+    return false
+  }
+
+  /** The triggers as a filter's options. */
+  get options() {
+    return {
+      ...(this.rate !== undefined ? { rate: this.rate } : {}),
+      ...(this.nth !== undefined ? { nth: this.nth } : {}),
+      rates: this.rates,
+      nths: this.nths
+    }
+  }
+}
+
 const OPERATIONS: Record<string, Filter.Operation> = {
   pread: "read",
   pwrite: "write",
@@ -698,24 +733,16 @@ const FILTERS: Record<string, (params: Params) => Filter.Filter> = {
   error: (params) => {
     const keys = take(params, (k) => /^error(-|$)/.test(k))
     const errnos: Partial<Record<Filter.Operation, typeof TestServer.FaultErrno.Type>> = {}
-    const rates: Partial<Record<Filter.Operation, number>> = {}
-    const nths: Partial<Record<Filter.Operation, number>> = {}
     const files: Partial<Record<Filter.Operation, string>> = {}
+    const triggers = new Triggers()
     let errno: typeof TestServer.FaultErrno.Type | undefined
-    let rate: number | undefined
-    let nth: number | undefined
     let file: string | undefined
     for (const [key, v] of keys) {
       const m = /^error(?:-(pread|pwrite|zero|trim|flush|extents|cache))?(?:-(rate|file|nth))?$/.exec(key)
       if (m === null) throw new CliError(`error filter: unknown parameter "${key}"`)
       const operation = m[1] === undefined ? undefined : OPERATIONS[m[1]]!
-      if (m[2] === "rate") {
-        if (operation === undefined) rate = parseRate(v, key)
-        else rates[operation] = parseRate(v, key)
-      } else if (m[2] === "nth") {
-        if (operation === undefined) nth = parseNth(v, key)
-        else nths[operation] = parseNth(v, key)
-      } else if (m[2] === "file") {
+      if (triggers.take(m[2], operation, v, key)) continue
+      if (m[2] === "file") {
         if (operation === undefined) file = v
         else files[operation] = v
       } else if (operation === undefined) errno = errnoParam(v, key)
@@ -723,22 +750,16 @@ const FILTERS: Record<string, (params: Params) => Filter.Filter> = {
     }
     return Filter.error({
       ...(errno !== undefined ? { errno } : {}),
-      ...(rate !== undefined ? { rate } : {}),
-      ...(nth !== undefined ? { nth } : {}),
       ...(file !== undefined ? { file } : {}),
+      ...triggers.options,
       errnos,
-      rates,
-      nths,
       files
     })
   },
   delay: (params) => {
     const keys = take(params, (k) => /^delay-/.test(k) || k === "rdelay" || k === "wdelay")
     const delays: Partial<Record<Filter.Operation, number>> = {}
-    const rates: Partial<Record<Filter.Operation, number>> = {}
-    const nths: Partial<Record<Filter.Operation, number>> = {}
-    let rate: number | undefined
-    let nth: number | undefined
+    const triggers = new Triggers()
     for (const [key, v] of keys) {
       const m =
         key === "rdelay" || key === "wdelay"
@@ -747,20 +768,9 @@ const FILTERS: Record<string, (params: Params) => Filter.Filter> = {
       if (m === null || (m[1] === undefined && m[2] === undefined))
         throw new CliError(`delay filter: unknown parameter "${key}"`)
       const operation = m[1] as Filter.Operation | undefined
-      if (m[2] === "rate") {
-        if (operation === undefined) rate = parseRate(v, key)
-        else rates[operation] = parseRate(v, key)
-      } else if (m[2] === "nth") {
-        if (operation === undefined) nth = parseNth(v, key)
-        else nths[operation] = parseNth(v, key)
-      } else delays[operation!] = parseSeconds(v, key)
+      if (!triggers.take(m[2], operation, v, key)) delays[operation!] = parseSeconds(v, key)
     }
-    return Filter.delay(delays, {
-      ...(rate !== undefined ? { rate } : {}),
-      ...(nth !== undefined ? { nth } : {}),
-      rates,
-      nths
-    })
+    return Filter.delay(delays, triggers.options)
   },
   readonly: () => Filter.readOnly,
   nozero: () => Filter.noZero,
