@@ -574,6 +574,15 @@ export interface DecoderOptions {
   readonly maxPayload?: number
   /** Payloads beyond this are not even skipped: the stream is refused with a `DecodeError`. Default 2^32 - 1. */
   readonly maxSkip?: number
+  /**
+   * Asked for each request payload of `length` bytes: where to copy it should it span pushed chunks, a buffer
+   * of at least `length` bytes whose start the request's `payload` then views, or undefined for a new one. A
+   * caller that reuses one buffer must be done with each payload before the next call to `next`. A payload
+   * the decoder already holds in one piece is a view of it, never copied.
+   *
+   * @since 0.2.0
+   */
+  readonly payloadBuffer?: (length: number) => Uint8Array | undefined
 }
 
 /**
@@ -601,6 +610,7 @@ export class Decoder {
   private readonly maxOptionLength: number
   private readonly maxPayload: number
   private readonly maxSkip: number
+  private readonly payloadBuffer: ((length: number) => Uint8Array | undefined) | undefined
   private skipping = 0
   private failed: DecodeError | undefined = undefined
   /** A header whose payload has not fully arrived. */
@@ -614,6 +624,7 @@ export class Decoder {
     this.maxOptionLength = options.maxOptionLength ?? DEFAULT_MAX_OPTION_LENGTH
     this.maxPayload = options.maxPayload ?? Protocol.Limits.DEFAULT_PAYLOAD_MAX
     this.maxSkip = options.maxSkip ?? 0xffffffff
+    this.payloadBuffer = options.payloadBuffer
   }
 
   /** Bytes received and not yet decoded. */
@@ -769,7 +780,8 @@ export class Decoder {
     }
     if (this.queue.available < this.pendingPayload) return undefined
     this.pendingRequest = undefined
-    const payload = this.queue.take(this.pendingPayload)
+    const length = this.pendingPayload
+    const payload = this.queue.take(length, this.payloadBuffer?.(length))
     return { ...pending, payload }
   }
 }

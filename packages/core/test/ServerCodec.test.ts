@@ -229,6 +229,37 @@ describe("ServerCodec decoder", () => {
     expect(zero).toMatchObject({ type: 6, offset: 0x7fffffff00000000n, length: 0x200000000, payload: undefined })
   })
 
+  it("payloadBuffer: a payload split over chunks is copied into the buffer given; one in a chunk is a view", () => {
+    const asked: Array<number> = []
+    const scratch = new Uint8Array(64 << 10)
+    const decoder = ServerCodec.makeDecoder({
+      phase: "transmission",
+      payloadBuffer: (length) => {
+        asked.push(length)
+        return scratch
+      }
+    })
+    const header = (length: number) =>
+      hex("25609513" + "0000" + "0001" + "0000000000000001" + "0000000000000000" + length.toString(16).padStart(8, "0"))
+    const split = Uint8Array.from({ length: 40 << 10 }, (_, i) => i % 251)
+    decoder.push(header(split.length))
+    decoder.push(split.slice(0, 20 << 10))
+    expect(decoder.next()).toBeUndefined()
+    decoder.push(split.slice(20 << 10))
+    const first = decoder.next() as ServerCodec.Request
+    expect(first.payload!.buffer).toBe(scratch.buffer)
+    expect(first.payload).toEqual(split)
+    expect(asked).toEqual([split.length])
+    // The next payload arrives with its header in one chunk of its own: a view of that chunk.
+    const whole = new Uint8Array(28 + (32 << 10)).fill(7)
+    whole.set(header(32 << 10))
+    decoder.push(whole)
+    const second = decoder.next() as ServerCodec.Request
+    expect(second.payload!.buffer).toBe(whole.buffer)
+    expect(second.payload!.every((b) => b === 7)).toBe(true)
+    expect(asked).toEqual([split.length, 32 << 10])
+  })
+
   it("skips an oversized write payload without buffering it, and stays in sync", () => {
     const decoder = ServerCodec.makeDecoder({ phase: "transmission", maxPayload: 4 })
     decoder.push(hex("25609513" + "0000" + "0001" + "0000000000000001" + "0000000000000000" + "00000008" + "0102"))

@@ -173,8 +173,12 @@ export class ByteQueue {
     }
   }
 
-  /** Removes and returns exactly `n` bytes; the caller checks `available` first. */
-  take(n: number): Uint8Array {
+  /**
+   * Removes and returns exactly `n` bytes; the caller checks `available` first. Bytes inside one stored chunk
+   * come back as a view of it; others are copied into `into` (at least `n` bytes) when given, else into a new
+   * array.
+   */
+  take(n: number, into?: Uint8Array): Uint8Array {
     if (n === 0) return new Uint8Array(0)
     const first = this.chunks[this.first]!
     if (first.length - this.head >= n) {
@@ -182,7 +186,7 @@ export class ByteQueue {
       this.advance(n)
       return out
     }
-    const out = new Uint8Array(n)
+    const out = into === undefined ? new Uint8Array(n) : into.subarray(0, n)
     this.copyInto(out, 0, n)
     return out
   }
