@@ -1,5 +1,5 @@
 import { describe, expect, it } from "@effect/vitest"
-import { Backend, TestServer } from "@effect-nbd/test-server"
+import { Backend, Filter, TestServer } from "@effect-nbd/test-server"
 import * as Effect from "effect/Effect"
 import { createHash, randomBytes } from "node:crypto"
 import * as Fs from "node:fs"
@@ -190,6 +190,27 @@ describe("TestServer against libnbd's tools", () => {
     )
   )
 
+  it.live("writes served inline and writes that wait each keep their own data", () =>
+    Effect.scoped(
+      Effect.gen(function* () {
+        const dir = yield* tempDir
+        const input = Path.join(dir, "in.img")
+        Fs.writeFileSync(input, randomBytes(12 << 20))
+        // A memory export's writes are served as they are decoded; a delayed one's wait in fibers, many
+        // at once, while later payloads keep arriving.
+        const size = 12 << 20
+        const delayed = Filter.apply(Backend.memory(size), Filter.delay({ write: 2 }))
+        for (const backend of [Backend.memory(size), delayed]) {
+          const server = yield* TestServer.make({ exports: [{ name: "", size, backend }] })
+          yield* runOk("nbdcopy", [input, server.uri])
+          const output = Path.join(dir, `out-${backend === delayed ? "delayed" : "inline"}.img`)
+          yield* runOk("nbdcopy", [server.uri, output])
+          expect(sha256(output)).toBe(sha256(input))
+        }
+      })
+    )
+  )
+
   it.live("nbdcopy round trip with out-of-order replies, without extended headers", () =>
     Effect.scoped(
       Effect.gen(function* () {
@@ -339,6 +360,26 @@ describe("TestServer against libnbd's tools", () => {
         expect(r.code, r.stderr).toBe(0)
       })
     )
+  )
+
+  it.effect("memory backend: a page trimmed away comes back zeroed when another page is written", () =>
+    Effect.gen(function* () {
+      const backend = Backend.memory(1 << 20, { pageSize: 4096 })
+      yield* backend.write(0, new Uint8Array(4096).fill(0xff), false)
+      yield* backend.trim(0, 4096)
+      expect(yield* backend.extents(0, 8192)).toEqual([{ length: 8192, flags: 3 }])
+      yield* backend.write(8192 + 100, Uint8Array.of(1, 2, 3), false)
+      const bytes = Buffer.concat(
+        (yield* backend.read(8192, 4096)).map((c) => (c instanceof Uint8Array ? c : new Uint8Array(c.length)))
+      )
+      const expected = new Uint8Array(4096)
+      expected.set([1, 2, 3], 100)
+      expect(new Uint8Array(bytes)).toEqual(expected)
+      expect(yield* backend.extents(0, 12288)).toEqual([
+        { length: 8192, flags: 3 },
+        { length: 4096, flags: 0 }
+      ])
+    })
   )
 
   it.live("a custom backend instance is shared by every connection", () =>

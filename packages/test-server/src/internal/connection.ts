@@ -23,7 +23,7 @@ import * as Faults from "./faults.js"
 import * as Flow from "./flow.js"
 import * as Malformed from "./malformed.js"
 import * as Request from "./request.js"
-import { syncReads } from "./syncRead.js"
+import * as Inline from "./inline.js"
 
 /** @internal */
 export interface ResolvedExport {
@@ -87,6 +87,9 @@ const DONE = Protocol.REPLY_FLAG_DONE
 const BASE_ALLOCATION_ID = 1
 const MAX_SAFE = Number.MAX_SAFE_INTEGER
 
+/** Write payloads up to this size that spanned socket chunks are copied into one reused buffer. */
+const MAX_SCRATCH = 4 * 1024 * 1024
+
 /** Shared, never written: the zeroes of simple read replies over holes. */
 const ZERO_BUFFER = new Uint8Array(1024 * 1024)
 const EMPTY = new Uint8Array(0)
@@ -95,7 +98,7 @@ type Outgoing = ReadonlyArray<Uint8Array> | Deferred.Deferred<void>
 
 /** Serves a checked request, replying to `target` (the request itself, unless a fault readdresses it). */
 type Operation = ((target: ServerCodec.ChunkTarget) => Effect.Effect<void>) & {
-  /** The same served at once, with no fiber: a read from a backend that never waits (see syncRead.ts). */
+  /** The same served at once, with no fiber: a read or write on a backend that never waits (see inline.ts). */
   readonly inline?: (target: ServerCodec.ChunkTarget) => void
 }
 
@@ -146,6 +149,12 @@ class Session {
   private requests = 0
   /** Requests of each command that reached the faults, for faults on the nth one. */
   private readonly served = new Map<number, number>()
+  /**
+   * The export's writes are all served inline (a backend that never waits, no fault on writes, replies in
+   * order): each is done before the next request is decoded, so their payloads can share `scratch`.
+   */
+  private inlineWrite: Inline.SyncWrite | undefined = undefined
+  private scratch: Uint8Array | undefined = undefined
 
   constructor(
     readonly settings: Settings,
@@ -159,8 +168,16 @@ class Session {
   ) {
     this.decoder = ServerCodec.makeDecoder({
       phase: settings.protocol === "oldstyle" ? "transmission" : "newstyle",
-      maxPayload: settings.blockSize.maximum
+      maxPayload: settings.blockSize.maximum,
+      payloadBuffer: (length) => this.payloadBuffer(length)
     })
+  }
+
+  /** Where a payload that spanned socket chunks is copied: the shared scratch while writes are inline. */
+  private payloadBuffer(length: number): Uint8Array | undefined {
+    if (this.inlineWrite === undefined || length > MAX_SCRATCH) return undefined
+    if (this.scratch === undefined || this.scratch.length < length) this.scratch = new Uint8Array(length)
+    return this.scratch
   }
 
   start(): void {
@@ -252,6 +269,9 @@ class Session {
     this.exp = exp
     this.flags = transmissionFlags(exp, this.structured, this.extended)
     this.blockStatus = this.structured && this.metaExport === exp
+    const now = Inline.syncWrites.get(exp.backend.write)
+    const faulted = exp.faults.some((fault) => fault.command === Cmd.WRITE)
+    this.inlineWrite = now !== undefined && !faulted && !this.settings.outOfOrder ? now : undefined
     this.phase = "transmission"
     this.decoder.startTransmission(this.extended)
   }
@@ -485,7 +505,7 @@ class Session {
       delayMs += fault.delayMs
       malformed ??= fault.malformed
     }
-    // A read with no fault to apply, from a backend that never waits: answered here, with no fiber.
+    // A read or write with no fault to apply, on a backend that never waits: served here, with no fiber.
     if (malformed === undefined && delayMs === 0 && operation.inline !== undefined) return operation.inline(request)
     const served =
       malformed !== undefined
@@ -580,7 +600,7 @@ class Session {
       case Cmd.WRITE:
         if (length > blockSize.maximum)
           return void this.error(request, NbdErrno.EOVERFLOW, "write exceeds the maximum payload size")
-        return (target) => this.complete(target, backend.write(offset, request.payload!, (flags & CmdFlag.FUA) !== 0))
+        return this.writeOperation(backend, flags, offset, request.payload!)
       case Cmd.TRIM:
         if (backend.canTrim === false)
           return void this.error(request, NbdErrno.EINVAL, "trim is not supported on this export")
@@ -619,11 +639,28 @@ class Session {
           onSuccess: (chunks) => this.readReply(target, flags, offset, length, chunks)
         })
       )
-    const now = syncReads.get(backend.read)
+    const now = Inline.syncReads.get(backend.read)
     // Out of order, replies must wait to be reordered by the writer: those go through a fiber as before.
     if (now === undefined || this.settings.outOfOrder) return served
     return Object.assign(served, {
       inline: (target: ServerCodec.ChunkTarget) => this.readReply(target, flags, offset, length, now(offset, length))
+    })
+  }
+
+  /**
+   * A write, served inline when the export's writes all are (then its payload may be the shared scratch,
+   * which must not be kept).
+   */
+  private writeOperation(backend: Backend.Backend, flags: number, offset: number, payload: Uint8Array): Operation {
+    const served: Operation = (target) =>
+      this.complete(target, backend.write(offset, payload, (flags & CmdFlag.FUA) !== 0))
+    const now = this.inlineWrite
+    if (now === undefined) return served
+    return Object.assign(served, {
+      inline: (target: ServerCodec.ChunkTarget) => {
+        now(offset, payload)
+        this.ok(target)
+      }
     })
   }
 
