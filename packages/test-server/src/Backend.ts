@@ -11,7 +11,7 @@ import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import type * as NbdError from "@effect-nbd/core/NbdError"
 import * as Protocol from "@effect-nbd/core/Protocol"
-import { withSyncRead } from "./internal/syncRead.js"
+import { withSyncRead, withSyncWrite } from "./internal/inline.js"
 
 /**
  * A failure of a backend, with the errno name the client should see ("EIO", "ENOSPC", "EPERM" ...).
@@ -149,10 +149,30 @@ export interface MemoryOptions {
   readonly maxExtents?: number
 }
 
+/** Pages are cut from slabs of this size: a 1 GiB write makes 64 buffers for the GC to track, not 16384. */
+const SLAB_SIZE = 16 * 1024 * 1024
+
+/** Hands out zeroed pages, cut from slabs no larger than the export needs. */
+const pageAllocator = (pageSize: number, exportSize: bigint | number): (() => Uint8Array) => {
+  const wanted = BigInt(exportSize) < BigInt(SLAB_SIZE) ? Number(exportSize) : SLAB_SIZE
+  const slabSize = Math.max(pageSize, Math.ceil(wanted / pageSize) * pageSize)
+  let slab: Uint8Array | undefined
+  let at = 0
+  return () => {
+    if (slab === undefined || at === slab.length) {
+      slab = new Uint8Array(slabSize)
+      at = 0
+    }
+    const page = slab.subarray(at, at + pageSize)
+    at += pageSize
+    return page
+  }
+}
+
 /**
  * A sparse memory backend: pages are allocated on first write, so a 1 TiB export costs nothing until
  * written. Unwritten pages read as zeroes and report `HOLE|ZERO`; written pages report 0. Trimming or zeroing
- * a whole page frees it.
+ * a whole page makes it a hole again; its memory is kept for the next page written.
  *
  * @since 0.1.0
  * @category constructors
@@ -162,6 +182,9 @@ export const memory = (size: bigint | number, options: MemoryOptions = {}): Back
   if (!Number.isInteger(Math.log2(pageSize))) throw new RangeError(`page size must be a power of two: ${pageSize}`)
   const maxExtents = options.maxExtents ?? 65536
   const pages = new Map<number, Uint8Array>()
+  const newPage = pageAllocator(pageSize, size)
+  /** Pages that became holes, for reuse. */
+  const spare: Array<Uint8Array> = []
 
   const readSync = (offset: number, length: number): Array<ReadChunk> => {
     const out: Array<ReadChunk> = []
@@ -196,7 +219,7 @@ export const memory = (size: bigint | number, options: MemoryOptions = {}): Back
       const step = Math.min(pageSize - inPage, data.length - from)
       let page = pages.get(index)
       if (page === undefined) {
-        page = new Uint8Array(pageSize)
+        page = spare.pop()?.fill(0) ?? newPage()
         pages.set(index, page)
       }
       page.set(step === data.length ? data : data.subarray(from, from + step), inPage)
@@ -227,8 +250,10 @@ export const memory = (size: bigint | number, options: MemoryOptions = {}): Back
     const start = index * pageSize
     const from = Math.max(offset, start) - start
     const to = Math.min(end, start + pageSize) - start
-    if (from === 0 && to === pageSize) pages.delete(index)
-    else page.fill(0, from, to)
+    if (from === 0 && to === pageSize) {
+      pages.delete(index)
+      spare.push(page)
+    } else page.fill(0, from, to)
   }
 
   const extentsSync = (offset: number, length: number): Array<Extent> => {
@@ -270,7 +295,7 @@ export const memory = (size: bigint | number, options: MemoryOptions = {}): Back
     size: BigInt(size),
     readOnly: false,
     read: withSyncRead((offset, length) => Effect.sync(() => readSync(offset, length)), readSync),
-    write: (offset, data) => Effect.sync(() => writeSync(offset, data)),
+    write: withSyncWrite((offset, data) => Effect.sync(() => writeSync(offset, data)), writeSync),
     zero: (offset, length) => Effect.sync(() => zeroSync(offset, length)),
     trim: (offset, length) => Effect.sync(() => zeroSync(offset, length)),
     flush: Effect.void,
@@ -294,7 +319,10 @@ export const nullBackend = (size: bigint | number): Backend => ({
     (_offset, length) => Effect.succeed([zeroes(length)]),
     (_offset, length) => [zeroes(length)]
   ),
-  write: () => Effect.void,
+  write: withSyncWrite(
+    () => Effect.void,
+    () => {}
+  ),
   zero: () => Effect.void,
   trim: () => Effect.void,
   flush: Effect.void,
