@@ -7,13 +7,11 @@
 import * as Protocol from "@effect-nbd/core/Protocol"
 import * as ServerCodec from "@effect-nbd/core/ServerCodec"
 import * as Cause from "effect/Cause"
-import * as Chunk from "effect/Chunk"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as FiberSet from "effect/FiberSet"
 import * as Option from "effect/Option"
-import * as Queue from "effect/Queue"
 import type * as Scope from "effect/Scope"
 import type * as Crypto from "node:crypto"
 import type * as Net from "node:net"
@@ -22,6 +20,7 @@ import * as Backend from "../Backend.js"
 import * as Faults from "./faults.js"
 import * as Flow from "./flow.js"
 import * as Malformed from "./malformed.js"
+import * as ReplyWriter from "./replyWriter.js"
 import * as Request from "./request.js"
 import * as Inline from "./inline.js"
 
@@ -93,8 +92,6 @@ const MAX_SCRATCH = 4 * 1024 * 1024
 /** Shared, never written: the zeroes of simple read replies over holes. */
 const ZERO_BUFFER = new Uint8Array(1024 * 1024)
 const EMPTY = new Uint8Array(0)
-
-type Outgoing = ReadonlyArray<Uint8Array> | Deferred.Deferred<void>
 
 /** Serves a checked request, replying to `target` (the request itself, unless a fault readdresses it). */
 type Operation = ((target: ServerCodec.ChunkTarget) => Effect.Effect<void>) & {
@@ -805,7 +802,6 @@ interface Io {
  */
 export const serve = (settings: Settings, conn: Net.Socket): Effect.Effect<void, never, Scope.Scope> =>
   Effect.gen(function* () {
-    const replies = yield* Queue.unbounded<Outgoing>()
     const requests = yield* FiberSet.make<void, never>()
     const runRequest = yield* FiberSet.runtime(requests)<never>()
     const ending = yield* Deferred.make<Ending>()
@@ -832,9 +828,11 @@ export const serve = (settings: Settings, conn: Net.Socket): Effect.Effect<void,
         session.resume()
       }
     )
+    const writer = new ReplyWriter.ReplyWriter(() => io.socket, flow, settings.outOfOrder)
+    yield* Effect.addFinalizer(() => Effect.sync(() => writer.close()))
     const send = (out: ReadonlyArray<Uint8Array>): void => {
       flow.queued(Flow.replyCost(out))
-      replies.unsafeOffer(out)
+      writer.push(out)
     }
     const fork = (effect: Effect.Effect<void>, cost: number): void => {
       flow.startService(cost)
@@ -867,7 +865,7 @@ export const serve = (settings: Settings, conn: Net.Socket): Effect.Effect<void,
         Effect.gen(function* () {
           // The ACK goes out in plaintext first.
           const flushed = yield* Deferred.make<void>()
-          replies.unsafeOffer(flushed)
+          writer.push(flushed)
           yield* Deferred.await(flushed)
           if (conn.writableLength > 0)
             yield* Effect.async<void>((resume) => {
@@ -893,7 +891,6 @@ export const serve = (settings: Settings, conn: Net.Socket): Effect.Effect<void,
     const session = new Session(settings, flow, send, fork, end, startTls)
     listen(conn)
 
-    yield* Effect.forkScoped(writer(io, replies, flow, settings.outOfOrder))
     session.start()
 
     const how = yield* Deferred.await(ending)
@@ -904,7 +901,7 @@ export const serve = (settings: Settings, conn: Net.Socket): Effect.Effect<void,
       Effect.gen(function* () {
         yield* FiberSet.awaitEmpty(requests)
         const flushed = yield* Deferred.make<void>()
-        replies.unsafeOffer(flushed)
+        writer.push(flushed)
         yield* Deferred.await(flushed)
         yield* Effect.async<void>((resume) => {
           io.socket.end(() => resume(Effect.void))
@@ -913,52 +910,3 @@ export const serve = (settings: Settings, conn: Net.Socket): Effect.Effect<void,
       Deferred.await(closed)
     )
   })
-
-const writer = (io: Io, replies: Queue.Queue<Outgoing>, flow: Flow.Flow, outOfOrder: boolean): Effect.Effect<never> =>
-  Effect.gen(function* () {
-    for (;;) {
-      if (outOfOrder) yield* Effect.yieldNow()
-      const batch = Chunk.toReadonlyArray(yield* Queue.takeBetween(replies, 1, 4096))
-      const items = outOfOrder ? reorder(batch) : batch
-      const markers: Array<Deferred.Deferred<void>> = []
-      const conn = io.socket
-      let cost = 0
-      let last: Uint8Array | undefined
-      conn.cork()
-      for (const item of items) {
-        if (Deferred.DeferredTypeId in item) {
-          markers.push(item as Deferred.Deferred<void>)
-          continue
-        }
-        const out = item as ReadonlyArray<Uint8Array>
-        cost += Flow.replyCost(out)
-        for (const buf of out) {
-          if (last !== undefined) conn.write(last)
-          last = buf
-        }
-      }
-      // The batch's cost is paid back once its last byte is flushed (callbacks run in write order).
-      if (last !== undefined) conn.write(last, () => flow.flushed(cost))
-      else if (cost > 0) flow.flushed(cost)
-      conn.uncork()
-      for (const marker of markers) Deferred.unsafeDone(marker, Effect.void)
-      if (conn.writableNeedDrain) {
-        yield* Effect.async<void>((resume) => {
-          const done = (): void => {
-            conn.off("drain", done)
-            conn.off("close", done)
-            resume(Effect.void)
-          }
-          conn.on("drain", done)
-          conn.on("close", done)
-        })
-      }
-    }
-  })
-
-/** Out-of-order mode: replies in reverse, flush markers last. */
-const reorder = (batch: ReadonlyArray<Outgoing>): ReadonlyArray<Outgoing> => {
-  const replies = batch.filter((item) => !(Deferred.DeferredTypeId in item))
-  const markers = batch.filter((item) => Deferred.DeferredTypeId in item)
-  return [...replies.reverse(), ...markers]
-}
