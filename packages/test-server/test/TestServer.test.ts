@@ -6,6 +6,7 @@ import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import { nbdsh, run, runOk } from "./helpers.js"
+import { CMD_FLUSH, handshakeSimple, RawClient, request, simpleReply } from "./raw.js"
 
 const withServer = <A, E>(config: TestServer.Config, f: (server: TestServer.Service) => Effect.Effect<A, E>) =>
   Effect.scoped(Effect.flatMap(TestServer.make(config), f))
@@ -226,6 +227,26 @@ describe("TestServer against libnbd's tools", () => {
         yield* runOk("nbdcopy", ["--request-size=65536", input, server.uri])
         yield* runOk("nbdcopy", [server.uri, output])
         expect(sha256(output)).toBe(sha256(input))
+      })
+    )
+  )
+
+  it.live("out of order, requests that arrive together are answered in reverse, each once", () =>
+    withServer({ outOfOrder: true }, (server) =>
+      Effect.promise(async () => {
+        if (server.address._tag !== "Unix") throw new Error("expected a Unix socket")
+        const client = await RawClient.connect(server.address.path)
+        await handshakeSimple(client)
+        const cookies = [1, 2, 3, 4, 5, 6, 7, 8]
+        await client.write(Buffer.concat(cookies.map((cookie) => request(CMD_FLUSH, cookie, 0, 0))))
+        const answered: Array<number> = []
+        for (const _ of cookies) {
+          const reply = await simpleReply(client)
+          expect(reply.error).toBe(0)
+          answered.push(reply.cookie)
+        }
+        client.destroy()
+        expect(answered).toEqual([...cookies].reverse())
       })
     )
   )
