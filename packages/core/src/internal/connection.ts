@@ -588,7 +588,7 @@ export class Connection {
       )
       return
     }
-    p.completion.done(Exit.succeed(p.type === Protocol.Cmd.READ ? (p.buffer ?? freshBuffer(p)) : undefined))
+    p.completion.done(Exit.succeed(p.type === Protocol.Cmd.READ ? bufferOf(p) : undefined))
   }
 
   private setError(p: Pending, error: NbdError.NbdError): void {
@@ -741,8 +741,6 @@ const bufferOf = (p: Pending): Uint8Array | undefined => {
   if (p.buffer === undefined && p.fresh && !p.cancelled) p.buffer = new Uint8Array(p.count)
   return p.buffer
 }
-
-const freshBuffer = (p: Pending): Uint8Array | undefined => (p.fresh ? new Uint8Array(p.count) : undefined)
 
 /** A command error carrying the server's errno. */
 export const serverError = (p: Pending, wire: number, message: string): NbdError.CommandError => {
