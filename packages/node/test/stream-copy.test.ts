@@ -12,10 +12,12 @@ import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
+import * as Tracer from "effect/Tracer"
 import * as Crypto from "node:crypto"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
 import { noise, sha256 } from "./util/bytes.js"
+import { captureLogs, withCapturedLogs } from "./util/logs.js"
 import { nbdinfoMap, nbdkit, tempDir } from "./util/peers.js"
 
 const KiB = 1024
@@ -371,67 +373,90 @@ describe("NbdCopy.copy", () => {
     })
   )
 
-  it.scopedLive("an error on either side fails the copy with a typed error, and claims nothing", () =>
-    Effect.gen(function* () {
-      const good = yield* nbdkit(["pattern", "8M"])
-      const badWrites = yield* nbdkit([
-        "--log=null",
-        "--filter=error",
-        "memory",
-        "8M",
-        "error=EIO",
-        "error-pwrite-rate=100%"
-      ])
-      const badReads = yield* nbdkit([
-        "--log=null",
-        "--filter=error",
-        "pattern",
-        "8M",
-        "error=EIO",
-        "error-pread-rate=100%"
-      ])
-      const memory = yield* nbdkit(["memory", "8M"])
-      const small = yield* nbdkit(["memory", "4M"])
-      const readOnly = yield* nbdkit(["-r", "memory", "8M"])
-      const failure = (exit: Exit.Exit<unknown, unknown>): NbdError.NbdError => {
-        expect(Exit.isFailure(exit)).toBe(true)
-        const e = Exit.isFailure(exit) ? Option.getOrUndefined(Cause.failureOption(exit.cause)) : undefined
-        expect(NbdError.isNbdError(e)).toBe(true)
-        return e as NbdError.NbdError
-      }
-      const destinationError = failure(
-        yield* Effect.exit(NbdCopy.copy(yield* connect(good.uri), yield* connect(badWrites.uri, {})))
-      )
-      expect(destinationError._tag).toBe("CommandError")
-      expect(destinationError.errno).toBe("EIO")
-      const sourceError = failure(
-        yield* Effect.exit(NbdCopy.copy(yield* connect(badReads.uri), yield* connect(memory.uri, {})))
-      )
-      expect(sourceError._tag).toBe("CommandError")
-      expect(sourceError.errno).toBe("EIO")
-      const tooSmall = failure(
-        yield* Effect.exit(NbdCopy.copy(yield* connect(good.uri), yield* connect(small.uri, {})))
-      )
-      expect(tooSmall.errno).toBe("ENOSPC")
-      expect(tooSmall.message).toMatch(/smaller than the source/)
-      const ro = failure(yield* Effect.exit(NbdCopy.copy(yield* connect(good.uri), yield* connect(readOnly.uri, {}))))
-      expect(ro.errno).toBe("EPERM")
-      // As a progress stream: it fails, and no event claims the whole copy.
-      const seen: Array<bigint> = []
-      const streamed = yield* Effect.exit(
-        Stream.runForEach(
-          NbdCopy.copyWithProgress(yield* connect(good.uri), yield* connect(badWrites.uri, {}), {
-            interval: "1 millis"
-          }),
-          (p) => Effect.sync(() => seen.push(p.bytes))
+  it.scopedLive(
+    "an error on either side fails the copy with a typed error, claims nothing, logs no unhandled fiber",
+    () => {
+      const logs = captureLogs()
+      return Effect.gen(function* () {
+        const good = yield* nbdkit(["pattern", "8M"])
+        const badWrites = yield* nbdkit([
+          "--log=null",
+          "--filter=error",
+          "memory",
+          "8M",
+          "error=EIO",
+          "error-pwrite-rate=100%"
+        ])
+        const badReads = yield* nbdkit([
+          "--log=null",
+          "--filter=error",
+          "pattern",
+          "8M",
+          "error=EIO",
+          "error-pread-rate=100%"
+        ])
+        const memory = yield* nbdkit(["memory", "8M"])
+        const small = yield* nbdkit(["memory", "4M"])
+        const readOnly = yield* nbdkit(["-r", "memory", "8M"])
+        const failure = (exit: Exit.Exit<unknown, unknown>): NbdError.NbdError => {
+          expect(Exit.isFailure(exit)).toBe(true)
+          const e = Exit.isFailure(exit) ? Option.getOrUndefined(Cause.failureOption(exit.cause)) : undefined
+          expect(NbdError.isNbdError(e)).toBe(true)
+          return e as NbdError.NbdError
+        }
+        const destinationError = failure(
+          yield* Effect.exit(NbdCopy.copy(yield* connect(good.uri), yield* connect(badWrites.uri, {})))
         )
-      )
-      expect(failure(streamed).errno).toBe("EIO")
-      expect(seen.every((b) => b < BigInt(8 * MiB))).toBe(true)
-      // A missing file fails with the file system's error.
-      const missing = yield* Effect.either(NbdCopy.copy(NbdCopy.file("/nonexistent/disk.img"), NbdCopy.discard))
-      expect(Either.isLeft(missing) && missing.left._tag).toBe("SystemError")
-    }).pipe(Effect.provide(NodeFileSystem.layer))
+        expect(destinationError._tag).toBe("CommandError")
+        expect(destinationError.errno).toBe("EIO")
+        const sourceError = failure(
+          yield* Effect.exit(NbdCopy.copy(yield* connect(badReads.uri), yield* connect(memory.uri, {})))
+        )
+        expect(sourceError._tag).toBe("CommandError")
+        expect(sourceError.errno).toBe("EIO")
+        const tooSmall = failure(
+          yield* Effect.exit(NbdCopy.copy(yield* connect(good.uri), yield* connect(small.uri, {})))
+        )
+        expect(tooSmall.errno).toBe("ENOSPC")
+        expect(tooSmall.message).toMatch(/smaller than the source/)
+        const ro = failure(yield* Effect.exit(NbdCopy.copy(yield* connect(good.uri), yield* connect(readOnly.uri, {}))))
+        expect(ro.errno).toBe("EPERM")
+        // With a tracer installed every I/O runs as an effect in a fiber of its own: a failed one too is observed.
+        const native = Effect.runSync(Effect.tracer)
+        const passThrough = Tracer.make({ span: native.span.bind(native), context: (f) => f() })
+        const traced = failure(
+          yield* Effect.exit(
+            NbdCopy.copy(yield* connect(good.uri), yield* connect(badWrites.uri, {})).pipe(
+              Effect.withTracer(passThrough)
+            )
+          )
+        )
+        expect(traced.errno).toBe("EIO")
+        // The copy's own fibers ended observed. (Past this point the test runs streams, and Effect 3 logs every
+        // failed stream run as an unhandled fiber at Debug, from inside its channel executor.)
+        expect(logs.unhandled()).toEqual([])
+        // As a progress stream: it fails, and no event claims the whole copy.
+        const seen: Array<bigint> = []
+        const streamed = yield* Effect.exit(
+          Stream.runForEach(
+            NbdCopy.copyWithProgress(yield* connect(good.uri), yield* connect(badWrites.uri, {}), {
+              interval: "1 millis"
+            }),
+            (p) => Effect.sync(() => seen.push(p.bytes))
+          )
+        )
+        expect(failure(streamed).errno).toBe("EIO")
+        expect(seen.every((b) => b < BigInt(8 * MiB))).toBe(true)
+        // A missing file fails with the file system's error.
+        const missing = yield* Effect.either(NbdCopy.copy(NbdCopy.file("/nonexistent/disk.img"), NbdCopy.discard))
+        expect(Either.isLeft(missing) && missing.left._tag).toBe("SystemError")
+        // A sink that fails: its error is the copy's.
+        const refused = new Error("the sink refused")
+        const failingSink = NbdCopy.toSink(Sink.forEach(() => Effect.fail(refused)))
+        const sinkError = yield* Effect.flip(NbdCopy.copy(yield* connect(good.uri), failingSink))
+        expect(sinkError).toBe(refused)
+      }).pipe(Effect.provide(NodeFileSystem.layer), withCapturedLogs(logs))
+    }
   )
 
   it.scopedLive("interrupting a copy stops it promptly", () =>

@@ -476,12 +476,14 @@ export const copyWithProgress = (
     Effect.gen(function* () {
       const tracker = new transfer.Tracker()
       yield* tracker.begin
-      const fiber = yield* Effect.forkScoped(run(source, destination, options, tracker))
+      // The copy's fiber ends with its exit as its value: a failed copy fails the stream, never that fiber,
+      // so no fiber of ours ends with an error nobody observed.
+      const copied = yield* Effect.forkScoped(Effect.exit(run(source, destination, options, tracker)))
       const interval = Duration.decode(options.interval ?? Duration.seconds(1))
       const ticks = Stream.repeatEffectWithSchedule(tracker.snapshot, Schedule.spaced(interval))
       return Stream.concat(
-        Stream.interruptWhen(ticks, Fiber.join(fiber)),
-        Stream.fromEffect(Effect.zipRight(Fiber.join(fiber), tracker.snapshot))
+        Stream.interruptWhen(ticks, Fiber.join(copied)),
+        Stream.fromEffect(Effect.zipRight(Effect.flatten(Fiber.join(copied)), tracker.snapshot))
       )
     })
   )

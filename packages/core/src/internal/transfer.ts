@@ -783,11 +783,14 @@ class CopyLoop<E1, E2> {
   }
 
   private fork<E>(effect: Effect.Effect<unknown, E>, done: Done<E>): void {
-    const fiber = this.runFork(effect)
+    // The fiber's value is the side's exit, so a side's failure never ends a fiber unobserved (which Effect
+    // reports as an unhandled error); an interruption of the fiber itself still shows as its own exit.
+    const fiber = this.runFork(Effect.exit(effect))
     this.fibers.add(fiber)
-    fiber.addObserver((exit) => {
+    fiber.addObserver((outer) => {
       this.fibers.delete(fiber)
       if (this.stopped) return
+      const exit: Exit.Exit<unknown, E> = Exit.isSuccess(outer) ? outer.value : outer
       if (Exit.isSuccess(exit)) return done(undefined)
       // A defect (or an interruption) is no typed error of a side: the copy fails with it as it is, once
       // everything in flight has settled like any failure. The slot sees an error and stops.

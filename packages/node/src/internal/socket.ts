@@ -73,12 +73,19 @@ export const makeUpgradable = (connect: Connect): Upgradable => {
           const buffer = Buffer.allocUnsafe(READ_BUFFER_SIZE)
           const deliver = (data: Uint8Array): void => {
             const result = handler(data)
-            if (Effect.isEffect(result)) {
-              const fiber = Runtime.runFork(runtime)(result)
-              fiber.addObserver((exit) => {
-                if (Exit.isFailure(exit)) Deferred.unsafeDone(done, exit as Exit.Exit<never, E>)
-              })
+            if (!Effect.isEffect(result)) return
+            // A failure the handler already holds ends the run at once, with no fiber.
+            if (Exit.isExit(result)) {
+              if (Exit.isFailure(result)) Deferred.unsafeDone(done, result as Exit.Exit<never, E>)
+              return
             }
+            // The fiber ends with the handler's exit as its value: its failure is the run's, never a fiber
+            // that ends unobserved (which Effect reports as an unhandled error).
+            const fiber = Runtime.runFork(runtime)(Effect.exit(result))
+            fiber.addObserver((exit) => {
+              const outcome: Exit.Exit<unknown, unknown> = Exit.isSuccess(exit) ? exit.value : exit
+              if (Exit.isFailure(outcome)) Deferred.unsafeDone(done, outcome as Exit.Exit<never, E>)
+            })
           }
           const onRead = (length: number, buf: Buffer): boolean => {
             deliver(buf.subarray(0, length))

@@ -12,6 +12,7 @@ import * as Fiber from "effect/Fiber"
 import * as Crypto from "node:crypto"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
+import { captureLogs, withCapturedLogs } from "../util/logs.js"
 import { type Case, makeCase } from "./mutate.js"
 import { makeReplayServer, type Plan, type ReplayServer, type Served } from "./replay-server.js"
 import * as Session from "./session.js"
@@ -201,7 +202,8 @@ export const runPlan = async (server: ReplayServer, plan: Plan, boundMs = 5000):
   const fdsBefore = openFds()
   const start = performance.now()
   const served = server.serve(plan)
-  const fiber = Effect.runFork(Effect.scoped(Session.run(server.path)))
+  const logs = captureLogs()
+  const fiber = Effect.runFork(withCapturedLogs(logs)(Effect.scoped(Session.run(server.path))))
   const exit = await withTimeout(Effect.runPromise(Fiber.await(fiber)), boundMs)
   const ms = performance.now() - start
   if (exit === "timeout") {
@@ -211,6 +213,9 @@ export const runPlan = async (server: ReplayServer, plan: Plan, boundMs = 5000):
   }
   const clientSent = sentBy(await withTimeout(served, 2000))
   if (Exit.isFailure(exit)) return { outcome: "defect", ms, detail: Cause.pretty(exit.cause), clientSent }
+  // The handle's fibers end when its scope closes, before the session's fiber does: what they logged is in.
+  const unhandled = logs.unhandled()
+  if (unhandled.length > 0) return { outcome: "unhandled", ms, detail: unhandled.join("\n"), clientSent }
   const { detail, outcome } = verdict(exit.value)
   const fdsAfter = await settleFds(fdsBefore, 500)
   if (fdsAfter > fdsBefore) {
