@@ -1581,7 +1581,7 @@ export const blockStatusFilter = (
  */
 export const aioInFlight = (h: Handle): Effect.Effect<number, NbdError.NbdError> =>
   call(h, "nbd_aio_in_flight", (impl) =>
-    Effect.sync(() => (impl.recovery?.waiting.length ?? 0) + (impl.connection?.inFlight ?? 0))
+    Effect.sync(() => (impl.recovery?.waiting.length ?? 0) + (impl.connection?.engine.inFlight ?? 0))
   )
 
 /**
@@ -1618,8 +1618,8 @@ export const shutdown = (
       const s = yield* impl.state.get
       if (HandleState.isNegotiating(s)) return yield* abortNegotiation(h, "nbd_shutdown")
       const conn = impl.connection!
-      if (options.abandonPending) conn.abandonUnsent("nbd_shutdown")
-      if (!conn.disconnectRequested) yield* commands.disconnect(impl, "nbd_shutdown")
+      if (options.abandonPending) conn.engine.abandonUnsent("nbd_shutdown")
+      if (!conn.engine.disconnectRequested) yield* commands.disconnect(impl, "nbd_shutdown")
       yield* Deferred.await(conn.endedSignal)
     })
   )

@@ -4,13 +4,12 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import { constVoid } from "effect/Function"
 import * as Option from "effect/Option"
-import * as ClientCodec from "../ClientCodec.js"
 import * as HandleState from "../HandleState.js"
 import * as NbdError from "../NbdError.js"
 import * as Protocol from "../Protocol.js"
-import { Completion } from "./completion.js"
 import * as debug from "./debug.js"
-import type { Pending } from "./connection.js"
+import type { Outcome } from "./engine/completion.js"
+import { type CommandRequest, type Pending, release } from "./engine/pending.js"
 import { type ExportInfo, type HandleImpl, invalidArgument, payloadMaximum, stranded } from "./handle.js"
 
 /** libnbd's strict-mode bits. */
@@ -25,24 +24,10 @@ export const Strict = {
   MASK: 0x7f
 } as const
 
-/** A command handed to the engine, before checks. */
-export interface CommandSpec {
-  readonly operation: string
-  readonly type: number
-  readonly flags: number
+/** A command handed to the engine, before checks: its range as the caller gave it. */
+export interface CommandSpec extends CommandRequest {
   readonly offset: number | bigint
   readonly count: number | bigint
-  /** The request's length field when it is not the count (block status with a filter payload). */
-  readonly requestLength?: number
-  readonly payload?: Uint8Array | undefined
-  /** For reads: the buffer the data goes into. */
-  readonly buffer?: Uint8Array | undefined
-  /** For reads without a buffer: make one when the data arrives, for the caller to keep. */
-  readonly fresh?: boolean
-  readonly chunks?: Pending["chunks"]
-  readonly onBlockStatus?: Pending["onBlockStatus"]
-  /** Forgets what the block-status collector gathered, before a reconnect replays the command. */
-  readonly restart?: Pending["restart"]
 }
 
 /**
@@ -126,7 +111,8 @@ const check = (h: HandleImpl, spec: CommandSpec, offset: number, count: number):
     if (error !== undefined) return error
   }
   // The flags were checked against the call's own by the wrapper (internal/call.ts), before anything else.
-  if (h.connection!.disconnectRequested) return invalidArgument(op, "cannot request more commands after NBD_CMD_DISC")
+  if (h.connection!.engine.disconnectRequested)
+    return invalidArgument(op, "cannot request more commands after NBD_CMD_DISC")
   if (spec.type === Protocol.Cmd.FLUSH || spec.type === Protocol.Cmd.DISC) return undefined
   if (strict & Strict.ZERO_SIZE && count === 0) return invalidArgument(op, "count cannot be 0")
   if (strict & Strict.BOUNDS) {
@@ -193,46 +179,29 @@ const checked = (h: HandleImpl, spec: CommandSpec): Checked | NbdError.NbdError 
   return check(h, spec, offset, count) ?? { offset, count }
 }
 
-/** Encodes a checked command, registers it and queues its request. */
-const enqueue = (h: HandleImpl, spec: CommandSpec, { count, offset }: Checked): Pending => {
-  const conn = h.connection!
-  const cookie = conn.takeCookie()
-  const header: ClientCodec.RequestHeader = {
-    flags: spec.flags,
-    type: spec.type,
-    cookie,
-    offset,
-    length: spec.requestLength ?? count
-  }
-  const pending: Pending = {
-    type: spec.type,
-    cookie,
-    offset,
-    count,
-    buffer: spec.buffer,
-    fresh: spec.fresh ?? false,
-    error: undefined,
-    dataSeen: 0,
-    sent: false,
-    abandoned: false,
-    cancelled: false,
-    request: ClientCodec.encodeRequest(header, h.extendedHeaders),
-    payload: spec.payload,
-    restart: spec.restart,
-    operation: spec.operation,
-    completion: new Completion(),
-    chunks: spec.chunks,
-    onBlockStatus: spec.onBlockStatus
-  }
-  conn.submit(pending)
-  return pending
-}
+/** Hands a checked command to the connection's engine, which queues its request. */
+const enqueue = (h: HandleImpl, spec: CommandSpec, { count, offset }: Checked): Pending =>
+  h.connection!.engine.issue(spec, offset, count)
 
-/** The caller stopped waiting: the reply is still read and dropped, so the stream stays in step; a reconnect does not replay it. */
-const release = (pending: Pending): void => {
-  pending.buffer = undefined
-  pending.cancelled = true
-}
+/** An outcome as the exit an effect resumes with. */
+const exitOf = <A>(outcome: Outcome): Exit.Exit<A, NbdError.NbdError> =>
+  outcome.ok ? Exit.succeed(outcome.value as A) : Exit.fail(outcome.error)
+
+/**
+ * Suspends until the command settles. When the caller stops waiting, `pending` is released: its reply is
+ * still read and dropped, and its buffer never written again.
+ */
+const awaitReply = <A>(pending: Pending): Effect.Effect<A, NbdError.NbdError> =>
+  Effect.async<A, NbdError.NbdError>((resume) => {
+    const completion = pending.completion
+    if (completion.outcome !== undefined) return resume(exitOf(completion.outcome))
+    const listener = (outcome: Outcome) => resume(exitOf(outcome))
+    completion.listen(listener)
+    return Effect.sync(() => {
+      completion.unlisten(listener)
+      release(pending)
+    })
+  })
 
 /** Checks a command, queues its request and returns it with its cookie. Nothing is sent when a check fails. */
 export const issue = <A>(h: HandleImpl, spec: CommandSpec): Effect.Effect<Command<A>, NbdError.NbdError> =>
@@ -247,11 +216,11 @@ export const issue = <A>(h: HandleImpl, spec: CommandSpec): Effect.Effect<Comman
     const ok = checked(h, spec)
     if (NbdError.isNbdError(ok)) return Effect.fail(ok)
     const pending = enqueue(h, spec, ok)
-    const awaitReply = pending.completion.await<A>(() => release(pending))
+    const reply = awaitReply<A>(pending)
     const cookie = pending.cookie
     const command: Command<A> = {
       cookie: BigInt(cookie),
-      await: h.settings.debug ? traceReply(h, spec, cookie, awaitReply) : awaitReply
+      await: h.settings.debug ? traceReply(h, spec, cookie, reply) : reply
     }
     return h.settings.debug
       ? Effect.as(traceRequest(h, spec, command.cookie, ok.offset, ok.count), command)
@@ -275,7 +244,7 @@ export const issueDirect = (
     return constVoid
   }
   const pending = enqueue(h, spec, ok)
-  pending.completion.listen(done)
+  pending.completion.listen((outcome) => done(exitOf(outcome)))
   return () => release(pending)
 }
 
@@ -309,7 +278,7 @@ const traceReply = <A>(
 export const disconnect = (h: HandleImpl, operation: string): Effect.Effect<void, NbdError.NbdError> =>
   Effect.flatMap(h.state.get, (s): Effect.Effect<void, NbdError.NbdError> => {
     if (!HandleState.isConnected(s)) return Effect.fail(stateError(operation, s))
-    const cookie = h.connection!.disconnect()
+    const cookie = h.connection!.engine.disconnect()
     if (cookie === undefined)
       return Effect.fail(invalidArgument(operation, "cannot request more commands after NBD_CMD_DISC"))
     return debug.log(h, operation, () => `sending ${Protocol.commandName(Protocol.Cmd.DISC)} cookie=${cookie}`)

@@ -57,10 +57,10 @@ export const optionErrorOf = (
 }
 
 const sendOption = (conn: Connection, option: number, data?: Uint8Array): void =>
-  conn.send(ClientCodec.encodeOption(option, data))
+  conn.engine.send(ClientCodec.encodeOption(option, data))
 
 const readReply = (conn: Connection, option: number) =>
-  conn.awaitMessage(() => conn.handshake.decodeOptionReply(option))
+  conn.awaitMessage(() => conn.engine.handshake.decodeOptionReply(option))
 
 /** Sends an option and collects its replies up to the final ACK or error, logging each when debug is on. */
 export const exchange = (
@@ -226,7 +226,7 @@ const exportName = (h: HandleImpl, conn: Connection, operation: string): Effect.
       )
     sendOption(conn, Protocol.Opt.EXPORT_NAME, ClientCodec.encodeString(h.settings.exportName))
     const noZeroes = ((h.handshakeFlags ?? 0) & Protocol.FLAG_NO_ZEROES) !== 0
-    const reply = yield* conn.awaitMessage(() => conn.handshake.decodeExportNameReply(noZeroes))
+    const reply = yield* conn.awaitMessage(() => conn.engine.handshake.decodeExportNameReply(noZeroes))
     yield* setExportInfo(h, operation, {
       size: reply.size,
       flags: reply.transmissionFlags,
@@ -311,7 +311,7 @@ export const notFixedNewstyle = (operation: string): NbdError.OptionError =>
 /** Sends NBD_OPT_ABORT and shuts the write side; libnbd does not wait for the ACK. */
 export const sendAbort = (conn: Connection): void => {
   sendOption(conn, Protocol.Opt.ABORT)
-  conn.endWrites()
+  conn.engine.endWrites()
 }
 
 const tlsUnavailable = (operation: string, why: string): NbdError.OptionError =>
@@ -355,10 +355,10 @@ export const starttls = (
         })
       )
     // The server speaks next only after our ClientHello: bytes already here were injected in plaintext.
-    if (conn.handshake.buffered > 0) return yield* Effect.fail(plaintextAfterAck(operation))
+    if (conn.engine.handshake.buffered > 0) return yield* Effect.fail(plaintextAfterAck(operation))
     yield* startTls(tlsSettings(h.settings))
     // Bytes read by the plaintext reader before the switch would otherwise be taken as encrypted replies.
-    if (conn.handshake.buffered > 0) return yield* Effect.fail(plaintextAfterAck(operation))
+    if (conn.engine.handshake.buffered > 0) return yield* Effect.fail(plaintextAfterAck(operation))
     h.tlsNegotiated = true
     h.structuredReplies = false
     h.extendedHeaders = false
@@ -405,7 +405,7 @@ const failIfEnded = (conn: Connection): Effect.Effect<void, NbdError.NbdError> =
 
 const steps = (h: HandleImpl, conn: Connection, operation: string): Effect.Effect<void, NbdError.NbdError> =>
   Effect.gen(function* () {
-    const greeting = yield* conn.awaitMessage(() => conn.handshake.decodeGreeting())
+    const greeting = yield* conn.awaitMessage(() => conn.engine.handshake.decodeGreeting())
     const settings = h.settings
     // A reconnect goes straight to the transmission phase: the options a caller chose in option mode are
     // what the settings already say (export name, meta contexts).
@@ -431,7 +431,7 @@ const steps = (h: HandleImpl, conn: Connection, operation: string): Effect.Effec
     h.protocol = fixed ? "newstyle-fixed" : "newstyle"
     if (!fixed && settings.tls === "require")
       return yield* Effect.fail(tlsUnavailable(operation, "server is not using fixed newstyle"))
-    conn.send(ClientCodec.encodeClientFlags(flags))
+    conn.engine.send(ClientCodec.encodeClientFlags(flags))
     if (!fixed) {
       if (optMode) return yield* h.setState(HandleState.Negotiating)
       yield* exportName(h, conn, operation)

@@ -25,7 +25,7 @@ export interface Ending {
  * gave up on them, or interrupted them and their replies never came). The farewell is still written, as it
  * costs no wait, unless a write is stuck on a peer that stopped reading.
  */
-const abandoning = (conn: Connection): boolean => conn.inFlight > 0
+const abandoning = (conn: Connection): boolean => conn.engine.inFlight > 0
 
 /**
  * The one way a connection ends, for the close of the handle's scope, a failed or interrupted handshake and
@@ -43,21 +43,21 @@ export const end = (h: HandleImpl, conn: Connection | undefined, ending: Ending)
       const grace = h.settings.closeGrace
       const patient = !abandoning(conn)
       if (ending.farewell) yield* farewell(h, conn, before)
-      conn.endWrites()
+      conn.engine.endWrites()
       yield* conn.drain(patient ? grace : FLUSH_ONLY)
       // Finalizers run uninterruptibly: without `interruptible` the timeout could not stop the wait, and a
       // peer that keeps the socket open after NBD_CMD_DISC would hold the close forever.
       if (ending.awaitServer && patient)
         yield* Effect.ignore(Effect.timeout(Effect.interruptible(Deferred.await(conn.endedSignal)), grace))
     }
-    conn?.failPending("the handle was closed before the server replied")
+    conn?.engine.failPending("the handle was closed before the server replied")
     if (!ending.stateFirst) yield* settle(h, final)
     if (conn !== undefined) yield* conn.terminate(ending.error)
   })
 
 /** What to say to the server, by the state the handle was in when the ending began. */
 const farewell = (h: HandleImpl, conn: Connection, state: HandleState.HandleState): Effect.Effect<void> => {
-  if (HandleState.isConnected(state) && !conn.disconnectRequested)
+  if (HandleState.isConnected(state) && !conn.engine.disconnectRequested)
     return Effect.ignore(commands.disconnect(h, "nbd_close"))
   if (HandleState.isNegotiating(state)) handshake.sendAbort(conn)
   return Effect.void

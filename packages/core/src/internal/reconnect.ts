@@ -7,6 +7,7 @@ import * as Schedule from "effect/Schedule"
 import * as HandleState from "../HandleState.js"
 import * as NbdError from "../NbdError.js"
 import { Connection, DISCONNECTED, FLUSH_ONLY } from "./connection.js"
+import { failed } from "./engine/completion.js"
 import type { HandleImpl, Recovery } from "./handle.js"
 import { stranded } from "./handle.js"
 import * as handshake from "./handshake.js"
@@ -75,8 +76,8 @@ const forgetNegotiated = (h: HandleImpl): void => {
 const discard = (conn: Connection, error: NbdError.NbdError | undefined): Effect.Effect<void> =>
   Effect.suspend(() => {
     if (conn.ended !== undefined) return Effect.void
-    if (conn.replies !== undefined) conn.disconnect()
-    else conn.endWrites()
+    if (conn.engine.replies !== undefined) conn.engine.disconnect()
+    else conn.engine.endWrites()
     return Effect.zipRight(conn.drain(FLUSH_ONLY), conn.terminate(error))
   })
 
@@ -107,7 +108,7 @@ const attempt = (h: HandleImpl, recovery: Recovery, before: Agreement, firstCook
               new NbdError.ConnectionError({ errno: "ENOTCONN", operation: OPERATION, message: DISCONNECTED })
           )
         // Callers that stopped waiting (interrupted, timed out) are not replayed: nobody takes the result.
-        for (const pending of recovery.waiting) if (!pending.cancelled) conn.replay(pending)
+        for (const pending of recovery.waiting) if (!pending.cancelled) conn.engine.replay(pending)
         h.recovery = undefined
         h.stats.reconnects += 1
       }),
@@ -118,7 +119,7 @@ const attempt = (h: HandleImpl, recovery: Recovery, before: Agreement, firstCook
 /** Fails every waiting command, under its own name, and the new commands waiting with them. */
 const release = (recovery: Recovery, error: NbdError.NbdError): Effect.Effect<void> =>
   Effect.suspend(() => {
-    for (const pending of recovery.waiting) pending.completion.done(Exit.fail(stranded(error, pending.operation)))
+    for (const pending of recovery.waiting) pending.completion.done(failed(stranded(error, pending.operation)))
     recovery.waiting.splice(0)
     return Deferred.fail(recovery.ready, error)
   })
@@ -153,7 +154,7 @@ export const begin = (h: HandleImpl): Effect.Effect<void> =>
     recovery.started = true
     const dropped = h.connection?.ended?.error
     const before = agreementOf(h)
-    const firstCookie = h.connection?.cookieFloor ?? 1
+    const firstCookie = h.connection?.engine.cookieFloor ?? 1
     const schedule = h.settings.reconnect!
     const reconnect = Effect.gen(function* () {
       yield* h.setState(HandleState.Connecting)

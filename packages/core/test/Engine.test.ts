@@ -1,0 +1,278 @@
+/**
+ * The protocol engine with no socket and no Effect: commands issued, what it queues to send, the server's
+ * replies fed as bytes (built with the server's own encoders), cut at every position, and the end of a
+ * connection. Each command must settle exactly once, with its data where the caller asked for it.
+ */
+import { describe, expect, it } from "@effect/vitest"
+import { NbdError, Protocol } from "@effect-nbd/core"
+import * as ServerCodec from "@effect-nbd/core/ServerCodec"
+import type { Outcome } from "../src/internal/engine/completion.js"
+import { END_OF_WRITES, frame, type Outgoing } from "../src/internal/engine/outbox.js"
+import type { CommandRequest, Pending } from "../src/internal/engine/pending.js"
+import { type EngineHost, type Stats, Transmission } from "../src/internal/engine/transmission.js"
+
+type Mode = "simple" | "structured" | "extended"
+
+const newStats = (): Stats => ({ bytesSent: 0, chunksSent: 0, bytesReceived: 0, chunksReceived: 0, reconnects: 0 })
+
+/** An engine in the transmission phase, with every outcome recorded per cookie. */
+const engineFor = (mode: Mode, adopt: EngineHost["adopt"] = () => false) => {
+  const host: EngineHost = {
+    stats: newStats(),
+    structuredReplies: mode !== "simple",
+    extendedHeaders: mode === "extended",
+    adopt
+  }
+  const queued: Array<Outgoing> = []
+  const engine = new Transmission(host, { queued: (item) => queued.push(item), handshakeBytes: () => {} })
+  expect(engine.startTransmission()).toBeUndefined()
+  const outcomes = new Map<number, Array<Outcome>>()
+  const issue = (command: CommandRequest, offset: number, count: number): Pending => {
+    const pending = engine.issue(command, offset, count)
+    const seen: Array<Outcome> = []
+    outcomes.set(pending.cookie, seen)
+    pending.completion.listen((outcome) => seen.push(outcome))
+    return pending
+  }
+  return { engine, host, queued, outcomes, issue }
+}
+
+const read = (buffer?: Uint8Array): CommandRequest => ({
+  operation: "nbd_pread",
+  type: Protocol.Cmd.READ,
+  flags: 0,
+  buffer,
+  fresh: buffer === undefined
+})
+const flush: CommandRequest = { operation: "nbd_flush", type: Protocol.Cmd.FLUSH, flags: 0 }
+const write = (payload: Uint8Array, extended: boolean): CommandRequest => ({
+  operation: "nbd_pwrite",
+  type: Protocol.Cmd.WRITE,
+  flags: extended ? Protocol.CmdFlag.PAYLOAD_LEN : 0,
+  payload
+})
+
+const concatAll = (parts: ReadonlyArray<Uint8Array>): Uint8Array => {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
+  let at = 0
+  for (const p of parts) {
+    out.set(p, at)
+    at += p.length
+  }
+  return out
+}
+
+const pattern = (n: number, seed: number): Uint8Array =>
+  Uint8Array.from({ length: n }, (_, i) => (i * 31 + seed) & 0xff)
+
+const sameBytes = (a: Uint8Array, b: Uint8Array): boolean => Buffer.from(a).equals(Buffer.from(b))
+
+/** Feeds `bytes` cut at `cuts` (sorted positions), each piece a copy of its own. */
+const feed = (engine: Transmission, bytes: Uint8Array, cuts: ReadonlyArray<number>) => {
+  let from = 0
+  for (const cut of [...cuts, bytes.length]) {
+    const error = engine.receive(bytes.slice(from, cut))
+    if (error !== undefined) return error
+    from = cut
+  }
+  return undefined
+}
+
+/** The replies of a server to: a read of 4 KiB at 8192 (cookie 1), a flush (2) and a read of 600 bytes at 0 (3). */
+const replies = (mode: Mode, first: Uint8Array, third: Uint8Array): Uint8Array => {
+  if (mode === "simple")
+    return concatAll([
+      ServerCodec.simpleReply(2n, 0),
+      ServerCodec.simpleReply(1n, 0),
+      first,
+      ServerCodec.simpleReply(3n, 0),
+      third
+    ])
+  const extended = mode === "extended"
+  const target = (cookie: bigint, offset: number): ServerCodec.ChunkTarget => ({ extended, cookie, offset })
+  return concatAll([
+    // Out of order, in pieces: the first read in two data chunks, the last a data chunk and a hole.
+    ...ServerCodec.offsetDataChunk(target(1n, 8192), 0, 8192 + 1000, first.subarray(1000)),
+    ServerCodec.noneChunk(target(2n, 0)),
+    ...ServerCodec.offsetDataChunk(target(3n, 0), 0, 0, third.subarray(0, 100)),
+    ...ServerCodec.offsetDataChunk(target(1n, 8192), Protocol.REPLY_FLAG_DONE, 8192, first.subarray(0, 1000)),
+    ServerCodec.offsetHoleChunk(target(3n, 0), Protocol.REPLY_FLAG_DONE, 100, 500)
+  ])
+}
+
+describe("the engine, fed bytes with no socket", () => {
+  for (const mode of ["simple", "structured", "extended"] as const) {
+    it(`${mode}: replies cut at every position settle each command once, data in the caller's buffer`, () => {
+      const first = pattern(4096, 7)
+      const third = new Uint8Array(600)
+      third.set(pattern(100, 3))
+      // In simple mode the 600 bytes come as data; in the others the last 500 are a hole, read as zeroes.
+      const bytes = replies(mode, first, third)
+      // Checked by hand and reported once: an expect per cut would cost more than the engine's work.
+      const wrong: Array<string> = []
+      for (let cut = 0; cut <= bytes.length; cut++) {
+        const { engine, outcomes, issue } = engineFor(mode)
+        const into = new Uint8Array(4096).fill(0xee)
+        issue(read(into), 8192, 4096)
+        issue(flush, 0, 0)
+        const fresh = issue(read(), 0, 600)
+        const error = feed(engine, bytes, [cut])
+        const [a, b, c] = [1, 2, 3].map((cookie) => outcomes.get(cookie) ?? [])
+        const settledOnce = a!.length === 1 && b!.length === 1 && c!.length === 1
+        const values = settledOnce && a![0]!.ok && b![0]!.ok && c![0]!.ok
+        const right =
+          error === undefined &&
+          values &&
+          (a![0] as { value: unknown }).value === into &&
+          (b![0] as { value: unknown }).value === undefined &&
+          (c![0] as { value: unknown }).value === fresh.buffer &&
+          sameBytes(into, first) &&
+          sameBytes(fresh.buffer!, third) &&
+          engine.inFlight === 0 &&
+          engine.pending.size === 0
+        if (!right) wrong.push(`cut at ${cut}: ${error?.message ?? JSON.stringify([...outcomes.values()])}`)
+      }
+      expect(wrong).toEqual([])
+    })
+  }
+
+  it("a reply one byte at a time, and the counters of what it took", () => {
+    const { engine, host, outcomes, issue } = engineFor("structured")
+    const first = pattern(4096, 1)
+    issue(read(), 8192, 4096)
+    issue(flush, 0, 0)
+    issue(read(), 0, 600)
+    const bytes = replies("structured", first, new Uint8Array(600))
+    expect(
+      feed(
+        engine,
+        bytes,
+        Array.from({ length: bytes.length - 1 }, (_, i) => i + 1)
+      )
+    ).toBeUndefined()
+    expect([...outcomes.values()].map((o) => o.length)).toEqual([1, 1, 1])
+    expect(host.stats.bytesReceived).toBe(bytes.length)
+    expect(host.stats.chunksReceived).toBe(5)
+    expect(host.stats.chunksSent).toBe(3)
+  })
+
+  it("a caller that stopped waiting: its late data is read and dropped, the stream stays in step", () => {
+    const { engine, outcomes, issue } = engineFor("structured")
+    const into = new Uint8Array(4096)
+    const gaveUp = issue(read(into), 8192, 4096)
+    issue(flush, 0, 0)
+    issue(read(), 0, 600)
+    gaveUp.buffer = undefined
+    gaveUp.cancelled = true
+    expect(feed(engine, replies("structured", pattern(4096, 9), new Uint8Array(600)), [])).toBeUndefined()
+    expect(into).toEqual(new Uint8Array(4096))
+    expect(outcomes.get(2)).toEqual([{ ok: true, value: undefined }])
+    expect(outcomes.get(3)![0]!.ok).toBe(true)
+  })
+
+  it("a server error fails that command only, with the server's errno", () => {
+    const { engine, outcomes, issue } = engineFor("structured")
+    issue(read(), 0, 512)
+    issue(flush, 0, 0)
+    const target = { extended: false, cookie: 1n, offset: 0 }
+    const bytes = concatAll([
+      ServerCodec.errorChunk(target, Protocol.REPLY_FLAG_DONE, Protocol.NbdErrno.EIO, "bad sector"),
+      ServerCodec.noneChunk({ ...target, cookie: 2n })
+    ])
+    expect(feed(engine, bytes, [])).toBeUndefined()
+    const failure = outcomes.get(1)![0]!
+    expect(failure.ok).toBe(false)
+    if (!failure.ok) {
+      expect(failure.error._tag).toBe("CommandError")
+      expect(failure.error.errno).toBe("EIO")
+      expect(failure.error.message).toMatch(/bad sector/)
+    }
+    expect(outcomes.get(2)).toEqual([{ ok: true, value: undefined }])
+  })
+
+  it("a malformed reply is a decode error for the driver; ending the connection then settles the rest once", () => {
+    const { engine, outcomes, issue } = engineFor("structured")
+    issue(read(), 0, 512)
+    issue(flush, 0, 0)
+    const garbage = new Uint8Array(20).fill(0x5a)
+    const error = engine.receive(garbage)
+    expect(error?._tag).toBe("ClientCodecDecodeError")
+    engine.end(undefined)
+    engine.end(undefined)
+    for (const cookie of [1, 2]) {
+      const seen = outcomes.get(cookie)!
+      expect(seen).toHaveLength(1)
+      expect(seen[0]!.ok).toBe(false)
+      if (!seen[0]!.ok) {
+        expect(seen[0]!.error).toBeInstanceOf(NbdError.ConnectionError)
+        expect(seen[0]!.error.errno).toBe("ENOTCONN")
+      }
+    }
+    expect(engine.inFlight).toBe(0)
+  })
+
+  it("a host that adopts the waiting commands keeps them unsettled, for a reconnect to replay", () => {
+    const adopted: Array<Pending> = []
+    const { engine, outcomes, issue } = engineFor("structured", (_error, waiting) => {
+      adopted.push(...waiting)
+      return true
+    })
+    issue(read(), 0, 512)
+    issue(flush, 0, 0)
+    engine.end(undefined)
+    expect(adopted.map((p) => p.cookie)).toEqual([1, 2])
+    expect([...outcomes.values()].every((o) => o.length === 0)).toBe(true)
+    // A new engine continues the cookies and sends them again.
+    const fresh = new Transmission(
+      { stats: newStats(), structuredReplies: true, extendedHeaders: false, adopt: () => false },
+      { queued: () => {}, handshakeBytes: () => {} },
+      engine.cookieFloor
+    )
+    expect(fresh.startTransmission()).toBeUndefined()
+    for (const p of adopted) fresh.replay(p)
+    expect(fresh.takeCookie()).toBe(3)
+    const target = { extended: false, cookie: 2n, offset: 0 }
+    expect(fresh.receive(ServerCodec.noneChunk(target))).toBeUndefined()
+    expect(outcomes.get(2)).toEqual([{ ok: true, value: undefined }])
+    expect(fresh.inFlight).toBe(1)
+  })
+
+  it("frames requests: small ones joined, a large payload alone and never copied, abandoned ones skipped", () => {
+    for (const extended of [false, true]) {
+      const { engine, issue, queued } = engineFor(extended ? "extended" : "structured")
+      const small = pattern(100, 1)
+      const large = pattern(256 * 1024, 2)
+      issue(flush, 0, 0)
+      issue(write(small, extended), 0, small.length)
+      const skipped = issue(flush, 0, 0)
+      issue(write(large, extended), 4096, large.length)
+      issue(flush, 0, 0)
+      skipped.abandoned = true
+      engine.endWrites()
+      expect(queued).toEqual(engine.queue)
+      const header = extended ? 32 : 28
+      const first = frame(engine.queue, 0)
+      expect(first.chunks).toHaveLength(2)
+      expect(first.chunks[0]!.length).toBe(header * 3 + small.length)
+      expect(first.chunks[1]).toBe(large)
+      const second = frame(engine.queue, first.next)
+      expect(second.chunks.map((c) => c.length)).toEqual([header])
+      expect(second.end).toBe(true)
+      expect(engine.queue[second.next - 1]).toBe(END_OF_WRITES)
+      expect(skipped.sent).toBe(false)
+      // What a request says: the cookie the engine gave it, its offset and length.
+      const view = new DataView(first.chunks[0]!.buffer, first.chunks[0]!.byteOffset)
+      expect(view.getUint32(0)).toBe(extended ? Protocol.EXTENDED_REQUEST_MAGIC : Protocol.REQUEST_MAGIC)
+      expect(view.getBigUint64(8)).toBe(1n)
+    }
+  })
+
+  it("after NBD_CMD_DISC no command may follow, and the write side ends after it", () => {
+    const { engine, queued } = engineFor("structured")
+    expect(engine.disconnect()).toBe(1)
+    expect(engine.disconnect()).toBeUndefined()
+    expect(engine.disconnectRequested).toBe(true)
+    expect(queued.at(-1)).toBe(END_OF_WRITES)
+    expect(engine.writesEnding).toBe(true)
+  })
+})
