@@ -15,7 +15,16 @@ import type * as NbdPool from "../NbdPool.js"
 import * as PositionalFile from "../PositionalFile.js"
 import * as Protocol from "../Protocol.js"
 import { checkCount, DEFAULT_CONNECTIONS, handlesOf, isPool, MAX_CONNECTIONS } from "./nbdPool.js"
-import * as transfer from "./transfer.js"
+import { BufferPool } from "./transfer/bufferPool.js"
+import { copyRandom, type Observer } from "./transfer/copyLoop.js"
+import { DEFAULT_REQUEST_SIZE, DEFAULT_REQUESTS, MAX_REQUESTS, MAX_ZERO, toOffset } from "./transfer/limits.js"
+import { Lock } from "./transfer/lock.js"
+import { nbdReader, nbdWriter } from "./transfer/nbdSides.js"
+import { orderedStream } from "./transfer/orderedStream.js"
+import { Planner } from "./transfer/planner.js"
+import { sequentialSink } from "./transfer/sequentialSink.js"
+import { discardWriter, finishedAtOnce, mustFinish, type Reader, type Writer } from "./transfer/sides.js"
+import { Tracker } from "./transfer/tracker.js"
 
 const OPERATION = "copy"
 
@@ -51,7 +60,7 @@ const openLanes = (
   })
 
 /** Seek and I/O on one handle must not interleave with another fiber's: one lock per handle. */
-const locked = (lanes: number) => Array.from({ length: lanes }, () => new transfer.Lock())
+const locked = (lanes: number) => Array.from({ length: lanes }, () => new Lock())
 
 /** Where a file's bytes move: positional I/O on one descriptor when the context has it, else seek and I/O. */
 interface FileIo {
@@ -141,7 +150,7 @@ const positionalIo = (path: string, lanes: number, file: FileSystem.File, io: Po
 const fileReader = (
   path: string,
   lanes: number
-): Effect.Effect<transfer.Reader<FileError>, FileError, FileSystem.FileSystem | Scope.Scope> =>
+): Effect.Effect<Reader<FileError>, FileError, FileSystem.FileSystem | Scope.Scope> =>
   Effect.gen(function* () {
     const io = yield* openFile(path, lanes, "r", "r")
     const size = Number((yield* io.first.stat).size)
@@ -160,7 +169,7 @@ const fileReader = (
                 ? () => undefined
                 : (done: (error: FileError | undefined) => void) => {
                     direct.readAt(offset, into, done)
-                    return transfer.mustFinish
+                    return mustFinish
                   }
           })
     }
@@ -176,7 +185,7 @@ const fileWriter = (
   sourceSize: number | undefined,
   destinationIsZero: boolean,
   allocated: boolean
-): Effect.Effect<transfer.Writer<FileError>, FileError, FileSystem.FileSystem | Scope.Scope> =>
+): Effect.Effect<Writer<FileError>, FileError, FileSystem.FileSystem | Scope.Scope> =>
   Effect.gen(function* () {
     const io = yield* openFile(path, lanes, "w", "r+")
     const first = io.first
@@ -213,10 +222,10 @@ const fileWriter = (
             writeDirect:
               (_lane: number, offset: number, data: Uint8Array) => (done: (error: FileError | undefined) => void) => {
                 direct.writeAt(offset, data, done)
-                return transfer.mustFinish
+                return mustFinish
               }
           }),
-      ...(holes ? { zeroDirect: () => transfer.finishedAtOnce } : {})
+      ...(holes ? { zeroDirect: () => finishedAtOnce } : {})
     }
   })
 
@@ -227,11 +236,11 @@ const fileWriter = (
 type AnyError = unknown
 
 type OpenedSource =
-  | { readonly _tag: "Random"; readonly reader: transfer.Reader<AnyError> }
+  | { readonly _tag: "Random"; readonly reader: Reader<AnyError> }
   | { readonly _tag: "Sequential"; readonly stream: Stream.Stream<Uint8Array, AnyError, any>; readonly size?: number }
 
 type OpenedDestination =
-  | { readonly _tag: "Random"; readonly writer: transfer.Writer<AnyError> }
+  | { readonly _tag: "Random"; readonly writer: Writer<AnyError> }
   | { readonly _tag: "Sink"; readonly sink: NbdCopy.ToSink<AnyError, any>["sink"] }
 
 interface Settings {
@@ -243,7 +252,7 @@ interface Settings {
   readonly allocated: boolean
   readonly destinationIsZero: boolean
   readonly flush: boolean
-  readonly observer: transfer.Observer | undefined
+  readonly observer: Observer | undefined
 }
 
 const settingsOf = (
@@ -255,15 +264,10 @@ const settingsOf = (
     const requestSize = yield* checkCount(
       OPERATION,
       "requestSize",
-      options.requestSize ?? transfer.DEFAULT_REQUEST_SIZE,
+      options.requestSize ?? DEFAULT_REQUEST_SIZE,
       Protocol.Limits.MAX_REQUEST_SIZE
     )
-    const requests = yield* checkCount(
-      OPERATION,
-      "requests",
-      options.requests ?? transfer.DEFAULT_REQUESTS,
-      transfer.MAX_REQUESTS
-    )
+    const requests = yield* checkCount(OPERATION, "requests", options.requests ?? DEFAULT_REQUESTS, MAX_REQUESTS)
     const connections =
       options.connections === undefined
         ? undefined
@@ -290,7 +294,7 @@ const settingsOf = (
 
 const openSource = (source: NbdCopy.Source, settings: Settings): Effect.Effect<OpenedSource, AnyError, any> => {
   if (isTarget(source))
-    return Effect.map(transfer.nbdReader(OPERATION, source, settings.lanes, settings.sparse), (reader) => ({
+    return Effect.map(nbdReader(OPERATION, source, settings.lanes, settings.sparse), (reader) => ({
       _tag: "Random" as const,
       reader
     }))
@@ -299,7 +303,7 @@ const openSource = (source: NbdCopy.Source, settings: Settings): Effect.Effect<O
       return Effect.map(fileReader(source.path, settings.lanes), (reader) => ({ _tag: "Random" as const, reader }))
     case "FromStream":
       return Effect.map(
-        source.size === undefined ? Effect.succeed(undefined) : transfer.toOffset(OPERATION, "size", source.size),
+        source.size === undefined ? Effect.succeed(undefined) : toOffset(OPERATION, "size", source.size),
         (size) => ({ _tag: "Sequential" as const, stream: source.stream, ...(size === undefined ? {} : { size }) })
       )
   }
@@ -312,7 +316,7 @@ const openDestination = (
 ): Effect.Effect<OpenedDestination, AnyError, any> => {
   if (isTarget(destination))
     return Effect.map(
-      transfer.nbdWriter(OPERATION, destination, settings.lanes, {
+      nbdWriter(OPERATION, destination, settings.lanes, {
         sourceSize,
         destinationIsZero: settings.destinationIsZero,
         allocated: settings.allocated
@@ -329,14 +333,14 @@ const openDestination = (
         })
       )
     case "Discard":
-      return Effect.succeed({ _tag: "Random" as const, writer: transfer.discardWriter })
+      return Effect.succeed({ _tag: "Random" as const, writer: discardWriter })
     case "ToSink":
       return Effect.succeed({ _tag: "Sink" as const, sink: destination.sink })
   }
 }
 
 /** Counts chunks as they pass. */
-const counted = <E, R>(stream: Stream.Stream<Uint8Array, E, R>, tracker: transfer.Tracker) =>
+const counted = <E, R>(stream: Stream.Stream<Uint8Array, E, R>, tracker: Tracker) =>
   Stream.mapChunks(stream, (chunk) => {
     for (const data of chunk) tracker.data(data.length)
     return chunk
@@ -345,7 +349,7 @@ const counted = <E, R>(stream: Stream.Stream<Uint8Array, E, R>, tracker: transfe
 /** Shows an in-order stream's bytes to the observer, with their offsets; fresh position on every run. */
 const observed = <E, R>(
   stream: Stream.Stream<Uint8Array, E, R>,
-  observer: transfer.Observer | undefined
+  observer: Observer | undefined
 ): Stream.Stream<Uint8Array, E, R> =>
   observer === undefined
     ? stream
@@ -379,7 +383,7 @@ const run = (
   source: NbdCopy.Source,
   destination: NbdCopy.Destination,
   options: NbdCopy.Options,
-  tracker: transfer.Tracker
+  tracker: Tracker
 ): Effect.Effect<NbdCopy.Result, AnyError, any> =>
   Effect.scoped(
     Effect.gen(function* () {
@@ -403,9 +407,9 @@ const run = (
           dst._tag === "Random" ? dst.writer.maxRequest : Number.POSITIVE_INFINITY
         )
         if (dst._tag === "Random") {
-          const pool = new transfer.BufferPool(requestSize)
-          const planner = new transfer.Planner(reader.extents, 0, reader.size, requestSize, transfer.MAX_ZERO)
-          yield* transfer.copyRandom(reader, dst.writer, planner, {
+          const pool = new BufferPool(requestSize)
+          const planner = new Planner(reader.extents, 0, reader.size, requestSize, MAX_ZERO)
+          yield* copyRandom(reader, dst.writer, planner, {
             lanes: used,
             requests: requestsPerLane(source, destination, settings.requests, used),
             buffers: pool,
@@ -420,7 +424,7 @@ const run = (
         } else
           yield* Stream.run(
             observed(
-              transfer.orderedStream(reader, {
+              orderedStream(reader, {
                 start: 0,
                 end: reader.size,
                 requestSize,
@@ -434,7 +438,7 @@ const run = (
       } else if (dst._tag === "Random")
         yield* Stream.run(
           observed(src.stream, settings.observer),
-          transfer.sequentialSink(dst.writer, {
+          sequentialSink(dst.writer, {
             offset: 0,
             inFlight: settings.requests * used,
             detectZeroes: settings.sparse && !settings.allocated,
@@ -463,7 +467,7 @@ export const copy = (
   options: NbdCopy.Options = {}
 ): Effect.Effect<NbdCopy.Result, AnyError, any> =>
   Effect.suspend(() => {
-    const tracker = new transfer.Tracker()
+    const tracker = new Tracker()
     return Effect.zipRight(tracker.begin, run(source, destination, options, tracker))
   })
 
@@ -474,7 +478,7 @@ export const copyWithProgress = (
 ): Stream.Stream<NbdCopy.Progress, AnyError, any> =>
   Stream.unwrapScoped(
     Effect.gen(function* () {
-      const tracker = new transfer.Tracker()
+      const tracker = new Tracker()
       yield* tracker.begin
       // The copy's fiber ends with its exit as its value: a failed copy fails the stream, never that fiber,
       // so no fiber of ours ends with an error nobody observed.

@@ -6,7 +6,10 @@ import type * as NbdPool from "../NbdPool.js"
 import type * as NbdStream from "../NbdStream.js"
 import * as Protocol from "../Protocol.js"
 import { checkCount } from "./nbdPool.js"
-import * as transfer from "./transfer.js"
+import { DEFAULT_REQUEST_SIZE, DEFAULT_REQUESTS, invalidArgument, MAX_REQUESTS, toOffset } from "./transfer/limits.js"
+import { nbdReader, nbdWriter } from "./transfer/nbdSides.js"
+import { orderedStream } from "./transfer/orderedStream.js"
+import { sequentialSink } from "./transfer/sequentialSink.js"
 
 const ALL_LANES = Number.POSITIVE_INFINITY
 
@@ -20,29 +23,24 @@ export const readStream = (
       const requestSize = yield* checkCount(
         operation,
         "requestSize",
-        options.requestSize ?? transfer.DEFAULT_REQUEST_SIZE,
+        options.requestSize ?? DEFAULT_REQUEST_SIZE,
         Protocol.Limits.MAX_REQUEST_SIZE
       )
-      const requests = yield* checkCount(
-        operation,
-        "requests",
-        options.requests ?? transfer.DEFAULT_REQUESTS,
-        transfer.MAX_REQUESTS
-      )
-      const reader = yield* transfer.nbdReader(operation, target, ALL_LANES, options.sparse ?? false)
-      const start = yield* transfer.toOffset(operation, "offset", options.offset ?? 0)
+      const requests = yield* checkCount(operation, "requests", options.requests ?? DEFAULT_REQUESTS, MAX_REQUESTS)
+      const reader = yield* nbdReader(operation, target, ALL_LANES, options.sparse ?? false)
+      const start = yield* toOffset(operation, "offset", options.offset ?? 0)
       const length =
         options.length === undefined
           ? Math.max(0, reader.size - start)
-          : yield* transfer.toOffset(operation, "length", options.length)
+          : yield* toOffset(operation, "length", options.length)
       if (start + length > reader.size)
         return yield* Effect.fail(
-          transfer.invalidArgument(
+          invalidArgument(
             operation,
             `the range ${start}+${length} ends past the end of the export (${reader.size} bytes)`
           )
         )
-      return transfer.orderedStream(reader, {
+      return orderedStream(reader, {
         start,
         end: start + length,
         requestSize,
@@ -58,20 +56,15 @@ export const writeSink = (
   Sink.unwrap(
     Effect.gen(function* () {
       const operation = "writeSink"
-      const requests = yield* checkCount(
-        operation,
-        "requests",
-        options.requests ?? transfer.DEFAULT_REQUESTS,
-        transfer.MAX_REQUESTS
-      )
+      const requests = yield* checkCount(operation, "requests", options.requests ?? DEFAULT_REQUESTS, MAX_REQUESTS)
       const requestSize =
         options.requestSize === undefined
           ? Protocol.Limits.MAX_REQUEST_SIZE
           : yield* checkCount(operation, "requestSize", options.requestSize, Protocol.Limits.MAX_REQUEST_SIZE)
-      const offset = yield* transfer.toOffset(operation, "offset", options.offset ?? 0)
-      const writer = yield* transfer.nbdWriter(operation, target, ALL_LANES, { offset })
+      const offset = yield* toOffset(operation, "offset", options.offset ?? 0)
+      const writer = yield* nbdWriter(operation, target, ALL_LANES, { offset })
       return Sink.map(
-        transfer.sequentialSink(
+        sequentialSink(
           { ...writer, maxRequest: Math.min(writer.maxRequest, requestSize) },
           {
             offset,

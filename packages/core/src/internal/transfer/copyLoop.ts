@@ -1,39 +1,20 @@
 /**
- * The machinery under NbdStream and NbdCopy: random-access readers and writers (NBD handles and pools in
- * transfer/nbdSides.ts, files in nbdCopy.ts), a planner that hands out pieces of a range (data, or zero
- * extents from block status), a pool of reusable request buffers, progress counters, and the three ways to
- * move bytes: workers between two random-access sides, an ordered stream out of a reader, and a sequential
- * sink into a writer. The pieces live in transfer/; the ways to move bytes are still here.
+ * The copy between two random-access sides: `lanes × requests` request slots run as callbacks, each taking
+ * the next piece from the planner, reading it into a pooled buffer and writing it (or zeroing it), with an
+ * observer that may see every byte of the source.
  */
-import * as Chunk from "effect/Chunk"
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as Runtime from "effect/Runtime"
-import * as Sink from "effect/Sink"
-import * as Stream from "effect/Stream"
-import type * as NbdError from "../NbdError.js"
-import * as Protocol from "../Protocol.js"
-import { nativeTracer } from "./call.js"
-import type { BufferPool } from "./transfer/bufferPool.js"
-import { invalidArgument } from "./transfer/limits.js"
-import { Planner } from "./transfer/planner.js"
-import { type Direct, type Item, mustFinish, type Reader, type Start, type Writer } from "./transfer/sides.js"
-import type { Tracker } from "./transfer/tracker.js"
-import { Window } from "./transfer/window.js"
-import { type Run, zeroRuns } from "./transfer/zeroRuns.js"
-
-export * from "./transfer/bufferPool.js"
-export * from "./transfer/limits.js"
-export * from "./transfer/lock.js"
-export * from "./transfer/nbdSides.js"
-export * from "./transfer/planner.js"
-export * from "./transfer/sides.js"
-export * from "./transfer/tracker.js"
-export * from "./transfer/window.js"
-export * from "./transfer/zeroRuns.js"
+import { nativeTracer } from "../call.js"
+import type { BufferPool } from "./bufferPool.js"
+import type { Planner } from "./planner.js"
+import { type Direct, type Item, mustFinish, type Reader, type Start, type Writer } from "./sides.js"
+import type { Tracker } from "./tracker.js"
+import { type Run, zeroRuns } from "./zeroRuns.js"
 
 /**
  * Sees every byte of a copy's source once: `data` with what was read (valid only during the call), `zero`
@@ -43,10 +24,6 @@ export interface Observer {
   readonly data: (offset: number, bytes: Uint8Array) => void
   readonly zero: (offset: number, length: number) => void
 }
-
-// ---------------------------------------------------------------------------------------------------------------
-// Moving bytes
-// ---------------------------------------------------------------------------------------------------------------
 
 /** The options of `copyRandom`. */
 export interface CopyOptions {
@@ -325,135 +302,3 @@ class CopyLoop<E1, E2> {
     })
   }
 }
-
-/** The options of an ordered read. */
-export interface OrderedOptions {
-  readonly start: number
-  readonly end: number
-  readonly requestSize: number
-  /** Requests in flight in all. */
-  readonly inFlight: number
-  readonly tracker?: Tracker | undefined
-}
-
-/**
- * A reader as an ordered stream of fresh buffers: up to `inFlight` reads started ahead (round robin over
- * the lanes), the oldest awaited first; zero extents come out as zeroed buffers without a read. Its state
- * is made when the stream runs, so every run reads anew.
- */
-export const orderedStream = <E>(reader: Reader<E>, options: OrderedOptions): Stream.Stream<Uint8Array, E> =>
-  Stream.suspend(() => {
-    const requestSize = Math.min(options.requestSize, reader.maxRequest)
-    const planner = new Planner(reader.extents, options.start, options.end, requestSize, requestSize)
-    const window = new Window<E, Uint8Array>()
-    const tracker = options.tracker
-    let lane = 0
-    const readFresh =
-      reader.readFresh ??
-      ((lane: number, offset: number, length: number) => {
-        const buffer = new Uint8Array(length)
-        return Effect.map(reader.read(lane, offset, buffer), (wait) => Effect.as(wait, buffer))
-      })
-    const fill: Effect.Effect<void, E> = Effect.gen(function* () {
-      while (window.size < options.inFlight) {
-        const item = planner.takeSync()
-        if (item === undefined) return
-        if (item === null) {
-          yield* planner.refill
-          continue
-        }
-        if (item.zero) window.push(Effect.succeed(new Uint8Array(item.length)), item.length, true)
-        else {
-          window.push(yield* readFresh(lane, item.offset, item.length), item.length, false)
-          lane = (lane + 1) % reader.lanes
-        }
-      }
-    })
-    const pull: Effect.Effect<Chunk.Chunk<Uint8Array>, Option.Option<E>> = Effect.flatMap(
-      Effect.mapError(fill, Option.some),
-      () => {
-        if (window.size === 0) return Effect.fail(Option.none())
-        return Effect.mapBoth(window.shift(tracker), { onFailure: Option.some, onSuccess: Chunk.of })
-      }
-    )
-    return Stream.repeatEffectChunkOption(pull)
-  })
-
-/** The options of a sequential sink. */
-export interface SequentialOptions {
-  readonly offset: number
-  /** Writes in flight in all. */
-  readonly inFlight: number
-  readonly detectZeroes: boolean
-  /** The granularity of zero detection; undefined: the whole piece. */
-  readonly zeroBlock?: number | undefined
-  readonly flush: boolean
-  readonly tracker?: Tracker | undefined
-  /** The number of bytes the input must have, when known. */
-  readonly expected?: number | undefined
-  readonly operation: string
-}
-
-/**
- * A writer as a sink: chunks written one after another from `offset`, split at the writer's request
- * limit, up to `inFlight` at once (round robin over the lanes); all-zero pieces zeroed when asked. At the end
- * it waits for every write, finishes the writer (flushing when asked) and gives the bytes written. Fresh
- * state on every run.
- */
-export const sequentialSink = <E>(
-  writer: Writer<E>,
-  options: SequentialOptions
-): Sink.Sink<number, Uint8Array, never, E | NbdError.NbdError> =>
-  Sink.suspend(() => {
-    const window = new Window<E, unknown>()
-    const tracker = options.tracker
-    const maxRequest = Math.min(writer.maxRequest, Protocol.Limits.DEFAULT_PAYLOAD_MAX)
-    const lanes = Number.isFinite(writer.lanes) ? writer.lanes : 1
-    let pos = options.offset
-    let lane = 0
-    const issue = (start: Start<E>, length: number, zero: boolean): Effect.Effect<void, E> =>
-      Effect.flatMap(start, (wait) => {
-        window.push(wait, length, zero)
-        return window.size > options.inFlight ? window.shift(tracker) : Effect.void
-      })
-    const push = (chunk: Chunk.Chunk<Uint8Array>): Effect.Effect<void, E> =>
-      Effect.gen(function* () {
-        for (const data of chunk) {
-          for (let at = 0; at < data.length; at += maxRequest) {
-            const piece = at === 0 && data.length <= maxRequest ? data : data.subarray(at, at + maxRequest)
-            const offset = pos
-            pos += piece.length
-            if (writer.discards) {
-              tracker?.data(piece.length)
-              continue
-            }
-            if (!options.detectZeroes) yield* issue(writer.write(lane, offset, piece), piece.length, false)
-            else
-              for (const r of zeroRuns(piece, offset, options.zeroBlock)) {
-                const part = r.length === piece.length ? piece : piece.subarray(r.start, r.start + r.length)
-                yield* issue(
-                  r.zero ? writer.zero(lane, offset + r.start, r.length) : writer.write(lane, offset + r.start, part),
-                  r.length,
-                  r.zero
-                )
-              }
-            lane = (lane + 1) % lanes
-          }
-        }
-      })
-    const end: Effect.Effect<number, E | NbdError.NbdError> = Effect.gen(function* () {
-      while (window.size > 0) yield* window.shift(tracker)
-      const written = pos - options.offset
-      if (options.expected !== undefined && written !== options.expected)
-        return yield* Effect.fail(
-          invalidArgument(
-            options.operation,
-            `the source gave ${written} bytes where its size said ${options.expected}`,
-            "EIO"
-          )
-        )
-      yield* writer.finish(pos, options.flush)
-      return written
-    })
-    return Sink.forEachChunk(push).pipe(Sink.mapEffect(() => end))
-  })
