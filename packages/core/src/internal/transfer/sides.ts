@@ -2,13 +2,14 @@
  * The two sides of a transfer as the loops see them: a `Reader` that can be read anywhere and a `Writer` that
  * can be written anywhere, the pieces of work they trade (`Item`), the two ways to start an I/O (`Start`, an
  * effect, and `Direct`, a callback), and null:, the writer that drops every byte. NBD handles and pools become
- * sides in nbdSides.ts, files in nbdCopy.ts.
+ * sides in nbdSides.ts, files in fileSides.ts.
  *
  * This folder is the machinery under NbdStream and NbdCopy: random-access readers and writers (NBD handles
- * and pools in nbdSides.ts, files in nbdCopy.ts), a planner that hands out pieces of a range (data, or zero
+ * and pools in nbdSides.ts, files in fileSides.ts), a planner that hands out pieces of a range (data, or zero
  * extents from block status), a pool of reusable request buffers, progress counters, and the three ways to
  * move bytes: workers between two random-access sides (copyLoop.ts), an ordered stream out of a reader
- * (orderedStream.ts), and a sequential sink into a writer (sequentialSink.ts).
+ * (orderedStream.ts), and a sequential sink into a writer (sequentialSink.ts). nbdCopy.ts and nbdStream.ts,
+ * the bodies of the public modules, put them together.
  */
 import * as Effect from "effect/Effect"
 import { constVoid } from "effect/Function"

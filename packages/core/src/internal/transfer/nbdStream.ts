@@ -1,15 +1,19 @@
+/**
+ * The body of NbdStream: an export read as an ordered stream and written through a sequential sink, over a
+ * handle or every connection of a pool, after the options are checked.
+ */
 import * as Effect from "effect/Effect"
 import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
-import type * as NbdError from "../NbdError.js"
-import type * as NbdPool from "../NbdPool.js"
-import type * as NbdStream from "../NbdStream.js"
-import * as Protocol from "../Protocol.js"
-import { checkCount } from "./nbdPool.js"
-import { DEFAULT_REQUEST_SIZE, DEFAULT_REQUESTS, invalidArgument, MAX_REQUESTS, toOffset } from "./transfer/limits.js"
-import { nbdReader, nbdWriter } from "./transfer/nbdSides.js"
-import { orderedStream } from "./transfer/orderedStream.js"
-import { sequentialSink } from "./transfer/sequentialSink.js"
+import type * as NbdError from "../../NbdError.js"
+import type * as NbdPool from "../../NbdPool.js"
+import type * as NbdStream from "../../NbdStream.js"
+import * as Protocol from "../../Protocol.js"
+import { checkCount } from "../nbdPool.js"
+import { DEFAULT_REQUEST_SIZE, DEFAULT_REQUESTS, invalidArgument, MAX_REQUESTS, toOffset } from "./limits.js"
+import { nbdReader, nbdWriter } from "./nbdSides.js"
+import { orderedStream } from "./orderedStream.js"
+import { sequentialSink } from "./sequentialSink.js"
 
 const ALL_LANES = Number.POSITIVE_INFINITY
 
