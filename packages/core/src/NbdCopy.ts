@@ -36,7 +36,7 @@ import type * as Duration from "effect/Duration"
 import type * as Effect from "effect/Effect"
 import type * as Sink from "effect/Sink"
 import type * as Stream from "effect/Stream"
-import * as internal from "./internal/nbdCopy.js"
+import * as internal from "./internal/transfer/nbdCopy.js"
 import type * as NbdError from "./NbdError.js"
 import type * as NbdPool from "./NbdPool.js"
 

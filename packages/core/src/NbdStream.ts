@@ -16,7 +16,7 @@
  */
 import type * as Sink from "effect/Sink"
 import type * as Stream from "effect/Stream"
-import * as internal from "./internal/nbdStream.js"
+import * as internal from "./internal/transfer/nbdStream.js"
 import type * as NbdError from "./NbdError.js"
 import type * as NbdPool from "./NbdPool.js"
 

@@ -3,7 +3,11 @@ import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
-import * as transfer from "../src/internal/transfer.js"
+import { BufferPool } from "../src/internal/transfer/bufferPool.js"
+import { copyRandom } from "../src/internal/transfer/copyLoop.js"
+import { Planner } from "../src/internal/transfer/planner.js"
+import { mustFinish, type Reader, type Writer } from "../src/internal/transfer/sides.js"
+import { Tracker } from "../src/internal/transfer/tracker.js"
 
 // copyRandom's request slots, over sides made here: what they see, in what order, and how the copy ends.
 
@@ -11,7 +15,7 @@ const SIZE = 64 * 1024
 const PIECE = 4096
 
 /** A reader of `SIZE` bytes whose byte at offset o is o & 0xff, read at once or through a direct start. */
-const reader = (direct: boolean): transfer.Reader<string> => ({
+const reader = (direct: boolean): Reader<string> => ({
   size: SIZE,
   lanes: 1,
   maxRequest: PIECE,
@@ -30,16 +34,16 @@ const reader = (direct: boolean): transfer.Reader<string> => ({
               if (into !== undefined) for (let i = 0; i < into.length; i++) into[i] = (offset + i) & 0xff
               done(undefined)
             })
-            return transfer.mustFinish
+            return mustFinish
           }
       }
     : {})
 })
 
 /** A writer that records what it is given; `write` may be replaced to fail or die. */
-const recorder = (write?: transfer.Writer<string>["write"]) => {
+const recorder = (write?: Writer<string>["write"]) => {
   const seen = new Map<number, Uint8Array>()
-  const writer: transfer.Writer<string> = {
+  const writer: Writer<string> = {
     lanes: 1,
     maxRequest: PIECE,
     discards: false,
@@ -56,13 +60,13 @@ const recorder = (write?: transfer.Writer<string>["write"]) => {
   return { seen, writer }
 }
 
-const run = (r: transfer.Reader<string>, w: transfer.Writer<string>, requests = 4) =>
-  transfer.copyRandom(r, w, new transfer.Planner(undefined, 0, SIZE, PIECE, PIECE), {
+const run = (r: Reader<string>, w: Writer<string>, requests = 4) =>
+  copyRandom(r, w, new Planner(undefined, 0, SIZE, PIECE, PIECE), {
     lanes: 1,
     requests,
-    buffers: new transfer.BufferPool(PIECE),
+    buffers: new BufferPool(PIECE),
     detectZeroes: false,
-    tracker: new transfer.Tracker()
+    tracker: new Tracker()
   })
 
 describe("copyRandom", () => {
@@ -129,7 +133,7 @@ describe("copyRandom", () => {
   it.live("an interrupted copy waits for the direct I/O that cannot be called back", () =>
     Effect.gen(function* () {
       let running = 0
-      const slow: transfer.Reader<string> = {
+      const slow: Reader<string> = {
         ...reader(true),
         readDirect: (_lane, _offset, _length, _into) => (done) => {
           running++
@@ -137,7 +141,7 @@ describe("copyRandom", () => {
             running--
             done(undefined)
           }, 50)
-          return transfer.mustFinish
+          return mustFinish
         }
       }
       const fiber = yield* Effect.fork(run(slow, recorder().writer))

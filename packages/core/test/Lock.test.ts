@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
-import { Lock } from "../src/internal/transfer.js"
+import { Lock } from "../src/internal/transfer/lock.js"
 
 describe("the copy's lock", () => {
   it.effect("lets one holder in at a time, in the order they came", () =>

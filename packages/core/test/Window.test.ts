@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
-import { Window } from "../src/internal/transfer.js"
+import { Window } from "../src/internal/transfer/window.js"
 
 describe("the ordered window of started I/O", () => {
   it.effect("topped up after every element, it holds what is in flight and lets go of what was taken", () =>

@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import * as fc from "fast-check"
-import { isAllZero, zeroRuns } from "../src/internal/transfer.js"
+import { isAllZero, zeroRuns } from "../src/internal/transfer/zeroRuns.js"
 
 /** The rule spelled out byte by byte: blocks aligned to the export, partial blocks are data, neighbours joined. */
 const reference = (data: Uint8Array, offset: number, blockSize: number) => {

@@ -1,12 +1,19 @@
+/**
+ * The body of NbdStream: an export read as an ordered stream and written through a sequential sink, over a
+ * handle or every connection of a pool, after the options are checked.
+ */
 import * as Effect from "effect/Effect"
 import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
-import type * as NbdError from "../NbdError.js"
-import type * as NbdPool from "../NbdPool.js"
-import type * as NbdStream from "../NbdStream.js"
-import * as Protocol from "../Protocol.js"
-import { checkCount } from "./nbdPool.js"
-import * as transfer from "./transfer.js"
+import type * as NbdError from "../../NbdError.js"
+import type * as NbdPool from "../../NbdPool.js"
+import type * as NbdStream from "../../NbdStream.js"
+import * as Protocol from "../../Protocol.js"
+import { checkCount } from "../nbdPool.js"
+import { DEFAULT_REQUEST_SIZE, DEFAULT_REQUESTS, invalidArgument, MAX_REQUESTS, toOffset } from "./limits.js"
+import { nbdReader, nbdWriter } from "./nbdSides.js"
+import { orderedStream } from "./orderedStream.js"
+import { sequentialSink } from "./sequentialSink.js"
 
 const ALL_LANES = Number.POSITIVE_INFINITY
 
@@ -20,29 +27,24 @@ export const readStream = (
       const requestSize = yield* checkCount(
         operation,
         "requestSize",
-        options.requestSize ?? transfer.DEFAULT_REQUEST_SIZE,
+        options.requestSize ?? DEFAULT_REQUEST_SIZE,
         Protocol.Limits.MAX_REQUEST_SIZE
       )
-      const requests = yield* checkCount(
-        operation,
-        "requests",
-        options.requests ?? transfer.DEFAULT_REQUESTS,
-        transfer.MAX_REQUESTS
-      )
-      const reader = yield* transfer.nbdReader(operation, target, ALL_LANES, options.sparse ?? false)
-      const start = yield* transfer.toOffset(operation, "offset", options.offset ?? 0)
+      const requests = yield* checkCount(operation, "requests", options.requests ?? DEFAULT_REQUESTS, MAX_REQUESTS)
+      const reader = yield* nbdReader(operation, target, ALL_LANES, options.sparse ?? false)
+      const start = yield* toOffset(operation, "offset", options.offset ?? 0)
       const length =
         options.length === undefined
           ? Math.max(0, reader.size - start)
-          : yield* transfer.toOffset(operation, "length", options.length)
+          : yield* toOffset(operation, "length", options.length)
       if (start + length > reader.size)
         return yield* Effect.fail(
-          transfer.invalidArgument(
+          invalidArgument(
             operation,
             `the range ${start}+${length} ends past the end of the export (${reader.size} bytes)`
           )
         )
-      return transfer.orderedStream(reader, {
+      return orderedStream(reader, {
         start,
         end: start + length,
         requestSize,
@@ -58,20 +60,15 @@ export const writeSink = (
   Sink.unwrap(
     Effect.gen(function* () {
       const operation = "writeSink"
-      const requests = yield* checkCount(
-        operation,
-        "requests",
-        options.requests ?? transfer.DEFAULT_REQUESTS,
-        transfer.MAX_REQUESTS
-      )
+      const requests = yield* checkCount(operation, "requests", options.requests ?? DEFAULT_REQUESTS, MAX_REQUESTS)
       const requestSize =
         options.requestSize === undefined
           ? Protocol.Limits.MAX_REQUEST_SIZE
           : yield* checkCount(operation, "requestSize", options.requestSize, Protocol.Limits.MAX_REQUEST_SIZE)
-      const offset = yield* transfer.toOffset(operation, "offset", options.offset ?? 0)
-      const writer = yield* transfer.nbdWriter(operation, target, ALL_LANES, { offset })
+      const offset = yield* toOffset(operation, "offset", options.offset ?? 0)
+      const writer = yield* nbdWriter(operation, target, ALL_LANES, { offset })
       return Sink.map(
-        transfer.sequentialSink(
+        sequentialSink(
           { ...writer, maxRequest: Math.min(writer.maxRequest, requestSize) },
           {
             offset,

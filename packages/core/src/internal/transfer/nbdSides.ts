@@ -1,0 +1,199 @@
+/**
+ * NBD handles and pools as the sides of a transfer: a reader (with block status when the source has
+ * base:allocation) and a writer (zero ranges as NBD_CMD_WRITE_ZEROES, or writes of zeroes where the server
+ * lacks it), each with a direct path that issues commands without an effect for the copy's hot loop.
+ */
+import * as Cause from "effect/Cause"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Option from "effect/Option"
+import * as Nbd from "../../Nbd.js"
+import type * as NbdError from "../../NbdError.js"
+import type * as NbdPool from "../../NbdPool.js"
+import * as Protocol from "../../Protocol.js"
+import * as commandCalls from "../commandCalls.js"
+import * as commands from "../commands.js"
+import type { HandleImpl } from "../handle.js"
+import { handlesOf } from "../nbdPool.js"
+import { invalidArgument, toOffset } from "./limits.js"
+import { type Direct, type Item, type Reader, started, type Writer } from "./sides.js"
+
+/** The engine's view of a public handle (the same object). */
+const implOf = (h: Nbd.Handle): HandleImpl => h as unknown as HandleImpl
+
+/** The largest request a handle takes: the server's maximum block size, within libnbd's payload cap. */
+const requestLimit = (h: Nbd.Handle): Effect.Effect<number, NbdError.NbdError> =>
+  Effect.zipWith(Nbd.getBlockSize(h, "maximum"), Nbd.getBlockSize(h, "payload"), (maximum, payload) =>
+    maximum > 0 ? Math.min(maximum, payload) : payload
+  )
+
+const exportSize = (operation: string, h: Nbd.Handle): Effect.Effect<number, NbdError.NbdError> =>
+  Effect.flatMap(Nbd.getSize(h), (size) => toOffset(operation, "the export size", size))
+
+/** Base:allocation extents as items over `[offset, offset + length)`, neighbours of one kind joined. */
+const itemsOf = (entries: ReadonlyArray<Nbd.BlockStatusEntry>, offset: number, length: number): ReadonlyArray<Item> => {
+  const items: Array<Item> = []
+  const end = offset + length
+  let at = offset
+  for (const e of entries.find((x) => x.context === "base:allocation")?.extents ?? []) {
+    if (at >= end) break
+    const len = Math.min(Number(e.length), end - at)
+    if (len <= 0) continue
+    const zero = (e.flags & Protocol.STATE_ZERO) !== 0
+    const last = items[items.length - 1]
+    if (last !== undefined && last.zero === zero) items[items.length - 1] = { ...last, length: last.length + len }
+    else items.push({ offset: at, length: len, zero })
+    at += len
+  }
+  // A server that answered nothing usable: the range is data.
+  return items.length > 0 ? items : [{ offset, length, zero: false }]
+}
+
+/** The handles of a target, at most `lanes` of them. */
+const lanesOf = (target: NbdPool.Target, lanes: number): ReadonlyArray<Nbd.Handle> =>
+  handlesOf(target).slice(0, Math.max(1, lanes))
+
+/** A handle or pool as a reader; block status is used when `sparse` and the source negotiated base:allocation. */
+export const nbdReader = (
+  operation: string,
+  target: NbdPool.Target,
+  lanes: number,
+  sparse: boolean
+): Effect.Effect<Reader<NbdError.NbdError>, NbdError.NbdError> =>
+  Effect.gen(function* () {
+    const handles = lanesOf(target, lanes)
+    const h0 = handles[0]!
+    const size = yield* exportSize(operation, h0)
+    const maxRequest = yield* requestLimit(h0)
+    const allocation = sparse && (yield* Effect.orElseSucceed(Nbd.canMetaContext(h0, "base:allocation"), () => false))
+    return {
+      size,
+      lanes: handles.length,
+      maxRequest,
+      read: (lane, offset, into) =>
+        Effect.map(Nbd.aioPread(handles[lane]!, into.length, offset, { buffer: into }), (c) => c.await),
+      readFresh: (lane, offset, length) => Effect.map(Nbd.aioPread(handles[lane]!, length, offset), (c) => c.await),
+      readDrops: true,
+      readDirect: (lane, offset, length, into) => {
+        const impl = implOf(handles[lane]!)
+        return direct(impl, {
+          operation: "nbd_aio_pread",
+          type: Protocol.Cmd.READ,
+          flags: 0,
+          offset,
+          count: length,
+          buffer: into === undefined || !impl.settings.preadInitialize ? into : into.fill(0)
+        })
+      },
+      extents: allocation
+        ? (offset, length) => Effect.map(Nbd.blockStatus(h0, length, offset), (e) => itemsOf(e, offset, length))
+        : undefined
+    }
+  })
+
+/** The options of an NBD writer. */
+export interface NbdWriterOptions {
+  /** The source's size when known: a smaller destination fails at once with ENOSPC. */
+  readonly sourceSize?: number | undefined
+  /** Where the data starts (a write sink at an offset). */
+  readonly offset?: number | undefined
+  readonly destinationIsZero?: boolean | undefined
+  /** Zero ranges must end allocated: NBD_CMD_WRITE_ZEROES with NO_HOLE (nbdcopy's --allocated). */
+  readonly allocated?: boolean | undefined
+}
+
+/**
+ * A handle or pool as a writer: read-only fails with EPERM, a source larger than the export with ENOSPC;
+ * zero ranges become NBD_CMD_WRITE_ZEROES where the server has it, else writes of a shared zero buffer.
+ */
+export const nbdWriter = (
+  operation: string,
+  target: NbdPool.Target,
+  lanes: number,
+  options: NbdWriterOptions
+): Effect.Effect<Writer<NbdError.NbdError>, NbdError.NbdError> =>
+  Effect.gen(function* () {
+    const handles = lanesOf(target, lanes)
+    const h0 = handles[0]!
+    const size = yield* exportSize(operation, h0)
+    if (yield* Nbd.isReadOnly(h0))
+      return yield* Effect.fail(invalidArgument(operation, "the destination export is read-only", "EPERM"))
+    const start = options.offset ?? 0
+    if (options.sourceSize !== undefined && start + options.sourceSize > size)
+      return yield* Effect.fail(
+        invalidArgument(
+          operation,
+          `the destination (${size} bytes) is smaller than the source (${options.sourceSize} bytes)`,
+          "ENOSPC"
+        )
+      )
+    const canZero = yield* Nbd.canZero(h0)
+    const canFlush = yield* Nbd.canFlush(h0)
+    const maxRequest = yield* requestLimit(h0)
+    const zeroFlags: { readonly flags?: number } = options.allocated ? { flags: Protocol.CmdFlag.NO_HOLE } : {}
+    let zeroes: Uint8Array | undefined
+    const outOfSpace = Effect.fail(
+      invalidArgument(operation, `the source is larger than the destination (${size} bytes)`, "ENOSPC")
+    )
+    const fits = (offset: number, length: number) => offset + length <= size
+    const writeZeroes = (h: Nbd.Handle, offset: number, length: number) =>
+      Effect.gen(function* () {
+        zeroes ??= new Uint8Array(Math.min(maxRequest, 1 << 20))
+        for (let done = 0; done < length; done += zeroes.length)
+          yield* Nbd.pwrite(h, zeroes.subarray(0, Math.min(zeroes.length, length - done)), offset + done)
+        return Effect.void
+      })
+    return {
+      lanes: handles.length,
+      maxRequest,
+      discards: false,
+      write: (lane, offset, data) =>
+        fits(offset, data.length)
+          ? Effect.map(Nbd.aioPwrite(handles[lane]!, data, offset), (c) => c.await)
+          : outOfSpace,
+      zero: (lane, offset, length) =>
+        !fits(offset, length)
+          ? outOfSpace
+          : options.destinationIsZero
+            ? started
+            : canZero
+              ? Effect.map(Nbd.aioZero(handles[lane]!, length, offset, zeroFlags), (c) => c.await)
+              : writeZeroes(handles[lane]!, offset, length),
+      finish: (_size, flush) =>
+        flush && canFlush
+          ? Effect.forEach(handles, (h) => Nbd.flush(h), { concurrency: "unbounded", discard: true })
+          : Effect.void,
+      writeDirect: (lane, offset, data) => {
+        if (!fits(offset, data.length)) return undefined
+        const impl = implOf(handles[lane]!)
+        return direct(impl, {
+          operation: "nbd_aio_pwrite",
+          type: Protocol.Cmd.WRITE,
+          flags: commandCalls.autoPayloadLen(impl, 0),
+          offset,
+          count: data.length,
+          payload: data
+        })
+      },
+      zeroDirect: (lane, offset, length) =>
+        !fits(offset, length) || !canZero || options.destinationIsZero
+          ? undefined
+          : direct(implOf(handles[lane]!), {
+              operation: "nbd_aio_zero",
+              type: Protocol.Cmd.WRITE_ZEROES,
+              flags: zeroFlags.flags ?? 0,
+              offset,
+              count: length
+            })
+    }
+  })
+
+/** A command issued without an effect; its outcome reaches `done`. */
+const direct =
+  (impl: HandleImpl, spec: commands.CommandSpec): Direct<NbdError.NbdError> =>
+  (done) =>
+    commands.issueDirect(impl, spec, (exit) => done(Exit.isFailure(exit) ? failureOf(exit.cause) : undefined))
+
+/** A command's failure is one typed error; anything else (a defect) is kept as it is. */
+const failureOf = (cause: Cause.Cause<NbdError.NbdError>): NbdError.NbdError =>
+  Option.getOrElse(Cause.failureOption(cause), () => Cause.squash(cause) as NbdError.NbdError)

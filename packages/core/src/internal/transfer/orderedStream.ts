@@ -1,0 +1,65 @@
+/**
+ * A reader as an ordered stream (NbdStream.readStream, and a copy from a random-access source into a sink):
+ * reads started ahead round robin over the lanes, handed out in offset order.
+ */
+import * as Chunk from "effect/Chunk"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as Stream from "effect/Stream"
+import { Planner } from "./planner.js"
+import type { Reader } from "./sides.js"
+import type { Tracker } from "./tracker.js"
+import { Window } from "./window.js"
+
+/** The options of an ordered read. */
+export interface OrderedOptions {
+  readonly start: number
+  readonly end: number
+  readonly requestSize: number
+  /** Requests in flight in all. */
+  readonly inFlight: number
+  readonly tracker?: Tracker | undefined
+}
+
+/**
+ * A reader as an ordered stream of fresh buffers: up to `inFlight` reads started ahead (round robin over
+ * the lanes), the oldest awaited first; zero extents come out as zeroed buffers without a read. Its state
+ * is made when the stream runs, so every run reads anew.
+ */
+export const orderedStream = <E>(reader: Reader<E>, options: OrderedOptions): Stream.Stream<Uint8Array, E> =>
+  Stream.suspend(() => {
+    const requestSize = Math.min(options.requestSize, reader.maxRequest)
+    const planner = new Planner(reader.extents, options.start, options.end, requestSize, requestSize)
+    const window = new Window<E, Uint8Array>()
+    const tracker = options.tracker
+    let lane = 0
+    const readFresh =
+      reader.readFresh ??
+      ((lane: number, offset: number, length: number) => {
+        const buffer = new Uint8Array(length)
+        return Effect.map(reader.read(lane, offset, buffer), (wait) => Effect.as(wait, buffer))
+      })
+    const fill: Effect.Effect<void, E> = Effect.gen(function* () {
+      while (window.size < options.inFlight) {
+        const item = planner.takeSync()
+        if (item === undefined) return
+        if (item === null) {
+          yield* planner.refill
+          continue
+        }
+        if (item.zero) window.push(Effect.succeed(new Uint8Array(item.length)), item.length, true)
+        else {
+          window.push(yield* readFresh(lane, item.offset, item.length), item.length, false)
+          lane = (lane + 1) % reader.lanes
+        }
+      }
+    })
+    const pull: Effect.Effect<Chunk.Chunk<Uint8Array>, Option.Option<E>> = Effect.flatMap(
+      Effect.mapError(fill, Option.some),
+      () => {
+        if (window.size === 0) return Effect.fail(Option.none())
+        return Effect.mapBoth(window.shift(tracker), { onFailure: Option.some, onSuccess: Chunk.of })
+      }
+    )
+    return Stream.repeatEffectChunkOption(pull)
+  })
