@@ -256,6 +256,41 @@ describe("TestServer wire behaviour", () => {
     )
   )
 
+  it.live("NBD_OPT_LIST is answered in full each time it is sent in one handshake, and GO still follows", () =>
+    withClient(
+      {
+        exports: [
+          { name: "a", size: 4096, description: "disk a" },
+          { name: "b", size: 8192 }
+        ]
+      },
+      (c) =>
+        Effect.gen(function* () {
+          yield* c.handshake()
+          const list = () =>
+            Effect.gen(function* () {
+              c.option(Opt.LIST)
+              const names: Array<string> = []
+              for (let r = yield* c.reply(); r.type !== 1; r = yield* c.reply()) {
+                expect(r).toMatchObject({ option: Opt.LIST, type: 2 })
+                names.push(r.data.subarray(4, 4 + r.data.readUInt32BE(0)).toString())
+              }
+              return names
+            })
+          expect(yield* list()).toEqual(["a", "b"])
+          expect(yield* list()).toEqual(["a", "b"])
+          c.option(Opt.SR)
+          expect((yield* c.reply()).type).toBe(1)
+          expect(yield* list()).toEqual(["a", "b"])
+          c.option(Opt.GO, nameData("b", u16s(0)))
+          const info = yield* c.reply()
+          expect(info.type).toBe(3)
+          expect(info.data.readBigUInt64BE(2)).toBe(8192n)
+          while ((yield* c.reply()).type !== 1);
+        })
+    )
+  )
+
   it.live("an oversized option is refused with ERR_TOO_BIG and the connection stays usable", () =>
     withClient({}, (c) =>
       Effect.gen(function* () {
