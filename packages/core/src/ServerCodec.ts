@@ -521,8 +521,8 @@ export interface OptionRequest {
  * A transmission request, compact (28-byte header) or extended (32-byte header).
  *
  * `offset` and `length` are numbers when they fit in 53 bits, else bigints. `cookie` is the 8 raw bytes,
- * to echo in the reply. `payload` holds the write data (or any payload an extended request announced with
- * `PAYLOAD_LEN`); when the payload was larger than the decoder's `maxPayload` it is skipped unread,
+ * to echo in the reply. `payload` holds the write data (with or without `PAYLOAD_LEN` on an extended write)
+ * or any other payload an extended request announced with `PAYLOAD_LEN`; when the payload was larger than the decoder's `maxPayload` it is skipped unread,
  * `payload` is undefined and `payloadDropped` is true: reply with an error (EINVAL or EOVERFLOW) or drop
  * the connection.
  *
@@ -759,7 +759,9 @@ export class Decoder {
         if (magic !== Protocol.EXTENDED_REQUEST_MAGIC)
           return this.fail("BadMagic", `extended request with bad magic 0x${magic.toString(16)}`)
         length = u64Small(h, 24) ?? u64(h, 24)
-        if ((flags & Protocol.CmdFlag.PAYLOAD_LEN) !== 0) payloadLength = length
+        // A write's length is its payload's, PAYLOAD_LEN or not: qemu's client leaves the flag off, and
+        // qemu's server reads the payload either way.
+        if ((flags & Protocol.CmdFlag.PAYLOAD_LEN) !== 0 || type === Protocol.Cmd.WRITE) payloadLength = length
       } else {
         if (magic !== Protocol.REQUEST_MAGIC)
           return this.fail("BadMagic", `request with bad magic 0x${magic.toString(16)}`)

@@ -132,7 +132,10 @@ const compactRequest: fc.Arbitrary<Expected> = fc.oneof(
     .map((header) => requestMessage(false, header, undefined))
 )
 
-/** Extended requests: a payload exactly when PAYLOAD_LEN is set, its length in the 64-bit length field. */
+/**
+ * Extended requests: a payload when PAYLOAD_LEN is set and on every write (qemu's client sends writes without
+ * the flag), its length in the 64-bit length field; no payload otherwise.
+ */
 const extendedRequest: fc.Arbitrary<Expected> = fc.oneof(
   fc
     .record({ flags: u16, type: u16, cookie, offset: u64, payload: data(600) })
@@ -144,7 +147,18 @@ const extendedRequest: fc.Arbitrary<Expected> = fc.oneof(
       )
     ),
   fc
-    .record({ flags: u16.map((f) => f & ~Protocol.CmdFlag.PAYLOAD_LEN), type: u16, cookie, offset: u64, length: u64 })
+    .record({ flags: u16.map((f) => f & ~Protocol.CmdFlag.PAYLOAD_LEN), cookie, offset: u64, payload: data(600) })
+    .map(({ cookie, flags, offset, payload }) =>
+      requestMessage(true, { flags, type: Protocol.Cmd.WRITE, cookie, offset, length: payload.length }, payload)
+    ),
+  fc
+    .record({
+      flags: u16.map((f) => f & ~Protocol.CmdFlag.PAYLOAD_LEN),
+      type: u16.filter((t) => t !== Protocol.Cmd.WRITE),
+      cookie,
+      offset: u64,
+      length: u64
+    })
     .map((header) => requestMessage(true, header, undefined))
 )
 
@@ -265,7 +279,7 @@ describe("ClientCodec encoders → ServerCodec decoder", () => {
     roundTrip(plainOption, { phase: "options" }))
   it("compact requests, writes with their payloads", () =>
     roundTrip(compactRequest, { phase: "transmission", extended: false }))
-  it("extended requests, with a payload exactly when PAYLOAD_LEN is set and 64-bit lengths", () =>
+  it("extended requests, with a payload when PAYLOAD_LEN is set or on a write, and 64-bit lengths", () =>
     roundTrip(extendedRequest, { phase: "transmission", extended: true }))
 
   it("a whole session decodes to its messages, in order, whole and in any split", () =>

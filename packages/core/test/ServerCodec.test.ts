@@ -204,7 +204,7 @@ describe("ServerCodec decoder", () => {
     expect(decoder.buffered).toBe(0)
   })
 
-  it("decodes extended requests one byte at a time (payload iff PAYLOAD_LEN, 64-bit lengths)", () => {
+  it("decodes extended requests one byte at a time (a payload with PAYLOAD_LEN, 64-bit lengths)", () => {
     const bytes = hex(
       // write with PAYLOAD_LEN
       "21e41c71" +
@@ -227,6 +227,32 @@ describe("ServerCodec decoder", () => {
     expect(write).toMatchObject({ extended: true, flags: 0x20, type: 1, offset: 512, length: 2 })
     expect(toHex(write!.payload!)).toBe("eeff")
     expect(zero).toMatchObject({ type: 6, offset: 0x7fffffff00000000n, length: 0x200000000, payload: undefined })
+  })
+
+  it("decodes an extended write without PAYLOAD_LEN with its payload, as qemu's client sends it", () => {
+    const bytes = hex(
+      // write of 3 bytes, flag FUA only
+      "21e41c71" +
+        "0001" +
+        "0001" +
+        "00000000000000cc" +
+        "0000000000001000" +
+        "0000000000000003" +
+        "a1a2a3" +
+        // then a flush
+        "21e41c71" +
+        "0000" +
+        "0003" +
+        "00000000000000dd" +
+        "0000000000000000" +
+        "0000000000000000"
+    )
+    const decoder = ServerCodec.makeDecoder({ phase: "transmission", extended: true })
+    const [write, flush] = decodeBytewise(decoder, bytes) as Array<ServerCodec.Request>
+    expect(write).toMatchObject({ flags: 1, type: 1, offset: 4096, length: 3, payloadDropped: false })
+    expect(toHex(write!.payload!)).toBe("a1a2a3")
+    expect(flush).toMatchObject({ type: 3, length: 0, payload: undefined })
+    expect(toHex(flush!.cookie)).toBe("00000000000000dd")
   })
 
   it("payloadBuffer: a payload split over chunks is copied into the buffer given; one in a chunk is a view", () => {

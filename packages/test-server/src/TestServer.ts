@@ -18,6 +18,7 @@
 import * as NodeSocketServer from "@effect/platform-node/NodeSocketServer"
 import * as NodeSocket from "@effect/platform-node/NodeSocket"
 import * as Protocol from "@effect-nbd/core/Protocol"
+import * as TlsPriority from "@effect-nbd/core/TlsPriority"
 import * as TlsPsk from "@effect-nbd/core/TlsPsk"
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
@@ -333,6 +334,10 @@ export const Backpressure = Schema.Struct({
  */
 export type FaultConfig = Schema.Schema.Encoded<typeof Fault>
 
+/** Why a priority string is refused, naming the element at fault. */
+const priorityMessage = (error: TlsPriority.PriorityError): string =>
+  error.element === "" ? error.message : `"${error.element}": ${error.message}`
+
 /**
  * The server's configuration. Every field is optional.
  *
@@ -358,6 +363,8 @@ export type FaultConfig = Schema.Schema.Encoded<typeof Fault>
  *   the keys are used, as nbdkit does.
  * - `tlsVerifyPeer`: with `tlsCertificates`, a client must present a certificate that `ca-cert.pem` signed,
  *   else the TLS handshake fails (nbdkit's `--tls-verify-peer`). Default false.
+ * - `tlsPriority`: a GnuTLS priority string (nbdkit's `--tls-priority`), as far as Node's TLS options can
+ *   express it (`TlsPriority` of `@effect-nbd/core` says what maps); one they cannot is refused. Since 0.3.0.
  *
  * @since 0.1.0
  * @category config
@@ -384,9 +391,14 @@ export const Config = Schema.Struct({
   tls: Schema.optional(Schema.Literal("off", "on", "require")),
   tlsCertificates: Schema.optional(Schema.String.pipe(Schema.nonEmptyString())),
   tlsPsk: Schema.optional(Schema.String.pipe(Schema.nonEmptyString())),
-  tlsVerifyPeer: Schema.optional(Schema.Boolean)
+  tlsVerifyPeer: Schema.optional(Schema.Boolean),
+  tlsPriority: Schema.optional(Schema.String.pipe(Schema.nonEmptyString()))
 }).pipe(
   Schema.filter((c) => {
+    if (c.tlsPriority !== undefined) {
+      const priority = TlsPriority.toNodeOptions(c.tlsPriority)
+      if (Either.isLeft(priority)) return `tlsPriority: ${priorityMessage(priority.left)}`
+    }
     if (c.tlsVerifyPeer === true && (c.tlsCertificates === undefined || c.tlsPsk !== undefined))
       return "tlsVerifyPeer needs tlsCertificates (X.509, with the CA in ca-cert.pem), not tlsPsk"
     if (c.tls === undefined || c.tls === "off") return true
@@ -581,6 +593,17 @@ const issuedBy = (peer: Crypto.X509Certificate, authority: Crypto.X509Certificat
   )
 }
 
+/** The Node TLS options of the configuration's priority string (none without one). */
+const priorityOptions = (
+  config: Schema.Schema.Type<typeof Config>
+): Effect.Effect<TlsPriority.NodeOptions, TestServerError> =>
+  config.tlsPriority === undefined
+    ? Effect.succeed({})
+    : Either.match(TlsPriority.toNodeOptions(config.tlsPriority), {
+        onLeft: (error) => Effect.fail(configError(`tlsPriority: ${priorityMessage(error)}`)),
+        onRight: Effect.succeed
+      })
+
 /** Loads the TLS credentials the configuration names. */
 const resolveTls = (
   config: Schema.Schema.Type<typeof Config>
@@ -588,12 +611,14 @@ const resolveTls = (
   Effect.gen(function* () {
     const mode = config.tls ?? "off"
     if (mode === "off") return undefined
+    const priority = yield* priorityOptions(config)
     if (config.tlsPsk !== undefined) {
       const file = config.tlsPsk
       const keys = yield* parsePskFile((yield* readFile(file, "the PSK file")).toString("utf8"), file)
       // TLS 1.3 (OpenSSL turns the PSK callback into an external PSK; libnbd 1.14's gnutls negotiates it)
       // or TLS 1.2 with the PSK cipher suites, which OpenSSL leaves out unless asked for.
-      const context = yield* secureContext({ ciphers: "PSK", minVersion: "TLSv1.2" })
+      // A priority string's ciphers replace these (OpenSSL's HIGH, which they narrow, holds the PSK suites).
+      const context = yield* secureContext({ ciphers: "PSK", minVersion: "TLSv1.2", ...priority })
       return {
         mode,
         options: {
@@ -611,7 +636,7 @@ const resolveTls = (
       Fs.existsSync(caFile) || verify
         ? yield* readFile(caFile, "the CA certificate (for --tls-verify-peer)")
         : undefined
-    const context = yield* secureContext(ca === undefined ? { cert, key } : { cert, key, ca })
+    const context = yield* secureContext(ca === undefined ? { cert, key, ...priority } : { cert, key, ca, ...priority })
     if (!verify) return { mode, options: { secureContext: context } }
     const authorities = yield* Effect.try({
       try: () => splitPem(ca!.toString("utf8")).map((pem) => new Crypto.X509Certificate(pem)),

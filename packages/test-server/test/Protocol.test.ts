@@ -256,6 +256,41 @@ describe("TestServer wire behaviour", () => {
     )
   )
 
+  it.live("NBD_OPT_LIST is answered in full each time it is sent in one handshake, and GO still follows", () =>
+    withClient(
+      {
+        exports: [
+          { name: "a", size: 4096, description: "disk a" },
+          { name: "b", size: 8192 }
+        ]
+      },
+      (c) =>
+        Effect.gen(function* () {
+          yield* c.handshake()
+          const list = () =>
+            Effect.gen(function* () {
+              c.option(Opt.LIST)
+              const names: Array<string> = []
+              for (let r = yield* c.reply(); r.type !== 1; r = yield* c.reply()) {
+                expect(r).toMatchObject({ option: Opt.LIST, type: 2 })
+                names.push(r.data.subarray(4, 4 + r.data.readUInt32BE(0)).toString())
+              }
+              return names
+            })
+          expect(yield* list()).toEqual(["a", "b"])
+          expect(yield* list()).toEqual(["a", "b"])
+          c.option(Opt.SR)
+          expect((yield* c.reply()).type).toBe(1)
+          expect(yield* list()).toEqual(["a", "b"])
+          c.option(Opt.GO, nameData("b", u16s(0)))
+          const info = yield* c.reply()
+          expect(info.type).toBe(3)
+          expect(info.data.readBigUInt64BE(2)).toBe(8192n)
+          while ((yield* c.reply()).type !== 1);
+        })
+    )
+  )
+
   it.live("an oversized option is refused with ERR_TOO_BIG and the connection stays usable", () =>
     withClient({}, (c) =>
       Effect.gen(function* () {
@@ -498,7 +533,7 @@ describe("bad requests", () => {
         c.write(extRequest(0x40, Cmd.READ, 2n, 0n, 512n)) // unknown flag
         c.write(extRequest(Flag.PAYLOAD_LEN, Cmd.READ, 3n, 0n, 3n), Buffer.from("abc")) // READ takes no payload
         c.write(extRequest(Flag.PAYLOAD_LEN, Cmd.WRITE, 4n, 0n, 65537n), Buffer.alloc(65537, 1)) // above the maximum
-        c.write(extRequest(0, Cmd.WRITE, 5n, 0n, 16n)) // a write without PAYLOAD_LEN: no payload follows
+        c.write(extRequest(0x40, Cmd.WRITE, 5n, 0n, 16n), Buffer.alloc(16, 2)) // its payload follows all the same
         c.write(extRequest(0, Cmd.READ, 6n, 0n, 65537n)) // a read above the maximum
         c.write(extRequest(0, Cmd.FLUSH, 7n, 1n, 0n)) // flush with an offset
         c.write(extRequest(0, Cmd.TRIM, 8n, 0n, 0n)) // length 0
@@ -548,6 +583,137 @@ describe("bad requests", () => {
       })
     )
   )
+})
+
+/** A 4 KiB page of one byte value: as request headers its bytes have no valid magic. */
+const page = (byte: number) => Buffer.alloc(4096, byte)
+
+/** Reads the chunks of one extended reply up to its DONE chunk: its cookie, error (0 if none) and data. */
+const extendedReply = (c: RawClient) =>
+  Effect.gen(function* () {
+    const data: Array<Buffer> = []
+    for (;;) {
+      const chunk = yield* extendedChunk(c)
+      if (chunk.type >= 0x8000) return { cookie: chunk.cookie, error: chunkError(chunk), data: Buffer.alloc(0) }
+      if (chunk.type === 1) data.push(chunk.payload.subarray(8)) // OFFSET_DATA
+      if ((chunk.flags & 1) !== 0) return { cookie: chunk.cookie, error: 0, data: Buffer.concat(data) }
+    }
+  })
+
+/** Reads one reply without extended headers (simple, or one structured chunk): cookie, error, read data. */
+const compactFullReply = (c: RawClient) =>
+  Effect.map(compactReply(c), (r) => ({
+    cookie: r.cookie,
+    error: r.simple ? r.error : r.type >= 0x8000 ? r.payload.readUInt32BE(0) : 0,
+    data: r.type === 1 ? r.payload.subarray(8) : Buffer.alloc(0) // OFFSET_DATA
+  }))
+
+const NBD_EPERM = 1
+const NBD_ENOSPC = 28
+const MiB = 1024 * 1024
+
+describe("write payloads (NBD_CMD_FLAG_PAYLOAD_LEN optional on writes)", () => {
+  it.live("extended headers: a write without PAYLOAD_LEN carries its payload, as qemu's client sends it", () =>
+    withClient({ exports: [{ name: "", size: 65536 }] }, (c) =>
+      Effect.gen(function* () {
+        yield* enter(c, "")
+        c.write(extRequest(0, Cmd.WRITE, 1n, 8192n, 4096n), page(0x5a))
+        expect(yield* extendedReply(c)).toMatchObject({ cookie: 1n, error: 0 })
+        c.write(extRequest(Flag.FUA, Cmd.WRITE, 2n, 12288n, 4096n), page(0x6b))
+        expect(yield* extendedReply(c)).toMatchObject({ cookie: 2n, error: 0 })
+        c.write(extRequest(Flag.PAYLOAD_LEN, Cmd.WRITE, 3n, 16384n, 4096n), page(0x7c))
+        expect(yield* extendedReply(c)).toMatchObject({ cookie: 3n, error: 0 })
+        c.write(extRequest(0, Cmd.READ, 4n, 8192n, 12288n))
+        const read = yield* extendedReply(c)
+        expect(read.cookie).toBe(4n)
+        expect(read.data.equals(Buffer.concat([page(0x5a), page(0x6b), page(0x7c)]))).toBe(true)
+      })
+    )
+  )
+
+  it.live("extended headers: refused writes, with and without PAYLOAD_LEN, consume their payload", () =>
+    withClient({ exports: [{ name: "", size: 65536 }] }, (c) =>
+      Effect.gen(function* () {
+        yield* enter(c, "")
+        c.write(extRequest(0, Cmd.WRITE, 1n, 0n, 4096n), page(0x11))
+        expect(yield* extendedReply(c)).toMatchObject({ cookie: 1n, error: 0 })
+        for (const payloadLen of [0, Flag.PAYLOAD_LEN]) {
+          c.write(extRequest(payloadLen, Cmd.WRITE, 2n, 65536n, 4096n), page(0xee)) // beyond the end
+          expect(yield* extendedReply(c)).toMatchObject({ cookie: 2n, error: NBD_ENOSPC })
+          c.write(extRequest(payloadLen | 0x40, Cmd.WRITE, 3n, 0n, 4096n), page(0xee)) // unknown flag
+          expect(yield* extendedReply(c)).toMatchObject({ cookie: 3n, error: NBD_EINVAL })
+          c.write(extRequest(0, Cmd.READ, 4n, 0n, 4096n))
+          const read = yield* extendedReply(c)
+          expect(read).toMatchObject({ cookie: 4n, error: 0 })
+          expect(read.data.equals(page(0x11))).toBe(true)
+        }
+      })
+    )
+  )
+
+  it.live("extended headers: a write to a read-only export fails EPERM after its payload", () =>
+    withClient({ exports: [{ name: "", size: 65536, readOnly: true }] }, (c) =>
+      Effect.gen(function* () {
+        yield* enter(c, "")
+        c.write(extRequest(0, Cmd.WRITE, 1n, 0n, 4096n), page(0xee))
+        c.write(extRequest(0, Cmd.READ, 2n, 0n, 4096n))
+        expect(yield* extendedReply(c)).toMatchObject({ cookie: 1n, error: NBD_EPERM })
+        const read = yield* extendedReply(c)
+        expect(read).toMatchObject({ cookie: 2n, error: 0 })
+        expect(read.data.length === 0 || read.data.equals(page(0))).toBe(true)
+      })
+    )
+  )
+
+  it.live("compact requests: a refused write consumes its payload and a read after it is answered", () =>
+    withClient({ exports: [{ name: "", size: 65536 }], extendedHeaders: false }, (c) =>
+      Effect.gen(function* () {
+        yield* enter(c, "", { extended: false })
+        c.write(compactRequest(0, Cmd.WRITE, 1n, 0n, 4096), page(0x22))
+        expect(yield* compactFullReply(c)).toMatchObject({ cookie: 1n, error: 0 })
+        c.write(compactRequest(0, Cmd.WRITE, 2n, 65536n, 4096), page(0xee)) // beyond the end
+        c.write(compactRequest(0x40, Cmd.WRITE, 3n, 0n, 4096), page(0xee)) // unknown flag
+        c.write(compactRequest(0, Cmd.READ, 4n, 0n, 4096))
+        expect(yield* compactFullReply(c)).toMatchObject({ cookie: 2n, error: NBD_ENOSPC })
+        expect(yield* compactFullReply(c)).toMatchObject({ cookie: 3n, error: NBD_EINVAL })
+        const read = yield* compactFullReply(c)
+        expect(read).toMatchObject({ cookie: 4n, error: 0 })
+        expect(read.data.equals(page(0x22))).toBe(true)
+      })
+    )
+  )
+
+  it.live("a write over the maximum payload, up to 32 MiB, is consumed and refused; the connection goes on", () =>
+    withClient({ blockSize: { minimum: 1, preferred: 4096, maximum: 65536 } }, (c) =>
+      Effect.gen(function* () {
+        yield* enter(c, "")
+        c.write(extRequest(0, Cmd.WRITE, 1n, 0n, BigInt(MiB)), Buffer.alloc(MiB, 0xee))
+        expect(yield* extendedReply(c)).toMatchObject({ cookie: 1n, error: NBD_EINVAL })
+        c.write(extRequest(0, Cmd.READ, 2n, 0n, 4096n))
+        expect(yield* extendedReply(c)).toMatchObject({ cookie: 2n, error: 0 })
+      })
+    )
+  )
+
+  for (const extended of [true, false])
+    it.live(
+      `${extended ? "extended" : "compact"} headers: a write over both the maximum payload and 32 MiB ends the connection at its header`,
+      () =>
+        withClient({ extendedHeaders: extended }, (c) =>
+          Effect.gen(function* () {
+            yield* enter(c, "", { extended })
+            const length = 32 * MiB + 4096
+            // Only the header is sent: the server must not wait for the payload to refuse it.
+            c.write(
+              extended ? extRequest(0, Cmd.WRITE, 1n, 0n, BigInt(length)) : compactRequest(0, Cmd.WRITE, 1n, 0n, length)
+            )
+            expect(yield* c.waitClosed()).toBe(true)
+            // No reply came: a hard disconnect.
+            const after = yield* Effect.exit(c.read(1))
+            expect(after._tag).toBe("Failure")
+          })
+        )
+    )
 })
 
 describe("fault injection", () => {

@@ -181,3 +181,36 @@ export const restartable = (args: ReadonlyArray<string>) =>
     yield* start
     return { socket, uri: `nbd+unix:///?socket=${socket}`, start, kill }
   })
+
+/** One qemu's tools: qemu-img, qemu-io and qemu-nbd, by path or by name on PATH. */
+export interface Qemu {
+  readonly name: string
+  readonly img: string
+  readonly io: string
+  readonly nbd: string
+}
+
+/** The system qemu (Debian bookworm's 7.2: no extended headers). */
+export const qemuSystem: Qemu = { name: "qemu 7.2", img: "qemu-img", io: "qemu-io", nbd: "qemu-nbd" }
+
+/**
+ * qemu 10 (extended headers), which scripts/install-peers.sh unpacks from bookworm-backports into
+ * /opt/qemu10 beside the system qemu; QEMU10_BIN names another folder of its binaries.
+ */
+export const qemu10: Qemu = (() => {
+  const dir = process.env.QEMU10_BIN ?? "/opt/qemu10/usr/bin"
+  return {
+    name: "qemu 10",
+    img: Path.join(dir, "qemu-img"),
+    io: Path.join(dir, "qemu-io"),
+    nbd: Path.join(dir, "qemu-nbd")
+  }
+})()
+
+/** The first line of `qemu-img --version`: which qemu a test ran. */
+export const qemuVersion = (qemu: Qemu): Effect.Effect<string> =>
+  Effect.map(run(qemu.img, ["--version"]), (out) => out.split("\n")[0]!)
+
+/** qemu-nbd of the given qemu serving an image on a Unix socket. */
+export const qemuNbdOf = (qemu: Qemu, image: string, args: ReadonlyArray<string> = []) =>
+  startServer(qemu.nbd, ["--socket={socket}", "--persistent", "--pid-file={pidfile}", ...args, image])

@@ -3,6 +3,7 @@
  *
  * @internal
  */
+import * as TlsPriority from "@effect-nbd/core/TlsPriority"
 import * as Either from "effect/Either"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
@@ -125,6 +126,9 @@ TLS (as nbdkit; clients upgrade with NBD_OPT_STARTTLS, e.g. nbds+unix:// URIs):
                            used instead of certificates when both are given
   --tls-verify-peer        with --tls-certificates: a client must present a certificate signed by
                            DIR/ca-cert.pem (libnbd: client-cert.pem, client-key.pem in its directory)
+  --tls-priority=STRING    a GnuTLS priority string (e.g. NORMAL:-VERS-ALL:+VERS-TLS1.3), as far as
+                           Node's TLS options express it: versions, AES/ChaCha20 ciphers, PFS, PSK,
+                           %SERVER_PRECEDENCE; anything else is refused
   --tls and a credential go together; TLS needs fixed newstyle (not -o or --mask-handshake 0).
 
 Process:
@@ -197,6 +201,17 @@ const parseCommand = (text: string, flag: string): TestServer.CommandKind => {
     )
   return command
 }
+
+/** `--tls-priority`: refused here, with the element Node cannot express, rather than when serving. */
+const parseTlsPriority = (priority: string): string =>
+  Either.match(TlsPriority.toNodeOptions(priority), {
+    onLeft: (error) => {
+      throw new CliError(
+        `--tls-priority: ${error.element === "" ? "" : `"${error.element}": `}${error.message} (in "${priority}")`
+      )
+    },
+    onRight: () => priority
+  })
 
 /** When a fault fires: a rate (0..1 or a percentage) or `#N` (the Nth command of its kind on a connection). */
 const parseWhen = (text: string | undefined, flag: string): { rate: number } | { nth: number } | {} => {
@@ -331,6 +346,7 @@ export const parse = (argv: ReadonlyArray<string>, activated: ReadonlyArray<numb
   let tlsCertificates: string | undefined
   let tlsPsk: string | undefined
   let tlsVerifyPeer = false
+  let tlsPriority: string | undefined
   let disconnectAfter: number | undefined
   let maxReplyBytes: number | undefined
   let maxRequests: number | undefined
@@ -488,6 +504,9 @@ export const parse = (argv: ReadonlyArray<string>, activated: ReadonlyArray<numb
       case "--tls-verify-peer":
         tlsVerifyPeer = true
         break
+      case "--tls-priority":
+        tlsPriority = parseTlsPriority(value())
+        break
       case "--fault":
         faultTarget().push(parseFault(value()))
         break
@@ -582,6 +601,7 @@ export const parse = (argv: ReadonlyArray<string>, activated: ReadonlyArray<numb
         ...(tlsCertificates !== undefined ? { tlsCertificates } : {}),
         ...(tlsPsk !== undefined ? { tlsPsk } : {}),
         ...(tlsVerifyPeer ? { tlsVerifyPeer } : {}),
+        ...(tlsPriority !== undefined ? { tlsPriority } : {}),
         ...(disconnectAfter !== undefined ? { disconnectAfter } : {}),
         ...(maxReplyBytes !== undefined || maxRequests !== undefined
           ? {

@@ -89,6 +89,14 @@ const MAX_SAFE = Number.MAX_SAFE_INTEGER
 /** Write payloads up to this size that spanned socket chunks are copied into one reused buffer. */
 const MAX_SCRATCH = 4 * 1024 * 1024
 
+/**
+ * The largest request payload read and discarded to refuse it with an error: over the maximum payload a
+ * client must not send, a payload up to 32 MiB (the default maximum, which a server must not treat as an
+ * attack) is consumed so that the connection stays usable; a larger one ends the connection at its header,
+ * before any of it is read.
+ */
+const maxSkip = (maximum: number): number => Math.max(maximum, Protocol.Limits.DEFAULT_PAYLOAD_MAX)
+
 /** Shared, never written: the zeroes of simple read replies over holes. */
 const ZERO_BUFFER = new Uint8Array(1024 * 1024)
 const EMPTY = new Uint8Array(0)
@@ -166,6 +174,7 @@ class Session {
     this.decoder = ServerCodec.makeDecoder({
       phase: settings.protocol === "oldstyle" ? "transmission" : "newstyle",
       maxPayload: settings.blockSize.maximum,
+      maxSkip: maxSkip(settings.blockSize.maximum),
       payloadBuffer: (length) => this.payloadBuffer(length)
     })
   }
@@ -475,8 +484,6 @@ class Session {
     if (writes && exp.readOnly) return this.error(request, NbdErrno.EPERM, "the export is read-only")
     if ((flags & ~this.allowedFlags(type)) !== 0)
       return this.error(request, NbdErrno.EINVAL, `flags 0x${flags.toString(16)} are not valid for this command`)
-    if (type === Cmd.WRITE && this.extended && (flags & CmdFlag.PAYLOAD_LEN) === 0)
-      return this.error(request, NbdErrno.EINVAL, "a write with extended headers needs NBD_CMD_FLAG_PAYLOAD_LEN")
     let length = request.length
     if (type === Cmd.BLOCK_STATUS && (flags & CmdFlag.PAYLOAD_LEN) !== 0) {
       // The block-status filter: effect length u64, then the context ids (u32 each).
