@@ -190,6 +190,31 @@ describe("tls-priority= in NBD URIs", () => {
   )
 })
 
+describe("with a PSK file", () => {
+  it.scopedLive("PSK runs on TLS 1.2: a priority that keeps it connects; one without it, or with ciphers, fails", () =>
+    Effect.gen(function* () {
+      const keys = Path.join(pki, "keys.psk")
+      execFileSync("psktool", ["-u", "alice", "-p", keys], { stdio: "ignore" })
+      const s = yield* Effect.orDie(TestServer.make({ tls: "require", tlsPsk: keys }))
+      const psk = (tlsPriority: string) =>
+        Nbd.make({ tls: "require", tlsPskFile: keys, tlsUsername: "alice", tlsPriority })
+      const ok = yield* psk("NORMAL:-VERS-TLS1.3")
+      yield* NodeNbd.connectUnix(ok, socketOf(s))
+      expect(yield* Nbd.getTlsNegotiated(ok)).toBe(true)
+      // Both refused before the handshake, at connect: each is a fine string without a PSK file.
+      for (const priority of ["NORMAL:-VERS-ALL:+VERS-TLS1.3", "SECURE256"]) {
+        const h = yield* psk(priority)
+        const error = yield* Effect.flip(NodeNbd.connectUnix(h, socketOf(s)))
+        expect({ priority, tag: error._tag, errno: error.errno }).toEqual({
+          priority,
+          tag: "UnsupportedError",
+          errno: "ENOTSUP"
+        })
+      }
+    })
+  )
+})
+
 describe("against nbdkit (GnuTLS)", () => {
   it.scopedLive("TLS 1.3 only and TLS 1.2 only both connect; TLS 1.1 only fails, typed", () =>
     Effect.gen(function* () {
