@@ -96,6 +96,8 @@ export interface Settings {
   readonly tlsUsername?: string
   readonly tlsHostname?: string
   readonly tlsPskFile?: string
+  /** The GnuTLS priority string (default "NORMAL"); see `setTlsPriority`. */
+  readonly tlsPriority?: string
   readonly optMode?: boolean
   readonly requestStructuredReplies?: boolean
   readonly requestExtendedHeaders?: boolean
@@ -621,6 +623,34 @@ export const setTlsPskFile = setting<string>(rules.tlsPskFile, (i, v) => {
  * @category settings
  */
 export const getTlsPskFile = getter("nbd_get_tls_psk_file", (i) => i.settings.tlsPskFile)
+
+/**
+ * The TLS priority string, in GnuTLS's syntax as libnbd takes it (default "NORMAL"): which protocol
+ * versions and ciphers TLS may use. It is mapped onto the transport's TLS options (`TlsPriority.parse`) and
+ * checked now, not at connect: the keywords NORMAL, PERFORMANCE, SECURE128, PFS, SECURE192 and SECURE256
+ * and the protocol versions map ("NORMAL:-VERS-TLS1.3" is TLS 1.0 to 1.2); a string GnuTLS would refuse
+ * fails with EINVAL, and one GnuTLS accepts but the mapping cannot express (single algorithms, % flags, a
+ * set of versions with a hole) with ENOTSUP (`UnsupportedError`), rather than be honoured in part. With a
+ * PSK file, PSK runs on TLS 1.2 and only the versions apply.
+ * @example
+ * ```ts
+ * import { Nbd } from "@effect-nbd/core"
+ *
+ * // TLS 1.3 only.
+ * const make = Nbd.make({ tls: "require", tlsPriority: "NORMAL:-VERS-ALL:+VERS-TLS1.3" })
+ * ```
+ * @since 0.3.0
+ * @category settings
+ */
+export const setTlsPriority = setting<string>(rules.tlsPriority, (i, v) => {
+  i.settings.tlsPriority = v
+})
+/**
+ * The TLS priority string set, or "NORMAL" (libnbd's default) when none is.
+ * @since 0.3.0
+ * @category settings
+ */
+export const getTlsPriority = getter("nbd_get_tls_priority", (i) => i.settings.tlsPriority)
 
 /**
  * @since 0.1.0
@@ -1652,6 +1682,14 @@ export const getPackageName = (_h: Handle): Effect.Effect<string> => Effect.succ
  * @category library
  */
 export const getVersion = (_h: Handle): Effect.Effect<string> => Effect.succeed(version.VERSION)
+
+/**
+ * The extra version of this library (nbd_get_version_extra): free text a packager sets at build time to
+ * tell their build apart (a distribution's package release, say), "" for an upstream build, as this is.
+ * @since 0.3.0
+ * @category library
+ */
+export const getVersionExtra = (_h: Handle): Effect.Effect<string> => Effect.succeed(version.VERSION_EXTRA)
 
 /**
  * Whether TLS is possible (nbd_supports_tls). The core has no TLS of its own: a transport upgrades its

@@ -1,38 +1,63 @@
 /**
- * GnuTLS priority strings (nbdkit's and qemu-nbd's `--tls-priority`, libnbd's `nbd_set_tls_priority`) mapped
- * to the TLS options Node can express: the protocol versions (`minVersion`, `maxVersion`), the cipher suites
- * (`ciphers`, OpenSSL's syntax, with the TLS 1.3 suites by name) and the server's cipher order
- * (`honorCipherOrder`). Pure: a string in, options or the reason they cannot be had out; the test server's
- * `--tls-priority` and a client can share it, so they read a priority string alike.
+ * GnuTLS priority strings, as libnbd's `nbd_set_tls_priority` takes them ("NORMAL", "NORMAL:-VERS-TLS1.3",
+ * "SECURE256:+SECURE128"), mapped to the protocol versions and cipher list a TLS stack like Node's (OpenSSL)
+ * is told. Pure: `Nbd.setTlsPriority` checks a string with it when it is set, and a transport maps it with
+ * the same function when it starts TLS.
  *
- * What maps:
- *
- * - the first keyword: `NORMAL`, `PERFORMANCE`, `SECURE128`, `@SYSTEM` (Node's defaults, which are at least
- *   128-bit), `PFS` (the defaults without static RSA key exchange), or `NONE` (nothing: versions and ciphers
- *   must then be added);
- * - versions: `VERS-TLS1.0` to `VERS-TLS1.3`, `VERS-ALL`, `VERS-TLS-ALL`, added with `+` and removed with `-`
- *   or `!`; what is left must be one unbroken range (Node has a minimum and a maximum, no holes);
- * - ciphers: `AES-128-GCM`, `AES-256-GCM`, `CHACHA20-POLY1305`, `AES-128-CCM`, `AES-256-CCM`, `AES-128-CBC`,
- *   `AES-256-CBC` and `CIPHER-ALL` (those seven), likewise;
- * - the PSK key exchanges `PSK`, `DHE-PSK`, `ECDHE-PSK` added with `+`: they say the handshake may use
- *   pre-shared keys, which the credentials decide in Node, so they change nothing;
- * - `%SERVER_PRECEDENCE`: the server's cipher order wins.
- *
- * Anything else (other key exchanges, MACs, groups, signatures, compression, other `%` flags, other first
- * keywords such as `SECURE256` or `LEGACY`) has no Node equivalent and is refused with a `PriorityError`,
- * rather than silently ignored.
+ * What maps: the keywords NORMAL, PERFORMANCE, SECURE128, PFS, SECURE192 and SECURE256 (first, or added with
+ * `+`) and the protocol versions (`+`, `-` or `!` with VERS-TLS1.0 to VERS-TLS1.3, VERS-ALL, VERS-TLS-ALL).
+ * What GnuTLS accepts but does not map (single algorithms, groups, signatures, % flags, LEGACY, SUITEB,
+ * NONE, SYSTEM, @KEYWORD, a set of versions with a hole) is refused as "Unsupported" (ENOTSUP), never
+ * dropped in silence; what GnuTLS would refuse too (empty, an unknown keyword, no version left) is
+ * "Invalid" (EINVAL).
  *
  * @since 0.3.0
  */
 import * as Data from "effect/Data"
 import * as Either from "effect/Either"
+import * as internal from "./internal/tlsPriority.js"
 
 /**
- * A TLS protocol version as Node names it.
+ * A protocol version as Node's `minVersion` / `maxVersion` name it.
  * @since 0.3.0
  * @category models
  */
-export type Version = "TLSv1" | "TLSv1.1" | "TLSv1.2" | "TLSv1.3"
+export type Version = internal.TlsVersion
+
+/**
+ * What a priority string asks of the TLS client; an absent field keeps the stack's default.
+ * @since 0.3.0
+ * @category models
+ */
+export type Options = internal.TlsPriorityOptions
+
+/**
+ * The outcome of `parse`: the options, "Invalid" (EINVAL) or "Unsupported" (ENOTSUP) with a message.
+ * @since 0.3.0
+ * @category models
+ */
+export type Result = internal.TlsPriority
+
+/**
+ * libnbd's compile-time default priority, what `Nbd.getTlsPriority` answers until one is set.
+ * @since 0.3.0
+ * @category constants
+ */
+export const DEFAULT: string = internal.DEFAULT
+
+/**
+ * Maps a GnuTLS priority string to TLS client options, or says why it cannot.
+ * @example
+ * ```ts
+ * import { TlsPriority } from "@effect-nbd/core"
+ *
+ * TlsPriority.parse("NORMAL:-VERS-TLS1.3")
+ * // { _tag: "Options", options: { minVersion: "TLSv1", maxVersion: "TLSv1.2" } }
+ * ```
+ * @since 0.3.0
+ * @category parsing
+ */
+export const parse: (s: string) => Result = internal.parseTlsPriority
 
 /**
  * What a priority string comes to in Node's `tls` options; a field left out keeps Node's default (or what

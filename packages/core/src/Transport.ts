@@ -35,6 +35,11 @@ export interface TlsSettings {
   readonly hostname: string | undefined
   /** A PSK keys file (`username:hexkey` lines, as psktool writes); when set, PSK is used instead of X.509. */
   readonly pskFile: string | undefined
+  /**
+   * The GnuTLS priority string (`Nbd.setTlsPriority`; "NORMAL" by default), checked when it was set: a
+   * transport maps it with `TlsPriority.parse`, the function that checked it.
+   */
+  readonly priority: string
 }
 
 /**

@@ -47,6 +47,10 @@ export * as NbdStream from "./NbdStream.js"
  */
 export * as TlsPsk from "./TlsPsk.js"
 /**
+ * @since 0.3.0
+ */
+export * as TlsPriority from "./TlsPriority.js"
+/**
  * @since 0.2.0
  */
 export * as NbdClient from "./NbdClient.js"

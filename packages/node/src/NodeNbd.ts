@@ -311,9 +311,9 @@ export const connectSystemdSocketActivation = (
 // ---------------------------------------------------------------------------------------------------------------
 
 /**
- * What a URI may ask for (libnbd's nbd_set_uri_allow_transports, _tls and _local_file): by default every
- * transport, TLS or not, and no local files (a URI's `tls-psk-file` or `tls-certificates` fails with EPERM
- * unless `allowLocalFile` is set, as nbdinfo and nbdcopy set it).
+ * What a URI may ask for (libnbd's nbd_set_uri_allow_transports, _tls, _local_file and _tls_priority): by
+ * default every transport, TLS or not, no local files (a URI's `tls-psk-file` or `tls-certificates` fails
+ * with EPERM unless `allowLocalFile` is set, as nbdinfo and nbdcopy set it) and no `tls-priority`.
  * @since 0.1.0
  * @category connecting
  */
@@ -322,6 +322,13 @@ export interface UriOptions {
   /** "disable": no nbds URIs; "allow" (default): either; "require": only nbds URIs. */
   readonly allowTls?: Nbd.TlsMode
   readonly allowLocalFile?: boolean
+  /**
+   * Whether a URI's `tls-priority=` may set the TLS priority string (libnbd 1.24's
+   * nbd_set_uri_allow_tls_priority); default false, as a priority string can weaken TLS: a URI with one
+   * fails with EPERM.
+   * @since 0.3.0
+   */
+  readonly allowTlsPriority?: boolean
 }
 
 const notPermitted = (operation: string, message: string) =>
@@ -330,8 +337,9 @@ const notPermitted = (operation: string, message: string) =>
 /**
  * Begins connecting to an NBD URI (nbd_aio_connect_uri): `nbd://`, `nbds://`, `nbd+unix://` and
  * `nbds+unix://`. The export name comes from the path; `nbds` sets TLS to "require"; the user information
- * (or `tls-username=`) is the TLS username; `tls-certificates`, `tls-psk-file`, `tls-hostname` and
- * `tls-verify-peer` set the handle's TLS settings; `socket=` is the Unix socket.
+ * (or `tls-username=`) is the TLS username; `tls-certificates`, `tls-psk-file`, `tls-hostname`,
+ * `tls-verify-peer` and (when `allowTlsPriority` is set) `tls-priority` set the handle's TLS settings;
+ * `socket=` is the Unix socket.
  * @since 0.1.0
  * @category connecting
  */
@@ -365,6 +373,10 @@ const connectToUri = (
         return yield* Effect.fail(
           notPermitted(operation, `local file access (${name}) is not allowed, set allowLocalFile to enable this`)
         )
+    if (parsed.query.has("tls-priority") && options.allowTlsPriority !== true)
+      return yield* Effect.fail(
+        notPermitted(operation, "tls-priority is not allowed in URIs, set allowTlsPriority to enable this")
+      )
     if (parsed.tls) yield* Nbd.setTls(h, "require")
     const q = parsed.query
     const certificates = q.get("tls-certificates")
@@ -373,6 +385,8 @@ const connectToUri = (
     if (pskFile !== undefined) yield* Nbd.setTlsPskFile(h, pskFile)
     const hostname = q.get("tls-hostname")
     if (hostname !== undefined) yield* Nbd.setTlsHostname(h, hostname)
+    const priority = q.get("tls-priority")
+    if (priority !== undefined) yield* Nbd.setTlsPriority(h, priority)
     const verifyPeer = q.get("tls-verify-peer")
     if (verifyPeer !== undefined) yield* Nbd.setTlsVerifyPeer(h, NbdUri.parseBoolean(verifyPeer))
     if (parsed.username !== undefined) yield* Nbd.setTlsUsername(h, parsed.username)
@@ -446,10 +460,11 @@ export interface LayerConfig extends Nbd.Settings, UriOptions {
  * @category layers
  */
 export const layer = (config: string | LayerConfig): Layer.Layer<NbdClient.NbdClient, NbdError.NbdError> => {
-  const { allowLocalFile, allowTls, allowTransports, uri, ...settings }: LayerConfig =
+  const { allowLocalFile, allowTls, allowTlsPriority, allowTransports, uri, ...settings }: LayerConfig =
     typeof config === "string" ? { uri: config } : config
   const options: UriOptions = {
     ...(allowLocalFile === undefined ? {} : { allowLocalFile }),
+    ...(allowTlsPriority === undefined ? {} : { allowTlsPriority }),
     ...(allowTls === undefined ? {} : { allowTls }),
     ...(allowTransports === undefined ? {} : { allowTransports })
   }

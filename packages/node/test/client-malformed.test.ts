@@ -5,7 +5,7 @@
  * cookie in a simple reply) the connection dies and every pending command fails ENOTCONN. Nothing hangs:
  * every wait is bounded, and a bound that runs out fails the test as "hung".
  */
-import { HandleState, Nbd, NbdError } from "@effect-nbd/core"
+import { HandleState, Nbd, NbdCopy, NbdError } from "@effect-nbd/core"
 import { NodeNbd } from "@effect-nbd/node"
 import { TestServer } from "@effect-nbd/test-server"
 import { describe, expect, it } from "@effect/vitest"
@@ -383,6 +383,58 @@ describe("disconnectAfter", () => {
         )
         expect(served).toBe(true)
       }
+    })
+  )
+})
+
+// doc/proto.md (2025-06): extent lengths SHOULD, no longer MUST, be multiples of the minimum block size, and
+// a client must accept extents that are not.
+describe("unaligned block-status extents, under a minimum block size of 512", () => {
+  const blockSize = { minimum: 512, preferred: 4096, maximum: 32 * MiB }
+
+  for (const mode of chunked) {
+    it.scopedLive(`${mode}: accepted as the server sent them, in strict mode, and the handle stays usable`, () =>
+      Effect.gen(function* () {
+        const h = yield* connect(mode, {
+          blockSize,
+          faults: [{ command: "block-status", malformed: "unaligned-extents" }]
+        })
+        expect(yield* Nbd.getBlockSize(h, "minimum")).toBe(512)
+        expect(yield* Nbd.getStrictMode(h)).toBe(Nbd.Strict.MASK)
+        const entries = expectSuccess(yield* settle(Nbd.blockStatus(h, 64 * KiB, 4096)))
+        expect(entries).toEqual([
+          {
+            context: "base:allocation",
+            offset: 4096n,
+            extents: [
+              { length: 1n, flags: 0 },
+              { length: BigInt(64 * KiB - 2), flags: 3 },
+              { length: 1n, flags: 0 }
+            ]
+          }
+        ])
+        yield* stillUsable(h)
+      })
+    )
+  }
+
+  it.scopedLive("NbdCopy from such a source reads whole blocks: the partly zero blocks are copied as data", () =>
+    Effect.gen(function* () {
+      const source = yield* connect("extended", {
+        blockSize,
+        faults: [{ command: "block-status", malformed: "unaligned-extents" }]
+      })
+      // Data in the first block only: the map's 1-byte data extent lies inside it.
+      const first = new Uint8Array(512).map((_, i) => (i % 251) + 1)
+      yield* Nbd.pwrite(source, first, 0)
+      const destination = yield* connect("extended", {})
+      yield* Nbd.pwrite(destination, new Uint8Array(EXPORT_SIZE).fill(0xff), 0)
+      const result = expectSuccess(yield* settle(NbdCopy.copy(source, destination, { requestSize: 64 * KiB })))
+      expect(result.zeroBytes).toBeGreaterThan(0n)
+      const expected = new Uint8Array(EXPORT_SIZE)
+      expected.set(first)
+      const copied = yield* Nbd.pread(destination, EXPORT_SIZE, 0)
+      expect(Buffer.from(copied).equals(Buffer.from(expected))).toBe(true)
     })
   )
 })

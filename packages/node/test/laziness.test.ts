@@ -11,6 +11,7 @@ import * as NbdUri from "@effect-nbd/core/NbdUri"
 import * as PositionalFile from "@effect-nbd/core/PositionalFile"
 import * as Protocol from "@effect-nbd/core/Protocol"
 import * as ServerCodec from "@effect-nbd/core/ServerCodec"
+import * as TlsPriority from "@effect-nbd/core/TlsPriority"
 import * as TlsPsk from "@effect-nbd/core/TlsPsk"
 import * as Transport from "@effect-nbd/core/Transport"
 import * as NodeNbd from "@effect-nbd/node/NodeNbd"
@@ -48,6 +49,7 @@ const modules = {
   "core/PositionalFile": PositionalFile,
   "core/Protocol": Protocol,
   "core/ServerCodec": ServerCodec,
+  "core/TlsPriority": TlsPriority,
   "core/TlsPsk": TlsPsk,
   "core/Transport": Transport,
   "node/NodeNbd": NodeNbd,
@@ -341,6 +343,8 @@ const nbd: Record<keyof typeof Nbd & string, Entry | undefined> = {
   getTlsHostname: getter((h) => Nbd.setTlsHostname(h, "h.example"), Nbd.getTlsHostname, "h.example"),
   setTlsPskFile: createdOnlySetter(Nbd.setTlsPskFile, Nbd.getTlsPskFile, "/no/such.psk"),
   getTlsPskFile: getter((h) => Nbd.setTlsPskFile(h, "/no/such.psk"), Nbd.getTlsPskFile, "/no/such.psk"),
+  setTlsPriority: createdOnlySetter(Nbd.setTlsPriority, Nbd.getTlsPriority, "NORMAL:-VERS-TLS1.3"),
+  getTlsPriority: getter((h) => Nbd.setTlsPriority(h, "SECURE256"), Nbd.getTlsPriority, "SECURE256"),
   setRequestStructuredReplies: createdOnlySetter(
     Nbd.setRequestStructuredReplies,
     Nbd.getRequestStructuredReplies,
@@ -525,6 +529,7 @@ const nbd: Record<keyof typeof Nbd & string, Entry | undefined> = {
     (ctx) => Nbd.getVersion(ctx.h),
     ok((v) => expect(v).toMatch(/^\d+\.\d+\.\d+$/))
   ),
+  getVersionExtra: onReady((ctx) => Nbd.getVersionExtra(ctx.h), is("")),
   supportsTls: onReady((ctx) => Nbd.supportsTls(ctx.h), is(false)),
   supportsUri: onReady((ctx) => Nbd.supportsUri(ctx.h), is(true)),
   supportsVsock: onReady((ctx) => Nbd.supportsVsock(ctx.h), is(false))
@@ -808,6 +813,7 @@ const table: Record<keyof typeof modules, Record<string, Entry | undefined>> = {
     DecodeError: pure("an error class"),
     Decoder: pure("a decoder class")
   },
+  "core/TlsPriority": { parse: pure("a tagged result (a pure mapping)") },
   "core/TlsPsk": {
     ParseError: pure("an error class"),
     parse: pure("an Either of the keys (a pure parser)"),

@@ -70,6 +70,8 @@ describe("what the library supports", () => {
       expect(yield* Nbd.getPackageName(h)).toBe("effect-nbd")
       expect(yield* Nbd.getVersion(h)).toBe(pkg.version)
       expect(yield* Nbd.getVersion(h)).toMatch(/^\d+\.\d+\.\d+$/)
+      // An upstream build: no packager's extra version.
+      expect(yield* Nbd.getVersionExtra(h)).toBe("")
     })
   )
 

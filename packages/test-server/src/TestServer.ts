@@ -135,6 +135,9 @@ export const FaultErrno = Schema.Literal(
  *   range.
  * - `zero-length-extent` (block status): a first descriptor of length 0, then one for the request.
  * - `non-advancing-extent` (block status): half the request, then a descriptor of length 0, then the rest.
+ * - `unaligned-extents` (block status): the request as 1 byte of data, a hole reading as zeroes, and 1 byte of
+ *   data, lengths that no minimum block size above 1 divides. Not malformed since the protocol of 2025-06
+ *   (extent lengths SHOULD, no longer MUST, be multiples of the minimum block size): a client must accept it.
  *
  * @since 0.1.0
  * @category config

@@ -210,3 +210,40 @@ describe("the CLI's malformed replies, #N, --disconnect-after and backpressure b
     }
   })
 })
+
+describe("unaligned-extents", () => {
+  /** The (length, flags) pairs of a compact BLOCK_STATUS chunk (20-byte header, context id, then pairs). */
+  const pairs = (length: number): Array<readonly [number, number]> => {
+    const chunk = Malformed.replacement(
+      "unaligned-extents",
+      { chunk: { extended: false, cookie: new Uint8Array(8), offset: 0 }, type: 7, offset: 0, length },
+      "structured"
+    )![0]!
+    const view = new DataView(chunk.buffer, chunk.byteOffset, chunk.length)
+    const out: Array<readonly [number, number]> = []
+    for (let at = 24; at < chunk.length; at += 8) out.push([view.getUint32(at), view.getUint32(at + 4)])
+    return out
+  }
+
+  it("covers the request exactly with lengths no block size above 1 divides", () => {
+    expect(pairs(65536)).toEqual([
+      [1, 0],
+      [65534, 3],
+      [1, 0]
+    ])
+    expect(pairs(2)).toEqual([
+      [1, 0],
+      [1, 3]
+    ])
+    expect(pairs(1)).toEqual([[1, 0]])
+  })
+
+  it.scopedLive("applies to block-status only", () =>
+    Effect.gen(function* () {
+      const error = yield* Effect.flip(
+        Effect.scoped(TestServer.make({ faults: [{ command: "read", malformed: "unaligned-extents" }] }))
+      )
+      expect(error.message).toContain("applies to block-status only")
+    })
+  )
+})

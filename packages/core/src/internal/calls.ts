@@ -166,6 +166,18 @@ export const calls = {
     doc: "Set PSK keys file (enables PSK auth)."
   },
   getTlsPskFile: { name: "nbd_get_tls_psk_file", states: "any", libnbd: false, doc: "Get the PSK keys file." },
+  setTlsPriority: {
+    name: "nbd_set_tls_priority",
+    states: ["created"],
+    libnbd: true,
+    doc: 'Set the GnuTLS priority string (default "NORMAL"). (1.24)'
+  },
+  getTlsPriority: {
+    name: "nbd_get_tls_priority",
+    states: "any",
+    libnbd: true,
+    doc: "Get the TLS priority string, or the default when none was set. (1.24)"
+  },
   setRequestStructuredReplies: {
     name: "nbd_set_request_structured_replies",
     states: ["created"],
@@ -568,6 +580,12 @@ export const calls = {
     states: "any",
     libnbd: true,
     doc: '"major.minor.release" (even minor = stable). (unlocked)'
+  },
+  getVersionExtra: {
+    name: "nbd_get_version_extra",
+    states: "any",
+    libnbd: true,
+    doc: 'A packager\'s extra version text, "" for an upstream build. (1.24)'
   },
   supportsTls: { name: "nbd_supports_tls", states: "any", libnbd: true, doc: "Built with GnuTLS? (unlocked)" },
   supportsUri: {

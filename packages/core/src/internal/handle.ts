@@ -15,6 +15,7 @@ import * as NbdError from "../NbdError.js"
 import * as Protocol from "../Protocol.js"
 import type * as Transport from "../Transport.js"
 import type { Connection, Host, Pending, Stats } from "./connection.js"
+import * as TlsPriority from "./tlsPriority.js"
 
 export type TlsMode = "disable" | "allow" | "require"
 
@@ -27,6 +28,8 @@ export interface Settings {
   tlsUsername: string | undefined
   tlsHostname: string | undefined
   tlsPskFile: string | undefined
+  /** The GnuTLS priority string (libnbd's tls_priority), checked when set; see internal/tlsPriority.ts. */
+  tlsPriority: string
   requestStructuredReplies: boolean
   requestExtendedHeaders: boolean
   requestMetaContext: boolean
@@ -88,7 +91,8 @@ export const tlsSettings = (s: Settings): Transport.TlsSettings => ({
   verifyPeer: s.tlsVerifyPeer,
   username: s.tlsUsername,
   hostname: s.tlsHostname,
-  pskFile: s.tlsPskFile
+  pskFile: s.tlsPskFile,
+  priority: s.tlsPriority
 })
 
 export type ProtocolName = "oldstyle" | "newstyle" | "newstyle-fixed"
@@ -154,6 +158,7 @@ export class HandleImpl implements Host, Inspectable.Inspectable {
       tlsUsername: undefined,
       tlsHostname: undefined,
       tlsPskFile: undefined,
+      tlsPriority: TlsPriority.DEFAULT,
       requestStructuredReplies: true,
       requestExtendedHeaders: true,
       requestMetaContext: true,

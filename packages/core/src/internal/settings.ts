@@ -6,11 +6,15 @@ import * as Protocol from "../Protocol.js"
 import { utf8 } from "./bytes.js"
 import { Strict } from "./commands.js"
 import { invalidArgument, type Settings } from "./handle.js"
+import { parseTlsPriority } from "./tlsPriority.js"
 
 /** One setting's rule: the setter that owns it and the check its value must pass (libnbd's parameter checks). */
 export interface Rule {
   readonly operation: string
-  readonly check: (operation: string, value: unknown) => NbdError.InvalidArgumentError | undefined
+  readonly check: (
+    operation: string,
+    value: unknown
+  ) => NbdError.InvalidArgumentError | NbdError.UnsupportedError | undefined
 }
 
 const badValue = (operation: string, param: string, value: unknown): NbdError.InvalidArgumentError =>
@@ -60,6 +64,20 @@ const schedule =
 const tls: Rule["check"] = (operation, value) =>
   value === "disable" || value === "allow" || value === "require" ? undefined : badValue(operation, "tls", value)
 
+/** A GnuTLS priority string must map onto the transport's TLS options (internal/tlsPriority.ts). */
+const priority: Rule["check"] = (operation, value) => {
+  if (typeof value !== "string") return badValue(operation, "priority", value)
+  const parsed = parseTlsPriority(value)
+  switch (parsed._tag) {
+    case "Options":
+      return undefined
+    case "Invalid":
+      return invalidArgument(operation, `priority: ${parsed.message}`)
+    case "Unsupported":
+      return new NbdError.UnsupportedError({ errno: "ENOTSUP", operation, message: `priority: ${parsed.message}` })
+  }
+}
+
 const names: Rule["check"] = (operation, value) => {
   if (!Array.isArray(value)) return badValue(operation, "names", value)
   for (const name of value) {
@@ -79,6 +97,7 @@ export const rules: { readonly [K in keyof Settings]: Rule } = {
   tlsUsername: { operation: "nbd_set_tls_username", check: string("username") },
   tlsHostname: { operation: "nbd_set_tls_hostname", check: string("hostname") },
   tlsPskFile: { operation: "nbd_set_tls_psk_file", check: string("filename") },
+  tlsPriority: { operation: "nbd_set_tls_priority", check: priority },
   requestStructuredReplies: { operation: "nbd_set_request_structured_replies", check: boolean("request") },
   requestExtendedHeaders: { operation: "nbd_set_request_extended_headers", check: boolean("request") },
   requestMetaContext: { operation: "nbd_set_request_meta_context", check: boolean("request") },
@@ -102,13 +121,19 @@ const isKey = (key: string): key is keyof Settings => Object.prototype.hasOwnPro
  * Checks the settings `make` was given by the setters' own rules; the error names the setting. Absent
  * (undefined) values keep their defaults.
  */
-export const validate = (operation: string, given: object): NbdError.InvalidArgumentError | undefined => {
+export const validate = (
+  operation: string,
+  given: object
+): NbdError.InvalidArgumentError | NbdError.UnsupportedError | undefined => {
   for (const [key, value] of Object.entries(given)) {
     if (value === undefined) continue
     if (!isKey(key)) return invalidArgument(operation, `${key}: unknown setting`)
     const error = rules[key].check(rules[key].operation, value)
-    if (error !== undefined)
-      return new NbdError.InvalidArgumentError({ errno: error.errno, operation, message: `${key}: ${error.message}` })
+    if (error === undefined) continue
+    const fields = { errno: error.errno, operation, message: `${key}: ${error.message}` }
+    return error._tag === "UnsupportedError"
+      ? new NbdError.UnsupportedError(fields)
+      : new NbdError.InvalidArgumentError(fields)
   }
   return undefined
 }

@@ -2,3 +2,6 @@
 export const PACKAGE_NAME = "effect-nbd"
 
 export const VERSION = "0.1.0"
+
+/** What `Nbd.getVersionExtra` answers: a packager's build note (libnbd's --with-extra); none upstream. */
+export const VERSION_EXTRA = ""

@@ -1,4 +1,4 @@
-import { NbdError, TlsPsk, Transport } from "@effect-nbd/core"
+import { NbdError, TlsPriority, TlsPsk, Transport } from "@effect-nbd/core"
 import * as Socket from "@effect/platform/Socket"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
@@ -63,6 +63,49 @@ const defaultCertificateDirs = (): ReadonlyArray<string> => {
   return home === undefined ? [] : [Path.join(home, ".pki", "libnbd"), Path.join(home, ".config", "pki", "libnbd")]
 }
 
+/** The priority string's options; a string that does not map fails as its setter would have. */
+const priorityOptions = (priority: string): Effect.Effect<TlsPriority.Options, NbdError.NbdError> => {
+  const parsed = TlsPriority.parse(priority)
+  const message = (reason: string) => `tls priority ${JSON.stringify(priority)}: ${reason}`
+  switch (parsed._tag) {
+    case "Options":
+      return Effect.succeed(parsed.options)
+    case "Invalid":
+      return Effect.fail(
+        new NbdError.InvalidArgumentError({ errno: "EINVAL", operation: OPERATION, message: message(parsed.message) })
+      )
+    case "Unsupported":
+      return Effect.fail(
+        new NbdError.UnsupportedError({ errno: "ENOTSUP", operation: OPERATION, message: message(parsed.message) })
+      )
+  }
+}
+
+const order: ReadonlyArray<TlsPriority.Version> = ["TLSv1", "TLSv1.1", "TLSv1.2", "TLSv1.3"]
+
+/**
+ * PSK under a priority string: OpenSSL's PSK suites are TLS 1.2 ones, so the versions must reach 1.2 and a
+ * cipher restriction cannot be expressed on top of them (ENOTSUP rather than a weaker connection).
+ */
+const pskVersions = (
+  priority: string,
+  options: TlsPriority.Options
+): Effect.Effect<Pick<Tls.ConnectionOptions, "minVersion" | "maxVersion">, NbdError.NbdError> => {
+  const unsupported = (reason: string) =>
+    Effect.fail(
+      new NbdError.UnsupportedError({
+        errno: "ENOTSUP",
+        operation: OPERATION,
+        message: `tls priority ${JSON.stringify(priority)}: ${reason}`
+      })
+    )
+  if (options.ciphers !== undefined) return unsupported("a cipher restriction does not apply to PSK")
+  const min = options.minVersion ?? "TLSv1.2"
+  if (order.indexOf(min) > order.indexOf("TLSv1.2")) return unsupported("PSK needs TLS 1.2, which it leaves out")
+  const max = options.maxVersion !== undefined && options.maxVersion !== "TLSv1.3" ? options.maxVersion : "TLSv1.2"
+  return Effect.succeed({ minVersion: min, maxVersion: max })
+}
+
 const isIp = (host: string): boolean => host.replace(/^\[|\]$/g, "").match(/^[\d.]+$|:/) !== null
 
 /**
@@ -74,13 +117,15 @@ export const connectionOptions = (
   transportHost: string | undefined
 ): Effect.Effect<Tls.ConnectionOptions, NbdError.NbdError> =>
   Effect.gen(function* () {
+    const priority = yield* priorityOptions(settings.priority)
     if (settings.pskFile !== undefined) {
+      const versions = yield* pskVersions(settings.priority, priority)
       const identity = settings.username ?? (yield* loginName())
       const psk = yield* lookupKey(settings.pskFile, identity)
       // OpenSSL offers external PSKs to TLS 1.3 servers only through session callbacks: PSK runs on TLS 1.2.
       return {
         ciphers: "PSK",
-        maxVersion: "TLSv1.2",
+        ...versions,
         pskCallback: () => ({ psk, identity }),
         checkServerIdentity: () => undefined
       } satisfies Tls.ConnectionOptions
@@ -90,6 +135,7 @@ export const connectionOptions = (
       (d) => readable(Path.join(d, "ca-cert.pem"))
     )
     const options: Tls.ConnectionOptions = {
+      ...priority,
       rejectUnauthorized: settings.verifyPeer,
       // The name is checked against the TLS host name when there is one; a Unix socket without one is
       // verified against the CA alone.

@@ -88,7 +88,7 @@ Fault injection (repeatable; --fault and --delay are the error and delay filters
                            no-done, chunk-too-long, error-zero, data-outside-request (read),
                            hole-over-data (read), read-data-for-non-read (not read), and for
                            block-status huge-extent, extents-past-request, too-many-extents,
-                           zero-length-extent, non-advancing-extent
+                           zero-length-extent, non-advancing-extent, unaligned-extents
                            RATE is 0..1 or a percentage (default 1: every command), or #N: the
                            Nth such command on each connection only.
                            COMMAND is read, write, flush, trim, cache, write-zeroes (or zero)

@@ -25,7 +25,8 @@ export const kinds = [
   "extents-past-request",
   "too-many-extents",
   "zero-length-extent",
-  "non-advancing-extent"
+  "non-advancing-extent",
+  "unaligned-extents"
 ] as const
 
 /** @internal */
@@ -48,6 +49,7 @@ export const onlyFor = (kind: Kind): "read" | "not-read" | "block-status" | unde
     case "too-many-extents":
     case "zero-length-extent":
     case "non-advancing-extent":
+    case "unaligned-extents":
       return "block-status"
     default:
       return undefined
@@ -104,6 +106,26 @@ const manyExtents = (count: number, total: number): Array<ServerCodec.Extent> =>
   const out = new Array<ServerCodec.Extent>(count).fill(one)
   out[count - 1] = { length: total - (count - 1), flags: 0 }
   return out
+}
+
+/**
+ * The request's range as a 1-byte data extent, a hole that reads as zeroes, and a 1-byte data extent:
+ * lengths no minimum block size above 1 divides.
+ */
+const unalignedExtents = (length: number): Array<ServerCodec.Extent> => {
+  const hole = Protocol.STATE_HOLE | Protocol.STATE_ZERO
+  if (length < 3)
+    return length === 1
+      ? [{ length: 1, flags: 0 }]
+      : [
+          { length: 1, flags: 0 },
+          { length: 1, flags: hole }
+        ]
+  return [
+    { length: 1, flags: 0 },
+    { length: length - 2, flags: hole },
+    { length: 1, flags: 0 }
+  ]
 }
 
 /**
@@ -178,6 +200,8 @@ export const replacement = (kind: Kind, target: Target, mode: Mode): ReadonlyArr
       if (length > half) extents.push({ length: length - half, flags: 0 })
       return [blockStatus(target, DONE, extents)]
     }
+    case "unaligned-extents":
+      return [blockStatus(target, DONE, unalignedExtents(length))]
     default:
       return undefined
   }

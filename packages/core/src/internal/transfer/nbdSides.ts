@@ -53,6 +53,39 @@ const itemsOf = (entries: ReadonlyArray<Nbd.BlockStatusEntry>, offset: number, l
 const lanesOf = (target: NbdPool.Target, lanes: number): ReadonlyArray<Nbd.Handle> =>
   handlesOf(target).slice(0, Math.max(1, lanes))
 
+/**
+ * The items with their zero runs shrunk to whole blocks of `minimum` (the source's minimum block size), the
+ * range's own ends kept: since doc/proto.md of 2025-06 a server may report extents of any length, and a
+ * read of part of a block is one that strict mode refuses. A block only partly zero is read as data.
+ */
+export const alignToBlocks = (items: ReadonlyArray<Item>, minimum: number): ReadonlyArray<Item> => {
+  const first = items[0]
+  const last = items[items.length - 1]
+  if (minimum <= 1 || first === undefined || last === undefined) return items
+  const start = first.offset
+  const end = last.offset + last.length
+  const out: Array<Item> = []
+  const push = (offset: number, length: number, zero: boolean): void => {
+    if (length <= 0) return
+    const prev = out[out.length - 1]
+    if (prev !== undefined && prev.zero === zero) out[out.length - 1] = { ...prev, length: prev.length + length }
+    else out.push({ offset, length, zero })
+  }
+  let at = start
+  for (const item of items) {
+    if (!item.zero) continue
+    const itemEnd = item.offset + item.length
+    const from = item.offset === start ? start : Math.ceil(item.offset / minimum) * minimum
+    const to = itemEnd === end ? end : Math.floor(itemEnd / minimum) * minimum
+    if (to <= from) continue
+    push(at, from - at, false)
+    push(from, to - from, true)
+    at = to
+  }
+  push(at, end - at, false)
+  return out
+}
+
 /** A handle or pool as a reader; block status is used when `sparse` and the source negotiated base:allocation. */
 export const nbdReader = (
   operation: string,
@@ -66,6 +99,7 @@ export const nbdReader = (
     const size = yield* exportSize(operation, h0)
     const maxRequest = yield* requestLimit(h0)
     const allocation = sparse && (yield* Effect.orElseSucceed(Nbd.canMetaContext(h0, "base:allocation"), () => false))
+    const minimum = yield* Nbd.getBlockSize(h0, "minimum")
     return {
       size,
       lanes: handles.length,
@@ -86,7 +120,8 @@ export const nbdReader = (
         })
       },
       extents: allocation
-        ? (offset, length) => Effect.map(Nbd.blockStatus(h0, length, offset), (e) => itemsOf(e, offset, length))
+        ? (offset, length) =>
+            Effect.map(Nbd.blockStatus(h0, length, offset), (e) => alignToBlocks(itemsOf(e, offset, length), minimum))
         : undefined
     }
   })
