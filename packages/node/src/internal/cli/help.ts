@@ -91,14 +91,15 @@ Copy to and from an NBD server:
     DESTINATION += null:
 
 Defaults (nbdcopy's): 4 connections (when the server advertises multi-conn),
-64 requests in flight each, 256K per request, --queue-size=16M in flight per
-connection (so at most 16M/request-size requests); -T 0. nbdcopy runs one
-thread per connection: here the engine is single-threaded, so -T N caps the
-connections at N and -T 0 leaves them to -C. -S 4096: zero blocks of 4096
-bytes become holes or zeroes (-S 0 writes every byte as data); --allocated
-writes zeroes, never holes. An NBD destination is flushed at the end (--flush
-also fsyncs a file). --progress=FD writes "N/100" lines to FD; -p draws a
-bar with the rate and time left on stderr.
+64 requests in flight each, 256K per request (--request-size at most 32M),
+--queue-size=16M in flight per connection (so at most 16M/request-size
+requests); -T 0. nbdcopy runs one thread per connection: here the engine is
+single-threaded, so -T N caps the connections at N and -T 0 leaves them to
+-C. -S 4096 (or an NBD destination's preferred block size, if larger): zero
+blocks of that size become holes or zeroes (-S 0 writes every byte as data);
+--allocated writes zeroes, never holes. An NBD destination is flushed at the
+end (--flush also fsyncs a file). --progress=FD writes "N/100" lines to FD;
+-p draws a bar with the rate and time left on stderr.
 --blkhash prints libnbd's block hash of the data copied (default sha256 over
 64K blocks; DIGEST is any of node's, e.g. md5, sha512/512k), with any
 destination (to - give --blkhash-file).
