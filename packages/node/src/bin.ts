@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 /**
- * The `effect-nbd` command: `info`, `copy` and `dump`, in the manner of nbdinfo, nbdcopy and nbddump.
+ * The `effect-nbd` command: `info`, `copy`, `dump`, `discard` and `zero`, in the manner of nbdinfo, nbdcopy,
+ * nbddump, nbddiscard and nbdzero.
  *
  * @since 0.1.0
  */
@@ -21,13 +22,14 @@ import * as Argv from "./internal/cli/argv.js"
 import * as NodePositionalFile from "./NodePositionalFile.js"
 import * as Common from "./internal/cli/common.js"
 import * as Copy from "./internal/cli/copy.js"
+import * as Discard from "./internal/cli/discard.js"
 import * as Dump from "./internal/cli/dump.js"
 import * as Help from "./internal/cli/help.js"
 import * as Info from "./internal/cli/info.js"
 
 const root = Command.make("effect-nbd").pipe(
-  Command.withDescription("NBD tools on effect-nbd: info, copy, dump"),
-  Command.withSubcommands([Info.command, Copy.command, Dump.command])
+  Command.withDescription("NBD tools on effect-nbd: info, copy, dump, discard, zero"),
+  Command.withSubcommands([Info.command, Copy.command, Dump.command, Discard.discard, Discard.zero])
 )
 
 const cli = Command.run(root, { name: "effect-nbd", version: "0.1.0" })

@@ -264,6 +264,34 @@ describe("-S N, the granularity of zero detection", () => {
       expect(coarse).toEqual([{ offset: 0, length: MiB, flags: 0 }])
     })
   )
+
+  it.scopedLive("without -S, an NBD destination's preferred block size when larger than 4096, as nbdcopy's", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const source = Path.join(dir, "stripes.img")
+      Fs.writeFileSync(source, stripes())
+      const maps: Array<ReadonlyArray<{ readonly offset: number; readonly length: number; readonly flags: number }>> =
+        []
+      for (const preferred of ["4096", "65536"])
+        for (const tool of ["ours", "theirs"]) {
+          const image = Path.join(dir, `${tool}${preferred}.img`)
+          Fs.writeFileSync(image, new Uint8Array(MiB).fill(0xff))
+          const kit = yield* nbdkit(["--filter=blocksize-policy", "file", image, `blocksize-preferred=${preferred}`])
+          if (tool === "ours") {
+            const r = yield* ours(["copy", "-v", source, kit.uri])
+            expect(r.code, r.stderr).toBe(0)
+            expect(r.stderr).toContain(` sparse=${preferred} `)
+          } else yield* theirs([source, kit.uri])
+          expect(sha256(image), `${tool}, preferred ${preferred}`).toBe(sha256(source))
+          maps.push(yield* nbdinfoMap(kit.uri))
+        }
+      const [fine, fineTheirs, coarse, coarseTheirs] = maps
+      expect(fine).toEqual(fineTheirs)
+      expect(coarse).toEqual(coarseTheirs)
+      expect(fine!.filter((e) => e.flags === 3 && e.length === 4096)).toHaveLength(128)
+      expect(coarse).toEqual([{ offset: 0, length: MiB, flags: 0 }])
+    })
+  )
 })
 
 describe("--allocated", () => {
@@ -377,6 +405,12 @@ describe("--queue-size and -T", () => {
         [["-C2", "-T3"], 2],
         [["-T2", "--synchronous"], 1]
       ]
+      // A server without multi-conn gets one connection whatever -C and -T say, as nbdcopy gives it.
+      const single = yield* nbdkit(["--filter=multi-conn", "pattern", "8M", "multi-conn-mode=disable"])
+      for (const flags of [[], ["-C8"], ["-T4"]]) {
+        const r = yield* ok(["copy", "-v", ...flags, single.uri, "null:"])
+        expect(verbose(r.stderr).connections, flags.join(" ")).toBe(1)
+      }
       for (const [flags, connections] of cases) {
         const out = Path.join(dir, "out.img")
         const r = yield* ok(["copy", "-v", ...flags, source.uri, out])
@@ -398,7 +432,12 @@ describe("help and bad values", () => {
       const flat = help.replace(/\s+/g, " ")
       expect(flat).toContain("--queue-size=16M in flight per connection")
       expect(flat).toContain("-T N caps the connections at N and -T 0 leaves them to -C")
-      expect(flat).toContain("-S 4096: zero blocks of 4096 bytes become holes or zeroes")
+      expect(flat).toContain(
+        "4 connections (when the server advertises multi-conn), 64 requests in flight each, 256K per request (--request-size at most 32M)"
+      )
+      expect(flat).toContain(
+        "-S 4096 (or an NBD destination's preferred block size, if larger): zero blocks of that size become holes or zeroes"
+      )
       expect(flat).toContain("with any destination")
     })
   )

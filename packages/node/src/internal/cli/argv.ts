@@ -33,13 +33,55 @@ export type Prepared =
   | { readonly _tag: "Error"; readonly message: string }
 
 /** The subcommands. */
-export const subcommands = ["info", "copy", "dump"] as const
+export const subcommands = ["info", "copy", "dump", "discard", "zero"] as const
 
 /** Short options that take a value, per subcommand: these may be glued to it (`-C4`). */
 const valueShorts: Record<string, ReadonlySet<string>> = {
   copy: new Set(["C", "R", "S", "T"]),
   dump: new Set(["n"]),
-  info: new Set([])
+  info: new Set([]),
+  discard: new Set(["o", "l"]),
+  zero: new Set(["o", "l"])
+}
+
+/** The options nbddiscard and nbdzero share; nbddiscard alone has `-z`. */
+const eraseOptions: Readonly<Record<string, boolean>> = {
+  "--check": false,
+  "-c": false,
+  "--fast-zero": false,
+  "--quiet": false,
+  "-q": false,
+  "--verbose": false,
+  "-v": false,
+  "--yes": false,
+  "-y": false,
+  "--offset": true,
+  "-o": true,
+  "--length": true,
+  "-l": true
+}
+
+/**
+ * nbdinfo's spellings of its tests, each to the one option it is: `--can`, `--is`, `--has` and `--have` ask
+ * the same question, their negations (`--cannot`, `--isnt`, `--hasnt`, ...) its opposite.
+ */
+const infoTests: Readonly<Record<string, "--can" | "--cannot">> = {
+  "--can": "--can",
+  "--is": "--can",
+  "--has": "--can",
+  "--have": "--can",
+  "--cannot": "--cannot",
+  "--can-not": "--cannot",
+  "--cant": "--cannot",
+  "--isnt": "--cannot",
+  "--isnot": "--cannot",
+  "--is-not": "--cannot",
+  "--hasnt": "--cannot",
+  "--hasnot": "--cannot",
+  "--has-not": "--cannot",
+  "--havent": "--cannot",
+  "--havenot": "--cannot",
+  "--have-not": "--cannot"
 }
 
 /** Every option of each subcommand: true when it takes a value (the next argument, or after `=`). */
@@ -51,9 +93,7 @@ const known: Record<string, Readonly<Record<string, boolean>>> = {
     "--map": false,
     "--totals": false,
     "--size": false,
-    "--can": true,
-    "--is": true,
-    "--has": true,
+    ...Object.fromEntries(Object.keys(infoTests).map((name) => [name, true])),
     "--content": false,
     "--no-content": false
   },
@@ -82,7 +122,9 @@ const known: Record<string, Readonly<Record<string, boolean>>> = {
     "--verbose": false,
     "-v": false
   },
-  dump: { "--length": true, "-n": true }
+  dump: { "--length": true, "-n": true },
+  discard: { ...eraseOptions, "--zero": false, "-z": false },
+  zero: eraseOptions
 }
 
 const PLACEHOLDER = "\u0000subprocess:"
@@ -123,9 +165,22 @@ export const prepare = (args: ReadonlyArray<string>): Prepared => {
   if (args.length === 0) return { _tag: "Usage" }
   const first = args[0]
   const subcommand = (subcommands as ReadonlyArray<string>).includes(first ?? "") ? first : undefined
+  // Without a subcommand there is only the help and the version: nothing else reaches @effect/cli, whose own
+  // help and wizard are in colour.
+  if (subcommand === undefined)
+    return first === "-h" || first === "--help"
+      ? { _tag: "Help", subcommand }
+      : first === "-V" || first === "--version"
+        ? { _tag: "Version" }
+        : {
+            _tag: "Error",
+            message: first!.startsWith("-")
+              ? `unrecognized option '${first}' (EINVAL)`
+              : `unknown subcommand '${first}': expected one of ${subcommands.join(", ")} (EINVAL)`
+          }
   const out: Array<string> = []
   let positional = false
-  for (let i = subcommand === undefined ? 0 : 1; i < args.length; i++) {
+  for (let i = 1; i < args.length; i++) {
     const a = args[i]!
     if (a === "[") {
       const end = args.indexOf("]", i + 1)
@@ -143,7 +198,7 @@ export const prepare = (args: ReadonlyArray<string>): Prepared => {
       positional = true
       const rest = args.slice(i + 1)
       // `-- CMD ARGS ...`: the rest is a command on stdin/stdout, where one URI is expected.
-      if ((subcommand === "info" || subcommand === "dump") && rest.length > 0 && rest[0] !== "[") {
+      if (subcommand !== "copy" && rest.length > 0 && rest[0] !== "[") {
         out.push(placeholder({ _tag: "Command", argv: rest }))
         break
       }
@@ -152,7 +207,6 @@ export const prepare = (args: ReadonlyArray<string>): Prepared => {
     }
     if (a === "-h" || a === "--help") return { _tag: "Help", subcommand }
     if (a === "-V" || a === "--version") return { _tag: "Version" }
-    if (subcommand === undefined) return { _tag: "Run", argv: args }
     if (a.startsWith("-") && a !== "-") {
       const name = a.startsWith("--") ? a.split("=")[0]! : a.slice(0, 2)
       const takesValue = known[subcommand]![name]
@@ -160,7 +214,13 @@ export const prepare = (args: ReadonlyArray<string>): Prepared => {
       // The value of `--can X` or `-C 4` is not an option, even when it starts with "-".
       if (takesValue && !a.includes("=") && a.length === name.length) {
         if (i + 1 >= args.length) return { _tag: "Error", message: `option '${a}' requires an argument (EINVAL)` }
-        out.push(a, args[++i]!)
+        out.push(subcommand === "info" ? (infoTests[a] ?? a) : a, args[++i]!)
+        continue
+      }
+      const test = subcommand === "info" ? infoTests[name] : undefined
+      if (test !== undefined) {
+        // `--is=tls`: the question's one spelling, with its value.
+        out.push(test, a.slice(name.length + 1))
         continue
       }
     }
@@ -173,5 +233,5 @@ export const prepare = (args: ReadonlyArray<string>): Prepared => {
       out.push(a.slice(0, 2), a.slice(a[2] === "=" ? 3 : 2))
     else out.push(a)
   }
-  return { _tag: "Run", argv: subcommand === undefined ? out : [subcommand, ...out] }
+  return { _tag: "Run", argv: [subcommand, ...out] }
 }

@@ -150,8 +150,11 @@ interface CopyOptions {
   readonly destinationIsZero: boolean
   readonly flush: boolean
   readonly extents: boolean
-  /** nbdcopy's -S: the zero-detection block size, 0 for none. */
-  readonly sparse: number
+  /**
+   * nbdcopy's -S: the zero-detection block size, 0 for none; undefined for nbdcopy's default, 4096 or the
+   * destination's preferred block size, whichever is larger.
+   */
+  readonly sparse: number | undefined
   readonly allocated: boolean
   readonly queueSize: number
   readonly verbose: boolean
@@ -253,12 +256,13 @@ const copy = (
           : dst._tag === "Null"
             ? NbdCopy.discard
             : NbdCopy.toSink(stdout)
+    const sparse = options.sparse ?? (yield* defaultSparse(destination))
     const settings: NbdCopy.Options = {
       connections: options.connections,
       requests: options.requests,
       requestSize: options.requestSize,
-      sparse: options.sparse > 0,
-      sparseSize: options.sparse > 0 ? options.sparse : undefined,
+      sparse: sparse > 0,
+      sparseSize: sparse > 0 ? sparse : undefined,
       allocated: options.allocated,
       // The hash is of the source's bytes as the copy reads them, whatever the destination keeps of them.
       observer: hash === undefined ? undefined : hashObserver(hash),
@@ -270,7 +274,7 @@ const copy = (
       process.stderr.write(
         `effect-nbd: copy: ${describeEndpoint(src)} -> ${describeEndpoint(dst)}: ` +
           `connections=${options.connections} requests=${options.requests} request-size=${options.requestSize} ` +
-          `queue-size=${options.queueSize} sparse=${options.sparse} allocated=${options.allocated} ` +
+          `queue-size=${options.queueSize} sparse=${sparse} allocated=${options.allocated} ` +
           `extents=${options.extents} destination-is-zero=${options.destinationIsZero} flush=${settings.flush}\n`
       )
     const fd = options.progressFd
@@ -361,6 +365,24 @@ const positive = (name: string, n: number, max: number): Effect.Effect<number, C
 /** The largest -S: a block larger than the largest request could never be seen whole. */
 const MAX_SPARSE = 32 << 20
 
+/** nbdcopy's -S without the option. */
+const DEFAULT_SPARSE = 4096
+
+/**
+ * nbdcopy's default -S: 4096, or the preferred block size of an NBD destination when larger (so a server
+ * that prefers 64K blocks is not sent zeroes in 4K pieces); a preferred size -S could not take is passed over.
+ */
+const defaultSparse = (destination: Destination): Effect.Effect<number> =>
+  NbdPool.isPool(destination)
+    ? Effect.map(
+        Effect.orElseSucceed(Nbd.getBlockSize(destination.handles[0], "preferred"), () => 0),
+        (preferred) =>
+          preferred > DEFAULT_SPARSE && preferred <= MAX_SPARSE && (preferred & (preferred - 1)) === 0
+            ? preferred
+            : DEFAULT_SPARSE
+      )
+    : Effect.succeed(DEFAULT_SPARSE)
+
 /** nbdcopy's rule for -S: 0 (no zero detection) or a power of 2 of at least 512. */
 const sparseSize = (n: number): Effect.Effect<number, Common.CliError> =>
   n === 0 || (n >= 512 && n <= MAX_SPARSE && (n & (n - 1)) === 0)
@@ -418,8 +440,10 @@ export const command = Command.make(
     ),
     sparse: Options.text("sparse").pipe(
       Options.withAlias("S"),
-      Options.withDescription("zero blocks of N bytes become holes or zeroes; 0: every byte as data (default 4096)"),
-      Options.withDefault("4096")
+      Options.withDescription(
+        "zero blocks of N bytes become holes or zeroes; 0: every byte as data (default 4096, or the destination's preferred block size if larger)"
+      ),
+      Options.optional
     ),
     allocated: Options.boolean("allocated").pipe(
       Options.withDescription("a fully allocated destination: zeroes are written, never holes")
@@ -460,7 +484,9 @@ export const command = Command.make(
         })
         if ("error" in resolved) return yield* new Common.CliError({ message: resolved.error })
         const { connections, requests } = resolved.limits
-        const sparse = yield* Effect.flatMap(Common.parseSize("--sparse", o.sparse), sparseSize)
+        const sparse = Option.isSome(o.sparse)
+          ? yield* Effect.flatMap(Common.parseSize("--sparse", o.sparse.value), sparseSize)
+          : undefined
         if (!(Number.isFinite(o.reconnectDelay) && o.reconnectDelay >= 0))
           return yield* new Common.CliError({
             message: `--reconnect-delay: must be a number of seconds, 0 or more, got ${o.reconnectDelay} (EINVAL)`

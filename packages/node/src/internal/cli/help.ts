@@ -8,11 +8,14 @@ import * as Fs from "node:fs"
 import * as Path from "node:path"
 
 const root = `
-NBD tools on effect-nbd, in the manner of libnbd's nbdinfo, nbdcopy and nbddump:
+NBD tools on effect-nbd, in the manner of libnbd's nbdinfo, nbdcopy, nbddump,
+nbddiscard and nbdzero:
 
     effect-nbd info [OPTIONS] [NBD-URI | [ CMD ARGS ... ] | -- CMD ARGS ...]
     effect-nbd copy [OPTIONS] SOURCE DESTINATION
     effect-nbd dump [-n N] [NBD-URI | [ CMD ARGS ... ] | -- CMD ARGS ...]
+    effect-nbd discard [OPTIONS] NBD-URI | [ CMD ARGS ... ] | -- CMD ARGS ...
+    effect-nbd zero [OPTIONS] NBD-URI | [ CMD ARGS ... ] | -- CMD ARGS ...
 
 Other options:
 
@@ -24,6 +27,7 @@ Examples:
     effect-nbd info nbd://localhost
     effect-nbd copy nbd://example.com local.img
     effect-nbd dump -- nbdkit -s memory 1G
+    effect-nbd discard -y nbd://localhost
 
 Without a URI, info and dump start an embedded test server (1M).
 `
@@ -33,14 +37,20 @@ Display information and metadata about NBD servers and exports:
 
     effect-nbd info [--json] [--content|--no-content] NBD-URI | [ CMD ARGS ... ]
     effect-nbd info --size [--json] NBD-URI | [ CMD ARGS ... ]
-    effect-nbd info --is read-only|rotational|tls NBD-URI | [ CMD ARGS ... ]
-    effect-nbd info --can cache|connect|df|fast-zero|flush|fua|multi-conn|read|trim|write|zero|... NBD-URI
-    effect-nbd info --has CONTEXT NBD-URI | [ CMD ARGS ... ]
+    effect-nbd info --is|--isnt read-only|rotational|tls NBD-URI | [ CMD ARGS ... ]
+    effect-nbd info --can|--cannot block-status-payload|cache|connect|df|fast-zero|flush|
+                    fua|multi-conn|open|read|trim|write|zero NBD-URI | [ CMD ARGS ... ]
+    effect-nbd info --has|--hasnt extended-headers|structured-reply|CONTEXT NBD-URI
     effect-nbd info --map[=CONTEXT] [--totals] [--json] NBD-URI | [ CMD ARGS ... ]
     effect-nbd info -L|--list [--json] NBD-URI | [ CMD ARGS ... ]
 
   --map alone maps base:allocation; qemu's contexts work too (qemu:dirty-bitmap:NAME,
-  qemu:allocation-depth). --can, --is and --has exit 0 when true, 2 when false, 1 on error.
+  qemu:allocation-depth). --can, --is and --has exit 0 when true, 2 when false,
+  1 on error; --cannot, --isnt and --hasnt 0 when false, 2 when true. As in
+  nbdinfo, the three are one question: each takes any feature. connect: the
+  handshake works; open: the server opens the export; read: always, once
+  connected; write: not read-only; tls: TLS was negotiated; CONTEXT: a meta
+  context the server has (base:allocation, qemu:dirty-bitmap:NAME).
   --content (the default without --list) runs the first 8K through file(1).
   [ CMD ARGS ... ] starts a server by socket activation (nbdkit memory 1G);
   -- CMD ARGS ... runs a server on stdin/stdout (nbdkit -s memory 1G).
@@ -57,6 +67,8 @@ Examples:
     effect-nbd info "nbd+unix:///?socket=/tmp/unixsock"
     effect-nbd info --size nbd://example.com
     effect-nbd info --can connect nbd://example.com
+    effect-nbd info --cannot trim nbd://example.com
+    effect-nbd info --has extended-headers nbd://example.com
     effect-nbd info --map --totals nbd://example.com
     effect-nbd info --list --json nbd://example.com
     effect-nbd info -- nbdkit -s memory 1G
@@ -79,14 +91,15 @@ Copy to and from an NBD server:
     DESTINATION += null:
 
 Defaults (nbdcopy's): 4 connections (when the server advertises multi-conn),
-64 requests in flight each, 256K per request, --queue-size=16M in flight per
-connection (so at most 16M/request-size requests); -T 0. nbdcopy runs one
-thread per connection: here the engine is single-threaded, so -T N caps the
-connections at N and -T 0 leaves them to -C. -S 4096: zero blocks of 4096
-bytes become holes or zeroes (-S 0 writes every byte as data); --allocated
-writes zeroes, never holes. An NBD destination is flushed at the end (--flush
-also fsyncs a file). --progress=FD writes "N/100" lines to FD; -p draws a
-bar with the rate and time left on stderr.
+64 requests in flight each, 256K per request (--request-size at most 32M),
+--queue-size=16M in flight per connection (so at most 16M/request-size
+requests); -T 0. nbdcopy runs one thread per connection: here the engine is
+single-threaded, so -T N caps the connections at N and -T 0 leaves them to
+-C. -S 4096 (or an NBD destination's preferred block size, if larger): zero
+blocks of that size become holes or zeroes (-S 0 writes every byte as data);
+--allocated writes zeroes, never holes. An NBD destination is flushed at the
+end (--flush also fsyncs a file). --progress=FD writes "N/100" lines to FD;
+-p draws a bar with the rate and time left on stderr.
 --blkhash prints libnbd's block hash of the data copied (default sha256 over
 64K blocks; DIGEST is any of node's, e.g. md5, sha512/512k), with any
 destination (to - give --blkhash-file).
@@ -128,13 +141,80 @@ Examples:
     effect-nbd dump -- [ qemu-nbd -r -f qcow2 file.qcow2 ]
 `
 
+const discard = `
+Discard all data (or a range) of an NBD export, like nbddiscard:
+
+    effect-nbd discard [-c|--check] [-z|--zero] [--fast-zero] [-q|--quiet]
+                       [-v|--verbose] [-y|--yes] [-o|--offset OFFSET] [-l|--length LENGTH]
+                       NBD-URI | [ CMD ARGS ... ] | -- CMD ARGS ...
+
+  Frees the range with NBD_CMD_TRIM (a server without trim keeps its data,
+  with a warning that -q silences); -z writes allocated zeroes instead, as
+  effect-nbd zero does, and --fast-zero (which implies -z) zeroes with
+  NBD_CMD_FLAG_FAST_ZERO, failing at once if the server cannot zero fast.
+  All data in the range is PERMANENTLY ERASED: it asks first (y/N on stdin)
+  unless -y. The range: -o OFFSET (default 0), -l LENGTH bytes (default: to
+  the end), with suffixes K, M, G, T. -c changes nothing: exit status 0 if
+  the range is already sparse (with -z: reads as zeroes), 2 if not. Exit
+  status 1 on any error.
+
+Other options:
+
+    effect-nbd discard --help
+    effect-nbd discard --version
+
+Examples:
+
+    effect-nbd discard nbd://localhost
+    effect-nbd discard -y -o 1M -l 64K nbd://localhost
+    effect-nbd discard --check nbd://localhost
+`
+
+const zero = `
+Zero all data (or a range) of an NBD export, like nbdzero:
+
+    effect-nbd zero [-c|--check] [--fast-zero] [-q|--quiet] [-v|--verbose]
+                    [-y|--yes] [-o|--offset OFFSET] [-l|--length LENGTH]
+                    NBD-URI | [ CMD ARGS ... ] | -- CMD ARGS ...
+
+  Replaces the range with allocated zeroes: NBD_CMD_WRITE_ZEROES with
+  NO_HOLE, or zeroes written as data when the server cannot zero.
+  --fast-zero zeroes with NBD_CMD_FLAG_FAST_ZERO, failing at once if the
+  server cannot zero fast. All data in the range is PERMANENTLY ERASED: it
+  asks first (y/N on stdin) unless -y. The range: -o OFFSET (default 0),
+  -l LENGTH bytes (default: to the end), with suffixes K, M, G, T. -c changes
+  nothing: exit status 0 if the range already reads as zeroes, 2 if not.
+  Exit status 1 on any error.
+
+Other options:
+
+    effect-nbd zero --help
+    effect-nbd zero --version
+
+Examples:
+
+    effect-nbd zero nbd://localhost
+    effect-nbd zero -y --fast-zero -o 1M -l 64K nbd://localhost
+    effect-nbd zero --check nbd://localhost
+`
+
 /**
  * The help text of a subcommand, or of the whole command.
  * @since 0.2.0
  * @category help
  */
 export const text = (subcommand: string | undefined): string =>
-  subcommand === "info" ? info : subcommand === "copy" ? copy : subcommand === "dump" ? dump : root
+  subcommand === "info"
+    ? info
+    : subcommand === "copy"
+      ? copy
+      : subcommand === "dump"
+        ? dump
+        : subcommand === "discard"
+          ? discard
+          : subcommand === "zero"
+            ? zero
+            : root
 
 /**
  * The package.json of @effect-nbd/node, found upwards from the script that runs (dist/bin.js, or the bin in

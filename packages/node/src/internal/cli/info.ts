@@ -16,29 +16,69 @@ import * as Os from "node:os"
 import * as Path from "node:path"
 import * as Common from "./common.js"
 
-/** The flags `--can` answers, as nbdinfo names them (and the extra ones libnbd grew later). */
-const canFeatures: Record<string, (h: Nbd.Handle) => Effect.Effect<boolean, NbdError.NbdError>> = {
-  connect: () => Effect.succeed(true),
-  read: () => Effect.succeed(true),
-  write: (h) => Effect.map(Nbd.isReadOnly(h), (ro) => !ro),
-  cache: Nbd.canCache,
-  df: Nbd.canDf,
-  "fast-zero": Nbd.canFastZero,
-  flush: Nbd.canFlush,
-  fua: Nbd.canFua,
-  "multi-conn": Nbd.canMultiConn,
-  trim: Nbd.canTrim,
-  zero: Nbd.canZero,
-  "structured-reply": Nbd.getStructuredRepliesNegotiated,
-  "extended-headers": Nbd.getExtendedHeadersNegotiated,
-  "block-status-payload": Nbd.canBlockStatusPayload
+/** A yes-or-no question about a connection or its export. */
+type Question = (h: Nbd.Handle) => Effect.Effect<boolean, NbdError.NbdError>
+
+/**
+ * Whether the export can be opened (nbdinfo's `--can open`): NBD_OPT_GO succeeds; a server that refuses the
+ * export answers no, while a failed connection stays an error. An oldstyle server opens it at once.
+ */
+const canOpen: Question = (h) =>
+  Effect.flatMap(Nbd.aioIsNegotiating(h), (negotiating) =>
+    negotiating
+      ? Nbd.optGo(h).pipe(
+          Effect.as(true),
+          Effect.catchIf(
+            (e) => e._tag === "OptionError",
+            () => Effect.succeed(false)
+          )
+        )
+      : Effect.succeed(true)
+  )
+
+/**
+ * The features `--can`, `--is` and `--has` test, as nbdinfo names them. As in nbdinfo the three options are
+ * one question, so each takes any of these names; `export` says whether the answer needs the export's info
+ * (NBD_OPT_INFO), not only the connection.
+ */
+const features: Readonly<Record<string, { readonly question: Question; readonly export: boolean }>> = {
+  connect: { question: () => Effect.succeed(true), export: false },
+  read: { question: () => Effect.succeed(true), export: false },
+  open: { question: canOpen, export: false },
+  tls: { question: Nbd.getTlsNegotiated, export: false },
+  "structured-reply": { question: Nbd.getStructuredRepliesNegotiated, export: false },
+  "extended-headers": { question: Nbd.getExtendedHeadersNegotiated, export: false },
+  "read-only": { question: Nbd.isReadOnly, export: true },
+  write: { question: (h) => Effect.map(Nbd.isReadOnly(h), (ro) => !ro), export: true },
+  rotational: { question: Nbd.isRotational, export: true },
+  "block-status-payload": { question: Nbd.canBlockStatusPayload, export: true },
+  cache: { question: Nbd.canCache, export: true },
+  df: { question: Nbd.canDf, export: true },
+  "fast-zero": { question: Nbd.canFastZero, export: true },
+  flush: { question: Nbd.canFlush, export: true },
+  fua: { question: Nbd.canFua, export: true },
+  "multi-conn": { question: Nbd.canMultiConn, export: true },
+  trim: { question: Nbd.canTrim, export: true },
+  zero: { question: Nbd.canZero, export: true }
 }
 
-/** The flags `--is` answers. */
-const isFeatures: Record<string, (h: Nbd.Handle) => Effect.Effect<boolean, NbdError.NbdError>> = {
-  "read-only": Nbd.isReadOnly,
-  rotational: Nbd.isRotational,
-  tls: Nbd.getTlsNegotiated
+/** nbdinfo's other spellings of a feature, after `_` and spaces became `-`. */
+const aliases: Readonly<Record<string, string>> = {
+  sr: "structured-reply",
+  structured: "structured-reply",
+  "structured-replies": "structured-reply",
+  eh: "extended-headers",
+  "extended-header": "extended-headers",
+  readonly: "read-only",
+  fastzero: "fast-zero",
+  multiconn: "multi-conn"
+}
+
+/** A feature as nbdinfo reads its name: in any case, with `-`, `_` or a space between the words. */
+const featureName = (text: string): string | undefined => {
+  const name = text.toLowerCase().replace(/[_ ]/g, "-")
+  const canonical = aliases[name] ?? name
+  return canonical in features ? canonical : undefined
 }
 
 /** What nbdinfo shows about one export, in its order. */
@@ -298,25 +338,43 @@ const showTotals = (uri: string, context: string, json: boolean): Effect.Effect<
     return json ? `[\n${lines.join(",\n")}\n]\n` : lines.join("")
   })
 
-/** `--has CONTEXT`: exit status 0 when the server has the meta context, 2 when not. */
-const testContext = (uri: string, context: string): Effect.Effect<void, Common.Failure, Scope.Scope> =>
+/** The exit status of a test: 0 when the answer is the one asked for, 2 when not. */
+const answer = (yes: boolean, negated: boolean): Effect.Effect<void, Common.ExitStatus> =>
+  yes !== negated ? Effect.void : Effect.fail(new Common.ExitStatus({ code: 2 }))
+
+/** A meta context named where a feature is expected (`--has base:allocation`): whether the server has it. */
+const testContext = (
+  uri: string,
+  context: string,
+  negated: boolean
+): Effect.Effect<void, Common.Failure, Scope.Scope> =>
   Effect.gen(function* () {
     const h = yield* Common.connect(uri, { metaContexts: [context] })
-    if (!(yield* Effect.orElseSucceed(Nbd.canMetaContext(h, context), () => false)))
-      return yield* new Common.ExitStatus({ code: 2 })
+    return yield* answer(yield* Effect.orElseSucceed(Nbd.canMetaContext(h, context), () => false), negated)
   })
 
-/** `--can FEATURE` / `--is FEATURE`: exit status 0 when true, 2 when false. */
-const testFlag = (uri: string, kind: "can" | "is", feature: string): Effect.Effect<void, Common.Failure, Scope.Scope> =>
+/**
+ * `--can` / `--is` / `--has FEATURE` and their negations `--cannot` / `--isnt` / `--hasnt`: as nbdinfo, a
+ * connection in option mode asks for the export's info (a refusal is kept for the questions that need it),
+ * then the answer is the exit status alone, nothing on stdout.
+ */
+const testFeature = (uri: string, text: string, negated: boolean): Effect.Effect<void, Common.Failure, Scope.Scope> =>
   Effect.gen(function* () {
-    const table = kind === "can" ? canFeatures : isFeatures
-    const get = table[feature]
-    if (get === undefined)
+    const name = featureName(text)
+    if (name === undefined) {
+      if (text.includes(":")) return yield* testContext(uri, text, negated)
+      const options = negated ? "--cannot/--isnt/--hasnt" : "--can/--is/--has"
       return yield* new Common.CliError({
-        message: `unknown --${kind} feature '${feature}': expected one of ${Object.keys(table).join(", ")} (EINVAL)`
+        message: `unknown ${options} feature '${text}': expected one of ${Object.keys(features).join(", ")}, or a meta context NAMESPACE:NAME (EINVAL)`
       })
-    const h = yield* Common.connect(uri)
-    if (!(yield* get(h))) return yield* new Common.ExitStatus({ code: 2 })
+    }
+    const feature = features[name]!
+    const h = yield* Common.connect(uri, { optMode: true })
+    if (yield* Nbd.aioIsNegotiating(h)) {
+      const info = yield* Effect.either(Nbd.optInfo(h))
+      if (feature.export && info._tag === "Left") return yield* info.left
+    }
+    return yield* answer(yield* feature.question(h), negated)
   })
 
 /**
@@ -335,18 +393,16 @@ export const command = Command.make(
     ),
     size: Options.boolean("size").pipe(Options.withDescription("print only the size in bytes")),
     can: Options.text("can").pipe(
-      Options.withDescription(`exit 0 if the export can FEATURE, 2 if not (${Object.keys(canFeatures).join(", ")})`),
+      Options.withDescription(
+        `exit 0 if the export can FEATURE, 2 if not (--is, --has: the same; ${Object.keys(features).join(", ")}, or a meta context)`
+      ),
       Options.optional
     ),
-    has: Options.text("has").pipe(
-      Options.withDescription("exit 0 if the server has the meta context CONTEXT, 2 if not"),
+    cannot: Options.text("cannot").pipe(
+      Options.withDescription("exit 0 if the export cannot FEATURE, 2 if it can (--isnt, --hasnt: the same)"),
       Options.optional
     ),
     totals: Options.boolean("totals").pipe(Options.withDescription("with --map: bytes per type")),
-    is: Options.text("is").pipe(
-      Options.withDescription(`exit 0 if the export is FEATURE, 2 if not (${Object.keys(isFeatures).join(", ")})`),
-      Options.optional
-    ),
     content: Options.boolean("content").pipe(Options.withDescription("probe the content with file(1)")),
     noContent: Options.boolean("no-content").pipe(Options.withDescription("do not probe the content")),
     uri: Common.optionalUri
@@ -354,26 +410,18 @@ export const command = Command.make(
   (o) =>
     Effect.scoped(
       Effect.gen(function* () {
-        const modes = [
-          o.list,
-          Option.isSome(o.map),
-          o.size,
-          Option.isSome(o.can),
-          Option.isSome(o.is),
-          Option.isSome(o.has)
-        ]
+        const modes = [o.list, Option.isSome(o.map), o.size, Option.isSome(o.can), Option.isSome(o.cannot)]
         if (modes.filter(Boolean).length > 1)
           return yield* new Common.CliError({
-            message: "you cannot use --list, --map, --size, --can, --is and --has together (EINVAL)"
+            message: "you cannot use --can, --cannot, --list, --map and --size together (EINVAL)"
           })
         if (o.totals && Option.isNone(o.map))
           return yield* new Common.CliError({ message: "you must use --totals only with --map option (EINVAL)" })
         if (o.content && o.noContent)
           return yield* new Common.CliError({ message: "you cannot use --content and --no-content together (EINVAL)" })
         const uri = yield* Common.uriOrEmbedded(o.uri)
-        if (Option.isSome(o.can)) return yield* testFlag(uri, "can", o.can.value)
-        if (Option.isSome(o.is)) return yield* testFlag(uri, "is", o.is.value)
-        if (Option.isSome(o.has)) return yield* testContext(uri, o.has.value)
+        if (Option.isSome(o.can)) return yield* testFeature(uri, o.can.value, false)
+        if (Option.isSome(o.cannot)) return yield* testFeature(uri, o.cannot.value, true)
         let output: string
         if (o.size) output = `${yield* Nbd.getSize(yield* Common.connect(uri))}\n`
         else if (Option.isSome(o.map)) output = yield* (o.totals ? showTotals : showMap)(uri, o.map.value, o.json)
