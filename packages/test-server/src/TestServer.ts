@@ -337,10 +337,6 @@ export const Backpressure = Schema.Struct({
  */
 export type FaultConfig = Schema.Schema.Encoded<typeof Fault>
 
-/** Why a priority string is refused, naming the element at fault. */
-const priorityMessage = (error: TlsPriority.PriorityError): string =>
-  error.element === "" ? error.message : `"${error.element}": ${error.message}`
-
 /**
  * The server's configuration. Every field is optional.
  *
@@ -367,7 +363,8 @@ const priorityMessage = (error: TlsPriority.PriorityError): string =>
  * - `tlsVerifyPeer`: with `tlsCertificates`, a client must present a certificate that `ca-cert.pem` signed,
  *   else the TLS handshake fails (nbdkit's `--tls-verify-peer`). Default false.
  * - `tlsPriority`: a GnuTLS priority string (nbdkit's `--tls-priority`), as far as Node's TLS options can
- *   express it (`TlsPriority` of `@effect-nbd/core` says what maps); one they cannot is refused. Since 0.3.0.
+ *   express it (`TlsPriority.parse` of `@effect-nbd/core` says what maps); one they cannot is refused, naming
+ *   the element at fault. Since 0.3.0.
  *
  * @since 0.1.0
  * @category config
@@ -399,8 +396,8 @@ export const Config = Schema.Struct({
 }).pipe(
   Schema.filter((c) => {
     if (c.tlsPriority !== undefined) {
-      const priority = TlsPriority.toNodeOptions(c.tlsPriority)
-      if (Either.isLeft(priority)) return `tlsPriority: ${priorityMessage(priority.left)}`
+      const priority = TlsPriority.parse(c.tlsPriority)
+      if (priority._tag !== "Options") return `tlsPriority: ${priority.message}`
     }
     if (c.tlsVerifyPeer === true && (c.tlsCertificates === undefined || c.tlsPsk !== undefined))
       return "tlsVerifyPeer needs tlsCertificates (X.509, with the CA in ca-cert.pem), not tlsPsk"
@@ -599,13 +596,13 @@ const issuedBy = (peer: Crypto.X509Certificate, authority: Crypto.X509Certificat
 /** The Node TLS options of the configuration's priority string (none without one). */
 const priorityOptions = (
   config: Schema.Schema.Type<typeof Config>
-): Effect.Effect<TlsPriority.NodeOptions, TestServerError> =>
-  config.tlsPriority === undefined
-    ? Effect.succeed({})
-    : Either.match(TlsPriority.toNodeOptions(config.tlsPriority), {
-        onLeft: (error) => Effect.fail(configError(`tlsPriority: ${priorityMessage(error)}`)),
-        onRight: Effect.succeed
-      })
+): Effect.Effect<TlsPriority.Options, TestServerError> => {
+  if (config.tlsPriority === undefined) return Effect.succeed({})
+  const priority = TlsPriority.parse(config.tlsPriority)
+  return priority._tag === "Options"
+    ? Effect.succeed(priority.options)
+    : Effect.fail(configError(`tlsPriority: ${priority.message}`))
+}
 
 /** Loads the TLS credentials the configuration names. */
 const resolveTls = (
@@ -620,7 +617,8 @@ const resolveTls = (
       const keys = yield* parsePskFile((yield* readFile(file, "the PSK file")).toString("utf8"), file)
       // TLS 1.3 (OpenSSL turns the PSK callback into an external PSK; libnbd 1.14's gnutls negotiates it)
       // or TLS 1.2 with the PSK cipher suites, which OpenSSL leaves out unless asked for.
-      // A priority string's ciphers replace these (OpenSSL's HIGH, which they narrow, holds the PSK suites).
+      // A priority string's cipher list replaces these: it holds TLS 1.2 PSK suites where the string adds a
+      // PSK key exchange (+PSK, +DHE-PSK, +ECDHE-PSK), as GnuTLS wants them added; TLS 1.3's PSK needs none.
       const context = yield* secureContext({ ciphers: "PSK", minVersion: "TLSv1.2", ...priority })
       return {
         mode,

@@ -90,7 +90,7 @@ describe("TLS priority strings (tlsPriority)", () => {
       expect((yield* handshake(only12, ca)).version).toBe("TLSv1.2")
       const want13 = yield* Effect.exit(handshake(only12, ca, { minVersion: "TLSv1.3" }))
       expect(Exit.isFailure(want13)).toBe(true)
-      const only13 = yield* serve(pki, "NORMAL:-VERS-TLS1.2")
+      const only13 = yield* serve(pki, "NORMAL:-VERS-ALL:+VERS-TLS1.3")
       expect((yield* handshake(only13, ca)).version).toBe("TLSv1.3")
       const want12 = yield* Effect.exit(handshake(only13, ca, { maxVersion: "TLSv1.2" }))
       expect(Exit.isFailure(want12)).toBe(true)
@@ -114,12 +114,30 @@ describe("TLS priority strings (tlsPriority)", () => {
         handshake(chacha, ca, { maxVersion: "TLSv1.2", ciphers: "ECDHE-ECDSA-AES256-GCM-SHA384" })
       )
       expect(Exit.isFailure(aesOnly)).toBe(true)
-      const aes128 = yield* serve(pki, "NONE:+VERS-TLS1.2:+VERS-TLS1.3:+AES-128-GCM")
+      const aes128 = yield* serve(pki, "NORMAL:-VERS-ALL:+VERS-TLS1.2:+VERS-TLS1.3:-CIPHER-ALL:+AES-128-GCM")
       expect(yield* handshake(aes128, ca)).toEqual({ version: "TLSv1.3", cipher: "TLS_AES_128_GCM_SHA256" })
       expect(yield* handshake(aes128, ca, { maxVersion: "TLSv1.2" })).toEqual({
         version: "TLSv1.2",
         cipher: "ECDHE-ECDSA-AES128-GCM-SHA256"
       })
+    })
+  )
+
+  it.scopedLive("%SERVER_PRECEDENCE: the server's order of suites wins over the client's; SECURE256 is served", () =>
+    Effect.gen(function* () {
+      const { ca, pki } = yield* credentials
+      // The client prefers AES-128-GCM; the server's list puts ChaCha20 first.
+      const prefers128 = { ciphers: "TLS_AES_128_GCM_SHA256:TLS_CHACHA20_POLY1305_SHA256" }
+      const both = "NORMAL:-CIPHER-ALL:+CHACHA20-POLY1305:+AES-128-GCM"
+      const client = yield* serve(pki, both)
+      expect((yield* handshake(client, ca, prefers128)).cipher).toBe("TLS_AES_128_GCM_SHA256")
+      const server = yield* serve(pki, `${both}:%SERVER_PRECEDENCE`)
+      expect((yield* handshake(server, ca, prefers128)).cipher).toBe("TLS_CHACHA20_POLY1305_SHA256")
+      // SECURE256 leaves 256-bit ciphers only: a client that offers AES-128 alone is refused.
+      const strong = yield* serve(pki, "SECURE256")
+      expect((yield* handshake(strong, ca)).cipher).toBe("TLS_AES_256_GCM_SHA384")
+      const only128 = yield* Effect.exit(handshake(strong, ca, { ciphers: "TLS_AES_128_GCM_SHA256" }))
+      expect(Exit.isFailure(only128)).toBe(true)
     })
   )
 
@@ -150,7 +168,7 @@ describe("TLS priority strings (tlsPriority)", () => {
   it.scopedLive("a priority string Node cannot express is refused when the server is made", () =>
     Effect.gen(function* () {
       const { pki } = yield* credentials
-      for (const priority of ["NORMAL:+SHA1", "SECURE256", "NORMAL:+VERS-TLS1.0", "NORMAL:%COMPAT"]) {
+      for (const priority of ["NORMAL:+SHA1", "@SYSTEM", "NORMAL:-VERS-TLS1.1", "NORMAL:%COMPAT", "NORMAL::"]) {
         const made = yield* Effect.exit(
           TestServer.make({ tls: "require", tlsCertificates: pki, tlsPriority: priority })
         )

@@ -15,7 +15,7 @@ import * as NbdError from "../NbdError.js"
 import * as Protocol from "../Protocol.js"
 import type * as Transport from "../Transport.js"
 import type { Connection, Host, Pending, Stats } from "./connection.js"
-import * as TlsPriority from "./tlsPriority.js"
+import * as TlsPriority from "../TlsPriority.js"
 
 export type TlsMode = "disable" | "allow" | "require"
 
@@ -28,7 +28,7 @@ export interface Settings {
   tlsUsername: string | undefined
   tlsHostname: string | undefined
   tlsPskFile: string | undefined
-  /** The GnuTLS priority string (libnbd's tls_priority), checked when set; see internal/tlsPriority.ts. */
+  /** The GnuTLS priority string (libnbd's tls_priority), checked when set; see TlsPriority.ts. */
   tlsPriority: string
   requestStructuredReplies: boolean
   requestExtendedHeaders: boolean

@@ -6,7 +6,7 @@ import * as Protocol from "../Protocol.js"
 import { utf8 } from "./bytes.js"
 import { Strict } from "./commands.js"
 import { invalidArgument, type Settings } from "./handle.js"
-import { parseTlsPriority } from "./tlsPriority.js"
+import * as TlsPriority from "../TlsPriority.js"
 
 /** One setting's rule: the setter that owns it and the check its value must pass (libnbd's parameter checks). */
 export interface Rule {
@@ -64,10 +64,10 @@ const schedule =
 const tls: Rule["check"] = (operation, value) =>
   value === "disable" || value === "allow" || value === "require" ? undefined : badValue(operation, "tls", value)
 
-/** A GnuTLS priority string must map onto the transport's TLS options (internal/tlsPriority.ts). */
+/** A GnuTLS priority string must map onto the transport's TLS options (TlsPriority.ts). */
 const priority: Rule["check"] = (operation, value) => {
   if (typeof value !== "string") return badValue(operation, "priority", value)
-  const parsed = parseTlsPriority(value)
+  const parsed = TlsPriority.parse(value)
   switch (parsed._tag) {
     case "Options":
       return undefined

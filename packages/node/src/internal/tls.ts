@@ -63,13 +63,20 @@ const defaultCertificateDirs = (): ReadonlyArray<string> => {
   return home === undefined ? [] : [Path.join(home, ".pki", "libnbd"), Path.join(home, ".config", "pki", "libnbd")]
 }
 
-/** The priority string's options; a string that does not map fails as its setter would have. */
-const priorityOptions = (priority: string): Effect.Effect<TlsPriority.Options, NbdError.NbdError> => {
+/**
+ * The priority string's client options; a string that does not map fails as its setter would have.
+ * %SERVER_PRECEDENCE (`honorCipherOrder`) is a server's choice: a client leaves it out.
+ */
+const priorityOptions = (
+  priority: string
+): Effect.Effect<Omit<TlsPriority.Options, "honorCipherOrder">, NbdError.NbdError> => {
   const parsed = TlsPriority.parse(priority)
   const message = (reason: string) => `tls priority ${JSON.stringify(priority)}: ${reason}`
   switch (parsed._tag) {
-    case "Options":
-      return Effect.succeed(parsed.options)
+    case "Options": {
+      const { honorCipherOrder: _, ...client } = parsed.options
+      return Effect.succeed(client)
+    }
     case "Invalid":
       return Effect.fail(
         new NbdError.InvalidArgumentError({ errno: "EINVAL", operation: OPERATION, message: message(parsed.message) })
@@ -89,7 +96,7 @@ const order: ReadonlyArray<TlsPriority.Version> = ["TLSv1", "TLSv1.1", "TLSv1.2"
  */
 const pskVersions = (
   priority: string,
-  options: TlsPriority.Options
+  options: Omit<TlsPriority.Options, "honorCipherOrder">
 ): Effect.Effect<Pick<Tls.ConnectionOptions, "minVersion" | "maxVersion">, NbdError.NbdError> => {
   const unsupported = (reason: string) =>
     Effect.fail(
