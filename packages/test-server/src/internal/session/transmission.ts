@@ -15,7 +15,6 @@ import * as Option from "effect/Option"
 import type * as Backend from "../../Backend.js"
 import * as Faults from "../faults.js"
 import * as Flow from "../flow.js"
-import * as Inline from "../inline.js"
 import * as Malformed from "../malformed.js"
 import * as Request from "../request.js"
 import * as Replies from "./replies.js"
@@ -29,7 +28,7 @@ const MAX_SCRATCH = 4 * 1024 * 1024
 
 /** Serves a checked request, replying to `target` (the request itself, unless a fault readdresses it). */
 type Operation = ((target: ServerCodec.ChunkTarget) => Effect.Effect<void>) & {
-  /** The same served at once, with no fiber: a read or write on a backend that never waits (see inline.ts). */
+  /** The same served at once, with no fiber: a read or write on a backend that never waits (see `Backend.Read`). */
   readonly inline?: (target: ServerCodec.ChunkTarget) => void
 }
 
@@ -61,7 +60,7 @@ export class Transmission {
    * The export's writes are all served inline (a backend that never waits, no fault on writes, replies in
    * order): each is done before the next request is decoded, so their payloads can share `scratch`.
    */
-  private readonly inlineWrite: Inline.SyncWrite | undefined
+  private readonly inlineWrite: Backend.Write["now"]
   private scratch: Uint8Array | undefined = undefined
 
   constructor(
@@ -75,7 +74,7 @@ export class Transmission {
     this.blockStatus = negotiated.blockStatus
     this.replies = { structured: this.structured, extended: this.extended, outOfOrder: settings.outOfOrder }
     this.flags = Settings.transmissionFlags(exp, this.structured, this.extended)
-    const now = Inline.syncWrites.get(exp.backend.write)
+    const now = exp.backend.write.now
     const faulted = exp.faults.some((fault) => fault.command === Cmd.WRITE)
     this.inlineWrite = now !== undefined && !faulted && !settings.outOfOrder ? now : undefined
   }
@@ -311,7 +310,7 @@ export class Transmission {
           onSuccess: (chunks) => this.readReply(target, flags, offset, length, chunks)
         })
       )
-    const now = Inline.syncReads.get(backend.read)
+    const now = backend.read.now
     // Out of order, replies must wait to be reordered by the writer: those go through a fiber as before.
     if (now === undefined || this.settings.outOfOrder) return served
     return Object.assign(served, {
