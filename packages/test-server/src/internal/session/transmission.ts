@@ -180,7 +180,7 @@ export class Transmission {
         : operation(request)
     const cost = Flow.requestCost(type, length, request.payload)
     const delayed = delayMs > 0 ? Effect.delay(served, Duration.millis(delayMs)) : served
-    this.host.fork(Effect.locally(delayed, Request.currentRequest, { ordinal }), cost)
+    this.host.fork(Effect.locally(delayed, Request.currentRequest, new Request.Served(ordinal)), cost)
   }
 
   /** Serves a request with the malformed reply a fault asked for. */
