@@ -11,7 +11,6 @@ import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import type * as NbdError from "@effect-nbd/core/NbdError"
 import * as Protocol from "@effect-nbd/core/Protocol"
-import { withSyncRead, withSyncWrite } from "./internal/inline.js"
 
 /**
  * A failure of a backend, with the errno name the client should see ("EIO", "ENOSPC", "EPERM" ...).
@@ -72,6 +71,34 @@ export interface Extent {
 }
 
 /**
+ * A backend's read. One that never waits and never fails may carry `now`, the same read done at once: the
+ * server then answers a request inline, with no fiber, when no fault applies to it. A filter that replaces
+ * `read` gives another function, without `now`, so its requests never bypass it; one that only changes
+ * flags keeps the function, and its requests may still be served inline.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface Read {
+  (offset: number, length: number): Effect.Effect<ReadonlyArray<ReadChunk>, BackendError>
+  /** The same read, answered at once: it never waits and never fails. */
+  readonly now?: ((offset: number, length: number) => ReadonlyArray<ReadChunk>) | undefined
+}
+
+/**
+ * A backend's write. One that never waits and never fails may carry `now`, the same write done at once,
+ * as `Read` may: the server then serves a write inline, and may hand it a payload buffer it reuses.
+ *
+ * @since 0.3.0
+ * @category models
+ */
+export interface Write {
+  (offset: number, data: Uint8Array, fua: boolean): Effect.Effect<void, BackendError>
+  /** The same write, done at once: it never waits and never fails; `data` is not kept after it returns. */
+  readonly now?: ((offset: number, data: Uint8Array) => void) | undefined
+}
+
+/**
  * The storage behind one export. Every operation gets a range the server already checked against `size`.
  *
  * @since 0.1.0
@@ -85,8 +112,8 @@ export interface Backend {
   readonly size: bigint
   /** Whether writes are impossible (the server then advertises READ_ONLY). */
   readonly readOnly: boolean
-  readonly read: (offset: number, length: number) => Effect.Effect<ReadonlyArray<ReadChunk>, BackendError>
-  readonly write: (offset: number, data: Uint8Array, fua: boolean) => Effect.Effect<void, BackendError>
+  readonly read: Read
+  readonly write: Write
   /** Writes zeroes; `mayTrim` is false when the client asked for NO_HOLE. */
   readonly zero: (offset: number, length: number, mayTrim: boolean) => Effect.Effect<void, BackendError>
   readonly trim: (offset: number, length: number) => Effect.Effect<void, BackendError>
@@ -127,6 +154,10 @@ export const isBackend = (u: unknown): u is Backend =>
   typeof u === "object" && u !== null && "_tag" in u && (u as { _tag: unknown })._tag === "Backend"
 
 const HOLE_ZERO = Protocol.STATE_HOLE | Protocol.STATE_ZERO
+
+/** Gives `operation` carrying `now`, its twin done at once. */
+const withNow = <F extends Read | Write>(operation: F, now: NonNullable<F["now"]>): F =>
+  Object.assign(operation, { now })
 
 /**
  * The largest export size: 2^63 - 1.
@@ -294,8 +325,8 @@ export const memory = (size: bigint | number, options: MemoryOptions = {}): Back
     name: "memory",
     size: BigInt(size),
     readOnly: false,
-    read: withSyncRead((offset, length) => Effect.sync(() => readSync(offset, length)), readSync),
-    write: withSyncWrite((offset, data) => Effect.sync(() => writeSync(offset, data)), writeSync),
+    read: withNow<Read>((offset, length) => Effect.sync(() => readSync(offset, length)), readSync),
+    write: withNow<Write>((offset, data) => Effect.sync(() => writeSync(offset, data)), writeSync),
     zero: (offset, length) => Effect.sync(() => zeroSync(offset, length)),
     trim: (offset, length) => Effect.sync(() => zeroSync(offset, length)),
     flush: Effect.void,
@@ -315,11 +346,11 @@ export const nullBackend = (size: bigint | number): Backend => ({
   name: "null",
   size: BigInt(size),
   readOnly: false,
-  read: withSyncRead(
+  read: withNow<Read>(
     (_offset, length) => Effect.succeed([zeroes(length)]),
     (_offset, length) => [zeroes(length)]
   ),
-  write: withSyncWrite(
+  write: withNow<Write>(
     () => Effect.void,
     () => {}
   ),

@@ -12,6 +12,7 @@ import * as FiberRef from "effect/FiberRef"
 import * as Backend from "../Backend.js"
 import * as Filter from "../Filter.js"
 import type * as TestServer from "../TestServer.js"
+import * as Request from "./request.js"
 
 type Fault = typeof TestServer.Fault.Type
 
@@ -31,21 +32,14 @@ const triggerOf = (fault: Fault, operation: Filter.Operation): Filter.Trigger =>
 
 /**
  * One draw per request for a fault with both a delay and an errno: its delay filter and its error filter
- * then act on the same requests, as the one fault it is.
+ * then act on the same requests, as the one fault it is. The request keeps the draw (`Request.Served`).
  */
 const sharedDraw = (rate: number): Filter.Trigger => {
-  const drawn = new WeakMap<Backend.Request, boolean>()
-  return {
-    when: (_operation, request) => {
-      if (request === undefined) return Math.random() < rate
-      let fire = drawn.get(request)
-      if (fire === undefined) {
-        fire = Math.random() < rate
-        drawn.set(request, fire)
-      }
-      return fire
-    }
+  const draw = (): boolean => Math.random() < rate
+  const trigger: Filter.Trigger = {
+    when: (_operation, request) => (request instanceof Request.Served ? request.drawOnce(trigger, draw) : draw())
   }
+  return trigger
 }
 
 /**
