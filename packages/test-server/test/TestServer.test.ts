@@ -326,6 +326,36 @@ describe("TestServer against libnbd's tools", () => {
     )
   )
 
+  it.live("a fault with a delay and an errno acts on its own command only", () =>
+    withServer({ faults: [{ command: "read", errno: "EPERM", delayMs: 1, rate: 0.5 }] }, (server) =>
+      Effect.gen(function* () {
+        const r = yield* nbdsh(
+          server.uri,
+          [
+            "import errno",
+            "def outcome(f):",
+            "  try:",
+            "    f()",
+            "    return 'ok'",
+            "  except nbd.Error as e:",
+            "    return 'EPERM' if e.errnum == errno.EPERM else str(e)",
+            "writes = [outcome(lambda: h.pwrite(b'w', 0)) for _ in range(200)]",
+            "reads = [outcome(lambda: h.pread(1, 0)) for _ in range(200)]",
+            "print(writes.count('ok'), reads.count('ok'), reads.count('EPERM'))"
+          ].join("\n")
+        )
+        expect(r.code, r.stderr).toBe(0)
+        const [writesOk, readsOk, readsFailed] = r.stdout.trim().split(" ").map(Number)
+        expect(writesOk).toBe(200)
+        // Every read either succeeds or fails with the fault's errno, at about the rate: 200 draws at 0.5
+        // land outside [40, 160] with a chance far below 1e-15.
+        expect(readsOk! + readsFailed!).toBe(200)
+        expect(readsFailed).toBeGreaterThanOrEqual(40)
+        expect(readsFailed).toBeLessThanOrEqual(160)
+      })
+    )
+  )
+
   it.live("a malformed reply that replaces a write: the delay faults still add up, the write is not done", () =>
     withServer(
       {

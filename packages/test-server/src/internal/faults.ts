@@ -33,11 +33,14 @@ const triggerOf = (fault: Fault, operation: Filter.Operation): Filter.Trigger =>
 /**
  * One draw per request for a fault with both a delay and an errno: its delay filter and its error filter
  * then act on the same requests, as the one fault it is. The request keeps the draw (`Request.Served`).
+ * A predicate is asked about every operation (the error filter's errno defaults to EIO for the ones it
+ * has none for), so it answers for its fault's operation only.
  */
-const sharedDraw = (rate: number): Filter.Trigger => {
+const sharedDraw = (operation: Filter.Operation, rate: number): Filter.Trigger => {
   const draw = (): boolean => Math.random() < rate
   const trigger: Filter.Trigger = {
-    when: (_operation, request) => (request instanceof Request.Served ? request.drawOnce(trigger, draw) : draw())
+    when: (asked, request) =>
+      asked === operation && (request instanceof Request.Served ? request.drawOnce(trigger, draw) : draw())
   }
   return trigger
 }
@@ -58,7 +61,7 @@ export const toFilters = (faults: ReadonlyArray<Fault>): ReadonlyArray<Filter.Fi
     const rate = fault.rate ?? 1
     const trigger =
       fault.errno !== undefined && delayMs > 0 && fault.nth === undefined && rate > 0 && rate < 1
-        ? sharedDraw(rate)
+        ? sharedDraw(operation, rate)
         : triggerOf(fault, operation)
     if (delayMs > 0) delays.push(Filter.delay({ [operation]: delayMs }, trigger))
     if (fault.errno !== undefined) errors.push(Filter.error({ ...trigger, errnos: { [operation]: fault.errno } }))
