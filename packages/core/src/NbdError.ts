@@ -6,6 +6,7 @@
  */
 import { TypeIdError } from "@effect/platform/Error"
 import * as Predicate from "effect/Predicate"
+import * as Protocol from "./Protocol.js"
 
 /**
  * The mark every effect-nbd error carries, whichever class it is.
@@ -33,15 +34,8 @@ export type TypeId = typeof TypeId
  */
 export const errnos = [
   "",
-  // A server's error replies (doc/proto.md), and libnbd's own errnos.
-  "EPERM",
-  "EIO",
-  "ENOMEM",
-  "EINVAL",
-  "ENOSPC",
-  "EOVERFLOW",
-  "ENOTSUP",
-  "ESHUTDOWN",
+  // A server's error replies (doc/proto.md), then libnbd's own errnos.
+  ...Protocol.errnoNames,
   "ENOTCONN",
   "ERANGE",
   "EPROTO",

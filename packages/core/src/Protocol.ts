@@ -287,12 +287,27 @@ export const NbdErrno = {
 } as const
 
 /**
+ * An errno name the protocol has an error value for.
+ * @since 0.3.0
+ * @category errors
+ */
+export type NbdErrnoName = keyof typeof NbdErrno
+
+/**
+ * The errno names of `NbdErrno`, in its order: the one list that `NbdError.Errno` and the test server's
+ * fault errnos start from, so a name added to the table reaches both.
+ * @since 0.3.0
+ * @category errors
+ */
+export const errnoNames = Object.keys(NbdErrno) as unknown as readonly [NbdErrnoName, ...Array<NbdErrnoName>]
+
+/**
  * The errno names a reply's error value maps to, as libnbd maps them; an unknown value becomes EINVAL.
  * @since 0.1.0
  * @category errors
  */
-export const errnoOfWire = (value: number): keyof typeof NbdErrno => {
-  for (const [name, code] of Object.entries(NbdErrno)) if (code === value) return name as keyof typeof NbdErrno
+export const errnoOfWire = (value: number): NbdErrnoName => {
+  for (const name of errnoNames) if (NbdErrno[name] === value) return name
   return "EINVAL"
 }
 
