@@ -1,10 +1,11 @@
 import * as Effect from "effect/Effect"
 import type * as Tracer from "effect/Tracer"
 import type * as NbdError from "../NbdError.js"
+import { invalidArgument } from "./arguments.js"
 import type { Spec } from "./calls.js"
 import { Strict } from "./commands.js"
 import * as debug from "./debug.js"
-import { type HandleImpl, invalidArgument, stateDenied } from "./handle.js"
+import { type HandleImpl, stateDenied } from "./handle.js"
 import * as metrics from "./metrics.js"
 import { uriOf } from "./uri.js"
 

@@ -7,10 +7,11 @@ import * as Option from "effect/Option"
 import * as HandleState from "../HandleState.js"
 import * as NbdError from "../NbdError.js"
 import * as Protocol from "../Protocol.js"
+import { invalidArgument, toNumber } from "./arguments.js"
 import * as debug from "./debug.js"
 import type { Outcome } from "./engine/completion.js"
 import { type CommandRequest, type Pending, release } from "./engine/pending.js"
-import { type ExportInfo, type HandleImpl, invalidArgument, payloadMaximum, stranded } from "./handle.js"
+import { type ExportInfo, type HandleImpl, payloadMaximum, stranded } from "./handle.js"
 
 /** libnbd's strict-mode bits. */
 export const Strict = {
@@ -37,18 +38,6 @@ export interface CommandSpec extends CommandRequest {
 export interface Command<A> {
   readonly cookie: bigint
   readonly await: Effect.Effect<A, NbdError.NbdError>
-}
-
-const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER)
-
-const toNumber = (operation: string, what: string, v: number | bigint): number | NbdError.InvalidArgumentError => {
-  if (typeof v === "bigint") {
-    if (v < 0n || v > MAX_SAFE) return invalidArgument(operation, `${what} is out of range: ${v}`, "ERANGE")
-    return Number(v)
-  }
-  if (!Number.isSafeInteger(v) || v < 0)
-    return invalidArgument(operation, `${what} must be a non-negative integer, got ${v}`)
-  return v
 }
 
 const writesData = (type: number) =>

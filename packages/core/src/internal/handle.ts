@@ -337,12 +337,6 @@ export const stateDenied = (
   })
 }
 
-export const invalidArgument = (
-  operation: string,
-  message: string,
-  errno: NbdError.Errno = "EINVAL"
-): NbdError.InvalidArgumentError => new NbdError.InvalidArgumentError({ errno, operation, message })
-
 /** The export info, or EINVAL when the server has not sent it yet. */
 export const requireInfo = (h: HandleImpl, operation: string): Effect.Effect<ExportInfo, NbdError.InvalidStateError> =>
   h.info !== undefined

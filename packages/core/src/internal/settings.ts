@@ -3,9 +3,10 @@ import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import * as NbdError from "../NbdError.js"
 import * as Protocol from "../Protocol.js"
+import { invalidArgument } from "./arguments.js"
 import { utf8 } from "./bytes.js"
 import { Strict } from "./commands.js"
-import { invalidArgument, type Settings } from "./handle.js"
+import type { Settings } from "./handle.js"
 import { parseTlsPriority } from "./tlsPriority.js"
 
 /** One setting's rule: the setter that owns it and the check its value must pass (libnbd's parameter checks). */
