@@ -177,11 +177,12 @@ export interface Settings {
 }
 
 /**
- * libnbd's strict-mode flags (LIBNBD_STRICT_*); the default is all of them.
+ * libnbd's strict-mode flags (LIBNBD_STRICT_*); the default is all of them. The same object as
+ * `Protocol.Strict`, where the flags are described.
  * @since 0.1.0
  * @category constants
  */
-export const Strict = commands.Strict
+export const Strict = Protocol.Strict
 
 /**
  * libnbd's handshake flags (LIBNBD_HANDSHAKE_FLAG_*).

@@ -380,6 +380,33 @@ export const Limits = {
 } as const
 
 /**
+ * libnbd's strict-mode bits (LIBNBD_STRICT_*): the checks the client makes of a command before it goes on
+ * the wire. Not part of the protocol, but they decide which of its rules the client enforces; the default is
+ * all of them (`MASK`).
+ *
+ * - `COMMANDS`: refuse a command or a flag the server did not advertise;
+ * - `FLAGS`: refuse command flags the call does not take;
+ * - `BOUNDS`: refuse a request past the end of the export;
+ * - `ZERO_SIZE`: refuse a request of 0 bytes;
+ * - `ALIGN`: refuse a request not aligned to the server's minimum block size;
+ * - `PAYLOAD`: refuse a write larger than the maximum payload;
+ * - `AUTO_FLAG`: set or clear PAYLOAD_LEN as the negotiated header format requires.
+ *
+ * @since 0.3.0
+ * @category limits
+ */
+export const Strict = {
+  COMMANDS: 0x01,
+  FLAGS: 0x02,
+  BOUNDS: 0x04,
+  ZERO_SIZE: 0x08,
+  ALIGN: 0x10,
+  PAYLOAD: 0x20,
+  AUTO_FLAG: 0x40,
+  MASK: 0x7f
+} as const
+
+/**
  * Sizes of the fixed parts of messages, in bytes.
  * @since 0.1.0
  * @category limits

@@ -166,7 +166,7 @@ export class HandleImpl implements Host, Inspectable.Inspectable {
       fullInfo: false,
       requestBlockSize: true,
       handshakeFlags: Protocol.HANDSHAKE_FLAG_MASK,
-      strictMode: 0x7f,
+      strictMode: Protocol.Strict.MASK,
       optMode: false,
       closeGrace: Duration.seconds(2),
       preadInitialize: true,
