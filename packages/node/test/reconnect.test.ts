@@ -66,7 +66,8 @@ const flakyFront = (drops: number, target: TestServer.Address) =>
               back.destroy()
             })
           }
-          socket.pipe(back).pipe(socket)
+          socket.pipe(back)
+          back.pipe(socket)
         })
         front.listen(path, () => resume(Effect.succeed(front)))
       }),
