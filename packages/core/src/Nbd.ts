@@ -18,6 +18,7 @@ import type * as Stream from "effect/Stream"
 import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as ClientCodec from "./ClientCodec.js"
 import * as HandleState from "./HandleState.js"
+import { invalidArgument } from "./internal/arguments.js"
 import * as Call from "./internal/call.js"
 import * as Calls from "./internal/calls.js"
 import * as commandCalls from "./internal/commandCalls.js"
@@ -176,11 +177,12 @@ export interface Settings {
 }
 
 /**
- * libnbd's strict-mode flags (LIBNBD_STRICT_*); the default is all of them.
+ * libnbd's strict-mode flags (LIBNBD_STRICT_*); the default is all of them. The same object as
+ * `Protocol.Strict`, where the flags are described.
  * @since 0.1.0
  * @category constants
  */
-export const Strict = commands.Strict
+export const Strict = Protocol.Strict
 
 /**
  * libnbd's handshake flags (LIBNBD_HANDSHAKE_FLAG_*).
@@ -420,7 +422,7 @@ export const getUri = (h: Handle): Effect.Effect<string, NbdError.NbdError> =>
     Effect.suspend(() => {
       const uri = uriOf(impl)
       return uri === undefined
-        ? Effect.fail(internal.invalidArgument("nbd_get_uri", "cannot construct a URI for this connection type"))
+        ? Effect.fail(invalidArgument("nbd_get_uri", "cannot construct a URI for this connection type"))
         : Effect.succeed(uri)
     })
   )
@@ -1106,7 +1108,7 @@ export const canMetaContext = (h: Handle, name: string): Effect.Effect<boolean, 
       Effect.suspend(() => {
         if (impl.settings.metaContexts.length > 0 && !impl.metaValid)
           return Effect.fail(
-            internal.invalidArgument("nbd_can_meta_context", "need a successful server meta context request first")
+            invalidArgument("nbd_can_meta_context", "need a successful server meta context request first")
           )
         for (const context of impl.metaContexts?.values() ?? []) if (context === name) return Effect.succeed(true)
         return Effect.succeed(false)

@@ -6,6 +6,7 @@
  */
 import { TypeIdError } from "@effect/platform/Error"
 import * as Predicate from "effect/Predicate"
+import * as Protocol from "./Protocol.js"
 
 /**
  * The mark every effect-nbd error carries, whichever class it is.
@@ -33,15 +34,8 @@ export type TypeId = typeof TypeId
  */
 export const errnos = [
   "",
-  // A server's error replies (doc/proto.md), and libnbd's own errnos.
-  "EPERM",
-  "EIO",
-  "ENOMEM",
-  "EINVAL",
-  "ENOSPC",
-  "EOVERFLOW",
-  "ENOTSUP",
-  "ESHUTDOWN",
+  // A server's error replies (doc/proto.md), then libnbd's own errnos.
+  ...Protocol.errnoNames,
   "ENOTCONN",
   "ERANGE",
   "EPROTO",
@@ -155,11 +149,27 @@ export class InvalidArgumentError extends TypeIdError(TypeId, "InvalidArgumentEr
 export class UnsupportedError extends TypeIdError(TypeId, "UnsupportedError")<NbdErrorFields> {}
 
 /**
- * The server broke the protocol: garbage, a wrong magic, an impossible length, a reply it may not send.
+ * Why a protocol error ended the connection, where the reason is not garbage on the wire:
+ * `"Disconnected"`, the server closed the connection where the protocol expects more (in the handshake;
+ * libnbd's "server disconnected unexpectedly"). A reconnect and an open timeout try again after it, as
+ * after a ConnectionError.
+ * @since 0.3.0
+ * @category models
+ */
+export type ProtocolErrorReason = "Disconnected"
+
+/**
+ * The server broke the protocol: garbage, a wrong magic, an impossible length, a reply it may not send, or
+ * a close in the middle of the handshake (`reason` "Disconnected").
  * @since 0.1.0
  * @category errors
  */
-export class ProtocolError extends TypeIdError(TypeId, "ProtocolError")<NbdErrorFields> {}
+export class ProtocolError extends TypeIdError(TypeId, "ProtocolError")<
+  NbdErrorFields & {
+    /** Set when the server closed the connection early (since 0.3.0); absent for a malformed message. */
+    readonly reason?: ProtocolErrorReason
+  }
+> {}
 
 /**
  * The server refused an option during the handshake or in option mode (NBD_REP_ERR_*).

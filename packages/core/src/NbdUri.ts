@@ -10,7 +10,8 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
-import * as NbdError from "./NbdError.js"
+import { invalidArgument } from "./internal/arguments.js"
+import type * as NbdError from "./NbdError.js"
 import * as Protocol from "./Protocol.js"
 
 const utf8Length = (s: string): number => new TextEncoder().encode(s).length
@@ -236,11 +237,7 @@ const toError = (uri: string, error: ParseResult.ParseError): NbdError.InvalidAr
   const first = Arr.head(ParseResult.ArrayFormatter.formatErrorSync(error))
   const why = first._tag === "Some" ? first.value.message : "invalid NBD URI"
   const tooLong = first._tag === "Some" && first.value.path[0] === "exportName"
-  return new NbdError.InvalidArgumentError({
-    errno: tooLong ? "ENAMETOOLONG" : "EINVAL",
-    operation: "nbd_connect_uri",
-    message: `${why}: ${shown(uri)}`
-  })
+  return invalidArgument("nbd_connect_uri", `${why}: ${shown(uri)}`, tooLong ? "ENAMETOOLONG" : "EINVAL")
 }
 
 /**

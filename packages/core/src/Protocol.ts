@@ -287,12 +287,27 @@ export const NbdErrno = {
 } as const
 
 /**
+ * An errno name the protocol has an error value for.
+ * @since 0.3.0
+ * @category errors
+ */
+export type NbdErrnoName = keyof typeof NbdErrno
+
+/**
+ * The errno names of `NbdErrno`, in its order: the one list that `NbdError.Errno` and the test server's
+ * fault errnos start from, so a name added to the table reaches both.
+ * @since 0.3.0
+ * @category errors
+ */
+export const errnoNames = Object.keys(NbdErrno) as unknown as readonly [NbdErrnoName, ...Array<NbdErrnoName>]
+
+/**
  * The errno names a reply's error value maps to, as libnbd maps them; an unknown value becomes EINVAL.
  * @since 0.1.0
  * @category errors
  */
-export const errnoOfWire = (value: number): keyof typeof NbdErrno => {
-  for (const [name, code] of Object.entries(NbdErrno)) if (code === value) return name as keyof typeof NbdErrno
+export const errnoOfWire = (value: number): NbdErrnoName => {
+  for (const name of errnoNames) if (NbdErrno[name] === value) return name
   return "EINVAL"
 }
 
@@ -362,6 +377,33 @@ export const Limits = {
   MAX_BLOCK_STATUS_DESCRIPTORS: 1 << 20,
   /** Padding of the oldstyle greeting and the EXPORT_NAME reply. */
   ZERO_PADDING: 124
+} as const
+
+/**
+ * libnbd's strict-mode bits (LIBNBD_STRICT_*): the checks the client makes of a command before it goes on
+ * the wire. Not part of the protocol, but they decide which of its rules the client enforces; the default is
+ * all of them (`MASK`).
+ *
+ * - `COMMANDS`: refuse a command or a flag the server did not advertise;
+ * - `FLAGS`: refuse command flags the call does not take;
+ * - `BOUNDS`: refuse a request past the end of the export;
+ * - `ZERO_SIZE`: refuse a request of 0 bytes;
+ * - `ALIGN`: refuse a request not aligned to the server's minimum block size;
+ * - `PAYLOAD`: refuse a write larger than the maximum payload;
+ * - `AUTO_FLAG`: set or clear PAYLOAD_LEN as the negotiated header format requires.
+ *
+ * @since 0.3.0
+ * @category limits
+ */
+export const Strict = {
+  COMMANDS: 0x01,
+  FLAGS: 0x02,
+  BOUNDS: 0x04,
+  ZERO_SIZE: 0x08,
+  ALIGN: 0x10,
+  PAYLOAD: 0x20,
+  AUTO_FLAG: 0x40,
+  MASK: 0x7f
 } as const
 
 /**

@@ -13,6 +13,7 @@ import * as Tracer from "effect/Tracer"
 import { spawn } from "node:child_process"
 import * as Crypto from "node:crypto"
 import * as Fs from "node:fs"
+import * as Net from "node:net"
 import * as Path from "node:path"
 import { restartable, tempDir } from "./util/peers.js"
 
@@ -40,6 +41,44 @@ const sha256 = (path: string): string => Crypto.createHash("sha256").update(Fs.r
 
 /** Tries often and briefly: the servers here come back within a second. */
 const quick = Schedule.spaced("20 millis").pipe(Schedule.upTo("10 seconds"))
+
+/**
+ * A Unix socket in front of a test server that closes its first `drops` connections before any greeting, as
+ * a server on its way up may, then relays the rest to the server.
+ */
+const flakyFront = (drops: number, target: TestServer.Address) =>
+  Effect.gen(function* () {
+    const path = Path.join(yield* tempDir, "front.sock")
+    const sockets = new Set<Net.Socket>()
+    let accepted = 0
+    yield* Effect.acquireRelease(
+      Effect.async<Net.Server>((resume) => {
+        const front = Net.createServer((socket) => {
+          accepted += 1
+          if (accepted <= drops) return void socket.end()
+          const back = target._tag === "Unix" ? Net.connect(target.path) : Net.connect(target.port, target.host)
+          for (const end of [socket, back]) {
+            sockets.add(end)
+            end.on("error", () => {})
+            end.on("close", () => {
+              sockets.delete(end)
+              socket.destroy()
+              back.destroy()
+            })
+          }
+          socket.pipe(back)
+          back.pipe(socket)
+        })
+        front.listen(path, () => resume(Effect.succeed(front)))
+      }),
+      (front) =>
+        Effect.async<void>((resume) => {
+          for (const socket of sockets) socket.destroy()
+          front.close(() => resume(Effect.void))
+        })
+    )
+    return { path, accepted: () => accepted }
+  })
 
 /** The reconnect's log lines, kept for a test to read instead of printed. */
 const capturedLogs = (lines: Array<string>) =>
@@ -319,6 +358,23 @@ describe("reconnect by schedule", () => {
       expect(error._tag).toBe("ConnectionError")
       expect(error.errno).toBe("ENOENT")
       expect(HandleState.isDead(yield* Nbd.state(never))).toBe(true)
+    })
+  )
+
+  it.scopedLive("an open timeout retries a server that closes the connection before its greeting", () =>
+    Effect.gen(function* () {
+      const s = yield* server({ exports: [{ name: "", size: MiB }] })
+      const front = yield* flakyFront(3, s.address)
+      // Without an open timeout the close is the answer, a protocol error that says the server went away.
+      const once = yield* Nbd.make()
+      const error = yield* Effect.flip(NodeNbd.connectUnix(once, front.path))
+      expect(error._tag === "ProtocolError" && error.reason).toBe("Disconnected")
+      expect(error.message).toContain("server disconnected unexpectedly")
+      // With one, the same close is a drop: the connect tries again until the server answers.
+      const h = yield* Nbd.make({ openTimeout: "10 seconds" })
+      yield* NodeNbd.connectUnix(h, front.path)
+      expect(yield* Nbd.getSize(h)).toBe(BigInt(MiB))
+      expect(front.accepted()).toBe(4)
     })
   )
 

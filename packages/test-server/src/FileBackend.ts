@@ -32,16 +32,8 @@ export interface FileOptions {
   readonly readOnly?: boolean
 }
 
-const ERRNOS: ReadonlySet<string> = new Set([
-  "EPERM",
-  "EIO",
-  "ENOMEM",
-  "EINVAL",
-  "ENOSPC",
-  "EOVERFLOW",
-  "ENOTSUP",
-  "ESHUTDOWN"
-])
+/** The system errors a client sees as they are: those the protocol has a value for. */
+const ERRNOS: ReadonlySet<string> = new Set(Protocol.errnoNames)
 
 const backendError = (what: string, error: unknown): Backend.BackendError => {
   const code = (error as NodeJS.ErrnoException | undefined)?.code

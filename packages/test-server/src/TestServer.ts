@@ -91,21 +91,12 @@ export const CommandKind = Schema.Literal("read", "write", "flush", "trim", "cac
 export type CommandKind = typeof CommandKind.Type
 
 /**
- * An NBD error name a fault can answer with.
+ * An NBD error name a fault can answer with: a name of `Protocol.NbdErrno`, in its order.
  *
  * @since 0.1.0
  * @category config
  */
-export const FaultErrno = Schema.Literal(
-  "EPERM",
-  "EIO",
-  "ENOMEM",
-  "EINVAL",
-  "ENOSPC",
-  "EOVERFLOW",
-  "ENOTSUP",
-  "ESHUTDOWN"
-)
+export const FaultErrno = Schema.Literal(...Protocol.errnoNames)
 
 /**
  * A malformed reply the server can send on demand, to test a client's handling of each protocol violation.

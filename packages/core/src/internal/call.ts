@@ -1,10 +1,11 @@
 import * as Effect from "effect/Effect"
 import type * as Tracer from "effect/Tracer"
 import type * as NbdError from "../NbdError.js"
+import * as Protocol from "../Protocol.js"
+import { invalidArgument } from "./arguments.js"
 import type { Spec } from "./calls.js"
-import { Strict } from "./commands.js"
 import * as debug from "./debug.js"
-import { type HandleImpl, invalidArgument, stateDenied } from "./handle.js"
+import { type HandleImpl, stateDenied } from "./handle.js"
 import * as metrics from "./metrics.js"
 import { uriOf } from "./uri.js"
 
@@ -55,7 +56,7 @@ export const call = <A, E, R>(
 const checkFlags = (h: HandleImpl, spec: Spec, details: Details): NbdError.NbdError | undefined => {
   if (spec.flags === undefined || details.flags === undefined) return undefined
   const flags = details.flags(h)
-  const strict = (h.settings.strictMode & Strict.FLAGS) !== 0
+  const strict = (h.settings.strictMode & Protocol.Strict.FLAGS) !== 0
   if ((strict || flags > 0xffff) && (flags & ~spec.flags) !== 0)
     return invalidArgument(spec.name, `flags: invalid value for flag: 0x${flags.toString(16)}`)
   return undefined

@@ -2,11 +2,12 @@ import * as Effect from "effect/Effect"
 import * as ClientCodec from "../ClientCodec.js"
 import * as NbdError from "../NbdError.js"
 import * as Protocol from "../Protocol.js"
+import { invalidArgument } from "./arguments.js"
 import * as blockStatusInternal from "./blockStatus.js"
 import type * as Call from "./call.js"
 import * as commands from "./commands.js"
-import { type Command, Strict } from "./commands.js"
-import { type HandleImpl, invalidArgument, payloadMaximum } from "./handle.js"
+import type { Command } from "./commands.js"
+import { type HandleImpl, payloadMaximum } from "./handle.js"
 
 // The bodies of the command calls: what each one builds and queues once the wrapper has checked it.
 
@@ -81,7 +82,7 @@ export const read = (
 }
 
 export const autoPayloadLen = (impl: HandleImpl, flags: number): number => {
-  if ((impl.settings.strictMode & Strict.AUTO_FLAG) === 0) return flags
+  if ((impl.settings.strictMode & Protocol.Strict.AUTO_FLAG) === 0) return flags
   return impl.extendedHeaders ? flags | Protocol.CmdFlag.PAYLOAD_LEN : flags & ~Protocol.CmdFlag.PAYLOAD_LEN
 }
 
@@ -187,8 +188,8 @@ export const blockStatusFiltered = (
   Effect.suspend(() => {
     const strict = impl.settings.strictMode
     let flags = options.flags ?? 0
-    if (strict & Strict.AUTO_FLAG) flags |= Protocol.CmdFlag.PAYLOAD_LEN
-    if (impl.info !== undefined && strict & Strict.COMMANDS) {
+    if (strict & Protocol.Strict.AUTO_FLAG) flags |= Protocol.CmdFlag.PAYLOAD_LEN
+    if (impl.info !== undefined && strict & Protocol.Strict.COMMANDS) {
       if (!impl.extendedHeaders)
         return Effect.fail(
           new NbdError.UnsupportedError({

@@ -7,22 +7,11 @@ import * as Option from "effect/Option"
 import * as HandleState from "../HandleState.js"
 import * as NbdError from "../NbdError.js"
 import * as Protocol from "../Protocol.js"
+import { invalidArgument, toNumber } from "./arguments.js"
 import * as debug from "./debug.js"
 import type { Outcome } from "./engine/completion.js"
 import { type CommandRequest, type Pending, release } from "./engine/pending.js"
-import { type ExportInfo, type HandleImpl, invalidArgument, payloadMaximum, stranded } from "./handle.js"
-
-/** libnbd's strict-mode bits. */
-export const Strict = {
-  COMMANDS: 0x01,
-  FLAGS: 0x02,
-  BOUNDS: 0x04,
-  ZERO_SIZE: 0x08,
-  ALIGN: 0x10,
-  PAYLOAD: 0x20,
-  AUTO_FLAG: 0x40,
-  MASK: 0x7f
-} as const
+import { type ExportInfo, type HandleImpl, payloadMaximum, stranded } from "./handle.js"
 
 /** A command handed to the engine, before checks: its range as the caller gave it. */
 export interface CommandSpec extends CommandRequest {
@@ -37,18 +26,6 @@ export interface CommandSpec extends CommandRequest {
 export interface Command<A> {
   readonly cookie: bigint
   readonly await: Effect.Effect<A, NbdError.NbdError>
-}
-
-const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER)
-
-const toNumber = (operation: string, what: string, v: number | bigint): number | NbdError.InvalidArgumentError => {
-  if (typeof v === "bigint") {
-    if (v < 0n || v > MAX_SAFE) return invalidArgument(operation, `${what} is out of range: ${v}`, "ERANGE")
-    return Number(v)
-  }
-  if (!Number.isSafeInteger(v) || v < 0)
-    return invalidArgument(operation, `${what} must be a non-negative integer, got ${v}`)
-  return v
 }
 
 const writesData = (type: number) =>
@@ -106,7 +83,7 @@ const check = (h: HandleImpl, spec: CommandSpec, offset: number, count: number):
   const strict = h.settings.strictMode
   const op = spec.operation
   const info = h.info!
-  if (strict & Strict.COMMANDS) {
+  if (strict & Protocol.Strict.COMMANDS) {
     const error = commandSupportError(info, h, spec)
     if (error !== undefined) return error
   }
@@ -114,21 +91,21 @@ const check = (h: HandleImpl, spec: CommandSpec, offset: number, count: number):
   if (h.connection!.engine.disconnectRequested)
     return invalidArgument(op, "cannot request more commands after NBD_CMD_DISC")
   if (spec.type === Protocol.Cmd.FLUSH || spec.type === Protocol.Cmd.DISC) return undefined
-  if (strict & Strict.ZERO_SIZE && count === 0) return invalidArgument(op, "count cannot be 0")
-  if (strict & Strict.BOUNDS) {
+  if (strict & Protocol.Strict.ZERO_SIZE && count === 0) return invalidArgument(op, "count cannot be 0")
+  if (strict & Protocol.Strict.BOUNDS) {
     const size = info.size
     if (BigInt(offset) > size || BigInt(count) > size - BigInt(offset))
       return invalidArgument(op, "request out of bounds", writesData(spec.type) ? "ENOSPC" : "EINVAL")
   }
   const minimum = info.blockSizes?.minimum
   if (
-    strict & Strict.ALIGN &&
+    strict & Protocol.Strict.ALIGN &&
     minimum !== undefined &&
     minimum > 1 &&
     (offset % minimum !== 0 || count % minimum !== 0)
   )
     return invalidArgument(op, "request is unaligned")
-  if (spec.type === Protocol.Cmd.WRITE && strict & Strict.PAYLOAD && count > payloadMaximum(info))
+  if (spec.type === Protocol.Cmd.WRITE && strict & Protocol.Strict.PAYLOAD && count > payloadMaximum(info))
     return invalidArgument(op, `request too large: maximum payload size is ${payloadMaximum(info)}`, "ERANGE")
   if ((spec.type === Protocol.Cmd.READ || spec.type === Protocol.Cmd.WRITE) && count > Protocol.Limits.MAX_REQUEST_SIZE)
     return invalidArgument(

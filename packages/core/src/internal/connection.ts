@@ -35,6 +35,10 @@ export const DISCONNECTED = "server disconnected unexpectedly"
 
 const errnoOf = (cause: unknown): NbdError.Errno => NbdError.errnoOf(cause)
 
+/** The server closed the connection in the middle of the handshake: a drop, that a reconnect tries again. */
+const disconnected = (): NbdError.ProtocolError =>
+  new NbdError.ProtocolError({ errno: "", operation: "recv", message: DISCONNECTED, reason: "Disconnected" })
+
 const describe = (cause: unknown): string =>
   cause instanceof Error ? cause.message : typeof cause === "string" ? cause : "unknown error"
 
@@ -57,12 +61,7 @@ const endError = (cause: unknown, inHandshake: boolean): NbdError.NbdError | und
       message: describe(socketError.cause),
       cause: socketError.cause
     })
-  if (inHandshake)
-    return new NbdError.ProtocolError({
-      errno: "",
-      operation: "recv",
-      message: DISCONNECTED
-    })
+  if (inHandshake) return disconnected()
   return undefined
 }
 
@@ -294,15 +293,7 @@ export class Connection {
         this.h.stats.chunksReceived += 1
         return Exit.succeed(result)
       }
-      if (this.ended !== undefined)
-        return Exit.fail(
-          this.ended.error ??
-            new NbdError.ProtocolError({
-              errno: "",
-              operation: "recv",
-              message: DISCONNECTED
-            })
-        )
+      if (this.ended !== undefined) return Exit.fail(this.ended.error ?? disconnected())
       return undefined
     }
     return Effect.async<A, NbdError.NbdError>((resume) => {

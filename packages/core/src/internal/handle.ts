@@ -166,7 +166,7 @@ export class HandleImpl implements Host, Inspectable.Inspectable {
       fullInfo: false,
       requestBlockSize: true,
       handshakeFlags: Protocol.HANDSHAKE_FLAG_MASK,
-      strictMode: 0x7f,
+      strictMode: Protocol.Strict.MASK,
       optMode: false,
       closeGrace: Duration.seconds(2),
       preadInitialize: true,
@@ -336,12 +336,6 @@ export const stateDenied = (
       .join(", or ")}`
   })
 }
-
-export const invalidArgument = (
-  operation: string,
-  message: string,
-  errno: NbdError.Errno = "EINVAL"
-): NbdError.InvalidArgumentError => new NbdError.InvalidArgumentError({ errno, operation, message })
 
 /** The export info, or EINVAL when the server has not sent it yet. */
 export const requireInfo = (h: HandleImpl, operation: string): Effect.Effect<ExportInfo, NbdError.InvalidStateError> =>

@@ -5,8 +5,9 @@ import { pipeArguments } from "effect/Pipeable"
 import * as Predicate from "effect/Predicate"
 import * as Scope from "effect/Scope"
 import * as Nbd from "../Nbd.js"
-import * as NbdError from "../NbdError.js"
+import type * as NbdError from "../NbdError.js"
 import type * as NbdPool from "../NbdPool.js"
+import { invalidArgument } from "./arguments.js"
 
 export const TypeId: NbdPool.TypeId = Symbol.for("@effect-nbd/core/NbdPool") as NbdPool.TypeId
 
@@ -47,9 +48,6 @@ export const isPool = (u: unknown): u is NbdPool.Pool => Predicate.hasProperty(u
 export const handlesOf = (target: NbdPool.Target): Arr.NonEmptyReadonlyArray<Nbd.Handle> =>
   isPool(target) ? target.handles : [target]
 
-const invalid = (operation: string, message: string) =>
-  new NbdError.InvalidArgumentError({ errno: "EINVAL", operation, message })
-
 /** Checks a count option: an integer between 1 and `max`. */
 export const checkCount = (
   operation: string,
@@ -59,7 +57,7 @@ export const checkCount = (
 ): Effect.Effect<number, NbdError.InvalidArgumentError> =>
   Number.isInteger(value) && value >= 1 && value <= max
     ? Effect.succeed(value)
-    : Effect.fail(invalid(operation, `${name} must be an integer between 1 and ${max}, got ${value}`))
+    : Effect.fail(invalidArgument(operation, `${name} must be an integer between 1 and ${max}, got ${value}`))
 
 /** The options of `make`. */
 export interface MakeOptions<E, R> {

@@ -27,7 +27,7 @@ const DEFAULT_OPEN_RETRY = Schedule.spaced(Duration.millis(100))
  */
 export const isDrop = (error: NbdError.NbdError): boolean =>
   error._tag === "ConnectionError" ||
-  (error._tag === "ProtocolError" && error.message === DISCONNECTED) ||
+  (error._tag === "ProtocolError" && error.reason === "Disconnected") ||
   (error._tag === "OptionError" && error.errno === "ESHUTDOWN")
 
 /** What must be the same after a reconnect for the waiting commands to mean what they meant. */

@@ -3,9 +3,9 @@ import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
 import * as NbdError from "../NbdError.js"
 import * as Protocol from "../Protocol.js"
+import { invalidArgument } from "./arguments.js"
 import { utf8 } from "./bytes.js"
-import { Strict } from "./commands.js"
-import { invalidArgument, type Settings } from "./handle.js"
+import type { Settings } from "./handle.js"
 import * as TlsPriority from "../TlsPriority.js"
 
 /** One setting's rule: the setter that owns it and the check its value must pass (libnbd's parameter checks). */
@@ -105,7 +105,7 @@ export const rules: { readonly [K in keyof Settings]: Rule } = {
   fullInfo: { operation: "nbd_set_full_info", check: boolean("request") },
   requestBlockSize: { operation: "nbd_set_request_block_size", check: boolean("request") },
   handshakeFlags: { operation: "nbd_set_handshake_flags", check: flags(Protocol.HANDSHAKE_FLAG_MASK) },
-  strictMode: { operation: "nbd_set_strict_mode", check: flags(Strict.MASK) },
+  strictMode: { operation: "nbd_set_strict_mode", check: flags(Protocol.Strict.MASK) },
   optMode: { operation: "nbd_set_opt_mode", check: boolean("enable") },
   preadInitialize: { operation: "nbd_set_pread_initialize", check: boolean("request") },
   debug: { operation: "nbd_set_debug", check: boolean("debug") },

@@ -11,11 +11,11 @@ import * as Nbd from "../../Nbd.js"
 import type * as NbdError from "../../NbdError.js"
 import type * as NbdPool from "../../NbdPool.js"
 import * as Protocol from "../../Protocol.js"
+import { invalidArgument, toOffset } from "../arguments.js"
 import * as commandCalls from "../commandCalls.js"
 import * as commands from "../commands.js"
 import type { HandleImpl } from "../handle.js"
 import { handlesOf } from "../nbdPool.js"
-import { invalidArgument, toOffset } from "./limits.js"
 import { type Direct, type Item, type Reader, started, type Writer } from "./sides.js"
 
 /** The engine's view of a public handle (the same object). */
