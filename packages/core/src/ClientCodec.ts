@@ -17,7 +17,7 @@ import {
   u64,
   u64Small,
   utf8
-} from "./internal/bytes.js"
+} from "./internal/wire/bytes.js"
 import type * as NbdError from "./NbdError.js"
 import * as Protocol from "./Protocol.js"
 

@@ -26,7 +26,7 @@ import type * as Arr from "effect/Array"
 import * as Effect from "effect/Effect"
 import type { Pipeable } from "effect/Pipeable"
 import type * as Scope from "effect/Scope"
-import * as internal from "./internal/nbdPool.js"
+import * as internal from "./internal/api/nbdPool.js"
 import * as Nbd from "./Nbd.js"
 import type * as NbdError from "./NbdError.js"
 

@@ -10,7 +10,7 @@ import * as Effect from "effect/Effect"
 import * as Either from "effect/Either"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
-import { invalidArgument } from "./internal/arguments.js"
+import { invalidArgument } from "./internal/api/arguments.js"
 import type * as NbdError from "./NbdError.js"
 import * as Protocol from "./Protocol.js"
 

@@ -8,7 +8,7 @@
  * @since 0.1.0
  */
 import * as Data from "effect/Data"
-import { ByteQueue, fromUtf8, putU16, putU32, putU64, u16, u32, u64, u64Small, utf8 } from "./internal/bytes.js"
+import { ByteQueue, fromUtf8, putU16, putU32, putU64, u16, u32, u64, u64Small, utf8 } from "./internal/wire/bytes.js"
 import * as Protocol from "./Protocol.js"
 
 // -----------------------------------------------------------------------------

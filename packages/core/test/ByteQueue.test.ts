@@ -1,7 +1,7 @@
 import { describe, expect, it } from "@effect/vitest"
 import { ClientCodec, Protocol } from "@effect-nbd/core"
 import * as ServerCodec from "@effect-nbd/core/ServerCodec"
-import { ByteQueue } from "../src/internal/bytes.js"
+import { ByteQueue } from "../src/internal/wire/bytes.js"
 
 /** A newstyle greeting and one option reply carrying `dataLength` bytes of an NBD_REP_SERVER payload. */
 const handshakeStream = (dataLength: number): Uint8Array => {

@@ -3,7 +3,7 @@ import { NodeNbd } from "@effect-nbd/node"
 import { describe, expect, it } from "@effect/vitest"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
-import { calls as table, type Spec } from "../../core/src/internal/calls.js"
+import { calls as table, type Spec } from "../../core/src/internal/api/calls.js"
 
 const calls: Readonly<Record<string, Spec>> = table
 

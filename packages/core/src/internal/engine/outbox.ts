@@ -2,7 +2,7 @@
  * What the client has yet to send, in order, and how it is cut into socket writes: small items joined into one
  * write, a large payload written on its own and never copied, a command abandoned before it left skipped.
  */
-import { concat } from "../bytes.js"
+import { concat } from "../wire/bytes.js"
 import type { Pending } from "./pending.js"
 
 /** Tells the writer to shut the write side of the socket once everything before it is sent. */

@@ -5,7 +5,7 @@
 import type * as ClientCodec from "../../ClientCodec.js"
 import * as NbdError from "../../NbdError.js"
 import * as Protocol from "../../Protocol.js"
-import type { OnBlockStatus } from "../blockStatus.js"
+import type { OnBlockStatus } from "./blockStatus.js"
 import type { Completion } from "./completion.js"
 
 /** One chunk of a structured read (data, hole or error), as the chunk list records it. */

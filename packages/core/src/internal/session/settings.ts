@@ -1,12 +1,12 @@
 import * as Duration from "effect/Duration"
 import * as Option from "effect/Option"
 import * as Schedule from "effect/Schedule"
-import * as NbdError from "../NbdError.js"
-import * as Protocol from "../Protocol.js"
-import { invalidArgument } from "./arguments.js"
-import { utf8 } from "./bytes.js"
+import * as NbdError from "../../NbdError.js"
+import * as Protocol from "../../Protocol.js"
+import { invalidArgument } from "../api/arguments.js"
+import { utf8 } from "../wire/bytes.js"
 import type { Settings } from "./handle.js"
-import * as TlsPriority from "../TlsPriority.js"
+import * as TlsPriority from "../../TlsPriority.js"
 
 /** One setting's rule: the setter that owns it and the check its value must pass (libnbd's parameter checks). */
 export interface Rule {

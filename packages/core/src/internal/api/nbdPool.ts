@@ -4,9 +4,9 @@ import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import { pipeArguments } from "effect/Pipeable"
 import * as Predicate from "effect/Predicate"
 import * as Scope from "effect/Scope"
-import * as Nbd from "../Nbd.js"
-import type * as NbdError from "../NbdError.js"
-import type * as NbdPool from "../NbdPool.js"
+import * as Nbd from "../../Nbd.js"
+import type * as NbdError from "../../NbdError.js"
+import type * as NbdPool from "../../NbdPool.js"
 import { invalidArgument } from "./arguments.js"
 
 export const TypeId: NbdPool.TypeId = Symbol.for("@effect-nbd/core/NbdPool") as NbdPool.TypeId

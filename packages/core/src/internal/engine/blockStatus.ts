@@ -1,7 +1,7 @@
-import type { BlockStatusEntry, Extent } from "../ClientCodec.js"
-import * as NbdError from "../NbdError.js"
-import * as Protocol from "../Protocol.js"
-import { u32 } from "./bytes.js"
+import type { BlockStatusEntry, Extent } from "../../ClientCodec.js"
+import * as NbdError from "../../NbdError.js"
+import * as Protocol from "../../Protocol.js"
+import { u32 } from "../wire/bytes.js"
 
 /** Receives each BLOCK_STATUS or BLOCK_STATUS_EXT chunk's payload; an error fails the command, not the stream. */
 export type OnBlockStatus = (type: number, payload: Uint8Array) => NbdError.NbdError | void

@@ -4,7 +4,7 @@
  * same bad value gets the same error whichever layer meets it.
  */
 import * as Effect from "effect/Effect"
-import * as NbdError from "../NbdError.js"
+import * as NbdError from "../../NbdError.js"
 
 /** A refused argument, EINVAL unless another errno says more (ERANGE, ENOSPC, EPERM, ENAMETOOLONG ...). */
 export const invalidArgument = (

@@ -1,5 +1,5 @@
-import { CmdFlag } from "../Protocol.js"
-import type { Permitted } from "./handle.js"
+import { CmdFlag } from "../../Protocol.js"
+import type { Permitted } from "../session/handle.js"
 
 /**
  * One call of the API, as libnbd's generator/API.ml records it: the libnbd name its errors, spans and debug

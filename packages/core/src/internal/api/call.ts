@@ -1,13 +1,13 @@
 import * as Effect from "effect/Effect"
 import type * as Tracer from "effect/Tracer"
-import type * as NbdError from "../NbdError.js"
-import * as Protocol from "../Protocol.js"
+import type * as NbdError from "../../NbdError.js"
+import * as Protocol from "../../Protocol.js"
 import { invalidArgument } from "./arguments.js"
 import type { Spec } from "./calls.js"
 import * as debug from "./debug.js"
-import { type HandleImpl, stateDenied } from "./handle.js"
+import { type HandleImpl, stateDenied } from "../session/handle.js"
 import * as metrics from "./metrics.js"
-import { uriOf } from "./uri.js"
+import { uriOf } from "../session/uri.js"
 
 /** What a call tells the wrapper beyond its record. */
 export interface Details {

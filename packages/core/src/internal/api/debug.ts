@@ -4,9 +4,9 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
-import * as HandleState from "../HandleState.js"
-import * as NbdError from "../NbdError.js"
-import type { HandleImpl } from "./handle.js"
+import * as HandleState from "../../HandleState.js"
+import * as NbdError from "../../NbdError.js"
+import type { HandleImpl } from "../session/handle.js"
 
 /**
  * libnbd's debug messages, through Effect's logger: at Debug level, annotated with the handle's name and the

@@ -3,7 +3,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Metric from "effect/Metric"
-import * as NbdMetrics from "../NbdMetrics.js"
+import * as NbdMetrics from "../../NbdMetrics.js"
 
 // The metrics are defined (and documented) in NbdMetrics; this module keeps their tagged forms per call, so
 // the hot path tags nothing.

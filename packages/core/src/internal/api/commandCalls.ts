@@ -1,13 +1,13 @@
 import * as Effect from "effect/Effect"
-import * as ClientCodec from "../ClientCodec.js"
-import * as NbdError from "../NbdError.js"
-import * as Protocol from "../Protocol.js"
+import * as ClientCodec from "../../ClientCodec.js"
+import * as NbdError from "../../NbdError.js"
+import * as Protocol from "../../Protocol.js"
 import { invalidArgument } from "./arguments.js"
-import * as blockStatusInternal from "./blockStatus.js"
+import * as blockStatusInternal from "../engine/blockStatus.js"
 import type * as Call from "./call.js"
 import * as commands from "./commands.js"
 import type { Command } from "./commands.js"
-import { type HandleImpl, payloadMaximum } from "./handle.js"
+import { type HandleImpl, payloadMaximum } from "../session/handle.js"
 
 // The bodies of the command calls: what each one builds and queues once the wrapper has checked it.
 

@@ -1,4 +1,4 @@
-import * as NbdUri from "../NbdUri.js"
+import * as NbdUri from "../../NbdUri.js"
 import type { HandleImpl } from "./handle.js"
 
 /**

@@ -1,11 +1,11 @@
 import * as Effect from "effect/Effect"
-import * as HandleState from "../HandleState.js"
-import * as NbdError from "../NbdError.js"
-import * as Protocol from "../Protocol.js"
-import { kill } from "./connect.js"
-import type { Connection } from "./connection.js"
-import { checkState, type HandleImpl } from "./handle.js"
-import * as handshake from "./handshake.js"
+import * as HandleState from "../../HandleState.js"
+import * as NbdError from "../../NbdError.js"
+import * as Protocol from "../../Protocol.js"
+import { kill } from "../session/connect.js"
+import type { Connection } from "../session/connection.js"
+import { checkState, type HandleImpl } from "../session/handle.js"
+import * as handshake from "../session/handshake.js"
 
 // The bodies of the option-mode calls: one option at a time, while the handle negotiates.
 

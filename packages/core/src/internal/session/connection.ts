@@ -12,14 +12,14 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import type * as Scope from "effect/Scope"
-import * as ClientCodec from "../ClientCodec.js"
-import * as NbdError from "../NbdError.js"
-import type * as Transport from "../Transport.js"
-import { END_OF_WRITES, frame, type Outgoing, unframe } from "./engine/outbox.js"
-import { type EngineHost, type Stats, Transmission } from "./engine/transmission.js"
+import * as ClientCodec from "../../ClientCodec.js"
+import * as NbdError from "../../NbdError.js"
+import type * as Transport from "../../Transport.js"
+import { END_OF_WRITES, frame, type Outgoing, unframe } from "../engine/outbox.js"
+import { type EngineHost, type Stats, Transmission } from "../engine/transmission.js"
 
-export type { Pending, ReadChunk } from "./engine/pending.js"
-export type { Stats } from "./engine/transmission.js"
+export type { Pending, ReadChunk } from "../engine/pending.js"
+export type { Stats } from "../engine/transmission.js"
 
 /** What the writer writes to wait until the socket has sent what it holds. */
 const EMPTY = new Uint8Array(0)
