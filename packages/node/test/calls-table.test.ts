@@ -3,20 +3,15 @@ import { NodeNbd } from "@effect-nbd/node"
 import { describe, expect, it } from "@effect/vitest"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
+import { fileURLToPath } from "node:url"
 import { calls as table, type Spec } from "../../core/src/internal/api/calls.js"
 
 const calls: Readonly<Record<string, Spec>> = table
 
 // The table of calls is what the wrapper enforces; the reference is libnbd 1.22's API, call by call.
 
-/** shared/reference/libnbd-api.md, beside the checkout (a worktree sits one folder deeper than the main one). */
-const referencePath = (): string => {
-  for (let dir = __dirname; dir !== Path.dirname(dir); dir = Path.dirname(dir)) {
-    const candidate = Path.join(dir, "shared", "reference", "libnbd-api.md")
-    if (Fs.existsSync(candidate)) return candidate
-  }
-  throw new Error("shared/reference/libnbd-api.md not found above the test")
-}
+/** libnbd's API, call by call (libnbd 1.22's generator/API.ml and man pages), kept with the tests. */
+const referencePath = (): string => Path.join(Path.dirname(fileURLToPath(import.meta.url)), "fixtures", "libnbd-api.md")
 
 const reference = Fs.readFileSync(referencePath(), "utf8")
 
