@@ -172,7 +172,11 @@ npm ls effect --all >npm-ls.txt 2>&1 || {
 }
 
 # The packages' internals are not importable, by tsc or by node.
-internal=$(basename "$(ls node_modules/@effect-nbd/core/dist/internal/*.js | head -1)" .js)
+# One internal module, by its path under internal/ (the modules sit in folders by layer).
+internal_file=$(find node_modules/@effect-nbd/core/dist/internal -name '*.js' | sort | head -1)
+[ -n "$internal_file" ] || fail "no internal module in the packed @effect-nbd/core"
+internal=${internal_file#node_modules/@effect-nbd/core/dist/internal/}
+internal=${internal%.js}
 cat >src/internal.ts <<EOF
 // @ts-expect-error ./internal/* is not exported
 export type Internal = typeof import("@effect-nbd/core/internal/$internal")
