@@ -1,0 +1,5 @@
+#!/usr/bin/env node
+// The effect-nbd-server command. It loads the launcher that `pnpm build` writes (dist/cli/effect-nbd-server.cjs), so the bin a
+// package manager links exists in a checkout before the build.
+"use strict"
+require("../dist/cli/effect-nbd-server.cjs")
