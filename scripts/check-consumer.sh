@@ -9,9 +9,10 @@
 #   - each tarball carries its README.md and LICENSE;
 #   - the packages' exports block ./internal/* (for tsc and for node) and ./bin (node: importing a bin must not run
 #     it), and export ./package.json;
-#   - the bins are the esbuild bundles and carry what they need: effect-nbd runs its embedded server even with
-#     effect and @effect-nbd/test-server moved away, and @effect/cli (bundled) is not installed at all;
-#     effect-nbd-server --run works; a second run uses the V8 code cache the first wrote ($XDG_CACHE_HOME).
+#   - the bins (bin/NAME.cjs, loading the launcher dist/cli/NAME.cjs) run the esbuild bundles, which carry what
+#     they need: effect-nbd runs its embedded server even with effect and @effect-nbd/test-server moved away,
+#     and @effect/cli (bundled) is not installed at all; effect-nbd-server --run works; a second run uses the
+#     V8 code cache the first wrote ($XDG_CACHE_HOME).
 # Environment: EFFECT_VERSION (default 3.22.3); PLATFORM_VERSION, PLATFORM_NODE_VERSION to pin those too (the
 # bottom of our ranges: EFFECT_VERSION=3.22.1 PLATFORM_VERSION=0.97.1 PLATFORM_NODE_VERSION=0.108.1);
 # SKIP_BUILD=1 to reuse dist/; KEEP=1 to keep the scratch dir.
@@ -71,10 +72,13 @@ for t in "$core" "$node" "$server"; do
     if (!/^\^3\./.test((p.peerDependencies ?? {}).effect ?? "")) throw new Error(p.name + ": no ^3 peer on effect")
     if (p.exports["./package.json"] !== "./package.json") throw new Error(p.name + ": ./package.json is not exported")
     for (const bin of Object.values(p.bin ?? {}))
-      if (!/^\.\/dist\/cli\/[^/]+\.cjs$/.test(bin)) throw new Error(p.name + ": bin " + bin + " is not the bundle")
+      if (!/^\.\/bin\/[^/]+\.cjs$/.test(bin)) throw new Error(p.name + ": bin " + bin + " is not a launcher in bin/")
   ' "$manifest"
   while read -r bin; do
     grep -qx "package/${bin#./}" <<<"$listing" || fail "$(basename "$t") lacks its bin $bin"
+    # The bin loads the built launcher, which runs the bundle beside it.
+    launcher="dist/cli/$(basename "$bin")"
+    grep -qx "package/$launcher" <<<"$listing" || fail "$(basename "$t") lacks the launcher $launcher its bin loads"
   done < <(node -e 'for (const b of Object.values(JSON.parse(process.argv[1]).bin ?? {})) console.log(b)' "$manifest")
 done
 
