@@ -16,8 +16,8 @@ const everyClass: ReadonlyArray<readonly [string, NbdError.NbdError]> = [
   ["ExportChangedError", new NbdError.ExportChangedError(fields)]
 ]
 
-// Every errno name ../shared/reference/nbd-protocol.md (sections 3.2 and 3.4) says libnbd sets or a server
-// replies with, and the system errors it names for connect, recv and send.
+// Every errno name the project's protocol reference (nbd-protocol.md, sections 3.2 and 3.4) says libnbd sets
+// or a server replies with, and the system errors it names for connect, recv and send.
 const referenceErrnos = [
   "ENOTCONN",
   "EINVAL",

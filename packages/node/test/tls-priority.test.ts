@@ -12,46 +12,20 @@ import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import { nbdkit } from "./util/peers.js"
+import { makeCa, makeCert } from "./util/pki.js"
 
 let pki = ""
-
-const certtool = (args: ReadonlyArray<string>): void => {
-  execFileSync("certtool", [...args], { cwd: pki, stdio: ["ignore", "ignore", "pipe"] })
-}
 
 /** A CA and a server certificate for localhost, as nbdkit-tls(1) makes them. */
 beforeAll(() => {
   pki = Fs.mkdtempSync(Path.join(Os.tmpdir(), "effect-nbd-tls-priority-"))
-  certtool(["--generate-privkey", "--outfile", "ca-key.pem"])
-  Fs.writeFileSync(Path.join(pki, "ca.info"), "cn = effect-nbd test CA\nca\ncert_signing_key\nexpiration_days = 30\n")
-  certtool([
-    "--generate-self-signed",
-    "--load-privkey",
-    "ca-key.pem",
-    "--template",
-    "ca.info",
-    "--outfile",
-    "ca-cert.pem"
-  ])
-  certtool(["--generate-privkey", "--outfile", "server-key.pem"])
-  Fs.writeFileSync(
-    Path.join(pki, "server.info"),
+  makeCa(pki)
+  makeCert(
+    pki,
+    "server",
     "organization = effect-nbd\ncn = localhost\ntls_www_server\nencryption_key\nsigning_key\n" +
       "dns_name = localhost\nexpiration_days = 30\n"
   )
-  certtool([
-    "--generate-certificate",
-    "--load-ca-certificate",
-    "ca-cert.pem",
-    "--load-ca-privkey",
-    "ca-key.pem",
-    "--load-privkey",
-    "server-key.pem",
-    "--template",
-    "server.info",
-    "--outfile",
-    "server-cert.pem"
-  ])
 }, 60_000)
 
 afterAll(() => {

@@ -10,6 +10,7 @@ import * as Net from "node:net"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import { directoryWith, nbdkit, qemuNbd, startServer } from "./util/peers.js"
+import { makeCa, makeCert } from "./util/pki.js"
 
 // ---------------------------------------------------------------------------------------------------------------
 // Credentials, made once for the file with certtool and psktool as nbdkit-tls(1) describes
@@ -22,43 +23,6 @@ let pki = ""
 let wrongCa = ""
 let pskFile = ""
 let wrongPskFile = ""
-
-const certtool = (dir: string, args: ReadonlyArray<string>): void => {
-  execFileSync("certtool", [...args], { cwd: dir, stdio: ["ignore", "ignore", "pipe"] })
-}
-
-const makeCa = (dir: string): void => {
-  Fs.mkdirSync(dir, { recursive: true })
-  certtool(dir, ["--generate-privkey", "--outfile", "ca-key.pem"])
-  Fs.writeFileSync(Path.join(dir, "ca.info"), "cn = effect-nbd test CA\nca\ncert_signing_key\nexpiration_days = 30\n")
-  certtool(dir, [
-    "--generate-self-signed",
-    "--load-privkey",
-    "ca-key.pem",
-    "--template",
-    "ca.info",
-    "--outfile",
-    "ca-cert.pem"
-  ])
-}
-
-const makeCert = (dir: string, name: string, template: string): void => {
-  certtool(dir, ["--generate-privkey", "--outfile", `${name}-key.pem`])
-  Fs.writeFileSync(Path.join(dir, `${name}.info`), template)
-  certtool(dir, [
-    "--generate-certificate",
-    "--load-ca-certificate",
-    "ca-cert.pem",
-    "--load-ca-privkey",
-    "ca-key.pem",
-    "--load-privkey",
-    `${name}-key.pem`,
-    "--template",
-    `${name}.info`,
-    "--outfile",
-    `${name}-cert.pem`
-  ])
-}
 
 beforeAll(() => {
   root = Fs.mkdtempSync(Path.join(Os.tmpdir(), "effect-nbd-tls-"))
