@@ -20,7 +20,7 @@ import * as ClientCodec from "./ClientCodec.js"
 import * as HandleState from "./HandleState.js"
 import { invalidArgument } from "./internal/api/arguments.js"
 import * as Call from "./internal/api/call.js"
-import * as Calls from "./internal/api/calls.js"
+import { calls, type Spec } from "./internal/api/calls.js"
 import * as commandCalls from "./internal/api/commandCalls.js"
 import * as commands from "./internal/api/commands.js"
 import * as connect from "./internal/session/connect.js"
@@ -239,7 +239,7 @@ const closeHandle = (h: internal.HandleImpl): Effect.Effect<void> =>
  */
 export const make = (settings: Settings = {}): Effect.Effect<Handle, NbdError.NbdError, Scope.Scope> =>
   Effect.gen(function* () {
-    const invalid = settingRules.validate("nbd_create", settings)
+    const invalid = settingRules.validate(calls.make.name, settings)
     if (invalid !== undefined) return yield* Effect.fail(invalid)
     // The handle's own scope closes in order, whatever the caller's does (a pool closes its handles in
     // parallel): first the close, which waits for the server's end, then the connection's reader and writer.
@@ -261,17 +261,18 @@ export const make = (settings: Settings = {}): Effect.Effect<Handle, NbdError.Nb
   })
 
 /**
- * Runs the call named `name` (its record in the table of calls) through the one wrapper: nothing happens
- * until the effect runs, then the state check, the flag check, the span, the debug log and the metrics.
+ * Runs a call under its record (`calls.pread`) through the one wrapper: nothing happens until the effect
+ * runs, then the state check, the flag check, the span, the debug log and the metrics. The body is given the
+ * call's libnbd name, which its errors carry.
  */
 const call = <A, E, R>(
   h: Handle,
-  name: string,
-  body: (impl: internal.HandleImpl) => Effect.Effect<A, E, R>,
+  spec: Spec,
+  body: (impl: internal.HandleImpl, operation: string) => Effect.Effect<A, E, R>,
   details?: Call.Details
 ): Effect.Effect<A, E | NbdError.NbdError, R> => {
   const impl = toImpl(h)
-  return Call.call(impl, Calls.byName(name), () => body(impl), details)
+  return Call.call(impl, spec, () => body(impl, spec.name), details)
 }
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -338,17 +339,55 @@ export const aioIsClosed = predicate(HandleState.isClosed)
 // ---------------------------------------------------------------------------------------------------------------
 
 /**
+ * libnbd's connect calls, by name: the call a connect on a socket is made as (see `ConnectOptions`).
+ * @since 0.3.0
+ * @category models
+ */
+export type ConnectCall =
+  | "nbd_aio_connect_socket"
+  | "nbd_connect_socket"
+  | "nbd_aio_connect_uri"
+  | "nbd_connect_uri"
+  | "nbd_aio_connect_unix"
+  | "nbd_connect_unix"
+  | "nbd_aio_connect_tcp"
+  | "nbd_connect_tcp"
+  | "nbd_aio_connect_command"
+  | "nbd_connect_command"
+  | "nbd_aio_connect_systemd_socket_activation"
+  | "nbd_connect_systemd_socket_activation"
+
+/**
+ * Each connect call's record, by its libnbd name: `satisfies` makes the two agree, so every name a
+ * transport can pass has its record, under that very name.
+ */
+const connectCalls = {
+  nbd_aio_connect_socket: calls.aioConnectSocket,
+  nbd_connect_socket: calls.connectSocket,
+  nbd_aio_connect_uri: calls.aioConnectUri,
+  nbd_connect_uri: calls.connectUri,
+  nbd_aio_connect_unix: calls.aioConnectUnix,
+  nbd_connect_unix: calls.connectUnix,
+  nbd_aio_connect_tcp: calls.aioConnectTcp,
+  nbd_connect_tcp: calls.connectTcp,
+  nbd_aio_connect_command: calls.aioConnectCommand,
+  nbd_connect_command: calls.connectCommand,
+  nbd_aio_connect_systemd_socket_activation: calls.aioConnectSystemdSocketActivation,
+  nbd_connect_systemd_socket_activation: calls.connectSystemdSocketActivation
+} as const satisfies { readonly [N in ConnectCall]: Spec & { readonly name: N } }
+
+/**
  * Options of a connect on a socket.
  * @since 0.1.0
  * @category models
  */
 export interface ConnectOptions {
   /**
-   * The libnbd call the errors of this connect name (default `nbd_aio_connect_socket`, or
-   * `nbd_connect_socket` for `connectSocket`): a transport that wraps these calls passes its own
+   * The libnbd call the errors, span and state check of this connect name (default `nbd_aio_connect_socket`,
+   * or `nbd_connect_socket` for `connectSocket`): a transport that wraps these calls passes its own
    * (`nbd_connect_unix`, `nbd_aio_connect_tcp`, ...), so a failure names the call the user made.
    */
-  readonly operation?: string
+  readonly operation?: ConnectCall
 }
 
 /**
@@ -364,10 +403,10 @@ export const aioConnectSocket = (
   h: Handle,
   options: ConnectOptions = {}
 ): Effect.Effect<void, NbdError.NbdError, Socket.Socket> =>
-  beginConnect(h, options.operation ?? "nbd_aio_connect_socket")
+  beginConnect(h, connectCalls[options.operation ?? "nbd_aio_connect_socket"])
 
-const beginConnect = (h: Handle, operation: string): Effect.Effect<void, NbdError.NbdError, Socket.Socket> =>
-  call(h, operation, (impl) => connect.startHandshake(impl, operation))
+const beginConnect = (h: Handle, spec: Spec): Effect.Effect<void, NbdError.NbdError, Socket.Socket> =>
+  call(h, spec, (impl, operation) => connect.startHandshake(impl, operation))
 
 /**
  * Connects on the socket the `Socket` layer gives and waits until the handle is Ready (Negotiating in
@@ -390,7 +429,7 @@ export const connectSocket = (
   h: Handle,
   options: ConnectOptions = {}
 ): Effect.Effect<void, NbdError.NbdError, Socket.Socket> =>
-  Effect.zipRight(beginConnect(h, options.operation ?? "nbd_connect_socket"), awaitConnected(h))
+  Effect.zipRight(beginConnect(h, connectCalls[options.operation ?? "nbd_connect_socket"]), awaitConnected(h))
 
 /**
  * Waits for a handshake begun by `aioConnectSocket` to finish.
@@ -404,7 +443,7 @@ export const awaitConnected = (h: Handle): Effect.Effect<void, NbdError.NbdError
       ? Effect.fail(
           new NbdError.InvalidStateError({
             errno: "ENOTCONN",
-            operation: "nbd_connect",
+            operation: calls.awaitConnected.name,
             message: "invalid state: START: the handle must be connecting"
           })
         )
@@ -418,11 +457,11 @@ export const awaitConnected = (h: Handle): Effect.Effect<void, NbdError.NbdError
  * @category connecting
  */
 export const getUri = (h: Handle): Effect.Effect<string, NbdError.NbdError> =>
-  call(h, "nbd_get_uri", (impl) =>
+  call(h, calls.getUri, (impl, operation) =>
     Effect.suspend(() => {
       const uri = uriOf(impl)
       return uri === undefined
-        ? Effect.fail(invalidArgument("nbd_get_uri", "cannot construct a URI for this connection type"))
+        ? Effect.fail(invalidArgument(operation, "cannot construct a URI for this connection type"))
         : Effect.succeed(uri)
     })
   )
@@ -434,9 +473,9 @@ export const getUri = (h: Handle): Effect.Effect<string, NbdError.NbdError> =>
  * @category connecting
  */
 export const getSubprocessPid = (h: Handle): Effect.Effect<number, NbdError.NbdError> =>
-  call(h, "nbd_get_subprocess_pid", (impl) => {
+  call(h, calls.getSubprocessPid, (impl, operation) => {
     const pid = impl.transport?.subprocess?.pid()
-    return pid === undefined ? Effect.fail(noSubprocess("nbd_get_subprocess_pid")) : Effect.succeed(pid)
+    return pid === undefined ? Effect.fail(noSubprocess(operation)) : Effect.succeed(pid)
   })
 
 /**
@@ -446,8 +485,8 @@ export const getSubprocessPid = (h: Handle): Effect.Effect<number, NbdError.NbdE
  * @category connecting
  */
 export const killSubprocess = (h: Handle, signal: string = "SIGTERM"): Effect.Effect<void, NbdError.NbdError> =>
-  call(h, "nbd_kill_subprocess", (impl) =>
-    impl.transport?.subprocess?.kill(signal) === true ? Effect.void : Effect.fail(noSubprocess("nbd_kill_subprocess"))
+  call(h, calls.killSubprocess, (impl, operation) =>
+    impl.transport?.subprocess?.kill(signal) === true ? Effect.void : Effect.fail(noSubprocess(operation))
   )
 
 const noSubprocess = (operation: string): NbdError.InvalidStateError =>
@@ -469,9 +508,9 @@ const setting =
   (h: Handle, value: A): Effect.Effect<void, NbdError.NbdError> =>
     call(
       h,
-      rule.operation,
-      (impl) => {
-        const error = rule.check(rule.operation, value)
+      rule.call,
+      (impl, operation) => {
+        const error = rule.check(operation, value)
         if (error !== undefined) return Effect.fail(error)
         apply(impl, value)
         return Effect.void
@@ -481,9 +520,9 @@ const setting =
 
 /** A getter permitted in any state: it cannot fail, whatever the wrapper's type says. */
 const getter =
-  <A>(operation: string, get: (impl: internal.HandleImpl) => A) =>
+  <A>(spec: Spec, get: (impl: internal.HandleImpl) => A) =>
   (h: Handle): Effect.Effect<A> =>
-    call(h, operation, (impl) => Effect.sync(() => get(impl))) as Effect.Effect<A>
+    call(h, spec, (impl) => Effect.sync(() => get(impl))) as Effect.Effect<A>
 
 const rules = settingRules.rules
 
@@ -506,7 +545,7 @@ export const setExportName: (h: Handle, name: string) => Effect.Effect<void, Nbd
  * @since 0.1.0
  * @category settings
  */
-export const getExportName = getter("nbd_get_export_name", (i) => i.settings.exportName)
+export const getExportName = getter(calls.getExportName, (i) => i.settings.exportName)
 
 /**
  * The name the handle's debug messages carry (default "nbd1", "nbd2", ...).
@@ -520,7 +559,7 @@ export const setHandleName = setting<string>(rules.handleName, (i, v) => {
  * @since 0.1.0
  * @category settings
  */
-export const getHandleName = getter("nbd_get_handle_name", (i) => i.settings.handleName)
+export const getHandleName = getter(calls.getHandleName, (i) => i.settings.handleName)
 
 /**
  * Whether to pause in the Negotiating state after the handshake's automatic steps (default false).
@@ -534,7 +573,7 @@ export const setOptMode = setting<boolean>(rules.optMode, (i, v) => {
  * @since 0.1.0
  * @category settings
  */
-export const getOptMode = getter("nbd_get_opt_mode", (i) => i.settings.optMode)
+export const getOptMode = getter(calls.getOptMode, (i) => i.settings.optMode)
 
 /**
  * TLS: "disable" (default), "allow" or "require".
@@ -548,7 +587,7 @@ export const setTls = setting<TlsMode>(rules.tls, (i, v) => {
  * @since 0.1.0
  * @category settings
  */
-export const getTls: (h: Handle) => Effect.Effect<TlsMode> = getter("nbd_get_tls", (i) => i.settings.tls)
+export const getTls: (h: Handle) => Effect.Effect<TlsMode> = getter(calls.getTls, (i) => i.settings.tls)
 
 /**
  * The X.509 certificates directory: `ca-cert.pem`, and optionally `client-cert.pem` with `client-key.pem`.
@@ -564,7 +603,7 @@ export const setTlsCertificates = setting<string>(rules.tlsCertificates, (i, v) 
  * @since 0.1.0
  * @category settings
  */
-export const getTlsCertificates = getter("nbd_get_tls_certificates", (i) => i.settings.tlsCertificates)
+export const getTlsCertificates = getter(calls.getTlsCertificates, (i) => i.settings.tlsCertificates)
 
 /**
  * Whether the server's certificate is verified against the CA, and its name against the TLS host name
@@ -579,7 +618,7 @@ export const setTlsVerifyPeer = setting<boolean>(rules.tlsVerifyPeer, (i, v) => 
  * @since 0.1.0
  * @category settings
  */
-export const getTlsVerifyPeer = getter("nbd_get_tls_verify_peer", (i) => i.settings.tlsVerifyPeer)
+export const getTlsVerifyPeer = getter(calls.getTlsVerifyPeer, (i) => i.settings.tlsVerifyPeer)
 
 /**
  * The PSK identity (default: the local login name).
@@ -594,7 +633,7 @@ export const setTlsUsername = setting<string>(rules.tlsUsername, (i, v) => {
  * @since 0.1.0
  * @category settings
  */
-export const getTlsUsername = getter("nbd_get_tls_username", (i) => i.settings.tlsUsername)
+export const getTlsUsername = getter(calls.getTlsUsername, (i) => i.settings.tlsUsername)
 
 /**
  * The name the server's certificate must carry, in preference to the host the transport connected to (and
@@ -610,7 +649,7 @@ export const setTlsHostname = setting<string>(rules.tlsHostname, (i, v) => {
  * @since 0.1.0
  * @category settings
  */
-export const getTlsHostname = getter("nbd_get_tls_hostname", (i) => i.settings.tlsHostname ?? "")
+export const getTlsHostname = getter(calls.getTlsHostname, (i) => i.settings.tlsHostname ?? "")
 
 /**
  * A PSK keys file (`username:hexkey` lines, as `psktool` writes); when set, TLS uses PSK instead of X.509.
@@ -624,7 +663,7 @@ export const setTlsPskFile = setting<string>(rules.tlsPskFile, (i, v) => {
  * @since 0.1.0
  * @category settings
  */
-export const getTlsPskFile = getter("nbd_get_tls_psk_file", (i) => i.settings.tlsPskFile)
+export const getTlsPskFile = getter(calls.getTlsPskFile, (i) => i.settings.tlsPskFile)
 
 /**
  * The TLS priority string, in GnuTLS's syntax as libnbd takes it (default "NORMAL"): which protocol
@@ -652,7 +691,7 @@ export const setTlsPriority = setting<string>(rules.tlsPriority, (i, v) => {
  * @since 0.3.0
  * @category settings
  */
-export const getTlsPriority = getter("nbd_get_tls_priority", (i) => i.settings.tlsPriority)
+export const getTlsPriority = getter(calls.getTlsPriority, (i) => i.settings.tlsPriority)
 
 /**
  * @since 0.1.0
@@ -666,7 +705,7 @@ export const setRequestStructuredReplies = setting<boolean>(rules.requestStructu
  * @category settings
  */
 export const getRequestStructuredReplies = getter(
-  "nbd_get_request_structured_replies",
+  calls.getRequestStructuredReplies,
   (i) => i.settings.requestStructuredReplies
 )
 
@@ -682,7 +721,7 @@ export const setRequestExtendedHeaders = setting<boolean>(rules.requestExtendedH
  * @category settings
  */
 export const getRequestExtendedHeaders = getter(
-  "nbd_get_request_extended_headers",
+  calls.getRequestExtendedHeaders,
   (i) => i.settings.requestExtendedHeaders
 )
 
@@ -698,25 +737,22 @@ export const setRequestMetaContext = setting<boolean>(rules.requestMetaContext, 
  * @since 0.1.0
  * @category settings
  */
-export const getRequestMetaContext = getter("nbd_get_request_meta_context", (i) => i.settings.requestMetaContext)
+export const getRequestMetaContext = getter(calls.getRequestMetaContext, (i) => i.settings.requestMetaContext)
 
 /**
  * Adds a meta context to request, e.g. "base:allocation".
  * @since 0.1.0
  * @category settings
  */
-export const addMetaContext = setting<string>(
-  { operation: "nbd_add_meta_context", check: settingRules.checkName },
-  (i, v) => {
-    i.settings.metaContexts.push(v)
-  }
-)
+export const addMetaContext = setting<string>({ call: calls.addMetaContext, check: settingRules.checkName }, (i, v) => {
+  i.settings.metaContexts.push(v)
+})
 /**
  * @since 0.1.0
  * @category settings
  */
 export const clearMetaContexts = (h: Handle): Effect.Effect<void, NbdError.NbdError> =>
-  setting<void>({ operation: "nbd_clear_meta_contexts", check: () => undefined }, (i) => {
+  setting<void>({ call: calls.clearMetaContexts, check: () => undefined }, (i) => {
     i.settings.metaContexts = []
   })(h, undefined)
 /**
@@ -724,9 +760,7 @@ export const clearMetaContexts = (h: Handle): Effect.Effect<void, NbdError.NbdEr
  * @since 0.1.0
  * @category settings
  */
-export const getMetaContexts = getter("nbd_get_meta_contexts", (i): ReadonlyArray<string> => [
-  ...i.settings.metaContexts
-])
+export const getMetaContexts = getter(calls.getMetaContexts, (i): ReadonlyArray<string> => [...i.settings.metaContexts])
 
 /**
  * Whether INFO and GO also ask for the canonical name and description (default false).
@@ -740,7 +774,7 @@ export const setFullInfo = setting<boolean>(rules.fullInfo, (i, v) => {
  * @since 0.1.0
  * @category settings
  */
-export const getFullInfo = getter("nbd_get_full_info", (i) => i.settings.fullInfo)
+export const getFullInfo = getter(calls.getFullInfo, (i) => i.settings.fullInfo)
 
 /**
  * Whether INFO and GO ask for block sizes (default true).
@@ -754,7 +788,7 @@ export const setRequestBlockSize = setting<boolean>(rules.requestBlockSize, (i, 
  * @since 0.1.0
  * @category settings
  */
-export const getRequestBlockSize = getter("nbd_get_request_block_size", (i) => i.settings.requestBlockSize)
+export const getRequestBlockSize = getter(calls.getRequestBlockSize, (i) => i.settings.requestBlockSize)
 
 /**
  * The handshake flags the client offers (FIXED_NEWSTYLE | NO_ZEROES by default).
@@ -769,7 +803,7 @@ export const setHandshakeFlags = setting<number>(rules.handshakeFlags, (i, v) =>
  * @since 0.1.0
  * @category settings
  */
-export const getHandshakeFlags = getter("nbd_get_handshake_flags", (i) => i.handshakeFlags ?? i.settings.handshakeFlags)
+export const getHandshakeFlags = getter(calls.getHandshakeFlags, (i) => i.handshakeFlags ?? i.settings.handshakeFlags)
 
 /**
  * Client-side checks (`Strict.*`; default all). Allowed in any state.
@@ -783,7 +817,7 @@ export const setStrictMode = setting<number>(rules.strictMode, (i, v) => {
  * @since 0.1.0
  * @category settings
  */
-export const getStrictMode = getter("nbd_get_strict_mode", (i) => i.settings.strictMode)
+export const getStrictMode = getter(calls.getStrictMode, (i) => i.settings.strictMode)
 
 /**
  * Whether a read zeroes its buffer before any check (nbd_set_pread_initialize; default true), so a read
@@ -799,7 +833,7 @@ export const setPreadInitialize = setting<boolean>(rules.preadInitialize, (i, v)
  * @since 0.1.0
  * @category settings
  */
-export const getPreadInitialize = getter("nbd_get_pread_initialize", (i) => i.settings.preadInitialize)
+export const getPreadInitialize = getter(calls.getPreadInitialize, (i) => i.settings.preadInitialize)
 
 /**
  * Debug messages (nbd_set_debug; default false): each call with its arguments and result, each state change,
@@ -821,7 +855,7 @@ export const setDebug = (h: Handle, debugOn: boolean): Effect.Effect<void, NbdEr
  * @since 0.1.0
  * @category settings
  */
-export const getDebug = getter("nbd_get_debug", (i) => i.settings.debug)
+export const getDebug = getter(calls.getDebug, (i) => i.settings.debug)
 
 // ---------------------------------------------------------------------------------------------------------------
 // Option mode
@@ -830,9 +864,12 @@ export const getDebug = getter("nbd_get_debug", (i) => i.settings.debug)
 /** Runs one option exchange from Negotiating, with the handle Connecting meanwhile, as libnbd does. */
 const optionCall = <A>(
   h: Handle,
-  operation: string,
-  body: (impl: internal.HandleImpl, conn: Connection) => Effect.Effect<A, NbdError.NbdError>
-): Effect.Effect<A, NbdError.NbdError> => call(h, operation, (impl) => optionCalls.runOption(impl, operation, body))
+  spec: Spec,
+  body: (impl: internal.HandleImpl, conn: Connection, operation: string) => Effect.Effect<A, NbdError.NbdError>
+): Effect.Effect<A, NbdError.NbdError> =>
+  call(h, spec, (impl, operation) =>
+    optionCalls.runOption(impl, operation, (impl, conn) => body(impl, conn, operation))
+  )
 
 /**
  * Ends option mode: NBD_OPT_GO (or NBD_OPT_EXPORT_NAME on a non-fixed newstyle server); Ready on success,
@@ -841,7 +878,7 @@ const optionCall = <A>(
  * @category option mode
  */
 export const optGo = (h: Handle): Effect.Effect<void, NbdError.NbdError> =>
-  optionCall(h, "nbd_opt_go", (impl, conn) => handshake.goOrInfo(impl, conn, "nbd_opt_go", Protocol.Opt.GO))
+  optionCall(h, calls.optGo, (impl, conn, operation) => handshake.goOrInfo(impl, conn, operation, Protocol.Opt.GO))
 
 /**
  * NBD_OPT_INFO for the current export name: learns its size, flags and block sizes without leaving option mode.
@@ -849,18 +886,18 @@ export const optGo = (h: Handle): Effect.Effect<void, NbdError.NbdError> =>
  * @category option mode
  */
 export const optInfo = (h: Handle): Effect.Effect<void, NbdError.NbdError> =>
-  optionCall(h, "nbd_opt_info", (impl, conn) => handshake.goOrInfo(impl, conn, "nbd_opt_info", Protocol.Opt.INFO))
+  optionCall(h, calls.optInfo, (impl, conn, operation) => handshake.goOrInfo(impl, conn, operation, Protocol.Opt.INFO))
 
 /**
  * NBD_OPT_ABORT: ends the negotiation and the connection; the handle is Closed.
  * @since 0.1.0
  * @category option mode
  */
-export const optAbort = (h: Handle): Effect.Effect<void, NbdError.NbdError> => abortNegotiation(h, "nbd_opt_abort")
+export const optAbort = (h: Handle): Effect.Effect<void, NbdError.NbdError> => abortNegotiation(h, calls.optAbort)
 
 /** NBD_OPT_ABORT for `optAbort`, and for `shutdown` in option mode (errors name the call that was made). */
-const abortNegotiation = (h: Handle, operation: string): Effect.Effect<void, NbdError.NbdError> =>
-  optionCall(h, operation, (impl, conn) => {
+const abortNegotiation = (h: Handle, spec: Spec): Effect.Effect<void, NbdError.NbdError> =>
+  optionCall(h, spec, (impl, conn, operation) => {
     if (impl.protocol === "newstyle") return Effect.fail(handshake.notFixedNewstyle(operation))
     // NBD_OPT_ABORT, Closed at once (libnbd does not wait for the ACK), then the server's close.
     handshake.sendAbort(conn)
@@ -883,8 +920,8 @@ export interface ExportEntry {
  * @category option mode
  */
 export const optList = (h: Handle): Effect.Effect<ReadonlyArray<ExportEntry>, NbdError.NbdError> =>
-  optionCall(h, "nbd_opt_list", (impl, conn) =>
-    Effect.zipRight(optionCalls.requireFixed(impl, "nbd_opt_list"), optionCalls.listExports(impl, conn))
+  optionCall(h, calls.optList, (impl, conn, operation) =>
+    Effect.zipRight(optionCalls.requireFixed(impl, operation), optionCalls.listExports(impl, conn))
   )
 
 /**
@@ -897,13 +934,13 @@ export const optListMetaContext = (
   h: Handle,
   queries?: ReadonlyArray<string>
 ): Effect.Effect<ReadonlyArray<string>, NbdError.NbdError> =>
-  optionCall(h, "nbd_opt_list_meta_context", (impl, conn) =>
+  optionCall(h, calls.optListMetaContext, (impl, conn, operation) =>
     Effect.zipRight(
-      optionCalls.requireFixed(impl, "nbd_opt_list_meta_context"),
+      optionCalls.requireFixed(impl, operation),
       handshake.metaContextExchange(
         impl,
         conn,
-        "nbd_opt_list_meta_context",
+        operation,
         Protocol.Opt.LIST_META_CONTEXT,
         queries ?? impl.settings.metaContexts
       )
@@ -920,21 +957,21 @@ export const optSetMetaContext = (
   h: Handle,
   queries?: ReadonlyArray<string>
 ): Effect.Effect<ReadonlyArray<string>, NbdError.NbdError> =>
-  optionCall(h, "nbd_opt_set_meta_context", (impl, conn) =>
+  optionCall(h, calls.optSetMetaContext, (impl, conn, operation) =>
     Effect.gen(function* () {
-      yield* optionCalls.requireFixed(impl, "nbd_opt_set_meta_context")
+      yield* optionCalls.requireFixed(impl, operation)
       if (!impl.structuredReplies)
         return yield* Effect.fail(
           new NbdError.UnsupportedError({
             errno: "ENOTSUP",
-            operation: "nbd_opt_set_meta_context",
+            operation,
             message: "server lacks structured replies"
           })
         )
       return yield* handshake.metaContextExchange(
         impl,
         conn,
-        "nbd_opt_set_meta_context",
+        operation,
         Protocol.Opt.SET_META_CONTEXT,
         queries ?? impl.settings.metaContexts
       )
@@ -947,9 +984,9 @@ export const optSetMetaContext = (
  * @category option mode
  */
 export const optStructuredReply = (h: Handle): Effect.Effect<boolean, NbdError.NbdError> =>
-  optionCall(h, "nbd_opt_structured_reply", (impl, conn) =>
+  optionCall(h, calls.optStructuredReply, (impl, conn, operation) =>
     Effect.zipRight(
-      optionCalls.requireFixed(impl, "nbd_opt_structured_reply"),
+      optionCalls.requireFixed(impl, operation),
       handshake.negotiateFeature(impl, conn, Protocol.Opt.STRUCTURED_REPLY)
     )
   )
@@ -960,9 +997,9 @@ export const optStructuredReply = (h: Handle): Effect.Effect<boolean, NbdError.N
  * @category option mode
  */
 export const optExtendedHeaders = (h: Handle): Effect.Effect<boolean, NbdError.NbdError> =>
-  optionCall(h, "nbd_opt_extended_headers", (impl, conn) =>
+  optionCall(h, calls.optExtendedHeaders, (impl, conn, operation) =>
     Effect.zipRight(
-      optionCalls.requireFixed(impl, "nbd_opt_extended_headers"),
+      optionCalls.requireFixed(impl, operation),
       handshake.negotiateFeature(impl, conn, Protocol.Opt.EXTENDED_HEADERS)
     )
   )
@@ -976,19 +1013,19 @@ export const optExtendedHeaders = (h: Handle): Effect.Effect<boolean, NbdError.N
  * @category option mode
  */
 export const optStarttls = (h: Handle): Effect.Effect<boolean, NbdError.NbdError> =>
-  optionCall(h, "nbd_opt_starttls", (impl, conn) =>
+  optionCall(h, calls.optStarttls, (impl, conn, operation) =>
     Effect.gen(function* () {
-      yield* optionCalls.requireFixed(impl, "nbd_opt_starttls")
+      yield* optionCalls.requireFixed(impl, operation)
       const startTls = impl.transport?.startTls
       if (startTls === undefined)
         return yield* Effect.fail(
           new NbdError.UnsupportedError({
             errno: "ENOTSUP",
-            operation: "nbd_opt_starttls",
+            operation,
             message: "TLS is not available on this transport"
           })
         )
-      return yield* handshake.starttls(impl, conn, "nbd_opt_starttls", startTls)
+      return yield* handshake.starttls(impl, conn, operation, startTls)
     })
   )
 
@@ -996,27 +1033,32 @@ export const optStarttls = (h: Handle): Effect.Effect<boolean, NbdError.NbdError
 // Export info
 // ---------------------------------------------------------------------------------------------------------------
 
+/** A call that answers from the export info, or fails with EINVAL while the server has not sent it. */
 const withInfo =
   <A>(
-    operation: string,
-    f: (info: internal.ExportInfo, impl: internal.HandleImpl) => A | Effect.Effect<A, NbdError.NbdError>
+    spec: Spec,
+    f: (
+      info: internal.ExportInfo,
+      impl: internal.HandleImpl,
+      operation: string
+    ) => A | Effect.Effect<A, NbdError.NbdError>
   ) =>
   (h: Handle): Effect.Effect<A, NbdError.NbdError> =>
-    call(h, operation, (impl) =>
+    call(h, spec, (impl, operation) =>
       Effect.flatMap(internal.requireInfo(impl, operation), (info) => {
-        const result = f(info, impl)
+        const result = f(info, impl, operation)
         return Effect.isEffect(result) ? result : Effect.succeed(result)
       })
     )
 
-const flagGetter = (operation: string, flag: number) => withInfo(operation, (info) => (info.flags & flag) !== 0)
+const flagGetter = (spec: Spec, flag: number) => withInfo(spec, (info) => (info.flags & flag) !== 0)
 
 /**
  * The export's size in bytes.
  * @since 0.1.0
  * @category export info
  */
-export const getSize = withInfo("nbd_get_size", (info) => info.size)
+export const getSize = withInfo(calls.getSize, (info) => info.size)
 
 /**
  * Which block size to ask `getBlockSize` for.
@@ -1031,7 +1073,7 @@ export type BlockSizeKind = "minimum" | "preferred" | "maximum" | "payload"
  * @category export info
  */
 export const getBlockSize = (h: Handle, kind: BlockSizeKind): Effect.Effect<number, NbdError.NbdError> =>
-  withInfo("nbd_get_block_size", (info) =>
+  withInfo(calls.getBlockSize, (info) =>
     kind === "payload" ? internal.payloadMaximum(info) : (info.blockSizes?.[kind] ?? 0)
   )(h)
 
@@ -1039,57 +1081,57 @@ export const getBlockSize = (h: Handle, kind: BlockSizeKind): Effect.Effect<numb
  * @since 0.1.0
  * @category export info
  */
-export const isReadOnly = flagGetter("nbd_is_read_only", Protocol.TFlag.READ_ONLY)
+export const isReadOnly = flagGetter(calls.isReadOnly, Protocol.TFlag.READ_ONLY)
 /**
  * @since 0.1.0
  * @category export info
  */
-export const canFlush = flagGetter("nbd_can_flush", Protocol.TFlag.SEND_FLUSH)
+export const canFlush = flagGetter(calls.canFlush, Protocol.TFlag.SEND_FLUSH)
 /**
  * @since 0.1.0
  * @category export info
  */
-export const canFua = flagGetter("nbd_can_fua", Protocol.TFlag.SEND_FUA)
+export const canFua = flagGetter(calls.canFua, Protocol.TFlag.SEND_FUA)
 /**
  * @since 0.1.0
  * @category export info
  */
-export const isRotational = flagGetter("nbd_is_rotational", Protocol.TFlag.ROTATIONAL)
+export const isRotational = flagGetter(calls.isRotational, Protocol.TFlag.ROTATIONAL)
 /**
  * @since 0.1.0
  * @category export info
  */
-export const canTrim = flagGetter("nbd_can_trim", Protocol.TFlag.SEND_TRIM)
+export const canTrim = flagGetter(calls.canTrim, Protocol.TFlag.SEND_TRIM)
 /**
  * @since 0.1.0
  * @category export info
  */
-export const canZero = flagGetter("nbd_can_zero", Protocol.TFlag.SEND_WRITE_ZEROES)
+export const canZero = flagGetter(calls.canZero, Protocol.TFlag.SEND_WRITE_ZEROES)
 /**
  * @since 0.1.0
  * @category export info
  */
-export const canFastZero = flagGetter("nbd_can_fast_zero", Protocol.TFlag.SEND_FAST_ZERO)
+export const canFastZero = flagGetter(calls.canFastZero, Protocol.TFlag.SEND_FAST_ZERO)
 /**
  * @since 0.1.0
  * @category export info
  */
-export const canDf = flagGetter("nbd_can_df", Protocol.TFlag.SEND_DF)
+export const canDf = flagGetter(calls.canDf, Protocol.TFlag.SEND_DF)
 /**
  * @since 0.1.0
  * @category export info
  */
-export const canMultiConn = flagGetter("nbd_can_multi_conn", Protocol.TFlag.CAN_MULTI_CONN)
+export const canMultiConn = flagGetter(calls.canMultiConn, Protocol.TFlag.CAN_MULTI_CONN)
 /**
  * @since 0.1.0
  * @category export info
  */
-export const canCache = flagGetter("nbd_can_cache", Protocol.TFlag.SEND_CACHE)
+export const canCache = flagGetter(calls.canCache, Protocol.TFlag.SEND_CACHE)
 /**
  * @since 0.1.0
  * @category export info
  */
-export const canBlockStatusPayload = flagGetter("nbd_can_block_status_payload", Protocol.TFlag.BLOCK_STATUS_PAYLOAD)
+export const canBlockStatusPayload = flagGetter(calls.canBlockStatusPayload, Protocol.TFlag.BLOCK_STATUS_PAYLOAD)
 
 /**
  * Whether the server agreed to the named meta context (nbd_can_meta_context), as libnbd answers it: in
@@ -1103,13 +1145,11 @@ export const canBlockStatusPayload = flagGetter("nbd_can_block_status_payload", 
 export const canMetaContext = (h: Handle, name: string): Effect.Effect<boolean, NbdError.NbdError> =>
   call(
     h,
-    "nbd_can_meta_context",
-    (impl) =>
+    calls.canMetaContext,
+    (impl, operation) =>
       Effect.suspend(() => {
         if (impl.settings.metaContexts.length > 0 && !impl.metaValid)
-          return Effect.fail(
-            invalidArgument("nbd_can_meta_context", "need a successful server meta context request first")
-          )
+          return Effect.fail(invalidArgument(operation, "need a successful server meta context request first"))
         for (const context of impl.metaContexts?.values() ?? []) if (context === name) return Effect.succeed(true)
         return Effect.succeed(false)
       }),
@@ -1122,21 +1162,21 @@ export const canMetaContext = (h: Handle, name: string): Effect.Effect<boolean, 
  * @category export info
  */
 export const getProtocol = (h: Handle): Effect.Effect<string, NbdError.NbdError> =>
-  call(h, "nbd_get_protocol", (impl) => Effect.sync(() => impl.protocol ?? ""))
+  call(h, calls.getProtocol, (impl) => Effect.sync(() => impl.protocol ?? ""))
 
 /**
  * The canonical export name the server reported (needs `setFullInfo(true)`); ENOTSUP when it sent none.
  * @since 0.1.0
  * @category export info
  */
-export const getCanonicalExportName = withInfo("nbd_get_canonical_export_name", (info, impl) =>
+export const getCanonicalExportName = withInfo(calls.getCanonicalExportName, (info, impl, operation) =>
   info.canonicalName !== undefined
     ? info.canonicalName
     : impl.settings.fullInfo
       ? Effect.fail(
           new NbdError.UnsupportedError({
             errno: "ENOTSUP",
-            operation: "nbd_get_canonical_export_name",
+            operation,
             message: "server did not advertise a canonical name"
           })
         )
@@ -1148,41 +1188,41 @@ export const getCanonicalExportName = withInfo("nbd_get_canonical_export_name", 
  * @since 0.1.0
  * @category export info
  */
-export const getExportDescription = withInfo("nbd_get_export_description", (info) =>
+export const getExportDescription = withInfo(calls.getExportDescription, (info, _impl, operation) =>
   info.description !== undefined
     ? info.description
     : Effect.fail(
         new NbdError.UnsupportedError({
           errno: "ENOTSUP",
-          operation: "nbd_get_export_description",
+          operation,
           message: "server did not advertise a description"
         })
       )
 )
 
 const negotiated =
-  (operation: string, f: (impl: internal.HandleImpl) => boolean) =>
+  (spec: Spec, f: (impl: internal.HandleImpl) => boolean) =>
   (h: Handle): Effect.Effect<boolean, NbdError.NbdError> =>
-    call(h, operation, (impl) => Effect.sync(() => f(impl)))
+    call(h, spec, (impl) => Effect.sync(() => f(impl)))
 
 /**
  * @since 0.1.0
  * @category export info
  */
 export const getStructuredRepliesNegotiated = negotiated(
-  "nbd_get_structured_replies_negotiated",
+  calls.getStructuredRepliesNegotiated,
   (i) => i.structuredReplies
 )
 /**
  * @since 0.1.0
  * @category export info
  */
-export const getExtendedHeadersNegotiated = negotiated("nbd_get_extended_headers_negotiated", (i) => i.extendedHeaders)
+export const getExtendedHeadersNegotiated = negotiated(calls.getExtendedHeadersNegotiated, (i) => i.extendedHeaders)
 /**
  * @since 0.1.0
  * @category export info
  */
-export const getTlsNegotiated = negotiated("nbd_get_tls_negotiated", (i) => i.tlsNegotiated)
+export const getTlsNegotiated = negotiated(calls.getTlsNegotiated, (i) => i.tlsNegotiated)
 
 /**
  * Bytes and protocol chunks sent and received so far, and the reconnects.
@@ -1202,7 +1242,7 @@ export interface Stats {
  * @since 0.1.0
  * @category export info
  */
-export const stats = (h: Handle): Effect.Effect<Stats> => getter("nbd_stats", (i): Stats => ({ ...i.stats }))(h)
+export const stats = (h: Handle): Effect.Effect<Stats> => getter(calls.stats, (i): Stats => ({ ...i.stats }))(h)
 
 // ---------------------------------------------------------------------------------------------------------------
 // Commands
@@ -1235,8 +1275,8 @@ export const aioPread = (
 ): Effect.Effect<Command<Uint8Array>, NbdError.NbdError> =>
   call(
     h,
-    "nbd_aio_pread",
-    (impl) => commandCalls.read(impl, "nbd_aio_pread", count, offset, options),
+    calls.aioPread,
+    (impl, operation) => commandCalls.read(impl, operation, count, offset, options),
     commandCalls.describeRange(count, offset, options.flags, { first: commandCalls.zeroFirst(options) })
   )
 
@@ -1266,8 +1306,9 @@ export const pread = (
 ): Effect.Effect<Uint8Array, NbdError.NbdError> =>
   call(
     h,
-    "nbd_pread",
-    (impl) => Effect.flatMap(commandCalls.read(impl, "nbd_pread", count, offset, options), commandCalls.awaitCommand),
+    calls.pread,
+    (impl, operation) =>
+      Effect.flatMap(commandCalls.read(impl, operation, count, offset, options), commandCalls.awaitCommand),
     commandCalls.describeRange(count, offset, options.flags, { first: commandCalls.zeroFirst(options) })
   )
 
@@ -1293,8 +1334,8 @@ export const aioPwrite = (
 ): Effect.Effect<Command<void>, NbdError.NbdError> =>
   call(
     h,
-    "nbd_aio_pwrite",
-    (impl) => commandCalls.write(impl, "nbd_aio_pwrite", data, offset, options),
+    calls.aioPwrite,
+    (impl, operation) => commandCalls.write(impl, operation, data, offset, options),
     commandCalls.describeRange(data.length, offset, options.flags)
   )
 
@@ -1319,15 +1360,14 @@ export const pwrite = (
 ): Effect.Effect<void, NbdError.NbdError> =>
   call(
     h,
-    "nbd_pwrite",
-    (impl) => Effect.flatMap(commandCalls.write(impl, "nbd_pwrite", data, offset, options), commandCalls.awaitCommand),
+    calls.pwrite,
+    (impl, operation) =>
+      Effect.flatMap(commandCalls.write(impl, operation, data, offset, options), commandCalls.awaitCommand),
     commandCalls.describeRange(data.length, offset, options.flags)
   )
 
-/** The aio call and the blocking call of a range command: `[aioX, x]`, each naming itself. */
-const rangeCommands = (name: string, type: number) => {
-  const aioOperation = `nbd_aio_${name}`
-  const operation = `nbd_${name}`
+/** The aio call and the blocking call of a range command: `[aioX, x]`, each under its own record. */
+const rangeCommands = (aioSpec: Spec, blockingSpec: Spec, type: number) => {
   const aio = (
     h: Handle,
     count: number | bigint,
@@ -1336,8 +1376,8 @@ const rangeCommands = (name: string, type: number) => {
   ): Effect.Effect<Command<void>, NbdError.NbdError> =>
     call(
       h,
-      aioOperation,
-      (impl) => commandCalls.rangeCommand(impl, aioOperation, type, count, offset, options),
+      aioSpec,
+      (impl, operation) => commandCalls.rangeCommand(impl, operation, type, count, offset, options),
       commandCalls.describeRange(count, offset, options.flags)
     )
   const blocking = (
@@ -1348,8 +1388,8 @@ const rangeCommands = (name: string, type: number) => {
   ): Effect.Effect<void, NbdError.NbdError> =>
     call(
       h,
-      operation,
-      (impl) =>
+      blockingSpec,
+      (impl, operation) =>
         Effect.flatMap(
           commandCalls.rangeCommand(impl, operation, type, count, offset, options),
           commandCalls.awaitCommand
@@ -1367,8 +1407,8 @@ const rangeCommands = (name: string, type: number) => {
 export const aioFlush = (h: Handle, options: FlagOptions = {}): Effect.Effect<Command<void>, NbdError.NbdError> =>
   call(
     h,
-    "nbd_aio_flush",
-    (impl) => commandCalls.rangeCommand(impl, "nbd_aio_flush", Protocol.Cmd.FLUSH, 0, 0, options),
+    calls.aioFlush,
+    (impl, operation) => commandCalls.rangeCommand(impl, operation, Protocol.Cmd.FLUSH, 0, 0, options),
     {
       flags: () => options.flags ?? 0
     }
@@ -1382,10 +1422,10 @@ export const aioFlush = (h: Handle, options: FlagOptions = {}): Effect.Effect<Co
 export const flush = (h: Handle, options: FlagOptions = {}): Effect.Effect<void, NbdError.NbdError> =>
   call(
     h,
-    "nbd_flush",
-    (impl) =>
+    calls.flush,
+    (impl, operation) =>
       Effect.flatMap(
-        commandCalls.rangeCommand(impl, "nbd_flush", Protocol.Cmd.FLUSH, 0, 0, options),
+        commandCalls.rangeCommand(impl, operation, Protocol.Cmd.FLUSH, 0, 0, options),
         commandCalls.awaitCommand
       ),
     { flags: () => options.flags ?? 0 }
@@ -1422,8 +1462,8 @@ export const aioPreadStructured = (
 ): Effect.Effect<Command<StructuredRead>, NbdError.NbdError> =>
   call(
     h,
-    "nbd_aio_pread_structured",
-    (impl) => commandCalls.readStructured(impl, "nbd_aio_pread_structured", count, offset, options),
+    calls.aioPreadStructured,
+    (impl, operation) => commandCalls.readStructured(impl, operation, count, offset, options),
     commandCalls.describeRange(count, offset, options.flags)
   )
 
@@ -1440,18 +1480,15 @@ export const preadStructured = (
 ): Effect.Effect<StructuredRead, NbdError.NbdError> =>
   call(
     h,
-    "nbd_pread_structured",
-    (impl) =>
-      Effect.flatMap(
-        commandCalls.readStructured(impl, "nbd_pread_structured", count, offset, options),
-        commandCalls.awaitCommand
-      ),
+    calls.preadStructured,
+    (impl, operation) =>
+      Effect.flatMap(commandCalls.readStructured(impl, operation, count, offset, options), commandCalls.awaitCommand),
     commandCalls.describeRange(count, offset, options.flags)
   )
 
-const [trimAio, trimBlocking] = rangeCommands("trim", Protocol.Cmd.TRIM)
-const [cacheAio, cacheBlocking] = rangeCommands("cache", Protocol.Cmd.CACHE)
-const [zeroAio, zeroBlocking] = rangeCommands("zero", Protocol.Cmd.WRITE_ZEROES)
+const [trimAio, trimBlocking] = rangeCommands(calls.aioTrim, calls.trim, Protocol.Cmd.TRIM)
+const [cacheAio, cacheBlocking] = rangeCommands(calls.aioCache, calls.cache, Protocol.Cmd.CACHE)
+const [zeroAio, zeroBlocking] = rangeCommands(calls.aioZero, calls.zero, Protocol.Cmd.WRITE_ZEROES)
 
 /**
  * Queues NBD_CMD_TRIM of `count` bytes at `offset` (flags: FUA).
@@ -1520,8 +1557,8 @@ export const aioBlockStatus = (
 ): Effect.Effect<Command<ReadonlyArray<BlockStatusEntry>>, NbdError.NbdError> =>
   call(
     h,
-    "nbd_aio_block_status",
-    (impl) => commandCalls.blockStatusOf(impl, "nbd_aio_block_status", count, offset, options),
+    calls.aioBlockStatus,
+    (impl, operation) => commandCalls.blockStatusOf(impl, operation, count, offset, options),
     commandCalls.describeRange(count, offset, options.flags)
   )
 
@@ -1554,12 +1591,9 @@ export const blockStatus = (
 ): Effect.Effect<ReadonlyArray<BlockStatusEntry>, NbdError.NbdError> =>
   call(
     h,
-    "nbd_block_status",
-    (impl) =>
-      Effect.flatMap(
-        commandCalls.blockStatusOf(impl, "nbd_block_status", count, offset, options),
-        commandCalls.awaitCommand
-      ),
+    calls.blockStatus,
+    (impl, operation) =>
+      Effect.flatMap(commandCalls.blockStatusOf(impl, operation, count, offset, options), commandCalls.awaitCommand),
     commandCalls.describeRange(count, offset, options.flags)
   )
 
@@ -1578,8 +1612,8 @@ export const aioBlockStatusFilter = (
 ): Effect.Effect<Command<ReadonlyArray<BlockStatusEntry>>, NbdError.NbdError> =>
   call(
     h,
-    "nbd_aio_block_status_filter",
-    (impl) => commandCalls.blockStatusFiltered(impl, "nbd_aio_block_status_filter", count, offset, contexts, options),
+    calls.aioBlockStatusFilter,
+    (impl, operation) => commandCalls.blockStatusFiltered(impl, operation, count, offset, contexts, options),
     commandCalls.describeRange(count, offset, options.flags)
   )
 
@@ -1597,10 +1631,10 @@ export const blockStatusFilter = (
 ): Effect.Effect<ReadonlyArray<BlockStatusEntry>, NbdError.NbdError> =>
   call(
     h,
-    "nbd_block_status_filter",
-    (impl) =>
+    calls.blockStatusFilter,
+    (impl, operation) =>
       Effect.flatMap(
-        commandCalls.blockStatusFiltered(impl, "nbd_block_status_filter", count, offset, contexts, options),
+        commandCalls.blockStatusFiltered(impl, operation, count, offset, contexts, options),
         commandCalls.awaitCommand
       ),
     commandCalls.describeRange(count, offset, options.flags)
@@ -1612,7 +1646,7 @@ export const blockStatusFilter = (
  * @category commands
  */
 export const aioInFlight = (h: Handle): Effect.Effect<number, NbdError.NbdError> =>
-  call(h, "nbd_aio_in_flight", (impl) =>
+  call(h, calls.aioInFlight, (impl) =>
     Effect.sync(() => (impl.recovery?.waiting.length ?? 0) + (impl.connection?.engine.inFlight ?? 0))
   )
 
@@ -1623,7 +1657,7 @@ export const aioInFlight = (h: Handle): Effect.Effect<number, NbdError.NbdError>
  * @category commands
  */
 export const aioDisconnect = (h: Handle): Effect.Effect<void, NbdError.NbdError> =>
-  call(h, "nbd_aio_disconnect", (impl) => commands.disconnect(impl, "nbd_aio_disconnect"))
+  call(h, calls.aioDisconnect, (impl, operation) => commands.disconnect(impl, operation))
 
 /**
  * Ends the connection gracefully: in option mode NBD_OPT_ABORT; otherwise NBD_CMD_DISC after the commands
@@ -1645,13 +1679,13 @@ export const shutdown = (
   h: Handle,
   options: { readonly abandonPending?: boolean } = {}
 ): Effect.Effect<void, NbdError.NbdError> =>
-  call(h, "nbd_shutdown", (impl) =>
+  call(h, calls.shutdown, (impl, operation) =>
     Effect.gen(function* () {
       const s = yield* impl.state.get
-      if (HandleState.isNegotiating(s)) return yield* abortNegotiation(h, "nbd_shutdown")
+      if (HandleState.isNegotiating(s)) return yield* abortNegotiation(h, calls.shutdown)
       const conn = impl.connection!
-      if (options.abandonPending) conn.engine.abandonUnsent("nbd_shutdown")
-      if (!conn.engine.disconnectRequested) yield* commands.disconnect(impl, "nbd_shutdown")
+      if (options.abandonPending) conn.engine.abandonUnsent(operation)
+      if (!conn.engine.disconnectRequested) yield* commands.disconnect(impl, operation)
       yield* Deferred.await(conn.endedSignal)
     })
   )

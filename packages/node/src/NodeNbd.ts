@@ -119,7 +119,7 @@ export const killSubprocess: (h: Nbd.Handle, signal?: NodeJS.Signals) => Effect.
 export const supportsTls = (_h: Nbd.Handle): Effect.Effect<boolean> => Effect.succeed(true)
 
 /** libnbd checks a connect call's state before anything else: nothing is set on a handle that cannot connect. */
-const requireCreated = (h: Nbd.Handle, operation: string): Effect.Effect<void, NbdError.NbdError> =>
+const requireCreated = (h: Nbd.Handle, operation: Nbd.ConnectCall): Effect.Effect<void, NbdError.NbdError> =>
   Effect.flatMap(Nbd.state(h), (s) =>
     HandleState.isCreated(s)
       ? Effect.void
@@ -140,11 +140,11 @@ const requireCreated = (h: Nbd.Handle, operation: string): Effect.Effect<void, N
 const connectOn = (
   h: Nbd.Handle,
   layer: Layer.Layer<Socket.Socket | Transport.Transport>,
-  operation: string
+  operation: Nbd.ConnectCall
 ): Effect.Effect<void, NbdError.NbdError> =>
   Effect.zipRight(requireCreated(h, operation), Nbd.aioConnectSocket(h, { operation }).pipe(Effect.provide(layer)))
 
-const unix = (h: Nbd.Handle, path: string, operation: string): Effect.Effect<void, NbdError.NbdError> =>
+const unix = (h: Nbd.Handle, path: string, operation: Nbd.ConnectCall): Effect.Effect<void, NbdError.NbdError> =>
   Effect.gen(function* () {
     yield* connectOn(h, layerUnix(path), operation)
   })
@@ -183,7 +183,7 @@ const tcp = (
   h: Nbd.Handle,
   host: string,
   port: number | string,
-  operation: string
+  operation: Nbd.ConnectCall
 ): Effect.Effect<void, NbdError.NbdError> =>
   Effect.gen(function* () {
     const portNumber = Tcp.resolvePort(port)
@@ -220,7 +220,7 @@ export const connectTcp = (
 export const aioConnectFd = (h: Nbd.Handle, fd: number): Effect.Effect<void, NbdError.NbdError> =>
   onFd(h, fd, "nbd_aio_connect_socket")
 
-const onFd = (h: Nbd.Handle, fd: number, operation: string): Effect.Effect<void, NbdError.NbdError> =>
+const onFd = (h: Nbd.Handle, fd: number, operation: Nbd.ConnectCall): Effect.Effect<void, NbdError.NbdError> =>
   Effect.suspend(() => {
     const problem = Fd.check(fd)
     return problem === undefined
@@ -236,7 +236,7 @@ const onFd = (h: Nbd.Handle, fd: number, operation: string): Effect.Effect<void,
 export const connectFd = (h: Nbd.Handle, fd: number): Effect.Effect<void, NbdError.NbdError> =>
   Effect.zipRight(onFd(h, fd, "nbd_connect_socket"), Nbd.awaitConnected(h))
 
-const missingCommand = (operation: string) =>
+const missingCommand = (operation: Nbd.ConnectCall) =>
   new NbdError.InvalidArgumentError({ errno: "EINVAL", operation, message: "missing command name in argv list" })
 
 /**
@@ -253,7 +253,7 @@ export const aioConnectCommand = (h: Nbd.Handle, argv: ReadonlyArray<string>): E
 const command = (
   h: Nbd.Handle,
   argv: ReadonlyArray<string>,
-  operation: string
+  operation: Nbd.ConnectCall
 ): Effect.Effect<void, NbdError.NbdError> =>
   Effect.suspend(() =>
     argv.length === 0 || argv[0] === ""
@@ -286,7 +286,7 @@ export const aioConnectSystemdSocketActivation = (
 const socketActivation = (
   h: Nbd.Handle,
   argv: ReadonlyArray<string>,
-  operation: string
+  operation: Nbd.ConnectCall
 ): Effect.Effect<void, NbdError.NbdError> =>
   Effect.suspend(() =>
     argv.length === 0 || argv[0] === ""
@@ -331,7 +331,7 @@ export interface UriOptions {
   readonly allowTlsPriority?: boolean
 }
 
-const notPermitted = (operation: string, message: string) =>
+const notPermitted = (operation: Nbd.ConnectCall, message: string) =>
   new NbdError.InvalidArgumentError({ errno: "EPERM", operation, message })
 
 /**
@@ -353,7 +353,7 @@ const connectToUri = (
   h: Nbd.Handle,
   uri: string,
   options: UriOptions,
-  operation: string
+  operation: Nbd.ConnectCall
 ): Effect.Effect<void, NbdError.NbdError> =>
   Effect.gen(function* () {
     yield* requireCreated(h, operation)

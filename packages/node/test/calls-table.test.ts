@@ -89,6 +89,14 @@ describe("the table of calls", () => {
     }
   })
 
+  it("names each row after its export, so no two exports share a libnbd name", () => {
+    // The two calls whose libnbd name is not their export's: nbd_create makes a handle, nbd_connect waits.
+    const renamed: Readonly<Record<string, string>> = { make: "nbd_create", awaitConnected: "nbd_connect" }
+    const libnbdName = (key: string) => `nbd_${key.replace(/[A-Z]/g, (c) => `_${c.toLowerCase()}`)}`
+    for (const [key, spec] of Object.entries(calls))
+      expect({ key, name: spec.name }).toEqual({ key, name: renamed[key] ?? libnbdName(key) })
+  })
+
   it("names calls that exist: each row is an export of Nbd or NodeNbd", () => {
     const exported = new Set([...Object.keys(Nbd), ...Object.keys(NodeNbd)])
     for (const key of Object.keys(calls)) expect({ key, exported: exported.has(key) }).toEqual({ key, exported: true })

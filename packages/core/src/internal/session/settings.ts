@@ -5,12 +5,14 @@ import * as NbdError from "../../NbdError.js"
 import * as Protocol from "../../Protocol.js"
 import { invalidArgument } from "../api/arguments.js"
 import { utf8 } from "../wire/bytes.js"
+import { calls, type Spec } from "../api/calls.js"
 import type { Settings } from "./handle.js"
 import * as TlsPriority from "../../TlsPriority.js"
 
 /** One setting's rule: the setter that owns it and the check its value must pass (libnbd's parameter checks). */
 export interface Rule {
-  readonly operation: string
+  /** The setter's record; `make` alone takes the settings no setter owns. */
+  readonly call: Spec
   readonly check: (
     operation: string,
     value: unknown
@@ -89,30 +91,30 @@ const names: Rule["check"] = (operation, value) => {
 
 /** Every setting a handle can be made with, and the rule its setter applies. */
 export const rules: { readonly [K in keyof Settings]: Rule } = {
-  exportName: { operation: "nbd_set_export_name", check: checkName },
-  handleName: { operation: "nbd_set_handle_name", check: string("handle_name") },
-  tls: { operation: "nbd_set_tls", check: tls },
-  tlsCertificates: { operation: "nbd_set_tls_certificates", check: string("dir") },
-  tlsVerifyPeer: { operation: "nbd_set_tls_verify_peer", check: boolean("verify") },
-  tlsUsername: { operation: "nbd_set_tls_username", check: string("username") },
-  tlsHostname: { operation: "nbd_set_tls_hostname", check: string("hostname") },
-  tlsPskFile: { operation: "nbd_set_tls_psk_file", check: string("filename") },
-  tlsPriority: { operation: "nbd_set_tls_priority", check: priority },
-  requestStructuredReplies: { operation: "nbd_set_request_structured_replies", check: boolean("request") },
-  requestExtendedHeaders: { operation: "nbd_set_request_extended_headers", check: boolean("request") },
-  requestMetaContext: { operation: "nbd_set_request_meta_context", check: boolean("request") },
-  metaContexts: { operation: "nbd_add_meta_context", check: names },
-  fullInfo: { operation: "nbd_set_full_info", check: boolean("request") },
-  requestBlockSize: { operation: "nbd_set_request_block_size", check: boolean("request") },
-  handshakeFlags: { operation: "nbd_set_handshake_flags", check: flags(Protocol.HANDSHAKE_FLAG_MASK) },
-  strictMode: { operation: "nbd_set_strict_mode", check: flags(Protocol.Strict.MASK) },
-  optMode: { operation: "nbd_set_opt_mode", check: boolean("enable") },
-  preadInitialize: { operation: "nbd_set_pread_initialize", check: boolean("request") },
-  debug: { operation: "nbd_set_debug", check: boolean("debug") },
-  closeGrace: { operation: "nbd_create", check: duration("close_grace") },
-  metrics: { operation: "nbd_create", check: boolean("metrics") },
-  reconnect: { operation: "nbd_create", check: schedule("reconnect") },
-  openTimeout: { operation: "nbd_create", check: duration("open_timeout") }
+  exportName: { call: calls.setExportName, check: checkName },
+  handleName: { call: calls.setHandleName, check: string("handle_name") },
+  tls: { call: calls.setTls, check: tls },
+  tlsCertificates: { call: calls.setTlsCertificates, check: string("dir") },
+  tlsVerifyPeer: { call: calls.setTlsVerifyPeer, check: boolean("verify") },
+  tlsUsername: { call: calls.setTlsUsername, check: string("username") },
+  tlsHostname: { call: calls.setTlsHostname, check: string("hostname") },
+  tlsPskFile: { call: calls.setTlsPskFile, check: string("filename") },
+  tlsPriority: { call: calls.setTlsPriority, check: priority },
+  requestStructuredReplies: { call: calls.setRequestStructuredReplies, check: boolean("request") },
+  requestExtendedHeaders: { call: calls.setRequestExtendedHeaders, check: boolean("request") },
+  requestMetaContext: { call: calls.setRequestMetaContext, check: boolean("request") },
+  metaContexts: { call: calls.addMetaContext, check: names },
+  fullInfo: { call: calls.setFullInfo, check: boolean("request") },
+  requestBlockSize: { call: calls.setRequestBlockSize, check: boolean("request") },
+  handshakeFlags: { call: calls.setHandshakeFlags, check: flags(Protocol.HANDSHAKE_FLAG_MASK) },
+  strictMode: { call: calls.setStrictMode, check: flags(Protocol.Strict.MASK) },
+  optMode: { call: calls.setOptMode, check: boolean("enable") },
+  preadInitialize: { call: calls.setPreadInitialize, check: boolean("request") },
+  debug: { call: calls.setDebug, check: boolean("debug") },
+  closeGrace: { call: calls.make, check: duration("close_grace") },
+  metrics: { call: calls.make, check: boolean("metrics") },
+  reconnect: { call: calls.make, check: schedule("reconnect") },
+  openTimeout: { call: calls.make, check: duration("open_timeout") }
 }
 
 const isKey = (key: string): key is keyof Settings => Object.prototype.hasOwnProperty.call(rules, key)
@@ -128,7 +130,7 @@ export const validate = (
   for (const [key, value] of Object.entries(given)) {
     if (value === undefined) continue
     if (!isKey(key)) return invalidArgument(operation, `${key}: unknown setting`)
-    const error = rules[key].check(rules[key].operation, value)
+    const error = rules[key].check(rules[key].call.name, value)
     if (error === undefined) continue
     const fields = { errno: error.errno, operation, message: `${key}: ${error.message}` }
     return error._tag === "UnsupportedError"
