@@ -15,7 +15,6 @@ import * as Predicate from "effect/Predicate"
 import type * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
 import type * as Stream from "effect/Stream"
-import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as ClientCodec from "./ClientCodec.js"
 import * as HandleState from "./HandleState.js"
 import { invalidArgument } from "./internal/api/arguments.js"
@@ -32,6 +31,7 @@ import * as lifecycle from "./internal/session/lifecycle.js"
 import * as optionCalls from "./internal/api/optionCalls.js"
 import { uriOf } from "./internal/session/uri.js"
 import * as settingRules from "./internal/session/settings.js"
+import { StateCell } from "./internal/session/stateCell.js"
 import * as version from "./internal/api/version.js"
 import * as NbdError from "./NbdError.js"
 import * as Protocol from "./Protocol.js"
@@ -247,7 +247,7 @@ export const make = (settings: Settings = {}): Effect.Effect<Handle, NbdError.Nb
     // its whole grace.
     const scope = yield* Scope.fork(yield* Effect.scope, ExecutionStrategy.sequential)
     const connectionScope = yield* Scope.fork(scope, ExecutionStrategy.sequential)
-    const state = yield* SubscriptionRef.make<HandleState.HandleState>(HandleState.Created)
+    const state = yield* StateCell.make
     const { metaContexts, ...rest } = settings
     const impl = new internal.HandleImpl(state, connectionScope, {
       ...(rest as Partial<internal.Settings>),

@@ -144,8 +144,8 @@ interface Checked {
 
 /** Every check a command goes through before it is queued, on a connected handle that is not reconnecting. */
 const checked = (h: HandleImpl, spec: CommandSpec): Checked | NbdError.NbdError => {
-  // The wrapper checked the state already; this guards the engine's own callers, from the plain mirror.
-  const s = h.stateNow
+  // The wrapper checked the state already; this guards the engine's own callers, read synchronously.
+  const s = h.state.now
   if (!HandleState.isConnected(s)) return stateError(spec.operation, s)
   const ended = connectionEnded(h, spec.operation)
   if (ended !== undefined) return ended

@@ -6,15 +6,14 @@ import type * as Fiber from "effect/Fiber"
 import * as FiberId from "effect/FiberId"
 import * as Inspectable from "effect/Inspectable"
 import { pipeArguments } from "effect/Pipeable"
-import * as Option from "effect/Option"
 import type * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
-import * as SubscriptionRef from "effect/SubscriptionRef"
 import * as HandleState from "../../HandleState.js"
 import * as NbdError from "../../NbdError.js"
 import * as Protocol from "../../Protocol.js"
 import type * as Transport from "../../Transport.js"
 import type { Connection, Host, Pending, Stats } from "./connection.js"
+import type { StateCell } from "./stateCell.js"
 import * as TlsPriority from "../../TlsPriority.js"
 
 export type TlsMode = "disable" | "allow" | "require"
@@ -104,7 +103,8 @@ export const TypeId: unique symbol = Symbol.for("@effect-nbd/core/Nbd/Handle")
 
 /**
  * The handle itself: a value made by `Nbd.make`, holding everything about one connection to one export. The
- * lifecycle state lives in a SubscriptionRef; the rest is plain.
+ * lifecycle state is held once, in its `StateCell`, and changes only through `setState` and `transition`;
+ * the rest is plain.
  */
 export class HandleImpl implements Host, Inspectable.Inspectable {
   readonly [TypeId]: typeof TypeId = TypeId
@@ -143,7 +143,8 @@ export class HandleImpl implements Host, Inspectable.Inspectable {
   opening = false
 
   constructor(
-    readonly state: SubscriptionRef.SubscriptionRef<HandleState.HandleState>,
+    /** The lifecycle state: every check reads it, every change goes through `setState` or `transition`. */
+    readonly state: StateCell,
     /** The scope the connection's fibers run in: closed after the close finalizer, so they outlive it. */
     readonly scope: Scope.Scope,
     settings: Partial<Settings>
@@ -184,7 +185,7 @@ export class HandleImpl implements Host, Inspectable.Inspectable {
   }
 
   toJSON(): unknown {
-    return { _id: "NbdHandle", name: this.settings.handleName, state: HandleState.shortName(this.stateNow) }
+    return { _id: "NbdHandle", name: this.settings.handleName, state: HandleState.shortName(this.state.now) }
   }
 
   toString(): string {
@@ -197,9 +198,10 @@ export class HandleImpl implements Host, Inspectable.Inspectable {
 
   /** The state as callers see it: Ready becomes Processing while a request or reply is half-way through. */
   get currentState(): Effect.Effect<HandleState.HandleState> {
-    return Effect.map(SubscriptionRef.get(this.state), (s) =>
-      s._tag === "Ready" && this.connection?.busy() ? HandleState.Processing : s
-    )
+    return Effect.sync(() => {
+      const s = this.state.now
+      return s._tag === "Ready" && this.connection?.busy() ? HandleState.Processing : s
+    })
   }
 
   /**
@@ -209,7 +211,7 @@ export class HandleImpl implements Host, Inspectable.Inspectable {
    */
   adopt(error: NbdError.NbdError | undefined, waiting: Iterable<Pending>): boolean {
     if (this.reconnect === undefined || this.recovery !== undefined || this.ending) return false
-    if (!HandleState.isConnected(this.stateNow)) return false
+    if (!HandleState.isConnected(this.state.now)) return false
     if (error !== undefined && error._tag !== "ConnectionError") return false
     this.recovery = {
       waiting: [...waiting],
@@ -229,11 +231,10 @@ export class HandleImpl implements Host, Inspectable.Inspectable {
     const recovery = this.recovery
     if (recovery !== undefined)
       return recovery.started || this.reconnect === undefined ? Effect.void : this.reconnect(this)
-    return Effect.flatMap(SubscriptionRef.get(this.state), (s) =>
-      HandleState.isClosed(s) || HandleState.isDead(s)
-        ? Effect.void
-        : this.setState(error === undefined ? HandleState.Closed : HandleState.Dead(error))
-    )
+    return this.transition((s) => [
+      undefined,
+      isEnded(s) ? s : error === undefined ? HandleState.Closed : HandleState.Dead(error)
+    ])
   }
 
   /**
@@ -241,41 +242,18 @@ export class HandleImpl implements Host, Inspectable.Inspectable {
    * a handshake that finishes after its connection died must not bring the handle back to life.
    */
   setState(s: HandleState.HandleState): Effect.Effect<void> {
-    const ending = HandleState.isDead(s) || HandleState.isClosed(s)
-    return this.mirrored(
-      SubscriptionRef.updateSomeAndGet(this.state, (current) =>
-        ending || !(HandleState.isDead(current) || HandleState.isClosed(current)) ? Option.some(s) : Option.none()
-      )
-    )
+    const ending = isEnded(s)
+    return this.transition((current) => [undefined, ending || !isEnded(current) ? s : current])
   }
 
-  /** Moves the state by `f`, atomically, as `SubscriptionRef.modify` does, and answers what `f` answered. */
+  /** Moves the state by `f`, atomically (one synchronous step), and answers what `f` answered. */
   transition<A>(f: (s: HandleState.HandleState) => readonly [A, HandleState.HandleState]): Effect.Effect<A> {
-    return Effect.flatMap(
-      SubscriptionRef.modify(this.state, (s): [readonly [A, HandleState.HandleState], HandleState.HandleState] => {
-        const [answer, next] = f(s)
-        return [[answer, next], next]
-      }),
-      ([answer, next]) =>
-        Effect.sync(() => {
-          this.stateNow = next
-          return answer
-        })
-    )
-  }
-
-  /**
-   * The state as last set, read without an effect: what the one wrapper checks each call against, so a call
-   * costs no extra step for it. Every change goes through `setState` or `transition`, which keep it.
-   */
-  stateNow: HandleState.HandleState = HandleState.Created
-
-  private mirrored(update: Effect.Effect<HandleState.HandleState>): Effect.Effect<void> {
-    return Effect.map(update, (s) => {
-      this.stateNow = s
-    })
+    return this.state.modify(f)
   }
 }
+
+/** Whether the connection has ended for good: Dead or Closed. */
+const isEnded = (s: HandleState.HandleState): boolean => HandleState.isDead(s) || HandleState.isClosed(s)
 
 /** The classes of states libnbd permits calls in. */
 export type Permitted = "created" | "connecting" | "negotiating" | "connected" | "closed" | "dead"
@@ -315,7 +293,7 @@ export const checkState = (
 ): Effect.Effect<HandleState.HandleState, NbdError.InvalidStateError> =>
   Effect.suspend(() => {
     const denied = stateDenied(h, operation, permitted)
-    return denied === undefined ? Effect.succeed(h.stateNow) : Effect.fail(denied)
+    return denied === undefined ? Effect.succeed(h.state.now) : Effect.fail(denied)
   })
 
 /** libnbd's refusal of a call outside its states (ENOTCONN while created, else EINVAL), or undefined. */
@@ -324,7 +302,7 @@ export const stateDenied = (
   operation: string,
   permitted: ReadonlyArray<Permitted>
 ): NbdError.InvalidStateError | undefined => {
-  const s = h.stateNow
+  const s = h.state.now
   if (permitted.includes(classOf(s))) return undefined
   // A reconnect keeps the handle connected as far as calls go: commands wait for it (internal/commands.ts).
   if (h.recovery !== undefined && permitted.includes("connected")) return undefined

@@ -65,6 +65,4 @@ const farewell = (h: HandleImpl, conn: Connection, state: HandleState.HandleStat
 
 /** A handle that already ended keeps its state: a Dead one its error, a Closed one (opt_abort) stays Closed. */
 const settle = (h: HandleImpl, final: HandleState.HandleState): Effect.Effect<void> =>
-  Effect.flatMap(h.state.get, (state) =>
-    HandleState.isDead(state) || HandleState.isClosed(state) ? Effect.void : h.setState(final)
-  )
+  h.transition((state) => [undefined, HandleState.isDead(state) || HandleState.isClosed(state) ? state : final])

@@ -88,7 +88,7 @@ const discard = (conn: Connection, error: NbdError.NbdError | undefined): Effect
  */
 const attempt = (h: HandleImpl, recovery: Recovery, before: Agreement, firstCookie: number) =>
   Effect.gen(function* () {
-    if (!HandleState.isConnecting(h.stateNow)) yield* h.setState(HandleState.Connecting)
+    if (!HandleState.isConnecting(h.state.now)) yield* h.setState(HandleState.Connecting)
     forgetNegotiated(h)
     if (h.connection !== undefined) yield* h.connection.stopped
     const conn = yield* Connection.start(h, h.socket!, h.scope, firstCookie)
