@@ -11,6 +11,7 @@ import * as Either from "effect/Either"
 import * as ParseResult from "effect/ParseResult"
 import * as Schema from "effect/Schema"
 import { invalidArgument } from "./internal/api/arguments.js"
+import { calls } from "./internal/api/calls.js"
 import type * as NbdError from "./NbdError.js"
 import * as Protocol from "./Protocol.js"
 
@@ -237,7 +238,7 @@ const toError = (uri: string, error: ParseResult.ParseError): NbdError.InvalidAr
   const first = Arr.head(ParseResult.ArrayFormatter.formatErrorSync(error))
   const why = first._tag === "Some" ? first.value.message : "invalid NBD URI"
   const tooLong = first._tag === "Some" && first.value.path[0] === "exportName"
-  return invalidArgument("nbd_connect_uri", `${why}: ${shown(uri)}`, tooLong ? "ENAMETOOLONG" : "EINVAL")
+  return invalidArgument(calls.connectUri.name, `${why}: ${shown(uri)}`, tooLong ? "ENAMETOOLONG" : "EINVAL")
 }
 
 /**
