@@ -237,9 +237,3 @@ export const calls = {
 
 /** The name of a call of `Nbd` or `NodeNbd`. */
 export type CallName = keyof typeof calls
-
-/** A connect call: the record a transport names when it begins through `Nbd.aioConnectSocket`. */
-export type ConnectCall = (typeof connecting)[keyof typeof connecting]
-
-/** The libnbd name of a connect call, as `Nbd.ConnectOptions.operation` takes it. */
-export type ConnectCallName = ConnectCall["name"]
