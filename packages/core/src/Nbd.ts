@@ -496,8 +496,8 @@ export const setExportName: (h: Handle, name: string) => Effect.Effect<void, Nbd
   rules.exportName,
   (impl, v) => {
     if (impl.settings.exportName !== v) {
-      impl.info = undefined
-      impl.metaValid = false
+      impl.agreement.info = undefined
+      impl.agreement.metaValid = false
     }
     impl.settings.exportName = v
   }
@@ -769,7 +769,10 @@ export const setHandshakeFlags = setting<number>(rules.handshakeFlags, (i, v) =>
  * @since 0.1.0
  * @category settings
  */
-export const getHandshakeFlags = getter("nbd_get_handshake_flags", (i) => i.handshakeFlags ?? i.settings.handshakeFlags)
+export const getHandshakeFlags = getter(
+  "nbd_get_handshake_flags",
+  (i) => i.agreement.handshakeFlags ?? i.settings.handshakeFlags
+)
 
 /**
  * Client-side checks (`Strict.*`; default all). Allowed in any state.
@@ -861,7 +864,7 @@ export const optAbort = (h: Handle): Effect.Effect<void, NbdError.NbdError> => a
 /** NBD_OPT_ABORT for `optAbort`, and for `shutdown` in option mode (errors name the call that was made). */
 const abortNegotiation = (h: Handle, operation: string): Effect.Effect<void, NbdError.NbdError> =>
   optionCall(h, operation, (impl, conn) => {
-    if (impl.protocol === "newstyle") return Effect.fail(handshake.notFixedNewstyle(operation))
+    if (impl.agreement.protocol === "newstyle") return Effect.fail(handshake.notFixedNewstyle(operation))
     // NBD_OPT_ABORT, Closed at once (libnbd does not wait for the ACK), then the server's close.
     handshake.sendAbort(conn)
     return lifecycle.end(impl, conn, { farewell: false, awaitServer: true, error: undefined, stateFirst: true })
@@ -923,7 +926,7 @@ export const optSetMetaContext = (
   optionCall(h, "nbd_opt_set_meta_context", (impl, conn) =>
     Effect.gen(function* () {
       yield* optionCalls.requireFixed(impl, "nbd_opt_set_meta_context")
-      if (!impl.structuredReplies)
+      if (!impl.agreement.structuredReplies)
         return yield* Effect.fail(
           new NbdError.UnsupportedError({
             errno: "ENOTSUP",
@@ -1106,11 +1109,12 @@ export const canMetaContext = (h: Handle, name: string): Effect.Effect<boolean, 
     "nbd_can_meta_context",
     (impl) =>
       Effect.suspend(() => {
-        if (impl.settings.metaContexts.length > 0 && !impl.metaValid)
+        if (impl.settings.metaContexts.length > 0 && !impl.agreement.metaValid)
           return Effect.fail(
             invalidArgument("nbd_can_meta_context", "need a successful server meta context request first")
           )
-        for (const context of impl.metaContexts?.values() ?? []) if (context === name) return Effect.succeed(true)
+        for (const context of impl.agreement.metaContexts?.values() ?? [])
+          if (context === name) return Effect.succeed(true)
         return Effect.succeed(false)
       }),
     { attributes: () => ({ context: name }) }
@@ -1122,7 +1126,7 @@ export const canMetaContext = (h: Handle, name: string): Effect.Effect<boolean, 
  * @category export info
  */
 export const getProtocol = (h: Handle): Effect.Effect<string, NbdError.NbdError> =>
-  call(h, "nbd_get_protocol", (impl) => Effect.sync(() => impl.protocol ?? ""))
+  call(h, "nbd_get_protocol", (impl) => Effect.sync(() => impl.agreement.protocol ?? ""))
 
 /**
  * The canonical export name the server reported (needs `setFullInfo(true)`); ENOTSUP when it sent none.
@@ -1171,18 +1175,21 @@ const negotiated =
  */
 export const getStructuredRepliesNegotiated = negotiated(
   "nbd_get_structured_replies_negotiated",
-  (i) => i.structuredReplies
+  (i) => i.agreement.structuredReplies
 )
 /**
  * @since 0.1.0
  * @category export info
  */
-export const getExtendedHeadersNegotiated = negotiated("nbd_get_extended_headers_negotiated", (i) => i.extendedHeaders)
+export const getExtendedHeadersNegotiated = negotiated(
+  "nbd_get_extended_headers_negotiated",
+  (i) => i.agreement.extendedHeaders
+)
 /**
  * @since 0.1.0
  * @category export info
  */
-export const getTlsNegotiated = negotiated("nbd_get_tls_negotiated", (i) => i.tlsNegotiated)
+export const getTlsNegotiated = negotiated("nbd_get_tls_negotiated", (i) => i.agreement.tlsNegotiated)
 
 /**
  * Bytes and protocol chunks sent and received so far, and the reconnects.
