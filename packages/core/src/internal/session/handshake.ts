@@ -16,6 +16,7 @@ import type { Connection } from "./connection.js"
 import type { HandleImpl } from "./handle.js"
 import { tlsSettings } from "./handle.js"
 
+/** The refusal of an option that needs fixed newstyle (the machine's, for the calls that check first). */
 export const notFixedNewstyle = Machine.notFixedNewstyle
 
 type StartTls = NonNullable<Transport.Service["startTls"]>
@@ -34,6 +35,7 @@ const finish = (h: HandleImpl, conn: Connection): Effect.Effect<void, NbdError.N
     })
   )
 
+/** Logs what the machine gathered for debug, under the call that caused it (nothing while debug is off). */
 const logLines = (h: HandleImpl, conn: Connection): Effect.Effect<void> =>
   Effect.suspend(() => {
     const lines = conn.engine.handshake.takeDebugLines()
