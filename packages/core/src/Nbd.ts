@@ -535,8 +535,8 @@ export const setExportName: (h: Handle, name: string) => Effect.Effect<void, Nbd
   rules.exportName,
   (impl, v) => {
     if (impl.settings.exportName !== v) {
-      impl.info = undefined
-      impl.metaValid = false
+      impl.agreement.info = undefined
+      impl.agreement.metaValid = false
     }
     impl.settings.exportName = v
   }
@@ -803,7 +803,10 @@ export const setHandshakeFlags = setting<number>(rules.handshakeFlags, (i, v) =>
  * @since 0.1.0
  * @category settings
  */
-export const getHandshakeFlags = getter(calls.getHandshakeFlags, (i) => i.handshakeFlags ?? i.settings.handshakeFlags)
+export const getHandshakeFlags = getter(
+  calls.getHandshakeFlags,
+  (i) => i.agreement.handshakeFlags ?? i.settings.handshakeFlags
+)
 
 /**
  * Client-side checks (`Strict.*`; default all). Allowed in any state.
@@ -898,7 +901,7 @@ export const optAbort = (h: Handle): Effect.Effect<void, NbdError.NbdError> => a
 /** NBD_OPT_ABORT for `optAbort`, and for `shutdown` in option mode (errors name the call that was made). */
 const abortNegotiation = (h: Handle, spec: Spec): Effect.Effect<void, NbdError.NbdError> =>
   optionCall(h, spec, (impl, conn, operation) => {
-    if (impl.protocol === "newstyle") return Effect.fail(handshake.notFixedNewstyle(operation))
+    if (impl.agreement.protocol === "newstyle") return Effect.fail(handshake.notFixedNewstyle(operation))
     // NBD_OPT_ABORT, Closed at once (libnbd does not wait for the ACK), then the server's close.
     handshake.sendAbort(conn)
     return lifecycle.end(impl, conn, { farewell: false, awaitServer: true, error: undefined, stateFirst: true })
@@ -960,7 +963,7 @@ export const optSetMetaContext = (
   optionCall(h, calls.optSetMetaContext, (impl, conn, operation) =>
     Effect.gen(function* () {
       yield* optionCalls.requireFixed(impl, operation)
-      if (!impl.structuredReplies)
+      if (!impl.agreement.structuredReplies)
         return yield* Effect.fail(
           new NbdError.UnsupportedError({
             errno: "ENOTSUP",
@@ -1148,9 +1151,10 @@ export const canMetaContext = (h: Handle, name: string): Effect.Effect<boolean, 
     calls.canMetaContext,
     (impl, operation) =>
       Effect.suspend(() => {
-        if (impl.settings.metaContexts.length > 0 && !impl.metaValid)
+        if (impl.settings.metaContexts.length > 0 && !impl.agreement.metaValid)
           return Effect.fail(invalidArgument(operation, "need a successful server meta context request first"))
-        for (const context of impl.metaContexts?.values() ?? []) if (context === name) return Effect.succeed(true)
+        for (const context of impl.agreement.metaContexts?.values() ?? [])
+          if (context === name) return Effect.succeed(true)
         return Effect.succeed(false)
       }),
     { attributes: () => ({ context: name }) }
@@ -1162,7 +1166,7 @@ export const canMetaContext = (h: Handle, name: string): Effect.Effect<boolean, 
  * @category export info
  */
 export const getProtocol = (h: Handle): Effect.Effect<string, NbdError.NbdError> =>
-  call(h, calls.getProtocol, (impl) => Effect.sync(() => impl.protocol ?? ""))
+  call(h, calls.getProtocol, (impl) => Effect.sync(() => impl.agreement.protocol ?? ""))
 
 /**
  * The canonical export name the server reported (needs `setFullInfo(true)`); ENOTSUP when it sent none.
@@ -1211,18 +1215,21 @@ const negotiated =
  */
 export const getStructuredRepliesNegotiated = negotiated(
   calls.getStructuredRepliesNegotiated,
-  (i) => i.structuredReplies
+  (i) => i.agreement.structuredReplies
 )
 /**
  * @since 0.1.0
  * @category export info
  */
-export const getExtendedHeadersNegotiated = negotiated(calls.getExtendedHeadersNegotiated, (i) => i.extendedHeaders)
+export const getExtendedHeadersNegotiated = negotiated(
+  calls.getExtendedHeadersNegotiated,
+  (i) => i.agreement.extendedHeaders
+)
 /**
  * @since 0.1.0
  * @category export info
  */
-export const getTlsNegotiated = negotiated(calls.getTlsNegotiated, (i) => i.tlsNegotiated)
+export const getTlsNegotiated = negotiated(calls.getTlsNegotiated, (i) => i.agreement.tlsNegotiated)
 
 /**
  * Bytes and protocol chunks sent and received so far, and the reconnects.

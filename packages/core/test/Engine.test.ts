@@ -17,14 +17,12 @@ const newStats = (): Stats => ({ bytesSent: 0, chunksSent: 0, bytesReceived: 0, 
 
 /** An engine in the transmission phase, with every outcome recorded per cookie. */
 const engineFor = (mode: Mode, adopt: EngineHost["adopt"] = () => false) => {
-  const host: EngineHost = {
-    stats: newStats(),
-    structuredReplies: mode !== "simple",
-    extendedHeaders: mode === "extended",
-    adopt
-  }
+  const host: EngineHost = { stats: newStats(), adopt }
   const queued: Array<Outgoing> = []
   const engine = new Transmission(host, { queued: (item) => queued.push(item), handshakeBytes: () => {} })
+  // What a handshake would have agreed to.
+  engine.handshake.agreement.structuredReplies = mode !== "simple"
+  engine.handshake.agreement.extendedHeaders = mode === "extended"
   expect(engine.startTransmission()).toBeUndefined()
   const outcomes = new Map<number, Array<Outcome>>()
   const issue = (command: CommandRequest, offset: number, count: number): Pending => {
@@ -224,10 +222,11 @@ describe("the engine, fed bytes with no socket", () => {
     expect([...outcomes.values()].every((o) => o.length === 0)).toBe(true)
     // A new engine continues the cookies and sends them again.
     const fresh = new Transmission(
-      { stats: newStats(), structuredReplies: true, extendedHeaders: false, adopt: () => false },
+      { stats: newStats(), adopt: () => false },
       { queued: () => {}, handshakeBytes: () => {} },
       engine.cookieFloor
     )
+    fresh.handshake.agreement.structuredReplies = true
     expect(fresh.startTransmission()).toBeUndefined()
     for (const p of adopted) fresh.replay(p)
     expect(fresh.takeCookie()).toBe(3)

@@ -1,5 +1,5 @@
 /**
- * Records the transcripts under transcripts/: for each peer, runs the session (session.ts) through a
+ * Records the transcripts under packages/core/test/transcripts/: for each peer, runs the session (session.ts) through a
  * recording proxy on a Unix socket between our client and the server, and writes every exchange (each client
  * message and the bytes the server sent back before the next one) as hex JSON, with what the session returned.
  *

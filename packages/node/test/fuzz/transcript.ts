@@ -49,7 +49,8 @@ const packageRoot = (): string => {
 /** The sources' fuzz directory, whether this runs from the sources (vitest) or compiled (build/fuzz). */
 export const fuzzDirectory = (): string => Path.join(packageRoot(), "test", "fuzz")
 
-export const transcriptsDirectory = (): string => Path.join(fuzzDirectory(), "transcripts")
+/** The recorded transcripts live with the core package, whose engine tests replay them with no socket. */
+export const transcriptsDirectory = (): string => Path.join(packageRoot(), "..", "core", "test", "transcripts")
 
 export const encodeTranscript = (t: Transcript): TranscriptJson => ({
   name: t.name,

@@ -83,7 +83,7 @@ export const read = (
 
 export const autoPayloadLen = (impl: HandleImpl, flags: number): number => {
   if ((impl.settings.strictMode & Protocol.Strict.AUTO_FLAG) === 0) return flags
-  return impl.extendedHeaders ? flags | Protocol.CmdFlag.PAYLOAD_LEN : flags & ~Protocol.CmdFlag.PAYLOAD_LEN
+  return impl.agreement.extendedHeaders ? flags | Protocol.CmdFlag.PAYLOAD_LEN : flags & ~Protocol.CmdFlag.PAYLOAD_LEN
 }
 
 /** A write; PAYLOAD_LEN follows what the connection negotiated, so it is decided when the effect runs. */
@@ -151,7 +151,13 @@ export const blockStatusCollector = (
   offset: number | bigint,
   count: number | bigint
 ) =>
-  blockStatusInternal.makeCollector(impl.metaContexts, impl.info?.size ?? 0n, operation, Number(offset), Number(count))
+  blockStatusInternal.makeCollector(
+    impl.agreement.metaContexts,
+    impl.agreement.info?.size ?? 0n,
+    operation,
+    Number(offset),
+    Number(count)
+  )
 
 /** Block status over every negotiated context, with a fresh entry list each time the effect runs. */
 export const blockStatusOf = (
@@ -189,8 +195,8 @@ export const blockStatusFiltered = (
     const strict = impl.settings.strictMode
     let flags = options.flags ?? 0
     if (strict & Protocol.Strict.AUTO_FLAG) flags |= Protocol.CmdFlag.PAYLOAD_LEN
-    if (impl.info !== undefined && strict & Protocol.Strict.COMMANDS) {
-      if (!impl.extendedHeaders)
+    if (impl.agreement.info !== undefined && strict & Protocol.Strict.COMMANDS) {
+      if (!impl.agreement.extendedHeaders)
         return Effect.fail(
           new NbdError.UnsupportedError({
             errno: "ENOTSUP",
@@ -198,19 +204,19 @@ export const blockStatusFiltered = (
             message: "server does not support extended headers"
           })
         )
-      if ((impl.info.flags & Protocol.TFlag.BLOCK_STATUS_PAYLOAD) === 0)
+      if ((impl.agreement.info.flags & Protocol.TFlag.BLOCK_STATUS_PAYLOAD) === 0)
         return Effect.fail(invalidArgument(operation, "server does not support the block status payload"))
     }
     const ids: Array<number> = []
     for (const name of contexts) {
-      const id = impl.metaValid
-        ? [...(impl.metaContexts ?? new Map<number, string>()).entries()].find(([, n]) => n === name)?.[0]
+      const id = impl.agreement.metaValid
+        ? [...(impl.agreement.metaContexts ?? new Map<number, string>()).entries()].find(([, n]) => n === name)?.[0]
         : undefined
       if (id === undefined) return Effect.fail(invalidArgument(operation, `context ${name} not negotiated`))
       ids.push(id)
     }
     const payloadLength = 8 + 4 * ids.length
-    if (payloadLength > payloadMaximum(impl.info))
+    if (payloadLength > payloadMaximum(impl.agreement.info))
       return Effect.fail(invalidArgument(operation, "filter set too large", "ERANGE"))
     const payload = new Uint8Array(payloadLength)
     const view = new DataView(payload.buffer)

@@ -55,13 +55,13 @@ const commandSupportError = (info: ExportInfo, h: HandleImpl, spec: CommandSpec)
       if (spec.flags & Protocol.CmdFlag.DF && !has(Protocol.TFlag.SEND_DF)) return notSupported("the DF flag")
       break
     case Protocol.Cmd.BLOCK_STATUS:
-      if (!h.structuredReplies)
+      if (!h.agreement.structuredReplies)
         return new NbdError.UnsupportedError({
           errno: "ENOTSUP",
           operation: op,
           message: "server does not support structured replies"
         })
-      if (!h.metaValid || h.metaContexts === undefined || h.metaContexts.size === 0)
+      if (!h.agreement.metaValid || h.agreement.metaContexts === undefined || h.agreement.metaContexts.size === 0)
         return new NbdError.UnsupportedError({
           errno: "ENOTSUP",
           operation: op,
@@ -73,7 +73,10 @@ const commandSupportError = (info: ExportInfo, h: HandleImpl, spec: CommandSpec)
   if (writesData(spec.type) && has(Protocol.TFlag.READ_ONLY))
     return invalidArgument(op, "server does not support write operations", "EPERM")
   if (spec.flags & Protocol.CmdFlag.FUA && !has(Protocol.TFlag.SEND_FUA)) return notSupported("the FUA flag")
-  if (spec.type === Protocol.Cmd.WRITE && ((spec.flags & Protocol.CmdFlag.PAYLOAD_LEN) !== 0) !== h.extendedHeaders)
+  if (
+    spec.type === Protocol.Cmd.WRITE &&
+    ((spec.flags & Protocol.CmdFlag.PAYLOAD_LEN) !== 0) !== h.agreement.extendedHeaders
+  )
     return invalidArgument(op, "incorrect setting for PAYLOAD_LEN flag")
   return undefined
 }
@@ -82,7 +85,7 @@ const commandSupportError = (info: ExportInfo, h: HandleImpl, spec: CommandSpec)
 const check = (h: HandleImpl, spec: CommandSpec, offset: number, count: number): NbdError.NbdError | undefined => {
   const strict = h.settings.strictMode
   const op = spec.operation
-  const info = h.info!
+  const info = h.agreement.info!
   if (strict & Protocol.Strict.COMMANDS) {
     const error = commandSupportError(info, h, spec)
     if (error !== undefined) return error
@@ -113,7 +116,7 @@ const check = (h: HandleImpl, spec: CommandSpec, offset: number, count: number):
       `request too large: maximum request size is ${Protocol.Limits.MAX_REQUEST_SIZE}`,
       "ERANGE"
     )
-  if (!h.extendedHeaders && count > 0xffffffff)
+  if (!h.agreement.extendedHeaders && count > 0xffffffff)
     return invalidArgument(op, "count is too large for a server without extended headers", "ERANGE")
   return undefined
 }

@@ -1,11 +1,11 @@
 import * as Effect from "effect/Effect"
 import * as HandleState from "../../HandleState.js"
 import * as NbdError from "../../NbdError.js"
-import * as Protocol from "../../Protocol.js"
 import { kill } from "../session/connect.js"
 import type { Connection } from "../session/connection.js"
 import { checkState, type HandleImpl } from "../session/handle.js"
 import * as handshake from "../session/handshake.js"
+import type { ExportEntry } from "../engine/handshake.js"
 
 // The bodies of the option-mode calls: one option at a time, while the handle negotiates.
 
@@ -17,10 +17,7 @@ const refusals: ReadonlySet<NbdError.NbdError["_tag"]> = new Set([
 ])
 
 /** An export the server lists. */
-export interface ExportEntry {
-  readonly name: string
-  readonly description: string
-}
+export type { ExportEntry } from "../engine/handshake.js"
 
 export const runOption = <A>(
   impl: HandleImpl,
@@ -51,29 +48,9 @@ export const runOption = <A>(
   })
 
 export const requireFixed = (impl: HandleImpl, operation: string): Effect.Effect<void, NbdError.NbdError> =>
-  impl.protocol === "newstyle" ? Effect.fail(handshake.notFixedNewstyle(operation)) : Effect.void
+  impl.agreement.protocol === "newstyle" ? Effect.fail(handshake.notFixedNewstyle(operation)) : Effect.void
 
 export const listExports = (
   impl: HandleImpl,
   conn: Connection
-): Effect.Effect<ReadonlyArray<ExportEntry>, NbdError.NbdError> =>
-  Effect.gen(function* () {
-    const { final, replies } = yield* handshake.exchange(impl, conn, Protocol.Opt.LIST, undefined, "nbd_opt_list")
-    if (final._tag === "Error") {
-      const error = handshake.optionErrorOf(impl, "nbd_opt_list", final)
-      return yield* Effect.fail(new NbdError.OptionError({ ...error, errno: "ENOTSUP" }))
-    }
-    const entries: Array<ExportEntry> = []
-    for (const reply of replies) {
-      if (reply._tag !== "Server")
-        return yield* Effect.fail(
-          new NbdError.ProtocolError({
-            errno: "",
-            operation: "nbd_opt_list",
-            message: "handshake: unexpected option reply type to NBD_OPT_LIST"
-          })
-        )
-      entries.push({ name: reply.name, description: reply.description })
-    }
-    return entries
-  })
+): Effect.Effect<ReadonlyArray<ExportEntry>, NbdError.NbdError> => handshake.listExports(impl, conn, "nbd_opt_list")

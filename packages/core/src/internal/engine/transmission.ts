@@ -9,6 +9,7 @@ import * as ClientCodec from "../../ClientCodec.js"
 import * as NbdError from "../../NbdError.js"
 import * as Protocol from "../../Protocol.js"
 import { Completion, failed, succeeded } from "./completion.js"
+import { type Agreement, Handshake } from "./handshake.js"
 import { END_OF_WRITES, type Outgoing } from "./outbox.js"
 import { bufferOf, type CommandRequest, commandProtocolError, type Pending, serverError } from "./pending.js"
 
@@ -22,11 +23,9 @@ export interface Stats {
   reconnects: number
 }
 
-/** What the engine needs of the handle that owns it: where to count, what was negotiated, who keeps orphans. */
+/** What the engine needs of the handle that owns it: where to count, and who keeps orphans. */
 export interface EngineHost {
   readonly stats: Stats
-  readonly structuredReplies: boolean
-  readonly extendedHeaders: boolean
   /**
    * Offered the commands still waiting when the connection ends, in the order they were queued: true when
    * the host keeps them for a reconnect to replay, false when they fail here with ENOTCONN.
@@ -43,7 +42,10 @@ export interface EngineEvents {
 }
 
 export class Transmission {
-  readonly handshake = new ClientCodec.HandshakeDecoder()
+  /** The handshake, which sends through this engine's queue and reads the bytes it receives first. */
+  readonly handshake: Handshake
+  /** What the handshake agreed: the reply format, and whether requests carry extended headers. */
+  private readonly agreement: Agreement
   replies: ClientCodec.ReplyDecoder | undefined = undefined
   readonly pending = new Map<number, Pending>()
   /** Commands queued or waiting for a reply. */
@@ -60,22 +62,30 @@ export class Transmission {
     firstCookie = 1
   ) {
     this.nextCookie = firstCookie
+    this.handshake = new Handshake({
+      send: (bytes) => this.send(bytes),
+      endWrites: () => this.endWrites(),
+      received: () => {
+        host.stats.chunksReceived += 1
+      }
+    })
+    this.agreement = this.handshake.agreement
   }
 
   /** Bytes from the server: handshake bytes are buffered, replies decoded and matched at once. */
   receive(chunk: Uint8Array): ClientCodec.DecodeError | undefined {
     this.host.stats.bytesReceived += chunk.length
     if (this.replies !== undefined) return this.replies.push(chunk)
-    this.handshake.push(chunk)
+    this.handshake.receive(chunk)
     this.events.handshakeBytes()
     return undefined
   }
 
   /** Switches to the transmission phase; bytes already buffered past the handshake are decoded at once. */
   startTransmission(): ClientCodec.DecodeError | undefined {
-    const mode: ClientCodec.ReplyMode = this.host.extendedHeaders
+    const mode: ClientCodec.ReplyMode = this.agreement.extendedHeaders
       ? "extended"
-      : this.host.structuredReplies
+      : this.agreement.structuredReplies
         ? "structured"
         : "simple"
     this.replies = new ClientCodec.ReplyDecoder(this.sink, mode)
@@ -137,7 +147,7 @@ export class Transmission {
     this.send(
       ClientCodec.encodeRequest(
         { flags: 0, type: Protocol.Cmd.DISC, cookie, offset: 0, length: 0 },
-        this.host.extendedHeaders
+        this.agreement.extendedHeaders
       )
     )
     this.endWrites()
@@ -169,7 +179,7 @@ export class Transmission {
       sent: false,
       abandoned: false,
       cancelled: false,
-      request: ClientCodec.encodeRequest(header, this.host.extendedHeaders),
+      request: ClientCodec.encodeRequest(header, this.agreement.extendedHeaders),
       payload: command.payload,
       restart: command.restart,
       operation: command.operation,
@@ -263,7 +273,7 @@ export class Transmission {
       const p = cookie === undefined ? undefined : this.pending.get(cookie)
       if (p === undefined) {
         // A successful simple reply to a read we don't know may carry data of unknown length.
-        if (error !== 0 || this.host.structuredReplies) return { length: 0, target: undefined }
+        if (error !== 0 || this.agreement.structuredReplies) return { length: 0, target: undefined }
         return new ClientCodec.DecodeError({ errno: "EPROTO", message: "no matching cookie found for server reply" })
       }
       if (error !== 0) {
@@ -272,7 +282,7 @@ export class Transmission {
         return { length: 0, target: undefined }
       }
       if (p.type === Protocol.Cmd.READ) {
-        if (this.host.structuredReplies) {
+        if (this.agreement.structuredReplies) {
           this.setError(p, commandProtocolError(p, "server sent a simple reply to a read with structured replies on"))
           this.complete(p)
           return { length: 0, target: undefined }
@@ -348,7 +358,7 @@ export class Transmission {
         return this.onErrorChunk(p, header.type, payload)
       case Protocol.ReplyType.BLOCK_STATUS:
       case Protocol.ReplyType.BLOCK_STATUS_EXT: {
-        const expected = this.host.extendedHeaders
+        const expected = this.agreement.extendedHeaders
           ? Protocol.ReplyType.BLOCK_STATUS_EXT
           : Protocol.ReplyType.BLOCK_STATUS
         if (p.onBlockStatus === undefined || header.type !== expected) {

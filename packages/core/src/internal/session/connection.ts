@@ -281,26 +281,21 @@ export class Connection {
     return Effect.ignore(Effect.timeout(Effect.interruptible(Fiber.await(writer)), timeout))
   }
 
-  /** Waits until `decode` yields a message from the handshake bytes, or the connection ends. */
-  awaitMessage<A>(decode: () => A | ClientCodec.DecodeError | undefined): Effect.Effect<A, NbdError.NbdError> {
-    const attempt = (): Exit.Exit<A, NbdError.NbdError> | undefined => {
-      const result = decode()
-      if (result instanceof ClientCodec.DecodeError)
-        return Exit.fail(
-          new NbdError.ProtocolError({ errno: result.errno, operation: "handshake", message: result.message })
-        )
-      if (result !== undefined) {
-        this.h.stats.chunksReceived += 1
-        return Exit.succeed(result)
+  /**
+   * Waits until bytes arrive for the handshake that it has not looked at yet (at once if some already have),
+   * or fails once the connection has ended.
+   */
+  readonly awaitHandshakeBytes: Effect.Effect<void, NbdError.NbdError> = Effect.async<void, NbdError.NbdError>(
+    (resume) => {
+      const ready = (): Exit.Exit<void, NbdError.NbdError> | undefined => {
+        if (this.engine.handshake.unread) return Exit.void
+        if (this.ended !== undefined) return Exit.fail(this.ended.error ?? disconnected())
+        return undefined
       }
-      if (this.ended !== undefined) return Exit.fail(this.ended.error ?? disconnected())
-      return undefined
-    }
-    return Effect.async<A, NbdError.NbdError>((resume) => {
-      const now = attempt()
+      const now = ready()
       if (now !== undefined) return resume(now)
       this.wake = () => {
-        const later = attempt()
+        const later = ready()
         if (later !== undefined) {
           this.wake = undefined
           resume(later)
@@ -309,8 +304,8 @@ export class Connection {
       return Effect.sync(() => {
         this.wake = undefined
       })
-    })
-  }
+    }
+  )
 
   /** Switches the engine to the transmission phase; bytes already buffered are decoded at once. */
   startTransmission(): Effect.Effect<void, NbdError.NbdError> {

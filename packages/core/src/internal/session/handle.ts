@@ -15,6 +15,7 @@ import type * as Transport from "../../Transport.js"
 import type { Connection, Host, Pending, Stats } from "./connection.js"
 import type { StateCell } from "./stateCell.js"
 import * as TlsPriority from "../../TlsPriority.js"
+import { type Agreement, emptyAgreement, type ExportInfo } from "../engine/handshake.js"
 
 export type TlsMode = "disable" | "allow" | "require"
 
@@ -57,6 +58,8 @@ export interface Settings {
  * in their order, and the signal new commands wait on.
  */
 export interface Recovery {
+  /** What the dropped connection agreed: a reconnect must find the same export. */
+  readonly agreement: Agreement
   readonly waiting: Array<Pending>
   /** Succeeds once the waiting commands are replayed; fails (operation "reconnect") when the handle gives up. */
   readonly ready: Deferred.Deferred<void, NbdError.NbdError>
@@ -74,13 +77,7 @@ export const stranded = (error: NbdError.NbdError, operation: string): NbdError.
 
 export type BlockSizes = Protocol.BlockSizes
 
-export interface ExportInfo {
-  size: bigint
-  flags: number
-  blockSizes: BlockSizes | undefined
-  canonicalName: string | undefined
-  description: string | undefined
-}
+export type { Agreement, ExportInfo, ProtocolName } from "../engine/handshake.js"
 
 export type { Stats } from "./connection.js"
 
@@ -93,8 +90,6 @@ export const tlsSettings = (s: Settings): Transport.TlsSettings => ({
   pskFile: s.tlsPskFile,
   priority: s.tlsPriority
 })
-
-export type ProtocolName = "oldstyle" | "newstyle" | "newstyle-fixed"
 
 let handleCounter = 0
 
@@ -112,22 +107,10 @@ export class HandleImpl implements Host, Inspectable.Inspectable {
   /** Settles when the handshake begun by a connect ends; undefined before any connect. */
   handshakeDone: Deferred.Deferred<void, NbdError.NbdError> | undefined = undefined
   connection: Connection | undefined = undefined
-  protocol: ProtocolName | undefined = undefined
-  handshakeFlags: number | undefined = undefined
-  structuredReplies = false
-  extendedHeaders = false
-  tlsNegotiated = false
   /** What the transport that connected the handle offers: TLS, its address, its subprocess. */
   transport: Transport.Service | undefined = undefined
-  info: ExportInfo | undefined = undefined
-  /** Negotiated meta contexts by id, or undefined when no SET_META_CONTEXT has succeeded. */
-  metaContexts: Map<number, string> | undefined = undefined
-  /**
-   * libnbd's meta_valid: the negotiated contexts may be trusted. Set by a successful SET_META_CONTEXT, or by
-   * INFO/GO when contexts were requested but structured replies are off or none were added; cleared when
-   * the export name changes, INFO/GO fails, a SET begins, or STARTTLS succeeds.
-   */
-  metaValid = false
+  /** What a handle that never connected has agreed to: nothing. */
+  private readonly unconnected: Agreement = emptyAgreement()
   /** Whether a fiber is logging this handle's state changes (debug on). */
   stateWatched = false
   readonly stats: Stats = { bytesSent: 0, chunksSent: 0, bytesReceived: 0, chunksReceived: 0, reconnects: 0 }
@@ -179,6 +162,14 @@ export class HandleImpl implements Host, Inspectable.Inspectable {
     }
   }
 
+  /**
+   * What the server agreed to, held by the handshake of the connection: while a reconnect is under way, what
+   * the dropped connection agreed (the export the waiting commands were checked against).
+   */
+  get agreement(): Agreement {
+    return this.recovery?.agreement ?? this.connection?.engine.handshake.agreement ?? this.unconnected
+  }
+
   pipe() {
     // eslint-disable-next-line prefer-rest-params
     return pipeArguments(this, arguments)
@@ -214,6 +205,7 @@ export class HandleImpl implements Host, Inspectable.Inspectable {
     if (!HandleState.isConnected(this.state.now)) return false
     if (error !== undefined && error._tag !== "ConnectionError") return false
     this.recovery = {
+      agreement: this.agreement,
       waiting: [...waiting],
       ready: Deferred.unsafeMake<void, NbdError.NbdError>(FiberId.none),
       started: false,
@@ -317,8 +309,8 @@ export const stateDenied = (
 
 /** The export info, or EINVAL when the server has not sent it yet. */
 export const requireInfo = (h: HandleImpl, operation: string): Effect.Effect<ExportInfo, NbdError.InvalidStateError> =>
-  h.info !== undefined
-    ? Effect.succeed(h.info)
+  h.agreement.info !== undefined
+    ? Effect.succeed(h.agreement.info)
     : Effect.fail(
         new NbdError.InvalidStateError({
           errno: "EINVAL",
@@ -327,28 +319,9 @@ export const requireInfo = (h: HandleImpl, operation: string): Effect.Effect<Exp
         })
       )
 
-/** Validates the advertised block sizes as libnbd does; invalid ones are ignored, not an error. */
-export const acceptBlockSizes = (sizes: BlockSizes): BlockSizes | undefined => {
-  const isPow2 = (n: number) => n > 0 && (n & (n - 1)) === 0
-  const { maximum, minimum, preferred } = sizes
-  if (!isPow2(minimum) || minimum > 65536) return undefined
-  if (!isPow2(preferred) || preferred < 512 || preferred < minimum) return undefined
-  if (maximum < preferred || (maximum % minimum !== 0 && maximum !== 0xffffffff)) return undefined
-  return sizes
-}
-
 /** libnbd's payload maximum: the advertised maximum clamped to [1 MiB, 64 MiB], else 32 MiB. */
 export const payloadMaximum = (info: ExportInfo | undefined): number => {
   const max = info?.blockSizes?.maximum
   if (max === undefined) return Protocol.Limits.DEFAULT_PAYLOAD_MAX
   return Math.min(Protocol.Limits.MAX_REQUEST_SIZE, Math.max(1024 * 1024, max))
-}
-
-/** Fixes up the flags of an export as libnbd does when it learns them. */
-export const normaliseFlags = (h: HandleImpl, flags: number): number => {
-  let f = flags
-  if (!h.structuredReplies) f &= ~Protocol.TFlag.SEND_DF
-  if (!h.extendedHeaders) f &= ~Protocol.TFlag.BLOCK_STATUS_PAYLOAD
-  if ((f & Protocol.TFlag.SEND_WRITE_ZEROES) === 0) f &= ~Protocol.TFlag.SEND_FAST_ZERO
-  return f
 }

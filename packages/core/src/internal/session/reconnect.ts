@@ -8,7 +8,7 @@ import * as HandleState from "../../HandleState.js"
 import * as NbdError from "../../NbdError.js"
 import { Connection, DISCONNECTED, FLUSH_ONLY } from "./connection.js"
 import { failed } from "../engine/completion.js"
-import type { HandleImpl, Recovery } from "./handle.js"
+import type { Agreement, HandleImpl, Recovery } from "./handle.js"
 import { stranded } from "./handle.js"
 import * as handshake from "./handshake.js"
 
@@ -30,47 +30,30 @@ export const isDrop = (error: NbdError.NbdError): boolean =>
   (error._tag === "ProtocolError" && error.reason === "Disconnected") ||
   (error._tag === "OptionError" && error.errno === "ESHUTDOWN")
 
-/** What must be the same after a reconnect for the waiting commands to mean what they meant. */
-interface Agreement {
-  readonly size: bigint
-  readonly flags: number
-  readonly structuredReplies: boolean
-  readonly extendedHeaders: boolean
-  readonly contexts: string
-}
-
-const agreementOf = (h: HandleImpl): Agreement => ({
-  size: h.info?.size ?? -1n,
-  flags: h.info?.flags ?? 0,
-  structuredReplies: h.structuredReplies,
-  extendedHeaders: h.extendedHeaders,
-  // Ids matter as much as names: the waiting block-status requests and their filters carry ids.
-  contexts: [...(h.metaContexts ?? new Map<number, string>()).entries()]
-    .sort(([a], [b]) => a - b)
-    .map(([id, name]) => `${id}:${name}`)
-    .join(",")
-})
-
-/** How the export differs, in words, or undefined when it is the same. */
+/**
+ * How the export differs between what the dropped connection agreed and what the new one agreed, in words,
+ * or undefined when the waiting commands still mean what they meant: the same size and flags, reply format
+ * and meta contexts.
+ */
 const difference = (before: Agreement, after: Agreement): string | undefined => {
-  if (before.size !== after.size) return `the export's size changed from ${before.size} to ${after.size}`
-  if (before.flags !== after.flags)
-    return `the export's flags changed from 0x${before.flags.toString(16)} to 0x${after.flags.toString(16)}`
+  const size = (a: Agreement) => a.info?.size ?? -1n
+  const flags = (a: Agreement) => a.info?.flags ?? 0
+  if (size(before) !== size(after)) return `the export's size changed from ${size(before)} to ${size(after)}`
+  if (flags(before) !== flags(after))
+    return `the export's flags changed from 0x${flags(before).toString(16)} to 0x${flags(after).toString(16)}`
   if (before.structuredReplies !== after.structuredReplies || before.extendedHeaders !== after.extendedHeaders)
     return "the server no longer negotiates the same reply format"
-  if (before.contexts !== after.contexts)
-    return `the negotiated meta contexts changed from [${before.contexts}] to [${after.contexts}]`
+  if (contextsOf(before) !== contextsOf(after))
+    return `the negotiated meta contexts changed from [${contextsOf(before)}] to [${contextsOf(after)}]`
   return undefined
 }
 
-/** Forgets what the last connection negotiated, so the handshake on the next one starts as the first did. */
-const forgetNegotiated = (h: HandleImpl): void => {
-  h.structuredReplies = false
-  h.extendedHeaders = false
-  h.tlsNegotiated = false
-  h.metaContexts = undefined
-  h.metaValid = false
-}
+/** The negotiated contexts, ids with names: the waiting block-status requests and their filters carry ids. */
+const contextsOf = (a: Agreement): string =>
+  [...(a.metaContexts ?? new Map<number, string>()).entries()]
+    .sort(([x], [y]) => x - y)
+    .map(([id, name]) => `${id}:${name}`)
+    .join(",")
 
 /** Ends a connection the handle will not use, without waiting for the server. */
 const discard = (conn: Connection, error: NbdError.NbdError | undefined): Effect.Effect<void> =>
@@ -89,14 +72,13 @@ const discard = (conn: Connection, error: NbdError.NbdError | undefined): Effect
 const attempt = (h: HandleImpl, recovery: Recovery, before: Agreement, firstCookie: number) =>
   Effect.gen(function* () {
     if (!HandleState.isConnecting(h.state.now)) yield* h.setState(HandleState.Connecting)
-    forgetNegotiated(h)
     if (h.connection !== undefined) yield* h.connection.stopped
     const conn = yield* Connection.start(h, h.socket!, h.scope, firstCookie)
     h.connection = conn
     yield* Effect.onExit(
       Effect.gen(function* () {
         yield* handshake.run(h, conn, OPERATION)
-        const changed = difference(before, agreementOf(h))
+        const changed = difference(before, conn.engine.handshake.agreement)
         if (changed !== undefined)
           return yield* Effect.fail(
             new NbdError.ExportChangedError({ errno: "ESTALE", operation: OPERATION, message: changed })
@@ -153,7 +135,7 @@ export const begin = (h: HandleImpl): Effect.Effect<void> =>
     if (recovery === undefined || recovery.started) return Effect.void
     recovery.started = true
     const dropped = h.connection?.ended?.error
-    const before = agreementOf(h)
+    const before = recovery.agreement
     const firstCookie = h.connection?.engine.cookieFloor ?? 1
     const schedule = h.settings.reconnect!
     const reconnect = Effect.gen(function* () {

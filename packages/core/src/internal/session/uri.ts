@@ -17,7 +17,7 @@ export const uriOf = (h: HandleImpl): string | undefined => {
   if (!s.tlsVerifyPeer) query.set("tls-verify-peer", "false")
   return NbdUri.format({
     transport: address,
-    tls: s.tls === "require" || h.tlsNegotiated,
+    tls: s.tls === "require" || h.agreement.tlsNegotiated,
     exportName: s.exportName,
     ...(s.tlsUsername === undefined ? {} : { username: s.tlsUsername }),
     query
