@@ -1,9 +1,8 @@
 import type * as Socket from "@effect/platform/Socket"
-import * as Deferred from "effect/Deferred"
+import type * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as Fiber from "effect/Fiber"
-import * as FiberId from "effect/FiberId"
 import * as Inspectable from "effect/Inspectable"
 import { pipeArguments } from "effect/Pipeable"
 import * as Option from "effect/Option"
@@ -15,6 +14,7 @@ import * as NbdError from "../../NbdError.js"
 import * as Protocol from "../../Protocol.js"
 import type * as Transport from "../../Transport.js"
 import type { Connection, Host, Pending, Stats } from "./connection.js"
+import { Completion } from "../engine/completion.js"
 import * as TlsPriority from "../../TlsPriority.js"
 
 export type TlsMode = "disable" | "allow" | "require"
@@ -59,8 +59,11 @@ export interface Settings {
  */
 export interface Recovery {
   readonly waiting: Array<Pending>
-  /** Succeeds once the waiting commands are replayed; fails (operation "reconnect") when the handle gives up. */
-  readonly ready: Deferred.Deferred<void, NbdError.NbdError>
+  /**
+   * Succeeds once the waiting commands are replayed; fails (operation "reconnect") when the handle gives up.
+   * A plain completion: a command submitted meanwhile (`commands.submit`) listens to it without a fiber.
+   */
+  readonly ready: Completion
   /** Set once the reconnect has begun: later ends (of the connections it tries) are its own to handle. */
   started: boolean
   /** The fiber that reconnects, once started. */
@@ -213,7 +216,7 @@ export class HandleImpl implements Host, Inspectable.Inspectable {
     if (error !== undefined && error._tag !== "ConnectionError") return false
     this.recovery = {
       waiting: [...waiting],
-      ready: Deferred.unsafeMake<void, NbdError.NbdError>(FiberId.none),
+      ready: new Completion(),
       started: false,
       fiber: undefined
     }
