@@ -1,7 +1,7 @@
 /**
  * The Effect driver of one connection's engine (`engine/transmission.ts`): a reader fiber feeds it what the
- * socket receives, a writer fiber (or, while the socket keeps up, a microtask) sends what it queues, and the
- * end of either ends the engine once. Everything the protocol decides is the engine's; this file only moves
+ * socket receives, one sender sends what it queues (a microtask with the transport's `tryWrite` while the
+ * socket keeps up, else the writer fiber), and the end of the reader or the writer ends the engine once. Everything the protocol decides is the engine's; this file only moves
  * bytes and wakes fibers.
  */
 import type * as Socket from "@effect/platform/Socket"
@@ -27,7 +27,7 @@ const EMPTY = new Uint8Array(0)
 /** How long an end that does not wait for the server lets the writer hand what is queued to the socket. */
 export const FLUSH_ONLY = Duration.millis(20)
 
-/** The most a direct write hands the transport at once (a bigger single item goes alone). */
+/** The most a flush hands the transport in one `tryWrite` (a bigger single item goes alone). */
 const DIRECT_BATCH_BYTES = 64 * 1024
 
 /** What a server that closes the connection in the middle of the handshake is reported with. */
