@@ -170,7 +170,7 @@ export interface Submitted {
    * the stream stays in step), the caller's buffer is never written again, and a reconnect does not replay it.
    * Always true: a command can always be stopped waiting for (as a transfer's `Started` says).
    */
-  readonly cancel: () => true
+  cancel(): true
 }
 
 /**
@@ -189,7 +189,7 @@ class Queued implements Submitted {
   get cookie(): number {
     return this.pending.cookie
   }
-  readonly cancel = (): true => {
+  cancel(): true {
     this.pending.completion.unlisten(this.listener)
     release(this.pending)
     return true
@@ -221,7 +221,7 @@ class Postponed implements Submitted {
     if (NbdError.isNbdError(submitted)) return this.onOutcome(failed(submitted))
     this.submitted = submitted
   }
-  readonly cancel = (): true => {
+  cancel(): true {
     if (this.submitted !== undefined) return this.submitted.cancel()
     this.ready.unlisten(this.resume)
     return true

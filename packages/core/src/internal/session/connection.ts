@@ -82,10 +82,11 @@ export interface Host extends EngineHost {
  * - `flush`: a microtask will send the queue with the transport's synchronous `tryWrite`;
  * - `writer`: the writer fiber sends it through the socket's writer (no `tryWrite`, the transport could not
  *   take it now, or the end of writes is next), until the queue is empty;
+ * - `writing`: the same, while a socket write has not returned (a peer that stopped reading holds it here);
  * - `drain`: the same, after a `tryWrite` left the transport over its high-water mark: the writer first waits
  *   until the socket has sent what it holds, so a peer that stops reading stops us writing.
  */
-type Sender = "idle" | "flush" | "writer" | "drain"
+type Sender = "idle" | "flush" | "writer" | "writing" | "drain"
 
 /**
  * One connection: its engine, a reader that feeds it, and one sender of what it queues.
@@ -151,11 +152,11 @@ export class Connection {
   }
 
   /**
-   * True while the writer fiber holds the queue: the transport could not take it at once (a peer that
-   * stopped reading holds it there).
+   * True while a write has not been taken by the socket: the writer's, or a flush's that left the transport
+   * over its high-water mark (a peer that stopped reading holds both).
    */
   get writing(): boolean {
-    return this.sender === "writer" || this.sender === "drain"
+    return this.sender === "writing" || this.sender === "drain"
   }
 
   /** A decoding error ends the run at once, as a failure the reader fiber handles (no fiber of its own). */
@@ -242,7 +243,9 @@ export class Connection {
           items.splice(0, framed.next)
           for (const chunk of framed.chunks) {
             self.h.stats.bytesSent += chunk.length
+            self.sender = "writing"
             yield* write(chunk)
+            self.sender = "writer"
           }
           if (framed.end) return
         }
@@ -256,7 +259,7 @@ export class Connection {
    * run, so the requests they queue in the meantime go out together.
    */
   private readonly handedOver: Effect.Effect<void> = Effect.async<void>((resume) => {
-    if (this.sender === "writer" || this.sender === "drain") return resume(Effect.void)
+    if (this.sender !== "idle" && this.sender !== "flush") return resume(Effect.void)
     this.resumeWriter = () => resume(Effect.void)
     return Effect.sync(() => {
       this.resumeWriter = undefined
