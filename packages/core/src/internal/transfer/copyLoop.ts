@@ -45,6 +45,11 @@ export interface CopyOptions {
  * first error, or a side's defect, stops new work; it is reported once everything in flight has settled, so
  * no buffer is reused under a running I/O. An interrupted copy stops waiting for NBD replies at once, and
  * waits for the I/O that cannot be stopped (file I/O) before it returns.
+ *
+ * Whatever the tracer, the copy runs the same way: its requests open no span (a span per request would only
+ * time its queueing, thousands per GiB), while the calls it makes (block status, flush) are spans under the
+ * caller's, as the side effects run in the caller's context. Debug output and metrics see every request
+ * (commands.submit's `Report`).
  */
 export const copyRandom = <E1, E2>(
   reader: Reader<E1>,
