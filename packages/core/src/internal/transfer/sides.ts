@@ -168,28 +168,28 @@ export class InFlight<E, A> {
   private get exit(): Exit.Exit<A, E> {
     return this.failure === undefined ? Exit.succeed(this.value as A) : Exit.failCause(this.failure)
   }
-  /** Waits until it has ended. */
-  private readonly ended: Effect.Effect<void> = Effect.async<void>((resume) => {
-    if (this.settled) return resume(Effect.void)
-    this.resume = () => resume(Effect.void)
-  })
   /** Waits for its outcome. */
   readonly wait: Effect.Effect<A, E> = Effect.async<A, E>((resume) => {
     if (this.settled) return resume(this.exit)
     this.resume = () => resume(this.exit)
     return this.abandon
   })
-  /** Stops it, or stops waiting for it; one that cannot be stopped is waited for. */
-  readonly abandon: Effect.Effect<void> = Effect.suspend(() => {
-    if (this.settled) return Effect.void
-    this.resume = undefined
-    if (this.started.cancel()) {
-      // Its `done` will not come: it ends here, as stopped.
-      this.settle(Cause.interrupt(FiberId.none))
-      return Effect.void
-    }
-    return this.ended
-  })
+  /** Stops it, or stops waiting for it; one that cannot be stopped is waited for. Made when asked for. */
+  get abandon(): Effect.Effect<void> {
+    return Effect.suspend(() => {
+      if (this.settled) return Effect.void
+      this.resume = undefined
+      if (this.started.cancel()) {
+        // Its `done` will not come: it ends here, as stopped.
+        this.settle(Cause.interrupt(FiberId.none))
+        return Effect.void
+      }
+      return Effect.async<void>((resume) => {
+        if (this.settled) return resume(Effect.void)
+        this.resume = () => resume(Effect.void)
+      })
+    })
+  }
 }
 
 /** Stops every I/O a transfer started and never awaited, waiting for those that cannot be stopped. */
