@@ -1,8 +1,8 @@
 /**
  * The Effect driver of one connection's engine (`engine/transmission.ts`): a reader fiber feeds it what the
  * socket receives, one sender sends what it queues (a microtask with the transport's `tryWrite` while the
- * socket keeps up, else the writer fiber), and the end of the reader or the writer ends the engine once. Everything the protocol decides is the engine's; this file only moves
- * bytes and wakes fibers.
+ * socket keeps up, else the writer fiber), and the end of the reader or the writer ends the engine once.
+ * Everything the protocol decides is the engine's; this file only moves bytes and wakes fibers.
  */
 import type * as Socket from "@effect/platform/Socket"
 import * as Cause from "effect/Cause"
