@@ -155,8 +155,7 @@ class Replay {
 
   /** Takes what the engine queued, as the driver's writer does. */
   private flush(): void {
-    const items = this.engine.queue
-    this.engine.queue = []
+    const items = this.engine.queue.splice(0)
     let at = 0
     while (at < items.length) {
       const framed = frame(items, at)

@@ -24,7 +24,7 @@ export interface Details {
 let native: Tracer.Tracer | undefined
 
 /** Effect's built-in tracer, which records spans nobody reads: with it installed, calls open no span. */
-export const nativeTracer = (): Tracer.Tracer => (native ??= Effect.runSync(Effect.tracer))
+const nativeTracer = (): Tracer.Tracer => (native ??= Effect.runSync(Effect.tracer))
 
 /**
  * The one wrapper every call runs through, in libnbd's order (generator/C.ml): what must come first (a read

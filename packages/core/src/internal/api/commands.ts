@@ -1,15 +1,15 @@
 import * as Cause from "effect/Cause"
-import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
-import { constVoid } from "effect/Function"
 import * as Option from "effect/Option"
+import * as Runtime from "effect/Runtime"
 import * as HandleState from "../../HandleState.js"
 import * as NbdError from "../../NbdError.js"
 import * as Protocol from "../../Protocol.js"
 import { invalidArgument, toNumber } from "./arguments.js"
 import * as debug from "./debug.js"
-import type { Outcome } from "../engine/completion.js"
+import * as metrics from "./metrics.js"
+import { type Completion, failed, type Outcome } from "../engine/completion.js"
 import { type CommandRequest, type Pending, release } from "../engine/pending.js"
 import { type ExportInfo, type HandleImpl, payloadMaximum, stranded } from "../session/handle.js"
 
@@ -159,82 +159,208 @@ const checked = (h: HandleImpl, spec: CommandSpec): Checked | NbdError.NbdError 
   return check(h, spec, offset, count) ?? { offset, count }
 }
 
-/** Hands a checked command to the connection's engine, which queues its request. */
-const enqueue = (h: HandleImpl, spec: CommandSpec, { count, offset }: Checked): Pending =>
-  h.connection!.engine.issue(spec, offset, count)
+/** How a submitted command ends, for its caller: called once, unless the caller cancels first. */
+export type OnOutcome = (outcome: Outcome) => void
+
+/**
+ * A command handed to `submit`, as its caller holds it.
+ */
+export interface Submitted {
+  /** Its cookie once it is queued; a command submitted during a reconnect is queued when the reconnect ends. */
+  readonly cookie: number | undefined
+  /**
+   * Stops waiting for it: `onOutcome` is not called after this, a late reply is still read and dropped (so
+   * the stream stays in step), the caller's buffer is never written again, and a reconnect does not replay it.
+   * Always true: a command can always be stopped waiting for (as a transfer's `Started` says).
+   */
+  cancel(): true
+}
+
+/**
+ * Where a caller outside the call wrapper (`call.ts`) has its commands reported as the wrapper would report
+ * the aio call: the runtime whose logger gets the debug messages and whose metrics count them. The copy's
+ * NBD sides pass the runtime they were made in; the wrapper's own commands pass none.
+ */
+export type Report = Runtime.Runtime<never>
+
+/** A command in the engine, with the caller's listener on its completion. */
+class Queued implements Submitted {
+  constructor(
+    private readonly pending: Pending,
+    private readonly listener: OnOutcome
+  ) {}
+  get cookie(): number {
+    return this.pending.cookie
+  }
+  cancel(): true {
+    this.pending.completion.unlisten(this.listener)
+    release(this.pending)
+    return true
+  }
+}
+
+/**
+ * A command submitted while the handle reconnects: it listens to the reconnect's end, then is submitted as
+ * any other (every check is made then, against what the new connection negotiated), or fails with the
+ * reconnect's error under its own name.
+ */
+class Postponed implements Submitted {
+  private submitted: Submitted | undefined = undefined
+  constructor(
+    private readonly h: HandleImpl,
+    private readonly spec: CommandSpec,
+    private readonly onOutcome: OnOutcome,
+    private readonly report: Report | undefined,
+    private readonly ready: Completion
+  ) {
+    ready.listen(this.resume)
+  }
+  get cookie(): number | undefined {
+    return this.submitted?.cookie
+  }
+  private readonly resume = (outcome: Outcome): void => {
+    if (!outcome.ok) return this.onOutcome(failed(stranded(outcome.error, this.spec.operation)))
+    const submitted = submit(this.h, this.spec, this.onOutcome, this.report)
+    if (NbdError.isNbdError(submitted)) return this.onOutcome(failed(submitted))
+    this.submitted = submitted
+  }
+  cancel(): true {
+    if (this.submitted !== undefined) return this.submitted.cancel()
+    this.ready.unlisten(this.resume)
+    return true
+  }
+}
+
+/**
+ * The one way a command is issued, without an effect: its checks (in libnbd's order), then its request
+ * queued on the connection's engine, and `onOutcome` called once it settles. Answers the command, with how
+ * to stop waiting for it, or the error of the first check that failed (then nothing is queued, and
+ * `onOutcome` is never called).
+ *
+ * While the handle reconnects, the command waits for the reconnect and is then checked and queued as usual;
+ * a check that fails then, or a reconnect that gives up, reaches `onOutcome`. With `report`, its debug
+ * messages and metrics run in that runtime (see `Report`).
+ *
+ * A copy's commands cost here what the engine allocates (the pending command and its request bytes), the
+ * `Submitted` and nothing else: no fiber, no effect, no microtask.
+ */
+export const submit = (
+  h: HandleImpl,
+  spec: CommandSpec,
+  onOutcome: OnOutcome,
+  report?: Report
+): Submitted | NbdError.NbdError => {
+  const recovery = h.recovery
+  if (recovery !== undefined) return new Postponed(h, spec, onOutcome, report, recovery.ready)
+  const reported = report !== undefined && (h.settings.debug || h.settings.metrics)
+  const began = reported ? performance.now() : 0
+  const ok = checked(h, spec)
+  if (reported && h.settings.metrics) count(report, spec, !NbdError.isNbdError(ok), performance.now() - began)
+  if (NbdError.isNbdError(ok)) return ok
+  const pending = h.connection!.engine.issue(spec, ok.offset, ok.count)
+  let listener = onOutcome
+  if (reported && h.settings.debug) {
+    Runtime.runSync(report, traceRequest(h, spec, BigInt(pending.cookie), ok.offset, ok.count))
+    listener = (outcome) => {
+      Runtime.runSync(
+        report,
+        debug.log(h, spec.operation, () => replyMessage(spec, pending.cookie, outcome))
+      )
+      onOutcome(outcome)
+    }
+  }
+  pending.completion.listen(listener)
+  return new Queued(pending, listener)
+}
+
+/** Counts a submitted command as the call wrapper counts an aio call: queued or refused, its bytes, its time. */
+const count = (report: Report, spec: CommandSpec, queued: boolean, millis: number): void =>
+  Runtime.runSync(report, metrics.record(spec.operation, queued, Number(spec.count), millis))
 
 /** An outcome as the exit an effect resumes with. */
 const exitOf = <A>(outcome: Outcome): Exit.Exit<A, NbdError.NbdError> =>
   outcome.ok ? Exit.succeed(outcome.value as A) : Exit.fail(outcome.error)
 
 /**
- * Suspends until the command settles. When the caller stops waiting, `pending` is released: its reply is
- * still read and dropped, and its buffer never written again.
+ * The effect side of a submitted command: its outcome once known and the fiber waiting for it. Waiting
+ * suspends once; a wait that is interrupted (or timed out) cancels the command, as `Submitted.cancel` says.
  */
-const awaitReply = <A>(pending: Pending): Effect.Effect<A, NbdError.NbdError> =>
-  Effect.async<A, NbdError.NbdError>((resume) => {
-    const completion = pending.completion
-    if (completion.outcome !== undefined) return resume(exitOf(completion.outcome))
-    const listener = (outcome: Outcome) => resume(exitOf(outcome))
-    completion.listen(listener)
+class Reply<A> {
+  outcome: Outcome | undefined = undefined
+  private resume: ((exit: Exit.Exit<A, NbdError.NbdError>) => void) | undefined = undefined
+  submitted: Submitted | undefined = undefined
+  readonly settle = (outcome: Outcome): void => {
+    this.outcome = outcome
+    const resume = this.resume
+    if (resume === undefined) return
+    this.resume = undefined
+    resume(exitOf(outcome))
+  }
+  readonly await: Effect.Effect<A, NbdError.NbdError> = Effect.async<A, NbdError.NbdError>((resume) => {
+    if (this.outcome !== undefined) return resume(exitOf(this.outcome))
+    if (this.submitted === undefined)
+      return resume(Exit.fail(invalidArgument(this.operation, "stopped waiting: an earlier wait was interrupted")))
+    this.resume = resume
     return Effect.sync(() => {
-      completion.unlisten(listener)
-      release(pending)
+      this.resume = undefined
+      this.submitted?.cancel()
+      this.submitted = undefined
     })
   })
+  constructor(private readonly operation: string) {}
+}
 
-/** Checks a command, queues its request and returns it with its cookie. Nothing is sent when a check fails. */
-export const issue = <A>(h: HandleImpl, spec: CommandSpec): Effect.Effect<Command<A>, NbdError.NbdError> =>
-  Effect.suspend(() => {
-    // While the handle reconnects, a new command waits for it, then goes through every check as usual.
-    const recovery = h.recovery
-    if (recovery !== undefined)
-      return Effect.zipRight(
-        Effect.mapError(Deferred.await(recovery.ready), (error) => stranded(error, spec.operation)),
-        issue<A>(h, spec)
-      )
-    const ok = checked(h, spec)
-    if (NbdError.isNbdError(ok)) return Effect.fail(ok)
-    const pending = enqueue(h, spec, ok)
-    const reply = awaitReply<A>(pending)
-    const cookie = pending.cookie
-    const command: Command<A> = {
-      cookie: BigInt(cookie),
-      await: h.settings.debug ? traceReply(h, spec, cookie, reply) : reply
-    }
-    return h.settings.debug
-      ? Effect.as(traceRequest(h, spec, command.cookie, ok.offset, ok.count), command)
-      : Effect.succeed(command)
+/** Waits for a reconnect under way to end; fails with its error, under the command's name, when it gives up. */
+const awaitRecovery = (ready: Completion, operation: string): Effect.Effect<void, NbdError.NbdError> =>
+  Effect.async<void, NbdError.NbdError>((resume) => {
+    const listener = (outcome: Outcome) =>
+      resume(outcome.ok ? Effect.void : Effect.fail(stranded(outcome.error, operation)))
+    ready.listen(listener)
+    return Effect.sync(() => ready.unlisten(listener))
   })
 
 /**
- * Issues a command without an effect, for the engine's own hot loops (a copy): `done` gets the outcome once.
- * Answers how to stop waiting (the reply is then dropped), or undefined when the command must take the
- * effect path instead: while the handle reconnects, or with debug output or metrics on.
+ * `submit` as an effect, for the calls: the command is checked and queued when the effect runs, and comes
+ * back with its cookie and the effect that waits for its reply. Nothing is sent when a check fails. While
+ * the handle reconnects, it waits for the reconnect first, so the command it returns is queued and has its
+ * cookie. With debug on, the request and its reply are logged.
  */
-export const issueDirect = (
+export const issue = <A>(h: HandleImpl, spec: CommandSpec): Effect.Effect<Command<A>, NbdError.NbdError> =>
+  Effect.suspend(() => {
+    const recovery = h.recovery
+    if (recovery !== undefined) return Effect.zipRight(awaitRecovery(recovery.ready, spec.operation), issue<A>(h, spec))
+    const reply = new Reply<A>(spec.operation)
+    const submitted = submit(h, spec, reply.settle)
+    if (NbdError.isNbdError(submitted)) return Effect.fail(submitted)
+    reply.submitted = submitted
+    // Not reconnecting, so queued at once: the cookie is known.
+    const cookie = submitted.cookie!
+    if (!h.settings.debug) return Effect.succeed<Command<A>>({ cookie: BigInt(cookie), await: reply.await })
+    const command: Command<A> = { cookie: BigInt(cookie), await: traceReply(h, spec, cookie, reply.await) }
+    return Effect.as(traceRequest(h, spec, command.cookie, spec.offset, spec.count), command)
+  })
+
+const traceRequest = (
   h: HandleImpl,
   spec: CommandSpec,
-  done: (exit: Exit.Exit<unknown, NbdError.NbdError>) => void
-): (() => void) | undefined => {
-  if (h.recovery !== undefined || h.settings.debug || h.settings.metrics) return undefined
-  const ok = checked(h, spec)
-  if (NbdError.isNbdError(ok)) {
-    done(Exit.fail(ok))
-    return constVoid
-  }
-  const pending = enqueue(h, spec, ok)
-  pending.completion.listen((outcome) => done(exitOf(outcome)))
-  return () => release(pending)
-}
-
-const traceRequest = (h: HandleImpl, spec: CommandSpec, cookie: bigint, offset: number, count: number) =>
+  cookie: bigint,
+  offset: number | bigint,
+  count: number | bigint
+) =>
   debug.log(
     h,
     spec.operation,
     () =>
       `sending ${Protocol.commandName(spec.type)} cookie=${cookie} offset=${offset} count=${count} flags=0x${spec.flags.toString(16)}`
   )
+
+/** What the debug output says of a command's outcome. */
+const replyMessage = (spec: CommandSpec, cookie: number, outcome: Outcome): string => {
+  const what = `${Protocol.commandName(spec.type)} cookie=${cookie}`
+  return outcome.ok
+    ? `received reply to ${what}: success`
+    : `received reply to ${what}: ${NbdError.format(outcome.error)}`
+}
 
 /** Logs the reply to a command as its caller receives it. */
 const traceReply = <A>(

@@ -48,3 +48,14 @@ export const observe = <A, E, R>(call: string, effect: Effect.Effect<A, E, R>, b
     )
   )
 }
+
+/** Counts one call of `call` that took `millis`, as `observe` would have: its outcome, and `bytes` when it succeeded. */
+export const record = (call: string, success: boolean, bytes: number, millis: number): Effect.Effect<void> => {
+  const metrics = tagged(call)
+  return Effect.zipRight(
+    Metric.update(metrics.duration, Duration.millis(millis)),
+    success
+      ? Effect.zipRight(Metric.increment(metrics.success), Metric.incrementBy(metrics.bytes, bytes))
+      : Metric.increment(metrics.failure)
+  )
+}

@@ -51,7 +51,7 @@ export class Transmission {
   /** Commands queued or waiting for a reply. */
   inFlight = 0
   /** What is still to be sent, in order: the driver takes from the front. */
-  queue: Array<Outgoing> = []
+  readonly queue: Array<Outgoing> = []
   private nextCookie: number
   private disconnecting = false
   private writesEnded = false

@@ -1,8 +1,8 @@
 /**
  * The Effect driver of one connection's engine (`engine/transmission.ts`): a reader fiber feeds it what the
- * socket receives, a writer fiber (or, while the socket keeps up, a microtask) sends what it queues, and the
- * end of either ends the engine once. Everything the protocol decides is the engine's; this file only moves
- * bytes and wakes fibers.
+ * socket receives, one sender sends what it queues (a microtask with the transport's `tryWrite` while the
+ * socket keeps up, else the writer fiber), and the end of the reader or the writer ends the engine once.
+ * Everything the protocol decides is the engine's; this file only moves bytes and wakes fibers.
  */
 import type * as Socket from "@effect/platform/Socket"
 import * as Cause from "effect/Cause"
@@ -15,7 +15,7 @@ import type * as Scope from "effect/Scope"
 import * as ClientCodec from "../../ClientCodec.js"
 import * as NbdError from "../../NbdError.js"
 import type * as Transport from "../../Transport.js"
-import { END_OF_WRITES, frame, type Outgoing, unframe } from "../engine/outbox.js"
+import { END_OF_WRITES, frame, unframe } from "../engine/outbox.js"
 import { type EngineHost, type Stats, Transmission } from "../engine/transmission.js"
 
 export type { Pending, ReadChunk } from "../engine/pending.js"
@@ -27,7 +27,7 @@ const EMPTY = new Uint8Array(0)
 /** How long an end that does not wait for the server lets the writer hand what is queued to the socket. */
 export const FLUSH_ONLY = Duration.millis(20)
 
-/** The most a direct write hands the transport at once (a bigger single item goes alone). */
+/** The most a flush hands the transport in one `tryWrite` (a bigger single item goes alone). */
 const DIRECT_BATCH_BYTES = 64 * 1024
 
 /** What a server that closes the connection in the middle of the handshake is reported with. */
@@ -77,23 +77,31 @@ export interface Host extends EngineHost {
 }
 
 /**
- * One connection: its engine, a reader that feeds it, and a writer that sends what it queues.
+ * Who sends what the engine queues next. One field, so the two ways of writing never both run:
+ * - `idle`: nothing is being sent; the next item queued schedules a flush (or hands over to the writer);
+ * - `flush`: a microtask will send the queue with the transport's synchronous `tryWrite`;
+ * - `writer`: the writer fiber sends it through the socket's writer (no `tryWrite`, the transport could not
+ *   take it now, or the end of writes is next), until the queue is empty;
+ * - `writing`: the same, while a socket write has not returned (a peer that stopped reading holds it here);
+ * - `drain`: the same, after a `tryWrite` left the transport over its high-water mark: the writer first waits
+ *   until the socket has sent what it holds, so a peer that stops reading stops us writing.
+ */
+type Sender = "idle" | "flush" | "writer" | "writing" | "drain"
+
+/**
+ * One connection: its engine, a reader that feeds it, and one sender of what it queues.
  */
 export class Connection {
   readonly engine: Transmission
-  /** Set while the writer's socket write is in progress. */
-  private writerWriting = false
   /** Set once the reader has stopped: the error it stopped with, or undefined for a clean end. */
   ended: { readonly error: NbdError.NbdError | undefined } | undefined = undefined
   readonly endedSignal: Deferred.Deferred<void>
   private wake: (() => void) | undefined = undefined
-  /** Set while the writer sleeps with nothing to send: the next item queued wakes it. */
-  private wakeWriter: (() => void) | undefined = undefined
+  private sender: Sender = "idle"
+  /** Resumes the writer fiber, while it waits for the queue to be handed over. */
+  private resumeWriter: (() => void) | undefined = undefined
   /** The transport's synchronous write, when it has one. */
   private readonly tryWrite: Transport.TryWrite | undefined
-  private flushScheduled = false
-  /** A direct write left the socket over its high-water mark: the writer waits for it to drain. */
-  private directBlocked = false
   private readerFiber: Fiber.RuntimeFiber<void> | undefined
   private writerFiber: Fiber.RuntimeFiber<void> | undefined
 
@@ -104,11 +112,7 @@ export class Connection {
   ) {
     this.endedSignal = endedSignal
     this.tryWrite = h.transport?.tryWrite
-    this.engine = new Transmission(
-      h,
-      { queued: (item) => this.queued(item), handshakeBytes: () => this.wake?.() },
-      firstCookie
-    )
+    this.engine = new Transmission(h, { queued: () => this.queued(), handshakeBytes: () => this.wake?.() }, firstCookie)
   }
 
   /**
@@ -148,11 +152,11 @@ export class Connection {
   }
 
   /**
-   * True while a write has not been taken by the kernel: the writer's, or a direct write that left the
-   * socket over its high-water mark (a peer that stopped reading holds both).
+   * True while a write has not been taken by the socket: the writer's, or a flush's that left the transport
+   * over its high-water mark (a peer that stopped reading holds both).
    */
   get writing(): boolean {
-    return this.writerWriting || this.directBlocked
+    return this.sender === "writing" || this.sender === "drain"
   }
 
   /** A decoding error ends the run at once, as a failure the reader fiber handles (no fiber of its own). */
@@ -161,78 +165,38 @@ export class Connection {
     if (error !== undefined) return Exit.fail(error)
   }
 
-  private writeLoop(
-    write: (chunk: Uint8Array) => Effect.Effect<void, Socket.SocketError>
-  ): Effect.Effect<void, Socket.SocketError> {
-    const self = this
-    return Effect.gen(function* () {
-      while (true) {
-        yield* self.nextBatch
-        const items = self.engine.queue
-        self.engine.queue = []
-        // The direct path left the socket over its high-water mark: wait until what it took is sent.
-        if (self.directBlocked) yield* write(EMPTY)
-        // One write is framed at a time, so a command abandoned while an earlier write waits is never sent.
-        let at = 0
-        while (at < items.length) {
-          const framed = frame(items, at)
-          for (const chunk of framed.chunks) yield* self.writeGroup(write, chunk)
-          if (framed.end) return
-          at = framed.next
-        }
-        self.directBlocked = false
-      }
-    })
+  /**
+   * The engine queued an item. An idle sender starts: a flush from a microtask when the transport can write
+   * at once, so the items queued in one turn of the event loop go out together with no fiber step; the
+   * writer fiber otherwise. A busy sender takes the item with the rest.
+   */
+  private queued(): void {
+    if (this.sender !== "idle") return
+    if (this.tryWrite === undefined) return this.handOver("writer")
+    this.sender = "flush"
+    queueMicrotask(this.flush)
+  }
+
+  /** Gives the queue to the writer fiber. */
+  private handOver(sender: "writer" | "drain"): void {
+    this.sender = sender
+    const resume = this.resumeWriter
+    if (resume === undefined) return
+    this.resumeWriter = undefined
+    resume()
   }
 
   /**
-   * Resumes once something is queued, or the direct path needs the socket drained. The writer wakes after
-   * the fibers already scheduled have run, so the requests they queue in the meantime go out together.
+   * Writes the queue straight to the transport, about DIRECT_BATCH_BYTES at a time (a bigger single item
+   * goes alone), one batch framed at a time, while the transport keeps up. The rest goes to the writer: the
+   * end of writes, what the transport could not take now (a TLS switch, a closed socket), and everything
+   * after a batch that left it over its high-water mark (the writer waits for the socket to drain first).
    */
-  private readonly nextBatch: Effect.Effect<void> = Effect.async<void>((resume) => {
-    if (this.engine.queue.length > 0 || this.directBlocked) return resume(Effect.void)
-    this.wakeWriter = () => resume(Effect.void)
-    return Effect.sync(() => {
-      this.wakeWriter = undefined
-    })
-  })
-
-  /**
-   * The engine queued an item. While the writer sleeps and the transport can write at once, the items queued
-   * in one turn of the event loop go out together from a microtask, with no fiber step; otherwise the writer
-   * wakes.
-   */
-  private queued(item: Outgoing): void {
-    if (this.wakeWriter === undefined) return
-    if (this.tryWrite !== undefined && !this.directBlocked && item !== END_OF_WRITES) {
-      if (!this.flushScheduled) {
-        this.flushScheduled = true
-        queueMicrotask(this.flushDirect)
-      }
-      return
-    }
-    this.wakeTheWriter()
-  }
-
-  private wakeTheWriter(): void {
-    const wake = this.wakeWriter
-    if (wake === undefined) return
-    this.wakeWriter = undefined
-    wake()
-  }
-
-  /**
-   * Writes what is queued straight to the transport, about DIRECT_BATCH_BYTES at a time, while it keeps up.
-   * Once it is over its high-water mark, or cannot write now, the rest is left to the writer: requests stay
-   * queued, unsent, until the socket has room, as they do with the writer.
-   */
-  private readonly flushDirect = (): void => {
-    this.flushScheduled = false
-    const tryWrite = this.tryWrite
-    if (tryWrite === undefined) return
-    while (this.wakeWriter !== undefined && !this.directBlocked && this.engine.queue.length > 0) {
-      const items = this.engine.queue
-      if (items[0] === END_OF_WRITES) return this.wakeTheWriter()
+  private readonly flush = (): void => {
+    const tryWrite = this.tryWrite!
+    const items = this.engine.queue
+    while (items.length > 0 && this.ended === undefined) {
+      if (items[0] === END_OF_WRITES) return this.handOver("writer")
       const chunks: Array<Uint8Array> = []
       let bytes = 0
       let at = 0
@@ -246,32 +210,61 @@ export class Connection {
       }
       const outcome = chunks.length === 0 ? "taken" : tryWrite(chunks)
       if (outcome === "unavailable") {
-        // Nothing was written (a TLS switch, a closed socket): the writer sends it, or reports why it cannot.
+        // Nothing was written: the writer sends it, or reports why it cannot.
         unframe(items, at)
-        return this.wakeTheWriter()
+        return this.handOver("writer")
       }
       items.splice(0, at)
       this.h.stats.bytesSent += bytes
-      if (outcome === "full") {
-        this.directBlocked = true
-        return this.wakeTheWriter()
-      }
+      if (outcome === "full") return this.handOver("drain")
     }
+    this.sender = "idle"
   }
 
-  private writeGroup(
-    write: (chunk: Uint8Array) => Effect.Effect<void, Socket.SocketError>,
-    bytes: Uint8Array
+  /**
+   * The writer fiber: sleeps until the queue is handed over, then sends it through the socket's writer,
+   * framing one write at a time so a command abandoned while an earlier write waits is never sent, until
+   * the queue is empty (the sender is idle again) or the end of writes is sent (the writer's scope then
+   * shuts the write side).
+   */
+  private writeLoop(
+    write: (chunk: Uint8Array) => Effect.Effect<void, Socket.SocketError>
   ): Effect.Effect<void, Socket.SocketError> {
-    this.writerWriting = true
-    this.h.stats.bytesSent += bytes.length
-    return Effect.ensuring(
-      write(bytes),
-      Effect.sync(() => {
-        this.writerWriting = false
-      })
-    )
+    const self = this
+    return Effect.gen(function* () {
+      while (true) {
+        yield* self.handedOver
+        // A flush left the socket over its high-water mark: wait until what it took is sent.
+        if (self.sender === "drain") yield* write(EMPTY)
+        self.sender = "writer"
+        const items = self.engine.queue
+        while (items.length > 0) {
+          const framed = frame(items, 0)
+          items.splice(0, framed.next)
+          for (const chunk of framed.chunks) {
+            self.h.stats.bytesSent += chunk.length
+            self.sender = "writing"
+            yield* write(chunk)
+            self.sender = "writer"
+          }
+          if (framed.end) return
+        }
+        self.sender = "idle"
+      }
+    })
   }
+
+  /**
+   * Resumes once the queue is handed over to the writer. It wakes after the fibers already scheduled have
+   * run, so the requests they queue in the meantime go out together.
+   */
+  private readonly handedOver: Effect.Effect<void> = Effect.async<void>((resume) => {
+    if (this.sender !== "idle" && this.sender !== "flush") return resume(Effect.void)
+    this.resumeWriter = () => resume(Effect.void)
+    return Effect.sync(() => {
+      this.resumeWriter = undefined
+    })
+  })
 
   /** Waits, at most `timeout`, for the writer to send everything queued once the write side is ending. */
   drain(timeout: Duration.DurationInput): Effect.Effect<void> {

@@ -1,9 +1,8 @@
 import type * as Socket from "@effect/platform/Socket"
-import * as Deferred from "effect/Deferred"
+import type * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as Fiber from "effect/Fiber"
-import * as FiberId from "effect/FiberId"
 import * as Inspectable from "effect/Inspectable"
 import { pipeArguments } from "effect/Pipeable"
 import type * as Schedule from "effect/Schedule"
@@ -14,6 +13,7 @@ import * as Protocol from "../../Protocol.js"
 import type * as Transport from "../../Transport.js"
 import type { Connection, Host, Pending, Stats } from "./connection.js"
 import type { StateCell } from "./stateCell.js"
+import { Completion } from "../engine/completion.js"
 import * as TlsPriority from "../../TlsPriority.js"
 import { type Agreement, emptyAgreement, type ExportInfo } from "../engine/handshake.js"
 
@@ -61,8 +61,11 @@ export interface Recovery {
   /** What the dropped connection agreed: a reconnect must find the same export. */
   readonly agreement: Agreement
   readonly waiting: Array<Pending>
-  /** Succeeds once the waiting commands are replayed; fails (operation "reconnect") when the handle gives up. */
-  readonly ready: Deferred.Deferred<void, NbdError.NbdError>
+  /**
+   * Succeeds once the waiting commands are replayed; fails (operation "reconnect") when the handle gives up.
+   * A plain completion: a command submitted meanwhile (`commands.submit`) listens to it without a fiber.
+   */
+  readonly ready: Completion
   /** Set once the reconnect has begun: later ends (of the connections it tries) are its own to handle. */
   started: boolean
   /** The fiber that reconnects, once started. */
@@ -207,7 +210,7 @@ export class HandleImpl implements Host, Inspectable.Inspectable {
     this.recovery = {
       agreement: this.agreement,
       waiting: [...waiting],
-      ready: Deferred.unsafeMake<void, NbdError.NbdError>(FiberId.none),
+      ready: new Completion(),
       started: false,
       fiber: undefined
     }

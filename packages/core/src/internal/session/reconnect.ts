@@ -1,4 +1,3 @@
-import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -7,7 +6,7 @@ import * as Schedule from "effect/Schedule"
 import * as HandleState from "../../HandleState.js"
 import * as NbdError from "../../NbdError.js"
 import { Connection, DISCONNECTED, FLUSH_ONLY } from "./connection.js"
-import { failed } from "../engine/completion.js"
+import { failed, succeeded } from "../engine/completion.js"
 import type { Agreement, HandleImpl, Recovery } from "./handle.js"
 import { stranded } from "./handle.js"
 import * as handshake from "./handshake.js"
@@ -100,10 +99,10 @@ const attempt = (h: HandleImpl, recovery: Recovery, before: Agreement, firstCook
 
 /** Fails every waiting command, under its own name, and the new commands waiting with them. */
 const release = (recovery: Recovery, error: NbdError.NbdError): Effect.Effect<void> =>
-  Effect.suspend(() => {
+  Effect.sync(() => {
     for (const pending of recovery.waiting) pending.completion.done(failed(stranded(error, pending.operation)))
     recovery.waiting.splice(0)
-    return Deferred.fail(recovery.ready, error)
+    recovery.ready.done(failed(error))
   })
 
 /** The reconnect gave up or found another export: the handle is dead and nothing waiting is sent. */
@@ -156,7 +155,7 @@ export const begin = (h: HandleImpl): Effect.Effect<void> =>
         Effect.either
       )
       if (outcome._tag === "Left") return yield* giveUp(h, recovery, outcome.left)
-      yield* Deferred.succeed(recovery.ready, undefined)
+      recovery.ready.done(succeeded(undefined))
       yield* Effect.logInfo(`${h.settings.handleName}: reconnected`)
     })
     return Effect.map(Effect.forkIn(reconnect, h.scope), (fiber) => {

@@ -3,16 +3,13 @@
  * the next piece from the planner, reading it into a pooled buffer and writing it (or zeroing it), with an
  * observer that may see every byte of the source.
  */
-import * as Cause from "effect/Cause"
+import type * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
-import * as Fiber from "effect/Fiber"
-import * as Option from "effect/Option"
-import * as Runtime from "effect/Runtime"
-import { nativeTracer } from "../api/call.js"
+import type * as Runtime from "effect/Runtime"
 import type { BufferPool } from "./bufferPool.js"
 import type { Planner } from "./planner.js"
-import { type Direct, type Item, mustFinish, type Reader, type Start, type Writer } from "./sides.js"
+import { type Done, forkIo, ioRuntime, type Item, type Reader, type Started, type Writer } from "./sides.js"
 import type { Tracker } from "./tracker.js"
 import { type Run, zeroRuns } from "./zeroRuns.js"
 
@@ -42,12 +39,17 @@ export interface CopyOptions {
  * taking the next piece, reading it into a pooled buffer, writing it (or zeroing it when it reads as zeroes),
  * and giving the buffer back once the write completed.
  *
- * The slots are callbacks, not fibers: an I/O a side can start without an effect (`readDirect` and its
- * kin: NBD commands, positional file I/O, null:) costs no fiber step at all, which was most of a copy's
- * time. The rest (files through FileSystem, block status, a handle that is reconnecting, a traced or
- * debugged handle) runs as a fiber of its own. The first error, or a side's defect, stops new work; it is
- * reported once everything in flight has settled, so no buffer is reused under a running I/O. An
- * interrupted copy stops waiting for NBD replies at once, and lets file I/O finish before it returns.
+ * The slots are callbacks, not fibers, and every I/O is started the one way a side offers (`Reader.read`,
+ * `Writer.write`, `Writer.zero`): an NBD command or positional file I/O costs no fiber step at all, which
+ * was most of a copy's time; a side that runs an effect (a file without positional I/O) forks it itself. The
+ * first error, or a side's defect, stops new work; it is reported once everything in flight has settled, so
+ * no buffer is reused under a running I/O. An interrupted copy stops waiting for NBD replies at once, and
+ * waits for the I/O that cannot be stopped (file I/O) before it returns.
+ *
+ * Whatever the tracer, the copy runs the same way: its requests open no span (a span per request would only
+ * time its queueing, thousands per GiB), while the calls it makes (block status, flush) are spans under the
+ * caller's, as the side effects run in the caller's context. Debug output and metrics see every request
+ * (commands.submit's `Report`).
  */
 export const copyRandom = <E1, E2>(
   reader: Reader<E1>,
@@ -55,32 +57,25 @@ export const copyRandom = <E1, E2>(
   planner: Planner<E1>,
   options: CopyOptions
 ): Effect.Effect<void, E1 | E2> =>
-  Effect.withFiberRuntime<void, E1 | E2>((fiber) =>
+  Effect.flatMap(ioRuntime, (runtime) =>
     Effect.async<void, E1 | E2>((resume) => {
-      const copy = new CopyLoop(reader, writer, planner, options, fiber, (exit) => resume(exit))
+      const copy = new CopyLoop(reader, writer, planner, options, runtime, (exit) => resume(exit))
       copy.start()
       return copy.stop
     })
   )
-
-type Done<E> = (error: E | undefined) => void
-
-/** What a slot is told of an effect that died: not a side's error, but an end all the same. */
-const DEFECT: unique symbol = Symbol("DEFECT")
 
 /** The state of one `copyRandom` run. */
 class CopyLoop<E1, E2> {
   private readonly zeroCheck: boolean
   /** Whether a read's data is needed: not for null:, unless an observer must see it. */
   private readonly keepsData: boolean
-  /** Direct starts are used only where no tracer wants a span per command. */
-  private readonly direct: boolean
-  private readonly runFork: <A, E>(effect: Effect.Effect<A, E>) => Fiber.RuntimeFiber<A, E>
-  private readonly cancels = new Set<() => void>()
-  /** Direct I/O in flight that cannot be called back (`mustFinish`). */
+  /** The I/O in flight, to stop when the copy is interrupted, and how many there are. */
+  private readonly running = new Set<Started>()
+  private inFlight = 0
+  /** I/O that could not be stopped when the copy was interrupted, still to end. */
   private unfinished = 0
   private onSettled: (() => void) | undefined = undefined
-  private readonly fibers = new Set<Fiber.RuntimeFiber<unknown, unknown>>()
   private readonly slots: number
   private active = 0
   /** Why the copy fails: the first error, or a defect of an effect a side ran. */
@@ -95,19 +90,11 @@ class CopyLoop<E1, E2> {
     private readonly writer: Writer<E2>,
     private readonly planner: Planner<E1>,
     private readonly options: CopyOptions,
-    fiber: Fiber.RuntimeFiber<unknown, unknown>,
+    private readonly runtime: Runtime.Runtime<never>,
     private readonly finish: (exit: Exit.Exit<void, E1 | E2>) => void
   ) {
     this.zeroCheck = options.detectZeroes && !writer.discards
     this.keepsData = !writer.discards || options.observer !== undefined
-    this.direct = fiber.currentTracer === nativeTracer()
-    this.runFork = Runtime.runFork(
-      Runtime.make({
-        context: fiber.currentContext,
-        fiberRefs: fiber.getFiberRefs(),
-        runtimeFlags: Runtime.defaultRuntimeFlags
-      })
-    ) as never
     this.slots = options.lanes * options.requests
   }
 
@@ -117,22 +104,22 @@ class CopyLoop<E1, E2> {
     for (let slot = 0; slot < slots && !this.stopped; slot++) this.next(slot % this.options.lanes)
   }
 
-  /** Interruption: nothing more is started, waits in flight are dropped, forked I/O is interrupted. */
+  /** Interruption: nothing more is started, every I/O in flight is stopped, and those that cannot be are waited for. */
   readonly stop: Effect.Effect<void> = Effect.suspend(() => {
     this.stopped = true
-    for (const cancel of this.cancels) cancel()
-    this.cancels.clear()
-    const fibers = [...this.fibers]
-    this.fibers.clear()
-    const finished = Effect.async<void>((resume) => {
+    // An I/O that can be stopped is an object of its own; one that cannot may share one (`uncancellable`).
+    let stoppedNow = 0
+    for (const io of this.running) if (io.cancel()) stoppedNow++
+    this.running.clear()
+    this.unfinished = this.inFlight - stoppedNow
+    return Effect.async<void>((resume) => {
       if (this.unfinished === 0) return resume(Effect.void)
       this.onSettled = () => resume(Effect.void)
     })
-    return Effect.zipRight(Fiber.interruptAll(fibers), finished)
   })
 
-  private fail(error: E1 | E2): void {
-    this.failure ??= Cause.fail(error)
+  private fail(failure: Cause.Cause<E1 | E2>): void {
+    this.failure ??= failure
   }
 
   /** A slot has nothing more to do; the last one ends the copy. */
@@ -170,48 +157,38 @@ class CopyLoop<E1, E2> {
   /** One piece: zeroed, or read then written; `then` runs once it is done, whatever its outcome. */
   private piece(lane: number, item: Item, then: () => void): void {
     const { length, offset } = item
-    const { observer, tracker } = this.options
+    const { buffers, observer, tracker } = this.options
     if (item.zero) {
       observer?.zero(offset, length)
-      return this.run(
-        this.writer.zeroDirect?.(lane, offset, length),
-        () => this.writer.zero(lane, offset, length),
-        (e) => {
-          if (e !== undefined) this.fail(e)
+      return this.track<E2, void>(
+        (settle) => this.writer.zero(lane, offset, length, settle),
+        (failure) => {
+          if (failure !== undefined) this.fail(failure)
           else tracker.zero(length)
           then()
         }
       )
     }
-    const buffer =
-      this.keepsData || this.reader.readDirect === undefined ? this.options.buffers.acquire(length) : undefined
-    const afterRead: Done<E1> = (e) => {
-      if (e !== undefined || this.stopped) {
-        if (e !== undefined) this.fail(e)
-        if (buffer !== undefined) this.options.buffers.release(buffer)
-        return then()
-      }
-      if (buffer === undefined) {
-        tracker.data(length)
-        return then()
-      }
-      observer?.data(offset, buffer)
-      this.store(lane, offset, buffer, () => {
-        this.options.buffers.release(buffer)
-        then()
-      })
-    }
-    const readDirect = this.reader.readDirect?.(lane, offset, length, buffer)
-    if (buffer !== undefined) return this.run(readDirect, () => this.reader.read(lane, offset, buffer), afterRead)
-    // No buffer: only a direct read can drop the data; when it cannot start now, read into one after all.
-    if (this.direct && readDirect !== undefined && this.track(readDirect, afterRead)) return
-    const fallback = this.options.buffers.acquire(length)
-    this.run(
-      undefined,
-      () => this.reader.read(lane, offset, fallback),
-      (e) => {
-        this.options.buffers.release(fallback)
-        afterRead(e)
+    // Only a reader that drops data may read without a buffer (null: with no observer).
+    const into: Uint8Array | "drop" = this.keepsData || !this.reader.drops ? buffers.acquire(length) : "drop"
+    this.track<E1, Uint8Array>(
+      (settle) => this.reader.read(lane, offset, length, into, settle),
+      (failure) => {
+        if (failure !== undefined || this.stopped) {
+          if (failure !== undefined) this.fail(failure)
+          if (into !== "drop") buffers.release(into)
+          return then()
+        }
+        if (into === "drop" || !this.keepsData) {
+          if (into !== "drop") buffers.release(into)
+          tracker.data(length)
+          return then()
+        }
+        observer?.data(offset, into)
+        this.store(lane, offset, into, () => {
+          buffers.release(into)
+          then()
+        })
       }
     )
   }
@@ -225,68 +202,49 @@ class CopyLoop<E1, E2> {
     let left = runs.length
     const counted =
       (r: Run): Done<E2> =>
-      (e) => {
-        if (e !== undefined) this.fail(e)
+      (failure) => {
+        if (failure !== undefined) this.fail(failure)
         else if (r.zero) tracker.zero(r.length)
         else tracker.data(r.length)
         if (--left === 0) then()
       }
     for (const r of runs) {
       const at = offset + r.start
-      if (r.zero)
-        this.run(this.writer.zeroDirect?.(lane, at, r.length), () => this.writer.zero(lane, at, r.length), counted(r))
+      if (r.zero) this.track<E2, void>((settle) => this.writer.zero(lane, at, r.length, settle), counted(r))
       else {
         const data = runs.length === 1 ? buffer : buffer.subarray(r.start, r.start + r.length)
-        this.run(this.writer.writeDirect?.(lane, at, data), () => this.writer.write(lane, at, data), counted(r))
+        this.track<E2, void>((settle) => this.writer.write(lane, at, data, settle), counted(r))
       }
     }
   }
 
-  /** Starts an I/O directly when the side can and the copy may, else as a fiber of its own. */
-  private run<E>(start: Direct<E> | undefined, effect: () => Start<E>, done: Done<E>): void {
-    if (this.direct && start !== undefined && this.track(start, done)) return
-    this.fork(Effect.flatten(effect()), done)
-  }
-
-  /** Starts a direct I/O, keeping how to stop waiting for it; false when it cannot start now. */
-  private track<E>(start: Direct<E>, done: Done<E>): boolean {
-    let cancel: (() => void) | undefined
+  /**
+   * Starts an I/O, holding it while it runs so an interrupted copy can stop it. Its end reaches `done`
+   * unless the copy was interrupted meanwhile: then it only counts as one fewer to wait for.
+   */
+  private track<E, A>(
+    start: (settle: Done<E, A>) => Started,
+    done: (failure: Cause.Cause<E> | undefined) => void
+  ): void {
+    let io: Started | undefined
     let ended = false
-    cancel = start((e) => {
+    io = start((failure) => {
       ended = true
-      if (cancel === mustFinish) this.settled()
-      else if (cancel !== undefined) this.cancels.delete(cancel)
-      if (!this.stopped) done(e)
+      if (this.stopped) return this.settled()
+      if (io !== undefined) {
+        this.inFlight--
+        this.running.delete(io)
+      }
+      done(failure)
     })
-    if (cancel === undefined) return false
-    if (cancel === mustFinish) {
-      if (!ended) this.unfinished++
-    } else if (!ended) this.cancels.add(cancel)
-    return true
+    if (ended) return
+    this.inFlight++
+    this.running.add(io)
   }
 
-  /** One I/O that cannot be called back has finished; an interrupted copy may be waiting for the last. */
+  /** One I/O that could not be stopped has ended; an interrupted copy may be waiting for the last. */
   private settled(): void {
     if (--this.unfinished === 0) this.onSettled?.()
-  }
-
-  private fork<E>(effect: Effect.Effect<unknown, E>, done: Done<E>): void {
-    // The fiber's value is the side's exit, so a side's failure never ends a fiber unobserved (which Effect
-    // reports as an unhandled error); an interruption of the fiber itself still shows as its own exit.
-    const fiber = this.runFork(Effect.exit(effect))
-    this.fibers.add(fiber)
-    fiber.addObserver((outer) => {
-      this.fibers.delete(fiber)
-      if (this.stopped) return
-      const exit: Exit.Exit<unknown, E> = Exit.isSuccess(outer) ? outer.value : outer
-      if (Exit.isSuccess(exit)) return done(undefined)
-      // A defect (or an interruption) is no typed error of a side: the copy fails with it as it is, once
-      // everything in flight has settled like any failure. The slot sees an error and stops.
-      const failure = Cause.failureOption(exit.cause)
-      if (Option.isSome(failure)) return done(failure.value)
-      this.failure ??= exit.cause as Cause.Cause<E1 | E2>
-      done(DEFECT as E)
-    })
   }
 
   /** The planner needs more of the block-status map: one slot fetches it, the others wait for it. */
@@ -294,11 +252,14 @@ class CopyLoop<E1, E2> {
     this.waitingForMap.push(lane)
     if (this.refilling) return
     this.refilling = true
-    this.fork(this.planner.refill, (e) => {
-      this.refilling = false
-      if (e !== undefined) this.fail(e)
-      const waiting = this.waitingForMap.splice(0)
-      for (const l of waiting) this.next(l)
-    })
+    this.track<E1, void>(
+      (settle) => forkIo(this.runtime, this.planner.refill, settle),
+      (failure) => {
+        this.refilling = false
+        if (failure !== undefined) this.fail(failure)
+        const waiting = this.waitingForMap.splice(0)
+        for (const l of waiting) this.next(l)
+      }
+    )
   }
 }

@@ -1,18 +1,19 @@
 /**
  * Files as the sides of a copy: positional I/O on one descriptor when the context provides PositionalFile
- * (every lane's requests in flight side by side, with a direct path for the copy's hot loop), else a handle
- * per lane that seeks and reads or writes under a lock. A destination file is sized to the source, so what
+ * (every lane's requests in flight side by side, started with no fiber), else a handle per lane that seeks
+ * and reads or writes under a lock, in a fiber per I/O. A destination file is sized to the source, so what
  * is never written reads as zeroes.
  */
 import * as PlatformError from "@effect/platform/Error"
 import * as FileSystem from "@effect/platform/FileSystem"
+import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import * as PositionalFile from "../../PositionalFile.js"
 import * as Protocol from "../../Protocol.js"
 import { Lock } from "./lock.js"
-import { finishedAtOnce, mustFinish, type Reader, type Writer } from "./sides.js"
+import { type Done, endNow, forkIo, ioRuntime, type Reader, type Started, uncancellable, type Writer } from "./sides.js"
 
 type FileError = PlatformError.PlatformError
 
@@ -46,21 +47,21 @@ const locked = (lanes: number) => Array.from({ length: lanes }, () => new Lock()
 interface FileIo {
   readonly lanes: number
   readonly first: FileSystem.File
-  /** Reads `into.length` bytes at `offset`; fails at the end of the file. */
-  readonly readAt: (lane: number, offset: number, into: Uint8Array) => Effect.Effect<void, FileError>
-  readonly writeAt: (lane: number, offset: number, data: Uint8Array) => Effect.Effect<void, FileError>
-  /** The same without an effect, with positional I/O only. */
-  readonly direct:
-    | {
-        readonly readAt: (offset: number, into: Uint8Array, done: (error: FileError | undefined) => void) => void
-        readonly writeAt: (offset: number, data: Uint8Array, done: (error: FileError | undefined) => void) => void
-      }
-    | undefined
+  /** Starts a read of `into.length` bytes at `offset` (failing at the end of the file), or a write. */
+  readonly readAt: (lane: number, offset: number, into: Uint8Array, done: Done<FileError>) => Started
+  readonly writeAt: (lane: number, offset: number, data: Uint8Array, done: Done<FileError>) => Started
+  /** The same as an effect, for the writes of zeroes. */
+  readonly writeAtEffect: (lane: number, offset: number, data: Uint8Array) => Effect.Effect<void, FileError>
 }
+
+/** A file error as an I/O's end. */
+const failure = (error: FileError | undefined): Cause.Cause<FileError> | undefined =>
+  error === undefined ? undefined : Cause.fail(error)
 
 /**
  * Opens `path` for a copy. With `PositionalFile` one descriptor serves every lane, requests in flight side by
- * side; without it, each lane has a handle of its own with its own position, under a lock.
+ * side, started with no fiber; without it, each lane has a handle of its own with its own position, under a
+ * lock, and each I/O runs as a fiber of its own.
  */
 const openFile = (
   path: string,
@@ -77,6 +78,7 @@ const openFile = (
     }
     const files = yield* openLanes(path, lanes, first, rest)
     const locks = locked(files.length)
+    const runtime = yield* ioRuntime
     const readFully = (file: FileSystem.File, offset: number, into: Uint8Array) =>
       Effect.gen(function* () {
         yield* file.seek(offset, "start")
@@ -87,43 +89,48 @@ const openFile = (
           done += n
         }
       })
+    const writeAtEffect = (lane: number, offset: number, data: Uint8Array) =>
+      locks[lane]!.with(Effect.zipRight(files[lane]!.seek(offset, "start"), files[lane]!.writeAll(data)))
     return {
       lanes: files.length,
       first: files[0]!,
-      readAt: (lane, offset, into) => locks[lane]!.with(readFully(files[lane]!, offset, into)),
-      writeAt: (lane, offset, data) =>
-        locks[lane]!.with(Effect.zipRight(files[lane]!.seek(offset, "start"), files[lane]!.writeAll(data))),
-      direct: undefined
+      readAt: (lane, offset, into, done) =>
+        forkIo(runtime, locks[lane]!.with(readFully(files[lane]!, offset, into)), done),
+      writeAt: (lane, offset, data, done) => forkIo(runtime, writeAtEffect(lane, offset, data), done),
+      writeAtEffect
     }
   })
 
+/** Positional I/O cannot be stopped once begun: a transfer that stops waits for it before the file closes. */
 const positionalIo = (path: string, lanes: number, file: FileSystem.File, io: PositionalFile.Service): FileIo => {
-  const readAt = (offset: number, into: Uint8Array, done: (error: FileError | undefined) => void): void => {
+  const readAt = (offset: number, into: Uint8Array, done: Done<FileError>): Started => {
     const from = (at: number): void =>
       io.read(file.fd, offset + at, at === 0 ? into : into.subarray(at), (error, n) => {
-        if (error !== undefined) return done(error)
-        if (n === 0) return done(unexpectedEof(path))
+        if (error !== undefined) return done(Cause.fail(error))
+        if (n === 0) return done(Cause.fail(unexpectedEof(path)))
         if (at + n < into.length) return from(at + n)
         done(undefined)
       })
-    if (into.length === 0) return done(undefined)
+    if (into.length === 0) return endNow(done, undefined)
     from(0)
+    return uncancellable
   }
-  const writeAt = (offset: number, data: Uint8Array, done: (error: FileError | undefined) => void): void =>
-    io.write(file.fd, offset, data, (error) => done(error))
-  // Uninterruptible: the file must not be closed under an I/O that is still running.
-  const effect = (start: (done: (error: FileError | undefined) => void) => void): Effect.Effect<void, FileError> =>
-    Effect.uninterruptible(
-      Effect.async<void, FileError>((resume) =>
-        start((error) => resume(error === undefined ? Effect.void : Effect.fail(error)))
-      )
-    )
+  const writeAt = (offset: number, data: Uint8Array, done: Done<FileError>): Started => {
+    io.write(file.fd, offset, data, (error) => done(failure(error)))
+    return uncancellable
+  }
   return {
     lanes,
     first: file,
-    readAt: (_lane, offset, into) => effect((done) => readAt(offset, into, done)),
-    writeAt: (_lane, offset, data) => effect((done) => writeAt(offset, data, done)),
-    direct: { readAt, writeAt }
+    readAt: (_lane, offset, into, done) => readAt(offset, into, done),
+    writeAt: (_lane, offset, data, done) => writeAt(offset, data, done),
+    // Uninterruptible: the file must not be closed under a write that is still running.
+    writeAtEffect: (_lane, offset, data) =>
+      Effect.uninterruptible(
+        Effect.async<void, FileError>((resume) => {
+          writeAt(offset, data, (cause) => resume(cause === undefined ? Effect.void : Effect.failCause(cause)))
+        })
+      )
   }
 }
 
@@ -134,24 +141,17 @@ export const fileReader = (
   Effect.gen(function* () {
     const io = yield* openFile(path, lanes, "r", "r")
     const size = Number((yield* io.first.stat).size)
-    const direct = io.direct
     return {
       size,
       lanes: io.lanes,
       maxRequest: Protocol.Limits.MAX_REQUEST_SIZE,
-      read: (lane, offset, into) => Effect.as(io.readAt(lane, offset, into), Effect.void),
-      extents: undefined,
-      ...(direct === undefined
-        ? {}
-        : {
-            readDirect: (_lane: number, offset: number, _length: number, into: Uint8Array | undefined) =>
-              into === undefined
-                ? () => undefined
-                : (done: (error: FileError | undefined) => void) => {
-                    direct.readAt(offset, into, done)
-                    return mustFinish
-                  }
-          })
+      read: (lane, offset, length, into, done) => {
+        // A file read always needs a buffer: "fresh" and "drop" get one of their own.
+        const buffer = typeof into === "string" ? new Uint8Array(length) : into
+        return io.readAt(lane, offset, buffer, (cause) => (cause === undefined ? done(undefined, buffer) : done(cause)))
+      },
+      drops: false,
+      extents: undefined
     }
   })
 
@@ -173,38 +173,26 @@ export const fileWriter = (
     const regular = (yield* first.stat).type === "File"
     if (regular && sourceSize !== undefined) yield* first.truncate(sourceSize)
     const holes = destinationIsZero || (regular && !allocated)
+    const runtime = yield* ioRuntime
     let zeroes: Uint8Array | undefined
-    const started = Effect.succeed(Effect.void)
-    const direct = io.direct
+    const writeZeroes = (lane: number, offset: number, length: number) =>
+      Effect.gen(function* () {
+        zeroes ??= new Uint8Array(1 << 20)
+        for (let done = 0; done < length; done += zeroes.length)
+          yield* io.writeAtEffect(lane, offset + done, zeroes.subarray(0, Math.min(zeroes.length, length - done)))
+      })
     return {
       lanes: io.lanes,
       maxRequest: Protocol.Limits.MAX_REQUEST_SIZE,
       discards: false,
-      write: (lane, offset, data) => Effect.as(io.writeAt(lane, offset, data), Effect.void),
+      write: io.writeAt,
       // A hole in a regular file reads as zeroes, unless the file must end allocated.
-      zero: (lane, offset, length) =>
-        holes
-          ? started
-          : Effect.gen(function* () {
-              zeroes ??= new Uint8Array(1 << 20)
-              for (let done = 0; done < length; done += zeroes.length)
-                yield* io.writeAt(lane, offset + done, zeroes.subarray(0, Math.min(zeroes.length, length - done)))
-              return Effect.void
-            }),
+      zero: (lane, offset, length, done) =>
+        holes ? endNow(done, undefined) : forkIo(runtime, writeZeroes(lane, offset, length), done),
       finish: (size, flush) =>
         Effect.zipRight(
           regular && sourceSize === undefined ? first.truncate(size) : Effect.void,
           flush ? first.sync : Effect.void
-        ),
-      ...(direct === undefined
-        ? {}
-        : {
-            writeDirect:
-              (_lane: number, offset: number, data: Uint8Array) => (done: (error: FileError | undefined) => void) => {
-                direct.writeAt(offset, data, done)
-                return mustFinish
-              }
-          }),
-      ...(holes ? { zeroDirect: () => finishedAtOnce } : {})
+        )
     }
   })

@@ -1,14 +1,13 @@
 /**
  * NBD handles and pools as the sides of a transfer: a reader (with block status when the source has
  * base:allocation) and a writer (zero ranges as NBD_CMD_WRITE_ZEROES, or writes of zeroes where the server
- * lacks it), each with a direct path that issues commands without an effect for the copy's hot loop.
+ * lacks it). Every I/O is a command submitted without an effect (`commands.submit`): no fiber per command, a
+ * reconnect waited for, debug output and metrics in the runtime the side was made in.
  */
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
-import * as Exit from "effect/Exit"
-import * as Option from "effect/Option"
 import * as Nbd from "../../Nbd.js"
-import type * as NbdError from "../../NbdError.js"
+import * as NbdError from "../../NbdError.js"
 import type * as NbdPool from "../../NbdPool.js"
 import * as Protocol from "../../Protocol.js"
 import { invalidArgument, toOffset } from "../api/arguments.js"
@@ -16,7 +15,7 @@ import * as commandCalls from "../api/commandCalls.js"
 import * as commands from "../api/commands.js"
 import type { HandleImpl } from "../session/handle.js"
 import { handlesOf } from "../api/nbdPool.js"
-import { type Direct, type Item, type Reader, started, type Writer } from "./sides.js"
+import { type Done, ended, endNow, type Item, type Reader, type Started, type Writer } from "./sides.js"
 
 /** The engine's view of a public handle (the same object). */
 const implOf = (h: Nbd.Handle): HandleImpl => h as unknown as HandleImpl
@@ -86,6 +85,25 @@ export const alignToBlocks = (items: ReadonlyArray<Item>, minimum: number): Read
   return out
 }
 
+/**
+ * Submits a command for a side: its outcome reaches `done` as a side's (the read's data with it), and the
+ * command is what stopping it cancels. One that fails its checks ends at once.
+ */
+const command = <A>(
+  impl: HandleImpl,
+  spec: commands.CommandSpec,
+  report: commands.Report,
+  done: Done<NbdError.NbdError, A>
+): Started => {
+  const submitted = commands.submit(
+    impl,
+    spec,
+    (outcome) => (outcome.ok ? done(undefined, outcome.value as A) : done(Cause.fail(outcome.error))),
+    report
+  )
+  return NbdError.isNbdError(submitted) ? endNow(done, Cause.fail(submitted)) : submitted
+}
+
 /** A handle or pool as a reader; block status is used when `sparse` and the source negotiated base:allocation. */
 export const nbdReader = (
   operation: string,
@@ -95,30 +113,36 @@ export const nbdReader = (
 ): Effect.Effect<Reader<NbdError.NbdError>, NbdError.NbdError> =>
   Effect.gen(function* () {
     const handles = lanesOf(target, lanes)
+    const impls = handles.map(implOf)
     const h0 = handles[0]!
     const size = yield* exportSize(operation, h0)
     const maxRequest = yield* requestLimit(h0)
     const allocation = sparse && (yield* Effect.orElseSucceed(Nbd.canMetaContext(h0, "base:allocation"), () => false))
     const minimum = yield* Nbd.getBlockSize(h0, "minimum")
+    const report = yield* Effect.runtime<never>()
     return {
       size,
       lanes: handles.length,
       maxRequest,
-      read: (lane, offset, into) =>
-        Effect.map(Nbd.aioPread(handles[lane]!, into.length, offset, { buffer: into }), (c) => c.await),
-      readFresh: (lane, offset, length) => Effect.map(Nbd.aioPread(handles[lane]!, length, offset), (c) => c.await),
-      readDrops: true,
-      readDirect: (lane, offset, length, into) => {
-        const impl = implOf(handles[lane]!)
-        return direct(impl, {
-          operation: "nbd_aio_pread",
-          type: Protocol.Cmd.READ,
-          flags: 0,
-          offset,
-          count: length,
-          buffer: into === undefined || !impl.settings.preadInitialize ? into : into.fill(0)
-        })
+      read: (lane, offset, length, into, done) => {
+        const impl = impls[lane]!
+        const given = typeof into === "string" ? undefined : into
+        return command(
+          impl,
+          {
+            operation: "nbd_aio_pread",
+            type: Protocol.Cmd.READ,
+            flags: 0,
+            offset,
+            count: length,
+            buffer: given === undefined || !impl.settings.preadInitialize ? given : given.fill(0),
+            fresh: into === "fresh"
+          },
+          report,
+          done
+        )
       },
+      drops: true,
       extents: allocation
         ? (offset, length) =>
             Effect.map(Nbd.blockStatus(h0, length, offset), (e) => alignToBlocks(itemsOf(e, offset, length), minimum))
@@ -165,70 +189,70 @@ export const nbdWriter = (
     const canZero = yield* Nbd.canZero(h0)
     const canFlush = yield* Nbd.canFlush(h0)
     const maxRequest = yield* requestLimit(h0)
-    const zeroFlags: { readonly flags?: number } = options.allocated ? { flags: Protocol.CmdFlag.NO_HOLE } : {}
+    const report = yield* Effect.runtime<never>()
+    const impls = handles.map(implOf)
+    const zeroFlags = options.allocated ? Protocol.CmdFlag.NO_HOLE : 0
     let zeroes: Uint8Array | undefined
-    const outOfSpace = Effect.fail(
-      invalidArgument(operation, `the source is larger than the destination (${size} bytes)`, "ENOSPC")
-    )
+    const outOfSpace = () =>
+      Cause.fail(invalidArgument(operation, `the source is larger than the destination (${size} bytes)`, "ENOSPC"))
     const fits = (offset: number, length: number) => offset + length <= size
-    const writeZeroes = (h: Nbd.Handle, offset: number, length: number) =>
-      Effect.gen(function* () {
-        zeroes ??= new Uint8Array(Math.min(maxRequest, 1 << 20))
-        for (let done = 0; done < length; done += zeroes.length)
-          yield* Nbd.pwrite(h, zeroes.subarray(0, Math.min(zeroes.length, length - done)), offset + done)
-        return Effect.void
-      })
-    return {
-      lanes: handles.length,
-      maxRequest,
-      discards: false,
-      write: (lane, offset, data) =>
-        fits(offset, data.length)
-          ? Effect.map(Nbd.aioPwrite(handles[lane]!, data, offset), (c) => c.await)
-          : outOfSpace,
-      zero: (lane, offset, length) =>
-        !fits(offset, length)
-          ? outOfSpace
-          : options.destinationIsZero
-            ? started
-            : canZero
-              ? Effect.map(Nbd.aioZero(handles[lane]!, length, offset, zeroFlags), (c) => c.await)
-              : writeZeroes(handles[lane]!, offset, length),
-      finish: (_size, flush) =>
-        flush && canFlush
-          ? Effect.forEach(handles, (h) => Nbd.flush(h), { concurrency: "unbounded", discard: true })
-          : Effect.void,
-      writeDirect: (lane, offset, data) => {
-        if (!fits(offset, data.length)) return undefined
-        const impl = implOf(handles[lane]!)
-        return direct(impl, {
-          operation: "nbd_aio_pwrite",
+    const write = (
+      impl: HandleImpl,
+      operation: string,
+      offset: number,
+      data: Uint8Array,
+      done: Done<NbdError.NbdError>
+    ) =>
+      command(
+        impl,
+        {
+          operation,
           type: Protocol.Cmd.WRITE,
           flags: commandCalls.autoPayloadLen(impl, 0),
           offset,
           count: data.length,
           payload: data
-        })
+        },
+        report,
+        done
+      )
+    /** A server without NBD_CMD_WRITE_ZEROES: writes of a shared zero buffer, one after another. */
+    const writeZeroes = (impl: HandleImpl, offset: number, length: number, done: Done<NbdError.NbdError>): Started => {
+      const buffer = (zeroes ??= new Uint8Array(Math.min(maxRequest, 1 << 20)))
+      let current: Started = ended
+      let at = 0
+      const next = (failure: Cause.Cause<NbdError.NbdError> | undefined): void => {
+        if (failure !== undefined || at >= length) return done(failure)
+        const n = Math.min(buffer.length, length - at)
+        const from = offset + at
+        at += n
+        current = write(impl, "nbd_pwrite", from, buffer.subarray(0, n), next)
+      }
+      next(undefined)
+      return { cancel: () => current.cancel() }
+    }
+    return {
+      lanes: handles.length,
+      maxRequest,
+      discards: false,
+      write: (lane, offset, data, done) =>
+        fits(offset, data.length)
+          ? write(impls[lane]!, "nbd_aio_pwrite", offset, data, done)
+          : endNow(done, outOfSpace()),
+      zero: (lane, offset, length, done) => {
+        if (!fits(offset, length)) return endNow(done, outOfSpace())
+        if (options.destinationIsZero) return endNow(done, undefined)
+        if (!canZero) return writeZeroes(impls[lane]!, offset, length, done)
+        return command(
+          impls[lane]!,
+          { operation: "nbd_aio_zero", type: Protocol.Cmd.WRITE_ZEROES, flags: zeroFlags, offset, count: length },
+          report,
+          done
+        )
       },
-      zeroDirect: (lane, offset, length) =>
-        !fits(offset, length) || !canZero || options.destinationIsZero
-          ? undefined
-          : direct(implOf(handles[lane]!), {
-              operation: "nbd_aio_zero",
-              type: Protocol.Cmd.WRITE_ZEROES,
-              flags: zeroFlags.flags ?? 0,
-              offset,
-              count: length
-            })
+      finish: (_size, flush) =>
+        flush && canFlush
+          ? Effect.forEach(handles, (h) => Nbd.flush(h), { concurrency: "unbounded", discard: true })
+          : Effect.void
     }
   })
-
-/** A command issued without an effect; its outcome reaches `done`. */
-const direct =
-  (impl: HandleImpl, spec: commands.CommandSpec): Direct<NbdError.NbdError> =>
-  (done) =>
-    commands.issueDirect(impl, spec, (exit) => done(Exit.isFailure(exit) ? failureOf(exit.cause) : undefined))
-
-/** A command's failure is one typed error; anything else (a defect) is kept as it is. */
-const failureOf = (cause: Cause.Cause<NbdError.NbdError>): NbdError.NbdError =>
-  Option.getOrElse(Cause.failureOption(cause), () => Cause.squash(cause) as NbdError.NbdError)

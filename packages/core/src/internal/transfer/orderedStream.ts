@@ -7,7 +7,7 @@ import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Stream from "effect/Stream"
 import { Planner } from "./planner.js"
-import type { Reader } from "./sides.js"
+import { abandonAll, InFlight, type Reader } from "./sides.js"
 import type { Tracker } from "./tracker.js"
 import { Window } from "./window.js"
 
@@ -31,14 +31,11 @@ export const orderedStream = <E>(reader: Reader<E>, options: OrderedOptions): St
     const requestSize = Math.min(options.requestSize, reader.maxRequest)
     const planner = new Planner(reader.extents, options.start, options.end, requestSize, requestSize)
     const window = new Window<E, Uint8Array>()
+    const inFlight = new Set<InFlight<E, Uint8Array>>()
     const tracker = options.tracker
     let lane = 0
-    const readFresh =
-      reader.readFresh ??
-      ((lane: number, offset: number, length: number) => {
-        const buffer = new Uint8Array(length)
-        return Effect.map(reader.read(lane, offset, buffer), (wait) => Effect.as(wait, buffer))
-      })
+    const read = (lane: number, offset: number, length: number): Effect.Effect<Uint8Array, E> =>
+      new InFlight<E, Uint8Array>(inFlight).begin((done) => reader.read(lane, offset, length, "fresh", done)).wait
     const fill: Effect.Effect<void, E> = Effect.gen(function* () {
       while (window.size < options.inFlight) {
         const item = planner.takeSync()
@@ -49,7 +46,7 @@ export const orderedStream = <E>(reader: Reader<E>, options: OrderedOptions): St
         }
         if (item.zero) window.push(Effect.succeed(new Uint8Array(item.length)), item.length, true)
         else {
-          window.push(yield* readFresh(lane, item.offset, item.length), item.length, false)
+          window.push(read(lane, item.offset, item.length), item.length, false)
           lane = (lane + 1) % reader.lanes
         }
       }
@@ -61,5 +58,7 @@ export const orderedStream = <E>(reader: Reader<E>, options: OrderedOptions): St
         return Effect.mapBoth(window.shift(tracker), { onFailure: Option.some, onSuccess: Chunk.of })
       }
     )
-    return Stream.repeatEffectChunkOption(pull)
+    // Reads started ahead and never taken (the stream ended early, or was interrupted) are stopped, and file
+    // reads waited for, before the source can be closed.
+    return Stream.ensuring(Stream.repeatEffectChunkOption(pull), abandonAll(inFlight))
   })

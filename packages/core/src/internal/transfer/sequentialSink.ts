@@ -8,7 +8,7 @@ import * as Sink from "effect/Sink"
 import type * as NbdError from "../../NbdError.js"
 import * as Protocol from "../../Protocol.js"
 import { invalidArgument } from "../api/arguments.js"
-import type { Start, Writer } from "./sides.js"
+import { abandonAll, type Done, InFlight, type Started, type Writer } from "./sides.js"
 import type { Tracker } from "./tracker.js"
 import { Window } from "./window.js"
 import { zeroRuns } from "./zeroRuns.js"
@@ -40,14 +40,16 @@ export const sequentialSink = <E>(
 ): Sink.Sink<number, Uint8Array, never, E | NbdError.NbdError> =>
   Sink.suspend(() => {
     const window = new Window<E, unknown>()
+    const inFlight = new Set<InFlight<E, unknown>>()
     const tracker = options.tracker
     const maxRequest = Math.min(writer.maxRequest, Protocol.Limits.DEFAULT_PAYLOAD_MAX)
     const lanes = Number.isFinite(writer.lanes) ? writer.lanes : 1
     let pos = options.offset
     let lane = 0
-    const issue = (start: Start<E>, length: number, zero: boolean): Effect.Effect<void, E> =>
-      Effect.flatMap(start, (wait) => {
-        window.push(wait, length, zero)
+    /** Starts an I/O, and waits for the oldest once more than `inFlight` are started. */
+    const issue = (start: (done: Done<E>) => Started, length: number, zero: boolean): Effect.Effect<void, E> =>
+      Effect.suspend(() => {
+        window.push(new InFlight<E, unknown>(inFlight).begin(start).wait, length, zero)
         return window.size > options.inFlight ? window.shift(tracker) : Effect.void
       })
     const push = (chunk: Chunk.Chunk<Uint8Array>): Effect.Effect<void, E> =>
@@ -61,12 +63,15 @@ export const sequentialSink = <E>(
               tracker?.data(piece.length)
               continue
             }
-            if (!options.detectZeroes) yield* issue(writer.write(lane, offset, piece), piece.length, false)
+            const on = lane
+            if (!options.detectZeroes)
+              yield* issue((done) => writer.write(on, offset, piece, done), piece.length, false)
             else
               for (const r of zeroRuns(piece, offset, options.zeroBlock)) {
                 const part = r.length === piece.length ? piece : piece.subarray(r.start, r.start + r.length)
+                const at = offset + r.start
                 yield* issue(
-                  r.zero ? writer.zero(lane, offset + r.start, r.length) : writer.write(lane, offset + r.start, part),
+                  r.zero ? (done) => writer.zero(on, at, r.length, done) : (done) => writer.write(on, at, part, done),
                   r.length,
                   r.zero
                 )
@@ -89,5 +94,10 @@ export const sequentialSink = <E>(
       yield* writer.finish(pos, options.flush)
       return written
     })
-    return Sink.forEachChunk(push).pipe(Sink.mapEffect(() => end))
+    // Writes started and never awaited (the input failed, or the sink was interrupted) are stopped, and file
+    // writes waited for, before the destination can be closed.
+    return Sink.forEachChunk(push).pipe(
+      Sink.mapEffect(() => end),
+      Sink.ensuring(abandonAll(inFlight))
+    )
   })
