@@ -91,5 +91,18 @@ describe("the sender", () => {
         expect(Buffer.compare(yield* Nbd.pread(check, 256 * KiB, 0), data)).toBe(0)
       })
     )
+
+    it.scopedLive(`${kind}: NBD_CMD_DISC and the end of writes queued in one turn both reach the server`, () =>
+      Effect.gen(function* () {
+        // The server closes only once the client shuts its write side: a close that never sent its FIN would
+        // wait here for the whole (long) grace, and the test would time out.
+        const server = yield* scriptedServer({ closeOnFin: true })
+        const h = yield* Nbd.make({ closeGrace: "1 hour" })
+        yield* connect(h, server.path, kind)
+        yield* Nbd.shutdown(h)
+        yield* server.allClosed
+        expect(yield* Nbd.aioIsClosed(h)).toBe(true)
+      })
+    )
   }
 })

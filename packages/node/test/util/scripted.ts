@@ -81,6 +81,8 @@ export interface ScriptOptions {
   readonly stopReading?: boolean
   /** Keep the connection open after NBD_CMD_DISC and the client's FIN. */
   readonly ignoreDisconnect?: boolean
+  /** Keep the connection open after NBD_CMD_DISC, until the client's FIN. */
+  readonly closeOnFin?: boolean
 }
 
 export const scriptedServer = (options: ScriptOptions = {}): Effect.Effect<Scripted, never, Scope.Scope> =>
@@ -140,7 +142,7 @@ export const scriptedServer = (options: ScriptOptions = {}): Effect.Effect<Scrip
                 if (buffered.length < 28 + payload) return
                 buffered = buffered.subarray(28 + payload)
                 if (request.type === 2) {
-                  if (!options.ignoreDisconnect) socket.end()
+                  if (!options.ignoreDisconnect && !options.closeOnFin) socket.end()
                   return
                 }
                 const answer = options.onRequest?.(request, socket)

@@ -206,6 +206,11 @@ export class Connection {
           chunks.push(chunk)
           bytes += chunk.length
         }
+        // The end of writes stays queued for the writer, which shuts the write side once it is reached.
+        if (framed.end) {
+          at = framed.next - 1
+          break
+        }
         at = framed.next
       }
       const outcome = chunks.length === 0 ? "taken" : tryWrite(chunks)
