@@ -13,52 +13,24 @@
 import * as ClientCodec from "../../ClientCodec.js"
 import * as NbdError from "../../NbdError.js"
 import * as Protocol from "../../Protocol.js"
-
-/** Which greeting the server sent. */
-export type ProtocolName = "oldstyle" | "newstyle" | "newstyle-fixed"
-
-/** What the server said about the export: its size and flags, and what INFO added. */
-export interface ExportInfo {
-  size: bigint
-  flags: number
-  blockSizes: Protocol.BlockSizes | undefined
-  canonicalName: string | undefined
-  description: string | undefined
-}
-
-/**
- * What the server agreed to on one connection, held once: the handle, the command checks, block status and
- * a reconnect all read it from here.
- */
-export interface Agreement {
-  protocol: ProtocolName | undefined
-  /** The handshake flags both sides set (the client's reply to the greeting). */
-  handshakeFlags: number | undefined
-  structuredReplies: boolean
-  extendedHeaders: boolean
-  tlsNegotiated: boolean
-  info: ExportInfo | undefined
-  /** Negotiated meta contexts by id, or undefined when no SET_META_CONTEXT has succeeded. */
-  metaContexts: Map<number, string> | undefined
-  /**
-   * libnbd's meta_valid: the negotiated contexts may be trusted. Set by a successful SET_META_CONTEXT, or by
-   * INFO/GO when contexts were requested but structured replies are off or none were added; cleared when
-   * the export name changes, INFO/GO fails, a SET begins, or STARTTLS succeeds.
-   */
-  metaValid: boolean
-}
-
-/** An agreement with nothing agreed yet. */
-export const emptyAgreement = (): Agreement => ({
-  protocol: undefined,
-  handshakeFlags: undefined,
-  structuredReplies: false,
-  extendedHeaders: false,
-  tlsNegotiated: false,
-  info: undefined,
-  metaContexts: undefined,
-  metaValid: false
-})
+import {
+  acceptBlockSizes,
+  type Agreement,
+  emptyAgreement,
+  type ExportInfo,
+  exportInfo,
+  normaliseFlags
+} from "./agreement.js"
+import {
+  describeReply,
+  notFixedNewstyle,
+  optionErrorOf,
+  plaintextAfterAck,
+  protocolError,
+  refusedWith,
+  tlsUnavailable,
+  unexpectedReply
+} from "./optionErrors.js"
 
 /** The settings the handshake reads, when it reads them (option mode may change them between options). */
 export interface HandshakeSettings {
@@ -173,120 +145,6 @@ const refusals: ReadonlySet<NbdError.NbdError["_tag"]> = new Set([
   "InvalidArgumentError",
   "UnsupportedError"
 ])
-
-const protocolError = (operation: string, message: string): NbdError.ProtocolError =>
-  new NbdError.ProtocolError({ errno: "", operation, message })
-
-const unexpectedReply = (operation: string, option: number): NbdError.ProtocolError =>
-  protocolError(operation, `handshake: unexpected option reply type to ${Protocol.optionName(option)}`)
-
-const escape = (s: string): string =>
-  s.replace(/[^\x20-\x7e]/g, (c) => `\\x${c.charCodeAt(0).toString(16).padStart(2, "0")}`)
-
-/** libnbd's errno and wording for an option error reply (handle_reply_error). */
-export const optionErrorOf = (
-  exportName: string,
-  operation: string,
-  reply: { readonly option: number; readonly type: number; readonly message: string }
-): NbdError.OptionError => {
-  const [errno, text] = ((): [NbdError.Errno, string] => {
-    switch (reply.type) {
-      case Protocol.Rep.ERR_UNSUP:
-        return ["ENOTSUP", "the operation is not supported by the server"]
-      case Protocol.Rep.ERR_POLICY:
-        return ["", "server policy prevents the operation"]
-      case Protocol.Rep.ERR_PLATFORM:
-        return ["", "the operation is not supported by the server platform"]
-      case Protocol.Rep.ERR_INVALID:
-        return ["EINVAL", "the server rejected this operation as invalid"]
-      case Protocol.Rep.ERR_TOO_BIG:
-        return ["EINVAL", "the operation is too large to process"]
-      case Protocol.Rep.ERR_TLS_REQD:
-        return ["ENOTSUP", "the server requires TLS encryption first"]
-      case Protocol.Rep.ERR_UNKNOWN:
-        return ["ENOENT", `the server has no export named '${exportName}'`]
-      case Protocol.Rep.ERR_SHUTDOWN:
-        return ["ESHUTDOWN", "the server is shutting down"]
-      case Protocol.Rep.ERR_BLOCK_SIZE_REQD:
-        return ["EINVAL", "the server requires specific block sizes"]
-      case Protocol.Rep.ERR_EXT_HEADER_REQD:
-        return ["EINVAL", "the server requires extended headers"]
-      default:
-        return ["", `handshake: unknown reply from the server: 0x${reply.type.toString(16)}`]
-    }
-  })()
-  return new NbdError.OptionError({
-    errno,
-    operation,
-    option: reply.option,
-    replyType: reply.type,
-    message: `${Protocol.optionName(reply.option)}: ${text}${reply.message ? `: ${escape(reply.message)}` : ""}`
-  })
-}
-
-/** An option error as a call fails with it: libnbd reports a reply without an errno of its own as ENOTSUP. */
-const refusedWith = (error: NbdError.OptionError): NbdError.OptionError =>
-  error.errno === "" ? new NbdError.OptionError({ ...error, errno: "ENOTSUP" }) : error
-
-/** The refusal of an option that needs fixed newstyle, on a server that is not. */
-export const notFixedNewstyle = (operation: string): NbdError.OptionError =>
-  new NbdError.OptionError({
-    errno: "ENOTSUP",
-    operation,
-    option: 0,
-    replyType: 0,
-    message: "server is not using fixed newstyle protocol"
-  })
-
-const tlsUnavailable = (operation: string, why: string): NbdError.OptionError =>
-  new NbdError.OptionError({
-    errno: "ENOTSUP",
-    operation,
-    option: Protocol.Opt.STARTTLS,
-    replyType: 0,
-    message: `handshake: ${why}, but handle TLS setting is 'require' (2)`
-  })
-
-const plaintextAfterAck = (operation: string): NbdError.ProtocolError =>
-  new NbdError.ProtocolError({
-    errno: "EPROTO",
-    operation,
-    message: "handshake: server sent data after accepting NBD_OPT_STARTTLS, outside TLS"
-  })
-
-const describeReply = (reply: ClientCodec.OptionReply): string =>
-  reply._tag === "Error"
-    ? `Error 0x${reply.type.toString(16)}${reply.message ? `: ${escape(reply.message)}` : ""}`
-    : reply._tag === "MetaContext"
-      ? `MetaContext ${reply.id} ${escape(reply.name)}`
-      : reply._tag
-
-/** Validates the advertised block sizes as libnbd does; invalid ones are ignored, not an error. */
-export const acceptBlockSizes = (sizes: Protocol.BlockSizes): Protocol.BlockSizes | undefined => {
-  const isPow2 = (n: number) => n > 0 && (n & (n - 1)) === 0
-  const { maximum, minimum, preferred } = sizes
-  if (!isPow2(minimum) || minimum > 65536) return undefined
-  if (!isPow2(preferred) || preferred < 512 || preferred < minimum) return undefined
-  if (maximum < preferred || (maximum % minimum !== 0 && maximum !== 0xffffffff)) return undefined
-  return sizes
-}
-
-/** Fixes up the flags of an export as libnbd does when it learns them: no flag for what was not agreed. */
-export const normaliseFlags = (agreement: Agreement, flags: number): number => {
-  let f = flags
-  if (!agreement.structuredReplies) f &= ~Protocol.TFlag.SEND_DF
-  if (!agreement.extendedHeaders) f &= ~Protocol.TFlag.BLOCK_STATUS_PAYLOAD
-  if ((f & Protocol.TFlag.SEND_WRITE_ZEROES) === 0) f &= ~Protocol.TFlag.SEND_FAST_ZERO
-  return f
-}
-
-const exportInfo = (size: bigint, flags: number): ExportInfo => ({
-  size,
-  flags,
-  blockSizes: undefined,
-  canonicalName: undefined,
-  description: undefined
-})
 
 /**
  * One connection's handshake. `start` begins it; the driver then loops on `next`, feeding bytes while it

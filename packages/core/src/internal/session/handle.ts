@@ -15,7 +15,7 @@ import type { Connection, Host, Pending, Stats } from "./connection.js"
 import type { StateCell } from "./stateCell.js"
 import { Completion } from "../engine/completion.js"
 import * as TlsPriority from "../../TlsPriority.js"
-import { type Agreement, emptyAgreement, type ExportInfo } from "../engine/handshake.js"
+import { type Agreement, emptyAgreement, type ExportInfo } from "../engine/agreement.js"
 
 export type TlsMode = "disable" | "allow" | "require"
 
@@ -80,7 +80,7 @@ export const stranded = (error: NbdError.NbdError, operation: string): NbdError.
 
 export type BlockSizes = Protocol.BlockSizes
 
-export type { Agreement, ExportInfo, ProtocolName } from "../engine/handshake.js"
+export type { Agreement, ExportInfo, ProtocolName } from "../engine/agreement.js"
 
 export type { Stats } from "./connection.js"
 

@@ -11,13 +11,12 @@ import * as Protocol from "../../Protocol.js"
 import type * as Transport from "../../Transport.js"
 import * as debug from "../api/debug.js"
 import type { ExportEntry, OptionRequest, OptionResults, Step } from "../engine/handshake.js"
-import * as Machine from "../engine/handshake.js"
 import type { Connection } from "./connection.js"
 import type { HandleImpl } from "./handle.js"
 import { tlsSettings } from "./handle.js"
 
 /** The refusal of an option that needs fixed newstyle (the machine's, for the calls that check first). */
-export const notFixedNewstyle = Machine.notFixedNewstyle
+export { notFixedNewstyle } from "../engine/optionErrors.js"
 
 type StartTls = NonNullable<Transport.Service["startTls"]>
 
