@@ -17,7 +17,7 @@ import * as Scope from "effect/Scope"
 import type * as Stream from "effect/Stream"
 import * as ClientCodec from "./ClientCodec.js"
 import * as HandleState from "./HandleState.js"
-import { invalidArgument } from "./internal/api/arguments.js"
+import { invalidArgument } from "./internal/engine/arguments.js"
 import * as Call from "./internal/api/call.js"
 import { calls, type Spec } from "./internal/api/calls.js"
 import * as commandCalls from "./internal/api/commandCalls.js"
@@ -25,6 +25,7 @@ import * as commands from "./internal/api/commands.js"
 import * as connect from "./internal/session/connect.js"
 import { Connection } from "./internal/session/connection.js"
 import * as debug from "./internal/api/debug.js"
+import { payloadMaximum } from "./internal/engine/agreement.js"
 import * as internal from "./internal/session/handle.js"
 import * as handshake from "./internal/session/handshake.js"
 import * as lifecycle from "./internal/session/lifecycle.js"
@@ -1076,9 +1077,9 @@ export type BlockSizeKind = "minimum" | "preferred" | "maximum" | "payload"
  * @category export info
  */
 export const getBlockSize = (h: Handle, kind: BlockSizeKind): Effect.Effect<number, NbdError.NbdError> =>
-  withInfo(calls.getBlockSize, (info) =>
-    kind === "payload" ? internal.payloadMaximum(info) : (info.blockSizes?.[kind] ?? 0)
-  )(h)
+  withInfo(calls.getBlockSize, (info) => (kind === "payload" ? payloadMaximum(info) : (info.blockSizes?.[kind] ?? 0)))(
+    h
+  )
 
 /**
  * @since 0.1.0

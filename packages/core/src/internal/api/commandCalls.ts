@@ -2,12 +2,13 @@ import * as Effect from "effect/Effect"
 import * as ClientCodec from "../../ClientCodec.js"
 import * as NbdError from "../../NbdError.js"
 import * as Protocol from "../../Protocol.js"
-import { invalidArgument } from "./arguments.js"
+import { invalidArgument } from "../engine/arguments.js"
 import * as blockStatusInternal from "../engine/blockStatus.js"
 import type * as Call from "./call.js"
 import * as commands from "./commands.js"
 import type { Command } from "./commands.js"
-import { type HandleImpl, payloadMaximum } from "../session/handle.js"
+import { payloadMaximum } from "../engine/agreement.js"
+import type { HandleImpl } from "../session/handle.js"
 
 // The bodies of the command calls: what each one builds and queues once the wrapper has checked it.
 

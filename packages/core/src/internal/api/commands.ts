@@ -6,12 +6,13 @@ import * as Runtime from "effect/Runtime"
 import * as HandleState from "../../HandleState.js"
 import * as NbdError from "../../NbdError.js"
 import * as Protocol from "../../Protocol.js"
-import { invalidArgument, toNumber } from "./arguments.js"
+import { invalidArgument, toNumber } from "../engine/arguments.js"
+import { commandError } from "../engine/checks.js"
 import * as debug from "./debug.js"
 import * as metrics from "./metrics.js"
 import { type Completion, failed, type Outcome } from "../engine/completion.js"
 import { type CommandRequest, type Pending, release } from "../engine/pending.js"
-import { type ExportInfo, type HandleImpl, payloadMaximum, stranded } from "../session/handle.js"
+import { type HandleImpl, stranded } from "../session/handle.js"
 
 /** A command handed to the engine, before checks: its range as the caller gave it. */
 export interface CommandSpec extends CommandRequest {
@@ -26,99 +27,6 @@ export interface CommandSpec extends CommandRequest {
 export interface Command<A> {
   readonly cookie: bigint
   readonly await: Effect.Effect<A, NbdError.NbdError>
-}
-
-const writesData = (type: number) =>
-  type === Protocol.Cmd.WRITE || type === Protocol.Cmd.TRIM || type === Protocol.Cmd.WRITE_ZEROES
-
-/** The per-command checks of STRICT_COMMANDS: does the server support this command and these flags. */
-const commandSupportError = (info: ExportInfo, h: HandleImpl, spec: CommandSpec): NbdError.NbdError | undefined => {
-  const has = (flag: number) => (info.flags & flag) !== 0
-  const op = spec.operation
-  const notSupported = (what: string) => invalidArgument(op, `server does not support ${what}`)
-  switch (spec.type) {
-    case Protocol.Cmd.FLUSH:
-      if (!has(Protocol.TFlag.SEND_FLUSH)) return notSupported("flush operations")
-      break
-    case Protocol.Cmd.TRIM:
-      if (!has(Protocol.TFlag.SEND_TRIM)) return notSupported("trim operations")
-      break
-    case Protocol.Cmd.WRITE_ZEROES:
-      if (!has(Protocol.TFlag.SEND_WRITE_ZEROES)) return notSupported("zero operations")
-      if (spec.flags & Protocol.CmdFlag.FAST_ZERO && !has(Protocol.TFlag.SEND_FAST_ZERO))
-        return notSupported("the fast zero flag")
-      break
-    case Protocol.Cmd.CACHE:
-      if (!has(Protocol.TFlag.SEND_CACHE)) return notSupported("cache operations")
-      break
-    case Protocol.Cmd.READ:
-      if (spec.flags & Protocol.CmdFlag.DF && !has(Protocol.TFlag.SEND_DF)) return notSupported("the DF flag")
-      break
-    case Protocol.Cmd.BLOCK_STATUS:
-      if (!h.agreement.structuredReplies)
-        return new NbdError.UnsupportedError({
-          errno: "ENOTSUP",
-          operation: op,
-          message: "server does not support structured replies"
-        })
-      if (!h.agreement.metaValid || h.agreement.metaContexts === undefined || h.agreement.metaContexts.size === 0)
-        return new NbdError.UnsupportedError({
-          errno: "ENOTSUP",
-          operation: op,
-          message:
-            "did not negotiate any metadata contexts, either you did not call add_meta_context, or the server does not support any of them"
-        })
-      break
-  }
-  if (writesData(spec.type) && has(Protocol.TFlag.READ_ONLY))
-    return invalidArgument(op, "server does not support write operations", "EPERM")
-  if (spec.flags & Protocol.CmdFlag.FUA && !has(Protocol.TFlag.SEND_FUA)) return notSupported("the FUA flag")
-  if (
-    spec.type === Protocol.Cmd.WRITE &&
-    ((spec.flags & Protocol.CmdFlag.PAYLOAD_LEN) !== 0) !== h.agreement.extendedHeaders
-  )
-    return invalidArgument(op, "incorrect setting for PAYLOAD_LEN flag")
-  return undefined
-}
-
-/** Every check libnbd makes before a command leaves the client, in its order. */
-const check = (h: HandleImpl, spec: CommandSpec, offset: number, count: number): NbdError.NbdError | undefined => {
-  const strict = h.settings.strictMode
-  const op = spec.operation
-  const info = h.agreement.info!
-  if (strict & Protocol.Strict.COMMANDS) {
-    const error = commandSupportError(info, h, spec)
-    if (error !== undefined) return error
-  }
-  // The flags were checked against the call's own by the wrapper (internal/call.ts), before anything else.
-  if (h.connection!.engine.disconnectRequested)
-    return invalidArgument(op, "cannot request more commands after NBD_CMD_DISC")
-  if (spec.type === Protocol.Cmd.FLUSH || spec.type === Protocol.Cmd.DISC) return undefined
-  if (strict & Protocol.Strict.ZERO_SIZE && count === 0) return invalidArgument(op, "count cannot be 0")
-  if (strict & Protocol.Strict.BOUNDS) {
-    const size = info.size
-    if (BigInt(offset) > size || BigInt(count) > size - BigInt(offset))
-      return invalidArgument(op, "request out of bounds", writesData(spec.type) ? "ENOSPC" : "EINVAL")
-  }
-  const minimum = info.blockSizes?.minimum
-  if (
-    strict & Protocol.Strict.ALIGN &&
-    minimum !== undefined &&
-    minimum > 1 &&
-    (offset % minimum !== 0 || count % minimum !== 0)
-  )
-    return invalidArgument(op, "request is unaligned")
-  if (spec.type === Protocol.Cmd.WRITE && strict & Protocol.Strict.PAYLOAD && count > payloadMaximum(info))
-    return invalidArgument(op, `request too large: maximum payload size is ${payloadMaximum(info)}`, "ERANGE")
-  if ((spec.type === Protocol.Cmd.READ || spec.type === Protocol.Cmd.WRITE) && count > Protocol.Limits.MAX_REQUEST_SIZE)
-    return invalidArgument(
-      op,
-      `request too large: maximum request size is ${Protocol.Limits.MAX_REQUEST_SIZE}`,
-      "ERANGE"
-    )
-  if (!h.agreement.extendedHeaders && count > 0xffffffff)
-    return invalidArgument(op, "count is too large for a server without extended headers", "ERANGE")
-  return undefined
 }
 
 const stateError = (operation: string, s: HandleState.HandleState): NbdError.InvalidStateError =>
@@ -156,7 +64,8 @@ const checked = (h: HandleImpl, spec: CommandSpec): Checked | NbdError.NbdError 
   if (typeof offset !== "number") return offset
   const count = toNumber(spec.operation, "count", spec.count)
   if (typeof count !== "number") return count
-  return check(h, spec, offset, count) ?? { offset, count }
+  const disconnectRequested = h.connection!.engine.disconnectRequested
+  return commandError(h.agreement, h.settings.strictMode, disconnectRequested, spec, offset, count) ?? { offset, count }
 }
 
 /** How a submitted command ends, for its caller: called once, unless the caller cancels first. */

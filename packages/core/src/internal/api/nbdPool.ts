@@ -7,7 +7,7 @@ import * as Scope from "effect/Scope"
 import * as Nbd from "../../Nbd.js"
 import type * as NbdError from "../../NbdError.js"
 import type * as NbdPool from "../../NbdPool.js"
-import { invalidArgument } from "./arguments.js"
+import { invalidArgument } from "../engine/arguments.js"
 
 export const TypeId: NbdPool.TypeId = Symbol.for("@effect-nbd/core/NbdPool") as NbdPool.TypeId
 

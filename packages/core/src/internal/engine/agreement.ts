@@ -79,3 +79,10 @@ export const exportInfo = (size: bigint, flags: number): ExportInfo => ({
   canonicalName: undefined,
   description: undefined
 })
+
+/** libnbd's payload maximum: the advertised maximum clamped to [1 MiB, 64 MiB], else 32 MiB. */
+export const payloadMaximum = (info: ExportInfo | undefined): number => {
+  const max = info?.blockSizes?.maximum
+  if (max === undefined) return Protocol.Limits.DEFAULT_PAYLOAD_MAX
+  return Math.min(Protocol.Limits.MAX_REQUEST_SIZE, Math.max(1024 * 1024, max))
+}

@@ -321,10 +321,3 @@ export const requireInfo = (h: HandleImpl, operation: string): Effect.Effect<Exp
           message: "server has not returned export flags, you need to connect to the server first"
         })
       )
-
-/** libnbd's payload maximum: the advertised maximum clamped to [1 MiB, 64 MiB], else 32 MiB. */
-export const payloadMaximum = (info: ExportInfo | undefined): number => {
-  const max = info?.blockSizes?.maximum
-  if (max === undefined) return Protocol.Limits.DEFAULT_PAYLOAD_MAX
-  return Math.min(Protocol.Limits.MAX_REQUEST_SIZE, Math.max(1024 * 1024, max))
-}
