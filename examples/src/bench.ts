@@ -11,6 +11,9 @@
  *   5. whole processes: `effect-nbd copy` vs `nbdcopy` (URI to null: at the defaults, -C 1 and -C 4; URI to a
  *      file; a file to URI), and the start-up of `effect-nbd info --size` and `effect-nbd-server --run true`
  *
+ * Node's floor (floor.ts: a raw `net` NBD reader and writer, no Effect, no library code) runs beside the
+ * sequential reads and writes and the `copy URI null:` rows, and those rows print ours / floor as well.
+ *
  * The sides alternate run by run. Every side runs in its own child process, so peak RSS (GNU time's %M; VmHWM for the servers) compares
  * like with like. Our client's runs time the whole session (connect, transfer, disconnect) inside the
  * child, not node's start-up; the peers' runs are timed from spawn to exit. Medians are reported, the
@@ -37,6 +40,7 @@ import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import { fileURLToPath } from "node:url"
+import type { FloorTask } from "./floor.js"
 
 /** A shipped bin: the bundle the package.json's `bin` names (`pnpm build` writes it). */
 const shippedBin = (pkg: string, name: string): string => {
@@ -70,6 +74,7 @@ const NBDCOPY_FLAGS = ["-C", "1", "-R", String(DEPTH), `--request-size=${REQUEST
 const SELF = fileURLToPath(import.meta.url)
 const ROOT = Path.resolve(Path.dirname(SELF), "../..")
 const RESULTS_DIR = Path.join(ROOT, "bench-results")
+const FLOOR = Path.join(Path.dirname(SELF), "floor.js")
 
 // ---------------------------------------------------------------------------------------------------------------
 // The client side (a child process: `bench.js --worker JSON`)
@@ -301,15 +306,26 @@ const runTimed = (
     })
   })
 
+interface WorkerResult {
+  readonly runs: ReadonlyArray<WorkerRun>
+  readonly peakRssKiB: number
+  /** The whole child process, spawn to exit (node's start-up and any warm-up included). */
+  readonly processSeconds: number
+}
+
+const workerResult = (r: ProcessResult): WorkerResult => ({
+  runs: JSON.parse(r.stdout) as ReadonlyArray<WorkerRun>,
+  peakRssKiB: r.peakRssKiB,
+  processSeconds: r.wallSeconds
+})
+
 /** Runs our client side in a child node process. */
-const runWorker = (
-  task: WorkerTask,
-  nodeArgs: ReadonlyArray<string> = []
-): Effect.Effect<{ runs: ReadonlyArray<WorkerRun>; peakRssKiB: number }, BenchError> =>
-  Effect.map(runTimed(process.execPath, [...nodeArgs, SELF, "--worker", JSON.stringify(task)]), (r) => ({
-    runs: JSON.parse(r.stdout) as ReadonlyArray<WorkerRun>,
-    peakRssKiB: r.peakRssKiB
-  }))
+const runWorker = (task: WorkerTask, nodeArgs: ReadonlyArray<string> = []): Effect.Effect<WorkerResult, BenchError> =>
+  Effect.map(runTimed(process.execPath, [...nodeArgs, SELF, "--worker", JSON.stringify(task)]), workerResult)
+
+/** Runs Node's floor (floor.js) in a child node process, timed the same way as our client. */
+const runFloor = (task: FloorTask): Effect.Effect<WorkerResult, BenchError> =>
+  Effect.map(runTimed(process.execPath, [FLOOR, "--worker", JSON.stringify(task)]), workerResult)
 
 const peakRssOf = (pid: number): number => {
   try {
@@ -439,6 +455,9 @@ interface Comparison {
   /** ours / peer, by throughput. */
   readonly ratio: number
   readonly target?: number
+  /** Node's floor on the same transfer, and ours / floor by throughput. */
+  readonly floor?: Side
+  readonly floorRatio?: number
 }
 
 const side = (
@@ -456,20 +475,21 @@ const side = (
   return { label, tool, runs, medianSeconds, mbPerSecond, iops, peakRssKiB, ...extra }
 }
 
-const compare = (test: string, ours: Side, peer: Side, target?: number): Comparison => ({
+const compare = (test: string, ours: Side, peer: Side, target?: number, floor?: Side): Comparison => ({
   test,
   ours,
   peer,
   ratio: ours.mbPerSecond / peer.mbPerSecond,
-  ...(target !== undefined ? { target } : {})
+  ...(target !== undefined ? { target } : {}),
+  ...(floor !== undefined ? { floor, floorRatio: ours.mbPerSecond / floor.mbPerSecond } : {})
 })
 
 const table = (rows: ReadonlyArray<Comparison>): string => {
-  const head = ["test", "side", "median s", "MB/s", "IOPS", "peak RSS MiB", "ours/peer"]
+  const head = ["test", "side", "median s", "MB/s", "IOPS", "peak RSS MiB", "ours/peer", "ours/floor"]
   const lines: Array<Array<string>> = [head]
   const f = (n: number | undefined, d: number) => (n === undefined || !Number.isFinite(n) ? "-" : n.toFixed(d))
   for (const c of rows) {
-    for (const [i, s] of [c.ours, c.peer].entries()) {
+    for (const [i, s] of [c.ours, c.peer, ...(c.floor ? [c.floor] : [])].entries()) {
       lines.push([
         i === 0 ? c.test : "",
         s.label,
@@ -477,7 +497,8 @@ const table = (rows: ReadonlyArray<Comparison>): string => {
         f(s.mbPerSecond, 0),
         s.iops === undefined ? "-" : f(s.iops, 0),
         f(s.peakRssKiB / 1024, 1),
-        i === 0 ? `${c.ratio.toFixed(2)}${c.target !== undefined ? ` (target ≥ ${c.target})` : ""}` : ""
+        i === 0 ? `${c.ratio.toFixed(2)}${c.target !== undefined ? ` (target ≥ ${c.target})` : ""}` : "",
+        i === 0 && c.floorRatio !== undefined ? c.floorRatio.toFixed(2) : ""
       ])
     }
   }
@@ -544,23 +565,41 @@ const benchmark = Effect.scoped(
 
     // 2. sequential write (overwrites: the export is allocated already), then 1. sequential read. The sides
     // alternate run by run, so a change in the machine's load touches both; each of our runs is a fresh
-    // process that warms up on 256 MiB first.
-    const sequentialPhase = (mode: "read" | "write" | "pread" | "stream", peerArgs: ReadonlyArray<string>) =>
+    // process that warms up on 256 MiB first. Node's floor joins the plain read and write, warmed up the same
+    // way; the read floor stands for the other read rows too (the same 1 GiB, the same 256K x 64).
+    const pooled = (xs: ReadonlyArray<WorkerResult>) => ({
+      runs: xs.flatMap((o) => o.runs),
+      peakRssKiB: maxOf(xs.map((o) => o.peakRssKiB)),
+      processSeconds: xs.map((o) => o.processSeconds)
+    })
+    const sequentialPhase = (
+      mode: "read" | "write" | "pread" | "stream",
+      peerArgs: ReadonlyArray<string>,
+      floorMode?: "read" | "write"
+    ) =>
       Effect.gen(function* () {
         const peer: Array<{ run: { seconds: number; bytes: number; requests: number }; peakRssKiB: number }> = []
-        const ours: Array<{ runs: ReadonlyArray<WorkerRun>; peakRssKiB: number }> = []
+        const ours: Array<WorkerResult> = []
+        const floor: Array<WorkerResult> = []
         for (let i = 0; i < REPS; i++) {
           yield* log(`sequential ${mode} ${i + 1}/${REPS}`)
           peer.push(yield* nbdcopy(peerArgs))
           ours.push(yield* runWorker({ mode, uri: nbdkit.uri, reps: 1, warmupBytes: WARMUP_BYTES }))
+          if (floorMode !== undefined)
+            floor.push(yield* runFloor({ mode: floorMode, uri: nbdkit.uri, reps: 1, warmupBytes: WARMUP_BYTES }))
         }
-        return {
-          peer,
-          ours: { runs: ours.flatMap((o) => o.runs), peakRssKiB: maxOf(ours.map((o) => o.peakRssKiB)) }
-        }
+        return { peer, ours: pooled(ours), floor: pooled(floor) }
       })
-    const { ours: oursWrite, peer: peerWrite } = yield* sequentialPhase("write", [file, nbdkit.uri])
-    const { ours: oursRead, peer: peerRead } = yield* sequentialPhase("read", [nbdkit.uri, "null:"])
+    const {
+      floor: floorWrite,
+      ours: oursWrite,
+      peer: peerWrite
+    } = yield* sequentialPhase("write", [file, nbdkit.uri], "write")
+    const {
+      floor: floorRead,
+      ours: oursRead,
+      peer: peerRead
+    } = yield* sequentialPhase("read", [nbdkit.uri, "null:"], "read")
     const { ours: oursPread, peer: peerPread } = yield* sequentialPhase("pread", [nbdkit.uri, "null:"])
     const { ours: oursStream, peer: peerStream } = yield* sequentialPhase("stream", [nbdkit.uri, "null:"])
 
@@ -604,13 +643,16 @@ const benchmark = Effect.scoped(
       peer: readonly [string, ReadonlyArray<string>],
       bytes: number,
       target?: number,
-      cleanup: () => void = () => {}
+      cleanup: () => void = () => {},
+      floorTask?: FloorTask
     ) =>
       Effect.gen(function* () {
         const a: Array<Run> = []
         const b: Array<Run> = []
+        const c: Array<Run> = []
         let rssA = 0
         let rssB = 0
+        let rssC = 0
         for (let i = 0; i < REPS; i++) {
           yield* log(`${test} ${i + 1}/${REPS}`)
           const x = yield* runTimed(process.execPath, [clientBinOrServer(ours[0]!), ...ours.slice(1)])
@@ -621,12 +663,20 @@ const benchmark = Effect.scoped(
           b.push({ seconds: y.wallSeconds, bytes, requests: 1 })
           rssA = Math.max(rssA, x.peakRssKiB)
           rssB = Math.max(rssB, y.peakRssKiB)
+          if (floorTask !== undefined) {
+            const z = yield* runFloor(floorTask)
+            c.push({ seconds: z.processSeconds, bytes, requests: 1 })
+            rssC = Math.max(rssC, z.peakRssKiB)
+          }
         }
         return compare(
           test,
           side("effect-nbd", `${Path.basename(ours[0]!)} ${ours.slice(1).join(" ")}`, a, rssA, false),
           side(peer[0], `${peer[0]} ${peer[1].join(" ")}`, b, rssB, false),
-          target
+          target,
+          floorTask !== undefined
+            ? side("node floor", "floor.js --worker (read, whole process)", c, rssC, false)
+            : undefined
         )
       })
     const clientBinOrServer = (name: string) => (name === "effect-nbd-server" ? serverBin() : clientBin())
@@ -641,7 +691,9 @@ const benchmark = Effect.scoped(
           ["effect-nbd", "copy", ...flags, uri, "null:"],
           ["nbdcopy", [...flags, uri, "null:"]],
           SIZE,
-          0.9
+          0.9,
+          undefined,
+          { mode: "read", uri, reps: 1, warmupBytes: 0 }
         )
       )
     processRows.push(
@@ -710,6 +762,9 @@ const benchmark = Effect.scoped(
 
     // Figures
     const libnbd = version("nbdcopy", ["--version"])
+    const floorSide = (tool: string, floor: { runs: ReadonlyArray<WorkerRun>; peakRssKiB: number }) =>
+      side("node floor", tool, floor.runs, floor.peakRssKiB, false)
+    const readFloor = floorSide("floor.js (raw net, 256K x 64) URI read", floorRead)
     const readRow = (
       test: string,
       ours: { runs: ReadonlyArray<WorkerRun>; peakRssKiB: number },
@@ -726,7 +781,8 @@ const benchmark = Effect.scoped(
           maxOf(peer.map((r) => r.peakRssKiB)),
           false
         ),
-        target
+        target,
+        readFloor
       )
     const comparisons: Array<Comparison> = [
       readRow("seq read 1 GiB, aio loop 256K x 64", oursRead, peerRead, 0.9),
@@ -741,7 +797,9 @@ const benchmark = Effect.scoped(
           peerWrite.map((r) => r.run),
           maxOf(peerWrite.map((r) => r.peakRssKiB)),
           false
-        )
+        ),
+        undefined,
+        floorSide("floor.js (raw net, 256K x 64) URI write", floorWrite)
       ),
       compare(
         `rand read 4K x 64, ${RANDOM_SECONDS} s`,
@@ -800,6 +858,7 @@ const benchmark = Effect.scoped(
       "Peers are timed from spawn to exit. Peak RSS: GNU time %M for clients, VmHWM for servers (includes 1 GiB of data).",
       `Load average (1 min) before / after: ${loadBefore[0]!.toFixed(2)} / ${Os.loadavg()[0]!.toFixed(2)} on ${Os.cpus().length} CPUs.`,
       `Server CPU over the ${REPS} reads: effect-nbd-server ${cpuOurs.toFixed(2)} s, nbdkit ${cpuNbdkit.toFixed(2)} s.`,
+      "Node's floor: floor.js, a raw net NBD client (no Effect, no library code, simple replies, 256K x 64, payloads copied once into pooled buffers); ours/floor = ours / floor throughput. Sequential rows time its session like ours; copy rows time its whole process.",
       "The copy rows and the server write row time whole processes (node start-up included) from spawn to exit, alternating with the peer.",
       ...startUpLines
     ]
@@ -836,7 +895,16 @@ const benchmark = Effect.scoped(
       })),
       clientTransferSeconds: {
         read: oursRead.runs.map((r) => r.transferSeconds),
-        write: oursWrite.runs.map((r) => r.transferSeconds)
+        write: oursWrite.runs.map((r) => r.transferSeconds),
+        floorRead: floorRead.runs.map((r) => r.transferSeconds),
+        floorWrite: floorWrite.runs.map((r) => r.transferSeconds)
+      },
+      // Spawn to exit of each worker process (node start-up and the 256 MiB warm-up included).
+      clientProcessSeconds: {
+        read: oursRead.processSeconds,
+        write: oursWrite.processSeconds,
+        floorRead: floorRead.processSeconds,
+        floorWrite: floorWrite.processSeconds
       },
       serverCpuSeconds: { effectNbdServer: cpuOurs, nbdkit: cpuNbdkit },
       startUp: startUp.map((c) => ({ test: c.test, ours: c.ours.medianSeconds, peer: c.peer.medianSeconds })),
