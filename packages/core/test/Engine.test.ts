@@ -8,6 +8,7 @@ import { NbdError, Protocol } from "@effect-nbd/core"
 import * as ServerCodec from "@effect-nbd/core/ServerCodec"
 import type { Outcome } from "../src/internal/engine/completion.js"
 import { END_OF_WRITES, frame, type Outgoing } from "../src/internal/engine/outbox.js"
+import { concat } from "../src/internal/wire/bytes.js"
 import type { CommandRequest, Pending } from "../src/internal/engine/pending.js"
 import { type EngineHost, type Stats, Transmission } from "../src/internal/engine/transmission.js"
 
@@ -50,16 +51,6 @@ const write = (payload: Uint8Array, extended: boolean): CommandRequest => ({
   payload
 })
 
-const concatAll = (parts: ReadonlyArray<Uint8Array>): Uint8Array => {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
-  let at = 0
-  for (const p of parts) {
-    out.set(p, at)
-    at += p.length
-  }
-  return out
-}
-
 const pattern = (n: number, seed: number): Uint8Array =>
   Uint8Array.from({ length: n }, (_, i) => (i * 31 + seed) & 0xff)
 
@@ -79,7 +70,7 @@ const feed = (engine: Transmission, bytes: Uint8Array, cuts: ReadonlyArray<numbe
 /** The replies of a server to: a read of 4 KiB at 8192 (cookie 1), a flush (2) and a read of 600 bytes at 0 (3). */
 const replies = (mode: Mode, first: Uint8Array, third: Uint8Array): Uint8Array => {
   if (mode === "simple")
-    return concatAll([
+    return concat([
       ServerCodec.simpleReply(2n, 0),
       ServerCodec.simpleReply(1n, 0),
       first,
@@ -88,7 +79,7 @@ const replies = (mode: Mode, first: Uint8Array, third: Uint8Array): Uint8Array =
     ])
   const extended = mode === "extended"
   const target = (cookie: bigint, offset: number): ServerCodec.ChunkTarget => ({ extended, cookie, offset })
-  return concatAll([
+  return concat([
     // Out of order, in pieces: the first read in two data chunks, the last a data chunk and a hole.
     ...ServerCodec.offsetDataChunk(target(1n, 8192), 0, 8192 + 1000, first.subarray(1000)),
     ServerCodec.noneChunk(target(2n, 0)),
@@ -173,7 +164,7 @@ describe("the engine, fed bytes with no socket", () => {
     issue(read(), 0, 512)
     issue(flush, 0, 0)
     const target = { extended: false, cookie: 1n, offset: 0 }
-    const bytes = concatAll([
+    const bytes = concat([
       ServerCodec.errorChunk(target, Protocol.REPLY_FLAG_DONE, Protocol.NbdErrno.EIO, "bad sector"),
       ServerCodec.noneChunk({ ...target, cookie: 2n })
     ])

@@ -8,22 +8,11 @@ import { describe, expect, it } from "vitest"
 import { Protocol } from "@effect-nbd/core"
 import * as ServerCodec from "@effect-nbd/core/ServerCodec"
 import { Handshake, type HandshakeSettings, type HandshakeStart, type Step } from "../src/internal/engine/handshake.js"
+import { handshakeSettings } from "./util/handshake.js"
 
 const { Opt, Rep, TFlag } = Protocol
 
-const defaults: HandshakeSettings = {
-  exportName: "disk",
-  tls: "disable",
-  requestStructuredReplies: true,
-  requestExtendedHeaders: true,
-  requestMetaContext: true,
-  metaContexts: [Protocol.CONTEXT_BASE_ALLOCATION],
-  fullInfo: false,
-  requestBlockSize: true,
-  handshakeFlags: Protocol.HANDSHAKE_FLAG_MASK,
-  optMode: false,
-  debug: false
-}
+const defaults: HandshakeSettings = handshakeSettings({ exportName: "disk" })
 
 const FIXED = Protocol.FLAG_FIXED_NEWSTYLE | Protocol.FLAG_NO_ZEROES
 const FLAGS = TFlag.HAS_FLAGS | TFlag.SEND_FLUSH | TFlag.SEND_DF | TFlag.SEND_FAST_ZERO

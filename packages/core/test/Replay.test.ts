@@ -27,7 +27,8 @@ import { NbdError, Protocol } from "@effect-nbd/core"
 import type * as ClientCodec from "@effect-nbd/core/ClientCodec"
 import { makeCollector } from "../src/internal/engine/blockStatus.js"
 import type { Outcome } from "../src/internal/engine/completion.js"
-import type { HandshakeSettings } from "../src/internal/engine/handshake.js"
+import { concat } from "../src/internal/wire/bytes.js"
+import { handshakeSettings } from "./util/handshake.js"
 import { frame } from "../src/internal/engine/outbox.js"
 import type { CommandRequest } from "../src/internal/engine/pending.js"
 import { type Stats, Transmission } from "../src/internal/engine/transmission.js"
@@ -77,16 +78,6 @@ const transcripts: ReadonlyArray<Transcript> = Fs.readdirSync(directory)
     }
   })
 
-const concat = (parts: ReadonlyArray<Uint8Array>): Uint8Array => {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0))
-  let at = 0
-  for (const p of parts) {
-    out.set(p, at)
-    at += p.length
-  }
-  return out
-}
-
 const hex = (b: Uint8Array): string => Buffer.from(b).toString("hex")
 
 // ---------------------------------------------------------------------------------------------------------------
@@ -94,19 +85,7 @@ const hex = (b: Uint8Array): string => Buffer.from(b).toString("hex")
 // ---------------------------------------------------------------------------------------------------------------
 
 /** The settings of the recording session: Nbd.make's defaults, with base:allocation added. */
-const settings: HandshakeSettings = {
-  exportName: "",
-  tls: "disable",
-  requestStructuredReplies: true,
-  requestExtendedHeaders: true,
-  requestMetaContext: true,
-  metaContexts: [Protocol.CONTEXT_BASE_ALLOCATION],
-  fullInfo: false,
-  requestBlockSize: true,
-  handshakeFlags: Protocol.HANDSHAKE_FLAG_MASK,
-  optMode: false,
-  debug: false
-}
+const settings = handshakeSettings()
 
 /** How the server's stream is delivered: cut before these offsets, and with one byte changed, if any. */
 interface Delivery {
