@@ -91,9 +91,21 @@ const settingsOf = (
     }
   })
 
-const openSource = (source: NbdCopy.Source, settings: Settings): Effect.Effect<OpenedSource, AnyError, any> => {
+/**
+ * The minimum block size of an NBD destination (1 for any other): the source's zero runs are aligned to it
+ * too, so no write or zero it is sent covers part of one of its blocks. nbdcopy 1.14, source and destination
+ * as in copy-block-sizes.test.ts, ends with the same content, its writes and zeroes also whole 4K blocks.
+ */
+const destinationMinimum = (destination: NbdCopy.Destination): Effect.Effect<number, NbdError.NbdError> =>
+  isTarget(destination) ? Nbd.getBlockSize(handlesOf(destination)[0]!, "minimum") : Effect.succeed(1)
+
+const openSource = (
+  source: NbdCopy.Source,
+  settings: Settings,
+  alignment: number
+): Effect.Effect<OpenedSource, AnyError, any> => {
   if (isTarget(source))
-    return Effect.map(nbdReader(OPERATION, source, settings.lanes, settings.sparse), (reader) => ({
+    return Effect.map(nbdReader(OPERATION, source, settings.lanes, settings.sparse, alignment), (reader) => ({
       _tag: "Random" as const,
       reader
     }))
@@ -187,7 +199,7 @@ const run = (
   Effect.scoped(
     Effect.gen(function* () {
       const settings = yield* settingsOf(source, destination, options)
-      const src = yield* openSource(source, settings)
+      const src = yield* openSource(source, settings, yield* destinationMinimum(destination))
       const sourceSize = src._tag === "Random" ? src.reader.size : src.size
       tracker.total = sourceSize
       const dst = yield* openDestination(destination, settings, sourceSize)
