@@ -91,6 +91,34 @@ describe("NbdCopy to a destination with a larger minimum block size", () => {
     })
   )
 
+  it.scopedLive("sparseSize smaller than the destination's minimum: zero detection in its whole blocks", () =>
+    Effect.gen(function* () {
+      const content = sectors()
+      const sourceUri = yield* sourceOf(content)
+      const d = yield* TestServer.make({
+        exports: [
+          {
+            name: "",
+            size: SIZE,
+            filters: [Filter.blockSizePolicy({ minimum: 4096, preferred: 4096, maximum: 32 * MiB })]
+          }
+        ]
+      }).pipe(Effect.orDie)
+      yield* fill(d.uri)
+      // Without block status every piece is read, then cut into zero runs of sparseSize (here 512 or 6000).
+      for (const sparseSize of [512, 6000]) {
+        const source = yield* poolOf(sourceUri, {})
+        const destination = yield* poolOf(d.uri, {})
+        const result = yield* NbdCopy.copy(source, destination, { requestSize: 64 * KiB, sparseSize }).pipe(
+          Effect.catchAll((e) => Effect.die(`copy (sparseSize ${sparseSize}) failed: ${e.message}`))
+        )
+        expect(result.zeroBytes > 0n).toBe(true)
+        expect(sha256(yield* readBack(d.uri))).toBe(sha256(content))
+        yield* fill(d.uri)
+      }
+    })
+  )
+
   it.scopedLive("nbdkit blocksize-policy minimum 4096 (errors on unaligned), client strict off: same content", () =>
     Effect.gen(function* () {
       const content = sectors()

@@ -99,6 +99,13 @@ const settingsOf = (
 const destinationMinimum = (destination: NbdCopy.Destination): Effect.Effect<number, NbdError.NbdError> =>
   isTarget(destination) ? Nbd.getBlockSize(handlesOf(destination)[0]!, "minimum") : Effect.succeed(1)
 
+/**
+ * Zero detection's block, rounded up to whole blocks of the destination's minimum: a zero run of part of one
+ * would be refused. nbdcopy 1.14 with -S 512 to such a destination also sends only whole 4K blocks.
+ */
+const wholeBlocks = (sparseSize: number | undefined, minimum: number): number | undefined =>
+  sparseSize === undefined ? undefined : Math.ceil(sparseSize / minimum) * minimum
+
 const openSource = (
   source: NbdCopy.Source,
   settings: Settings,
@@ -199,7 +206,8 @@ const run = (
   Effect.scoped(
     Effect.gen(function* () {
       const settings = yield* settingsOf(source, destination, options)
-      const src = yield* openSource(source, settings, yield* destinationMinimum(destination))
+      const alignment = yield* destinationMinimum(destination)
+      const src = yield* openSource(source, settings, alignment)
       const sourceSize = src._tag === "Random" ? src.reader.size : src.size
       tracker.total = sourceSize
       const dst = yield* openDestination(destination, settings, sourceSize)
@@ -226,7 +234,7 @@ const run = (
             buffers: pool,
             // A destination that must end allocated gets what was read as it is, zeroes or not.
             detectZeroes: settings.sparse && !settings.allocated,
-            zeroBlock: settings.sparseSize,
+            zeroBlock: wholeBlocks(settings.sparseSize, alignment),
             observer: settings.observer,
             tracker
           })
@@ -253,7 +261,7 @@ const run = (
             offset: 0,
             inFlight: settings.requests * used,
             detectZeroes: settings.sparse && !settings.allocated,
-            zeroBlock: settings.sparseSize,
+            zeroBlock: wholeBlocks(settings.sparseSize, alignment),
             flush: settings.flush,
             tracker,
             expected: src.size,
