@@ -3,9 +3,10 @@
 import { Nbd, NbdCopy, NbdPool } from "@effect-nbd/core"
 import { NodeNbd } from "@effect-nbd/node"
 import { Backend, Filter, TestServer } from "@effect-nbd/test-server"
-import { describe, expect, it } from "@effect/vitest"
+import { beforeAll, describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import { sha256 } from "./util/bytes.js"
+import { bin, buildCli, proc } from "./util/cli.js"
 import { nbdkit } from "./util/peers.js"
 
 const KiB = 1024
@@ -64,6 +65,8 @@ const readBack = (uri: string) =>
     yield* Effect.orDie(Nbd.shutdown(h))
     return out
   })
+
+beforeAll(buildCli, 120_000)
 
 describe("NbdCopy to a destination with a larger minimum block size", () => {
   it.scopedLive("test server minimum 4096: every request aligned, the content the source's", () =>
@@ -139,6 +142,29 @@ describe("NbdCopy to a destination with a larger minimum block size", () => {
       )
       expect(result.zeroBytes > 0n).toBe(true)
       expect(sha256(yield* readBack(kit.uri))).toBe(sha256(content))
+    })
+  )
+
+  it.scopedLive("effect-nbd copy and nbdcopy to nbdkit minimum 4096: both succeed with the source's content", () =>
+    Effect.gen(function* () {
+      const content = sectors()
+      const sourceUri = yield* sourceOf(content)
+      const kit = yield* nbdkit([
+        "--filter=blocksize-policy",
+        "memory",
+        String(SIZE),
+        "blocksize-minimum=4096",
+        "blocksize-error-policy=error"
+      ])
+      for (const [command, args] of [
+        [process.execPath, [bin, "copy"]],
+        ["nbdcopy", []]
+      ] as const) {
+        yield* fill(kit.uri)
+        const r = yield* proc(command, [...args, sourceUri, kit.uri])
+        expect(r.code, `${command} ${args.join(" ")}: ${r.stderr}`).toBe(0)
+        expect(sha256(yield* readBack(kit.uri)), command).toBe(sha256(content))
+      }
     })
   )
 })
