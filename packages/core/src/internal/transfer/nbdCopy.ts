@@ -97,7 +97,10 @@ const settingsOf = (
  * as in copy-block-sizes.test.ts, ends with the same content, its writes and zeroes also whole 4K blocks.
  */
 const destinationMinimum = (destination: NbdCopy.Destination): Effect.Effect<number, NbdError.NbdError> =>
-  isTarget(destination) ? Nbd.getBlockSize(handlesOf(destination)[0]!, "minimum") : Effect.succeed(1)
+  isTarget(destination)
+    ? // 0 when the server advertised no block sizes: any alignment then.
+      Effect.map(Nbd.getBlockSize(handlesOf(destination)[0]!, "minimum"), (minimum) => Math.max(1, minimum))
+    : Effect.succeed(1)
 
 /**
  * Zero detection's block, rounded up to whole blocks of the destination's minimum: a zero run of part of one
