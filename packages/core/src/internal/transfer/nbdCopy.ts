@@ -91,9 +91,31 @@ const settingsOf = (
     }
   })
 
-const openSource = (source: NbdCopy.Source, settings: Settings): Effect.Effect<OpenedSource, AnyError, any> => {
+/**
+ * The minimum block size of an NBD destination (1 for any other): the source's zero runs are aligned to it
+ * too, so no write or zero it is sent covers part of one of its blocks. nbdcopy 1.14, source and destination
+ * as in copy-block-sizes.test.ts, ends with the same content, its writes and zeroes also whole 4K blocks.
+ */
+const destinationMinimum = (destination: NbdCopy.Destination): Effect.Effect<number, NbdError.NbdError> =>
+  isTarget(destination)
+    ? // 0 when the server advertised no block sizes: any alignment then.
+      Effect.map(Nbd.getBlockSize(handlesOf(destination)[0]!, "minimum"), (minimum) => Math.max(1, minimum))
+    : Effect.succeed(1)
+
+/**
+ * Zero detection's block, rounded up to whole blocks of the destination's minimum: a zero run of part of one
+ * would be refused. nbdcopy 1.14 with -S 512 to such a destination also sends only whole 4K blocks.
+ */
+const wholeBlocks = (sparseSize: number | undefined, minimum: number): number | undefined =>
+  sparseSize === undefined ? undefined : Math.ceil(sparseSize / minimum) * minimum
+
+const openSource = (
+  source: NbdCopy.Source,
+  settings: Settings,
+  alignment: number
+): Effect.Effect<OpenedSource, AnyError, any> => {
   if (isTarget(source))
-    return Effect.map(nbdReader(OPERATION, source, settings.lanes, settings.sparse), (reader) => ({
+    return Effect.map(nbdReader(OPERATION, source, settings.lanes, settings.sparse, alignment), (reader) => ({
       _tag: "Random" as const,
       reader
     }))
@@ -187,7 +209,8 @@ const run = (
   Effect.scoped(
     Effect.gen(function* () {
       const settings = yield* settingsOf(source, destination, options)
-      const src = yield* openSource(source, settings)
+      const alignment = yield* destinationMinimum(destination)
+      const src = yield* openSource(source, settings, alignment)
       const sourceSize = src._tag === "Random" ? src.reader.size : src.size
       tracker.total = sourceSize
       const dst = yield* openDestination(destination, settings, sourceSize)
@@ -214,7 +237,7 @@ const run = (
             buffers: pool,
             // A destination that must end allocated gets what was read as it is, zeroes or not.
             detectZeroes: settings.sparse && !settings.allocated,
-            zeroBlock: settings.sparseSize,
+            zeroBlock: wholeBlocks(settings.sparseSize, alignment),
             observer: settings.observer,
             tracker
           })
@@ -241,7 +264,7 @@ const run = (
             offset: 0,
             inFlight: settings.requests * used,
             detectZeroes: settings.sparse && !settings.allocated,
-            zeroBlock: settings.sparseSize,
+            zeroBlock: wholeBlocks(settings.sparseSize, alignment),
             flush: settings.flush,
             tracker,
             expected: src.size,

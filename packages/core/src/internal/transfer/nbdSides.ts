@@ -54,8 +54,8 @@ const lanesOf = (target: NbdPool.Target, lanes: number): ReadonlyArray<Nbd.Handl
   handlesOf(target).slice(0, Math.max(1, lanes))
 
 /**
- * The items with their zero runs shrunk to whole blocks of `minimum` (the source's minimum block size), the
- * range's own ends kept: since doc/proto.md of 2025-06 a server may report extents of any length, and a
+ * The items with their zero runs shrunk to whole blocks of `minimum` (the larger of both sides' minimum block
+ * sizes), the range's own ends kept: since doc/proto.md of 2025-06 a server may report extents of any length, and a
  * read of part of a block is one that strict mode refuses. A block only partly zero is read as data.
  */
 export const alignToBlocks = (items: ReadonlyArray<Item>, minimum: number): ReadonlyArray<Item> => {
@@ -105,12 +105,18 @@ const command = <A>(
   return NbdError.isNbdError(submitted) ? endNow(done, Cause.fail(submitted)) : submitted
 }
 
-/** A handle or pool as a reader; block status is used when `sparse` and the source negotiated base:allocation. */
+/**
+ * A handle or pool as a reader; block status is used when `sparse` and the source negotiated base:allocation.
+ * Zero runs are shrunk to whole blocks of the larger of the source's minimum block size and `alignment` (the
+ * destination's, for a copy): the data pieces between them inherit their edges, and a destination with a
+ * larger minimum refuses a write or zero that is not whole blocks of it.
+ */
 export const nbdReader = (
   operation: string,
   target: NbdPool.Target,
   lanes: number,
-  sparse: boolean
+  sparse: boolean,
+  alignment = 1
 ): Effect.Effect<Reader<NbdError.NbdError>, NbdError.NbdError> =>
   Effect.gen(function* () {
     const handles = lanesOf(target, lanes)
@@ -119,7 +125,8 @@ export const nbdReader = (
     const size = yield* exportSize(operation, h0)
     const maxRequest = yield* requestLimit(h0)
     const allocation = sparse && (yield* Effect.orElseSucceed(Nbd.canMetaContext(h0, "base:allocation"), () => false))
-    const minimum = yield* Nbd.getBlockSize(h0, "minimum")
+    // Minimum block sizes are powers of two (doc/proto.md), so the larger is a multiple of the smaller.
+    const minimum = Math.max(yield* Nbd.getBlockSize(h0, "minimum"), alignment)
     const report = yield* Effect.runtime<never>()
     return {
       size,
