@@ -66,6 +66,21 @@ const readBack = (uri: string) =>
     return out
   })
 
+/** A test-server export of minimum block size 4096, filled with 0xff so a copy has to write its zeroes. */
+const destinationOf4096 = Effect.gen(function* () {
+  const d = yield* TestServer.make({
+    exports: [
+      {
+        name: "",
+        size: SIZE,
+        filters: [Filter.blockSizePolicy({ minimum: 4096, preferred: 4096, maximum: 32 * MiB })]
+      }
+    ]
+  }).pipe(Effect.orDie)
+  yield* fill(d.uri)
+  return d
+})
+
 beforeAll(buildCli, 120_000)
 
 describe("NbdCopy to a destination with a larger minimum block size", () => {
@@ -73,16 +88,7 @@ describe("NbdCopy to a destination with a larger minimum block size", () => {
     Effect.gen(function* () {
       const content = sectors()
       const sourceUri = yield* sourceOf(content)
-      const d = yield* TestServer.make({
-        exports: [
-          {
-            name: "",
-            size: SIZE,
-            filters: [Filter.blockSizePolicy({ minimum: 4096, preferred: 4096, maximum: 32 * MiB })]
-          }
-        ]
-      }).pipe(Effect.orDie)
-      yield* fill(d.uri)
+      const d = yield* destinationOf4096
       const source = yield* poolOf(sourceUri)
       const destination = yield* poolOf(d.uri, {})
       expect(yield* Effect.orDie(Nbd.getBlockSize(destination.handles[0]!, "minimum"))).toBe(4096)
@@ -98,16 +104,7 @@ describe("NbdCopy to a destination with a larger minimum block size", () => {
     Effect.gen(function* () {
       const content = sectors()
       const sourceUri = yield* sourceOf(content)
-      const d = yield* TestServer.make({
-        exports: [
-          {
-            name: "",
-            size: SIZE,
-            filters: [Filter.blockSizePolicy({ minimum: 4096, preferred: 4096, maximum: 32 * MiB })]
-          }
-        ]
-      }).pipe(Effect.orDie)
-      yield* fill(d.uri)
+      const d = yield* destinationOf4096
       // Without block status every piece is read, then cut into zero runs of sparseSize (here 512 or 6000).
       for (const sparseSize of [512, 6000]) {
         const source = yield* poolOf(sourceUri, {})
