@@ -81,6 +81,19 @@ const destinationOf4096 = Effect.gen(function* () {
   return d
 })
 
+/** nbdkit's memory export behind blocksize-policy minimum 4096, which refuses what is unaligned; filled. */
+const nbdkitOf4096 = Effect.gen(function* () {
+  const kit = yield* nbdkit([
+    "--filter=blocksize-policy",
+    "memory",
+    String(SIZE),
+    "blocksize-minimum=4096",
+    "blocksize-error-policy=error"
+  ])
+  yield* fill(kit.uri)
+  return kit
+})
+
 beforeAll(buildCli, 120_000)
 
 describe("NbdCopy to a destination with a larger minimum block size", () => {
@@ -123,14 +136,7 @@ describe("NbdCopy to a destination with a larger minimum block size", () => {
     Effect.gen(function* () {
       const content = sectors()
       const sourceUri = yield* sourceOf(content)
-      const kit = yield* nbdkit([
-        "--filter=blocksize-policy",
-        "memory",
-        String(SIZE),
-        "blocksize-minimum=4096",
-        "blocksize-error-policy=error"
-      ])
-      yield* fill(kit.uri)
+      const kit = yield* nbdkitOf4096
       const source = yield* poolOf(sourceUri)
       // Strict alignment off: the server, not the client, is the one to refuse what is unaligned.
       const destination = yield* poolOf(kit.uri, { strictMode: 0 })
@@ -146,13 +152,7 @@ describe("NbdCopy to a destination with a larger minimum block size", () => {
     Effect.gen(function* () {
       const content = sectors()
       const sourceUri = yield* sourceOf(content)
-      const kit = yield* nbdkit([
-        "--filter=blocksize-policy",
-        "memory",
-        String(SIZE),
-        "blocksize-minimum=4096",
-        "blocksize-error-policy=error"
-      ])
+      const kit = yield* nbdkitOf4096
       for (const [command, args] of [
         [process.execPath, [bin, "copy"]],
         ["nbdcopy", []]
