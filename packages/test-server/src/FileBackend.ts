@@ -54,7 +54,7 @@ const backendError = (what: string, error: unknown): Backend.BackendError => {
 }
 
 const call = <A>(what: string, f: (done: (error: NodeJS.ErrnoException | null, value?: A) => void) => void) =>
-  Effect.async<A, Backend.BackendError>((resume) => {
+  Effect.callback<A, Backend.BackendError>((resume) => {
     f((error, value) => resume(error === null ? Effect.succeed(value as A) : Effect.fail(backendError(what, error))))
   })
 
@@ -132,14 +132,14 @@ export const make = (
     const truncate = (length: number) => call<void>(`ftruncate ${path}`, (done) => Fs.ftruncate(fd, length, done))
 
     /** Frees the tail of a regular file from `offset`: truncated there and grown back, a hole. */
-    const punchTail = (offset: number) => Effect.zipRight(truncate(offset), truncate(end))
+    const punchTail = (offset: number) => Effect.andThen(truncate(offset), truncate(end))
 
     const writeZeroes = (offset: number, length: number): Effect.Effect<void, Backend.BackendError> => {
       const zeroes = new Uint8Array(Math.min(length, ZERO_CHUNK))
       const loop = (at: number): Effect.Effect<void, Backend.BackendError> =>
         at >= offset + length
           ? Effect.void
-          : Effect.zipRight(
+          : Effect.andThen(
               pwriteAll(zeroes.subarray(0, Math.min(zeroes.length, offset + length - at)), at),
               Effect.suspend(() => loop(at + zeroes.length))
             )
@@ -159,7 +159,7 @@ export const make = (
           return Effect.as(readAll(buf, 0, offset), [buf])
         }),
       write: (offset, data, fua) =>
-        readOnly ? readOnlyError : fua ? Effect.zipRight(pwriteAll(data, offset), datasync) : pwriteAll(data, offset),
+        readOnly ? readOnlyError : fua ? Effect.andThen(pwriteAll(data, offset), datasync) : pwriteAll(data, offset),
       zero: (offset, length, mayTrim) =>
         readOnly
           ? readOnlyError

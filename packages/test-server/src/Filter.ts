@@ -18,7 +18,6 @@
  * @since 0.1.0
  */
 import * as Effect from "effect/Effect"
-import * as FiberRef from "effect/FiberRef"
 import type * as NbdError from "@effect-nbd/core/NbdError"
 import type * as Protocol from "@effect-nbd/core/Protocol"
 import * as Fs from "node:fs"
@@ -96,9 +95,11 @@ export interface Trigger {
 /** Whether a trigger fires on a call: an effect, as it reads the request the call serves. */
 const fires = (trigger: Trigger, operation: Operation, defaultRate: number): Effect.Effect<boolean> => {
   const { when } = trigger
-  if (when !== undefined) return Effect.map(FiberRef.get(Request.currentRequest), (request) => when(operation, request))
+  if (when !== undefined)
+    return Effect.map(Effect.service(Request.currentRequest), (request) => when(operation, request))
   const nth = trigger.nths?.[operation] ?? trigger.nth
-  if (nth !== undefined) return Effect.map(FiberRef.get(Request.currentRequest), (request) => request?.ordinal === nth)
+  if (nth !== undefined)
+    return Effect.map(Effect.service(Request.currentRequest), (request) => request?.ordinal === nth)
   const rate = trigger.rates?.[operation] ?? trigger.rate ?? defaultRate
   if (rate <= 0) return Effect.succeed(false)
   if (rate >= 1) return Effect.succeed(true)

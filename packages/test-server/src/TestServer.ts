@@ -23,12 +23,12 @@ import * as TlsPsk from "@effect-nbd/core/TlsPsk"
 import * as Context from "effect/Context"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
-import * as Either from "effect/Either"
 import * as FiberSet from "effect/FiberSet"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import * as ParseResult from "effect/ParseResult"
+import * as Result from "effect/Result"
 import * as Schema from "effect/Schema"
+import * as SchemaTransformation from "effect/SchemaTransformation"
 import type * as Scope from "effect/Scope"
 import * as Crypto from "node:crypto"
 import * as Fs from "node:fs"
@@ -54,14 +54,17 @@ const utf8Length = (s: string): number => Buffer.byteLength(s, "utf8")
  * @since 0.1.0
  * @category config
  */
-export const Size = Schema.Union(Schema.BigIntFromSelf, Schema.Number.pipe(Schema.int(), Schema.nonNegative())).pipe(
-  Schema.transform(Schema.BigIntFromSelf, {
-    strict: true,
-    decode: (n) => BigInt(n),
-    encode: (n) => n
-  }),
-  Schema.filter((n) => (n >= 0n && n <= Backend.MAX_SIZE) || "an export size lies between 0 and 2^63 - 1")
-)
+export const Size = Schema.Union([Schema.BigInt, Schema.Number.check(Schema.isInt(), Schema.isGreaterThanOrEqualTo(0))])
+  .pipe(
+    Schema.decodeTo(
+      Schema.BigInt,
+      SchemaTransformation.transform<bigint, bigint | number>({
+        decode: (n: bigint | number) => BigInt(n),
+        encode: (n: bigint) => n
+      })
+    )
+  )
+  .check(Schema.makeFilter((n) => (n >= 0n && n <= Backend.MAX_SIZE) || "an export size lies between 0 and 2^63 - 1"))
 
 /**
  * A backend: the name of a built-in one (sized by the export) or a ready `Backend`.
@@ -69,10 +72,10 @@ export const Size = Schema.Union(Schema.BigIntFromSelf, Schema.Number.pipe(Schem
  * @since 0.1.0
  * @category config
  */
-export const BackendSpec = Schema.Union(
-  Schema.Literal("memory", "null", "pattern"),
+export const BackendSpec = Schema.Union([
+  Schema.Literals(["memory", "null", "pattern"]),
   Schema.declare(Backend.isBackend, { identifier: "Backend" })
-)
+])
 
 /**
  * The command kinds a fault can target, by libnbd's names.
@@ -80,7 +83,7 @@ export const BackendSpec = Schema.Union(
  * @since 0.1.0
  * @category config
  */
-export const CommandKind = Schema.Literal("read", "write", "flush", "trim", "cache", "write-zeroes", "block-status")
+export const CommandKind = Schema.Literals(["read", "write", "flush", "trim", "cache", "write-zeroes", "block-status"])
 
 /**
  * A command kind, by libnbd's name.
@@ -96,7 +99,7 @@ export type CommandKind = typeof CommandKind.Type
  * @since 0.1.0
  * @category config
  */
-export const FaultErrno = Schema.Literal(...Protocol.errnoNames)
+export const FaultErrno = Schema.Literals(Protocol.errnoNames)
 
 /**
  * A malformed reply the server can send on demand, to test a client's handling of each protocol violation.
@@ -133,7 +136,7 @@ export const FaultErrno = Schema.Literal(...Protocol.errnoNames)
  * @since 0.1.0
  * @category config
  */
-export const MalformedReply = Schema.Literal(...Malformed.kinds)
+export const MalformedReply = Schema.Literals(Malformed.kinds)
 
 /**
  * A malformed reply kind.
@@ -190,12 +193,14 @@ const malformedFits = (f: {
 export const Fault = Schema.Struct({
   command: CommandKind,
   errno: Schema.optional(FaultErrno),
-  delayMs: Schema.optional(Schema.Number.pipe(Schema.int(), Schema.between(0, 2_147_483_647))),
+  delayMs: Schema.optional(
+    Schema.Number.check(Schema.isInt(), Schema.isBetween({ minimum: 0, maximum: 2_147_483_647 }))
+  ),
   malformed: Schema.optional(MalformedReply),
-  rate: Schema.optional(Schema.Number.pipe(Schema.between(0, 1))),
-  nth: Schema.optional(Schema.Number.pipe(Schema.int(), Schema.positive()))
-}).pipe(
-  Schema.filter((f) => {
+  rate: Schema.optional(Schema.Number.check(Schema.isBetween({ minimum: 0, maximum: 1 }))),
+  nth: Schema.optional(Schema.Number.check(Schema.isInt(), Schema.isGreaterThan(0)))
+}).check(
+  Schema.makeFilter((f) => {
     if (f.errno === undefined && f.delayMs === undefined && f.malformed === undefined)
       return "a fault has an errno, a delayMs or a malformed reply"
     if (f.errno !== undefined && f.malformed !== undefined) return "a fault has an errno or a malformed reply, not both"
@@ -216,11 +221,11 @@ export const Fault = Schema.Struct({
  * @category config
  */
 export const ExportConfig = Schema.Struct({
-  name: Schema.String.pipe(Schema.filter((s) => utf8Length(s) <= 4096 || "an export name has at most 4096 bytes")),
+  name: Schema.String.check(Schema.makeFilter((s) => utf8Length(s) <= 4096 || "an export name has at most 4096 bytes")),
   /** Required for a named backend; for a ready `Backend`, default its own size. */
   size: Schema.optional(Size),
   description: Schema.optional(
-    Schema.String.pipe(Schema.filter((s) => utf8Length(s) <= 4096 || "a description has at most 4096 bytes"))
+    Schema.String.check(Schema.makeFilter((s) => utf8Length(s) <= 4096 || "a description has at most 4096 bytes"))
   ),
   readOnly: Schema.optional(Schema.Boolean),
   anyName: Schema.optional(Schema.Boolean),
@@ -230,8 +235,8 @@ export const ExportConfig = Schema.Struct({
   filters: Schema.optional(
     Schema.Array(Schema.declare((u): u is Filter.Filter => typeof u === "function", { identifier: "Filter" }))
   )
-}).pipe(
-  Schema.filter(
+}).check(
+  Schema.makeFilter(
     (e) =>
       e.size !== undefined ||
       Backend.isBackend(e.backend) ||
@@ -247,16 +252,16 @@ export const ExportConfig = Schema.Struct({
  * @since 0.1.0
  * @category config
  */
-export const Listen = Schema.Union(
-  Schema.TaggedStruct("Unix", { path: Schema.optional(Schema.String.pipe(Schema.nonEmptyString())) }),
+export const Listen = Schema.Union([
+  Schema.TaggedStruct("Unix", { path: Schema.optional(Schema.NonEmptyString) }),
   Schema.TaggedStruct("Tcp", {
-    port: Schema.optional(Schema.Number.pipe(Schema.int(), Schema.between(0, 65535))),
+    port: Schema.optional(Schema.Number.check(Schema.isInt(), Schema.isBetween({ minimum: 0, maximum: 65535 }))),
     host: Schema.optional(Schema.String)
   }),
   Schema.TaggedStruct("Fd", {
-    fds: Schema.NonEmptyArray(Schema.Number.pipe(Schema.int(), Schema.nonNegative()))
+    fds: Schema.NonEmptyArray(Schema.Number.check(Schema.isInt(), Schema.isGreaterThanOrEqualTo(0)))
   })
-)
+])
 
 const isPowerOfTwo = (n: number): boolean => n > 0 && Number.isInteger(Math.log2(n))
 
@@ -268,11 +273,11 @@ const isPowerOfTwo = (n: number): boolean => n > 0 && Number.isInteger(Math.log2
  * @category config
  */
 export const BlockSize = Schema.Struct({
-  minimum: Schema.Number.pipe(Schema.int(), Schema.between(1, 65536)),
-  preferred: Schema.Number.pipe(Schema.int(), Schema.positive()),
-  maximum: Schema.Number.pipe(Schema.int(), Schema.between(1, 0xffffffff))
-}).pipe(
-  Schema.filter((b) => {
+  minimum: Schema.Number.check(Schema.isInt(), Schema.isBetween({ minimum: 1, maximum: 65536 })),
+  preferred: Schema.Number.check(Schema.isInt(), Schema.isGreaterThan(0)),
+  maximum: Schema.Number.check(Schema.isInt(), Schema.isBetween({ minimum: 1, maximum: 0xffffffff }))
+}).check(
+  Schema.makeFilter((b) => {
     if (!isPowerOfTwo(b.minimum)) return "the minimum block size is a power of two"
     if (!isPowerOfTwo(b.preferred) || b.preferred < Math.max(b.minimum, 512))
       return "the preferred block size is a power of two, at least the minimum and 512"
@@ -316,8 +321,8 @@ export const DEFAULT_MAX_REQUESTS = 128
  * @category config
  */
 export const Backpressure = Schema.Struct({
-  maxReplyBytes: Schema.optional(Schema.Number.pipe(Schema.int(), Schema.positive())),
-  maxRequests: Schema.optional(Schema.Number.pipe(Schema.int(), Schema.positive()))
+  maxReplyBytes: Schema.optional(Schema.Number.check(Schema.isInt(), Schema.isGreaterThan(0))),
+  maxRequests: Schema.optional(Schema.Number.check(Schema.isInt(), Schema.isGreaterThan(0)))
 })
 
 /**
@@ -326,7 +331,7 @@ export const Backpressure = Schema.Struct({
  * @since 0.1.0
  * @category config
  */
-export type FaultConfig = Schema.Schema.Encoded<typeof Fault>
+export type FaultConfig = typeof Fault.Encoded
 
 /**
  * The server's configuration. Every field is optional.
@@ -363,14 +368,14 @@ export type FaultConfig = Schema.Schema.Encoded<typeof Fault>
 export const Config = Schema.Struct({
   listen: Schema.optional(Listen),
   exports: Schema.optional(
-    Schema.Array(ExportConfig).pipe(
-      Schema.minItems(1),
-      Schema.filter(
+    Schema.Array(ExportConfig).check(
+      Schema.isMinLength(1),
+      Schema.makeFilter(
         (exports) => new Set(exports.map((e) => e.name)).size === exports.length || "export names must be unique"
       )
     )
   ),
-  protocol: Schema.optional(Schema.Literal("fixed-newstyle", "newstyle", "oldstyle")),
+  protocol: Schema.optional(Schema.Literals(["fixed-newstyle", "newstyle", "oldstyle"])),
   structuredReplies: Schema.optional(Schema.Boolean),
   extendedHeaders: Schema.optional(Schema.Boolean),
   noZeroes: Schema.optional(Schema.Boolean),
@@ -378,14 +383,14 @@ export const Config = Schema.Struct({
   outOfOrder: Schema.optional(Schema.Boolean),
   faults: Schema.optional(Schema.Array(Fault)),
   backpressure: Schema.optional(Backpressure),
-  disconnectAfter: Schema.optional(Schema.Number.pipe(Schema.int(), Schema.positive())),
-  tls: Schema.optional(Schema.Literal("off", "on", "require")),
-  tlsCertificates: Schema.optional(Schema.String.pipe(Schema.nonEmptyString())),
-  tlsPsk: Schema.optional(Schema.String.pipe(Schema.nonEmptyString())),
+  disconnectAfter: Schema.optional(Schema.Number.check(Schema.isInt(), Schema.isGreaterThan(0))),
+  tls: Schema.optional(Schema.Literals(["off", "on", "require"])),
+  tlsCertificates: Schema.optional(Schema.NonEmptyString),
+  tlsPsk: Schema.optional(Schema.NonEmptyString),
   tlsVerifyPeer: Schema.optional(Schema.Boolean),
-  tlsPriority: Schema.optional(Schema.String.pipe(Schema.nonEmptyString()))
-}).pipe(
-  Schema.filter((c) => {
+  tlsPriority: Schema.optional(Schema.NonEmptyString)
+}).check(
+  Schema.makeFilter((c) => {
     if (c.tlsPriority !== undefined) {
       const priority = TlsPriority.parse(c.tlsPriority)
       if (priority._tag !== "Options") return `tlsPriority: ${priority.message}`
@@ -407,7 +412,7 @@ export const Config = Schema.Struct({
  * @since 0.1.0
  * @category config
  */
-export type Config = Schema.Schema.Encoded<typeof Config>
+export type Config = typeof Config.Encoded
 
 /**
  * The default export size: 1 GiB.
@@ -489,7 +494,14 @@ export interface Service {
  * @since 0.1.0
  * @category tags
  */
-export class TestServer extends Context.Tag("@effect-nbd/test-server/TestServer")<TestServer, Service>() {}
+export class TestServer extends Context.Service<TestServer, Service>()("@effect-nbd/test-server/TestServer") {
+  /**
+   * A layer with a running server for its scope: the module's `layer`.
+   *
+   * @since 1.0.0
+   */
+  static readonly layer = (config: Config = {}): Layer.Layer<TestServer, TestServerError> => layer(config)
+}
 
 const encodePath = (s: string): string => encodeURIComponent(s).replace(/%2F/gi, "/")
 
@@ -506,7 +518,7 @@ export const uriOf = (address: Address, exportName: string): string =>
     Tcp: ({ host, port }) => `nbd://${host.includes(":") ? `[${host}]` : host}:${port}/${encodePath(exportName)}`
   })
 
-const commandCodes: Record<Schema.Schema.Type<typeof CommandKind>, number> = {
+const commandCodes: Record<typeof CommandKind.Type, number> = {
   read: Protocol.Cmd.READ,
   write: Protocol.Cmd.WRITE,
   flush: Protocol.Cmd.FLUSH,
@@ -516,7 +528,7 @@ const commandCodes: Record<Schema.Schema.Type<typeof CommandKind>, number> = {
   "block-status": Protocol.Cmd.BLOCK_STATUS
 }
 
-const makeBackend = (spec: Schema.Schema.Type<typeof BackendSpec> | undefined, size: bigint): Backend.Backend => {
+const makeBackend = (spec: typeof BackendSpec.Type | undefined, size: bigint): Backend.Backend => {
   if (spec === undefined || spec === "memory") return Backend.memory(size)
   if (spec === "null") return Backend.nullBackend(size)
   if (spec === "pattern") return Backend.pattern(size)
@@ -524,9 +536,7 @@ const makeBackend = (spec: Schema.Schema.Type<typeof BackendSpec> | undefined, s
 }
 
 /** A malformed-reply fault, as the connection applies it. */
-const resolveMalformed = (
-  f: Schema.Schema.Type<typeof Fault> & { readonly malformed: MalformedReply }
-): Connection.ResolvedFault => ({
+const resolveMalformed = (f: typeof Fault.Type & { readonly malformed: MalformedReply }): Connection.ResolvedFault => ({
   command: commandCodes[f.command],
   delayMs: f.delayMs ?? 0,
   malformed: f.malformed,
@@ -534,9 +544,8 @@ const resolveMalformed = (
   nth: f.nth ?? 0
 })
 
-const isMalformed = (
-  f: Schema.Schema.Type<typeof Fault>
-): f is Schema.Schema.Type<typeof Fault> & { readonly malformed: MalformedReply } => f.malformed !== undefined
+const isMalformed = (f: typeof Fault.Type): f is typeof Fault.Type & { readonly malformed: MalformedReply } =>
+  f.malformed !== undefined
 
 const configError = (message: string, cause?: unknown): TestServerError =>
   new TestServerError({ reason: "Config", message, cause })
@@ -552,9 +561,9 @@ const readFile = (file: string, what: string): Effect.Effect<Buffer, TestServerE
  * the first entry of a name wins, as in GnuTLS.
  */
 const parsePskFile = (text: string, file: string): Effect.Effect<Map<string, Buffer>, TestServerError> =>
-  Either.match(TlsPsk.parse(text), {
-    onLeft: (error) => Effect.fail(configError(`${file}:${error.line}: ${error.message}`)),
-    onRight: (entries) => {
+  Result.match(TlsPsk.parse(text), {
+    onFailure: (error) => Effect.fail(configError(`${file}:${error.line}: ${error.message}`)),
+    onSuccess: (entries) => {
       const keys = new Map<string, Buffer>()
       for (const entry of entries) if (!keys.has(entry.username)) keys.set(entry.username, Buffer.from(entry.key))
       return keys.size === 0 ? Effect.fail(configError(`${file}: no keys`)) : Effect.succeed(keys)
@@ -585,9 +594,7 @@ const issuedBy = (peer: Crypto.X509Certificate, authority: Crypto.X509Certificat
 }
 
 /** The Node TLS options of the configuration's priority string (none without one). */
-const priorityOptions = (
-  config: Schema.Schema.Type<typeof Config>
-): Effect.Effect<TlsPriority.Options, TestServerError> => {
+const priorityOptions = (config: typeof Config.Type): Effect.Effect<TlsPriority.Options, TestServerError> => {
   if (config.tlsPriority === undefined) return Effect.succeed({})
   const priority = TlsPriority.parse(config.tlsPriority)
   return priority._tag === "Options"
@@ -596,9 +603,7 @@ const priorityOptions = (
 }
 
 /** Loads the TLS credentials the configuration names. */
-const resolveTls = (
-  config: Schema.Schema.Type<typeof Config>
-): Effect.Effect<Connection.TlsSettings | undefined, TestServerError> =>
+const resolveTls = (config: typeof Config.Type): Effect.Effect<Connection.TlsSettings | undefined, TestServerError> =>
   Effect.gen(function* () {
     const mode = config.tls ?? "off"
     if (mode === "off") return undefined
@@ -641,10 +646,7 @@ const resolveTls = (
     }
   })
 
-const resolve = (
-  config: Schema.Schema.Type<typeof Config>,
-  tls: Connection.TlsSettings | undefined
-): Connection.Settings => {
+const resolve = (config: typeof Config.Type, tls: Connection.TlsSettings | undefined): Connection.Settings => {
   const exports = (config.exports ?? [{ name: "", size: DEFAULT_SIZE }]).map((e): Connection.ResolvedExport => {
     const faults = [...(config.faults ?? []), ...(e.faults ?? [])]
     // Error and delay faults are filters, outside the export's own: they acted before the backend always.
@@ -688,15 +690,8 @@ const tempSocketPath = Effect.acquireRelease(
 ).pipe(Effect.map((dir) => Path.join(dir, "nbd.sock")))
 
 const decodeConfig = (config: Config) =>
-  Schema.decodeUnknown(Config)(config).pipe(
-    Effect.mapError(
-      (error) =>
-        new TestServerError({
-          reason: "Config",
-          message: ParseResult.TreeFormatter.formatErrorSync(error),
-          cause: error
-        })
-    )
+  Schema.decodeUnknownEffect(Config)(config).pipe(
+    Effect.mapError((error) => new TestServerError({ reason: "Config", message: error.message, cause: error }))
   )
 
 /**
@@ -748,7 +743,7 @@ export const make = (config: Config = {}): Effect.Effect<Service, TestServerErro
       )
     )
     const address: Address =
-      server.address._tag === "UnixAddress"
+      server.address._tag === "UnixPathAddress"
         ? Address.Unix({ path: server.address.path })
         : Address.Tcp({ host, port: server.address.port })
     return serviceOf(address, settings)
@@ -821,7 +816,7 @@ const listenFd = (
   onConnection: (conn: Net.Socket) => void
 ): Effect.Effect<Net.Server, TestServerError, Scope.Scope> =>
   Effect.acquireRelease(
-    Effect.async<Net.Server, TestServerError>((resume) => {
+    Effect.callback<Net.Server, TestServerError>((resume) => {
       const server = Net.createServer({ allowHalfOpen: true }, onConnection)
       let listening = false
       // Kept after listening too: an 'error' without a listener would throw.
@@ -865,5 +860,18 @@ const listenFd = (
  * @since 0.1.0
  * @category layers
  */
-export const layer = (config: Config = {}): Layer.Layer<TestServer, TestServerError> =>
-  Layer.scoped(TestServer, make(config))
+export const layer = (config: Config = {}): Layer.Layer<TestServer, TestServerError> => {
+  // Layers are memoized by value across the `Effect.provide` calls that nest, and a server is state a test
+  // owns: one server per build, so each provide of this layer starts its own (as each provide builds with a
+  // memo map of its own), while the layer still shares one server within one build, wherever it appears in
+  // the graph, and a layer built once for a group of tests (@effect/vitest's `layer`) serves them all.
+  const perBuild = new WeakMap<Layer.MemoMap, Layer.Layer<TestServer, TestServerError>>()
+  return Layer.fromBuild((memoMap, scope) => {
+    let server = perBuild.get(memoMap)
+    if (server === undefined) {
+      server = Layer.effect(TestServer, make(config))
+      perBuild.set(memoMap, server)
+    }
+    return Layer.buildWithMemoMap(server, memoMap, scope)
+  })
+}

@@ -46,7 +46,7 @@ export const serve = (settings: Settings.Settings, conn: Net.Socket): Effect.Eff
     )
 
     const end = (how: Settings.Ending): void => {
-      Deferred.unsafeDone(ending, Effect.succeed(how))
+      Deferred.doneUnsafe(ending, Effect.succeed(how))
     }
     const flow = new Flow.Flow(
       settings.flow,
@@ -80,7 +80,7 @@ export const serve = (settings: Settings.Settings, conn: Net.Socket): Effect.Eff
       socket.on("error", () => end("hard"))
       socket.on("close", () => {
         end("hard")
-        Deferred.unsafeDone(closed, Effect.void)
+        Deferred.doneUnsafe(closed, Effect.void)
       })
     }
 
@@ -97,7 +97,7 @@ export const serve = (settings: Settings.Settings, conn: Net.Socket): Effect.Eff
           writer.push(flushed)
           yield* Deferred.await(flushed)
           if (conn.writableLength > 0)
-            yield* Effect.async<void>((resume) => {
+            yield* Effect.callback<void>((resume) => {
               conn.write(new Uint8Array(0), () => resume(Effect.void))
             })
           if (conn.destroyed) return
@@ -132,7 +132,7 @@ export const serve = (settings: Settings.Settings, conn: Net.Socket): Effect.Eff
         const flushed = yield* Deferred.make<void>()
         writer.push(flushed)
         yield* Deferred.await(flushed)
-        yield* Effect.async<void>((resume) => {
+        yield* Effect.callback<void>((resume) => {
           io.socket.end(() => resume(Effect.void))
         })
       }),

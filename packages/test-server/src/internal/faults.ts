@@ -8,7 +8,7 @@
 import * as Protocol from "@effect-nbd/core/Protocol"
 import type * as ServerCodec from "@effect-nbd/core/ServerCodec"
 import * as Effect from "effect/Effect"
-import * as FiberRef from "effect/FiberRef"
+import * as Context from "effect/Context"
 import * as Backend from "../Backend.js"
 import * as Filter from "../Filter.js"
 import type * as TestServer from "../TestServer.js"
@@ -70,11 +70,11 @@ export const toFilters = (faults: ReadonlyArray<Fault>): ReadonlyArray<Filter.Fi
 }
 
 /** Set while a request a malformed reply replaces passes the filters: the storage is not to be touched. */
-const passing = FiberRef.unsafeMake(false)
+const passing = Context.Reference<boolean>("@effect-nbd/test-server/passing", { defaultValue: () => false })
 
 /** Stands in for the storage while `passing`: a call succeeds at once, with zeroes for a read. */
 const skipWhilePassing = <A>(effect: Effect.Effect<A, Backend.BackendError>, instead: A) =>
-  Effect.flatMap(FiberRef.get(passing), (skip) => (skip ? Effect.succeed(instead) : effect))
+  Effect.flatMap(Effect.service(passing), (skip) => (skip ? Effect.succeed(instead) : effect))
 
 /**
  * The storage under the filters, skipped by `passFilters`. Only an export with malformed-reply faults
@@ -121,5 +121,5 @@ export const passFilters = (
         return backend.flush
     }
   }
-  return Effect.locally(Effect.ignore(Effect.suspend(call)), passing, true)
+  return Effect.provideService(Effect.ignore(Effect.suspend(call)), passing, true)
 }

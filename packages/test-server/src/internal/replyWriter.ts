@@ -13,7 +13,7 @@ import * as Flow from "./flow.js"
 /** A reply's buffers, or a marker to complete once everything queued before it is handed to the socket. */
 export type Outgoing = ReadonlyArray<Uint8Array> | Deferred.Deferred<void>
 
-const isMarker = (item: Outgoing): item is Deferred.Deferred<void> => Deferred.DeferredTypeId in item
+const isMarker = (item: Outgoing): item is Deferred.Deferred<void> => Deferred.isDeferred(item)
 
 /** @internal */
 export class ReplyWriter {
@@ -75,7 +75,7 @@ export class ReplyWriter {
     if (last !== undefined) conn.write(last, () => flow.flushed(cost))
     else if (cost > 0) flow.flushed(cost)
     conn.uncork()
-    for (const marker of markers) Deferred.unsafeDone(marker, Effect.void)
+    for (const marker of markers) Deferred.doneUnsafe(marker, Effect.void)
     if (conn.writableNeedDrain) this.waitForDrain(conn)
   }
 

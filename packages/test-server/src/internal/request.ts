@@ -3,8 +3,7 @@
  *
  * @internal
  */
-import * as FiberRef from "effect/FiberRef"
-import * as GlobalValue from "effect/GlobalValue"
+import * as Context from "effect/Context"
 import type * as Backend from "../Backend.js"
 
 /**
@@ -35,7 +34,7 @@ export class Served implements Backend.Request {
  * server. Internal: the filters' triggers (`nth`, `when`) are how it is read.
  * @internal
  */
-export const currentRequest: FiberRef.FiberRef<Served | undefined> = GlobalValue.globalValue(
+export const currentRequest: Context.Reference<Served | undefined> = Context.Reference<Served | undefined>(
   "@effect-nbd/test-server/currentRequest",
-  () => FiberRef.unsafeMake<Served | undefined>(undefined)
+  { defaultValue: () => undefined }
 )

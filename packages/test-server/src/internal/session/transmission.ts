@@ -180,7 +180,7 @@ export class Transmission {
         : operation(request)
     const cost = Flow.requestCost(type, length, request.payload)
     const delayed = delayMs > 0 ? Effect.delay(served, Duration.millis(delayMs)) : served
-    this.host.fork(Effect.locally(delayed, Request.currentRequest, new Request.Served(ordinal)), cost)
+    this.host.fork(Effect.provideService(delayed, Request.currentRequest, new Request.Served(ordinal)), cost)
   }
 
   /** Serves a request with the malformed reply a fault asked for. */
@@ -200,13 +200,13 @@ export class Transmission {
       )
     const target: Malformed.Target = { chunk: request, type: request.type, offset: Number(request.offset), length }
     if (kind === "two-dones")
-      return Effect.zipRight(
+      return Effect.andThen(
         operation(request),
         Effect.sync(() => this.reply(Malformed.secondDone(target, mode)))
       )
     const out = Malformed.replacement(kind, target, mode)
     if (out === undefined) return operation(request)
-    return Effect.zipRight(
+    return Effect.andThen(
       Faults.passFilters(backend, request, length),
       Effect.sync(() => this.host.send(out))
     )
@@ -336,7 +336,7 @@ export class Transmission {
   }
 
   private failure(target: ServerCodec.ChunkTarget, cause: Cause.Cause<Backend.BackendError>): void {
-    const failure = Cause.failureOption(cause)
+    const failure = Cause.findErrorOption(cause)
     if (Option.isSome(failure)) this.error(target, Protocol.wireOfErrno(failure.value.errno), failure.value.message)
     else this.error(target, NbdErrno.EIO, "internal error in the backend")
   }
