@@ -59,7 +59,7 @@ const politeRead = async (path: string, offset: number): Promise<{ ms: number; d
 }
 
 describe("backpressure", () => {
-  it.scopedLive(
+  it.live(
     "32 unread 32 MiB reads: memory stays bounded, another client is served, then every reply arrives intact",
     () =>
       Effect.gen(function* () {
@@ -99,7 +99,7 @@ describe("backpressure", () => {
     60_000
   )
 
-  it.scopedLive(
+  it.live(
     "300,000 unread flushes: the server stops reading, its memory stays bounded, and every flush is answered",
     () =>
       Effect.gen(function* () {
@@ -150,7 +150,7 @@ describe("backpressure", () => {
     60_000
   )
 
-  it.scopedLive("at most maxRequests requests are in service at once: delayed flushes are served in waves", () =>
+  it.live("at most maxRequests requests are in service at once: delayed flushes are served in waves", () =>
     Effect.gen(function* () {
       const server = yield* TestServer.make({
         exports: [{ name: "", size: MiB }],
@@ -176,7 +176,7 @@ describe("backpressure", () => {
     })
   )
 
-  it.scopedLive("a client that half-closes while the server holds back still gets every reply", () =>
+  it.live("a client that half-closes while the server holds back still gets every reply", () =>
     Effect.gen(function* () {
       const server = yield* TestServer.make({
         exports: [{ name: "", size: MiB }],

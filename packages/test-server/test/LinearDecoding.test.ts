@@ -57,7 +57,7 @@ describe("linear decoding", () => {
     expect((messages[1] as ServerCodec.Request).type).toBe(CMD_READ)
   })
 
-  it.scopedLive(
+  it.live(
     "a 100,000-byte write trickled one byte per socket write: the server stays responsive and stores it",
     () =>
       Effect.gen(function* () {

@@ -31,7 +31,7 @@ const withRawClient = <A>(config: TestServer.Config, f: (client: RawClient) => P
   })
 
 describe("malformed replies on the wire", () => {
-  it.scopedLive("wrong-cookie answers the nth flush only, to the client's cookie with its bits inverted", () =>
+  it.live("wrong-cookie answers the nth flush only, to the client's cookie with its bits inverted", () =>
     withRawClient(
       { structuredReplies: false, faults: [{ command: "flush", malformed: "wrong-cookie", nth: 2 }] },
       async (client) => {
@@ -53,7 +53,7 @@ describe("malformed replies on the wire", () => {
     )
   )
 
-  it.scopedLive("two-dones without structured replies: two simple replies to one cookie", () =>
+  it.live("two-dones without structured replies: two simple replies to one cookie", () =>
     withRawClient(
       { structuredReplies: false, faults: [{ command: "flush", malformed: "two-dones" }] },
       async (client) => {
@@ -64,7 +64,7 @@ describe("malformed replies on the wire", () => {
     )
   )
 
-  it.scopedLive("kinds that need reply chunks leave a simple-reply connection served as usual", () =>
+  it.live("kinds that need reply chunks leave a simple-reply connection served as usual", () =>
     withRawClient(
       {
         structuredReplies: false,
@@ -83,7 +83,7 @@ describe("malformed replies on the wire", () => {
     )
   )
 
-  it.scopedLive("disconnectAfter: the nth request gets no reply and the connection closes", () =>
+  it.live("disconnectAfter: the nth request gets no reply and the connection closes", () =>
     withRawClient({ structuredReplies: false, disconnectAfter: 3 }, async (client) => {
       for (const cookie of [1, 2]) {
         await client.write(request(CMD_FLUSH, cookie, 0, 0))
@@ -96,7 +96,7 @@ describe("malformed replies on the wire", () => {
     })
   )
 
-  it.scopedLive("the configuration refuses kinds on the wrong command and contradictory faults", () =>
+  it.live("the configuration refuses kinds on the wrong command and contradictory faults", () =>
     Effect.gen(function* () {
       const refused = (fault: TestServer.FaultConfig) =>
         Effect.flip(Effect.scoped(TestServer.make({ faults: [fault] })))
@@ -238,7 +238,7 @@ describe("unaligned-extents", () => {
     expect(pairs(1)).toEqual([[1, 0]])
   })
 
-  it.scopedLive("applies to block-status only", () =>
+  it.live("applies to block-status only", () =>
     Effect.gen(function* () {
       const error = yield* Effect.flip(
         Effect.scoped(TestServer.make({ faults: [{ command: "read", malformed: "unaligned-extents" }] }))

@@ -35,12 +35,12 @@ class RawClient {
     w.forEach((f) => f())
   }
   static connect(path: string) {
-    return Effect.async<RawClient>((resume) => {
+    return Effect.callback<RawClient>((resume) => {
       const sock = Net.createConnection({ path }, () => resume(Effect.succeed(new RawClient(sock))))
     })
   }
   read(n: number): Effect.Effect<Buffer> {
-    return Effect.async<Buffer>((resume) => {
+    return Effect.callback<Buffer>((resume) => {
       const attempt = () => {
         if (this.buf.length >= n) {
           const out = this.buf.subarray(0, n)
@@ -53,7 +53,7 @@ class RawClient {
     })
   }
   waitClosed(): Effect.Effect<boolean> {
-    return Effect.async<boolean>((resume) => {
+    return Effect.callback<boolean>((resume) => {
       const attempt = () => (this.closed ? resume(Effect.succeed(true)) : this.waiters.push(attempt))
       attempt()
     })
@@ -70,7 +70,7 @@ class RawClient {
   }
   /** Reads one option reply: [option, type, data]. */
   reply() {
-    return Effect.gen(this, function* () {
+    return Effect.gen({ self: this }, function* () {
       const h = yield* this.read(20)
       expect(h.readBigUInt64BE(0)).toBe(0x3e889045565a9n)
       const data = yield* this.read(h.readUInt32BE(16))
@@ -78,7 +78,7 @@ class RawClient {
     })
   }
   handshake() {
-    return Effect.gen(this, function* () {
+    return Effect.gen({ self: this }, function* () {
       const greeting = yield* this.read(18)
       expect(greeting.subarray(0, 16).toString("latin1")).toBe("NBDMAGICIHAVEOPT")
       expect(greeting.readUInt16BE(16)).toBe(3)
@@ -394,7 +394,7 @@ const chunkError = (chunk: Chunk) => {
  * the export, then NBD_OPT_GO. Gives the transmission flags.
  */
 const enter = (c: RawClient, name: string, options: { extended?: boolean; meta?: boolean } = {}) =>
-  Effect.zipRight(c.handshake(), enterNegotiated(c, name, options))
+  Effect.andThen(c.handshake(), enterNegotiated(c, name, options))
 
 /** `enter` after the client flags (e.g. after STARTTLS). */
 const enterNegotiated = (c: RawClient, name: string, options: { extended?: boolean; meta?: boolean } = {}) =>
@@ -830,7 +830,7 @@ describe("TLS (NBD_OPT_STARTTLS)", () => {
     Effect.gen(function* () {
       c.option(Opt.STARTTLS)
       expect(yield* c.reply()).toMatchObject({ option: Opt.STARTTLS, type: 1 })
-      const secure = yield* Effect.async<Tls.TLSSocket>((resume) => {
+      const secure = yield* Effect.callback<Tls.TLSSocket>((resume) => {
         const s = Tls.connect({ socket: c.sock, ca, servername: "localhost" }, () => resume(Effect.succeed(s)))
         s.on("error", (e) => resume(Effect.die(e)))
       })
@@ -838,7 +838,7 @@ describe("TLS (NBD_OPT_STARTTLS)", () => {
       return new RawClient(secure)
     })
 
-  it.scopedLive("require: options before TLS fail ERR_TLS_REQD, then everything works over TLS from scratch", () =>
+  it.live("require: options before TLS fail ERR_TLS_REQD, then everything works over TLS from scratch", () =>
     Effect.gen(function* () {
       const { ca, pki } = yield* credentials
       yield* withClient({ tls: "require", tlsCertificates: pki }, (c) =>
@@ -869,7 +869,7 @@ describe("TLS (NBD_OPT_STARTTLS)", () => {
     })
   )
 
-  it.scopedLive("require: NBD_OPT_EXPORT_NAME before TLS closes the connection; ABORT is answered", () =>
+  it.live("require: NBD_OPT_EXPORT_NAME before TLS closes the connection; ABORT is answered", () =>
     Effect.gen(function* () {
       const { pki } = yield* credentials
       yield* withClient({ tls: "require", tlsCertificates: pki }, (c) =>
@@ -890,7 +890,7 @@ describe("TLS (NBD_OPT_STARTTLS)", () => {
     })
   )
 
-  it.scopedLive("on: STARTTLS makes the server forget structured replies, extended headers and meta contexts", () =>
+  it.live("on: STARTTLS makes the server forget structured replies, extended headers and meta contexts", () =>
     Effect.gen(function* () {
       const { ca, pki } = yield* credentials
       yield* withClient({ tls: "on", tlsCertificates: pki }, (c) =>
@@ -919,7 +919,7 @@ describe("TLS (NBD_OPT_STARTTLS)", () => {
     })
   )
 
-  it.scopedLive("a client that does not speak TLS after the ACK is dropped", () =>
+  it.live("a client that does not speak TLS after the ACK is dropped", () =>
     Effect.gen(function* () {
       const { pki } = yield* credentials
       yield* withClient({ tls: "on", tlsCertificates: pki }, (c) =>
@@ -934,7 +934,7 @@ describe("TLS (NBD_OPT_STARTTLS)", () => {
     })
   )
 
-  it.scopedLive("without TLS configured STARTTLS is unsupported; bad TLS configurations are refused", () =>
+  it.live("without TLS configured STARTTLS is unsupported; bad TLS configurations are refused", () =>
     Effect.gen(function* () {
       const { pki, psk } = yield* credentials
       const dir = Path.dirname(psk)

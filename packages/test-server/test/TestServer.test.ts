@@ -137,8 +137,8 @@ describe("TestServer against libnbd's tools", () => {
           "assert h.get_structured_replies_negotiated()"
         ].join("\n")
       ).pipe(
-        Effect.tap((r) => expect(r.code, r.stderr).toBe(0)),
-        Effect.zipRight(
+        Effect.tap((r) => Effect.sync(() => expect(r.code, r.stderr).toBe(0))),
+        Effect.andThen(
           nbdsh(
             server.uri,
             [
@@ -163,7 +163,7 @@ describe("TestServer against libnbd's tools", () => {
             ].join("\n")
           )
         ),
-        Effect.tap((r) => expect(r.code, r.stderr).toBe(0))
+        Effect.tap((r) => Effect.sync(() => expect(r.code, r.stderr).toBe(0)))
       )
     )
   )

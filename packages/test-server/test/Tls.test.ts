@@ -30,7 +30,7 @@ const nbdinfoJson = (uri: string) =>
   Effect.map(runOk("nbdinfo", ["--json", uri]), (r) => JSON.parse(r.stdout) as Record<string, unknown>)
 
 describe("TLS against libnbd", () => {
-  it.scopedLive("require with X.509 certificates: nbdinfo over TLS works, plaintext fails", () =>
+  it.live("require with X.509 certificates: nbdinfo over TLS works, plaintext fails", () =>
     Effect.gen(function* () {
       const { pki } = yield* credentials
       const server = yield* TestServer.make({
@@ -64,7 +64,7 @@ describe("TLS against libnbd", () => {
     })
   )
 
-  it.scopedLive("require with PSK: alice's key works, an unknown user or a wrong key fails", () =>
+  it.live("require with PSK: alice's key works, an unknown user or a wrong key fails", () =>
     Effect.gen(function* () {
       const { psk } = yield* credentials
       const server = yield* TestServer.make({ tls: "require", tlsPsk: psk })
@@ -82,7 +82,7 @@ describe("TLS against libnbd", () => {
     })
   )
 
-  it.scopedLive("on: plaintext and TLS clients are both served", () =>
+  it.live("on: plaintext and TLS clients are both served", () =>
     Effect.gen(function* () {
       const { pki } = yield* credentials
       const server = yield* TestServer.make({ tls: "on", tlsCertificates: pki })
@@ -93,7 +93,7 @@ describe("TLS against libnbd", () => {
     })
   )
 
-  it.scopedLive("over TCP libnbd verifies the certificate: another CA's is refused", () =>
+  it.live("over TCP libnbd verifies the certificate: another CA's is refused", () =>
     Effect.gen(function* () {
       // (libnbd 1.14 verifies the peer by host name, so over a Unix socket it checks nothing)
       const mine = yield* credentials

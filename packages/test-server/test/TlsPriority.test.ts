@@ -83,7 +83,7 @@ const serve = (pki: string, tlsPriority: string) =>
   Effect.map(TestServer.make({ tls: "require", tlsCertificates: pki, tlsPriority }), socketOf)
 
 describe("TLS priority strings (tlsPriority)", () => {
-  it.scopedLive("versions: only TLS 1.2, or only TLS 1.3, is negotiated; a client that wants the other fails", () =>
+  it.live("versions: only TLS 1.2, or only TLS 1.3, is negotiated; a client that wants the other fails", () =>
     Effect.gen(function* () {
       const { ca, pki } = yield* credentials
       const only12 = yield* serve(pki, "NORMAL:-VERS-ALL:+VERS-TLS1.2")
@@ -101,7 +101,7 @@ describe("TLS priority strings (tlsPriority)", () => {
     })
   )
 
-  it.scopedLive("ciphers: the one cipher left is the one negotiated, in TLS 1.3 and in TLS 1.2", () =>
+  it.live("ciphers: the one cipher left is the one negotiated, in TLS 1.3 and in TLS 1.2", () =>
     Effect.gen(function* () {
       const { ca, pki } = yield* credentials
       const chacha = yield* serve(pki, "NORMAL:-CIPHER-ALL:+CHACHA20-POLY1305")
@@ -123,7 +123,7 @@ describe("TLS priority strings (tlsPriority)", () => {
     })
   )
 
-  it.scopedLive("%SERVER_PRECEDENCE: the server's order of suites wins over the client's; SECURE256 is served", () =>
+  it.live("%SERVER_PRECEDENCE: the server's order of suites wins over the client's; SECURE256 is served", () =>
     Effect.gen(function* () {
       const { ca, pki } = yield* credentials
       // The client prefers AES-128-GCM; the server's list puts ChaCha20 first.
@@ -141,7 +141,7 @@ describe("TLS priority strings (tlsPriority)", () => {
     })
   )
 
-  it.scopedLive("libnbd's client (GnuTLS) is served under a TLS 1.2 priority, with certificates and PSK", () =>
+  it.live("libnbd's client (GnuTLS) is served under a TLS 1.2 priority, with certificates and PSK", () =>
     Effect.gen(function* () {
       const { pki, psk } = yield* credentials
       const priority = "NORMAL:-VERS-ALL:+VERS-TLS1.2:+ECDHE-PSK:+PSK"
@@ -165,7 +165,7 @@ describe("TLS priority strings (tlsPriority)", () => {
     })
   )
 
-  it.scopedLive("a priority string Node cannot express is refused when the server is made", () =>
+  it.live("a priority string Node cannot express is refused when the server is made", () =>
     Effect.gen(function* () {
       const { pki } = yield* credentials
       for (const priority of ["NORMAL:+SHA1", "@SYSTEM", "NORMAL:-VERS-TLS1.1", "NORMAL:%COMPAT", "NORMAL::"]) {
@@ -191,7 +191,7 @@ describe("--tls-priority", () => {
     expect(() => Cli.parse(["--tls-priority=LEGACY"])).toThrow(/--tls-priority: "LEGACY"/)
   })
 
-  it.scopedLive("the bin serves libnbd under it, and exits 1 with a one-line error on one it refuses", () =>
+  it.live("the bin serves libnbd under it, and exits 1 with a one-line error on one it refuses", () =>
     Effect.gen(function* () {
       const { pki } = yield* credentials
       const cli = (args: ReadonlyArray<string>) => run("node", [serverBin, ...args], { env: toolEnv() })

@@ -36,7 +36,7 @@ const makeClientCredentials = (pki: string, dir: string) =>
 describe("--tls-verify-peer, as nbdkit's", () => {
   beforeAll(buildServerBin, 120_000)
 
-  it.scopedLive("a client with a certificate the CA signed connects; one without, or with another CA's, does not", () =>
+  it.live("a client with a certificate the CA signed connects; one without, or with another CA's, does not", () =>
     Effect.gen(function* () {
       const dir = yield* Effect.acquireRelease(
         Effect.sync(() => Fs.mkdtempSync(Path.join(Os.tmpdir(), "effect-nbd-verify-"))),

@@ -45,7 +45,7 @@ export const run = (
   args: ReadonlyArray<string>,
   options: { env?: NodeJS.ProcessEnv; timeout?: number } = {}
 ): Effect.Effect<RunResult> =>
-  Effect.async<RunResult>((resume) => {
+  Effect.callback<RunResult>((resume) => {
     const child = execFile(
       file,
       args,

@@ -9,10 +9,9 @@
 import { TestServer } from "@effect-nbd/test-server"
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
-import * as FiberRef from "effect/FiberRef"
 import * as Logger from "effect/Logger"
 import * as LogLevel from "effect/LogLevel"
-import * as Option from "effect/Option"
+import * as References from "effect/References"
 import * as Crypto from "node:crypto"
 import * as Fs from "node:fs"
 import * as Net from "node:net"
@@ -257,8 +256,9 @@ const openFds = (): number => {
 /** Where defects go: Effect logs with a cause (unhandled errors of the servers' fibers), and process errors. */
 const defectLogger = (defects: Array<string>) =>
   Logger.make(({ cause, logLevel, message }) => {
-    if (Cause.isEmpty(cause) && LogLevel.lessThan(logLevel, LogLevel.Warning)) return
-    defects.push(`${logLevel.label}: ${String(message)} ${Cause.isEmpty(cause) ? "" : Cause.pretty(cause)}`)
+    const noCause = cause.reasons.length === 0
+    if (noCause && LogLevel.isLessThan(logLevel, "Warn")) return
+    defects.push(`${logLevel}: ${String(message)} ${noCause ? "" : Cause.pretty(cause)}`)
   })
 
 /**
@@ -278,9 +278,9 @@ const withServers = <A>(defects: Array<string>, f: (paths: Record<ServerKind, st
         return yield* Effect.promise(() => f(paths))
       })
     ).pipe(
-      Effect.locally(FiberRef.unhandledErrorLogLevel, Option.some(LogLevel.Error)),
-      Effect.provide(Logger.replace(Logger.defaultLogger, defectLogger(defects))),
-      Effect.provide(Logger.minimumLogLevel(LogLevel.All))
+      Effect.provideService(References.UnhandledLogLevel, "Error"),
+      Effect.provide(Logger.layer([defectLogger(defects)])),
+      Effect.provideService(References.MinimumLogLevel, "All")
     )
   )
 
