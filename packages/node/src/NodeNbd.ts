@@ -8,13 +8,13 @@
  */
 import { HandleState, Nbd, NbdClient, NbdError, NbdUri } from "@effect-nbd/core"
 import type { Transport } from "@effect-nbd/core"
-import type * as Socket from "@effect/platform/Socket"
 import * as Config from "effect/Config"
-import type * as ConfigError from "effect/ConfigError"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import type * as Socket from "effect/socket/Socket"
 import * as Command from "./internal/command.js"
 import * as Fd from "./internal/fd.js"
+import * as Memo from "./internal/memo.js"
 import * as Tcp from "./internal/tcp.js"
 import * as NodeTls from "./internal/tls.js"
 
@@ -57,7 +57,7 @@ export const layerFd = (fd: number): Layer.Layer<Socket.Socket | Transport.Trans
  * @category layers
  */
 export const layerCommand = (argv: ReadonlyArray<string>): Layer.Layer<Socket.Socket | Transport.Transport> =>
-  Layer.suspend(() => {
+  Memo.perBuild(() => {
     const child = Command.tracked()
     return NodeTls.layer(Command.command(argv, child.set), undefined, { subprocess: child.subprocess })
   })
@@ -71,7 +71,7 @@ export const layerCommand = (argv: ReadonlyArray<string>): Layer.Layer<Socket.So
 export const layerSystemdSocketActivation = (
   argv: ReadonlyArray<string>
 ): Layer.Layer<Socket.Socket | Transport.Transport> =>
-  Layer.suspend(() => {
+  Memo.perBuild(() => {
     const child = Command.tracked()
     let path: string | undefined
     const connect = Command.systemdSocketActivation(argv, (spawned, socketPath) => {
@@ -142,7 +142,7 @@ const connectOn = (
   layer: Layer.Layer<Socket.Socket | Transport.Transport>,
   operation: Nbd.ConnectCall
 ): Effect.Effect<void, NbdError.NbdError> =>
-  Effect.zipRight(requireCreated(h, operation), Nbd.aioConnectSocket(h, { operation }).pipe(Effect.provide(layer)))
+  Effect.andThen(requireCreated(h, operation), Nbd.aioConnectSocket(h, { operation }).pipe(Effect.provide(layer)))
 
 const unix = (h: Nbd.Handle, path: string, operation: Nbd.ConnectCall): Effect.Effect<void, NbdError.NbdError> =>
   Effect.gen(function* () {
@@ -163,7 +163,7 @@ export const aioConnectUnix = (h: Nbd.Handle, path: string): Effect.Effect<void,
  * @category connecting
  */
 export const connectUnix = (h: Nbd.Handle, path: string): Effect.Effect<void, NbdError.NbdError> =>
-  Effect.zipRight(unix(h, path, "nbd_connect_unix"), Nbd.awaitConnected(h))
+  Effect.andThen(unix(h, path, "nbd_connect_unix"), Nbd.awaitConnected(h))
 
 /**
  * Begins connecting over TCP (nbd_aio_connect_tcp). `host` is a name or an address (IPv6 without brackets);
@@ -204,7 +204,7 @@ export const connectTcp = (
   host: string,
   port: number | string
 ): Effect.Effect<void, NbdError.NbdError> =>
-  Effect.zipRight(tcp(h, host, port, "nbd_connect_tcp"), Nbd.awaitConnected(h))
+  Effect.andThen(tcp(h, host, port, "nbd_connect_tcp"), Nbd.awaitConnected(h))
 
 // ---------------------------------------------------------------------------------------------------------------
 // An fd, a command, socket activation
@@ -234,7 +234,7 @@ const onFd = (h: Nbd.Handle, fd: number, operation: Nbd.ConnectCall): Effect.Eff
  * @category connecting
  */
 export const connectFd = (h: Nbd.Handle, fd: number): Effect.Effect<void, NbdError.NbdError> =>
-  Effect.zipRight(onFd(h, fd, "nbd_connect_socket"), Nbd.awaitConnected(h))
+  Effect.andThen(onFd(h, fd, "nbd_connect_socket"), Nbd.awaitConnected(h))
 
 const missingCommand = (operation: Nbd.ConnectCall) =>
   new NbdError.InvalidArgumentError({ errno: "EINVAL", operation, message: "missing command name in argv list" })
@@ -267,7 +267,7 @@ const command = (
  * @category connecting
  */
 export const connectCommand = (h: Nbd.Handle, argv: ReadonlyArray<string>): Effect.Effect<void, NbdError.NbdError> =>
-  Effect.zipRight(command(h, argv, "nbd_connect_command"), Nbd.awaitConnected(h))
+  Effect.andThen(command(h, argv, "nbd_connect_command"), Nbd.awaitConnected(h))
 
 /**
  * Begins connecting to a server started by systemd socket activation
@@ -304,7 +304,7 @@ export const connectSystemdSocketActivation = (
   h: Nbd.Handle,
   argv: ReadonlyArray<string>
 ): Effect.Effect<void, NbdError.NbdError> =>
-  Effect.zipRight(socketActivation(h, argv, "nbd_connect_systemd_socket_activation"), Nbd.awaitConnected(h))
+  Effect.andThen(socketActivation(h, argv, "nbd_connect_systemd_socket_activation"), Nbd.awaitConnected(h))
 
 // ---------------------------------------------------------------------------------------------------------------
 // URIs
@@ -421,7 +421,7 @@ export const connectUri = (
   uri: string,
   options: UriOptions = {}
 ): Effect.Effect<void, NbdError.NbdError> =>
-  Effect.zipRight(connectToUri(h, uri, options, "nbd_connect_uri"), Nbd.awaitConnected(h))
+  Effect.andThen(connectToUri(h, uri, options, "nbd_connect_uri"), Nbd.awaitConnected(h))
 
 // ---------------------------------------------------------------------------------------------------------------
 // The client as a service
@@ -468,7 +468,7 @@ export const layer = (config: string | LayerConfig): Layer.Layer<NbdClient.NbdCl
     ...(allowTls === undefined ? {} : { allowTls }),
     ...(allowTransports === undefined ? {} : { allowTransports })
   }
-  return NbdClient.layerFrom((h) => connectUri(h, uri, options), settings)
+  return Memo.perBuild(() => NbdClient.layerFrom((h) => connectUri(h, uri, options), settings))
 }
 
 /**
@@ -478,6 +478,6 @@ export const layer = (config: string | LayerConfig): Layer.Layer<NbdClient.NbdCl
  * @category layers
  */
 export const layerConfig = (
-  config: Config.Config.Wrap<LayerConfig>
-): Layer.Layer<NbdClient.NbdClient, NbdError.NbdError | ConfigError.ConfigError> =>
-  Layer.unwrapEffect(Effect.map(Config.unwrap(config), layer))
+  config: Config.Wrap<LayerConfig>
+): Layer.Layer<NbdClient.NbdClient, NbdError.NbdError | Config.ConfigError> =>
+  Memo.perBuild(() => Layer.unwrap(Effect.map(Config.unwrap(config), layer)))

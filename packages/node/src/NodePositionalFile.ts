@@ -5,13 +5,13 @@
  *
  * @since 0.2.0
  */
-import * as PlatformError from "@effect/platform/Error"
+import * as PlatformError from "effect/PlatformError"
 import { PositionalFile } from "@effect-nbd/core"
 import * as Layer from "effect/Layer"
 import * as Fs from "node:fs"
 
-/** The reasons @effect/platform-node gives the same errno codes. */
-const reasonOf = (code: string | undefined): PlatformError.SystemErrorReason => {
+/** The tags @effect/platform-node gives the same errno codes. */
+const reasonOf = (code: string | undefined): PlatformError.SystemErrorTag => {
   switch (code) {
     case "ENOENT":
       return "NotFound"
@@ -35,8 +35,8 @@ const reasonOf = (code: string | undefined): PlatformError.SystemErrorReason => 
 }
 
 const systemError = (method: string, fd: number, cause: NodeJS.ErrnoException): PlatformError.PlatformError =>
-  new PlatformError.SystemError({
-    reason: reasonOf(cause.code),
+  PlatformError.systemError({
+    _tag: reasonOf(cause.code),
     module: "FileSystem",
     method,
     pathOrDescriptor: fd,
@@ -57,8 +57,8 @@ const write: PositionalFile.Service["write"] = (fd, offset, data, done) => {
       if (error !== null) return done(systemError("write", fd, error), at)
       if (bytes === 0 && at < data.length)
         return done(
-          new PlatformError.SystemError({
-            reason: "WriteZero",
+          PlatformError.systemError({
+            _tag: "WriteZero",
             module: "FileSystem",
             method: "write",
             pathOrDescriptor: fd,

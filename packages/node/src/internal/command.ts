@@ -6,21 +6,21 @@
  * SIGTERM, as libnbd's nbd_close does).
  */
 import type { Transport } from "@effect-nbd/core"
-import * as Socket from "@effect/platform/Socket"
+import type * as Socket from "effect/socket/Socket"
 import * as Effect from "effect/Effect"
 import type * as Scope from "effect/Scope"
 import type * as ChildProcess from "node:child_process"
 import * as Fs from "node:fs"
 import * as Net from "node:net"
 import * as Path from "node:path"
-import type * as NodeSocket from "./socket.js"
+import * as NodeSocket from "./socket.js"
 import * as Subprocess from "./subprocess.js"
 
-const openError = (cause: unknown) => new Socket.SocketGenericError({ reason: "Open", cause })
+const openError = NodeSocket.openError
 
 /** Connects to a Unix socket, reading through `onread`. */
 const connectPath = (path: string, onread: NodeSocket.OnRead): Effect.Effect<Net.Socket, Socket.SocketError> =>
-  Effect.async<Net.Socket, Socket.SocketError>((resume) => {
+  Effect.callback<Net.Socket, Socket.SocketError>((resume) => {
     const conn = Net.createConnection({ path, onread } as Net.NetConnectOpts)
     const onError = (cause: Error) => {
       conn.destroy()
@@ -35,7 +35,7 @@ const connectPath = (path: string, onread: NodeSocket.OnRead): Effect.Effect<Net
 
 /** Listens on a Unix socket at `path`. */
 const listen = (path: string, options: Net.ServerOpts = {}): Effect.Effect<Net.Server, Socket.SocketError> =>
-  Effect.async<Net.Server, Socket.SocketError>((resume) => {
+  Effect.callback<Net.Server, Socket.SocketError>((resume) => {
     const server = Net.createServer(options)
     const onError = (cause: Error) => resume(Effect.fail(openError(cause)))
     server.once("error", onError)
@@ -60,7 +60,7 @@ const socketPair = (
       Effect.sync(() => server.close())
     )
     const [local, remote] = yield* Effect.acquireRelease(
-      Effect.async<readonly [Net.Socket, Net.Socket], Socket.SocketError>((resume) => {
+      Effect.callback<readonly [Net.Socket, Net.Socket], Socket.SocketError>((resume) => {
         let remote: Net.Socket | undefined
         let connected = false
         const finish = () => {

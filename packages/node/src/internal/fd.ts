@@ -3,11 +3,10 @@
  * connection, which closes it when it ends.
  */
 import { NbdError } from "@effect-nbd/core"
-import * as Socket from "@effect/platform/Socket"
 import * as Effect from "effect/Effect"
 import * as Fs from "node:fs"
 import * as Net from "node:net"
-import type * as NodeSocket from "./socket.js"
+import * as NodeSocket from "./socket.js"
 
 /** Why `fd` cannot carry a connection, with its errno name; undefined when it is a socket. */
 export const check = (fd: number): { readonly errno: NbdError.Errno; readonly message: string } | undefined => {
@@ -35,7 +34,7 @@ export const connect =
             allowHalfOpen: true,
             onread
           } as Net.SocketConstructorOpts),
-        catch: (cause) => new Socket.SocketGenericError({ reason: "Open", cause })
+        catch: (cause) => NodeSocket.openError(cause)
       }),
       (conn) => Effect.sync(() => conn.destroy())
     )

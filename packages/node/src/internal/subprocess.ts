@@ -2,8 +2,9 @@
  * Child processes for the command and socket-activation transports: spawned for a scope, reaped when it
  * closes (waited for, then SIGTERM, then SIGKILL), so no child outlives its handle.
  */
-import * as Socket from "@effect/platform/Socket"
+import type * as Socket from "effect/socket/Socket"
 import * as Effect from "effect/Effect"
+import * as NodeSocket from "./socket.js"
 import type * as Scope from "effect/Scope"
 import * as ChildProcess from "node:child_process"
 import * as Fs from "node:fs"
@@ -13,13 +14,13 @@ import * as Path from "node:path"
 /** How long a child gets to exit on its own, and after SIGTERM, before the next step. */
 const GRACE_MILLIS = 2000
 
-const openError = (cause: unknown) => new Socket.SocketGenericError({ reason: "Open", cause })
+const openError = NodeSocket.openError
 
 const exited = (child: ChildProcess.ChildProcess): boolean => child.exitCode !== null || child.signalCode !== null
 
 /** Waits for the child to exit, at most `millis`; true when it has. */
 const waitExit = (child: ChildProcess.ChildProcess, millis: number): Effect.Effect<boolean> =>
-  Effect.async<boolean>((resume) => {
+  Effect.callback<boolean>((resume) => {
     if (exited(child)) return resume(Effect.succeed(true))
     const onExit = () => {
       clearTimeout(timer)
@@ -62,7 +63,7 @@ export const spawn = (
   beforeReap: Effect.Effect<void>
 ): Effect.Effect<ChildProcess.ChildProcess, Socket.SocketError, Scope.Scope> =>
   Effect.acquireRelease(
-    Effect.async<ChildProcess.ChildProcess, Socket.SocketError>((resume) => {
+    Effect.callback<ChildProcess.ChildProcess, Socket.SocketError>((resume) => {
       const [command, ...args] = argv
       let child: ChildProcess.ChildProcess
       try {
@@ -83,7 +84,7 @@ export const spawn = (
       child.once("spawn", onSpawn)
       child.once("error", onError)
     }),
-    (child) => Effect.zipRight(beforeReap, reap(child, how))
+    (child) => Effect.andThen(beforeReap, reap(child, how))
   )
 
 /** A fresh private (0700) directory for the scope, removed when it closes. */

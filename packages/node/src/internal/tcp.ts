@@ -4,13 +4,14 @@
  * every address, and each is tried in turn: the first that connects wins, and if none does, the first
  * address's error is the one reported.
  */
-import * as Socket from "@effect/platform/Socket"
+import type * as Socket from "effect/socket/Socket"
 import * as Effect from "effect/Effect"
+import * as Result from "effect/Result"
 import type * as Scope from "effect/Scope"
 import * as Dns from "node:dns"
 import * as Fs from "node:fs"
 import * as Net from "node:net"
-import type * as NodeSocket from "./socket.js"
+import * as NodeSocket from "./socket.js"
 
 /** An error carrying an errno name in `code`, as Node's system errors do ("" when there is none). */
 const failure = (message: string, code?: string): Error => Object.assign(new Error(message), code ? { code } : {})
@@ -57,16 +58,11 @@ export const badPort = (host: string, port: number | string): Error =>
 const lookup = (host: string): Effect.Effect<ReadonlyArray<Dns.LookupAddress>, Socket.SocketError> =>
   Net.isIP(host) !== 0
     ? Effect.succeed([{ address: host, family: Net.isIP(host) }])
-    : Effect.async<ReadonlyArray<Dns.LookupAddress>, Socket.SocketError>((resume) => {
+    : Effect.callback<ReadonlyArray<Dns.LookupAddress>, Socket.SocketError>((resume) => {
         Dns.lookup(host, { all: true }, (error, addresses) =>
           resume(
             error || addresses.length === 0
-              ? Effect.fail(
-                  new Socket.SocketGenericError({
-                    reason: "Open",
-                    cause: failure(`getaddrinfo: ${host}: ${error?.message ?? "no addresses"}`)
-                  })
-                )
+              ? Effect.fail(NodeSocket.openError(failure(`getaddrinfo: ${host}: ${error?.message ?? "no addresses"}`)))
               : Effect.succeed(addresses)
           )
         )
@@ -77,7 +73,7 @@ const attempt = (
   port: number,
   onread: NodeSocket.OnRead
 ): Effect.Effect<Net.Socket, Error> =>
-  Effect.async<Net.Socket, Error>((resume) => {
+  Effect.callback<Net.Socket, Error>((resume) => {
     const conn = Net.createConnection({
       host: address.address,
       family: address.family,
@@ -107,16 +103,15 @@ export const connect =
     Effect.acquireRelease(
       Effect.gen(function* () {
         const portNumber = resolvePort(port)
-        if (portNumber === undefined)
-          return yield* Effect.fail(new Socket.SocketGenericError({ reason: "Open", cause: badPort(host, port) }))
+        if (portNumber === undefined) return yield* Effect.fail(NodeSocket.openError(badPort(host, port)))
         const addresses = yield* lookup(host)
         let first: Error | undefined
         for (const address of addresses) {
-          const result = yield* Effect.either(attempt(address, portNumber, onread))
-          if (result._tag === "Right") return result.right
-          first ??= result.left
+          const result = yield* Effect.result(attempt(address, portNumber, onread))
+          if (Result.isSuccess(result)) return result.success
+          first ??= result.failure
         }
-        return yield* Effect.fail(new Socket.SocketGenericError({ reason: "Open", cause: first }))
+        return yield* Effect.fail(NodeSocket.openError(first))
       }),
       (conn) => Effect.sync(() => conn.destroy())
     )

@@ -1,14 +1,15 @@
 import { NbdError, TlsPriority, TlsPsk, Transport } from "@effect-nbd/core"
-import * as Socket from "@effect/platform/Socket"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
-import * as Either from "effect/Either"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
+import * as Result from "effect/Result"
+import * as Socket from "effect/socket/Socket"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import * as Tls from "node:tls"
+import * as Memo from "./memo.js"
 import * as NodeSocket from "./socket.js"
 
 const OPERATION = "tls"
@@ -46,9 +47,9 @@ const lookupKey = (file: string, username: string): Effect.Effect<Buffer, NbdErr
   Effect.flatMap(readFile(file), (content) => {
     const badFile = (message: string) =>
       new NbdError.InvalidArgumentError({ errno: "EINVAL", operation: OPERATION, message: `${file}: ${message}` })
-    return Either.match(TlsPsk.parse(content.toString("utf8")), {
-      onLeft: (error) => Effect.fail(badFile(`line ${error.line}: ${error.message}`)),
-      onRight: (keys) =>
+    return Result.match(TlsPsk.parse(content.toString("utf8")), {
+      onFailure: (error) => Effect.fail(badFile(`line ${error.line}: ${error.message}`)),
+      onSuccess: (keys) =>
         Option.match(TlsPsk.find(keys, username), {
           onNone: () => Effect.fail(badFile(`username ${username} was not found in PSK file`)),
           onSome: (entry) => Effect.succeed(Buffer.from(entry.key))
@@ -184,25 +185,28 @@ export const startTls =
 
 /**
  * A `Socket` on a new connection together with the `Transport` service for it: the TLS upgrade of that same
- * connection, and what the caller knows of its address and subprocess.
+ * connection, and what the caller knows of its address and subprocess. Each provide of the layer gets a socket
+ * of its own (`Memo.perBuild`).
  */
 export const layer = (
   connect: NodeSocket.Connect,
   transportHost: string | undefined,
   known: Pick<Partial<Transport.Service>, "address" | "subprocess"> = {}
 ): Layer.Layer<Socket.Socket | Transport.Transport> =>
-  Layer.effectContext(
-    Effect.sync(() => {
-      const upgradable = NodeSocket.makeUpgradable(connect)
-      return Context.make(Socket.Socket, upgradable.socket).pipe(
-        Context.add(
-          Transport.Transport,
-          Transport.make({
-            ...known,
-            startTls: startTls(upgradable, transportHost),
-            tryWrite: upgradable.tryWrite
-          })
+  Memo.perBuild(() =>
+    Layer.effectContext(
+      Effect.sync(() => {
+        const upgradable = NodeSocket.makeUpgradable(connect)
+        return Context.make(Socket.Socket, upgradable.socket).pipe(
+          Context.add(
+            Transport.Transport,
+            Transport.make({
+              ...known,
+              startTls: startTls(upgradable, transportHost),
+              tryWrite: upgradable.tryWrite
+            })
+          )
         )
-      )
-    })
+      })
+    )
   )
