@@ -35,10 +35,10 @@ const withHandle = <A, E>(path: string, f: (h: Nbd.Handle) => Effect.Effect<A, E
 
 /** Fails the test rather than hanging: every outcome here must arrive within a few seconds. */
 const settle = <A, E>(effect: Effect.Effect<A, E>) =>
-  Effect.either(Effect.timeoutFail(effect, { duration: "10 seconds", onTimeout: () => "hung" as const }))
+  Effect.result(Effect.timeoutOrElse(effect, { duration: "10 seconds", orElse: () => Effect.fail("hung" as const) }))
 
 describe("block status from a hostile server is bounded by the request", () => {
-  it.scopedLive("a context repeated in many large chunks fails EPROTO instead of growing the command", () =>
+  it.live("a context repeated in many large chunks fails EPROTO instead of growing the command", () =>
     Effect.gen(function* () {
       const big = descriptors(Array.from({ length: 1 << 20 }, () => [512, 0] as const))
       const path = yield* server(({ cookie }) =>
@@ -50,31 +50,31 @@ describe("block status from a hostile server is bounded by the request", () => {
       const before = process.memoryUsage().heapUsed
       const result = yield* withHandle(path, (h) => settle(Nbd.blockStatus(h, EXPORT_SIZE, 0)))
       const grown = process.memoryUsage().heapUsed - before
-      expect(result._tag).toBe("Left")
-      if (result._tag === "Left" && result.left !== "hung") {
-        expect(result.left.errno).toBe("EPROTO")
-        expect(result.left.message).toContain("more than once")
+      expect(result._tag).toBe("Failure")
+      if (result._tag === "Failure" && result.failure !== "hung") {
+        expect(result.failure.errno).toBe("EPROTO")
+        expect(result.failure.message).toContain("more than once")
       } else expect(result).toBe("settled")
       // One chunk's 2^20 extents are kept at most (the first chunk): far below the unbounded 600 MiB.
       expect(grown).toBeLessThan(300 * 1024 * 1024)
     })
   )
 
-  it.scopedLive("extents after the requested range is covered fail EPROTO", () =>
+  it.live("extents after the requested range is covered fail EPROTO", () =>
     Effect.gen(function* () {
       const path = yield* server(({ cookie }) =>
         chunk(cookie, BLOCK_STATUS, DONE, descriptors(Array.from({ length: 100_000 }, () => [1, 0] as const)))
       )
       const result = yield* withHandle(path, (h) => settle(Nbd.blockStatus(h, 4096, 0)))
-      expect(result._tag).toBe("Left")
-      if (result._tag === "Left" && result.left !== "hung") {
-        expect(result.left.errno).toBe("EPROTO")
-        expect(result.left.message).toContain("more extents than the requested range")
+      expect(result._tag).toBe("Failure")
+      if (result._tag === "Failure" && result.failure !== "hung") {
+        expect(result.failure.errno).toBe("EPROTO")
+        expect(result.failure.message).toContain("more extents than the requested range")
       }
     })
   )
 
-  it.scopedLive("the last extent may run past the request, as the protocol allows", () =>
+  it.live("the last extent may run past the request, as the protocol allows", () =>
     Effect.gen(function* () {
       const path = yield* server(({ cookie }) =>
         chunk(
@@ -101,7 +101,7 @@ describe("block status from a hostile server is bounded by the request", () => {
     })
   )
 
-  it.scopedLive("an extent past the end of the export fails EPROTO, and the handle stays usable", () =>
+  it.live("an extent past the end of the export fails EPROTO, and the handle stays usable", () =>
     Effect.gen(function* () {
       let calls = 0
       const path = yield* server(({ cookie }) => {
@@ -113,11 +113,11 @@ describe("block status from a hostile server is bounded by the request", () => {
       yield* withHandle(path, (h) =>
         Effect.gen(function* () {
           const offset = EXPORT_SIZE - 4096n
-          const first = yield* Effect.either(Nbd.blockStatus(h, 4096, offset))
-          expect(first._tag).toBe("Left")
-          if (first._tag === "Left") {
-            expect(first.left.errno).toBe("EPROTO")
-            expect(first.left.message).toContain("beyond the end of the export")
+          const first = yield* Effect.result(Nbd.blockStatus(h, 4096, offset))
+          expect(first._tag).toBe("Failure")
+          if (first._tag === "Failure") {
+            expect(first.failure.errno).toBe("EPROTO")
+            expect(first.failure.message).toContain("beyond the end of the export")
           }
           const second = yield* Nbd.blockStatus(h, 4096, offset)
           expect(second[0]?.extents).toEqual([{ length: 4096n, flags: 0 }])
@@ -126,7 +126,7 @@ describe("block status from a hostile server is bounded by the request", () => {
     })
   )
 
-  it.scopedLive("a zero-length first extent fails EPROTO; a later one ends the list", () =>
+  it.live("a zero-length first extent fails EPROTO; a later one ends the list", () =>
     Effect.gen(function* () {
       let calls = 0
       const path = yield* server(({ cookie }) => {
@@ -146,9 +146,9 @@ describe("block status from a hostile server is bounded by the request", () => {
       })
       yield* withHandle(path, (h) =>
         Effect.gen(function* () {
-          const first = yield* Effect.either(Nbd.blockStatus(h, 4096, 0))
-          expect(first._tag).toBe("Left")
-          if (first._tag === "Left") expect(first.left.errno).toBe("EPROTO")
+          const first = yield* Effect.result(Nbd.blockStatus(h, 4096, 0))
+          expect(first._tag).toBe("Failure")
+          if (first._tag === "Failure") expect(first.failure.errno).toBe("EPROTO")
           const second = yield* Nbd.blockStatus(h, 4096, 0)
           expect(second[0]?.extents).toEqual([{ length: 512n, flags: 1 }])
         })

@@ -39,14 +39,14 @@ const commandCalls: ReadonlyArray<readonly [string, Call]> = [
 ]
 
 describe("each call names itself", () => {
-  it.scopedLive("commands refused by their state check", () =>
+  it.live("commands refused by their state check", () =>
     Effect.gen(function* () {
       const h = yield* Nbd.make()
       for (const [name, run] of commandCalls) expect(yield* operationOf(run(h)), name).toBe(name)
     })
   )
 
-  it.scopedLive("commands the server fails", () =>
+  it.live("commands the server fails", () =>
     Effect.gen(function* () {
       const s = yield* server({
         exports: [
@@ -73,7 +73,7 @@ describe("each call names itself", () => {
     })
   )
 
-  it.scopedLive("connect calls, refused because the handle is already connected", () =>
+  it.live("connect calls, refused because the handle is already connected", () =>
     Effect.gen(function* () {
       const s = yield* server()
       const tcp = yield* server({ listen: { _tag: "Tcp" } })
@@ -105,7 +105,7 @@ describe("each call names itself", () => {
     })
   )
 
-  it.scopedLive("connect calls' argument checks and handshake failures", () =>
+  it.live("connect calls' argument checks and handshake failures", () =>
     Effect.gen(function* () {
       const s = yield* server()
       const fresh = Nbd.make()
@@ -137,7 +137,7 @@ describe("each call names itself", () => {
     })
   )
 
-  it.scopedLive("shutdown in option mode names itself", () =>
+  it.live("shutdown in option mode names itself", () =>
     Effect.gen(function* () {
       const s = yield* server({ protocol: "newstyle" })
       const h = yield* Nbd.make({ optMode: true })

@@ -15,7 +15,7 @@ const server = (config: TestServer.Config = {}) =>
   TestServer.make({ exports: [{ name: "", size: 1024 * 1024 }], ...config }).pipe(Effect.orDie)
 
 describe("canMetaContext follows libnbd", () => {
-  it.scopedLive("option mode: contexts added, before any SET, fails EINVAL asking for a SET first", () =>
+  it.live("option mode: contexts added, before any SET, fails EINVAL asking for a SET first", () =>
     Effect.gen(function* () {
       const s = yield* server()
       const h = yield* Nbd.make({ optMode: true, metaContexts: ["base:allocation"] })
@@ -32,7 +32,7 @@ describe("canMetaContext follows libnbd", () => {
     })
   )
 
-  it.scopedLive("option mode: right after a successful optSetMetaContext, no export info needed", () =>
+  it.live("option mode: right after a successful optSetMetaContext, no export info needed", () =>
     Effect.gen(function* () {
       const s = yield* server()
       const h = yield* Nbd.make({ optMode: true, metaContexts: ["base:allocation", "qemu:nothing-here"] })
@@ -45,7 +45,7 @@ describe("canMetaContext follows libnbd", () => {
     })
   )
 
-  it.scopedLive("option mode with no contexts added: false at once, nothing to wait for", () =>
+  it.live("option mode with no contexts added: false at once, nothing to wait for", () =>
     Effect.gen(function* () {
       const s = yield* server()
       const h = yield* Nbd.make({ optMode: true })
@@ -57,7 +57,7 @@ describe("canMetaContext follows libnbd", () => {
     })
   )
 
-  it.scopedLive("contexts added but never requested (requestMetaContext off): EINVAL, where false was answered", () =>
+  it.live("contexts added but never requested (requestMetaContext off): EINVAL, where false was answered", () =>
     Effect.gen(function* () {
       const s = yield* server()
       const h = yield* Nbd.make({ metaContexts: ["base:allocation"], requestMetaContext: false })
@@ -69,7 +69,7 @@ describe("canMetaContext follows libnbd", () => {
     })
   )
 
-  it.scopedLive("structured replies off: GO makes 'none' the valid answer", () =>
+  it.live("structured replies off: GO makes 'none' the valid answer", () =>
     Effect.gen(function* () {
       const s = yield* server()
       const h = yield* Nbd.make({ metaContexts: ["base:allocation"], requestStructuredReplies: false })
@@ -78,7 +78,7 @@ describe("canMetaContext follows libnbd", () => {
     })
   )
 
-  it.scopedLive("a SET the server answers with no context: valid, and false", () =>
+  it.live("a SET the server answers with no context: valid, and false", () =>
     Effect.gen(function* () {
       const s = yield* server()
       const h = yield* Nbd.make({ metaContexts: ["qemu:dirty-bitmap:none"] })
@@ -87,7 +87,7 @@ describe("canMetaContext follows libnbd", () => {
     })
   )
 
-  it.scopedLive("changing the export name forgets the answer until the next SET", () =>
+  it.live("changing the export name forgets the answer until the next SET", () =>
     Effect.gen(function* () {
       const s = yield* server({
         exports: [
@@ -107,7 +107,7 @@ describe("canMetaContext follows libnbd", () => {
     })
   )
 
-  it.scopedLive("states: ENOTCONN while created, and still answered once closed", () =>
+  it.live("states: ENOTCONN while created, and still answered once closed", () =>
     Effect.gen(function* () {
       const s = yield* server()
       const h = yield* Nbd.make({ metaContexts: ["base:allocation"] })

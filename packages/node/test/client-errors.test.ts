@@ -13,17 +13,17 @@ const rawServer = (onConnection: (socket: Net.Socket) => void): Effect.Effect<st
     const dir = yield* tempDir
     const path = Path.join(dir, "raw.sock")
     yield* Effect.acquireRelease(
-      Effect.async<Net.Server>((resume) => {
+      Effect.callback<Net.Server>((resume) => {
         const server = Net.createServer(onConnection)
         server.listen(path, () => resume(Effect.succeed(server)))
       }),
-      (server) => Effect.async<void>((resume) => void server.close(() => resume(Effect.void)))
+      (server) => Effect.callback<void>((resume) => void server.close(() => resume(Effect.void)))
     )
     return path
   })
 
 describe("client errors", () => {
-  it.scopedLive("pread before connect fails ENOTCONN naming the created state", () =>
+  it.live("pread before connect fails ENOTCONN naming the created state", () =>
     Effect.gen(function* () {
       const h = yield* Nbd.make()
       const error = yield* Effect.flip(Nbd.pread(h, 512, 0))
@@ -37,7 +37,7 @@ describe("client errors", () => {
     })
   )
 
-  it.scopedLive("a server that closes before its greeting leaves the handle dead with a protocol error", () =>
+  it.live("a server that closes before its greeting leaves the handle dead with a protocol error", () =>
     Effect.gen(function* () {
       const path = yield* rawServer((socket) => socket.end())
       const h = yield* Nbd.make()
@@ -51,7 +51,7 @@ describe("client errors", () => {
     })
   )
 
-  it.scopedLive("a server that sends garbage leaves the handle dead with a protocol error", () =>
+  it.live("a server that sends garbage leaves the handle dead with a protocol error", () =>
     Effect.gen(function* () {
       const path = yield* rawServer((socket) => socket.write("HTTP/1.1 400 Bad Request\r\n\r\n"))
       const h = yield* Nbd.make()
@@ -62,19 +62,19 @@ describe("client errors", () => {
     })
   )
 
-  it.scopedLive("a server that stalls mid-greeting: waiting can time out while the handle stays connecting", () =>
+  it.live("a server that stalls mid-greeting: waiting can time out while the handle stays connecting", () =>
     Effect.gen(function* () {
       const path = yield* rawServer((socket) => socket.write("NBDMAG"))
       const h = yield* Nbd.make()
       yield* NodeNbd.aioConnectUnix(h, path)
       expect(HandleState.isConnecting(yield* Nbd.state(h))).toBe(true)
-      const result = yield* Effect.timeout(Nbd.awaitConnected(h), "300 millis").pipe(Effect.either)
-      expect(result._tag).toBe("Left")
+      const result = yield* Effect.timeout(Nbd.awaitConnected(h), "300 millis").pipe(Effect.result)
+      expect(result._tag).toBe("Failure")
       expect(HandleState.isConnecting(yield* Nbd.state(h))).toBe(true)
     })
   )
 
-  it.scopedLive("an impossible option reply length is refused without allocating it", () =>
+  it.live("an impossible option reply length is refused without allocating it", () =>
     Effect.gen(function* () {
       const path = yield* rawServer((socket) => {
         const greeting = Buffer.alloc(18)
@@ -100,7 +100,7 @@ describe("client errors", () => {
     })
   )
 
-  it.scopedLive("connecting to a missing Unix socket fails with the socket's error", () =>
+  it.live("connecting to a missing Unix socket fails with the socket's error", () =>
     Effect.gen(function* () {
       const dir = yield* tempDir
       const h = yield* Nbd.make()
@@ -111,9 +111,9 @@ describe("client errors", () => {
     })
   )
 
-  it.scopedLive("a refused TCP port fails with ECONNREFUSED", () =>
+  it.live("a refused TCP port fails with ECONNREFUSED", () =>
     Effect.gen(function* () {
-      const port = yield* Effect.async<number>((resume) => {
+      const port = yield* Effect.callback<number>((resume) => {
         const server = Net.createServer().listen(0, "127.0.0.1", () => {
           const { port } = server.address() as Net.AddressInfo
           server.close(() => resume(Effect.succeed(port)))
@@ -125,7 +125,7 @@ describe("client errors", () => {
     })
   )
 
-  it.scopedLive("a handle connects once: a second connect fails", () =>
+  it.live("a handle connects once: a second connect fails", () =>
     Effect.gen(function* () {
       const server = yield* nbdkit(["memory", "1M"])
       const h = yield* Nbd.make()
@@ -137,7 +137,7 @@ describe("client errors", () => {
     })
   )
 
-  it.scopedLive("settings refuse bad values and the wrong state with libnbd's errno", () =>
+  it.live("settings refuse bad values and the wrong state with libnbd's errno", () =>
     Effect.gen(function* () {
       const server = yield* nbdkit(["memory", "1M"])
       const h = yield* Nbd.make()
@@ -156,7 +156,7 @@ describe("client errors", () => {
     })
   )
 
-  it.scopedLive("a bad URI fails with EINVAL and the reason", () =>
+  it.live("a bad URI fails with EINVAL and the reason", () =>
     Effect.gen(function* () {
       const h = yield* Nbd.make()
       const error = yield* Effect.flip(NodeNbd.connectUri(h, "http://example.invalid/"))

@@ -20,7 +20,7 @@ const connect = (uri: string) =>
   })
 
 describe("block-status filter", () => {
-  it.scopedLive("with extended headers: advertised, and the same extents as block status", () =>
+  it.live("with extended headers: advertised, and the same extents as block status", () =>
     Effect.gen(function* () {
       const s = yield* server({ exports: [{ name: "", size: 4 * MiB }] })
       const h = yield* connect(s.uri)
@@ -44,7 +44,7 @@ describe("block-status filter", () => {
     })
   )
 
-  it.scopedLive("a context that was not negotiated fails EINVAL in the client", () =>
+  it.live("a context that was not negotiated fails EINVAL in the client", () =>
     Effect.gen(function* () {
       const s = yield* server({})
       const h = yield* connect(s.uri)
@@ -56,7 +56,7 @@ describe("block-status filter", () => {
     })
   )
 
-  it.scopedLive("without extended headers the filter fails ENOTSUP", () =>
+  it.live("without extended headers the filter fails ENOTSUP", () =>
     Effect.gen(function* () {
       const s = yield* server({ extendedHeaders: false })
       const h = yield* connect(s.uri)
@@ -70,7 +70,7 @@ describe("block-status filter", () => {
 })
 
 describe("fault injection seen by the client", () => {
-  it.scopedLive("per export errors fail that command only, with the server's errno", () =>
+  it.live("per export errors fail that command only, with the server's errno", () =>
     Effect.gen(function* () {
       const s = yield* server({
         exports: [
@@ -87,7 +87,7 @@ describe("fault injection seen by the client", () => {
     })
   )
 
-  it.scopedLive("a delayed read does not hold up the commands behind it", () =>
+  it.live("a delayed read does not hold up the commands behind it", () =>
     Effect.gen(function* () {
       const s = yield* server({ exports: [{ name: "", size: MiB, faults: [{ command: "read", delayMs: 300 }] }] })
       const h = yield* connect(s.uri)

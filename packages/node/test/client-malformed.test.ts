@@ -10,9 +10,8 @@ import { NodeNbd } from "@effect-nbd/node"
 import { TestServer } from "@effect-nbd/test-server"
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
-import * as Either from "effect/Either"
+import * as Result from "effect/Result"
 import * as Fiber from "effect/Fiber"
-import * as Option from "effect/Option"
 
 const KiB = 1024
 const MiB = 1024 * KiB
@@ -43,31 +42,31 @@ const HUNG = "hung" as const
 
 /** The outcome of `effect` within a few seconds, or "hung". */
 const settle = <A, E>(effect: Effect.Effect<A, E>, seconds = 5) =>
-  Effect.either(effect).pipe(
-    Effect.timeoutFail({ duration: `${seconds} seconds`, onTimeout: () => HUNG }),
-    Effect.catchAll(() => Effect.succeed<typeof HUNG>(HUNG))
+  Effect.result(effect).pipe(
+    Effect.timeoutOrElse({ duration: `${seconds} seconds`, orElse: () => Effect.fail(HUNG) }),
+    Effect.catch(() => Effect.succeed<typeof HUNG>(HUNG))
   )
 
 /** Asserts that the outcome is a typed NbdError with `errno`; gives the error. */
 const expectFailure = (
-  outcome: Either.Either<unknown, NbdError.NbdError> | typeof HUNG,
+  outcome: Result.Result<unknown, NbdError.NbdError> | typeof HUNG,
   errno: string
 ): NbdError.NbdError => {
   expect(outcome, "the command hung").not.toBe(HUNG)
-  if (outcome === HUNG || Either.isRight(outcome)) {
+  if (outcome === HUNG || Result.isSuccess(outcome)) {
     expect.fail(`expected a failure with ${errno}, got ${outcome === HUNG ? HUNG : "success"}`)
   }
-  expect(NbdError.isNbdError(outcome.left)).toBe(true)
-  expect(outcome.left.errno, outcome.left.message).toBe(errno)
-  return outcome.left
+  expect(NbdError.isNbdError(outcome.failure)).toBe(true)
+  expect(outcome.failure.errno, outcome.failure.message).toBe(errno)
+  return outcome.failure
 }
 
 /** Asserts that the outcome is a success; gives its value. */
-const expectSuccess = <A>(outcome: Either.Either<A, NbdError.NbdError> | typeof HUNG): A => {
+const expectSuccess = <A>(outcome: Result.Result<A, NbdError.NbdError> | typeof HUNG): A => {
   expect(outcome, "the command hung").not.toBe(HUNG)
-  if (outcome === HUNG || Either.isLeft(outcome))
-    expect.fail(`expected success, got ${outcome === HUNG ? HUNG : outcome.left.message}`)
-  return outcome.right
+  if (outcome === HUNG || Result.isFailure(outcome))
+    expect.fail(`expected success, got ${outcome === HUNG ? HUNG : outcome.failure.message}`)
+  return outcome.success
 }
 
 /** The handle still serves commands: a write and a read back, then a flush. */
@@ -90,11 +89,11 @@ const connectionGone = (h: Nbd.Handle) =>
     expect(yield* Nbd.aioInFlight(h)).toBe(0)
     const late = yield* settle(Nbd.pread(h, 512, 0), 1)
     expect(late).not.toBe(HUNG)
-    if (late !== HUNG) expect(Either.isLeft(late) && NbdError.isNbdError(late.left)).toBe(true)
+    if (late !== HUNG) expect(Result.isFailure(late) && NbdError.isNbdError(late.failure)).toBe(true)
   })
 
 /** Watches a queued command without waiting for it: join the fiber for its outcome. */
-const watch = <A>(command: Nbd.Command<A>) => Effect.fork(command.await)
+const watch = <A>(command: Nbd.Command<A>) => Effect.forkChild(command.await)
 
 /** Waits, at most `ms`, until the state satisfies `p`. */
 const waitForState = (h: Nbd.Handle, p: (s: HandleState.HandleState) => boolean, ms = 2000) =>
@@ -111,7 +110,7 @@ const chunked: ReadonlyArray<Mode> = ["extended", "structured"]
 
 describe("malformed replies: the command fails EPROTO and the handle stays usable", () => {
   for (const mode of chunked) {
-    it.scopedLive(`${mode}: read data for a flush and for a write`, () =>
+    it.live(`${mode}: read data for a flush and for a write`, () =>
       Effect.gen(function* () {
         const h = yield* connect(mode, {
           faults: [
@@ -125,7 +124,7 @@ describe("malformed replies: the command fails EPROTO and the handle stays usabl
       })
     )
 
-    it.scopedLive(`${mode}: a hole over data already sent`, () =>
+    it.live(`${mode}: a hole over data already sent`, () =>
       Effect.gen(function* () {
         const h = yield* connect(mode, { faults: [{ command: "read", malformed: "hole-over-data", nth: 2 }] })
         expectSuccess(yield* settle(Nbd.pread(h, 4096, 0)))
@@ -134,7 +133,7 @@ describe("malformed replies: the command fails EPROTO and the handle stays usabl
       })
     )
 
-    it.scopedLive(`${mode}: an error chunk whose error is 0, for a read and for a flush`, () =>
+    it.live(`${mode}: an error chunk whose error is 0, for a read and for a flush`, () =>
       Effect.gen(function* () {
         const h = yield* connect(mode, {
           faults: [
@@ -148,7 +147,7 @@ describe("malformed replies: the command fails EPROTO and the handle stays usabl
       })
     )
 
-    it.scopedLive(`${mode}: a block-status extent near 2^32 bytes, past the end of the export`, () =>
+    it.live(`${mode}: a block-status extent near 2^32 bytes, past the end of the export`, () =>
       Effect.gen(function* () {
         const h = yield* connect(mode, { faults: [{ command: "block-status", malformed: "huge-extent", nth: 1 }] })
         expectFailure(yield* settle(Nbd.blockStatus(h, 64 * KiB, 0)), "EPROTO")
@@ -156,7 +155,7 @@ describe("malformed replies: the command fails EPROTO and the handle stays usabl
       })
     )
 
-    it.scopedLive(`${mode}: block-status extents past the requested range, mid-export and at its end`, () =>
+    it.live(`${mode}: block-status extents past the requested range, mid-export and at its end`, () =>
       Effect.gen(function* () {
         const h = yield* connect(mode, {
           faults: [{ command: "block-status", malformed: "extents-past-request", rate: 1 }]
@@ -167,7 +166,7 @@ describe("malformed replies: the command fails EPROTO and the handle stays usabl
       })
     )
 
-    it.scopedLive(`${mode}: more block-status descriptors than the range has bytes`, () =>
+    it.live(`${mode}: more block-status descriptors than the range has bytes`, () =>
       Effect.gen(function* () {
         const h = yield* connect(mode, {
           faults: [{ command: "block-status", malformed: "too-many-extents", nth: 1 }]
@@ -177,7 +176,7 @@ describe("malformed replies: the command fails EPROTO and the handle stays usabl
       })
     )
 
-    it.scopedLive(`${mode}: a zero-length first extent`, () =>
+    it.live(`${mode}: a zero-length first extent`, () =>
       Effect.gen(function* () {
         const h = yield* connect(mode, {
           faults: [{ command: "block-status", malformed: "zero-length-extent", nth: 1 }]
@@ -187,7 +186,7 @@ describe("malformed replies: the command fails EPROTO and the handle stays usabl
       })
     )
 
-    it.scopedLive(`${mode}: a zero-length extent after progress ends the list, as libnbd does`, () =>
+    it.live(`${mode}: a zero-length extent after progress ends the list, as libnbd does`, () =>
       Effect.gen(function* () {
         const h = yield* connect(mode, {
           faults: [{ command: "block-status", malformed: "non-advancing-extent", nth: 1 }]
@@ -198,7 +197,7 @@ describe("malformed replies: the command fails EPROTO and the handle stays usabl
       })
     )
 
-    it.scopedLive(`${mode}: a second final reply to a finished command is ignored`, () =>
+    it.live(`${mode}: a second final reply to a finished command is ignored`, () =>
       Effect.gen(function* () {
         const h = yield* connect(mode, {
           faults: [
@@ -215,7 +214,7 @@ describe("malformed replies: the command fails EPROTO and the handle stays usabl
 
   // libnbd treats a chunk whose offset is not the request's as unexpected: it skips the payload, fails the
   // command with EPROTO and, the chunk having DONE, retires it.
-  it.scopedLive("extended: a NONE chunk that echoes the wrong offset, for a flush", () =>
+  it.live("extended: a NONE chunk that echoes the wrong offset, for a flush", () =>
     Effect.gen(function* () {
       const h = yield* connect("extended", { faults: [{ command: "flush", malformed: "wrong-offset", nth: 2 }] })
       expectSuccess(yield* settle(Nbd.flush(h)))
@@ -224,7 +223,7 @@ describe("malformed replies: the command fails EPROTO and the handle stays usabl
     })
   )
 
-  it.scopedLive("extended: an OFFSET_DATA chunk that echoes the wrong offset, for a read", () =>
+  it.live("extended: an OFFSET_DATA chunk that echoes the wrong offset, for a read", () =>
     Effect.gen(function* () {
       const h = yield* connect("extended", { faults: [{ command: "read", malformed: "wrong-offset", nth: 1 }] })
       expectFailure(yield* settle(Nbd.pread(h, 4096, 4096)), "EPROTO")
@@ -235,7 +234,7 @@ describe("malformed replies: the command fails EPROTO and the handle stays usabl
 
 describe("malformed replies the stream cannot survive: the connection dies, every pending command fails", () => {
   for (const mode of chunked) {
-    it.scopedLive(`${mode}: read data outside the request`, () =>
+    it.live(`${mode}: read data outside the request`, () =>
       Effect.gen(function* () {
         const h = yield* connect(mode, {
           faults: [
@@ -257,7 +256,7 @@ describe("malformed replies the stream cannot survive: the connection dies, ever
       })
     )
 
-    it.scopedLive(`${mode}: a chunk longer than the protocol allows`, () =>
+    it.live(`${mode}: a chunk longer than the protocol allows`, () =>
       Effect.gen(function* () {
         const h = yield* connect(mode, {
           faults: [
@@ -274,7 +273,7 @@ describe("malformed replies the stream cannot survive: the connection dies, ever
     )
   }
 
-  it.scopedLive("simple: a reply to a cookie no request used", () =>
+  it.live("simple: a reply to a cookie no request used", () =>
     Effect.gen(function* () {
       const h = yield* connect("simple", { faults: [{ command: "flush", malformed: "wrong-cookie", nth: 2 }] })
       expectSuccess(yield* settle(Nbd.flush(h)))
@@ -287,7 +286,7 @@ describe("malformed replies the stream cannot survive: the connection dies, ever
     })
   )
 
-  it.scopedLive("simple: a second successful reply to a finished command", () =>
+  it.live("simple: a second successful reply to a finished command", () =>
     Effect.gen(function* () {
       const h = yield* connect("simple", { faults: [{ command: "flush", malformed: "two-dones", nth: 1 }] })
       expectSuccess(yield* settle(Nbd.flush(h)))
@@ -311,7 +310,7 @@ describe("replies that never finish a command: it waits, the handle serves other
     { mode: "structured", kind: "no-done", command: "block-status" }
   ]
   for (const { command, kind, mode } of cases) {
-    it.scopedLive(`${mode}: ${kind} on a ${command}`, () =>
+    it.live(`${mode}: ${kind} on a ${command}`, () =>
       Effect.gen(function* () {
         // The third request makes the server drop the connection.
         const h = yield* connect(mode, { faults: [{ command, malformed: kind, nth: 1 }], disconnectAfter: 3 })
@@ -326,7 +325,7 @@ describe("replies that never finish a command: it waits, the handle serves other
         const other = yield* settle(command === "read" ? Nbd.pwrite(h, new Uint8Array(512), 0) : Nbd.pread(h, 512, 0))
         expectSuccess(other)
         yield* Effect.sleep("200 millis")
-        expect(Option.isNone(yield* Fiber.poll(stuck))).toBe(true)
+        expect(stuck.pollUnsafe()).toBeUndefined()
         expect(yield* Nbd.aioInFlight(h)).toBe(1)
         // The third request ends the connection: both it and the waiting command fail, at once.
         expectFailure(yield* settle(Nbd.pread(h, 512, 0)), "ENOTCONN")
@@ -338,7 +337,7 @@ describe("replies that never finish a command: it waits, the handle serves other
 })
 
 describe("disconnectAfter", () => {
-  it.scopedLive("the server drops the connection on the nth request; earlier ones were served", () =>
+  it.live("the server drops the connection on the nth request; earlier ones were served", () =>
     Effect.gen(function* () {
       const h = yield* connect("extended", { disconnectAfter: 3 })
       expectSuccess(yield* settle(Nbd.pwrite(h, new Uint8Array(4096).fill(9), 0)))
@@ -349,7 +348,7 @@ describe("disconnectAfter", () => {
     })
   )
 
-  it.scopedLive("pipelined commands: those the server dropped fail ENOTCONN, none waits", () =>
+  it.live("pipelined commands: those the server dropped fail ENOTCONN, none waits", () =>
     Effect.gen(function* () {
       const h = yield* connect("structured", { disconnectAfter: 3 })
       const fibers = yield* Effect.forEach([0, 1, 2, 3, 4, 5, 6, 7], (i) =>
@@ -360,13 +359,13 @@ describe("disconnectAfter", () => {
         expect(outcome, `command ${i + 1} hung`).not.toBe(HUNG)
         // The first two may have been answered before the third arrived; from the third on, none is.
         if (i >= 2) expectFailure(outcome, "ENOTCONN")
-        else if (outcome !== HUNG && Either.isLeft(outcome)) expect(outcome.left.errno).toBe("ENOTCONN")
+        else if (outcome !== HUNG && Result.isFailure(outcome)) expect(outcome.failure.errno).toBe("ENOTCONN")
       }
       yield* connectionGone(h)
     })
   )
 
-  it.scopedLive("each connection is counted on its own: a new handle is served again", () =>
+  it.live("each connection is counted on its own: a new handle is served again", () =>
     Effect.gen(function* () {
       const server = yield* TestServer.make({ exports: [{ name: "", size: EXPORT_SIZE }], disconnectAfter: 2 }).pipe(
         Effect.orDie
@@ -393,7 +392,7 @@ describe("unaligned block-status extents, under a minimum block size of 512", ()
   const blockSize = { minimum: 512, preferred: 4096, maximum: 32 * MiB }
 
   for (const mode of chunked) {
-    it.scopedLive(`${mode}: accepted as the server sent them, in strict mode, and the handle stays usable`, () =>
+    it.live(`${mode}: accepted as the server sent them, in strict mode, and the handle stays usable`, () =>
       Effect.gen(function* () {
         const h = yield* connect(mode, {
           blockSize,
@@ -418,7 +417,7 @@ describe("unaligned block-status extents, under a minimum block size of 512", ()
     )
   }
 
-  it.scopedLive("NbdCopy from such a source reads whole blocks: the partly zero blocks are copied as data", () =>
+  it.live("NbdCopy from such a source reads whole blocks: the partly zero blocks are copied as data", () =>
     Effect.gen(function* () {
       const source = yield* connect("extended", {
         blockSize,

@@ -13,7 +13,7 @@ const bytes = (n: number, seed: number): Uint8Array => {
 }
 
 describe("client against nbdkit", () => {
-  it.scopedLive("memory: size, flags, write then read back", () =>
+  it.live("memory: size, flags, write then read back", () =>
     Effect.gen(function* () {
       const server = yield* nbdkit(["memory", "1M"])
       const h = yield* Nbd.make()
@@ -38,7 +38,7 @@ describe("client against nbdkit", () => {
     })
   )
 
-  it.scopedLive("many commands in flight complete with the right data", () =>
+  it.live("many commands in flight complete with the right data", () =>
     Effect.gen(function* () {
       const server = yield* nbdkit(["memory", "4M"])
       const h = yield* Nbd.make()
@@ -55,7 +55,7 @@ describe("client against nbdkit", () => {
     })
   )
 
-  it.scopedLive("null with an exact odd size reads zeroes", () =>
+  it.live("null with an exact odd size reads zeroes", () =>
     Effect.gen(function* () {
       const server = yield* nbdkit(["null", "1234567"])
       const h = yield* Nbd.make()
@@ -68,7 +68,7 @@ describe("client against nbdkit", () => {
     })
   )
 
-  it.scopedLive("-r: read-only, and writes are refused before anything is sent", () =>
+  it.live("-r: read-only, and writes are refused before anything is sent", () =>
     Effect.gen(function* () {
       const server = yield* nbdkit(["-r", "memory", "1M"])
       const h = yield* Nbd.make()
@@ -88,7 +88,7 @@ describe("client against nbdkit", () => {
     })
   )
 
-  it.scopedLive("file dir=: optList returns both files, optGo selects each, a missing name fails ENOENT", () =>
+  it.live("file dir=: optList returns both files, optGo selects each, a missing name fails ENOENT", () =>
     Effect.gen(function* () {
       const dir = yield* directoryWith({ "alpha.img": bytes(8192, 1), "beta.img": bytes(12288, 2) })
       const server = yield* nbdkit(["file", `dir=${dir}`])
@@ -141,7 +141,7 @@ describe("client against nbdkit", () => {
     })
   )
 
-  it.scopedLive("option mode: optInfo, meta contexts, then optGo", () =>
+  it.live("option mode: optInfo, meta contexts, then optGo", () =>
     Effect.gen(function* () {
       const server = yield* nbdkit(["memory", "2M"])
       const h = yield* Nbd.make({ optMode: true })
@@ -158,7 +158,7 @@ describe("client against nbdkit", () => {
     })
   )
 
-  it.scopedLive("-o: oldstyle has no structured replies and is ready even in option mode", () =>
+  it.live("-o: oldstyle has no structured replies and is ready even in option mode", () =>
     Effect.gen(function* () {
       const server = yield* nbdkit(["-o", "memory", "1M"])
       const h = yield* Nbd.make({ optMode: true })
@@ -172,7 +172,7 @@ describe("client against nbdkit", () => {
     })
   )
 
-  it.scopedLive("--mask-handshake 0: newstyle; optList and optInfo fail ENOTSUP; optGo uses EXPORT_NAME", () =>
+  it.live("--mask-handshake 0: newstyle; optList and optInfo fail ENOTSUP; optGo uses EXPORT_NAME", () =>
     Effect.gen(function* () {
       const server = yield* nbdkit(["--mask-handshake", "0", "memory", "1M"])
       const h = yield* Nbd.make({ optMode: true })
@@ -190,7 +190,7 @@ describe("client against nbdkit", () => {
     })
   )
 
-  it.scopedLive("closing the scope sends NBD_CMD_DISC and fails pending commands with ENOTCONN", () =>
+  it.live("closing the scope sends NBD_CMD_DISC and fails pending commands with ENOTCONN", () =>
     Effect.gen(function* () {
       const dir = yield* directoryWith({})
       const log = Path.join(dir, "nbdkit.log")
@@ -210,7 +210,7 @@ describe("client against nbdkit", () => {
     })
   )
 
-  it.scopedLive("commands in flight fail with ENOTCONN when the server is killed", () =>
+  it.live("commands in flight fail with ENOTCONN when the server is killed", () =>
     Effect.gen(function* () {
       const server = yield* nbdkit(["--filter=delay", "memory", "1M", "delay-read=5"])
       const h = yield* Nbd.make()
@@ -227,7 +227,7 @@ describe("client against nbdkit", () => {
     })
   )
 
-  it.scopedLive("shutdown waits for pending commands, then the handle is closed", () =>
+  it.live("shutdown waits for pending commands, then the handle is closed", () =>
     Effect.gen(function* () {
       const server = yield* nbdkit(["memory", "1M"])
       const h = yield* Nbd.make()
@@ -237,10 +237,10 @@ describe("client against nbdkit", () => {
       // The write gets the server's own answer, never ENOTCONN from the client. nbdkit answers a request it
       // had not yet run when NBD_CMD_DISC arrived with ESHUTDOWN (its worker threads check the connection's
       // status first), so either outcome is the server's.
-      const outcome = yield* Effect.either(write.await)
-      if (outcome._tag === "Left") {
-        expect(outcome.left._tag).toBe("CommandError")
-        expect(outcome.left.errno).toBe("ESHUTDOWN")
+      const outcome = yield* Effect.result(write.await)
+      if (outcome._tag === "Failure") {
+        expect(outcome.failure._tag).toBe("CommandError")
+        expect(outcome.failure.errno).toBe("ESHUTDOWN")
       }
       expect(HandleState.isClosed(yield* Nbd.state(h))).toBe(true)
       const error = yield* Effect.flip(Nbd.pread(h, 512, 0))
@@ -249,7 +249,7 @@ describe("client against nbdkit", () => {
     })
   )
 
-  it.scopedLive("TLS require against a plaintext server fails cleanly and leaves the handle dead", () =>
+  it.live("TLS require against a plaintext server fails cleanly and leaves the handle dead", () =>
     Effect.gen(function* () {
       const server = yield* nbdkit(["memory", "1M"])
       const h = yield* Nbd.make({ tls: "require" })

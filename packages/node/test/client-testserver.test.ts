@@ -17,7 +17,7 @@ const same = (a: Uint8Array, b: Uint8Array): boolean => Buffer.from(a).equals(b)
 const server = (config: TestServer.Config) => TestServer.make(config).pipe(Effect.orDie)
 
 describe("client against the test server", () => {
-  it.scopedLive("memory: size, flags, extended headers, write then read back", () =>
+  it.live("memory: size, flags, extended headers, write then read back", () =>
     Effect.gen(function* () {
       const s = yield* server({ exports: [{ name: "", size: 4 * MiB }] })
       const h = yield* Nbd.make()
@@ -37,7 +37,7 @@ describe("client against the test server", () => {
     })
   )
 
-  it.scopedLive("without extended headers, and with simple replies only", () =>
+  it.live("without extended headers, and with simple replies only", () =>
     Effect.gen(function* () {
       const noEh = yield* server({ extendedHeaders: false })
       const h1 = yield* Nbd.make()
@@ -55,7 +55,7 @@ describe("client against the test server", () => {
     })
   )
 
-  it.scopedLive("a null export with an exact odd size reads zeroes", () =>
+  it.live("a null export with an exact odd size reads zeroes", () =>
     Effect.gen(function* () {
       const s = yield* server({ exports: [{ name: "", size: 1234567, backend: "null" }] })
       const h = yield* Nbd.make()
@@ -66,7 +66,7 @@ describe("client against the test server", () => {
     })
   )
 
-  it.scopedLive("read-only: refused client-side, and by the server with strict mode off", () =>
+  it.live("read-only: refused client-side, and by the server with strict mode off", () =>
     Effect.gen(function* () {
       const s = yield* server({ exports: [{ name: "", size: MiB, readOnly: true }] })
       const h = yield* Nbd.make()
@@ -83,7 +83,7 @@ describe("client against the test server", () => {
     })
   )
 
-  it.scopedLive("several exports: optList with descriptions, optGo selects each, a missing name fails ENOENT", () =>
+  it.live("several exports: optList with descriptions, optGo selects each, a missing name fails ENOENT", () =>
     Effect.gen(function* () {
       const s = yield* server({
         exports: [
@@ -115,7 +115,7 @@ describe("client against the test server", () => {
     })
   )
 
-  it.scopedLive("option mode end to end", () =>
+  it.live("option mode end to end", () =>
     Effect.gen(function* () {
       const s = yield* server({ exports: [{ name: "disk", size: 2 * MiB, description: "a disk" }] })
       const h = yield* Nbd.make({ optMode: true, exportName: "disk" })
@@ -154,7 +154,7 @@ describe("client against the test server", () => {
     })
   )
 
-  it.scopedLive("oldstyle: ready even in option mode, no structured replies", () =>
+  it.live("oldstyle: ready even in option mode, no structured replies", () =>
     Effect.gen(function* () {
       const s = yield* server({ protocol: "oldstyle", exports: [{ name: "", size: MiB }] })
       const h = yield* Nbd.make({ optMode: true })
@@ -167,7 +167,7 @@ describe("client against the test server", () => {
     })
   )
 
-  it.scopedLive("non-fixed newstyle: optList and optInfo fail ENOTSUP; optGo uses EXPORT_NAME", () =>
+  it.live("non-fixed newstyle: optList and optInfo fail ENOTSUP; optGo uses EXPORT_NAME", () =>
     Effect.gen(function* () {
       const s = yield* server({ protocol: "newstyle", exports: [{ name: "", size: MiB }] })
       const h = yield* Nbd.make({ optMode: true })
@@ -182,7 +182,7 @@ describe("client against the test server", () => {
     })
   )
 
-  it.scopedLive("64 commands in flight, answered out of order, all correct", () =>
+  it.live("64 commands in flight, answered out of order, all correct", () =>
     Effect.gen(function* () {
       const s = yield* server({ outOfOrder: true, exports: [{ name: "", size: 16 * MiB }] })
       const h = yield* Nbd.make()
@@ -196,7 +196,7 @@ describe("client against the test server", () => {
     })
   )
 
-  it.scopedLive("a large sparse export: 64-bit offsets with extended headers", () =>
+  it.live("a large sparse export: 64-bit offsets with extended headers", () =>
     Effect.gen(function* () {
       const s = yield* server({ exports: [{ name: "", size: 1n << 40n }] })
       const h = yield* Nbd.make({ metaContexts: ["base:allocation"] })
@@ -214,7 +214,7 @@ describe("client against the test server", () => {
     })
   )
 
-  it.scopedLive("an injected server error fails only its command", () =>
+  it.live("an injected server error fails only its command", () =>
     Effect.gen(function* () {
       const s = yield* server({ faults: [{ command: "read", errno: "EIO" }] })
       const h = yield* Nbd.make()

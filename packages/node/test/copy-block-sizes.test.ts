@@ -97,7 +97,7 @@ const nbdkitOf4096 = Effect.gen(function* () {
 beforeAll(buildCli, 120_000)
 
 describe("NbdCopy to a destination with a larger minimum block size", () => {
-  it.scopedLive("test server minimum 4096: every request aligned, the content the source's", () =>
+  it.live("test server minimum 4096: every request aligned, the content the source's", () =>
     Effect.gen(function* () {
       const content = sectors()
       const sourceUri = yield* sourceOf(content)
@@ -106,14 +106,14 @@ describe("NbdCopy to a destination with a larger minimum block size", () => {
       const destination = yield* poolOf(d.uri, {})
       expect(yield* Effect.orDie(Nbd.getBlockSize(destination.handles[0]!, "minimum"))).toBe(4096)
       const result = yield* NbdCopy.copy(source, destination, { requestSize: 64 * KiB }).pipe(
-        Effect.catchAll((e) => Effect.die(`copy failed: ${e.message}`))
+        Effect.catch((e) => Effect.die(`copy failed: ${e.message}`))
       )
       expect(result.zeroBytes > 0n).toBe(true)
       expect(sha256(yield* readBack(d.uri))).toBe(sha256(content))
     })
   )
 
-  it.scopedLive("sparseSize smaller than the destination's minimum: zero detection in its whole blocks", () =>
+  it.live("sparseSize smaller than the destination's minimum: zero detection in its whole blocks", () =>
     Effect.gen(function* () {
       const content = sectors()
       const sourceUri = yield* sourceOf(content)
@@ -123,7 +123,7 @@ describe("NbdCopy to a destination with a larger minimum block size", () => {
         const source = yield* poolOf(sourceUri, {})
         const destination = yield* poolOf(d.uri, {})
         const result = yield* NbdCopy.copy(source, destination, { requestSize: 64 * KiB, sparseSize }).pipe(
-          Effect.catchAll((e) => Effect.die(`copy (sparseSize ${sparseSize}) failed: ${e.message}`))
+          Effect.catch((e) => Effect.die(`copy (sparseSize ${sparseSize}) failed: ${e.message}`))
         )
         expect(result.zeroBytes > 0n).toBe(true)
         expect(sha256(yield* readBack(d.uri))).toBe(sha256(content))
@@ -132,7 +132,7 @@ describe("NbdCopy to a destination with a larger minimum block size", () => {
     })
   )
 
-  it.scopedLive("nbdkit blocksize-policy minimum 4096 (errors on unaligned), client strict off: same content", () =>
+  it.live("nbdkit blocksize-policy minimum 4096 (errors on unaligned), client strict off: same content", () =>
     Effect.gen(function* () {
       const content = sectors()
       const sourceUri = yield* sourceOf(content)
@@ -141,14 +141,14 @@ describe("NbdCopy to a destination with a larger minimum block size", () => {
       // Strict alignment off: the server, not the client, is the one to refuse what is unaligned.
       const destination = yield* poolOf(kit.uri, { strictMode: 0 })
       const result = yield* NbdCopy.copy(source, destination, { requestSize: 64 * KiB }).pipe(
-        Effect.catchAll((e) => Effect.die(`copy failed: ${e.message}`))
+        Effect.catch((e) => Effect.die(`copy failed: ${e.message}`))
       )
       expect(result.zeroBytes > 0n).toBe(true)
       expect(sha256(yield* readBack(kit.uri))).toBe(sha256(content))
     })
   )
 
-  it.scopedLive("effect-nbd copy and nbdcopy to nbdkit minimum 4096: both succeed with the source's content", () =>
+  it.live("effect-nbd copy and nbdcopy to nbdkit minimum 4096: both succeed with the source's content", () =>
     Effect.gen(function* () {
       const content = sectors()
       const sourceUri = yield* sourceOf(content)

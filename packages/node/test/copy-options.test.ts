@@ -6,7 +6,7 @@ import { NodeNbd } from "@effect-nbd/node"
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
-import * as Either from "effect/Either"
+import * as Result from "effect/Result"
 import * as Crypto from "node:crypto"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
@@ -35,7 +35,7 @@ const zeroes = (log: string): Array<{ readonly count: number; readonly trim: boo
     .map((l) => ({ count: Number(/count=(0x[0-9a-f]+)/.exec(l)![1]), trim: / trim=1 /.test(l) }))
 
 describe("NbdCopy options", () => {
-  it.scopedLive("sparseSize: zero runs smaller than a request are zeroed, not written; content the same", () =>
+  it.live("sparseSize: zero runs smaller than a request are zeroed, not written; content the same", () =>
     Effect.gen(function* () {
       const dir = yield* tempDir
       const source = Path.join(dir, "stripes.img")
@@ -65,17 +65,17 @@ describe("NbdCopy options", () => {
       for (const c of [whole, fine, coarse]) expect(sha256(Fs.readFileSync(c.image))).toBe(sha256(data))
       // A size that is no count is refused before anything is copied.
       for (const bad of [0, 1.5, 128 * MiB]) {
-        const r = yield* Effect.either(
+        const r = yield* Effect.result(
           NbdCopy.copy(NbdCopy.file(source), NbdCopy.discard, { sparseSize: bad }).pipe(
             Effect.provide(NodeFileSystem.layer)
           )
         )
-        expect(Either.isLeft(r) && NbdError.isNbdError(r.left) && r.left.errno, String(bad)).toBe("EINVAL")
+        expect(Result.isFailure(r) && NbdError.isNbdError(r.failure) && r.failure.errno, String(bad)).toBe("EINVAL")
       }
     })
   )
 
-  it.scopedLive("allocated: zero extents go out with NO_HOLE and the destination ends allocated", () =>
+  it.live("allocated: zero extents go out with NO_HOLE and the destination ends allocated", () =>
     Effect.gen(function* () {
       const dir = yield* tempDir
       const source = yield* nbdkit(["data", '"hello" @1048576 "goodbye"', "size=4M"])
@@ -102,7 +102,7 @@ describe("NbdCopy options", () => {
     })
   )
 
-  it.scopedLive("observer: every byte of the source once, data as read and holes as zero ranges", () =>
+  it.live("observer: every byte of the source once, data as read and holes as zero ranges", () =>
     Effect.gen(function* () {
       const source = yield* nbdkit(["data", '"hello" @1048576 (1 2 3)*100000 @3145728 "end"', "size=4M"])
       const expected = new Uint8Array(4 * MiB)

@@ -4,9 +4,9 @@ import { TestServer } from "@effect-nbd/test-server"
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Logger from "effect/Logger"
-import * as LogLevel from "effect/LogLevel"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
+import * as References from "effect/References"
 import * as Tracer from "effect/Tracer"
 
 // A copy's NBD requests go through commands.submit, with no fiber and no call wrapper: what a handle's debug
@@ -29,11 +29,11 @@ const recordingTracer = () => {
   const native = Effect.runSync(Effect.tracer)
   const spans: Array<Recorded> = []
   const tracer = Tracer.make({
-    span: (name, parent, context, links, startTime, kind, options) => {
-      const span = native.span(name, parent, context, links, startTime, kind, options)
+    span: (options) => {
+      const span = native.span(options)
       const recorded: Recorded = {
-        name,
-        parent: Option.getOrUndefined(Option.map(parent, (p) => (p._tag === "Span" ? p.name : "external"))),
+        name: options.name,
+        parent: Option.getOrUndefined(Option.map(options.parent, (p) => (p._tag === "Span" ? p.name : "external"))),
         ended: false
       }
       spans.push(recorded)
@@ -44,8 +44,7 @@ const recordingTracer = () => {
           end(endTime, exit)
         }
       })
-    },
-    context: (f) => f()
+    }
   })
   return { tracer, spans }
 }
@@ -58,7 +57,7 @@ const connected = (uri: string, settings: Nbd.Settings = {}) =>
   })
 
 describe("a copy's requests", () => {
-  it.scopedLive("on a debug handle, each request and its reply are logged, in the caller's logger", () =>
+  it.live("on a debug handle, each request and its reply are logged, in the caller's logger", () =>
     Effect.gen(function* () {
       const s = yield* server
       const lines: Array<string> = []
@@ -70,8 +69,8 @@ describe("a copy's requests", () => {
       const destination = yield* connected(s.uri)
       lines.length = 0
       yield* NbdCopy.copy(source, destination, { requestSize: REQUEST }).pipe(
-        Effect.provide(Logger.replace(Logger.defaultLogger, logger)),
-        Logger.withMinimumLogLevel(LogLevel.Debug)
+        Effect.provide(Logger.layer([logger])),
+        Effect.provideService(References.MinimumLogLevel, "Debug")
       )
       const sent = lines.filter((l) => /^sending read cookie=\d+ offset=\d+ count=65536 flags=0x0$/.test(l))
       const received = lines.filter((l) => /^received reply to read cookie=\d+: success$/.test(l))
@@ -80,12 +79,11 @@ describe("a copy's requests", () => {
     })
   )
 
-  it.scopedLive("on a metrics handle, each request counts as its aio call, with its bytes", () =>
+  it.live("on a metrics handle, each request counts as its aio call, with its bytes", () =>
     Effect.gen(function* () {
       const s = yield* server
-      const calls = (call: string) =>
-        NbdMetrics.calls.pipe(Metric.tagged("call", call), Metric.tagged("outcome", "success"))
-      const bytes = NbdMetrics.bytes.pipe(Metric.tagged("call", "nbd_aio_pwrite"))
+      const calls = (call: string) => Metric.withAttributes(NbdMetrics.calls, { call, outcome: "success" })
+      const bytes = Metric.withAttributes(NbdMetrics.bytes, { call: "nbd_aio_pwrite" })
       const source = yield* connected(s.uri)
       yield* Nbd.pwrite(source, new Uint8Array(SIZE).fill(2), 0)
       const destination = yield* connected(s.uri, { metrics: true })
@@ -102,7 +100,7 @@ describe("a copy's requests", () => {
     })
   )
 
-  it.scopedLive("under a tracer: no span per request; the calls a copy makes are spans under the caller's", () =>
+  it.live("under a tracer: no span per request; the calls a copy makes are spans under the caller's", () =>
     Effect.gen(function* () {
       const s = yield* server
       const source = yield* connected(s.uri)

@@ -54,7 +54,7 @@ const firstFlags = (entries: ReadonlyArray<Nbd.BlockStatusEntry>, context: strin
 }
 
 describe("our client against qemu-nbd 10 (extended headers)", () => {
-  it.scopedLive("read, write, zero, trim, flush and block status for three contexts, with extended headers", () =>
+  it.live("read, write, zero, trim, flush and block status for three contexts, with extended headers", () =>
     Effect.gen(function* () {
       expect(yield* qemuVersion(qemu10)).toMatch(/version 1\d\./)
       const dir = yield* tempDir
@@ -177,14 +177,14 @@ const qemuClientSession = (qemu: Qemu, extended: boolean) =>
   })
 
 describe("qemu's clients against effect-nbd-server", () => {
-  it.scopedLive("qemu 10 (extended headers): qemu-io, qemu-img convert, compare and map, qemu-nbd -L", () =>
+  it.live("qemu 10 (extended headers): qemu-io, qemu-img convert, compare and map, qemu-nbd -L", () =>
     Effect.gen(function* () {
       expect(yield* qemuVersion(qemu10)).toMatch(/version 1\d\./)
       yield* qemuClientSession(qemu10, true)
     })
   )
 
-  it.scopedLive("qemu 7.2 (no extended headers): the same session", () =>
+  it.live("qemu 7.2 (no extended headers): the same session", () =>
     Effect.gen(function* () {
       expect(yield* qemuVersion(qemuSystem)).toMatch(/version 7\.2\./)
       yield* qemuClientSession(qemuSystem, false)

@@ -22,6 +22,7 @@ import * as Filter from "@effect-nbd/test-server/Filter"
 import * as TestServer from "@effect-nbd/test-server/TestServer"
 import { describe, expect, it } from "@effect/vitest"
 import * as NodeSocket from "@effect/platform-node/NodeSocket"
+import * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
@@ -112,6 +113,12 @@ const pure = (returns: string): PureEntry => ({ kind: "pure", returns })
 // Checks
 // ------------------------------------------------------------------------------------------------------------
 
+/** The error of a cause that is one failure and nothing else. */
+const onlyError = (cause: Cause.Cause<unknown>): unknown => {
+  const [reason, ...rest] = cause.reasons
+  return reason !== undefined && rest.length === 0 && Cause.isFailReason(reason) ? reason.error : undefined
+}
+
 const succeeded = (exit: Exit.Exit<unknown, unknown>): unknown => {
   if (Exit.isFailure(exit)) throw new Error(`expected success, got ${String(exit.cause)}`)
   return exit.value
@@ -134,7 +141,7 @@ const fails =
   (exit: Exit.Exit<unknown, unknown>, ctx: Ctx): Effect.Effect<void, unknown, Scope.Scope> =>
     Effect.suspend(() => {
       if (Exit.isSuccess(exit)) throw new Error(`expected a failure with ${errno}, got success`)
-      const error = exit.cause._tag === "Fail" ? exit.cause.error : undefined
+      const error = onlyError(exit.cause)
       expect(NbdError.isNbdError(error) ? error.errno : String(exit.cause)).toBe(errno)
       return then(ctx)
     })
@@ -538,7 +545,7 @@ const nbd: Record<keyof typeof Nbd & string, Entry | undefined> = {
 const nbdkitCommand = ["nbdkit", "-s", "--exit-with-parent", "memory", "1M"]
 
 const connectedFd = (path: string): Effect.Effect<number> =>
-  Effect.async<number>((resume) => {
+  Effect.callback<number>((resume) => {
     const socket = new Net.Socket()
     socket.pause()
     socket.connect(path, () =>
@@ -666,7 +673,7 @@ const testServer: Record<keyof typeof TestServer & string, Entry | undefined> = 
   DEFAULT_MAX_REQUESTS: undefined,
   Address: undefined,
   TestServerError: pure("an error class"),
-  TestServer: pure("a Context.Tag class"),
+  TestServer: pure("a Context.Service class"),
   uriOf: pure("a string"),
   make: onNothing(
     () => Effect.flatMap(TestServer.make(config), (s) => Effect.succeed(s.uri)),
@@ -677,7 +684,7 @@ const testServer: Record<keyof typeof TestServer & string, Entry | undefined> = 
     () => TestServer.serveSocket({ exports: [] }, new Net.Socket()),
     (exit) =>
       Effect.sync(() => {
-        expect(Exit.isFailure(exit) && exit.cause._tag === "Fail" ? exit.cause.error : exit).toMatchObject({
+        expect(Exit.isFailure(exit) ? (onlyError(exit.cause) ?? exit) : exit).toMatchObject({
           _tag: "TestServerError",
           reason: "Config"
         })
@@ -754,7 +761,7 @@ const table: Record<keyof typeof modules, Record<string, Entry | undefined>> = {
   },
   "core/Nbd": nbd,
   "core/NbdClient": {
-    NbdClient: pure("a Context.Tag class"),
+    NbdClient: pure("a Context.Service class"),
     // Built before the server's URI is used: the handle is made and connected only when it runs.
     make: onNothing(
       (ctx) =>
@@ -816,12 +823,12 @@ const table: Record<keyof typeof modules, Record<string, Entry | undefined>> = {
   "core/TlsPriority": { parse: pure("a tagged result (a pure mapping)") },
   "core/TlsPsk": {
     ParseError: pure("an error class"),
-    parse: pure("an Either of the keys (a pure parser)"),
+    parse: pure("a Result of the keys (a pure parser)"),
     find: pure("an Option of a key"),
     formatLine: pure("a string")
   },
-  "core/Transport": { Transport: pure("a Context.Tag class"), make: pure("a service value") },
-  "core/PositionalFile": { PositionalFile: pure("a Context.Tag class") },
+  "core/Transport": { Transport: pure("a Context.Service class"), make: pure("a service value") },
+  "core/PositionalFile": { PositionalFile: pure("a Context.Service class") },
   "node/NodeNbd": nodeNbd,
   // Only `layer`, a value: its service's calls are callbacks that start I/O when called, no Effect.
   "node/NodePositionalFile": {},
@@ -907,7 +914,7 @@ describe("every exported function that returns an Effect does nothing until it r
         .sort()
       expect(listed, "add the new export to the table in laziness.test.ts").toEqual(functionsOf(mod))
       // No module exports an Effect value (a service tag is yieldable, but is a key, not a computation).
-      const effectValues = Object.entries(mod).filter(([, v]) => Effect.isEffect(v) && !Context.isTag(v))
+      const effectValues = Object.entries(mod).filter(([, v]) => Effect.isEffect(v) && !Context.isKey(v))
       expect(effectValues.map(([n]) => n)).toEqual([])
     })
   }
@@ -915,7 +922,7 @@ describe("every exported function that returns an Effect does nothing until it r
   for (const [name, entries] of Object.entries(table)) {
     for (const [fn, entry] of Object.entries(entries)) {
       if (entry === undefined || entry.kind !== "effect") continue
-      it.scopedLive(`${name}.${fn}: built before connecting, right when run after`, () =>
+      it.live(`${name}.${fn}: built before connecting, right when run after`, () =>
         Effect.gen(function* () {
           const server = yield* TestServer.TestServer
           yield* runEntry(entry, server)
@@ -924,7 +931,7 @@ describe("every exported function that returns an Effect does nothing until it r
     }
   }
 
-  it.scopedLive("a backend's operations read the storage when they run", () =>
+  it.live("a backend's operations read the storage when they run", () =>
     Effect.gen(function* () {
       const memory = Backend.memory(SIZE)
       const read = memory.read(0, 4)

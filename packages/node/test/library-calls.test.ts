@@ -3,9 +3,8 @@ import { NodeNbd } from "@effect-nbd/node"
 import { TestServer } from "@effect-nbd/test-server"
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
-import * as HashMap from "effect/HashMap"
 import * as Logger from "effect/Logger"
-import * as LogLevel from "effect/LogLevel"
+import * as References from "effect/References"
 import * as Fs from "node:fs"
 import * as Path from "node:path"
 
@@ -16,7 +15,7 @@ const filled = (n: number, byte: number): Uint8Array => new Uint8Array(n).fill(b
 const allZero = (b: Uint8Array): boolean => b.every((x) => x === 0)
 
 describe("pread_initialize", () => {
-  it.scopedLive("on by default: the caller's buffer is zeroed even when the read fails its state check", () =>
+  it.live("on by default: the caller's buffer is zeroed even when the read fails its state check", () =>
     Effect.gen(function* () {
       const h = yield* Nbd.make()
       expect(yield* Nbd.getPreadInitialize(h)).toBe(true)
@@ -32,7 +31,7 @@ describe("pread_initialize", () => {
     })
   )
 
-  it.scopedLive("a read the server fails leaves no old bytes behind", () =>
+  it.live("a read the server fails leaves no old bytes behind", () =>
     Effect.gen(function* () {
       const s = yield* server({ exports: [{ name: "", size: 65536, faults: [{ command: "read", errno: "EIO" }] }] })
       const h = yield* Nbd.make()
@@ -45,7 +44,7 @@ describe("pread_initialize", () => {
     })
   )
 
-  it.scopedLive("off: the buffer is left as it was", () =>
+  it.live("off: the buffer is left as it was", () =>
     Effect.gen(function* () {
       const h = yield* Nbd.make()
       yield* Nbd.setPreadInitialize(h, false)
@@ -61,7 +60,7 @@ describe("pread_initialize", () => {
 })
 
 describe("what the library supports", () => {
-  it.scopedLive("package name and version", () =>
+  it.live("package name and version", () =>
     Effect.gen(function* () {
       const h = yield* Nbd.make()
       const pkg = JSON.parse(Fs.readFileSync(Path.resolve(__dirname, "../../core/package.json"), "utf8")) as {
@@ -75,7 +74,7 @@ describe("what the library supports", () => {
     })
   )
 
-  it.scopedLive("URIs yes, vsock no; TLS where a transport can upgrade", () =>
+  it.live("URIs yes, vsock no; TLS where a transport can upgrade", () =>
     Effect.gen(function* () {
       const h = yield* Nbd.make()
       expect(yield* Nbd.supportsUri(h)).toBe(true)
@@ -101,20 +100,16 @@ interface Logged {
 /** A logger that keeps what it receives, with the annotations debug messages carry. */
 const recording = () => {
   const logged: Array<Logged> = []
-  const logger = Logger.make<unknown, void>(({ annotations, logLevel, message }) => {
+  const logger = Logger.make<unknown, void>(({ fiber, logLevel, message }) => {
     const text = Array.isArray(message) ? message.join(" ") : String(message)
-    logged.push({
-      message: text,
-      level: logLevel.label,
-      handle: HashMap.get(annotations, "nbd.handle").pipe((o) => (o._tag === "Some" ? o.value : undefined)),
-      call: HashMap.get(annotations, "nbd.call").pipe((o) => (o._tag === "Some" ? o.value : undefined))
-    })
+    const annotations = fiber.getRef(References.CurrentLogAnnotations)
+    logged.push({ message: text, level: logLevel, handle: annotations["nbd.handle"], call: annotations["nbd.call"] })
   })
-  return { logged, layer: Logger.replace(Logger.defaultLogger, logger) }
+  return { logged, layer: Logger.layer([logger]) }
 }
 
 describe("debug messages through Effect's logger", () => {
-  it.scopedLive("calls, state changes, options and commands, annotated with the handle and the call", () => {
+  it.live("calls, state changes, options and commands, annotated with the handle and the call", () => {
     const { layer, logged } = recording()
     return Effect.gen(function* () {
       const s = yield* server()
@@ -146,7 +141,7 @@ describe("debug messages through Effect's logger", () => {
         i++
       )
         yield* Effect.sleep("50 millis")
-      expect(logged.every((l) => l.level === "DEBUG")).toBe(true)
+      expect(logged.every((l) => l.level === "Debug")).toBe(true)
       const of = (handle: string, call: string) =>
         logged.filter((l) => l.handle === handle && l.call === call).map((l) => l.message)
       // Each call, with its arguments and its result.
@@ -184,6 +179,6 @@ describe("debug messages through Effect's logger", () => {
       expect(of("dbg2", "nbd_opt_go").some((m) => m.startsWith("sending option NBD_OPT_GO"))).toBe(true)
       expect(of("dbg2", "nbd_opt_go")).toContain("received reply Ack to NBD_OPT_GO")
       expect(HandleState.isClosed(yield* Nbd.state(h2))).toBe(true)
-    }).pipe(Effect.provide(layer), Logger.withMinimumLogLevel(LogLevel.Debug))
+    }).pipe(Effect.provide(layer), Effect.provideService(References.MinimumLogLevel, "Debug"))
   })
 })

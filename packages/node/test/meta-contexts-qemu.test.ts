@@ -86,7 +86,7 @@ const nbdinfoContextMap = (uri: string, context: string): Effect.Effect<Array<Ma
 
 /** Runs `effect-nbd ARGS` and gives its stdout; any stderr or a non-zero exit fails the test. */
 const cli = (args: ReadonlyArray<string>): Effect.Effect<string> =>
-  Effect.async<string>((resume) => {
+  Effect.callback<string>((resume) => {
     const child = spawn(process.execPath, [bin, ...args], { stdio: ["ignore", "pipe", "pipe"] })
     let out = ""
     let err = ""
@@ -100,7 +100,7 @@ const cli = (args: ReadonlyArray<string>): Effect.Effect<string> =>
   })
 
 describe("several meta contexts (qemu-nbd -A -B bitmap)", () => {
-  it.scopedLive("optListMetaContext lists every context, as nbdinfo --list does", () =>
+  it.live("optListMetaContext lists every context, as nbdinfo --list does", () =>
     Effect.gen(function* () {
       const server = yield* serve
       const listed = JSON.parse(yield* run("nbdinfo", ["--json", "--list", server.uri])) as {
@@ -117,7 +117,7 @@ describe("several meta contexts (qemu-nbd -A -B bitmap)", () => {
     })
   )
 
-  it.scopedLive("block status across the three contexts at once matches nbdinfo --map for each", () =>
+  it.live("block status across the three contexts at once matches nbdinfo --map for each", () =>
     Effect.gen(function* () {
       const server = yield* serve
       const h = yield* Nbd.make({ metaContexts: CONTEXTS })
@@ -139,7 +139,7 @@ describe("several meta contexts (qemu-nbd -A -B bitmap)", () => {
     })
   )
 
-  it.scopedLive("effect-nbd info --json lists the three contexts, its output the same as nbdinfo's", () =>
+  it.live("effect-nbd info --json lists the three contexts, its output the same as nbdinfo's", () =>
     Effect.gen(function* () {
       const server = yield* serve
       const ours = yield* cli(["info", "--json", server.uri])

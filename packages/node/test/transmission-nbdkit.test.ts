@@ -1,7 +1,7 @@
 import { HandleState, Nbd, NbdError, Protocol } from "@effect-nbd/core"
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
-import * as Either from "effect/Either"
+import * as Result from "effect/Result"
 import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
 import * as Fs from "node:fs"
@@ -52,7 +52,7 @@ const refusedByServer = <A>(h: Nbd.Handle, request: Effect.Effect<A, NbdError.Nb
   })
 
 describe("transmission against nbdkit memory", () => {
-  it.scopedLive("pwrite with and without FUA reads back", () =>
+  it.live("pwrite with and without FUA reads back", () =>
     Effect.gen(function* () {
       const server = yield* nbdkit(["memory", "1M"])
       const h = yield* connect(server.uri)
@@ -79,7 +79,7 @@ describe("transmission against nbdkit memory", () => {
     })
   )
 
-  it.scopedLive("zero with and without NO_HOLE and FAST_ZERO reads back as zeroes", () =>
+  it.live("zero with and without NO_HOLE and FAST_ZERO reads back as zeroes", () =>
     Effect.gen(function* () {
       const server = yield* nbdkit(["memory", "1M"])
       const h = yield* connect(server.uri)
@@ -105,7 +105,7 @@ describe("transmission against nbdkit memory", () => {
     })
   )
 
-  it.scopedLive("FAST_ZERO the server cannot do fast fails ENOTSUP and writes nothing; a plain zero still works", () =>
+  it.live("FAST_ZERO the server cannot do fast fails ENOTSUP and writes nothing; a plain zero still works", () =>
     Effect.gen(function* () {
       // The delay filter with delay-fast-zero=false answers fast zero requests with ENOTSUP at once.
       const server = yield* nbdkit([
@@ -126,7 +126,7 @@ describe("transmission against nbdkit memory", () => {
     })
   )
 
-  it.scopedLive("trim reads back as zeroes on the memory plugin; cache and flush change nothing", () =>
+  it.live("trim reads back as zeroes on the memory plugin; cache and flush change nothing", () =>
     Effect.gen(function* () {
       const server = yield* nbdkit(["memory", "1M"])
       const h = yield* connect(server.uri)
@@ -150,7 +150,7 @@ describe("transmission against nbdkit memory", () => {
     })
   )
 
-  it.scopedLive("block status after writes, trims and zeroes matches nbdinfo --map extent by extent", () =>
+  it.live("block status after writes, trims and zeroes matches nbdinfo --map extent by extent", () =>
     Effect.gen(function* () {
       const size = 2 * 1024 * 1024
       const server = yield* nbdkit(["memory", String(size)])
@@ -183,7 +183,7 @@ describe("transmission against nbdkit memory", () => {
     })
   )
 
-  it.scopedLive("REQ_ONE gives exactly one extent no longer than the request", () =>
+  it.live("REQ_ONE gives exactly one extent no longer than the request", () =>
     Effect.gen(function* () {
       const server = yield* nbdkit(["memory", "1M"])
       const h = yield* connect(server.uri)
@@ -216,7 +216,7 @@ describe("transmission against nbdkit memory", () => {
     })
   )
 
-  it.scopedLive("preadStructured: nbdkit sends data chunks that cover the request exactly, even over holes", () =>
+  it.live("preadStructured: nbdkit sends data chunks that cover the request exactly, even over holes", () =>
     Effect.gen(function* () {
       const server = yield* nbdkit(["memory", "1M"])
       const h = yield* connect(server.uri)
@@ -248,7 +248,7 @@ describe("transmission against nbdkit memory", () => {
     })
   )
 
-  it.scopedLive("64 commands in flight with mixed sizes and kinds all give the right result", () =>
+  it.live("64 commands in flight with mixed sizes and kinds all give the right result", () =>
     Effect.gen(function* () {
       const slot = 131072
       const server = yield* nbdkit(["memory", String(64 * slot)])
@@ -329,7 +329,7 @@ describe("transmission against nbdkit memory", () => {
     })
   )
 
-  it.scopedLive("stats count the bytes and chunks of each request and reply", () =>
+  it.live("stats count the bytes and chunks of each request and reply", () =>
     Effect.gen(function* () {
       const server = yield* nbdkit(["memory", "1M"])
       const h = yield* connect(server.uri)
@@ -377,7 +377,7 @@ describe("transmission against nbdkit memory", () => {
 
 describe("server errors from nbdkit's error filter", () => {
   for (const errno of ["EIO", "EPERM", "ENOMEM", "EINVAL", "ENOSPC", "ESHUTDOWN"] as const) {
-    it.scopedLive(`${errno} on pread and pwrite is a CommandError; the next command succeeds`, () =>
+    it.live(`${errno} on pread and pwrite is a CommandError; the next command succeeds`, () =>
       Effect.gen(function* () {
         const dir = yield* tempDir
         const inject = Path.join(dir, "inject")
@@ -421,7 +421,7 @@ describe("server errors from nbdkit's error filter", () => {
 })
 
 describe("server errors in flight", () => {
-  it.scopedLive("64 reads in flight with half failing: each gets its own data or its own EIO", () =>
+  it.live("64 reads in flight with half failing: each gets its own data or its own EIO", () =>
     Effect.gen(function* () {
       const server = yield* nbdkit(["--log=null", "--filter=error", "memory", "4M", "error-pread-rate=50%"])
       const h = yield* connect(server.uri)
@@ -433,15 +433,15 @@ describe("server errors in flight", () => {
             ? Nbd.aioPread(h, 4096 + i * 512, i * 65536)
             : Nbd.aioPreadStructured(h, 4096 + i * 512, i * 65536)
       )
-      const results = yield* Effect.forEach(reads, (c) => Effect.either(c.await), { concurrency: "unbounded" })
+      const results = yield* Effect.forEach(reads, (c) => Effect.result(c.await), { concurrency: "unbounded" })
       let failures = 0
       results.forEach((r, i) => {
-        if (Either.isLeft(r)) {
+        if (Result.isFailure(r)) {
           failures++
-          expect(r.left._tag).toBe("CommandError")
-          expect(r.left.errno).toBe("EIO")
+          expect(r.failure._tag).toBe("CommandError")
+          expect(r.failure.errno).toBe("EIO")
         } else {
-          const data = r.right instanceof Uint8Array ? r.right : r.right.data
+          const data = r.success instanceof Uint8Array ? r.success : r.success.data
           expect(same(data, filled(4096 + i * 512, i + 1))).toBe(true)
         }
       })
@@ -455,7 +455,7 @@ describe("server errors in flight", () => {
 })
 
 describe("slow and dying servers (nbdkit's delay filter)", () => {
-  it.scopedLive("64 commands of mixed kinds in flight all fail with ENOTCONN within a second of a kill", () =>
+  it.live("64 commands of mixed kinds in flight all fail with ENOTCONN within a second of a kill", () =>
     Effect.gen(function* () {
       const server = yield* nbdkit([
         "--log=null",
@@ -510,7 +510,7 @@ describe("slow and dying servers (nbdkit's delay filter)", () => {
     })
   )
 
-  it.scopedLive("shutdown({ abandonPending }) with writes queued: unsent ones fail ENOTCONN and are never sent", () =>
+  it.live("shutdown({ abandonPending }) with writes queued: unsent ones fail ENOTCONN and are never sent", () =>
     Effect.gen(function* () {
       const chunk = 262144
       const server = yield* nbdkit(["--log=null", "--filter=delay", "memory", "64M", "delay-write=500ms"])
@@ -525,17 +525,17 @@ describe("slow and dying servers (nbdkit's delay filter)", () => {
       yield* Nbd.shutdown(h, { abandonPending: true })
       expect(Date.now() - started).toBeLessThan(5000)
       expect(HandleState.isClosed(yield* Nbd.state(h))).toBe(true)
-      const results = yield* Effect.forEach(commands, (c) => Effect.either(c.await))
+      const results = yield* Effect.forEach(commands, (c) => Effect.result(c.await))
       // Each write was either answered by the server (success, or a CommandError: nbdkit's delay filter
       // aborts its sleep with ESHUTDOWN once the client has asked to disconnect) or abandoned unsent (ENOTCONN).
       const kinds = results.map((r) =>
-        Either.isRight(r)
+        Result.isSuccess(r)
           ? "ok"
-          : r.left._tag === "CommandError"
+          : r.failure._tag === "CommandError"
             ? "answered"
-            : r.left.errno === "ENOTCONN"
+            : r.failure.errno === "ENOTCONN"
               ? "unsent"
-              : r.left.errno
+              : r.failure.errno
       )
       const unsent = kinds.flatMap((k, i) => (k === "unsent" ? [i] : []))
       console.log("KINDS", kinds.join(","))
@@ -558,7 +558,7 @@ describe("slow and dying servers (nbdkit's delay filter)", () => {
     })
   )
 
-  it.scopedLive("interrupting the fiber awaiting a command does not desynchronise the connection", () =>
+  it.live("interrupting the fiber awaiting a command does not desynchronise the connection", () =>
     Effect.gen(function* () {
       const server = yield* nbdkit(["--filter=delay", "memory", "1M", "delay-read=150ms"])
       const h = yield* connect(server.uri)
@@ -568,7 +568,7 @@ describe("slow and dying servers (nbdkit's delay filter)", () => {
       expect(yield* Effect.timeoutOption(first.await, "50 millis")).toEqual(Option.none())
       // Interrupted explicitly, with structured reads too.
       const second = yield* Nbd.aioPreadStructured(h, 4096, 4096)
-      const fiber = yield* Effect.fork(second.await)
+      const fiber = yield* Effect.forkChild(second.await)
       yield* Effect.sleep("20 millis")
       yield* Fiber.interrupt(fiber)
       // Many more in flight, some interrupted, some awaited.
@@ -594,7 +594,7 @@ describe("slow and dying servers (nbdkit's delay filter)", () => {
 })
 
 describe("strict mode against nbdkit", () => {
-  it.scopedLive("STRICT_BOUNDS: past the end is EINVAL for reads, ENOSPC for writes; off, nbdkit refuses", () =>
+  it.live("STRICT_BOUNDS: past the end is EINVAL for reads, ENOSPC for writes; off, nbdkit refuses", () =>
     Effect.gen(function* () {
       const server = yield* nbdkit(["--log=null", "memory", "1M"])
       const h = yield* connect(server.uri)
@@ -621,7 +621,7 @@ describe("strict mode against nbdkit", () => {
     })
   )
 
-  it.scopedLive("STRICT_ZERO_SIZE: count 0 is EINVAL; off, it reaches nbdkit", () =>
+  it.live("STRICT_ZERO_SIZE: count 0 is EINVAL; off, it reaches nbdkit", () =>
     Effect.gen(function* () {
       const server = yield* nbdkit(["--log=null", "memory", "1M"])
       const h = yield* connect(server.uri)
@@ -648,37 +648,35 @@ describe("strict mode against nbdkit", () => {
     })
   )
 
-  it.scopedLive(
-    "STRICT_ALIGN: with a 512-byte minimum block size unaligned requests are EINVAL; off, nbdkit refuses",
-    () =>
-      Effect.gen(function* () {
-        const server = yield* nbdkit([
-          "--log=null",
-          "--filter=blocksize-policy",
-          "memory",
-          "1M",
-          "blocksize-minimum=512",
-          "blocksize-error-policy=error"
-        ])
-        const h = yield* connect(server.uri)
-        expect(yield* Nbd.getBlockSize(h, "minimum")).toBe(512)
-        const e = yield* refusedLocally(h, Nbd.pread(h, 100, 0), "EINVAL")
-        expect(e.message).toContain("unaligned")
-        yield* refusedLocally(h, Nbd.pread(h, 512, 1), "EINVAL")
-        yield* refusedLocally(h, Nbd.pwrite(h, new Uint8Array(100), 512), "EINVAL")
-        yield* refusedLocally(h, Nbd.zero(h, 512, 100), "EINVAL")
-        yield* refusedLocally(h, Nbd.trim(h, 1000, 0), "EINVAL")
-        yield* Nbd.pwrite(h, filled(1024, 9), 512)
-        expect(same(yield* Nbd.pread(h, 1024, 512), filled(1024, 9))).toBe(true)
-        yield* Nbd.setStrictMode(h, Strict.MASK & ~Strict.ALIGN)
-        yield* refusedByServer(h, Nbd.pread(h, 100, 0), "EINVAL")
-        yield* refusedByServer(h, Nbd.pwrite(h, filled(100, 1), 512), "EINVAL")
-        yield* refusedByServer(h, Nbd.zero(h, 512, 100), "EINVAL")
-        expect(same(yield* Nbd.pread(h, 1024, 512), filled(1024, 9))).toBe(true)
-      })
+  it.live("STRICT_ALIGN: with a 512-byte minimum block size unaligned requests are EINVAL; off, nbdkit refuses", () =>
+    Effect.gen(function* () {
+      const server = yield* nbdkit([
+        "--log=null",
+        "--filter=blocksize-policy",
+        "memory",
+        "1M",
+        "blocksize-minimum=512",
+        "blocksize-error-policy=error"
+      ])
+      const h = yield* connect(server.uri)
+      expect(yield* Nbd.getBlockSize(h, "minimum")).toBe(512)
+      const e = yield* refusedLocally(h, Nbd.pread(h, 100, 0), "EINVAL")
+      expect(e.message).toContain("unaligned")
+      yield* refusedLocally(h, Nbd.pread(h, 512, 1), "EINVAL")
+      yield* refusedLocally(h, Nbd.pwrite(h, new Uint8Array(100), 512), "EINVAL")
+      yield* refusedLocally(h, Nbd.zero(h, 512, 100), "EINVAL")
+      yield* refusedLocally(h, Nbd.trim(h, 1000, 0), "EINVAL")
+      yield* Nbd.pwrite(h, filled(1024, 9), 512)
+      expect(same(yield* Nbd.pread(h, 1024, 512), filled(1024, 9))).toBe(true)
+      yield* Nbd.setStrictMode(h, Strict.MASK & ~Strict.ALIGN)
+      yield* refusedByServer(h, Nbd.pread(h, 100, 0), "EINVAL")
+      yield* refusedByServer(h, Nbd.pwrite(h, filled(100, 1), 512), "EINVAL")
+      yield* refusedByServer(h, Nbd.zero(h, 512, 100), "EINVAL")
+      expect(same(yield* Nbd.pread(h, 1024, 512), filled(1024, 9))).toBe(true)
+    })
   )
 
-  it.scopedLive("STRICT_COMMANDS: zero without can_zero, cache without can_cache; off, nbdkit refuses", () =>
+  it.live("STRICT_COMMANDS: zero without can_zero, cache without can_cache; off, nbdkit refuses", () =>
     Effect.gen(function* () {
       const nozero = yield* nbdkit(["--log=null", "--filter=nozero", "memory", "1M"])
       const h = yield* connect(nozero.uri)
@@ -698,7 +696,7 @@ describe("strict mode against nbdkit", () => {
     })
   )
 
-  it.scopedLive(
+  it.live(
     "STRICT_COMMANDS: writes on a read-only export are refused (EPERM, or EINVAL for trim/zero); off, nbdkit refuses with EPERM",
     () =>
       Effect.gen(function* () {
@@ -723,7 +721,7 @@ describe("strict mode against nbdkit", () => {
       })
   )
 
-  it.scopedLive("STRICT_FLAGS: FUA or NO_HOLE on a read is EINVAL; off, nbdkit takes FUA and refuses NO_HOLE", () =>
+  it.live("STRICT_FLAGS: FUA or NO_HOLE on a read is EINVAL; off, nbdkit takes FUA and refuses NO_HOLE", () =>
     Effect.gen(function* () {
       const server = yield* nbdkit(["--log=null", "memory", "1M"])
       const h = yield* connect(server.uri)
@@ -743,7 +741,7 @@ describe("strict mode against nbdkit", () => {
     })
   )
 
-  it.scopedLive("STRICT_PAYLOAD: a write over the 32 MiB payload maximum is ERANGE; off, nbdkit takes it", () =>
+  it.live("STRICT_PAYLOAD: a write over the 32 MiB payload maximum is ERANGE; off, nbdkit takes it", () =>
     Effect.gen(function* () {
       const server = yield* nbdkit(["--log=null", "memory", "64M"])
       const h = yield* connect(server.uri)
@@ -761,7 +759,7 @@ describe("strict mode against nbdkit", () => {
     })
   )
 
-  it.scopedLive("the 64 MiB read and write cap is ERANGE whatever the strict mode", () =>
+  it.live("the 64 MiB read and write cap is ERANGE whatever the strict mode", () =>
     Effect.gen(function* () {
       const server = yield* nbdkit(["--log=null", "memory", "128M"])
       const h = yield* connect(server.uri)

@@ -40,7 +40,7 @@ const allHole = (map: ReadonlyArray<MapExtent>, offset: number, length: number, 
     .every((e) => ((e.flags & Protocol.STATE_HOLE) !== 0) === hole)
 
 describe("transmission against qemu-nbd (qcow2)", () => {
-  it.scopedLive("blockStatus matches qemu-img map extent by extent", () =>
+  it.live("blockStatus matches qemu-img map extent by extent", () =>
     Effect.gen(function* () {
       const img = yield* image
       const expected = yield* qemuImgMap(img)
@@ -64,7 +64,7 @@ describe("transmission against qemu-nbd (qcow2)", () => {
     })
   )
 
-  it.scopedLive("REQ_ONE gives exactly one extent no longer than the request", () =>
+  it.live("REQ_ONE gives exactly one extent no longer than the request", () =>
     Effect.gen(function* () {
       const img = yield* image
       const map = yield* qemuImgMap(img)
@@ -88,7 +88,7 @@ describe("transmission against qemu-nbd (qcow2)", () => {
     })
   )
 
-  it.scopedLive("preadStructured reports holes as Hole chunks where the image is unallocated or zero", () =>
+  it.live("preadStructured reports holes as Hole chunks where the image is unallocated or zero", () =>
     Effect.gen(function* () {
       const img = yield* image
       const map = yield* qemuImgMap(img)
@@ -141,7 +141,7 @@ describe("transmission against qemu-nbd (qcow2)", () => {
     })
   )
 
-  it.scopedLive("writes, zeroes and trims through qemu-nbd read back and show in qemu-img map", () =>
+  it.live("writes, zeroes and trims through qemu-nbd read back and show in qemu-img map", () =>
     Effect.gen(function* () {
       const img = yield* image
       const server = yield* qemuNbd(img, ["--format=qcow2", "--discard=unmap"])

@@ -62,14 +62,14 @@ const recorder = (dir: string, upstream: string): Effect.Effect<Recorder, never,
       peer.on("close", close)
     })
     yield* Effect.acquireRelease(
-      Effect.async<void>((resume) => {
+      Effect.callback<void>((resume) => {
         server.listen(path, () => resume(Effect.void))
       }),
       () => Effect.sync(() => server.close())
     )
     return {
       path,
-      exchanges: Effect.async<ReadonlyArray<Exchange>>((resume) => {
+      exchanges: Effect.callback<ReadonlyArray<Exchange>>((resume) => {
         const result = () =>
           resume(Effect.succeed(exchanges.map((e) => ({ client: e.client, server: Buffer.concat(e.server) }))))
         if (closed === 2) result()

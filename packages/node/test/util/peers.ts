@@ -47,7 +47,7 @@ export const startServer = (
     const child = yield* Effect.acquireRelease(
       Effect.sync(() => spawn(command, args, { stdio: ["ignore", "ignore", "inherit"] })),
       (child) =>
-        Effect.async<void>((resume) => {
+        Effect.callback<void>((resume) => {
           if (child.exitCode !== null || child.signalCode !== null) return resume(Effect.void)
           child.once("exit", () => resume(Effect.void))
           child.kill("SIGTERM")
@@ -80,7 +80,7 @@ export const directoryWith = (files: Record<string, Uint8Array | number>): Effec
 
 /** Runs a command to completion and gives its stdout; a non-zero exit dies with its stderr. */
 export const run = (command: string, args: ReadonlyArray<string>): Effect.Effect<string> =>
-  Effect.async<string>((resume) => {
+  Effect.callback<string>((resume) => {
     execFile(command, [...args], { maxBuffer: 64 * 1024 * 1024 }, (error, stdout, stderr) => {
       if (error) resume(Effect.die(new Error(`${command} ${args.join(" ")} failed: ${error.message}\n${stderr}`)))
       else resume(Effect.succeed(stdout))
@@ -160,7 +160,7 @@ export const restartable = (args: ReadonlyArray<string>) =>
     const socket = Path.join(dir, "nbd.sock")
     const pidfile = Path.join(dir, "nbdkit.pid")
     let child: ReturnType<typeof spawn> | undefined
-    const kill = Effect.async<void>((resume) => {
+    const kill = Effect.callback<void>((resume) => {
       const c = child
       child = undefined
       if (c === undefined || c.exitCode !== null || c.signalCode !== null) return resume(Effect.void)

@@ -98,7 +98,7 @@ export const scriptedServer = (options: ScriptOptions = {}): Effect.Effect<Scrip
     }
     const exportSize = options.exportSize ?? 1n << 30n
     yield* Effect.acquireRelease(
-      Effect.async<Net.Server>((resume) => {
+      Effect.callback<Net.Server>((resume) => {
         const server = Net.createServer({ allowHalfOpen: true }, (socket) => {
           sockets.add(socket)
           socket.on("error", () => {})
@@ -158,12 +158,12 @@ export const scriptedServer = (options: ScriptOptions = {}): Effect.Effect<Scrip
         server.listen(path, () => resume(Effect.succeed(server)))
       }),
       (server) =>
-        Effect.async<void>((resume) => {
+        Effect.callback<void>((resume) => {
           for (const s of sockets) s.destroy()
           server.close(() => resume(Effect.void))
         })
     )
-    const allClosed = Effect.async<void>((resume) => {
+    const allClosed = Effect.callback<void>((resume) => {
       if (sockets.size === 0) return resume(Effect.void)
       waiters.push(() => resume(Effect.void))
     })
