@@ -10,8 +10,12 @@ const calls: Readonly<Record<string, Spec>> = table
 
 // The table of calls is what the wrapper enforces; the reference is libnbd 1.22's API, call by call.
 
-/** libnbd's API, call by call (libnbd 1.22's generator/API.ml and man pages), kept with the tests. */
-const referencePath = (): string => Path.join(Path.dirname(fileURLToPath(import.meta.url)), "fixtures", "libnbd-api.md")
+/**
+ * libnbd's calls with their handle states and command flags, from libnbd's API documentation (libnbd 1.22),
+ * kept with the tests.
+ */
+const referencePath = (): string =>
+  Path.join(Path.dirname(fileURLToPath(import.meta.url)), "fixtures", "libnbd-calls.md")
 
 const reference = Fs.readFileSync(referencePath(), "utf8")
 
