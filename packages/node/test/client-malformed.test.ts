@@ -10,8 +10,8 @@ import { NodeNbd } from "@effect-nbd/node"
 import { TestServer } from "@effect-nbd/test-server"
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
-import * as Result from "effect/Result"
 import * as Fiber from "effect/Fiber"
+import * as Result from "effect/Result"
 
 const KiB = 1024
 const MiB = 1024 * KiB
