@@ -3,11 +3,10 @@
  *
  * @since 0.1.0
  */
-import * as Socket from "@effect/platform/Socket"
+import * as Socket from "effect/socket/Socket"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Inspectable from "effect/Inspectable"
 import * as Option from "effect/Option"
 import type * as Pipeable from "effect/Pipeable"
@@ -116,7 +115,7 @@ export interface Settings {
    * stuck on a peer that stopped reading does not wait: it fails them with ENOTCONN and releases the socket
    * at once.
    */
-  readonly closeGrace?: Duration.DurationInput
+  readonly closeGrace?: Duration.Input
   /**
    * Count and time every call through Effect's `Metric` (default false, so the hot path pays nothing):
    * `nbd_calls_total` by `call` and `outcome`, `nbd_bytes_total` by `call`, and the `nbd_call_duration`
@@ -174,7 +173,7 @@ export interface Settings {
    * one) until this much time has passed. Default: one try. A refusal (an unknown export, TLS refused) fails
    * at once.
    */
-  readonly openTimeout?: Duration.DurationInput
+  readonly openTimeout?: Duration.Input
 }
 
 /**
@@ -246,15 +245,16 @@ export const make = (settings: Settings = {}): Effect.Effect<Handle, NbdError.Nb
     // parallel): first the close, which waits for the server's end, then the connection's reader and writer.
     // In parallel the reader would be gone before the server's end arrived, and every close would wait out
     // its whole grace.
-    const scope = yield* Scope.fork(yield* Effect.scope, ExecutionStrategy.sequential)
-    const connectionScope = yield* Scope.fork(scope, ExecutionStrategy.sequential)
+    const scope = yield* Scope.fork(yield* Effect.scope, "sequential")
+    const connectionScope = yield* Scope.fork(scope, "sequential")
     const state = yield* StateCell.make
     const { metaContexts, ...rest } = settings
     const impl = new internal.HandleImpl(state, connectionScope, {
       ...(rest as Partial<internal.Settings>),
       ...(metaContexts ? { metaContexts: [...metaContexts] } : {}),
-      closeGrace: settings.closeGrace === undefined ? DEFAULT_CLOSE_GRACE : Duration.decode(settings.closeGrace),
-      openTimeout: settings.openTimeout === undefined ? undefined : Duration.decode(settings.openTimeout)
+      closeGrace:
+        settings.closeGrace === undefined ? DEFAULT_CLOSE_GRACE : Duration.fromInputUnsafe(settings.closeGrace),
+      openTimeout: settings.openTimeout === undefined ? undefined : Duration.fromInputUnsafe(settings.openTimeout)
     })
     yield* Scope.addFinalizer(scope, closeHandle(impl))
     if (impl.settings.debug) yield* debug.watchState(impl)
@@ -430,7 +430,7 @@ export const connectSocket = (
   h: Handle,
   options: ConnectOptions = {}
 ): Effect.Effect<void, NbdError.NbdError, Socket.Socket> =>
-  Effect.zipRight(beginConnect(h, connectCalls[options.operation ?? "nbd_connect_socket"]), awaitConnected(h))
+  Effect.andThen(beginConnect(h, connectCalls[options.operation ?? "nbd_connect_socket"]), awaitConnected(h))
 
 /**
  * Waits for a handshake begun by `aioConnectSocket` to finish.
@@ -849,7 +849,7 @@ export const getPreadInitialize = getter(calls.getPreadInitialize, (i) => i.sett
  * @category settings
  */
 export const setDebug = (h: Handle, debugOn: boolean): Effect.Effect<void, NbdError.NbdError> =>
-  Effect.zipRight(
+  Effect.andThen(
     setting<boolean>(rules.debug, (i, v) => {
       i.settings.debug = v
     })(h, debugOn),
@@ -925,7 +925,7 @@ export interface ExportEntry {
  */
 export const optList = (h: Handle): Effect.Effect<ReadonlyArray<ExportEntry>, NbdError.NbdError> =>
   optionCall(h, calls.optList, (impl, conn, operation) =>
-    Effect.zipRight(optionCalls.requireFixed(impl, operation), optionCalls.listExports(impl, conn))
+    Effect.andThen(optionCalls.requireFixed(impl, operation), optionCalls.listExports(impl, conn))
   )
 
 /**
@@ -939,7 +939,7 @@ export const optListMetaContext = (
   queries?: ReadonlyArray<string>
 ): Effect.Effect<ReadonlyArray<string>, NbdError.NbdError> =>
   optionCall(h, calls.optListMetaContext, (impl, conn, operation) =>
-    Effect.zipRight(
+    Effect.andThen(
       optionCalls.requireFixed(impl, operation),
       handshake.metaContextExchange(
         impl,
@@ -989,7 +989,7 @@ export const optSetMetaContext = (
  */
 export const optStructuredReply = (h: Handle): Effect.Effect<boolean, NbdError.NbdError> =>
   optionCall(h, calls.optStructuredReply, (impl, conn, operation) =>
-    Effect.zipRight(
+    Effect.andThen(
       optionCalls.requireFixed(impl, operation),
       handshake.negotiateFeature(impl, conn, Protocol.Opt.STRUCTURED_REPLY)
     )
@@ -1002,7 +1002,7 @@ export const optStructuredReply = (h: Handle): Effect.Effect<boolean, NbdError.N
  */
 export const optExtendedHeaders = (h: Handle): Effect.Effect<boolean, NbdError.NbdError> =>
   optionCall(h, calls.optExtendedHeaders, (impl, conn, operation) =>
-    Effect.zipRight(
+    Effect.andThen(
       optionCalls.requireFixed(impl, operation),
       handshake.negotiateFeature(impl, conn, Protocol.Opt.EXTENDED_HEADERS)
     )

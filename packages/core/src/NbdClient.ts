@@ -9,11 +9,11 @@
  *
  * @since 0.2.0
  */
-import type * as Socket from "@effect/platform/Socket"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import type * as Scope from "effect/Scope"
+import type * as Socket from "effect/socket/Socket"
 import * as Nbd from "./Nbd.js"
 import type * as NbdError from "./NbdError.js"
 
@@ -35,7 +35,7 @@ import type * as NbdError from "./NbdError.js"
  * @since 0.2.0
  * @category tags
  */
-export class NbdClient extends Context.Tag("@effect-nbd/core/NbdClient")<NbdClient, Nbd.Handle>() {}
+export class NbdClient extends Context.Service<NbdClient, Nbd.Handle>()("@effect-nbd/core/NbdClient") {}
 
 /**
  * Makes a handle with `settings`, runs `connect` on it and waits for the handshake: the handle, connected,
@@ -78,7 +78,7 @@ export const layerFrom = <R>(
   connect: (h: Nbd.Handle) => Effect.Effect<void, NbdError.NbdError, R>,
   settings: Nbd.Settings = {}
 ): Layer.Layer<NbdClient, NbdError.NbdError, Exclude<R, Scope.Scope>> =>
-  Layer.scoped(NbdClient, make(connect, settings))
+  Layer.effect(NbdClient, make(connect, settings))
 
 /**
  * A layer of `NbdClient` on the socket a `Socket` layer gives (`Nbd.connectSocket`): provide it with a

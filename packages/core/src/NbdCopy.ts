@@ -30,8 +30,8 @@
  *
  * @since 0.2.0
  */
-import type * as PlatformError from "@effect/platform/Error"
-import type * as FileSystem from "@effect/platform/FileSystem"
+import type * as PlatformError from "effect/PlatformError"
+import type * as FileSystem from "effect/FileSystem"
 import type * as Duration from "effect/Duration"
 import type * as Effect from "effect/Effect"
 import type * as Sink from "effect/Sink"
@@ -284,7 +284,7 @@ export const copy = <S extends Source, D extends Destination>(
  */
 export interface ProgressOptions extends Options {
   /** How often to report (default 1 second). */
-  readonly interval?: Duration.DurationInput | undefined
+  readonly interval?: Duration.Input | undefined
 }
 
 /**

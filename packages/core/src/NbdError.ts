@@ -4,7 +4,8 @@
  *
  * @since 0.1.0
  */
-import { TypeIdError } from "@effect/platform/Error"
+import type * as Cause from "effect/Cause"
+import * as Data from "effect/Data"
 import * as Predicate from "effect/Predicate"
 import * as Protocol from "./Protocol.js"
 
@@ -125,19 +126,31 @@ export interface NbdErrorFields {
   readonly cause?: unknown
 }
 
+// The base of every effect-nbd error class: a tagged, yieldable error that carries the `TypeId` on its
+// prototype, so `isNbdError` recognises every class at once.
+const NbdErrorClass = <Tag extends string>(
+  tag: Tag
+): new <A extends NbdErrorFields>(args: {
+  readonly [P in keyof A as P extends "_tag" | TypeId ? never : P]: A[P]
+}) => Cause.YieldableError & { readonly _tag: Tag; readonly [TypeId]: TypeId } & Readonly<A> => {
+  class Base extends Data.TaggedError(tag)<{}> {}
+  Object.defineProperty(Base.prototype, TypeId, { value: TypeId })
+  return Base as any
+}
+
 /**
  * A call made in a state that does not permit it. ENOTCONN while the handle is newly created, else EINVAL.
  * @since 0.1.0
  * @category errors
  */
-export class InvalidStateError extends TypeIdError(TypeId, "InvalidStateError")<NbdErrorFields> {}
+export class InvalidStateError extends NbdErrorClass("InvalidStateError")<NbdErrorFields> {}
 
 /**
  * A bad argument: a name too long, a request too large, a value out of range, a request strict mode refuses.
  * @since 0.1.0
  * @category errors
  */
-export class InvalidArgumentError extends TypeIdError(TypeId, "InvalidArgumentError")<NbdErrorFields> {}
+export class InvalidArgumentError extends NbdErrorClass("InvalidArgumentError")<NbdErrorFields> {}
 
 /**
  * What the call needs is not there (ENOTSUP): the server lacks a capability (structured replies, extended
@@ -146,7 +159,7 @@ export class InvalidArgumentError extends TypeIdError(TypeId, "InvalidArgumentEr
  * @since 0.2.0
  * @category errors
  */
-export class UnsupportedError extends TypeIdError(TypeId, "UnsupportedError")<NbdErrorFields> {}
+export class UnsupportedError extends NbdErrorClass("UnsupportedError")<NbdErrorFields> {}
 
 /**
  * Why a protocol error ended the connection, where the reason is not garbage on the wire:
@@ -164,7 +177,7 @@ export type ProtocolErrorReason = "Disconnected"
  * @since 0.1.0
  * @category errors
  */
-export class ProtocolError extends TypeIdError(TypeId, "ProtocolError")<
+export class ProtocolError extends NbdErrorClass("ProtocolError")<
   NbdErrorFields & {
     /** Set when the server closed the connection early (since 0.3.0); absent for a malformed message. */
     readonly reason?: ProtocolErrorReason
@@ -176,7 +189,7 @@ export class ProtocolError extends TypeIdError(TypeId, "ProtocolError")<
  * @since 0.1.0
  * @category errors
  */
-export class OptionError extends TypeIdError(TypeId, "OptionError")<
+export class OptionError extends NbdErrorClass("OptionError")<
   NbdErrorFields & { readonly option: number; readonly replyType: number }
 > {}
 
@@ -185,7 +198,7 @@ export class OptionError extends TypeIdError(TypeId, "OptionError")<
  * @since 0.1.0
  * @category errors
  */
-export class CommandError extends TypeIdError(TypeId, "CommandError")<NbdErrorFields & { readonly command: string }> {}
+export class CommandError extends NbdErrorClass("CommandError")<NbdErrorFields & { readonly command: string }> {}
 
 /**
  * The connection is gone or could not be made: the socket's own error, or ENOTCONN for a command stranded
@@ -193,7 +206,7 @@ export class CommandError extends TypeIdError(TypeId, "CommandError")<NbdErrorFi
  * @since 0.1.0
  * @category errors
  */
-export class ConnectionError extends TypeIdError(TypeId, "ConnectionError")<NbdErrorFields> {}
+export class ConnectionError extends NbdErrorClass("ConnectionError")<NbdErrorFields> {}
 
 /**
  * A reconnect reached the server, but the export behind it is no longer the one the handle was using: its
@@ -202,7 +215,7 @@ export class ConnectionError extends TypeIdError(TypeId, "ConnectionError")<NbdE
  * @since 0.2.0
  * @category errors
  */
-export class ExportChangedError extends TypeIdError(TypeId, "ExportChangedError")<NbdErrorFields> {}
+export class ExportChangedError extends NbdErrorClass("ExportChangedError")<NbdErrorFields> {}
 
 /**
  * Any error effect-nbd reports.

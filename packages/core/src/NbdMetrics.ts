@@ -1,18 +1,19 @@
 /**
  * The metrics a handle made with `metrics: true` keeps, through Effect's `Metric`, so any metrics layer
- * (Prometheus, OpenTelemetry) exports them. Read them with `Metric.value`, tagged as below. Handles made
+ * (Prometheus, OpenTelemetry) exports them. Read them with `Metric.value`, with the attributes below. Handles made
  * without `metrics` keep none, and their calls pay nothing for it.
  *
  * @since 0.2.0
  */
+import type * as Duration from "effect/Duration"
 import * as Metric from "effect/Metric"
 
 /**
- * Calls made, tagged `call` (libnbd's name, e.g. "nbd_pread") and `outcome` ("success" or "failure").
+ * Calls made, with the attributes `call` (libnbd's name, e.g. "nbd_pread") and `outcome` ("success" or "failure").
  * @since 0.2.0
  * @category metrics
  */
-export const calls: Metric.Metric.Counter<number> = Metric.counter("nbd_calls_total", {
+export const calls: Metric.Counter<number> = Metric.counter("nbd_calls_total", {
   description: "NBD calls made",
   incremental: true
 })
@@ -22,7 +23,7 @@ export const calls: Metric.Metric.Counter<number> = Metric.counter("nbd_calls_to
  * @since 0.2.0
  * @category metrics
  */
-export const bytes: Metric.Metric.Counter<number> = Metric.counter("nbd_bytes_total", {
+export const bytes: Metric.Counter<number> = Metric.counter("nbd_bytes_total", {
   description: "bytes read or written by NBD commands",
   incremental: true
 })
@@ -32,4 +33,6 @@ export const bytes: Metric.Metric.Counter<number> = Metric.counter("nbd_bytes_to
  * @since 0.2.0
  * @category metrics
  */
-export const duration = Metric.timer("nbd_call_duration", "how long NBD calls take")
+export const duration: Metric.Histogram<Duration.Duration> = Metric.timer("nbd_call_duration", {
+  description: "how long NBD calls take"
+})

@@ -5,11 +5,11 @@
  *
  * @since 0.1.0
  */
-import * as Arr from "effect/Array"
 import * as Effect from "effect/Effect"
-import * as Either from "effect/Either"
-import * as ParseResult from "effect/ParseResult"
+import * as Result from "effect/Result"
 import * as Schema from "effect/Schema"
+import * as SchemaGetter from "effect/SchemaGetter"
+import * as SchemaIssue from "effect/SchemaIssue"
 import { invalidArgument } from "./internal/engine/arguments.js"
 import { calls } from "./internal/api/calls.js"
 import type * as NbdError from "./NbdError.js"
@@ -24,7 +24,7 @@ const utf8Length = (s: string): number => new TextEncoder().encode(s).length
  */
 export const Tcp = Schema.TaggedStruct("Tcp", {
   host: Schema.NonEmptyString,
-  port: Schema.Int.pipe(Schema.between(1, 65535, { message: () => "port out of range" }))
+  port: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 65535 }, { message: "port out of range" }))
 })
 
 /**
@@ -33,7 +33,7 @@ export const Tcp = Schema.TaggedStruct("Tcp", {
  * @category schemas
  */
 export const Unix = Schema.TaggedStruct("Unix", {
-  path: Schema.NonEmptyString.annotations({ message: () => "missing socket= query parameter" })
+  path: Schema.String.check(Schema.isNonEmpty({ message: "missing socket= query parameter" }))
 })
 
 /**
@@ -41,7 +41,7 @@ export const Unix = Schema.TaggedStruct("Unix", {
  * @since 0.1.0
  * @category schemas
  */
-export const Transport = Schema.Union(Tcp, Unix)
+export const Transport = Schema.Union([Tcp, Unix])
 
 /**
  * Where a URI points.
@@ -55,12 +55,11 @@ export type Transport = typeof Transport.Type
  * @since 0.1.0
  * @category schemas
  */
-export const ExportName = Schema.String.pipe(
-  Schema.filter((s) => utf8Length(s) <= Protocol.Limits.MAX_STRING, {
-    identifier: "ExportName",
-    message: () => "export name is longer than 4096 bytes"
+export const ExportName = Schema.String.check(
+  Schema.makeFilter((s: string) => utf8Length(s) <= Protocol.Limits.MAX_STRING, {
+    message: "export name is longer than 4096 bytes"
   })
-)
+).annotate({ identifier: "ExportName" })
 
 const booleanWords = ["1", "0", "true", "false", "yes", "no", "on", "off"]
 
@@ -70,8 +69,8 @@ const booleanWords = ["1", "0", "true", "false", "yes", "no", "on", "off"]
  * @since 0.1.0
  * @category schemas
  */
-export const Query = Schema.ReadonlyMapFromSelf({ key: Schema.String, value: Schema.String }).pipe(
-  Schema.filter((query) => {
+export const Query = Schema.ReadonlyMap(Schema.String, Schema.String).check(
+  Schema.makeFilter((query: ReadonlyMap<string, string>) => {
     const verify = query.get("tls-verify-peer")
     return verify === undefined || booleanWords.includes(verify.toLowerCase())
       ? undefined
@@ -89,7 +88,7 @@ export const NbdUri = Schema.Struct({
   tls: Schema.Boolean,
   exportName: ExportName,
   /** The TLS (PSK) username: the URI's user information, or its `tls-username` query parameter. */
-  username: Schema.optionalWith(Schema.String, { exact: true }),
+  username: Schema.optionalKey(Schema.String),
   query: Query
 })
 
@@ -145,24 +144,24 @@ const detachUserinfo = (uri: string): { readonly rest: string; readonly userinfo
 }
 
 /** The URI's parts, before the schema validates them; a string is why it is malformed. */
-const split = (uri: string): Either.Either<NbdUri, string> => {
+const split = (uri: string): Result.Result<NbdUri, string> => {
   const { rest, userinfo: hostless } = detachUserinfo(uri)
   let url: URL
   try {
     url = new URL(rest)
   } catch {
-    return Either.left("unable to parse URI")
+    return Result.fail("unable to parse URI")
   }
   const scheme = schemes[url.protocol]
-  if (scheme === undefined) return Either.left(`unknown NBD URI scheme ${url.protocol.slice(0, -1)}`)
-  if (!uri.slice(url.protocol.length).startsWith("//")) return Either.left(`URI must begin with '${url.protocol}//'`)
-  if (url.password !== "" || hostless?.includes(":")) return Either.left("a password is not supported in an NBD URI")
+  if (scheme === undefined) return Result.fail(`unknown NBD URI scheme ${url.protocol.slice(0, -1)}`)
+  if (!uri.slice(url.protocol.length).startsWith("//")) return Result.fail(`URI must begin with '${url.protocol}//'`)
+  if (url.password !== "" || hostless?.includes(":")) return Result.fail("a password is not supported in an NBD URI")
   const exportName = decodeComponent(url.pathname.replace(/^\//, ""))
-  if (exportName === undefined) return Either.left("invalid percent-encoding in the export name")
+  if (exportName === undefined) return Result.fail("invalid percent-encoding in the export name")
   const userinfo = decodeComponent(hostless ?? url.username)
-  if (userinfo === undefined) return Either.left("invalid percent-encoding in the user name")
+  if (userinfo === undefined) return Result.fail("invalid percent-encoding in the user name")
   const query = parseQuery(url.search)
-  if (query === undefined) return Either.left("invalid percent-encoding in the query")
+  if (query === undefined) return Result.fail("invalid percent-encoding in the query")
   const socket = query.get("socket")
   query.delete("socket")
   const queryUser = query.get("tls-username")
@@ -170,15 +169,15 @@ const split = (uri: string): Either.Either<NbdUri, string> => {
   const username = userinfo !== "" ? userinfo : queryUser
   const common = { tls: scheme.tls, exportName, query, ...(username === undefined ? {} : { username }) }
   if (scheme.unix) {
-    if (url.hostname !== "" || url.port !== "") return Either.left("a Unix socket URI takes no host or port")
-    if (socket === undefined || socket === "") return Either.left("missing socket= query parameter")
-    return Either.right({ transport: { _tag: "Unix", path: socket }, ...common })
+    if (url.hostname !== "" || url.port !== "") return Result.fail("a Unix socket URI takes no host or port")
+    if (socket === undefined || socket === "") return Result.fail("missing socket= query parameter")
+    return Result.succeed({ transport: { _tag: "Unix", path: socket }, ...common })
   }
-  if (socket !== undefined) return Either.left("socket= is only valid with nbd+unix:// URIs")
+  if (socket !== undefined) return Result.fail("socket= is only valid with nbd+unix:// URIs")
   // libnbd connects to localhost when the URI names no host ("nbd:///disk").
   const host = url.hostname === "" ? "localhost" : url.hostname.replace(/^\[(.*)\]$/, "$1")
   const port = url.port === "" ? Protocol.DEFAULT_PORT : Number(url.port)
-  return Either.right({ transport: { _tag: "Tcp", host, port }, ...common })
+  return Result.succeed({ transport: { _tag: "Tcp", host, port }, ...common })
 }
 
 const encodeQueryValue = (v: string): string => encodeURIComponent(v).replace(/%2F/g, "/")
@@ -220,24 +219,28 @@ export const format = (uri: {
  * @since 0.1.0
  * @category schemas
  */
-export const NbdUriFromString = Schema.transformOrFail(Schema.String, NbdUri, {
-  strict: true,
-  decode: (uri, _, ast) =>
-    Either.match(split(uri), {
-      onLeft: (why) => ParseResult.fail(new ParseResult.Type(ast, uri, why)),
-      onRight: ParseResult.succeed
-    }),
-  encode: (uri) => ParseResult.succeed(format(uri))
-}).annotations({ identifier: "NbdUriFromString" })
+export const NbdUriFromString = Schema.String.pipe(
+  Schema.decodeTo(NbdUri, {
+    decode: SchemaGetter.transformEffect((uri: string) =>
+      Result.match(split(uri), {
+        onFailure: (why) => Effect.fail(new SchemaIssue.InvalidValue({ message: why })),
+        onSuccess: (parsed) => Effect.succeed(parsed)
+      })
+    ),
+    encode: SchemaGetter.transform(format)
+  })
+).annotate({ identifier: "NbdUriFromString" })
 
-const decodeUri = Schema.decode(NbdUriFromString)
+const decodeUri = Schema.decodeEffect(NbdUriFromString)
 
 const shown = (uri: string): string => (uri.length > 200 ? `${uri.slice(0, 200)}...` : uri)
 
-const toError = (uri: string, error: ParseResult.ParseError): NbdError.InvalidArgumentError => {
-  const first = Arr.head(ParseResult.ArrayFormatter.formatErrorSync(error))
-  const why = first._tag === "Some" ? first.value.message : "invalid NBD URI"
-  const tooLong = first._tag === "Some" && first.value.path[0] === "exportName"
+const formatIssue = SchemaIssue.makeFormatterStandardSchemaV1()
+
+const toError = (uri: string, error: Schema.SchemaError): NbdError.InvalidArgumentError => {
+  const first = formatIssue(error.issue).issues[0]
+  const why = first?.message ?? "invalid NBD URI"
+  const tooLong = first?.path?.[0] === "exportName"
   return invalidArgument(calls.connectUri.name, `${why}: ${shown(uri)}`, tooLong ? "ENAMETOOLONG" : "EINVAL")
 }
 

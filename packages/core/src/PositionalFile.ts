@@ -1,5 +1,5 @@
 /**
- * Reads and writes at an offset on an open file, which @effect/platform's `FileSystem.File` does not offer
+ * Reads and writes at an offset on an open file, which `FileSystem.File` does not offer for writes
  * (it has one position per handle, moved by `seek`). A copy from or to a file uses this service when its
  * context has one, many requests in flight on one descriptor and no fiber step per request; without it, the
  * copy seeks and reads through `FileSystem`, one request at a time per handle. The files are still opened,
@@ -9,9 +9,16 @@
  *
  * @since 0.2.0
  */
-import type * as PlatformError from "@effect/platform/Error"
-import type * as FileSystem from "@effect/platform/FileSystem"
 import * as Context from "effect/Context"
+import type * as PlatformError from "effect/PlatformError"
+
+/**
+ * An open file's descriptor. A copy takes it from the `fd` property of the `FileSystem.File` it opened (Node's
+ * file system has one); a file without one is copied through `FileSystem` instead.
+ * @since 1.0.0
+ * @category models
+ */
+export type Descriptor = number
 
 /**
  * The two calls. Each starts the I/O at once and calls `done` once, with the error or the number of bytes
@@ -22,13 +29,13 @@ import * as Context from "effect/Context"
  */
 export interface Service {
   readonly read: (
-    fd: FileSystem.File.Descriptor,
+    fd: Descriptor,
     offset: number,
     into: Uint8Array,
     done: (error: PlatformError.PlatformError | undefined, bytes: number) => void
   ) => void
   readonly write: (
-    fd: FileSystem.File.Descriptor,
+    fd: Descriptor,
     offset: number,
     data: Uint8Array,
     done: (error: PlatformError.PlatformError | undefined, bytes: number) => void
@@ -40,4 +47,4 @@ export interface Service {
  * @since 0.2.0
  * @category services
  */
-export class PositionalFile extends Context.Tag("@effect-nbd/core/PositionalFile")<PositionalFile, Service>() {}
+export class PositionalFile extends Context.Service<PositionalFile, Service>()("@effect-nbd/core/PositionalFile") {}

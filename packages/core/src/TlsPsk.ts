@@ -15,7 +15,7 @@
  * @since 0.2.0
  */
 import * as Data from "effect/Data"
-import * as Either from "effect/Either"
+import * as Result from "effect/Result"
 import * as Option from "effect/Option"
 
 /**
@@ -59,7 +59,7 @@ const encoder = new TextEncoder()
  * @since 0.2.0
  * @category parsing
  */
-export const parse = (text: string): Either.Either<ReadonlyArray<Key>, ParseError> => {
+export const parse = (text: string): Result.Result<ReadonlyArray<Key>, ParseError> => {
   const keys: Array<Key> = []
   const lines = text.split("\n")
   for (let i = 0; i < lines.length; i++) {
@@ -70,15 +70,15 @@ export const parse = (text: string): Either.Either<ReadonlyArray<Key>, ParseErro
     const field = colon < 0 ? line : line.slice(0, colon)
     const hexName = field.startsWith("#") ? field.slice(1) : undefined
     if (hexName !== undefined && (colon < 0 || !HEX.test(hexName))) continue
-    if (colon < 0) return Either.left(new ParseError({ line: number, message: "expected username:hexkey" }))
+    if (colon < 0) return Result.fail(new ParseError({ line: number, message: "expected username:hexkey" }))
     const username = hexName === undefined ? field : decoder.decode(fromHex(hexName))
-    if (username === "") return Either.left(new ParseError({ line: number, message: "the username is empty" }))
+    if (username === "") return Result.fail(new ParseError({ line: number, message: "the username is empty" }))
     const hex = line.slice(colon + 1)
     if (!HEX.test(hex))
-      return Either.left(new ParseError({ line: number, message: `the key of ${username} is not hexadecimal` }))
+      return Result.fail(new ParseError({ line: number, message: `the key of ${username} is not hexadecimal` }))
     keys.push({ username, key: fromHex(hex), line: number })
   }
-  return Either.right(keys)
+  return Result.succeed(keys)
 }
 
 /**
@@ -87,7 +87,7 @@ export const parse = (text: string): Either.Either<ReadonlyArray<Key>, ParseErro
  * @category lookup
  */
 export const find = (keys: ReadonlyArray<Key>, username: string): Option.Option<Key> =>
-  Option.fromNullable(keys.find((k) => k.username === username))
+  Option.fromNullishOr(keys.find((k) => k.username === username))
 
 /**
  * One line of a keys file for `username`, as `psktool` writes it: the name hex-encoded after `#` when it

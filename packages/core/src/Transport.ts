@@ -94,7 +94,7 @@ export type TryWrite = (chunks: ReadonlyArray<Uint8Array>) => "taken" | "full" |
  * @since 0.2.0
  * @category services
  */
-export class Transport extends Context.Tag("@effect-nbd/core/Transport")<Transport, Service>() {}
+export class Transport extends Context.Service<Transport, Service>()("@effect-nbd/core/Transport") {}
 
 /**
  * A transport service; what is not given is not offered.

@@ -1,5 +1,6 @@
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
-import type * as Tracer from "effect/Tracer"
+import * as Tracer from "effect/Tracer"
 import type * as NbdError from "../../NbdError.js"
 import * as Protocol from "../../Protocol.js"
 import { invalidArgument } from "../engine/arguments.js"
@@ -21,11 +22,6 @@ export interface Details {
   readonly attributes?: () => Readonly<Record<string, unknown>>
 }
 
-let native: Tracer.Tracer | undefined
-
-/** Effect's built-in tracer, which records spans nobody reads: with it installed, calls open no span. */
-const nativeTracer = (): Tracer.Tracer => (native ??= Effect.runSync(Effect.tracer))
-
 /**
  * The one wrapper every call runs through, in libnbd's order (generator/C.ml): what must come first (a read
  * zeroes its buffer), the state check with libnbd's message (ENOTCONN while created, else EINVAL), the flag
@@ -41,14 +37,15 @@ export const call = <A, E, R>(
   details: Details = {}
 ): Effect.Effect<A, E | NbdError.NbdError, R> =>
   // One step for the checks and the choice of span: the small commands' cost is in steps like these.
-  Effect.withFiberRuntime((fiber) => {
+  Effect.contextWith((context: Context.Context<never>) => {
     details.first?.(h)
     const refused =
       (spec.states === "any" ? undefined : stateDenied(h, spec.name, spec.states)) ?? checkFlags(h, spec, details)
     let effect: Effect.Effect<A, E | NbdError.NbdError, R> = refused === undefined ? body() : Effect.fail(refused)
     if (h.settings.metrics) effect = metrics.observe(spec.name, effect, details.bytes)
     if (h.settings.debug) effect = debug.traceCall(h, spec.name, effect, describe(details))
-    return fiber.currentTracer === nativeTracer()
+    // Effect's built-in tracer records spans nobody reads: with it installed, calls open no span.
+    return Context.get(context, Tracer.Tracer) === Tracer.nativeTracer
       ? effect
       : Effect.withSpan(effect, spec.name, { kind: "client", attributes: spanAttributes(h, spec, details) })
   })
@@ -62,15 +59,46 @@ const checkFlags = (h: HandleImpl, spec: Spec, details: Details): NbdError.NbdEr
   return undefined
 }
 
-/** Attributes a user filters spans on, after @effect/sql's `db.*` and OpenTelemetry's `server.address`. */
-const spanAttributes = (h: HandleImpl, spec: Spec, details: Details): Record<string, unknown> => {
+/**
+ * What every span of a handle says of it, computed once per connection (its URI changes with it), and again
+ * only when the handle's or the export's name is set anew.
+ */
+interface HandleAttributes {
+  readonly connection: unknown
+  readonly handleName: string
+  readonly exportName: string
+  readonly attributes: Readonly<Record<string, unknown>>
+}
+
+const handleAttributes = new WeakMap<HandleImpl, HandleAttributes>()
+
+const attributesOf = (h: HandleImpl): Readonly<Record<string, unknown>> => {
+  const cached = handleAttributes.get(h)
+  if (
+    cached !== undefined &&
+    cached.connection === h.connection &&
+    cached.handleName === h.settings.handleName &&
+    cached.exportName === h.settings.exportName
+  )
+    return cached.attributes
   const attributes: Record<string, unknown> = {
-    "nbd.operation.name": spec.name,
     "nbd.handle.name": h.settings.handleName,
     "nbd.export.name": h.settings.exportName
   }
   const uri = uriOf(h)
   if (uri !== undefined) attributes["server.address"] = uri
+  handleAttributes.set(h, {
+    connection: h.connection,
+    handleName: h.settings.handleName,
+    exportName: h.settings.exportName,
+    attributes
+  })
+  return attributes
+}
+
+/** Attributes a user filters spans on, after @effect/sql's `db.*` and OpenTelemetry's `server.address`. */
+const spanAttributes = (h: HandleImpl, spec: Spec, details: Details): Record<string, unknown> => {
+  const attributes: Record<string, unknown> = { "nbd.operation.name": spec.name, ...attributesOf(h) }
   const given = details.attributes?.()
   if (given !== undefined) for (const [key, value] of Object.entries(given)) attributes[`nbd.${key}`] = spanValue(value)
   return attributes

@@ -1,8 +1,8 @@
 import * as Cause from "effect/Cause"
+import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Option from "effect/Option"
-import * as Runtime from "effect/Runtime"
 import * as HandleState from "../../HandleState.js"
 import * as NbdError from "../../NbdError.js"
 import * as Protocol from "../../Protocol.js"
@@ -87,10 +87,10 @@ export interface Submitted {
 
 /**
  * Where a caller outside the call wrapper (`call.ts`) has its commands reported as the wrapper would report
- * the aio call: the runtime whose logger gets the debug messages and whose metrics count them. The copy's
- * NBD sides pass the runtime they were made in; the wrapper's own commands pass none.
+ * the aio call: the context whose logger gets the debug messages and whose metrics count them. The copy's
+ * NBD sides pass the context they were made in; the wrapper's own commands pass none.
  */
-export type Report = Runtime.Runtime<never>
+export type Report = Context.Context<never>
 
 /** A command in the engine, with the caller's listener on its completion. */
 class Queued implements Submitted {
@@ -148,7 +148,7 @@ class Postponed implements Submitted {
  *
  * While the handle reconnects, the command waits for the reconnect and is then checked and queued as usual;
  * a check that fails then, or a reconnect that gives up, reaches `onOutcome`. With `report`, its debug
- * messages and metrics run in that runtime (see `Report`).
+ * messages and metrics run in that context (see `Report`).
  *
  * A copy's commands cost here what the engine allocates (the pending command and its request bytes), the
  * `Submitted` and nothing else: no fiber, no effect, no microtask.
@@ -169,12 +169,9 @@ export const submit = (
   const pending = h.connection!.engine.issue(spec, ok.offset, ok.count)
   let listener = onOutcome
   if (reported && h.settings.debug) {
-    Runtime.runSync(report, traceRequest(h, spec, BigInt(pending.cookie), ok.offset, ok.count))
+    Effect.runSyncWith(report)(traceRequest(h, spec, BigInt(pending.cookie), ok.offset, ok.count))
     listener = (outcome) => {
-      Runtime.runSync(
-        report,
-        debug.log(h, spec.operation, () => replyMessage(spec, pending.cookie, outcome))
-      )
+      Effect.runSyncWith(report)(debug.log(h, spec.operation, () => replyMessage(spec, pending.cookie, outcome)))
       onOutcome(outcome)
     }
   }
@@ -184,7 +181,7 @@ export const submit = (
 
 /** Counts a submitted command as the call wrapper counts an aio call: queued or refused, its bytes, its time. */
 const count = (report: Report, spec: CommandSpec, queued: boolean, millis: number): void =>
-  Runtime.runSync(report, metrics.record(spec.operation, queued, Number(spec.count), millis))
+  Effect.runSyncWith(report)(metrics.record(spec.operation, queued, Number(spec.count), millis))
 
 /** An outcome as the exit an effect resumes with. */
 const exitOf = <A>(outcome: Outcome): Exit.Exit<A, NbdError.NbdError> =>
@@ -205,7 +202,7 @@ class Reply<A> {
     this.resume = undefined
     resume(exitOf(outcome))
   }
-  readonly await: Effect.Effect<A, NbdError.NbdError> = Effect.async<A, NbdError.NbdError>((resume) => {
+  readonly await: Effect.Effect<A, NbdError.NbdError> = Effect.callback<A, NbdError.NbdError>((resume) => {
     if (this.outcome !== undefined) return resume(exitOf(this.outcome))
     if (this.submitted === undefined)
       return resume(Exit.fail(invalidArgument(this.operation, "stopped waiting: an earlier wait was interrupted")))
@@ -221,7 +218,7 @@ class Reply<A> {
 
 /** Waits for a reconnect under way to end; fails with its error, under the command's name, when it gives up. */
 const awaitRecovery = (ready: Completion, operation: string): Effect.Effect<void, NbdError.NbdError> =>
-  Effect.async<void, NbdError.NbdError>((resume) => {
+  Effect.callback<void, NbdError.NbdError>((resume) => {
     const listener = (outcome: Outcome) =>
       resume(outcome.ok ? Effect.void : Effect.fail(stranded(outcome.error, operation)))
     ready.listen(listener)
@@ -237,7 +234,7 @@ const awaitRecovery = (ready: Completion, operation: string): Effect.Effect<void
 export const issue = <A>(h: HandleImpl, spec: CommandSpec): Effect.Effect<Command<A>, NbdError.NbdError> =>
   Effect.suspend(() => {
     const recovery = h.recovery
-    if (recovery !== undefined) return Effect.zipRight(awaitRecovery(recovery.ready, spec.operation), issue<A>(h, spec))
+    if (recovery !== undefined) return Effect.andThen(awaitRecovery(recovery.ready, spec.operation), issue<A>(h, spec))
     const reply = new Reply<A>(spec.operation)
     const submitted = submit(h, spec, reply.settle)
     if (NbdError.isNbdError(submitted)) return Effect.fail(submitted)
@@ -282,7 +279,7 @@ const traceReply = <A>(
     debug.log(h, spec.operation, () => {
       const what = `${Protocol.commandName(spec.type)} cookie=${cookie}`
       if (exit._tag === "Success") return `received reply to ${what}: success`
-      return Option.match(Cause.failureOption(exit.cause), {
+      return Option.match(Cause.findErrorOption(exit.cause), {
         onNone: () => `stopped waiting for the reply to ${what}`,
         onSome: (error) => `received reply to ${what}: ${NbdError.format(error)}`
       })

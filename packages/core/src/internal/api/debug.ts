@@ -47,8 +47,8 @@ export const watchState = (h: HandleImpl): Effect.Effect<void> =>
             h.stateWatched = false
           })
         ),
-        Effect.forkDaemon,
-        Effect.zipRight(Deferred.await(subscribed))
+        Effect.forkDetach,
+        Effect.andThen(Deferred.await(subscribed))
       )
     )
   })
@@ -60,14 +60,14 @@ export const traceCall = <A, E, R>(
   body: Effect.Effect<A, E, R>,
   args?: () => string
 ): Effect.Effect<A, E, R> =>
-  Effect.zipRight(
+  Effect.andThen(
     log(h, call, () => (args === undefined ? "enter" : `enter: ${args()}`)),
     Effect.onExit(body, (exit) =>
       log(h, call, () =>
         Exit.match(exit, {
           onSuccess: (value) => `leave: ret=${describe(value)}`,
           onFailure: (cause) =>
-            Option.match(Cause.failureOption(cause), {
+            Option.match(Cause.findErrorOption(cause), {
               onNone: () => "leave: interrupted",
               onSome: (error) => `leave: error=${describeError(error)}`
             })

@@ -6,12 +6,12 @@ import * as Metric from "effect/Metric"
 import * as NbdMetrics from "../../NbdMetrics.js"
 
 // The metrics are defined (and documented) in NbdMetrics; this module keeps their tagged forms per call, so
-// the hot path tags nothing.
+// the hot path adds no attributes.
 
 interface Tagged {
-  readonly success: Metric.Metric.Counter<number>
-  readonly failure: Metric.Metric.Counter<number>
-  readonly bytes: Metric.Metric.Counter<number>
+  readonly success: Metric.Counter<number>
+  readonly failure: Metric.Counter<number>
+  readonly bytes: Metric.Counter<number>
   readonly duration: typeof NbdMetrics.duration
 }
 
@@ -20,12 +20,11 @@ const byCall = new Map<string, Tagged>()
 const tagged = (call: string): Tagged => {
   let metrics = byCall.get(call)
   if (metrics === undefined) {
-    const calls = Metric.tagged(NbdMetrics.calls, "call", call)
     metrics = {
-      success: Metric.tagged(calls, "outcome", "success"),
-      failure: Metric.tagged(calls, "outcome", "failure"),
-      bytes: Metric.tagged(NbdMetrics.bytes, "call", call),
-      duration: Metric.tagged(NbdMetrics.duration, "call", call)
+      success: Metric.withAttributes(NbdMetrics.calls, { call, outcome: "success" }),
+      failure: Metric.withAttributes(NbdMetrics.calls, { call, outcome: "failure" }),
+      bytes: Metric.withAttributes(NbdMetrics.bytes, { call }),
+      duration: Metric.withAttributes(NbdMetrics.duration, { call })
     }
     byCall.set(call, metrics)
   }
@@ -38,11 +37,11 @@ export const observe = <A, E, R>(call: string, effect: Effect.Effect<A, E, R>, b
   return Effect.flatMap(Clock.currentTimeNanos, (start) =>
     Effect.onExit(effect, (exit) =>
       Effect.flatMap(Clock.currentTimeNanos, (end) =>
-        Effect.zipRight(
+        Effect.andThen(
           Metric.update(metrics.duration, Duration.nanos(end - start)),
           Exit.isSuccess(exit)
-            ? Effect.zipRight(Metric.increment(metrics.success), Metric.incrementBy(metrics.bytes, bytes))
-            : Metric.increment(metrics.failure)
+            ? Effect.andThen(Metric.update(metrics.success, 1), Metric.update(metrics.bytes, bytes))
+            : Metric.update(metrics.failure, 1)
         )
       )
     )
@@ -52,10 +51,10 @@ export const observe = <A, E, R>(call: string, effect: Effect.Effect<A, E, R>, b
 /** Counts one call of `call` that took `millis`, as `observe` would have: its outcome, and `bytes` when it succeeded. */
 export const record = (call: string, success: boolean, bytes: number, millis: number): Effect.Effect<void> => {
   const metrics = tagged(call)
-  return Effect.zipRight(
+  return Effect.andThen(
     Metric.update(metrics.duration, Duration.millis(millis)),
     success
-      ? Effect.zipRight(Metric.increment(metrics.success), Metric.incrementBy(metrics.bytes, bytes))
-      : Metric.increment(metrics.failure)
+      ? Effect.andThen(Metric.update(metrics.success, 1), Metric.update(metrics.bytes, bytes))
+      : Metric.update(metrics.failure, 1)
   )
 }

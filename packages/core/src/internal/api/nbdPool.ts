@@ -1,6 +1,5 @@
 import type * as Arr from "effect/Array"
 import * as Effect from "effect/Effect"
-import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import { pipeArguments } from "effect/Pipeable"
 import * as Predicate from "effect/Predicate"
 import * as Scope from "effect/Scope"
@@ -75,13 +74,13 @@ export const make = <E, R>(
 ): Effect.Effect<NbdPool.Pool, E | NbdError.NbdError, R | Scope.Scope> =>
   Effect.gen(function* () {
     const wanted = yield* checkCount("pool", "connections", options.connections ?? DEFAULT_CONNECTIONS, MAX_CONNECTIONS)
-    const scope = yield* Scope.fork(yield* Effect.scope, ExecutionStrategy.parallel)
+    const scope = yield* Scope.fork(yield* Effect.scope, "parallel")
     const open = (index: number) =>
       Effect.gen(function* () {
         const h = yield* Nbd.make(options.settings)
         yield* options.connect(h, index)
         return h
-      }).pipe(Scope.extend(scope))
+      }).pipe(Scope.provide(scope))
     const first = yield* open(0)
     const n = wanted > 1 && (yield* Nbd.canMultiConn(first)) ? wanted : 1
     const rest = yield* Effect.forEach(

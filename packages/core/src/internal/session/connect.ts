@@ -1,4 +1,4 @@
-import * as Socket from "@effect/platform/Socket"
+import * as Socket from "effect/socket/Socket"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"

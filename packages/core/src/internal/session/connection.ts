@@ -1,17 +1,18 @@
 /**
- * The Effect driver of one connection's engine (`engine/transmission.ts`): a reader fiber feeds it what the
- * socket receives, one sender sends what it queues (a microtask with the transport's `tryWrite` while the
+ * The Effect driver of one connection's engine (`engine/transmission.ts`): a reader fiber pulls what the
+ * socket receives and hands each chunk to the engine at once (a chunk may be a view into a buffer the socket
+ * reuses, valid only until the next pull: the engine copies what it keeps), one sender sends what it queues (a microtask with the transport's `tryWrite` while the
  * socket keeps up, else the writer fiber), and the end of the reader or the writer ends the engine once.
  * Everything the protocol decides is the engine's; this file only moves bytes and wakes fibers.
  */
-import type * as Socket from "@effect/platform/Socket"
 import * as Cause from "effect/Cause"
 import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
-import type * as Scope from "effect/Scope"
+import * as Scope from "effect/Scope"
+import * as Socket from "effect/socket/Socket"
 import * as ClientCodec from "../../ClientCodec.js"
 import * as NbdError from "../../NbdError.js"
 import type * as Transport from "../../Transport.js"
@@ -33,6 +34,8 @@ const DIRECT_BATCH_BYTES = 64 * 1024
 /** What a server that closes the connection in the middle of the handshake is reported with. */
 export const DISCONNECTED = "server disconnected unexpectedly"
 
+const encoder = new TextEncoder()
+
 const errnoOf = (cause: unknown): NbdError.Errno => NbdError.errnoOf(cause)
 
 /** The server closed the connection in the middle of the handshake: a drop, that a reconnect tries again. */
@@ -42,25 +45,42 @@ const disconnected = (): NbdError.ProtocolError =>
 const describe = (cause: unknown): string =>
   cause instanceof Error ? cause.message : typeof cause === "string" ? cause : "unknown error"
 
+/** The socket's error as the connection error the handle reports; undefined for the server's clean close. */
+const socketEndError = (error: Socket.SocketError): NbdError.ConnectionError | undefined => {
+  const reason = error.reason
+  switch (reason._tag) {
+    case "SocketOpenError":
+      return new NbdError.ConnectionError({
+        errno: errnoOf(reason.cause) || (reason.kind === "Timeout" ? "ETIMEDOUT" : ""),
+        operation: "connect",
+        message: describe(reason.cause),
+        cause: reason.cause
+      })
+    case "SocketCloseError":
+      // 1000 is the end of the stream (the server closed); any other code, a connection torn down.
+      if (reason.code === 1000) return undefined
+      return new NbdError.ConnectionError({
+        errno: "ECONNRESET",
+        operation: "recv",
+        message: "connection reset",
+        cause: reason
+      })
+    default:
+      return new NbdError.ConnectionError({
+        errno: errnoOf(reason.cause) || "ECONNRESET",
+        operation: reason._tag === "SocketWriteError" ? "send" : "recv",
+        message: describe(reason.cause ?? reason),
+        cause: reason.cause
+      })
+  }
+}
+
 /** Maps why the reader stopped to the error the handle reports. */
 const endError = (cause: unknown, inHandshake: boolean): NbdError.NbdError | undefined => {
   if (cause instanceof ClientCodec.DecodeError)
     return new NbdError.ProtocolError({ errno: cause.errno, operation: "recv", message: cause.message })
-  const socketError = cause as { readonly _tag?: string; readonly reason?: string; readonly cause?: unknown }
-  if (socketError?._tag === "SocketError" && socketError.reason === "Open")
-    return new NbdError.ConnectionError({
-      errno: errnoOf(socketError.cause),
-      operation: "connect",
-      message: describe(socketError.cause),
-      cause: socketError.cause
-    })
-  if (socketError?._tag === "SocketError" && socketError.reason !== "Close")
-    return new NbdError.ConnectionError({
-      errno: errnoOf(socketError.cause) || "ECONNRESET",
-      operation: socketError.reason === "Write" ? "send" : "recv",
-      message: describe(socketError.cause),
-      cause: socketError.cause
-    })
+  const error = Socket.isSocketError(cause) ? socketEndError(cause) : undefined
+  if (error !== undefined) return error
   if (inHandshake) return disconnected()
   return undefined
 }
@@ -102,8 +122,8 @@ export class Connection {
   private resumeWriter: (() => void) | undefined = undefined
   /** The transport's synchronous write, when it has one. */
   private readonly tryWrite: Transport.TryWrite | undefined
-  private readerFiber: Fiber.RuntimeFiber<void> | undefined
-  private writerFiber: Fiber.RuntimeFiber<void> | undefined
+  private readerFiber: Fiber.Fiber<void> | undefined
+  private writerFiber: Fiber.Fiber<void> | undefined
 
   private constructor(
     private readonly h: Host,
@@ -116,21 +136,25 @@ export class Connection {
   }
 
   /**
-   * Starts the reader and the writer on the socket, in the given scope. Cookies begin at `firstCookie`: a
-   * reconnect continues the numbering, so replayed commands keep theirs and new ones never collide.
+   * Starts the reader and the writer on the socket, in the given scope: the reader is acquired in it (for a
+   * socket that connects on its first read, that is when it connects), the writer in a scope of its own
+   * inside it, which closes after the end of writes (the FIN after NBD_CMD_DISC). Cookies begin at
+   * `firstCookie`: a reconnect continues the numbering, so replayed commands keep theirs and new ones never
+   * collide.
    */
   static start(h: Host, socket: Socket.Socket, scope: Scope.Scope, firstCookie = 1): Effect.Effect<Connection> {
     return Effect.gen(function* () {
       const conn = new Connection(h, yield* Deferred.make<void>(), firstCookie)
-      conn.readerFiber = yield* socket.run(conn.onBytes).pipe(
+      conn.readerFiber = yield* Scope.provide(socket.reader, scope).pipe(
+        Effect.flatMap((reader) => conn.readLoop(reader.pull)),
         Effect.matchCauseEffect({
           onSuccess: () => conn.terminate(undefined),
           onFailure: (cause) => conn.terminate(Cause.squash(cause))
         }),
         Effect.forkIn(scope)
       )
-      conn.writerFiber = yield* Effect.scoped(Effect.flatMap(socket.writer, (write) => conn.writeLoop(write))).pipe(
-        Effect.catchAll((error) => conn.terminate(error)),
+      conn.writerFiber = yield* Effect.scoped(Effect.flatMap(socket.writer, (writer) => conn.writeLoop(writer))).pipe(
+        Effect.catch((error) => conn.terminate(error)),
         Effect.forkIn(scope)
       )
       return conn
@@ -138,11 +162,28 @@ export class Connection {
   }
 
   /**
+   * The reader: pulls what the socket received and hands each chunk to the engine synchronously, until the
+   * socket ends (its pull fails, at the end of the stream too) or the engine finds garbage.
+   */
+  private readLoop(
+    pull: Effect.Effect<ReadonlyArray<Uint8Array | string>, Socket.SocketError>
+  ): Effect.Effect<never, Socket.SocketError | ClientCodec.DecodeError> {
+    const received = (chunks: ReadonlyArray<Uint8Array | string>): Effect.Effect<void, ClientCodec.DecodeError> => {
+      for (const chunk of chunks) {
+        const error = this.engine.receive(typeof chunk === "string" ? encoder.encode(chunk) : chunk)
+        if (error !== undefined) return Effect.fail(error)
+      }
+      return Effect.void
+    }
+    return Effect.forever(Effect.flatMap(pull, received))
+  }
+
+  /**
    * Waits until the reader and the writer have stopped. A socket runs one connection at a time: one that
    * runs again (a reconnect) must wait for the last run to finish, or the old run's end would close the new.
    */
   get stopped(): Effect.Effect<void> {
-    const fibers = [this.readerFiber, this.writerFiber].filter((f): f is Fiber.RuntimeFiber<void> => f !== undefined)
+    const fibers = [this.readerFiber, this.writerFiber].filter((f): f is Fiber.Fiber<void> => f !== undefined)
     return Effect.forEach(fibers, (fiber) => Fiber.await(fiber), { discard: true })
   }
 
@@ -157,12 +198,6 @@ export class Connection {
    */
   get writing(): boolean {
     return this.sender === "writing" || this.sender === "drain"
-  }
-
-  /** A decoding error ends the run at once, as a failure the reader fiber handles (no fiber of its own). */
-  private readonly onBytes = (chunk: Uint8Array): Exit.Exit<never, ClientCodec.DecodeError> | void => {
-    const error = this.engine.receive(chunk)
-    if (error !== undefined) return Exit.fail(error)
   }
 
   /**
@@ -232,24 +267,24 @@ export class Connection {
    * the queue is empty (the sender is idle again) or the end of writes is sent (the writer's scope then
    * shuts the write side).
    */
-  private writeLoop(
-    write: (chunk: Uint8Array) => Effect.Effect<void, Socket.SocketError>
-  ): Effect.Effect<void, Socket.SocketError> {
+  private writeLoop(writer: Socket.Writer): Effect.Effect<void, Socket.SocketError> {
     const self = this
     return Effect.gen(function* () {
       while (true) {
         yield* self.handedOver
         // A flush left the socket over its high-water mark: wait until what it took is sent.
-        if (self.sender === "drain") yield* write(EMPTY)
+        if (self.sender === "drain") yield* writer.write(EMPTY)
         self.sender = "writer"
         const items = self.engine.queue
         while (items.length > 0) {
           const framed = frame(items, 0)
           items.splice(0, framed.next)
-          for (const chunk of framed.chunks) {
-            self.h.stats.bytesSent += chunk.length
+          const [first, ...rest] = framed.chunks
+          if (first !== undefined) {
+            for (const chunk of framed.chunks) self.h.stats.bytesSent += chunk.length
             self.sender = "writing"
-            yield* write(chunk)
+            // One batch, one corked write.
+            yield* writer.writeAll([first, ...rest])
             self.sender = "writer"
           }
           if (framed.end) return
@@ -263,7 +298,7 @@ export class Connection {
    * Resumes once the queue is handed over to the writer. It wakes after the fibers already scheduled have
    * run, so the requests they queue in the meantime go out together.
    */
-  private readonly handedOver: Effect.Effect<void> = Effect.async<void>((resume) => {
+  private readonly handedOver: Effect.Effect<void> = Effect.callback<void>((resume) => {
     if (this.sender !== "idle" && this.sender !== "flush") return resume(Effect.void)
     this.resumeWriter = () => resume(Effect.void)
     return Effect.sync(() => {
@@ -272,7 +307,7 @@ export class Connection {
   })
 
   /** Waits, at most `timeout`, for the writer to send everything queued once the write side is ending. */
-  drain(timeout: Duration.DurationInput): Effect.Effect<void> {
+  drain(timeout: Duration.Input): Effect.Effect<void> {
     const writer = this.writerFiber
     if (writer === undefined || !this.engine.writesEnding) return Effect.void
     // `interruptible`: called from finalizers, where the timeout could not otherwise stop the wait.
@@ -283,7 +318,7 @@ export class Connection {
    * Waits until bytes arrive for the handshake that it has not looked at yet (at once if some already have),
    * or fails once the connection has ended.
    */
-  readonly awaitHandshakeBytes: Effect.Effect<void, NbdError.NbdError> = Effect.async<void, NbdError.NbdError>(
+  readonly awaitHandshakeBytes: Effect.Effect<void, NbdError.NbdError> = Effect.callback<void, NbdError.NbdError>(
     (resume) => {
       const ready = (): Exit.Exit<void, NbdError.NbdError> | undefined => {
         if (this.engine.handshake.unread) return Exit.void
@@ -320,12 +355,16 @@ export class Connection {
       this.ended = { error }
       this.wake?.()
       this.engine.end(error)
-      const fibers = [this.readerFiber, this.writerFiber].filter((f): f is Fiber.RuntimeFiber<void> => f !== undefined)
-      return Effect.gen(this, function* () {
-        yield* this.h.connectionEnded(error)
-        yield* Deferred.succeed(this.endedSignal, undefined)
-        for (const fiber of fibers) yield* Fiber.interruptFork(fiber)
-      })
+      const fibers = [this.readerFiber, this.writerFiber].filter((f): f is Fiber.Fiber<void> => f !== undefined)
+      return Effect.andThen(
+        this.h.connectionEnded(error),
+        Effect.andThen(
+          Deferred.succeed(this.endedSignal, undefined),
+          Effect.sync(() => {
+            for (const fiber of fibers) fiber.interruptUnsafe()
+          })
+        )
+      )
     })
   }
 }

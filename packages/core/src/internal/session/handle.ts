@@ -1,4 +1,4 @@
-import type * as Socket from "@effect/platform/Socket"
+import type * as Socket from "effect/socket/Socket"
 import type * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -69,7 +69,7 @@ export interface Recovery {
   /** Set once the reconnect has begun: later ends (of the connections it tries) are its own to handle. */
   started: boolean
   /** The fiber that reconnects, once started. */
-  fiber: Fiber.RuntimeFiber<void> | undefined
+  fiber: Fiber.Fiber<void> | undefined
 }
 
 /** The error a command that waited for a reconnect fails with, under its own name, when the reconnect fails. */
@@ -183,7 +183,7 @@ export class HandleImpl implements Host, Inspectable.Inspectable {
   }
 
   toString(): string {
-    return Inspectable.format(this.toJSON())
+    return Inspectable.toStringUnknown(this.toJSON())
   }
 
   [Inspectable.NodeInspectSymbol](): unknown {

@@ -25,7 +25,7 @@ type StartTls = NonNullable<Transport.Service["startTls"]>
  * end the connection, the handshake fails with that error instead of reporting Ready.
  */
 const finish = (h: HandleImpl, conn: Connection): Effect.Effect<void, NbdError.NbdError> =>
-  Effect.zipRight(
+  Effect.andThen(
     conn.startTransmission(),
     Effect.suspend(() => {
       // A reconnect moves to Ready itself, once it has checked the export and replayed what waited.
@@ -170,7 +170,7 @@ export const sendAbort = (conn: Connection): void => conn.engine.handshake.abort
  * the pause in option mode, SET_META_CONTEXT, GO (or EXPORT_NAME).
  */
 export const run = (h: HandleImpl, conn: Connection, operation: string): Effect.Effect<void, NbdError.NbdError> =>
-  Effect.zipRight(steps(h, conn, operation), failIfEnded(conn))
+  Effect.andThen(steps(h, conn, operation), failIfEnded(conn))
 
 /** A connection that ended with an error while the handshake finished fails the connect, whatever state it set. */
 const failIfEnded = (conn: Connection): Effect.Effect<void, NbdError.NbdError> =>

@@ -60,7 +60,7 @@ const discard = (conn: Connection, error: NbdError.NbdError | undefined): Effect
     if (conn.ended !== undefined) return Effect.void
     if (conn.engine.replies !== undefined) conn.engine.disconnect()
     else conn.engine.endWrites()
-    return Effect.zipRight(conn.drain(FLUSH_ONLY), conn.terminate(error))
+    return Effect.andThen(conn.drain(FLUSH_ONLY), conn.terminate(error))
   })
 
 /**
@@ -152,9 +152,9 @@ export const begin = (h: HandleImpl): Effect.Effect<void> =>
             "nbd.waiting": recovery.waiting.length
           }
         }),
-        Effect.either
+        Effect.result
       )
-      if (outcome._tag === "Left") return yield* giveUp(h, recovery, outcome.left)
+      if (outcome._tag === "Failure") return yield* giveUp(h, recovery, outcome.failure)
       recovery.ready.done(succeeded(undefined))
       yield* Effect.logInfo(`${h.settings.handleName}: reconnected`)
     })
@@ -175,7 +175,7 @@ export const abandon = (h: HandleImpl): Effect.Effect<void> =>
       message: "the handle was closed while reconnecting"
     })
     const fiber = recovery.fiber
-    return Effect.zipRight(release(recovery, error), fiber === undefined ? Effect.void : Fiber.interrupt(fiber))
+    return Effect.andThen(release(recovery, error), fiber === undefined ? Effect.void : Fiber.interrupt(fiber))
   })
 
 /**
@@ -202,7 +202,7 @@ export const openWithRetries = (
     // From here on an end of this connection is an ordinary one.
     h.opening = false
   })
-  const schedule = Schedule.upTo(h.settings.reconnect ?? DEFAULT_OPEN_RETRY, timeout)
+  const schedule = Schedule.upTo(h.settings.reconnect ?? DEFAULT_OPEN_RETRY, { duration: timeout })
   return Effect.ensuring(
     Effect.retry(once, { schedule, while: isDrop }),
     Effect.sync(() => {

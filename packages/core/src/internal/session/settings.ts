@@ -50,10 +50,18 @@ const flags =
           `flags: invalid value for flag: ${typeof value === "number" ? `0x${value.toString(16)}` : String(value)}`
         )
 
+/** A duration as the settings take it: a `Duration`, millis, nanos as a bigint, a tuple or "5 seconds". */
+const decodeDuration = (value: unknown): Option.Option<Duration.Duration> =>
+  value === null ||
+  (typeof value === "object" && !Duration.isDuration(value) && !Array.isArray(value)) ||
+  !["number", "bigint", "string", "object"].includes(typeof value)
+    ? Option.none()
+    : Duration.fromInput(value as Duration.Input)
+
 const duration =
   (param: string): Rule["check"] =>
   (operation, value) =>
-    Option.match(Duration.decodeUnknown(value), {
+    Option.match(decodeDuration(value), {
       onNone: () => badValue(operation, param, value),
       onSome: (d) => (Duration.isFinite(d) ? undefined : badValue(operation, param, value))
     })

@@ -1,5 +1,4 @@
 import * as Effect from "effect/Effect"
-import * as Option from "effect/Option"
 import * as PubSub from "effect/PubSub"
 import * as Stream from "effect/Stream"
 import * as HandleState from "../../HandleState.js"
@@ -52,7 +51,7 @@ export class StateCell {
         this.version += 1
         // Offered in the step that made the change (an unbounded PubSub always takes it), so subscribers see
         // the changes in the order they were made.
-        this.published.unsafeOffer({ version: this.version, state: next })
+        PubSub.publishUnsafe(this.published, { version: this.version, state: next })
       }
       return answer
     })
@@ -63,13 +62,14 @@ export class StateCell {
    * made between the two is in both, and its number tells the stream to skip it.
    */
   get changes(): Stream.Stream<HandleState.HandleState> {
-    return Stream.unwrapScoped(
+    return Stream.unwrap(
       Effect.map(PubSub.subscribe(this.published), (subscription) => {
         const seen = this.version
         return Stream.concat(
           Stream.make(this.current),
-          Stream.filterMap(Stream.fromQueue(subscription), (change) =>
-            change.version > seen ? Option.some(change.state) : Option.none()
+          Stream.fromSubscription(subscription).pipe(
+            Stream.filter((change) => change.version > seen),
+            Stream.map((change) => change.state)
           )
         )
       })

@@ -6,10 +6,10 @@
 import type * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
-import type * as Runtime from "effect/Runtime"
+import type * as Context from "effect/Context"
 import type { BufferPool } from "./bufferPool.js"
 import type { Planner } from "./planner.js"
-import { type Done, forkIo, ioRuntime, type Item, type Reader, type Started, type Writer } from "./sides.js"
+import { type Done, forkIo, ioContext, type Item, type Reader, type Started, type Writer } from "./sides.js"
 import type { Tracker } from "./tracker.js"
 import { type Run, zeroRuns } from "./zeroRuns.js"
 
@@ -57,8 +57,8 @@ export const copyRandom = <E1, E2>(
   planner: Planner<E1>,
   options: CopyOptions
 ): Effect.Effect<void, E1 | E2> =>
-  Effect.flatMap(ioRuntime, (runtime) =>
-    Effect.async<void, E1 | E2>((resume) => {
+  Effect.flatMap(ioContext, (runtime) =>
+    Effect.callback<void, E1 | E2>((resume) => {
       const copy = new CopyLoop(reader, writer, planner, options, runtime, (exit) => resume(exit))
       copy.start()
       return copy.stop
@@ -90,7 +90,7 @@ class CopyLoop<E1, E2> {
     private readonly writer: Writer<E2>,
     private readonly planner: Planner<E1>,
     private readonly options: CopyOptions,
-    private readonly runtime: Runtime.Runtime<never>,
+    private readonly runtime: Context.Context<never>,
     private readonly finish: (exit: Exit.Exit<void, E1 | E2>) => void
   ) {
     this.zeroCheck = options.detectZeroes && !writer.discards
@@ -112,7 +112,7 @@ class CopyLoop<E1, E2> {
     for (const io of this.running) if (io.cancel()) stoppedNow++
     this.running.clear()
     this.unfinished = this.inFlight - stoppedNow
-    return Effect.async<void>((resume) => {
+    return Effect.callback<void>((resume) => {
       if (this.unfinished === 0) return resume(Effect.void)
       this.onSettled = () => resume(Effect.void)
     })

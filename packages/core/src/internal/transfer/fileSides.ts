@@ -4,8 +4,8 @@
  * and reads or writes under a lock, in a fiber per I/O. A destination file is sized to the source, so what
  * is never written reads as zeroes.
  */
-import * as PlatformError from "@effect/platform/Error"
-import * as FileSystem from "@effect/platform/FileSystem"
+import * as PlatformError from "effect/PlatformError"
+import * as FileSystem from "effect/FileSystem"
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
@@ -13,31 +13,17 @@ import type * as Scope from "effect/Scope"
 import * as PositionalFile from "../../PositionalFile.js"
 import * as Protocol from "../../Protocol.js"
 import { Lock } from "./lock.js"
-import { type Done, endNow, forkIo, ioRuntime, type Reader, type Started, uncancellable, type Writer } from "./sides.js"
+import { type Done, endNow, forkIo, ioContext, type Reader, type Started, uncancellable, type Writer } from "./sides.js"
 
 type FileError = PlatformError.PlatformError
 
-const unexpectedEof = (path: string) =>
-  new PlatformError.SystemError({
+const unexpectedEof = (path: string): FileError =>
+  PlatformError.systemError({
+    _tag: "UnexpectedEof",
     module: "FileSystem",
     method: "read",
-    reason: "UnexpectedEof",
     pathOrDescriptor: path,
     description: "unexpected end of file"
-  })
-
-/** `lanes` handles on one file, each with its own position, so reads and writes run side by side. */
-const openLanes = (
-  path: string,
-  lanes: number,
-  first: FileSystem.OpenFlag,
-  rest: FileSystem.OpenFlag
-): Effect.Effect<ReadonlyArray<FileSystem.File>, FileError, FileSystem.FileSystem | Scope.Scope> =>
-  Effect.gen(function* () {
-    const fs = yield* FileSystem.FileSystem
-    const files = [yield* fs.open(path, { flag: first })]
-    for (let i = 1; i < lanes; i++) files.push(yield* fs.open(path, { flag: rest }))
-    return files
   })
 
 /** Seek and I/O on one handle must not interleave with another fiber's: one lock per handle. */
@@ -70,18 +56,19 @@ const openFile = (
   rest: FileSystem.OpenFlag
 ): Effect.Effect<FileIo, FileError, FileSystem.FileSystem | Scope.Scope> =>
   Effect.gen(function* () {
+    const fs = yield* FileSystem.FileSystem
+    const file = yield* fs.open(path, { flag: first })
     const positional = yield* Effect.serviceOption(PositionalFile.PositionalFile)
-    if (Option.isSome(positional)) {
-      const fs = yield* FileSystem.FileSystem
-      const file = yield* fs.open(path, { flag: first })
-      return positionalIo(path, lanes, file, positional.value)
-    }
-    const files = yield* openLanes(path, lanes, first, rest)
+    const fd = descriptorOf(file)
+    if (Option.isSome(positional) && fd !== undefined) return positionalIo(path, lanes, file, fd, positional.value)
+    // `lanes` handles on one file, each with its own position, so reads and writes run side by side.
+    const files = [file]
+    for (let i = 1; i < lanes; i++) files.push(yield* fs.open(path, { flag: rest }))
     const locks = locked(files.length)
-    const runtime = yield* ioRuntime
+    const runtime = yield* ioContext
     const readFully = (file: FileSystem.File, offset: number, into: Uint8Array) =>
       Effect.gen(function* () {
-        yield* file.seek(offset, "start")
+        yield* file.seek(BigInt(offset), "start")
         let done = 0
         while (done < into.length) {
           const n = Number(yield* file.read(into.subarray(done)))
@@ -90,7 +77,7 @@ const openFile = (
         }
       })
     const writeAtEffect = (lane: number, offset: number, data: Uint8Array) =>
-      locks[lane]!.with(Effect.zipRight(files[lane]!.seek(offset, "start"), files[lane]!.writeAll(data)))
+      locks[lane]!.with(Effect.andThen(files[lane]!.seek(BigInt(offset), "start"), files[lane]!.writeAll(data)))
     return {
       lanes: files.length,
       first: files[0]!,
@@ -101,11 +88,26 @@ const openFile = (
     }
   })
 
+/**
+ * The descriptor of an open file, where the file system gives one (`FileSystem.File` does not promise it:
+ * Node's file system keeps it as `fd`); a file without one is copied through `FileSystem`.
+ */
+const descriptorOf = (file: FileSystem.File): PositionalFile.Descriptor | undefined => {
+  const fd = (file as { readonly fd?: unknown }).fd
+  return typeof fd === "number" ? fd : undefined
+}
+
 /** Positional I/O cannot be stopped once begun: a transfer that stops waits for it before the file closes. */
-const positionalIo = (path: string, lanes: number, file: FileSystem.File, io: PositionalFile.Service): FileIo => {
+const positionalIo = (
+  path: string,
+  lanes: number,
+  file: FileSystem.File,
+  fd: PositionalFile.Descriptor,
+  io: PositionalFile.Service
+): FileIo => {
   const readAt = (offset: number, into: Uint8Array, done: Done<FileError>): Started => {
     const from = (at: number): void =>
-      io.read(file.fd, offset + at, at === 0 ? into : into.subarray(at), (error, n) => {
+      io.read(fd, offset + at, at === 0 ? into : into.subarray(at), (error, n) => {
         if (error !== undefined) return done(Cause.fail(error))
         if (n === 0) return done(Cause.fail(unexpectedEof(path)))
         if (at + n < into.length) return from(at + n)
@@ -116,7 +118,7 @@ const positionalIo = (path: string, lanes: number, file: FileSystem.File, io: Po
     return uncancellable
   }
   const writeAt = (offset: number, data: Uint8Array, done: Done<FileError>): Started => {
-    io.write(file.fd, offset, data, (error) => done(failure(error)))
+    io.write(fd, offset, data, (error) => done(failure(error)))
     return uncancellable
   }
   return {
@@ -127,7 +129,7 @@ const positionalIo = (path: string, lanes: number, file: FileSystem.File, io: Po
     // Uninterruptible: the file must not be closed under a write that is still running.
     writeAtEffect: (_lane, offset, data) =>
       Effect.uninterruptible(
-        Effect.async<void, FileError>((resume) => {
+        Effect.callback<void, FileError>((resume) => {
           writeAt(offset, data, (cause) => resume(cause === undefined ? Effect.void : Effect.failCause(cause)))
         })
       )
@@ -173,7 +175,7 @@ export const fileWriter = (
     const regular = (yield* first.stat).type === "File"
     if (regular && sourceSize !== undefined) yield* first.truncate(sourceSize)
     const holes = destinationIsZero || (regular && !allocated)
-    const runtime = yield* ioRuntime
+    const runtime = yield* ioContext
     let zeroes: Uint8Array | undefined
     const writeZeroes = (lane: number, offset: number, length: number) =>
       Effect.gen(function* () {
@@ -190,7 +192,7 @@ export const fileWriter = (
       zero: (lane, offset, length, done) =>
         holes ? endNow(done, undefined) : forkIo(runtime, writeZeroes(lane, offset, length), done),
       finish: (size, flush) =>
-        Effect.zipRight(
+        Effect.andThen(
           regular && sourceSize === undefined ? first.truncate(size) : Effect.void,
           flush ? first.sync : Effect.void
         )

@@ -13,7 +13,7 @@ export class Lock {
   private held = false
   private readonly waiting: Array<() => void> = []
 
-  private readonly acquire = Effect.async<void>((resume) => {
+  private readonly acquire = Effect.callback<void>((resume) => {
     if (!this.held) {
       this.held = true
       return resume(Effect.void)
@@ -36,7 +36,7 @@ export class Lock {
   /** Runs `effect` holding the lock; waiting for it can be interrupted, and the lock is always given back. */
   with<A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> {
     return Effect.uninterruptibleMask((restore) =>
-      Effect.zipRight(restore(this.acquire), Effect.ensuring(restore(effect), this.release))
+      Effect.andThen(restore(this.acquire), Effect.ensuring(restore(effect), this.release))
     )
   }
 }

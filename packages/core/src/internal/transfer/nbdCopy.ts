@@ -162,7 +162,7 @@ const openDestination = (
 
 /** Counts chunks as they pass. */
 const counted = <E, R>(stream: Stream.Stream<Uint8Array, E, R>, tracker: Tracker) =>
-  Stream.mapChunks(stream, (chunk) => {
+  Stream.mapArray(stream, (chunk) => {
     for (const data of chunk) tracker.data(data.length)
     return chunk
   })
@@ -176,7 +176,7 @@ const observed = <E, R>(
     ? stream
     : Stream.suspend(() => {
         let position = 0
-        return Stream.mapChunks(stream, (chunk) => {
+        return Stream.mapArray(stream, (chunk) => {
           for (const data of chunk) {
             observer.data(position, data)
             position += data.length
@@ -290,7 +290,7 @@ export const copy = (
 ): Effect.Effect<NbdCopy.Result, AnyError, any> =>
   Effect.suspend(() => {
     const tracker = new Tracker()
-    return Effect.zipRight(tracker.begin, run(source, destination, options, tracker))
+    return Effect.andThen(tracker.begin, run(source, destination, options, tracker))
   })
 
 export const copyWithProgress = (
@@ -298,18 +298,18 @@ export const copyWithProgress = (
   destination: NbdCopy.Destination,
   options: NbdCopy.ProgressOptions = {}
 ): Stream.Stream<NbdCopy.Progress, AnyError, any> =>
-  Stream.unwrapScoped(
+  Stream.unwrap(
     Effect.gen(function* () {
       const tracker = new Tracker()
       yield* tracker.begin
       // The copy's fiber ends with its exit as its value: a failed copy fails the stream, never that fiber,
       // so no fiber of ours ends with an error nobody observed.
       const copied = yield* Effect.forkScoped(Effect.exit(run(source, destination, options, tracker)))
-      const interval = Duration.decode(options.interval ?? Duration.seconds(1))
-      const ticks = Stream.repeatEffectWithSchedule(tracker.snapshot, Schedule.spaced(interval))
+      const interval = Duration.fromInputUnsafe(options.interval ?? Duration.seconds(1))
+      const ticks = Stream.fromEffectSchedule(tracker.snapshot, Schedule.spaced(interval))
       return Stream.concat(
         Stream.interruptWhen(ticks, Fiber.join(copied)),
-        Stream.fromEffect(Effect.zipRight(Effect.flatten(Fiber.join(copied)), tracker.snapshot))
+        Stream.fromEffect(Effect.andThen(Effect.flatten(Fiber.join(copied)), tracker.snapshot))
       )
     })
   )

@@ -2,7 +2,7 @@
  * NBD handles and pools as the sides of a transfer: a reader (with block status when the source has
  * base:allocation) and a writer (zero ranges as NBD_CMD_WRITE_ZEROES, or writes of zeroes where the server
  * lacks it). Every I/O is a command submitted without an effect (`commands.submit`): no fiber per command, a
- * reconnect waited for, debug output and metrics in the runtime the side was made in.
+ * reconnect waited for, debug output and metrics in the context the side was made in.
  */
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
@@ -127,7 +127,7 @@ export const nbdReader = (
     const allocation = sparse && (yield* Effect.orElseSucceed(Nbd.canMetaContext(h0, "base:allocation"), () => false))
     // Minimum block sizes are powers of two (doc/proto.md), so the larger is a multiple of the smaller.
     const minimum = Math.max(yield* Nbd.getBlockSize(h0, "minimum"), alignment)
-    const report = yield* Effect.runtime<never>()
+    const report = yield* Effect.context<never>()
     return {
       size,
       lanes: handles.length,
@@ -197,7 +197,7 @@ export const nbdWriter = (
     const canZero = yield* Nbd.canZero(h0)
     const canFlush = yield* Nbd.canFlush(h0)
     const maxRequest = yield* requestLimit(h0)
-    const report = yield* Effect.runtime<never>()
+    const report = yield* Effect.context<never>()
     const impls = handles.map(implOf)
     const zeroFlags = options.allocated ? Protocol.CmdFlag.NO_HOLE : 0
     let zeroes: Uint8Array | undefined

@@ -2,9 +2,10 @@
  * A reader as an ordered stream (NbdStream.readStream, and a copy from a random-access source into a sink):
  * reads started ahead round robin over the lanes, handed out in offset order.
  */
-import * as Chunk from "effect/Chunk"
+import * as Arr from "effect/Array"
+import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
-import * as Option from "effect/Option"
+import type * as Pull from "effect/Pull"
 import * as Stream from "effect/Stream"
 import { Planner } from "./planner.js"
 import { abandonAll, InFlight, type Reader } from "./sides.js"
@@ -51,14 +52,12 @@ export const orderedStream = <E>(reader: Reader<E>, options: OrderedOptions): St
         }
       }
     })
-    const pull: Effect.Effect<Chunk.Chunk<Uint8Array>, Option.Option<E>> = Effect.flatMap(
-      Effect.mapError(fill, Option.some),
-      () => {
-        if (window.size === 0) return Effect.fail(Option.none())
-        return Effect.mapBoth(window.shift(tracker), { onFailure: Option.some, onSuccess: Chunk.of })
-      }
+    const pull: Pull.Pull<Arr.NonEmptyReadonlyArray<Uint8Array>, E> = Effect.flatMap(
+      fill,
+      (): Pull.Pull<Arr.NonEmptyReadonlyArray<Uint8Array>, E> =>
+        window.size === 0 ? Cause.done() : Effect.map(window.shift(tracker), Arr.of)
     )
     // Reads started ahead and never taken (the stream ended early, or was interrupted) are stopped, and file
     // reads waited for, before the source can be closed.
-    return Stream.ensuring(Stream.repeatEffectChunkOption(pull), abandonAll(inFlight))
+    return Stream.ensuring(Stream.fromPull(Effect.succeed(pull)), abandonAll(inFlight))
   })

@@ -61,6 +61,6 @@ export class Planner<E> {
   /** The next piece for one of many workers: the map is fetched by one of them at a time. */
   readonly next: Effect.Effect<Item | undefined, E> = Effect.suspend(() => {
     const item = this.takeSync()
-    return item !== null ? Effect.succeed(item) : Effect.zipRight(this.lock.with(this.refill), this.next)
+    return item !== null ? Effect.succeed(item) : Effect.andThen(this.lock.with(this.refill), this.next)
   })
 }

@@ -2,7 +2,7 @@
  * A writer as a sink (NbdStream.writeSink, and a copy from a stream into a random-access destination): chunks
  * written one after another with many writes in flight, zero runs zeroed when asked.
  */
-import * as Chunk from "effect/Chunk"
+import type * as Arr from "effect/Array"
 import * as Effect from "effect/Effect"
 import * as Sink from "effect/Sink"
 import type * as NbdError from "../../NbdError.js"
@@ -52,7 +52,7 @@ export const sequentialSink = <E>(
         window.push(new InFlight<E, unknown>(inFlight).begin(start).wait, length, zero)
         return window.size > options.inFlight ? window.shift(tracker) : Effect.void
       })
-    const push = (chunk: Chunk.Chunk<Uint8Array>): Effect.Effect<void, E> =>
+    const push = (chunk: Arr.NonEmptyReadonlyArray<Uint8Array>): Effect.Effect<void, E> =>
       Effect.gen(function* () {
         for (const data of chunk) {
           for (let at = 0; at < data.length; at += maxRequest) {
@@ -96,7 +96,7 @@ export const sequentialSink = <E>(
     })
     // Writes started and never awaited (the input failed, or the sink was interrupted) are stopped, and file
     // writes waited for, before the destination can be closed.
-    return Sink.forEachChunk(push).pipe(
+    return Sink.forEachArray(push).pipe(
       Sink.mapEffect(() => end),
       Sink.ensuring(abandonAll(inFlight))
     )

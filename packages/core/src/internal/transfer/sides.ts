@@ -12,10 +12,9 @@
  * the bodies of the public modules, put them together.
  */
 import * as Cause from "effect/Cause"
+import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
-import * as FiberId from "effect/FiberId"
-import * as Runtime from "effect/Runtime"
 
 /** A piece of work: a range, and whether it is known to read as zeroes. */
 export interface Item {
@@ -105,12 +104,10 @@ export const discardWriter: Writer<never> = {
 }
 
 /**
- * The runtime a side runs its effects in: the caller's context and fiber refs (its logger, its tracer),
- * interruptible whatever region it was made in.
+ * The context a side runs its effects in: the caller's (its logger, its tracer). Each I/O runs as a root fiber
+ * of its own, interruptible whatever region the side was made in.
  */
-export const ioRuntime: Effect.Effect<Runtime.Runtime<never>> = Effect.map(Effect.runtime<never>(), (runtime) =>
-  Runtime.make({ context: runtime.context, fiberRefs: runtime.fiberRefs, runtimeFlags: Runtime.defaultRuntimeFlags })
-)
+export const ioContext: Effect.Effect<Context.Context<never>> = Effect.context<never>()
 
 /**
  * Runs an effect as an I/O of a side, in a fiber of its own (files without positional I/O, writes of zeroes):
@@ -118,11 +115,11 @@ export const ioRuntime: Effect.Effect<Runtime.Runtime<never>> = Effect.map(Effec
  * so a failure never ends a fiber unobserved (which Effect reports as an unhandled error).
  */
 export const forkIo = <A, E>(
-  runtime: Runtime.Runtime<never>,
+  runtime: Context.Context<never>,
   effect: Effect.Effect<A, E>,
   done: Done<E, A>
 ): Started => {
-  const fiber = Runtime.runFork(runtime)(Effect.exit(effect))
+  const fiber = Effect.runForkWith(runtime)(Effect.exit(effect))
   fiber.addObserver((outer) => {
     const exit: Exit.Exit<A, E> = Exit.isSuccess(outer) ? outer.value : Exit.failCause(outer.cause)
     if (Exit.isSuccess(exit)) done(undefined, exit.value)
@@ -130,7 +127,7 @@ export const forkIo = <A, E>(
   })
   return {
     cancel: () => {
-      fiber.unsafeInterruptAsFork(FiberId.none)
+      fiber.interruptUnsafe()
       return false
     }
   }
@@ -169,7 +166,7 @@ export class InFlight<E, A> {
     return this.failure === undefined ? Exit.succeed(this.value as A) : Exit.failCause(this.failure)
   }
   /** Waits for its outcome. */
-  readonly wait: Effect.Effect<A, E> = Effect.async<A, E>((resume) => {
+  readonly wait: Effect.Effect<A, E> = Effect.callback<A, E>((resume) => {
     if (this.settled) return resume(this.exit)
     this.resume = () => resume(this.exit)
     return this.abandon
@@ -181,10 +178,10 @@ export class InFlight<E, A> {
       this.resume = undefined
       if (this.started.cancel()) {
         // Its `done` will not come: it ends here, as stopped.
-        this.settle(Cause.interrupt(FiberId.none))
+        this.settle(Cause.interrupt())
         return Effect.void
       }
-      return Effect.async<void>((resume) => {
+      return Effect.callback<void>((resume) => {
         if (this.settled) return resume(Effect.void)
         this.resume = () => resume(Effect.void)
       })

@@ -32,7 +32,12 @@ export class Window<E, A> {
     this.waits[i] = undefined
     if (this.head === this.waits.length) this.reset()
     else if (this.head >= 1024 && this.head * 2 >= this.waits.length) this.compact()
-    return tracker === undefined ? wait : Effect.tap(wait, () => (zero ? tracker.zero(length) : tracker.data(length)))
+    if (tracker === undefined) return wait
+    return Effect.map(wait, (value) => {
+      if (zero) tracker.zero(length)
+      else tracker.data(length)
+      return value
+    })
   }
   private reset(): void {
     this.waits = []
