@@ -2,7 +2,6 @@ import { Nbd, NbdPool } from "@effect-nbd/core"
 import { NodeNbd } from "@effect-nbd/node"
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
-import * as ExecutionStrategy from "effect/ExecutionStrategy"
 import * as Exit from "effect/Exit"
 import * as Scope from "effect/Scope"
 import * as Fs from "node:fs"
@@ -13,7 +12,7 @@ import { type Scripted, scriptedServer } from "./util/scripted.js"
 const openHandle = (path: string, settings: Nbd.Settings = {}) =>
   Effect.gen(function* () {
     const scope = yield* Scope.make()
-    const h = yield* Scope.extend(Nbd.make(settings), scope)
+    const h = yield* Scope.provide(Nbd.make(settings), scope)
     yield* NodeNbd.connectUnix(h, path)
     return { h, scope }
   })
@@ -30,7 +29,7 @@ const fdsBackTo = (baseline: () => number): Effect.Effect<void> =>
   })
 
 /** Closes the scope and tells how long the close took, and how long until the socket's descriptor was gone. */
-const timeClose = (scope: Scope.CloseableScope, before: number, server: Scripted) =>
+const timeClose = (scope: Scope.Closeable, before: number, server: Scripted) =>
   Effect.gen(function* () {
     const started = performance.now()
     yield* Scope.close(scope, Exit.void)
@@ -42,33 +41,33 @@ const timeClose = (scope: Scope.CloseableScope, before: number, server: Scripted
   })
 
 describe("closing a handle", () => {
-  it.scopedLive("after a timed-out command on a server that ignores the FIN releases the socket at once", () =>
+  it.live("after a timed-out command on a server that ignores the FIN releases the socket at once", () =>
     Effect.gen(function* () {
       const server = yield* scriptedServer({ ignoreDisconnect: true })
       const baseline = openFds()
       const { h, scope } = yield* openHandle(server.path)
-      const read = yield* Effect.either(Effect.timeout(Nbd.pread(h, 4096, 0), "100 millis"))
-      expect(read._tag).toBe("Left")
+      const read = yield* Effect.result(Effect.timeout(Nbd.pread(h, 4096, 0), "100 millis"))
+      expect(read._tag).toBe("Failure")
       const { closed, released } = yield* timeClose(scope, baseline, server)
       expect(closed).toBeLessThan(100)
       expect(released).toBeLessThan(100)
     })
   )
 
-  it.scopedLive("after a write stuck on a server that stopped reading releases the socket at once", () =>
+  it.live("after a write stuck on a server that stopped reading releases the socket at once", () =>
     Effect.gen(function* () {
       const server = yield* scriptedServer({ stopReading: true })
       const baseline = openFds()
       const { h, scope } = yield* openHandle(server.path)
-      const write = yield* Effect.either(Effect.timeout(Nbd.pwrite(h, new Uint8Array(32 << 20), 0), "200 millis"))
-      expect(write._tag).toBe("Left")
+      const write = yield* Effect.result(Effect.timeout(Nbd.pwrite(h, new Uint8Array(32 << 20), 0), "200 millis"))
+      expect(write._tag).toBe("Failure")
       const { closed, released } = yield* timeClose(scope, baseline, server)
       expect(closed).toBeLessThan(100)
       expect(released).toBeLessThan(100)
     })
   )
 
-  it.scopedLive("with nothing pending sends NBD_CMD_DISC and waits at most the configured grace", () =>
+  it.live("with nothing pending sends NBD_CMD_DISC and waits at most the configured grace", () =>
     Effect.gen(function* () {
       let requests = 0
       const server = yield* scriptedServer({ ignoreDisconnect: true, onRequest: () => void (requests += 1) })
@@ -82,7 +81,7 @@ describe("closing a handle", () => {
     })
   )
 
-  it.scopedLive("with nothing pending ends as soon as the server closes after NBD_CMD_DISC", () =>
+  it.live("with nothing pending ends as soon as the server closes after NBD_CMD_DISC", () =>
     Effect.gen(function* () {
       const server = yield* scriptedServer()
       const baseline = openFds()
@@ -93,15 +92,15 @@ describe("closing a handle", () => {
     })
   )
 
-  it.scopedLive("in a scope that closes in parallel (a pool's) still ends as soon as the server closes", () =>
+  it.live("in a scope that closes in parallel (a pool's) still ends as soon as the server closes", () =>
     Effect.gen(function* () {
       const peer = yield* nbdkit(["memory", "1M"])
       // A grace far beyond the test's timeout: a close that waited it out would fail the test.
       const settings = { closeGrace: "60 seconds" } as const
-      const scope = yield* Scope.make(ExecutionStrategy.parallel)
-      const h = yield* Scope.extend(Nbd.make(settings), scope)
+      const scope = yield* Scope.make("parallel")
+      const h = yield* Scope.provide(Nbd.make(settings), scope)
       yield* NodeNbd.connectUri(h, peer.uri)
-      const pool = yield* Scope.extend(
+      const pool = yield* Scope.provide(
         NbdPool.make({ connect: (p) => NodeNbd.connectUri(p, peer.uri), connections: 4, settings }),
         scope
       )

@@ -19,7 +19,7 @@ const socketWith = (path: string, tryWrite: Transport.TryWrite) =>
   Layer.merge(NodeSocket.layerNet({ path }), Layer.succeed(Transport.Transport, Transport.make({ tryWrite })))
 
 describe("direct writes", () => {
-  it.scopedLive("a transport that can take nothing now: every request goes through the writer, in order", () =>
+  it.live("a transport that can take nothing now: every request goes through the writer, in order", () =>
     Effect.gen(function* () {
       const server = yield* TestServer.make({ exports: [{ name: "", size: BLOCK * BLOCKS }] }).pipe(Effect.orDie)
       const path = server.address._tag === "Unix" ? server.address.path : ""
@@ -51,24 +51,26 @@ describe("direct writes", () => {
     })
   )
 
-  it.scopedLive("the Node transport refusing every other batch: direct and writer sends interleave, nothing lost", () =>
+  it.live("the Node transport refusing every other batch: direct and writer sends interleave, nothing lost", () =>
     Effect.gen(function* () {
       const server = yield* TestServer.make({ exports: [{ name: "", size: BLOCK * BLOCKS }] }).pipe(Effect.orDie)
       const path = server.address._tag === "Unix" ? server.address.path : ""
       const outcomes: Array<string> = []
       // NodeNbd's own transport, its direct write made to refuse every other batch.
-      const alternating = Layer.map(NodeNbd.layerUnix(path), (context) => {
+      const alternating = Layer.flatMap(NodeNbd.layerUnix(path), (context) => {
         const transport = Context.get(context, Transport.Transport)
         const direct = transport.tryWrite!
         let calls = 0
-        return Context.add(context, Transport.Transport, {
-          ...transport,
-          tryWrite: (chunks) => {
-            const outcome = calls++ % 2 === 0 ? "unavailable" : direct(chunks)
-            outcomes.push(outcome)
-            return outcome
-          }
-        })
+        return Layer.succeedContext(
+          Context.add(context, Transport.Transport, {
+            ...transport,
+            tryWrite: (chunks) => {
+              const outcome = calls++ % 2 === 0 ? "unavailable" : direct(chunks)
+              outcomes.push(outcome)
+              return outcome
+            }
+          })
+        )
       })
       const h = yield* Nbd.make()
       yield* Nbd.connectSocket(h).pipe(Effect.provide(alternating))

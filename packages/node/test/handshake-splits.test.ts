@@ -79,7 +79,7 @@ const scriptedServer = (script: Script): Effect.Effect<string, never, Scope.Scop
     const path = Path.join(dir, "scripted.sock")
     const sockets = new Set<Net.Socket>()
     yield* Effect.acquireRelease(
-      Effect.async<Net.Server>((resume) => {
+      Effect.callback<Net.Server>((resume) => {
         const server = Net.createServer((socket) => {
           sockets.add(socket)
           socket.on("error", () => {})
@@ -107,7 +107,7 @@ const scriptedServer = (script: Script): Effect.Effect<string, never, Scope.Scop
         server.listen(path, () => resume(Effect.succeed(server)))
       }),
       (server) =>
-        Effect.async<void>((resume) => {
+        Effect.callback<void>((resume) => {
           for (const s of sockets) s.destroy()
           server.close(() => resume(Effect.void))
         })
@@ -125,7 +125,7 @@ const connectAndGetSize = (path: string) =>
   )
 
 describe("a handshake split across socket reads", () => {
-  it.scopedLive("gives the whole stream's result whatever the split of the GO reply", () =>
+  it.live("gives the whole stream's result whatever the split of the GO reply", () =>
     Effect.gen(function* () {
       for (let at = 1; at < 52; at++) {
         const path = yield* scriptedServer({
@@ -137,7 +137,7 @@ describe("a handshake split across socket reads", () => {
     })
   )
 
-  it.scopedLive("gives the whole stream's result whatever the split of the greeting", () =>
+  it.live("gives the whole stream's result whatever the split of the greeting", () =>
     Effect.gen(function* () {
       for (let at = 1; at < 18; at++) {
         const path = yield* scriptedServer({
@@ -150,7 +150,7 @@ describe("a handshake split across socket reads", () => {
     })
   )
 
-  it.scopedLive("gives the whole stream's result delivered one byte per read", () =>
+  it.live("gives the whole stream's result delivered one byte per read", () =>
     Effect.gen(function* () {
       const every = (n: number) => Array.from({ length: n }, (_, i) => i + 1)
       const path = yield* scriptedServer({
@@ -169,22 +169,22 @@ describe("a handshake that ends in garbage", () => {
     Effect.scoped(
       Effect.gen(function* () {
         const h = yield* Nbd.make()
-        const connected = yield* Effect.either(NodeNbd.connectUnix(h, path))
-        expect(connected._tag).toBe("Left")
+        const connected = yield* Effect.result(NodeNbd.connectUnix(h, path))
+        expect(connected._tag).toBe("Failure")
         const state = yield* Nbd.state(h)
         expect(HandleState.isDead(state)).toBe(true)
         // Nothing may bring it back: a command fails now rather than waiting on a dead connection.
-        const read = yield* Effect.either(Effect.timeout(Nbd.pread(h, 512, 0), "2 seconds"))
-        expect(read._tag).toBe("Left")
-        if (read._tag === "Left") expect(read.left._tag).not.toBe("TimeoutException")
-        const command = yield* Effect.either(Nbd.aioFlush(h))
-        expect(command._tag).toBe("Left")
+        const read = yield* Effect.result(Effect.timeout(Nbd.pread(h, 512, 0), "2 seconds"))
+        expect(read._tag).toBe("Failure")
+        if (read._tag === "Failure") expect(read.failure._tag).not.toBe("TimeoutError")
+        const command = yield* Effect.result(Nbd.aioFlush(h))
+        expect(command._tag).toBe("Failure")
         expect(yield* Nbd.aioInFlight(h)).toBe(0)
         expect(HandleState.isDead(yield* Nbd.state(h))).toBe(true)
       })
     )
 
-  it.scopedLive("after GO's ACK leaves the handle dead and fails every later command at once", () =>
+  it.live("after GO's ACK leaves the handle dead and fails every later command at once", () =>
     Effect.gen(function* () {
       const path = yield* scriptedServer({
         answer: (option) => (option === OPT_GO ? { bytes: Buffer.concat([goReply(), garbage]) } : undefined)
@@ -193,7 +193,7 @@ describe("a handshake that ends in garbage", () => {
     })
   )
 
-  it.scopedLive("after the EXPORT_NAME fallback's reply does the same", () =>
+  it.live("after the EXPORT_NAME fallback's reply does the same", () =>
     Effect.gen(function* () {
       const path = yield* scriptedServer({
         answer: (option) =>

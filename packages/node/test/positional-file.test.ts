@@ -1,6 +1,6 @@
 import { Nbd, NbdCopy, NbdPool } from "@effect-nbd/core"
 import { NodeNbd, NodePositionalFile } from "@effect-nbd/node"
-import * as PlatformError from "@effect/platform/Error"
+import * as PlatformError from "effect/PlatformError"
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import { describe, expect, it } from "@effect/vitest"
 import * as Cause from "effect/Cause"
@@ -35,10 +35,10 @@ const connect = (uri: string) =>
   }).pipe(Effect.orDie)
 
 const failureOf = (exit: Exit.Exit<unknown, unknown>): unknown =>
-  Exit.isFailure(exit) ? Option.getOrUndefined(Cause.failureOption(exit.cause)) : undefined
+  Exit.isFailure(exit) ? Option.getOrUndefined(Cause.findErrorOption(exit.cause)) : undefined
 
 describe("NbdCopy with NodePositionalFile", () => {
-  it.scopedLive("file to NBD and back over 4 connections: the same bytes, the holes kept, an odd size", () =>
+  it.live("file to NBD and back over 4 connections: the same bytes, the holes kept, an odd size", () =>
     Effect.gen(function* () {
       const dir = yield* tempDir
       // Data, a hole, data: not a multiple of the request size, so the last piece is short.
@@ -67,7 +67,7 @@ describe("NbdCopy with NodePositionalFile", () => {
     }).pipe(Effect.provide(positional))
   )
 
-  it.scopedLive("gives the same file as the FileSystem path", () =>
+  it.live("gives the same file as the FileSystem path", () =>
     Effect.gen(function* () {
       const dir = yield* tempDir
       const kit = yield* nbdkit(["pattern", "9M"])
@@ -80,24 +80,26 @@ describe("NbdCopy with NodePositionalFile", () => {
     })
   )
 
-  it.scopedLive("a write error fails the copy with the file's PlatformError", () =>
+  it.live("a write error fails the copy with the file's PlatformError", () =>
     Effect.gen(function* () {
       const kit = yield* nbdkit(["pattern", "4M"])
       // /dev/full takes nothing: every write fails ENOSPC, and it is no regular file, so nothing is a hole.
       const exit = yield* Effect.exit(NbdCopy.copy(yield* connect(kit.uri), NbdCopy.file("/dev/full")))
       const error = failureOf(exit)
-      expect(error).toBeInstanceOf(PlatformError.SystemError)
-      expect((error as PlatformError.SystemError).method).toBe("write")
-      expect(String((error as PlatformError.SystemError).description)).toMatch(/ENOSPC/)
+      expect(error).toBeInstanceOf(PlatformError.PlatformError)
+      const reason = (error as PlatformError.PlatformError).reason
+      expect(reason).toBeInstanceOf(PlatformError.SystemError)
+      expect((reason as PlatformError.SystemError).method).toBe("write")
+      expect(String((reason as PlatformError.SystemError).description)).toMatch(/ENOSPC/)
     }).pipe(Effect.provide(positional))
   )
 
-  it.scopedLive("an interrupted copy to a file stops promptly and writes nothing after it returns", () =>
+  it.live("an interrupted copy to a file stops promptly and writes nothing after it returns", () =>
     Effect.gen(function* () {
       const dir = yield* tempDir
       const kit = yield* nbdkit(["--filter=delay", "pattern", "64M", "delay-read=20ms"])
       const out = Path.join(dir, "out.img")
-      const fiber = yield* Effect.fork(NbdCopy.copy(yield* connect(kit.uri), NbdCopy.file(out), { requests: 4 }))
+      const fiber = yield* Effect.forkChild(NbdCopy.copy(yield* connect(kit.uri), NbdCopy.file(out), { requests: 4 }))
       yield* Effect.sleep("300 millis")
       const started = Date.now()
       yield* Fiber.interrupt(fiber)

@@ -3,7 +3,6 @@ import { NodeNbd } from "@effect-nbd/node"
 import { TestServer } from "@effect-nbd/test-server"
 import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
 import { describe, expect, it } from "@effect/vitest"
-import * as Chunk from "effect/Chunk"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Logger from "effect/Logger"
@@ -40,7 +39,7 @@ const same = (a: Uint8Array, b: Uint8Array): boolean => Buffer.from(a).equals(Bu
 const sha256 = (path: string): string => Crypto.createHash("sha256").update(Fs.readFileSync(path)).digest("hex")
 
 /** Tries often and briefly: the servers here come back within a second. */
-const quick = Schedule.spaced("20 millis").pipe(Schedule.upTo("10 seconds"))
+const quick = Schedule.spaced("20 millis").pipe(Schedule.upTo({ duration: "10 seconds" }))
 
 /**
  * A Unix socket in front of a test server that closes its first `drops` connections before any greeting, as
@@ -52,7 +51,7 @@ const flakyFront = (drops: number, target: TestServer.Address) =>
     const sockets = new Set<Net.Socket>()
     let accepted = 0
     yield* Effect.acquireRelease(
-      Effect.async<Net.Server>((resume) => {
+      Effect.callback<Net.Server>((resume) => {
         const front = Net.createServer((socket) => {
           accepted += 1
           if (accepted <= drops) return void socket.end()
@@ -72,7 +71,7 @@ const flakyFront = (drops: number, target: TestServer.Address) =>
         front.listen(path, () => resume(Effect.succeed(front)))
       }),
       (front) =>
-        Effect.async<void>((resume) => {
+        Effect.callback<void>((resume) => {
           for (const socket of sockets) socket.destroy()
           front.close(() => resume(Effect.void))
         })
@@ -82,15 +81,14 @@ const flakyFront = (drops: number, target: TestServer.Address) =>
 
 /** The reconnect's log lines, kept for a test to read instead of printed. */
 const capturedLogs = (lines: Array<string>) =>
-  Logger.replace(
-    Logger.defaultLogger,
+  Logger.layer([
     Logger.make(({ message }) => {
       lines.push(String(Array.isArray(message) ? message.join(" ") : message))
     })
-  )
+  ])
 
 describe("reconnect by schedule", () => {
-  it.scopedLive("64 pipelined reads ride out a server that drops every connection at its 5th request", () =>
+  it.live("64 pipelined reads ride out a server that drops every connection at its 5th request", () =>
     Effect.gen(function* () {
       const s = yield* server({ exports: [{ name: "", size: 8 * MiB, backend: "pattern" }], disconnectAfter: 5 })
       const h = yield* Nbd.make({ reconnect: quick })
@@ -107,7 +105,7 @@ describe("reconnect by schedule", () => {
     }).pipe(Effect.provide(capturedLogs([])))
   )
 
-  it.scopedLive("writes in flight when the connection drops are replayed, and read back as written", () =>
+  it.live("writes in flight when the connection drops are replayed, and read back as written", () =>
     Effect.gen(function* () {
       const s = yield* server({ exports: [{ name: "", size: 4 * MiB }], disconnectAfter: 7 })
       const h = yield* Nbd.make({ reconnect: quick })
@@ -123,7 +121,7 @@ describe("reconnect by schedule", () => {
     }).pipe(Effect.provide(capturedLogs([])))
   )
 
-  it.scopedLive("block status replayed after a drop reports each context once", () =>
+  it.live("block status replayed after a drop reports each context once", () =>
     Effect.gen(function* () {
       const s = yield* server({ exports: [{ name: "", size: 4 * MiB }], disconnectAfter: 3 })
       const setup = yield* Nbd.make()
@@ -145,7 +143,7 @@ describe("reconnect by schedule", () => {
     }).pipe(Effect.provide(capturedLogs([])))
   )
 
-  it.scopedLive("TLS and extended headers are negotiated again on every reconnect", () =>
+  it.live("TLS and extended headers are negotiated again on every reconnect", () =>
     Effect.gen(function* () {
       const dir = yield* tempDir
       const keys = Path.join(dir, "keys.psk")
@@ -170,17 +168,16 @@ describe("reconnect by schedule", () => {
     }).pipe(Effect.provide(capturedLogs([])))
   )
 
-  it.scopedLive("each reconnect is a client span, nbd_reconnect, with the handle and the commands waiting", () =>
+  it.live("each reconnect is a client span, nbd_reconnect, with the handle and the commands waiting", () =>
     Effect.gen(function* () {
       const spans: Array<{ readonly name: string; readonly attributes: ReadonlyMap<string, unknown> }> = []
-      const native = Effect.runSync(Effect.tracer)
+      const native = yield* Effect.tracer
       const tracer = Tracer.make({
-        span: (name, parent, context, links, startTime, kind, options) => {
-          const span = native.span(name, parent, context, links, startTime, kind, options)
-          spans.push({ name, attributes: span.attributes })
+        span: (options) => {
+          const span = native.span(options)
+          spans.push({ name: options.name, attributes: span.attributes })
           return span
-        },
-        context: (f) => f()
+        }
       })
       const s = yield* server({ exports: [{ name: "", size: MiB, backend: "pattern" }], disconnectAfter: 3 })
       const h = yield* Nbd.make({ reconnect: quick, handleName: "traced" })
@@ -196,7 +193,7 @@ describe("reconnect by schedule", () => {
     }).pipe(Effect.provide(capturedLogs([])))
   )
 
-  it.scopedLive("a server error reply is not a drop: no reconnect, no replay", () =>
+  it.live("a server error reply is not a drop: no reconnect, no replay", () =>
     Effect.gen(function* () {
       const s = yield* server({
         exports: [{ name: "", size: MiB }],
@@ -215,7 +212,7 @@ describe("reconnect by schedule", () => {
   )
 
   const logs: Array<string> = []
-  it.scopedLive("stateChanges shows the drop and the reconnect; the log says so", () =>
+  it.live("stateChanges shows the drop and the reconnect; the log says so", () =>
     Effect.gen(function* () {
       const peer = yield* restartable(["memory", "1M"])
       const h = yield* Nbd.make({ reconnect: quick })
@@ -225,11 +222,11 @@ describe("reconnect by schedule", () => {
         Stream.changes,
         Stream.takeUntil((tag) => tag === "Closed"),
         Stream.runCollect,
-        Effect.fork
+        Effect.forkChild
       )
       yield* Effect.sleep("20 millis")
       yield* peer.kill
-      const read = yield* Effect.fork(Nbd.pread(h, 4096, 0))
+      const read = yield* Effect.forkChild(Nbd.pread(h, 4096, 0))
       yield* Effect.sleep("150 millis")
       expect(HandleState.isConnecting(yield* Nbd.state(h))).toBe(true)
       yield* peer.start
@@ -237,51 +234,51 @@ describe("reconnect by schedule", () => {
       expect(HandleState.isReady(yield* Nbd.state(h))).toBe(true)
       expect((yield* Nbd.stats(h)).reconnects).toBe(1)
       yield* Nbd.shutdown(h)
-      const tags = Chunk.toReadonlyArray(yield* Fiber.join(seen))
+      const tags = yield* Fiber.join(seen)
       expect(tags.slice(tags.indexOf("Ready"))).toEqual(["Ready", "Connecting", "Ready", "Closed"])
       expect(logs.some((l) => l.includes("connection dropped") && l.includes("reconnecting"))).toBe(true)
       expect(logs.some((l) => l.includes("reconnected"))).toBe(true)
     }).pipe(Effect.provide(capturedLogs(logs)))
   )
 
-  it.scopedLive("a server that never comes back: every waiting command fails ENOTCONN when the schedule ends", () =>
+  it.live("a server that never comes back: every waiting command fails ENOTCONN when the schedule ends", () =>
     Effect.gen(function* () {
       const peer = yield* restartable(["memory", "1M"])
-      const schedule = Schedule.spaced("25 millis").pipe(Schedule.upTo("1 second"))
+      const schedule = Schedule.spaced("25 millis").pipe(Schedule.upTo({ duration: "1 second" }))
       const h = yield* Nbd.make({ reconnect: schedule })
       yield* NodeNbd.connectUri(h, peer.uri)
       // Commands queued before the drop, and commands issued while the handle reconnects.
       const before = yield* Effect.forEach([0, 1, 2, 3], (i) => Nbd.aioPread(h, 4096, i * 4096))
       yield* peer.kill
       const started = Date.now()
-      const during = yield* Effect.fork(
-        Effect.all([Nbd.pread(h, 4096, 0), Nbd.pwrite(h, bytes(4096, 1), 0)], { concurrency: 2, mode: "either" })
+      const during = yield* Effect.forkChild(
+        Effect.all([Nbd.pread(h, 4096, 0), Nbd.pwrite(h, bytes(4096, 1), 0)], { concurrency: 2, mode: "result" })
       )
-      const settled = yield* Effect.forEach(before, (c) => Effect.either(c.await))
+      const settled = yield* Effect.forEach(before, (c) => Effect.result(c.await))
       const late = yield* Fiber.join(during)
       const elapsed = Date.now() - started
       for (const outcome of [...settled, ...late]) {
         // A reply may have arrived before the kill: those succeed; the rest fail ENOTCONN with the cause.
-        if (outcome._tag === "Right") continue
-        expect(outcome.left._tag).toBe("ConnectionError")
-        expect(outcome.left.errno).toBe("ENOTCONN")
-        expect(NbdError.isNbdError((outcome.left as NbdError.ConnectionError).cause)).toBe(true)
+        if (outcome._tag === "Success") continue
+        expect(outcome.failure._tag).toBe("ConnectionError")
+        expect(outcome.failure.errno).toBe("ENOTCONN")
+        expect(NbdError.isNbdError((outcome.failure as NbdError.ConnectionError).cause)).toBe(true)
       }
-      expect(late.every((o) => o._tag === "Left")).toBe(true)
-      expect(late.map((o) => (o._tag === "Left" ? o.left.operation : ""))).toEqual(["nbd_pread", "nbd_pwrite"])
+      expect(late.every((o) => o._tag === "Failure")).toBe(true)
+      expect(late.map((o) => (o._tag === "Failure" ? o.failure.operation : ""))).toEqual(["nbd_pread", "nbd_pwrite"])
       expect(elapsed).toBeLessThan(1000 + 100)
       const state = yield* Nbd.state(h)
       expect(HandleState.isDead(state)).toBe(true)
     }).pipe(Effect.provide(capturedLogs([])))
   )
 
-  it.scopedLive("a server that comes back with another size: ExportChangedError, nothing replayed or written", () =>
+  it.live("a server that comes back with another size: ExportChangedError, nothing replayed or written", () =>
     Effect.gen(function* () {
       const first = yield* restartable(["memory", "1M"])
       const h = yield* Nbd.make({ reconnect: quick })
       yield* NodeNbd.connectUri(h, first.uri)
       yield* first.kill
-      const write = yield* Effect.fork(Nbd.pwrite(h, bytes(4096, 9), 0))
+      const write = yield* Effect.forkChild(Nbd.pwrite(h, bytes(4096, 9), 0))
       yield* Effect.sleep("100 millis")
       // The same socket, now a 2 MiB export.
       Fs.rmSync(first.socket, { force: true })
@@ -301,7 +298,7 @@ describe("reconnect by schedule", () => {
     }).pipe(Effect.provide(capturedLogs([])))
   )
 
-  it.scopedLive("interrupting a command that waits for a reconnect releases it at once", () =>
+  it.live("interrupting a command that waits for a reconnect releases it at once", () =>
     Effect.gen(function* () {
       // Writes take 5 s, so the queued write is surely unanswered when the server dies.
       const peer = yield* restartable(["--filter=delay", "memory", "1M", "wdelay=5"])
@@ -311,12 +308,12 @@ describe("reconnect by schedule", () => {
       yield* Effect.sleep("50 millis")
       yield* peer.kill
       const started = Date.now()
-      const timedOut = yield* Effect.either(Effect.timeout(Nbd.pread(h, 4096, 0), "100 millis"))
-      expect(timedOut._tag).toBe("Left")
+      const timedOut = yield* Effect.result(Effect.timeout(Nbd.pread(h, 4096, 0), "100 millis"))
+      expect(timedOut._tag).toBe("Failure")
       expect(Date.now() - started).toBeLessThan(1000)
       // The queued write's caller gives up too: it is not replayed.
-      const given = yield* Effect.either(Effect.timeout(queued.await, "50 millis"))
-      expect(given._tag).toBe("Left")
+      const given = yield* Effect.result(Effect.timeout(queued.await, "50 millis"))
+      expect(given._tag).toBe("Failure")
       yield* peer.start
       // The new server is empty: had the abandoned write been replayed, it would hold block 4.
       expect(same(yield* Nbd.pread(h, 4096, 0), new Uint8Array(4096))).toBe(true)
@@ -324,7 +321,7 @@ describe("reconnect by schedule", () => {
     }).pipe(Effect.provide(capturedLogs([])))
   )
 
-  it.scopedLive("closing the handle while it reconnects fails what waits and does not hang", () =>
+  it.live("closing the handle while it reconnects fails what waits and does not hang", () =>
     Effect.gen(function* () {
       const peer = yield* restartable(["memory", "1M"])
       const outcome = yield* Effect.scoped(
@@ -332,22 +329,22 @@ describe("reconnect by schedule", () => {
           const h = yield* Nbd.make({ reconnect: Schedule.spaced("50 millis") })
           yield* NodeNbd.connectUri(h, peer.uri)
           yield* peer.kill
-          const read = yield* Effect.fork(Nbd.pread(h, 4096, 0))
+          const read = yield* Effect.forkChild(Nbd.pread(h, 4096, 0))
           yield* Effect.sleep("100 millis")
           return read
         })
-      ).pipe(Effect.flatMap((read) => Effect.either(Fiber.join(read))))
-      expect(outcome._tag).toBe("Left")
-      if (outcome._tag === "Left") expect(outcome.left.errno).toBe("ENOTCONN")
+      ).pipe(Effect.flatMap((read) => Effect.result(Fiber.join(read))))
+      expect(outcome._tag).toBe("Failure")
+      if (outcome._tag === "Failure") expect(outcome.failure.errno).toBe("ENOTCONN")
     }).pipe(Effect.provide(capturedLogs([])))
   )
 
-  it.scopedLive("an open timeout retries the first connect until the server is there", () =>
+  it.live("an open timeout retries the first connect until the server is there", () =>
     Effect.gen(function* () {
       const peer = yield* restartable(["memory", "1M"])
       yield* peer.kill
       const h = yield* Nbd.make({ openTimeout: "10 seconds" })
-      const connect = yield* Effect.fork(NodeNbd.connectUri(h, peer.uri))
+      const connect = yield* Effect.forkChild(NodeNbd.connectUri(h, peer.uri))
       yield* Effect.sleep("300 millis")
       expect(HandleState.isConnecting(yield* Nbd.state(h))).toBe(true)
       yield* peer.start
@@ -361,7 +358,7 @@ describe("reconnect by schedule", () => {
     })
   )
 
-  it.scopedLive("an open timeout retries a server that closes the connection before its greeting", () =>
+  it.live("an open timeout retries a server that closes the connection before its greeting", () =>
     Effect.gen(function* () {
       const s = yield* server({ exports: [{ name: "", size: MiB }] })
       const front = yield* flakyFront(3, s.address)
@@ -378,7 +375,7 @@ describe("reconnect by schedule", () => {
     })
   )
 
-  it.scopedLive("a handle connected to a command line starts the command again", () =>
+  it.live("a handle connected to a command line starts the command again", () =>
     Effect.gen(function* () {
       const h = yield* Nbd.make({ reconnect: quick })
       yield* NodeNbd.connectCommand(h, ["nbdkit", "-s", "--exit-with-parent", "pattern", "1M"])
@@ -390,7 +387,7 @@ describe("reconnect by schedule", () => {
     }).pipe(Effect.provide(capturedLogs([])))
   )
 
-  it.scopedLive(
+  it.live(
     "a copy into a pool of 4 connections survives nbdkit killed and restarted mid-copy",
     () =>
       Effect.gen(function* () {
@@ -410,7 +407,7 @@ describe("reconnect by schedule", () => {
           settings: { reconnect: quick }
         })
         expect(NbdPool.size(pool)).toBe(4)
-        const copy = yield* Effect.fork(NbdCopy.copy(NbdCopy.file(source), pool, { requestSize: 256 * KiB }))
+        const copy = yield* Effect.forkChild(NbdCopy.copy(NbdCopy.file(source), pool, { requestSize: 256 * KiB }))
         yield* Effect.sleep("150 millis")
         yield* peer.kill
         yield* Effect.sleep("200 millis")

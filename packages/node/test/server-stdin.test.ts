@@ -16,7 +16,7 @@ const bin = Path.join(
 )
 
 describe("NodeNbd.connectCommand with effect-nbd-server -s", () => {
-  it.scopedLive("memory 1G: a write reads back, and the subprocess ends with the handle", () =>
+  it.live("memory 1G: a write reads back, and the subprocess ends with the handle", () =>
     Effect.gen(function* () {
       const h = yield* Nbd.make()
       yield* NodeNbd.connectCommand(h, ["node", bin, "-s", "--exit-with-parent", "memory", "1G"])
@@ -28,7 +28,7 @@ describe("NodeNbd.connectCommand with effect-nbd-server -s", () => {
     })
   )
 
-  it.scopedLive("file PATH: writes with FUA and a flush reach the file", () =>
+  it.live("file PATH: writes with FUA and a flush reach the file", () =>
     Effect.gen(function* () {
       const dir = yield* Effect.acquireRelease(
         Effect.sync(() => Fs.mkdtempSync(Path.join(Os.tmpdir(), "effect-nbd-stdin-"))),

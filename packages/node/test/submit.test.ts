@@ -43,13 +43,10 @@ const until = (ready: () => boolean, ms = 5000) =>
     for (let i = 0; i < ms && !ready(); i++) yield* Effect.sleep("1 millis")
   })
 
-const quiet = Logger.replace(
-  Logger.defaultLogger,
-  Logger.make(() => {})
-)
+const quiet = Logger.layer([Logger.make(() => {})])
 
 describe("commands.submit", () => {
-  it.scopedLive("settles once, with the data in the caller's buffer; a failed check is answered, not called back", () =>
+  it.live("settles once, with the data in the caller's buffer; a failed check is answered, not called back", () =>
     Effect.gen(function* () {
       const data = noise(64 * KiB, 5)
       const server = yield* TestServer.make({ exports: [{ name: "", size: 64 * KiB }] }).pipe(Effect.orDie)
@@ -76,7 +73,7 @@ describe("commands.submit", () => {
     })
   )
 
-  it.scopedLive("cancel: a late reply is read and dropped, the buffer is never written, the stream stays in step", () =>
+  it.live("cancel: a late reply is read and dropped, the buffer is never written, the stream stays in step", () =>
     Effect.gen(function* () {
       const data = noise(8 * KiB, 7)
       const server = yield* TestServer.make({
@@ -104,10 +101,12 @@ describe("commands.submit", () => {
     })
   )
 
-  it.scopedLive("while the handle reconnects, a command waits and is queued on the new connection", () =>
+  it.live("while the handle reconnects, a command waits and is queued on the new connection", () =>
     Effect.gen(function* () {
       const peer = yield* restartable(["pattern", "1M"])
-      const h = yield* Nbd.make({ reconnect: Schedule.spaced("20 millis").pipe(Schedule.upTo("10 seconds")) })
+      const h = yield* Nbd.make({
+        reconnect: Schedule.spaced("20 millis").pipe(Schedule.upTo({ duration: "10 seconds" }))
+      })
       yield* NodeNbd.connectUri(h, peer.uri)
       const impl = implOf(h)
       yield* peer.kill
@@ -134,10 +133,12 @@ describe("commands.submit", () => {
     }).pipe(Effect.provide(quiet))
   )
 
-  it.scopedLive("a reconnect that gives up fails the waiting command, under its own name", () =>
+  it.live("a reconnect that gives up fails the waiting command, under its own name", () =>
     Effect.gen(function* () {
       const peer = yield* restartable(["pattern", "1M"])
-      const h = yield* Nbd.make({ reconnect: Schedule.recurs(2).pipe(Schedule.addDelay(() => "20 millis")) })
+      const h = yield* Nbd.make({
+        reconnect: Schedule.recurs(2).pipe(Schedule.addDelay(() => Effect.succeed("20 millis")))
+      })
       yield* NodeNbd.connectUri(h, peer.uri)
       const impl = implOf(h)
       yield* peer.kill

@@ -57,7 +57,7 @@ const roundTrip = (socket: string, priority: string) =>
   })
 
 describe("setTlsPriority / getTlsPriority", () => {
-  it.scopedLive("NORMAL by default; set while created; refused once connected, as libnbd", () =>
+  it.live("NORMAL by default; set while created; refused once connected, as libnbd", () =>
     Effect.gen(function* () {
       const s = yield* server
       const h = yield* Nbd.make({ tls: "require", tlsCertificates: pki, tlsHostname: "localhost" })
@@ -75,7 +75,7 @@ describe("setTlsPriority / getTlsPriority", () => {
     })
   )
 
-  it.scopedLive("priorities that leave a version the server offers connect", () =>
+  it.live("priorities that leave a version the server offers connect", () =>
     Effect.gen(function* () {
       const s = yield* server
       for (const priority of [
@@ -90,7 +90,7 @@ describe("setTlsPriority / getTlsPriority", () => {
     })
   )
 
-  it.scopedLive("a priority that forbids every version the server offers fails the handshake, typed", () =>
+  it.live("a priority that forbids every version the server offers fails the handshake, typed", () =>
     Effect.gen(function* () {
       const s = yield* server
       // The test server speaks TLS 1.2 and 1.3 (Node's defaults); this leaves 1.0 and 1.1 only.
@@ -103,7 +103,7 @@ describe("setTlsPriority / getTlsPriority", () => {
     }).pipe(Effect.timeout("10 seconds"))
   )
 
-  it.scopedLive("a string Node cannot express fails when it is set, with ENOTSUP; a malformed one with EINVAL", () =>
+  it.live("a string Node cannot express fails when it is set, with ENOTSUP; a malformed one with EINVAL", () =>
     Effect.gen(function* () {
       const h = yield* Nbd.make()
       const hole = yield* Effect.flip(Nbd.setTlsPriority(h, "NORMAL:-VERS-TLS1.1"))
@@ -127,7 +127,7 @@ describe("tls-priority= in NBD URIs", () => {
     `nbds+unix:///?socket=${socketOf(s)}&tls-certificates=${pki}&tls-hostname=localhost` +
     `&tls-priority=${encodeURIComponent(priority)}`
 
-  it.scopedLive("refused with EPERM unless allowTlsPriority is set, as libnbd's uri_allow_tls_priority", () =>
+  it.live("refused with EPERM unless allowTlsPriority is set, as libnbd's uri_allow_tls_priority", () =>
     Effect.gen(function* () {
       const s = yield* server
       const h = yield* Nbd.make()
@@ -139,7 +139,7 @@ describe("tls-priority= in NBD URIs", () => {
     })
   )
 
-  it.scopedLive("honoured when allowed: a permitting string connects, a forbidding one fails the handshake", () =>
+  it.live("honoured when allowed: a permitting string connects, a forbidding one fails the handshake", () =>
     Effect.gen(function* () {
       const s = yield* server
       const options = { allowLocalFile: true, allowTlsPriority: true }
@@ -165,7 +165,7 @@ describe("tls-priority= in NBD URIs", () => {
 })
 
 describe("with a PSK file", () => {
-  it.scopedLive("PSK runs on TLS 1.2: a priority that keeps it connects; one without it, or with ciphers, fails", () =>
+  it.live("PSK runs on TLS 1.2: a priority that keeps it connects; one without it, or with ciphers, fails", () =>
     Effect.gen(function* () {
       const keys = Path.join(pki, "keys.psk")
       execFileSync("psktool", ["-u", "alice", "-p", keys], { stdio: "ignore" })
@@ -190,7 +190,7 @@ describe("with a PSK file", () => {
 })
 
 describe("against nbdkit (GnuTLS)", () => {
-  it.scopedLive("TLS 1.3 only and TLS 1.2 only both connect; TLS 1.1 only fails, typed", () =>
+  it.live("TLS 1.3 only and TLS 1.2 only both connect; TLS 1.1 only fails, typed", () =>
     Effect.gen(function* () {
       const peer = yield* nbdkit([`--tls=require`, `--tls-certificates=${pki}`, "memory", "1M"])
       yield* roundTrip(peer.socket, "NORMAL:-VERS-ALL:+VERS-TLS1.3")

@@ -35,7 +35,7 @@ const socketOf = (server: TestServer.Service): string =>
   server.address._tag === "Unix" ? server.address.path : "no unix socket"
 
 describe("PSK files as psktool writes them", () => {
-  it.scopedLive("a name with a colon (#hex in the file) connects to nbdkit, whose GnuTLS reads the same file", () =>
+  it.live("a name with a colon (#hex in the file) connects to nbdkit, whose GnuTLS reads the same file", () =>
     Effect.gen(function* () {
       const keys = yield* keysFor(["alice", "backup:daily"])
       expect(Fs.readFileSync(keys, "utf8")).toMatch(/^#6261636b75703a6461696c79:/m)
@@ -45,7 +45,7 @@ describe("PSK files as psktool writes them", () => {
     })
   )
 
-  it.scopedLive("the test server reads the same file: our client connects with either name", () =>
+  it.live("the test server reads the same file: our client connects with either name", () =>
     Effect.gen(function* () {
       const keys = yield* keysFor(["alice", "backup:daily"])
       const server = yield* TestServer.make({ tls: "require", tlsPsk: keys })
@@ -54,7 +54,7 @@ describe("PSK files as psktool writes them", () => {
     })
   )
 
-  it.scopedLive("libnbd's nbdinfo connects to the test server with a key from a file holding a #hex line", () =>
+  it.live("libnbd's nbdinfo connects to the test server with a key from a file holding a #hex line", () =>
     Effect.gen(function* () {
       const keys = yield* keysFor(["backup:daily", "alice"])
       const server = yield* TestServer.make({ tls: "require", tlsPsk: keys })
@@ -63,7 +63,7 @@ describe("PSK files as psktool writes them", () => {
     })
   )
 
-  it.scopedLive("a malformed line fails the client with EINVAL naming the line, and the server's config too", () =>
+  it.live("a malformed line fails the client with EINVAL naming the line, and the server's config too", () =>
     Effect.gen(function* () {
       const dir = yield* tempDir
       const keys = Path.join(dir, "bad.psk")

@@ -64,7 +64,7 @@ type ServerTls = "off" | "on" | "require"
 const serverTlsArgs = (tls: ServerTls): Array<string> =>
   tls === "off" ? [] : [`--tls=${tls}`, `--tls-certificates=${pki}`]
 
-const freePort: Effect.Effect<number> = Effect.async<number>((resume) => {
+const freePort: Effect.Effect<number> = Effect.callback<number>((resume) => {
   const server = Net.createServer()
   server.listen(0, "127.0.0.1", () => {
     const port = (server.address() as Net.AddressInfo).port
@@ -176,7 +176,7 @@ const recordingServer = (
       socket.on("close", () => resolveReceived(Buffer.concat(chunks)))
     })
     yield* Effect.acquireRelease(
-      Effect.async<void>((resume) => {
+      Effect.callback<void>((resume) => {
         server.listen(path, () => resume(Effect.void))
       }),
       () => Effect.sync(() => server.close())
@@ -201,7 +201,7 @@ describe("TLS against nbdkit (X.509)", () => {
     ["require", "require", "tls"]
   ]
   for (const [client, server, outcome] of matrix) {
-    it.scopedLive(`client ${client} against nbdkit --tls=${server}: ${outcome}`, () =>
+    it.live(`client ${client} against nbdkit --tls=${server}: ${outcome}`, () =>
       Effect.gen(function* () {
         const peer = yield* nbdkit([...serverTlsArgs(server), "memory", "1M"])
         const h = yield* Nbd.make({ tls: client, tlsCertificates: pki })
@@ -223,7 +223,7 @@ describe("TLS against nbdkit (X.509)", () => {
     )
   }
 
-  it.scopedLive("the client certificate is offered: nbdkit --tls-verify-peer accepts it", () =>
+  it.live("the client certificate is offered: nbdkit --tls-verify-peer accepts it", () =>
     Effect.gen(function* () {
       const peer = yield* nbdkit([...serverTlsArgs("require"), "--tls-verify-peer", "memory", "1M"])
       const h = yield* Nbd.make({ tls: "require", tlsCertificates: pki })
@@ -233,7 +233,7 @@ describe("TLS against nbdkit (X.509)", () => {
     })
   )
 
-  it.scopedLive("a certificate from another CA fails the handshake; the handle is dead", () =>
+  it.live("a certificate from another CA fails the handshake; the handle is dead", () =>
     Effect.gen(function* () {
       const peer = yield* nbdkit([...serverTlsArgs("require"), "memory", "1M"])
       const h = yield* Nbd.make({ tls: "require", tlsCertificates: wrongCa })
@@ -244,7 +244,7 @@ describe("TLS against nbdkit (X.509)", () => {
     })
   )
 
-  it.scopedLive("another CA is accepted with verify-peer off", () =>
+  it.live("another CA is accepted with verify-peer off", () =>
     Effect.gen(function* () {
       const peer = yield* nbdkit([...serverTlsArgs("require"), "memory", "1M"])
       const h = yield* Nbd.make({ tls: "require", tlsCertificates: wrongCa })
@@ -254,7 +254,7 @@ describe("TLS against nbdkit (X.509)", () => {
     })
   )
 
-  it.scopedLive("TCP: the host connected to must match the certificate; tls hostname overrides it", () =>
+  it.live("TCP: the host connected to must match the certificate; tls hostname overrides it", () =>
     Effect.gen(function* () {
       const port = yield* nbdkitTcp([...serverTlsArgs("require"), "memory", "1M"])
       for (const host of ["127.0.0.1", "localhost"]) {
@@ -277,7 +277,7 @@ describe("TLS against nbdkit (X.509)", () => {
     })
   )
 
-  it.scopedLive("Unix socket with a tls hostname: checked against the certificate", () =>
+  it.live("Unix socket with a tls hostname: checked against the certificate", () =>
     Effect.gen(function* () {
       const peer = yield* nbdkit([...serverTlsArgs("require"), "memory", "1M"])
       const good = yield* Nbd.make({ tls: "require", tlsCertificates: pki, tlsHostname: "localhost" })
@@ -289,7 +289,7 @@ describe("TLS against nbdkit (X.509)", () => {
     })
   )
 
-  it.scopedLive("nbd+unix URIs with nbds require TLS", () =>
+  it.live("nbd+unix URIs with nbds require TLS", () =>
     Effect.gen(function* () {
       const peer = yield* nbdkit([...serverTlsArgs("require"), "memory", "1M"])
       const h = yield* Nbd.make({ tlsCertificates: pki })
@@ -301,7 +301,7 @@ describe("TLS against nbdkit (X.509)", () => {
 })
 
 describe("TLS against nbdkit (PSK)", () => {
-  it.scopedLive("the right key connects; data crosses", () =>
+  it.live("the right key connects; data crosses", () =>
     Effect.gen(function* () {
       const peer = yield* nbdkit(["--tls=require", `--tls-psk=${pskFile}`, "memory", "1M"])
       const h = yield* Nbd.make({ tls: "require" })
@@ -315,7 +315,7 @@ describe("TLS against nbdkit (PSK)", () => {
     })
   )
 
-  it.scopedLive("a wrong key fails the handshake", () =>
+  it.live("a wrong key fails the handshake", () =>
     Effect.gen(function* () {
       const peer = yield* nbdkit(["--tls=require", `--tls-psk=${pskFile}`, "memory", "1M"])
       const h = yield* Nbd.make({ tls: "require", tlsPskFile: wrongPskFile, tlsUsername: "alice" })
@@ -325,7 +325,7 @@ describe("TLS against nbdkit (PSK)", () => {
     })
   )
 
-  it.scopedLive("a user missing from the keys file fails with EINVAL, as libnbd's lookup", () =>
+  it.live("a user missing from the keys file fails with EINVAL, as libnbd's lookup", () =>
     Effect.gen(function* () {
       const peer = yield* nbdkit(["--tls=require", `--tls-psk=${pskFile}`, "memory", "1M"])
       const h = yield* Nbd.make({ tls: "require", tlsPskFile: pskFile, tlsUsername: "bob" })
@@ -337,7 +337,7 @@ describe("TLS against nbdkit (PSK)", () => {
 })
 
 describe("TLS against qemu-nbd", () => {
-  it.scopedLive("tls-creds-x509: encrypted reads and writes", () =>
+  it.live("tls-creds-x509: encrypted reads and writes", () =>
     Effect.gen(function* () {
       const dir = yield* directoryWith({ "disk.img": 4 * 1024 * 1024 })
       const peer = yield* qemuNbd(Path.join(dir, "disk.img"), [
@@ -360,7 +360,7 @@ describe("TLS against qemu-nbd", () => {
 })
 
 describe("TLS in option mode", () => {
-  it.scopedLive("optStarttls against --tls=on upgrades; then optGo works encrypted", () =>
+  it.live("optStarttls against --tls=on upgrades; then optGo works encrypted", () =>
     Effect.gen(function* () {
       const peer = yield* nbdkit([...serverTlsArgs("on"), "memory", "1M"])
       const h = yield* Nbd.make({ optMode: true, tlsCertificates: pki })
@@ -380,7 +380,7 @@ describe("TLS in option mode", () => {
     })
   )
 
-  it.scopedLive("optStarttls against a plain server is refused: false, still negotiating in plaintext", () =>
+  it.live("optStarttls against a plain server is refused: false, still negotiating in plaintext", () =>
     Effect.gen(function* () {
       const peer = yield* nbdkit(["memory", "1M"])
       const h = yield* Nbd.make({ optMode: true, tlsCertificates: pki })
@@ -393,7 +393,7 @@ describe("TLS in option mode", () => {
     })
   )
 
-  it.scopedLive("require in option mode: STARTTLS happens before the pause", () =>
+  it.live("require in option mode: STARTTLS happens before the pause", () =>
     Effect.gen(function* () {
       const peer = yield* nbdkit([...serverTlsArgs("require"), "memory", "1M"])
       const h = yield* Nbd.make({ optMode: true, tls: "require", tlsCertificates: pki })
@@ -405,7 +405,7 @@ describe("TLS in option mode", () => {
     })
   )
 
-  it.scopedLive("require refused in option mode ends Closed, as libnbd", () =>
+  it.live("require refused in option mode ends Closed, as libnbd", () =>
     Effect.gen(function* () {
       const peer = yield* nbdkit(["memory", "1M"])
       const h = yield* Nbd.make({ optMode: true, tls: "require", tlsCertificates: pki })
@@ -417,7 +417,7 @@ describe("TLS in option mode", () => {
 })
 
 describe("TLS: what crosses the wire in plaintext", () => {
-  it.scopedLive("require, refused: the client sends STARTTLS, then ABORT, and nothing else", () =>
+  it.live("require, refused: the client sends STARTTLS, then ABORT, and nothing else", () =>
     Effect.gen(function* () {
       const server = yield* recordingServer()
       const h = yield* Nbd.make({ tls: "require", tlsCertificates: pki, exportName: "secret" })
@@ -429,7 +429,7 @@ describe("TLS: what crosses the wire in plaintext", () => {
     })
   )
 
-  it.scopedLive("allow, refused: STARTTLS, then the handshake goes on in plaintext", () =>
+  it.live("allow, refused: STARTTLS, then the handshake goes on in plaintext", () =>
     Effect.gen(function* () {
       const server = yield* recordingServer()
       const h = yield* Nbd.make({ tls: "allow", optMode: true, tlsCertificates: pki })
@@ -446,7 +446,7 @@ describe("TLS: what crosses the wire in plaintext", () => {
     })
   )
 
-  it.scopedLive("bytes the server sends after its STARTTLS ACK, outside TLS, are refused (EPROTO)", () =>
+  it.live("bytes the server sends after its STARTTLS ACK, outside TLS, are refused (EPROTO)", () =>
     Effect.gen(function* () {
       const server = yield* recordingServer((socket) =>
         socket.write(
@@ -460,7 +460,7 @@ describe("TLS: what crosses the wire in plaintext", () => {
     })
   )
 
-  it.scopedLive("a socket without a Transport: require fails before STARTTLS, allow never asks", () =>
+  it.live("a socket without a Transport: require fails before STARTTLS, allow never asks", () =>
     Effect.gen(function* () {
       const server = yield* recordingServer()
       const h = yield* Nbd.make({ tls: "require" })
@@ -484,7 +484,7 @@ describe("TLS: what crosses the wire in plaintext", () => {
     })
   )
 
-  it.scopedLive("settings may only change while the handle is newly created", () =>
+  it.live("settings may only change while the handle is newly created", () =>
     Effect.gen(function* () {
       const peer = yield* nbdkit(["memory", "1M"])
       const h = yield* Nbd.make()

@@ -1,8 +1,10 @@
 import { HandleState, Nbd } from "@effect-nbd/core"
 import { NodeNbd } from "@effect-nbd/node"
 import { TestServer } from "@effect-nbd/test-server"
+import * as NodeSocket from "@effect/platform-node/NodeSocket"
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
 import * as ChildProcess from "node:child_process"
 import * as Fs from "node:fs"
 import * as Net from "node:net"
@@ -39,7 +41,7 @@ const alive = (pid: number): boolean => {
 
 /** A free TCP port on `host` (the kernel picks it; a server started right after takes it). */
 const freePort = (host: string) =>
-  Effect.async<number>((resume) => {
+  Effect.callback<number>((resume) => {
     const s = Net.createServer().listen(0, host, () => {
       const port = (s.address() as Net.AddressInfo).port
       s.close(() => resume(Effect.succeed(port)))
@@ -68,7 +70,7 @@ const pskFile = Effect.map(tempDir, (dir) => {
 const socketPair = Effect.gen(function* () {
   const dir = yield* tempDir
   const path = Path.join(dir, "pair.sock")
-  return yield* Effect.async<{ readonly a: Net.Socket; readonly b: Net.Socket }>((resume) => {
+  return yield* Effect.callback<{ readonly a: Net.Socket; readonly b: Net.Socket }>((resume) => {
     const srv = Net.createServer({ pauseOnConnect: true })
     srv.listen(path, () => {
       const b = new Net.Socket()
@@ -86,7 +88,7 @@ const socketPair = Effect.gen(function* () {
 const fdOf = (s: Net.Socket): number => (s as unknown as { readonly _handle: { readonly fd: number } })._handle.fd
 
 describe("TCP", () => {
-  it.scopedLive("nbdkit on 127.0.0.1, by address and by host name (localhost)", () =>
+  it.live("nbdkit on 127.0.0.1, by address and by host name (localhost)", () =>
     Effect.gen(function* () {
       const port = yield* nbdkitTcp("127.0.0.1", ["memory", "1M"])
       const h1 = yield* Nbd.make()
@@ -99,7 +101,7 @@ describe("TCP", () => {
     })
   )
 
-  it.scopedLive("IPv6 loopback: nbdkit and the test server on ::1", () =>
+  it.live("IPv6 loopback: nbdkit and the test server on ::1", () =>
     Effect.gen(function* () {
       const port = yield* nbdkitTcp("::1", ["memory", "1M"])
       const h1 = yield* Nbd.make()
@@ -115,7 +117,7 @@ describe("TCP", () => {
     })
   )
 
-  it.scopedLive("the test server over TCP: connectTcp and its URI", () =>
+  it.live("the test server over TCP: connectTcp and its URI", () =>
     Effect.gen(function* () {
       const s = yield* server({ listen: { _tag: "Tcp" }, exports: [{ name: "disk", size: MiB }] })
       expect(s.address._tag).toBe("Tcp")
@@ -129,7 +131,7 @@ describe("TCP", () => {
   )
 
   // /etc/services maps "nbd" to 10809/tcp; Node's net resolves no service names, so the transport does.
-  it.scopedLive("a service name as the port: 'nbd' is 10809", () =>
+  it.live("a service name as the port: 'nbd' is 10809", () =>
     Effect.gen(function* () {
       expect(Fs.readFileSync("/etc/services", "utf8")).toMatch(/^nbd\s+10809\/tcp/m)
       yield* server({ listen: { _tag: "Tcp", host: "127.0.0.1", port: 10809 }, exports: [{ name: "", size: MiB }] })
@@ -140,7 +142,7 @@ describe("TCP", () => {
     })
   )
 
-  it.scopedLive("an unknown service name fails at once with EINVAL, leaving the handle new", () =>
+  it.live("an unknown service name fails at once with EINVAL, leaving the handle new", () =>
     Effect.gen(function* () {
       const h = yield* Nbd.make()
       const error = yield* Effect.flip(NodeNbd.connectTcp(h, "127.0.0.1", "no-such-service"))
@@ -150,7 +152,7 @@ describe("TCP", () => {
     })
   )
 
-  it.scopedLive("nothing listening: the connect error's errno (ECONNREFUSED), and the handle is dead", () =>
+  it.live("nothing listening: the connect error's errno (ECONNREFUSED), and the handle is dead", () =>
     Effect.gen(function* () {
       const port = yield* freePort("127.0.0.1")
       const h = yield* Nbd.make()
@@ -160,7 +162,7 @@ describe("TCP", () => {
     })
   )
 
-  it.scopedLive("a host name that does not resolve fails the connection", () =>
+  it.live("a host name that does not resolve fails the connection", () =>
     Effect.gen(function* () {
       const h = yield* Nbd.make()
       const error = yield* Effect.flip(NodeNbd.connectTcp(h, "no-such-host.invalid", 10809))
@@ -170,8 +172,53 @@ describe("TCP", () => {
   )
 })
 
+describe("any Socket layer (Nbd.aioConnectSocket)", () => {
+  it.live("@effect/platform-node's NodeSocket.layerNet: plaintext with no Transport, data both ways", () =>
+    Effect.gen(function* () {
+      const s = yield* server({ exports: [{ name: "", size: 8 * MiB }] })
+      const path = s.address._tag === "Unix" ? s.address.path : ""
+      const h = yield* Nbd.make()
+      yield* Nbd.aioConnectSocket(h).pipe(Effect.provide(NodeSocket.layerNet({ path })))
+      yield* Nbd.awaitConnected(h)
+      expect(yield* Nbd.getSize(h)).toBe(BigInt(8 * MiB))
+      expect(yield* Nbd.getTlsNegotiated(h)).toBe(false)
+      yield* roundTrip(h, 18)
+      // Replies bigger than one read, several in flight: the socket's batches reach the decoder whole.
+      const big = bytes(4 * MiB, 19)
+      yield* Nbd.pwrite(h, big, 2 * MiB)
+      const back = yield* Effect.forEach([0, 1, 2, 3], (i) => Nbd.pread(h, MiB, 2 * MiB + i * MiB), {
+        concurrency: 4
+      })
+      expect(Buffer.concat(back).equals(big)).toBe(true)
+      // No Transport: no address to give back, and no TLS to require.
+      expect((yield* Effect.flip(Nbd.getUri(h))).errno).toBe("EINVAL")
+      const secure = yield* Nbd.make()
+      yield* Nbd.setTls(secure, "require")
+      const error = yield* Effect.flip(
+        Nbd.connectSocket(secure).pipe(Effect.provide(Layer.orDie(NodeSocket.layerNet({ path }))))
+      )
+      expect(error.errno).toBe("ENOTSUP")
+    })
+  )
+
+  it.live("the Node transport's socket carries the same traffic (reads beyond its reused buffers)", () =>
+    Effect.gen(function* () {
+      const s = yield* server({ exports: [{ name: "", size: 8 * MiB }] })
+      const path = s.address._tag === "Unix" ? s.address.path : ""
+      const h = yield* Nbd.make()
+      yield* Nbd.aioConnectSocket(h).pipe(Effect.provide(NodeNbd.layerUnix(path)))
+      yield* Nbd.awaitConnected(h)
+      const big = bytes(6 * MiB, 20)
+      yield* Nbd.pwrite(h, big, 0)
+      const back = yield* Effect.forEach([0, 1, 2, 3, 4, 5], (i) => Nbd.pread(h, MiB, i * MiB), { concurrency: 6 })
+      expect(Buffer.concat(back).equals(big)).toBe(true)
+      expect(yield* Nbd.getUri(h)).toBe(`nbd+unix:///?socket=${path}`)
+    })
+  )
+})
+
 describe("an already-connected socket (connectFd)", () => {
-  it.scopedLive("nbdkit -s on the other end of a socket pair", () =>
+  it.live("nbdkit -s on the other end of a socket pair", () =>
     Effect.gen(function* () {
       const { a, b } = yield* socketPair
       const child = ChildProcess.spawn("nbdkit", ["-s", "--exit-with-parent", "memory", "1M"], {
@@ -188,11 +235,11 @@ describe("an already-connected socket (connectFd)", () => {
     })
   )
 
-  it.scopedLive("a socket connected to the test server", () =>
+  it.live("a socket connected to the test server", () =>
     Effect.gen(function* () {
       const s = yield* server({ exports: [{ name: "", size: 2 * MiB }] })
       const path = s.address._tag === "Unix" ? s.address.path : ""
-      const conn = yield* Effect.async<Net.Socket>((resume) => {
+      const conn = yield* Effect.callback<Net.Socket>((resume) => {
         const c = new Net.Socket()
         c.pause()
         c.connect(path, () => resume(Effect.succeed(c)))
@@ -205,7 +252,7 @@ describe("an already-connected socket (connectFd)", () => {
     })
   )
 
-  it.scopedLive("a descriptor that is not open fails with EBADF, a file with ENOTSOCK", () =>
+  it.live("a descriptor that is not open fails with EBADF, a file with ENOTSOCK", () =>
     Effect.gen(function* () {
       const h = yield* Nbd.make()
       expect((yield* Effect.flip(NodeNbd.connectFd(h, -1))).errno).toBe("EBADF")
@@ -255,7 +302,7 @@ describe("a subprocess on a socket pair (connectCommand)", () => {
     })
   )
 
-  it.scopedLive("TLS (PSK) over the socket pair: nbdkit -s --tls=require", () =>
+  it.live("TLS (PSK) over the socket pair: nbdkit -s --tls=require", () =>
     Effect.gen(function* () {
       const keys = yield* pskFile
       const h = yield* Nbd.make()
@@ -268,7 +315,7 @@ describe("a subprocess on a socket pair (connectCommand)", () => {
     })
   )
 
-  it.scopedLive("an empty argv fails with EINVAL; a missing program with ENOENT", () =>
+  it.live("an empty argv fails with EINVAL; a missing program with ENOENT", () =>
     Effect.gen(function* () {
       const h1 = yield* Nbd.make()
       const empty = yield* Effect.flip(NodeNbd.connectCommand(h1, []))
@@ -282,7 +329,7 @@ describe("a subprocess on a socket pair (connectCommand)", () => {
     })
   )
 
-  it.scopedLive("a handle connects once: a second connectCommand spawns nothing", () =>
+  it.live("a handle connects once: a second connectCommand spawns nothing", () =>
     Effect.gen(function* () {
       const h = yield* Nbd.make()
       yield* NodeNbd.connectCommand(h, ["nbdkit", "-s", "memory", "1M"])
@@ -336,7 +383,7 @@ describe("systemd socket activation", () => {
     })
   )
 
-  it.scopedLive("an empty argv fails with EINVAL", () =>
+  it.live("an empty argv fails with EINVAL", () =>
     Effect.gen(function* () {
       const h = yield* Nbd.make()
       expect((yield* Effect.flip(NodeNbd.connectSystemdSocketActivation(h, []))).errno).toBe("EINVAL")
@@ -345,7 +392,7 @@ describe("systemd socket activation", () => {
 })
 
 describe("connectUri", () => {
-  it.scopedLive("nbd:// to the test server: the export from the path; getUri reconnects to it", () =>
+  it.live("nbd:// to the test server: the export from the path; getUri reconnects to it", () =>
     Effect.gen(function* () {
       const s = yield* server({
         listen: { _tag: "Tcp" },
@@ -367,7 +414,7 @@ describe("connectUri", () => {
     })
   )
 
-  it.scopedLive("nbd+unix:// to the test server and to nbdkit, with getUri round trips", () =>
+  it.live("nbd+unix:// to the test server and to nbdkit, with getUri round trips", () =>
     Effect.gen(function* () {
       const s = yield* server({ exports: [{ name: "disk", size: MiB }] })
       const h1 = yield* Nbd.make()
@@ -388,7 +435,7 @@ describe("connectUri", () => {
     })
   )
 
-  it.scopedLive("nbds+unix:// with a PSK file and tls-username, to nbdkit; getUri keeps the TLS settings", () =>
+  it.live("nbds+unix:// with a PSK file and tls-username, to nbdkit; getUri keeps the TLS settings", () =>
     Effect.gen(function* () {
       const keys = yield* pskFile
       const peer = yield* nbdkit(["--tls=require", `--tls-psk=${keys}`, "memory", "1M"])
@@ -407,7 +454,7 @@ describe("connectUri", () => {
     })
   )
 
-  it.scopedLive("nbds://alice@host:port/ with a PSK file, to the test server over TCP", () =>
+  it.live("nbds://alice@host:port/ with a PSK file, to the test server over TCP", () =>
     Effect.gen(function* () {
       const keys = yield* pskFile
       const s = yield* server({
@@ -428,7 +475,7 @@ describe("connectUri", () => {
     })
   )
 
-  it.scopedLive("local files, transports and TLS are permitted as the options say (EPERM otherwise)", () =>
+  it.live("local files, transports and TLS are permitted as the options say (EPERM otherwise)", () =>
     Effect.gen(function* () {
       const cases: ReadonlyArray<readonly [string, NodeNbd.UriOptions]> = [
         ["nbds+unix:///?socket=/nonexistent&tls-psk-file=/etc/keys.psk", {}],
@@ -447,7 +494,7 @@ describe("connectUri", () => {
     })
   )
 
-  it.scopedLive("tls-hostname and tls-verify-peer reach the handle's settings", () =>
+  it.live("tls-hostname and tls-verify-peer reach the handle's settings", () =>
     Effect.gen(function* () {
       const h = yield* Nbd.make()
       const port = yield* freePort("127.0.0.1")
@@ -471,7 +518,7 @@ describe("connectUri", () => {
     "nbds://h/?tls-verify-peer=perhaps",
     "nbd://example.com/%zz"
   ]
-  it.scopedLive("malformed URIs fail with EINVAL and leave the handle new", () =>
+  it.live("malformed URIs fail with EINVAL and leave the handle new", () =>
     Effect.gen(function* () {
       for (const uri of malformed) {
         const h = yield* Nbd.make()

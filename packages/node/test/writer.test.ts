@@ -38,7 +38,7 @@ const connect = (h: Nbd.Handle, path: string, kind: Kind) =>
 
 describe("the sender", () => {
   for (const kind of ["tryWrite", "writer only"] as const) {
-    it.scopedLive(`${kind}: a peer that stops reading holds what we send to the socket's buffers, not the queue`, () =>
+    it.live(`${kind}: a peer that stops reading holds what we send to the socket's buffers, not the queue`, () =>
       Effect.gen(function* () {
         let held: Net.Socket | undefined
         const server = yield* scriptedServer({
@@ -75,7 +75,7 @@ describe("the sender", () => {
       })
     )
 
-    it.scopedLive(`${kind}: the end of writes follows everything queued before it`, () =>
+    it.live(`${kind}: the end of writes follows everything queued before it`, () =>
       Effect.gen(function* () {
         const server = yield* TestServer.make({ exports: [{ name: "", size: 4 * MiB }] }).pipe(Effect.orDie)
         const path = server.address._tag === "Unix" ? server.address.path : ""
@@ -92,7 +92,7 @@ describe("the sender", () => {
       })
     )
 
-    it.scopedLive(`${kind}: NBD_CMD_DISC and the end of writes queued in one turn both reach the server`, () =>
+    it.live(`${kind}: NBD_CMD_DISC and the end of writes queued in one turn both reach the server`, () =>
       Effect.gen(function* () {
         // The server closes only once the client shuts its write side: a close that never sent its FIN would
         // wait here for the whole (long) grace, and the test would time out.
