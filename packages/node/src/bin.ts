@@ -1,99 +1,117 @@
 #!/usr/bin/env node
 /**
  * The `effect-nbd` command: `info`, `copy`, `dump`, `discard` and `zero`, in the manner of nbdinfo, nbdcopy,
- * nbddump, nbddiscard and nbdzero.
+ * nbddump, nbddiscard and nbdzero, on effect/cli.
  *
  * @since 0.1.0
  */
-import * as Command from "@effect/cli/Command"
-import * as HelpDoc from "@effect/cli/HelpDoc"
-import * as ValidationError from "@effect/cli/ValidationError"
-import * as NodeFileSystem from "@effect/platform-node/NodeFileSystem"
-import * as NodePath from "@effect/platform-node/NodePath"
+import * as CliHelp from "@effect-nbd/test-server/CliHelp"
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
-import * as NodeTerminal from "@effect/platform-node/NodeTerminal"
+import * as NodeServices from "@effect/platform-node/NodeServices"
 import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
-import * as Console from "effect/Console"
+import * as CliError from "effect/cli/CliError"
+import * as Command from "effect/cli/Command"
+import * as Fs from "node:fs"
+import * as Path from "node:path"
 import * as Argv from "./internal/cli/argv.js"
-import * as NodePositionalFile from "./NodePositionalFile.js"
 import * as Common from "./internal/cli/common.js"
 import * as Copy from "./internal/cli/copy.js"
 import * as Discard from "./internal/cli/discard.js"
 import * as Dump from "./internal/cli/dump.js"
-import * as Help from "./internal/cli/help.js"
 import * as Info from "./internal/cli/info.js"
+import * as NodePositionalFile from "./NodePositionalFile.js"
 
-const root = Command.make("effect-nbd").pipe(
-  Command.withDescription("NBD tools on effect-nbd: info, copy, dump, discard, zero"),
-  Command.withSubcommands([Info.command, Copy.command, Dump.command, Discard.discard, Discard.zero])
-)
-
-const cli = Command.run(root, { name: "effect-nbd", version: "0.1.0" })
-
-/** @effect/cli's own account of a bad command line, as one plain line: "effect-nbd: ... (EINVAL)". */
-const validationMessage = (error: ValidationError.ValidationError): string => {
-  const text = HelpDoc.toAnsiText(error.error)
-  // eslint-disable-next-line no-control-regex
-  const plain = text
-    .replace(/\x1b\[[0-9;]*m/g, "")
-    .replace(/\s+/g, " ")
-    .trim()
-  return `${Argv.show(plain) || "invalid command line"} (EINVAL)`
+/**
+ * The package.json of @effect-nbd/node, found upwards from the script that runs (dist/bin.js, or the bin in
+ * dist/cli/, through any node_modules/.bin link); the bundle is CommonJS, so `import.meta` is not at hand.
+ */
+const manifest = (): { readonly name: string; readonly version: string } => {
+  let dir = Path.dirname(Fs.realpathSync(process.argv[1] ?? "."))
+  for (let i = 0; i < 5; i++) {
+    const file = Path.join(dir, "package.json")
+    if (Fs.existsSync(file)) {
+      const json = JSON.parse(Fs.readFileSync(file, "utf8")) as { name?: string; version?: string }
+      if (json.name === "@effect-nbd/node" && json.version !== undefined)
+        return { name: json.name, version: json.version }
+    }
+    dir = Path.dirname(dir)
+  }
+  return { name: "@effect-nbd/node", version: "unknown" }
 }
 
-/** Exit status of a run: 0, the failure's own status, or 1 with its one-line message on stderr. */
+/** What `-V` prints: the command, then its package, each with the version (as nbdinfo prints itself and libnbd). */
+const printVersion = Effect.sync(() => {
+  const m = manifest()
+  process.stdout.write(`effect-nbd ${m.version}\n${m.name} ${m.version}\n`)
+})
+
+const root = Command.make("effect-nbd").pipe(
+  Command.withDescription(`NBD tools on effect-nbd, in the manner of libnbd's nbdinfo, nbdcopy, nbddump,
+nbddiscard and nbdzero:
+
+Without a URI, info and dump start an embedded test server (1M). Each
+subcommand's page: effect-nbd SUBCOMMAND --help.`),
+  Command.withGlobalFlags([CliHelp.version(printVersion)]),
+  Command.withSubcommands([Info.command, Copy.command, Dump.command, Discard.discard, Discard.zero]),
+  Command.withExamples([
+    { command: "effect-nbd info nbd://localhost" },
+    { command: "effect-nbd copy nbd://example.com local.img" },
+    { command: "effect-nbd dump -- nbdkit -s memory 1G" },
+    { command: "effect-nbd discard -y nbd://localhost" }
+  ])
+)
+
+/** A one-line error on stderr: "effect-nbd: MESSAGE". */
+const report = (message: string): void => void process.stderr.write(`effect-nbd: ${message}\n`)
+
+/**
+ * Exit status of a run: 0; the status a command chose (`--can` answering false is 2); 1 after a bad command
+ * line (effect/cli's presenter already wrote its one line, or the usage when nothing was asked for), or with
+ * the failure's one line.
+ */
 const exitCodeOf = (exit: Exit.Exit<unknown, unknown>): number => {
   if (Exit.isSuccess(exit)) return 0
-  const failure = Cause.failureOption(exit.cause)
+  const failure = Cause.findErrorOption(exit.cause)
   if (Option.isNone(failure)) {
-    if (Cause.isInterruptedOnly(exit.cause)) return 130
-    process.stderr.write(`effect-nbd: internal error: ${Cause.pretty(exit.cause)}\n`)
+    if (Cause.hasInterruptsOnly(exit.cause)) return 130
+    report(`internal error: ${Cause.pretty(exit.cause)}`)
     return 1
   }
   const error = failure.value
-  if (ValidationError.isValidationError(error)) {
-    process.stderr.write(`effect-nbd: ${validationMessage(error)}\n`)
+  if (CliError.isCliError(error)) {
+    if (error._tag !== "ShowHelp") report(`${Argv.show(error.message).replace(/\s+/g, " ")} (EINVAL)`)
     return 1
   }
   const e = error as Common.Failure
   if (e._tag === "ExitStatus") return e.code
-  process.stderr.write(`effect-nbd: ${Common.describe(e)}\n`)
-  if (e._tag === "CliError" && e.suggestion !== undefined)
-    process.stderr.write(`effect-nbd: suggestion: ${e.suggestion}\n`)
+  report(Common.describe(e))
+  if (e._tag === "CliError" && e.suggestion !== undefined) report(`suggestion: ${e.suggestion}`)
   return e._tag === "CliError" ? (e.exitCode ?? 1) : 1
 }
 
 /**
- * What @effect/cli needs, without the rest of NodeContext (workers, subprocesses), which only slows start-up;
- * and positional file I/O, so a copy from or to a file keeps many requests in flight.
+ * What effect/cli needs (NodeServices: file system, path, terminal, stdio, child processes), positional file
+ * I/O so a copy from or to a file keeps many requests in flight, and the layout both command lines share.
  */
-const environment = Layer.mergeAll(NodeFileSystem.layer, NodePath.layer, NodeTerminal.layer, NodePositionalFile.layer)
-
-/** @effect/cli prints its parse errors, in colour and over several lines: `exitCodeOf` reports them instead. */
-const quiet = <A, E, R>(effect: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
-  Effect.flatMap(Effect.console, (console) =>
-    Effect.withConsole(effect, { ...console, error: () => Effect.void } as Console.Console)
+const environment = (argv: ReadonlyArray<string>) =>
+  Layer.mergeAll(
+    NodeServices.layer,
+    NodePositionalFile.layer,
+    CliHelp.layer({ argv, show: Argv.show, report: (message) => report(`${message} (EINVAL)`) })
   )
 
 const prepared = Argv.prepare(process.argv.slice(2))
 
 const main: Effect.Effect<void, unknown> =
-  prepared._tag === "Help"
-    ? Effect.sync(() => void process.stdout.write(Help.text(prepared.subcommand)))
-    : prepared._tag === "Usage"
-      ? Effect.zipRight(
-          Effect.sync(() => void process.stderr.write(Help.text(undefined))),
-          Effect.fail(new Common.ExitStatus({ code: 1 }))
-        )
-      : prepared._tag === "Version"
-        ? Effect.sync(() => void process.stdout.write(Help.version()))
-        : prepared._tag === "Error"
-          ? Effect.fail(new Common.CliError({ message: prepared.message }))
-          : quiet(cli([...process.argv.slice(0, 2), ...prepared.argv])).pipe(Effect.provide(environment))
+  prepared._tag === "Error"
+    ? Effect.fail(new Common.CliError({ message: prepared.message }))
+    : Command.runWith(root, { version: manifest().version })(prepared.argv).pipe(
+        Effect.provide(environment(prepared.argv))
+      )
 
 NodeRuntime.runMain(main, {
   disableErrorReporting: true,

@@ -1,7 +1,8 @@
 #!/usr/bin/env node
 /**
  * The `effect-nbd-server` command: an NBD test server with nbdkit's habits (`-U`, `-p`, `-s`, `-r`, `-P`,
- * `-f`, `--run`, `--exit-with-parent`, `PLUGIN ARG`). See `effect-nbd-server --help`.
+ * `-f`, `--run`, `--exit-with-parent`, `PLUGIN ARG`), its command line on effect/cli (`internal/cli.ts`).
+ * See `effect-nbd-server --help`.
  *
  * @since 0.1.0
  */
@@ -18,7 +19,7 @@ import * as FileBackend from "./FileBackend.js"
 import * as Cli from "./internal/cli.js"
 import * as TestServer from "./TestServer.js"
 
-const VERSION = "0.1.0"
+const VERSION = "1.0.0"
 
 const fail = (message: string): never => {
   process.stderr.write(`effect-nbd-server: error: ${message}\n`)
@@ -42,7 +43,7 @@ try {
 
 /** Runs CMD through /bin/sh -c and gives its exit status (128 + signal number if it was killed). */
 const runCommand = (command: string, env: Record<string, string>): Effect.Effect<number> =>
-  Effect.async<number>((resume) => {
+  Effect.callback<number>((resume) => {
     const child = spawn("/bin/sh", ["-c", command], { stdio: "inherit", env: { ...process.env, ...env } })
     child.on("error", (error) => {
       process.stderr.write(`effect-nbd-server: --run: ${error.message}\n`)
@@ -140,7 +141,7 @@ type DaemonMessage =
   { readonly _tag: "Listening"; readonly uri: string } | { readonly _tag: "Failed"; readonly message: string }
 
 const tellParent = (message: DaemonMessage): Effect.Effect<void> =>
-  Effect.async<void>((resume) => {
+  Effect.callback<void>((resume) => {
     process.send!(message, undefined, {}, () => {
       if (message._tag === "Listening") process.disconnect()
       resume(Effect.void)
@@ -180,7 +181,7 @@ const background = (options: Cli.Options): void => {
 
 switch (parsed._tag) {
   case "Help":
-    process.stdout.write(Cli.usage)
+    process.stdout.write(parsed.text)
     break
   case "Version":
     process.stdout.write(`effect-nbd-server ${VERSION}\n`)
@@ -194,7 +195,7 @@ switch (parsed._tag) {
     }
     const served = options.single ? serveStdin(options) : serve(options)
     const program = (options.exitWithParent ? Effect.raceFirst(served, Effect.as(parentExited, 0)) : served).pipe(
-      Effect.catchAll((error) =>
+      Effect.catch((error) =>
         daemonChild
           ? Effect.as(tellParent({ _tag: "Failed", message: error.message }), 1)
           : Effect.sync(() => {
@@ -211,7 +212,7 @@ switch (parsed._tag) {
     NodeRuntime.runMain(program, {
       disableErrorReporting: true,
       // Interrupted by SIGINT / SIGTERM: a normal stop.
-      teardown: (exit, onExit) => onExit(Exit.isSuccess(exit) ? code : Exit.isInterrupted(exit) ? 0 : 1)
+      teardown: (exit, onExit) => onExit(Exit.isSuccess(exit) ? code : Exit.hasInterrupts(exit) ? 0 : 1)
     })
     break
   }

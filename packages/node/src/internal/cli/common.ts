@@ -5,7 +5,7 @@
  */
 import { Nbd, NbdError } from "@effect-nbd/core"
 import type { TestServer } from "@effect-nbd/test-server"
-import * as Args from "@effect/cli/Args"
+import * as Argument from "effect/cli/Argument"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
@@ -249,18 +249,26 @@ export const parseSize = (what: string, text: string): Effect.Effect<number, Cli
  * @category output
  */
 export const writeStdout = (data: string | Uint8Array): Effect.Effect<void, CliError> =>
-  Effect.async<void, CliError>((resume) => {
+  Effect.callback<void, CliError>((resume) => {
     process.stdout.write(data, (error) =>
       resume(error ? Effect.fail(systemError("write to stdout", error)) : Effect.void)
     )
   })
 
 /**
+ * How the help pages name a URI argument: a URI, or a server the command starts.
+ * @since 1.0.0
+ * @category arguments
+ */
+export const URI_METAVAR = "NBD-URI | [ CMD ARGS ... ] | -- CMD ARGS ..."
+
+/**
  * The optional URI argument of `info` and `dump`: without one they start an embedded test server.
  * @since 0.1.0
  * @category arguments
  */
-export const optionalUri = Args.text({ name: "URI" }).pipe(
-  Args.withDescription("NBD URI (default: an embedded test server)"),
-  Args.optional
+export const optionalUri = Argument.String("URI").pipe(
+  Argument.withMetavar(URI_METAVAR),
+  Argument.withDescription("NBD URI (default: an embedded test server)"),
+  Argument.optional
 )

@@ -6,23 +6,25 @@
  *
  * @since 0.1.0
  */
-import * as Args from "@effect/cli/Args"
-import * as Command from "@effect/cli/Command"
-import * as Options from "@effect/cli/Options"
 import { NbdCopy, NbdPool } from "@effect-nbd/core"
 import { Nbd } from "@effect-nbd/core"
-import type * as PlatformError from "@effect/platform/Error"
-import type * as FileSystem from "@effect/platform/FileSystem"
+import * as CliHelp from "@effect-nbd/test-server/CliHelp"
+import * as Cause from "effect/Cause"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import type * as FileSystem from "effect/FileSystem"
 import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
-import * as LogLevel from "effect/LogLevel"
 import * as Option from "effect/Option"
+import type * as PlatformError from "effect/PlatformError"
+import * as References from "effect/References"
 import * as Schedule from "effect/Schedule"
 import type * as Scope from "effect/Scope"
 import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
+import * as Argument from "effect/cli/Argument"
+import * as Command from "effect/cli/Command"
+import * as Flag from "effect/cli/Flag"
 import * as Fs from "node:fs"
 import type { Readable } from "node:stream"
 import * as NodeNbd from "../../NodeNbd.js"
@@ -48,7 +50,7 @@ const endpoint = (arg: string): Endpoint =>
 
 /** Reads up to `n` bytes from a stream (fewer only at its end); None at the end. */
 const readChunk = (stream: Readable, n: number): Effect.Effect<Option.Option<Uint8Array>, Common.CliError> =>
-  Effect.async<Option.Option<Uint8Array>, Common.CliError>((resume) => {
+  Effect.callback<Option.Option<Uint8Array>, Common.CliError>((resume) => {
     const cleanup = () => {
       stream.off("readable", attempt)
       stream.off("end", onEnd)
@@ -78,9 +80,9 @@ const readChunk = (stream: Readable, n: number): Effect.Effect<Option.Option<Uin
 
 /** Stdin as a stream of chunks of at most `n` bytes. */
 const stdin = (n: number): Stream.Stream<Uint8Array, Common.CliError> =>
-  Stream.repeatEffectOption(
-    Effect.flatMap(Effect.mapError(readChunk(process.stdin, n), Option.some), (chunk) =>
-      Option.isSome(chunk) ? Effect.succeed(chunk.value) : Effect.fail(Option.none())
+  Stream.fromEffectRepeat(
+    Effect.flatMap(readChunk(process.stdin, n), (chunk) =>
+      Option.isSome(chunk) ? Effect.succeed(chunk.value) : Cause.done()
     )
   )
 
@@ -89,13 +91,13 @@ const stdout: Sink.Sink<void, Uint8Array, never, Common.CliError> = Sink.forEach
 
 /** A file error as the CLI reports it: "open: PATH: no such file or directory (ENOENT)". */
 const fileError = (error: PlatformError.PlatformError): Common.CliError => {
-  if (error._tag === "SystemError") {
-    const what = `${error.method}: ${String(error.pathOrDescriptor)}`
-    return error.cause !== undefined
-      ? Common.systemError(what, error.cause)
-      : new Common.CliError({ message: `${what}: ${error.description ?? error.reason} (EIO)` })
-  }
-  return new Common.CliError({ message: `${error.method}: ${error.description ?? "bad argument"} (EINVAL)` })
+  const reason = error.reason
+  if (reason._tag === "BadArgument")
+    return new Common.CliError({ message: `${reason.method}: ${reason.description ?? "bad argument"} (EINVAL)` })
+  const what = `${reason.method}: ${String(reason.pathOrDescriptor)}`
+  return reason.cause !== undefined
+    ? Common.systemError(what, reason.cause)
+    : new Common.CliError({ message: `${what}: ${reason.description ?? reason._tag} (EIO)` })
 }
 
 /** A duration in seconds as "1:02:03" or "02:03". */
@@ -172,7 +174,9 @@ const sideSettings = (options: CopyOptions, settings: Nbd.Settings): Nbd.Setting
   options.reconnectDelay > 0
     ? {
         ...settings,
-        reconnect: Schedule.spaced(RECONNECT_INTERVAL).pipe(Schedule.upTo(Duration.seconds(options.reconnectDelay)))
+        reconnect: Schedule.spaced(RECONNECT_INTERVAL).pipe(
+          Schedule.upTo({ duration: Duration.seconds(options.reconnectDelay) })
+        )
       }
     : settings
 
@@ -182,13 +186,12 @@ const sideSettings = (options: CopyOptions, settings: Nbd.Settings): Nbd.Setting
  */
 const logToStderr = (verbose: boolean) =>
   Layer.merge(
-    Logger.replace(
-      Logger.defaultLogger,
+    Logger.layer([
       Logger.make(({ message }) => {
         process.stderr.write(`effect-nbd: copy: ${Array.isArray(message) ? message.join(" ") : String(message)}\n`)
       })
-    ),
-    Logger.minimumLogLevel(verbose ? LogLevel.Info : LogLevel.Warning)
+    ]),
+    Layer.succeed(References.MinimumLogLevel, verbose ? "Info" : "Warn")
   )
 
 /**
@@ -314,10 +317,7 @@ const copy = (
                 : Effect.void
             )
           )
-    yield* Effect.catchTags(run, {
-      SystemError: (e) => Effect.fail(fileError(e)),
-      BadArgument: (e) => Effect.fail(fileError(e))
-    })
+    yield* Effect.catchTag(run, "PlatformError", (e) => Effect.fail(fileError(e)))
     if (hash !== undefined) {
       const line = `${hash.hexDigest()}\n`
       if (options.blkhashFile === undefined) yield* Common.writeStdout(line)
@@ -393,6 +393,14 @@ const sparseSize = (n: number): Effect.Effect<number, Common.CliError> =>
         })
       )
 
+/** A value of a progress option: "" for the bar (`-p`, `--progress`), or a file descriptor (`--progress=FD`). */
+const progressOf = (value: string): Effect.Effect<{ readonly bar: boolean; readonly fd?: number }, Common.CliError> =>
+  value === ""
+    ? Effect.succeed({ bar: true })
+    : /^\d+$/.test(value)
+      ? Effect.succeed({ bar: false, fd: Number(value) })
+      : Effect.fail(new Common.CliError({ message: `--progress=${value}: not a file descriptor (EINVAL)` }))
+
 /**
  * The `copy` subcommand.
  * @since 0.1.0
@@ -401,71 +409,38 @@ const sparseSize = (n: number): Effect.Effect<number, Common.CliError> =>
 export const command = Command.make(
   "copy",
   {
-    connections: Options.integer("connections").pipe(
-      Options.withAlias("C"),
-      Options.withDescription("connections per NBD side, used only when the server advertises multi-conn (default 4)"),
-      Options.withDefault(4)
+    allocated: CliHelp.boolean("allocated"),
+    blkhash: Flag.String("blkhash").pipe(
+      Flag.withOptionalValue("sha256"),
+      Flag.withMetavar("DIGEST[/SIZE]"),
+      Flag.optional
     ),
-    requests: Options.integer("requests").pipe(
-      Options.withAlias("R"),
-      Options.withDescription("requests in flight per connection (default 64)"),
-      Options.withDefault(64)
+    blkhashFile: Flag.String("blkhash-file").pipe(Flag.withMetavar("FILE"), Flag.optional),
+    connections: Flag.Int("connections").pipe(Flag.withAlias("C"), Flag.withMetavar("N"), Flag.withDefault(4)),
+    requests: Flag.Int("requests").pipe(Flag.withAlias("R"), Flag.withMetavar("N"), Flag.withDefault(64)),
+    requestSize: Flag.String("request-size").pipe(Flag.withMetavar("N"), Flag.withDefault("256K")),
+    queueSize: Flag.String("queue-size").pipe(Flag.withMetavar("N"), Flag.withDefault(CopyLimits.defaults.queueSize)),
+    threads: Flag.Int("threads").pipe(
+      Flag.withAlias("T"),
+      Flag.withMetavar("N"),
+      Flag.withDefault(CopyLimits.defaults.threads)
     ),
-    requestSize: Options.text("request-size").pipe(
-      Options.withDescription("bytes per request, suffixes K, M allowed (default 256K)"),
-      Options.withDefault("256K")
+    destinationIsZero: CliHelp.boolean("destination-is-zero"),
+    targetIsZero: CliHelp.boolean("target-is-zero"),
+    flush: CliHelp.boolean("flush"),
+    noExtents: CliHelp.boolean("no-extents"),
+    progress: Flag.String("progress").pipe(
+      Flag.withAlias("p"),
+      Flag.withOptionalValue(""),
+      Flag.withMetavar("FD"),
+      Flag.optional
     ),
-    progress: Options.boolean("progress").pipe(
-      Options.withAlias("p"),
-      Options.withDescription("draw a progress bar on stderr")
-    ),
-    progressFd: Options.integer("progress-fd").pipe(
-      Options.withDescription("write N/100 lines to this file descriptor (--progress=FD)"),
-      Options.optional
-    ),
-    destinationIsZero: Options.boolean("destination-is-zero").pipe(
-      Options.withDescription("the destination reads as zeroes already: zero ranges are skipped")
-    ),
-    targetIsZero: Options.boolean("target-is-zero").pipe(Options.withDescription("the same as --destination-is-zero")),
-    flush: Options.boolean("flush").pipe(Options.withDescription("flush the destination at the end")),
-    noExtents: Options.boolean("no-extents").pipe(Options.withDescription("do not ask the source for block status")),
-    queueSize: Options.text("queue-size").pipe(
-      Options.withDescription("bytes in flight per connection, suffixes K, M allowed (default 16M)"),
-      Options.withDefault(CopyLimits.defaults.queueSize)
-    ),
-    threads: Options.integer("threads").pipe(
-      Options.withAlias("T"),
-      Options.withDescription("at most N connections, nbdcopy's one per thread (default 0: as many as -C)"),
-      Options.withDefault(CopyLimits.defaults.threads)
-    ),
-    sparse: Options.text("sparse").pipe(
-      Options.withAlias("S"),
-      Options.withDescription(
-        "zero blocks of N bytes become holes or zeroes; 0: every byte as data (default 4096, or the destination's preferred block size if larger)"
-      ),
-      Options.optional
-    ),
-    allocated: Options.boolean("allocated").pipe(
-      Options.withDescription("a fully allocated destination: zeroes are written, never holes")
-    ),
-    synchronous: Options.boolean("synchronous").pipe(Options.withDescription("one connection, one request in flight")),
-    blkhash: Options.text("blkhash").pipe(
-      Options.withDescription("the block hash of the source, DIGEST[/BLOCKSIZE] (default sha256/64K)"),
-      Options.optional
-    ),
-    blkhashFile: Options.text("blkhash-file").pipe(
-      Options.withDescription("write the block hash to this file instead of stdout"),
-      Options.optional
-    ),
-    reconnectDelay: Options.float("reconnect-delay").pipe(
-      Options.withDescription(
-        "after a dropped connection, keep reconnecting either side for SECONDS before failing (default 0: never)"
-      ),
-      Options.withDefault(0)
-    ),
-    verbose: Options.boolean("verbose").pipe(Options.withAlias("v"), Options.withDescription("say what the copy does")),
-    source: Args.text({ name: "SRC" }).pipe(Args.withDescription("NBD URI, file, - (stdin)")),
-    destination: Args.text({ name: "DST" }).pipe(Args.withDescription("NBD URI, file, - (stdout) or null:"))
+    reconnectDelay: Flag.Finite("reconnect-delay").pipe(Flag.withMetavar("SECONDS"), Flag.withDefault(0)),
+    sparse: Flag.String("sparse").pipe(Flag.withAlias("S"), Flag.withMetavar("N"), Flag.optional),
+    synchronous: CliHelp.boolean("synchronous"),
+    verbose: CliHelp.boolean("verbose").pipe(Flag.withAlias("v")),
+    source: Argument.String("SOURCE"),
+    destination: Argument.String("DESTINATION")
   },
   (o) =>
     Effect.scoped(
@@ -491,9 +466,10 @@ export const command = Command.make(
           return yield* new Common.CliError({
             message: `--reconnect-delay: must be a number of seconds, 0 or more, got ${o.reconnectDelay} (EINVAL)`
           })
-        if (Option.isSome(o.progressFd) && (o.progressFd.value < 0 || !isOpen(o.progressFd.value)))
+        const progress = Option.isSome(o.progress) ? yield* progressOf(o.progress.value) : { bar: false }
+        if (progress.fd !== undefined && !isOpen(progress.fd))
           return yield* new Common.CliError({
-            message: `--progress=${o.progressFd.value}: not an open file descriptor (EBADF)`
+            message: `--progress=${progress.fd}: not an open file descriptor (EBADF)`
           })
         let blkhash: Blkhash.Spec | undefined
         if (Option.isSome(o.blkhash)) {
@@ -508,8 +484,8 @@ export const command = Command.make(
           connections,
           requests,
           requestSize,
-          progress: o.progress,
-          progressFd: Option.getOrUndefined(o.progressFd),
+          progress: progress.bar,
+          progressFd: progress.fd,
           destinationIsZero: o.destinationIsZero || o.targetIsZero,
           flush: o.flush,
           extents: !o.noExtents,
@@ -521,4 +497,33 @@ export const command = Command.make(
         }).pipe(Effect.provide(logToStderr(o.verbose)))
       })
     )
-).pipe(Command.withDescription("copy between NBD exports, files, stdin/stdout and null: (like nbdcopy)"))
+).pipe(
+  Command.withDescription(`Copy to and from an NBD server, like nbdcopy:
+
+  SOURCE, DESTINATION := - | FILE | DEVICE | NBD-URI | [ CMD ARGS ... ]
+  DESTINATION += null:
+
+Defaults (nbdcopy's): 4 connections (when the server advertises multi-conn),
+64 requests in flight each, 256K per request (--request-size at most 32M),
+--queue-size=16M in flight per connection (so at most 16M/request-size
+requests); -T 0. nbdcopy runs one thread per connection: here the engine is
+single-threaded, so -T N caps the connections at N and -T 0 leaves them to
+-C. -S 4096 (or an NBD destination's preferred block size, if larger): zero
+blocks of that size become holes or zeroes (-S 0 writes every byte as data);
+--allocated writes zeroes, never holes. An NBD destination is flushed at the
+end (--flush also fsyncs a file). --progress=FD writes "N/100" lines to FD;
+-p draws a bar with the rate and time left on stderr. --blkhash prints
+libnbd's block hash of the data copied (default sha256 over 64K blocks;
+DIGEST is any of node's, e.g. md5, sha512/512k), with any destination (to -
+give --blkhash-file). --reconnect-delay=SECONDS (qemu's name; default 0:
+never): a side whose server drops the connection reconnects every 100 ms for
+that long and sends the waiting requests again.`),
+  Command.withShortDescription("copy between NBD exports, files, stdin/stdout and null: (like nbdcopy)"),
+  Command.withExamples([
+    { command: "effect-nbd copy nbd://example.com local.img" },
+    { command: "effect-nbd copy -C4 -R64 --request-size=1M local.img nbd://example.com" },
+    { command: "effect-nbd copy --blkhash nbd://example.com null:" },
+    { command: "effect-nbd copy -T2 --queue-size=4M --allocated nbd://example.com local.img" },
+    { command: "cat disk1 disk2 | effect-nbd copy -- - [ qemu-nbd -f qcow2 output.qcow2 ]" }
+  ])
+)

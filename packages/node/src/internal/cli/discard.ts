@@ -7,12 +7,13 @@
  *
  * @since 0.3.0
  */
-import * as Args from "@effect/cli/Args"
-import * as Command from "@effect/cli/Command"
-import * as Options from "@effect/cli/Options"
 import { Nbd, Protocol } from "@effect-nbd/core"
 import type { NbdError } from "@effect-nbd/core"
+import * as CliHelp from "@effect-nbd/test-server/CliHelp"
 import * as Effect from "effect/Effect"
+import * as Argument from "effect/cli/Argument"
+import * as Command from "effect/cli/Command"
+import * as Flag from "effect/cli/Flag"
 import * as Option from "effect/Option"
 import type * as Scope from "effect/Scope"
 import * as Argv from "./argv.js"
@@ -74,7 +75,7 @@ const range = (erase: Erase, size: bigint): Effect.Effect<bigint, Common.CliErro
 
 /** Asks on stderr, reads the answer from stdin: only "y" or "yes" goes on (end of input is no). */
 const confirm = (question: string): Effect.Effect<boolean> =>
-  Effect.async<boolean>((resume) => {
+  Effect.callback<boolean>((resume) => {
     process.stderr.write(question)
     let line = ""
     const done = (answer: boolean) => {
@@ -226,30 +227,20 @@ const run = (erase: Erase): Effect.Effect<void, Common.Failure, Scope.Scope> =>
 
 /** The options both commands share; discard adds `-z`. */
 const shared = {
-  check: Options.boolean("check").pipe(
-    Options.withAlias("c"),
-    Options.withDescription(
-      "change nothing: exit 0 if the range is already sparse (with zero: reads as zeroes), 2 if not"
-    )
-  ),
-  fastZero: Options.boolean("fast-zero").pipe(
-    Options.withDescription("zero with NBD_CMD_FLAG_FAST_ZERO, failing at once if zeroing is not fast (implies zero)")
-  ),
-  quiet: Options.boolean("quiet").pipe(Options.withAlias("q"), Options.withDescription("no warnings")),
-  verbose: Options.boolean("verbose").pipe(Options.withAlias("v"), Options.withDescription("say what is done")),
-  yes: Options.boolean("yes").pipe(Options.withAlias("y"), Options.withDescription("erase without asking")),
-  offset: Options.text("offset").pipe(
-    Options.withAlias("o"),
-    Options.withDescription("the first byte to erase, suffixes K, M, G allowed (default 0)"),
-    Options.optional
-  ),
-  length: Options.text("length").pipe(
-    Options.withAlias("l"),
-    Options.withDescription("how many bytes to erase, suffixes K, M, G allowed (default: to the end)"),
-    Options.optional
-  ),
-  uri: Args.text({ name: "NBD-URI" }).pipe(Args.withDescription("NBD URI, [ CMD ARGS ... ] or -- CMD ARGS ..."))
+  check: CliHelp.boolean("check").pipe(Flag.withAlias("c")),
+  fastZero: CliHelp.boolean("fast-zero"),
+  quiet: CliHelp.boolean("quiet").pipe(Flag.withAlias("q")),
+  verbose: CliHelp.boolean("verbose").pipe(Flag.withAlias("v")),
+  yes: CliHelp.boolean("yes").pipe(Flag.withAlias("y")),
+  offset: Flag.String("offset").pipe(Flag.withAlias("o"), Flag.withMetavar("OFFSET"), Flag.optional),
+  length: Flag.String("length").pipe(Flag.withAlias("l"), Flag.withMetavar("LENGTH"), Flag.optional),
+  uri: Argument.String("NBD-URI").pipe(Argument.withMetavar(Common.URI_METAVAR))
 }
+
+/** What the range options say, and the exit statuses: both pages end with it. */
+const rangeText = `All data in the range is PERMANENTLY ERASED: it asks first (y/N on stdin)
+  unless -y. The range: -o OFFSET (default 0), -l LENGTH bytes (default: to
+  the end), with suffixes K, M, G, T. Exit status 1 on any error.`
 
 interface Given {
   readonly check: boolean
@@ -289,15 +280,25 @@ const handler = (name: string, zero: boolean) => (o: Given) =>
  */
 export const discard = Command.make(
   "discard",
-  {
-    ...shared,
-    zero: Options.boolean("zero").pipe(
-      Options.withAlias("z"),
-      Options.withDescription("write allocated zeroes instead of discarding (as zero)")
-    )
-  },
+  { ...shared, zero: CliHelp.boolean("zero").pipe(Flag.withAlias("z")) },
   (o) => handler(o.zero || o.fastZero ? "zero" : "discard", o.zero)(o)
-).pipe(Command.withDescription("discard a range of an export, all of it by default (like nbddiscard)"))
+).pipe(
+  Command.withDescription(`Discard all data (or a range) of an NBD export, like nbddiscard:
+
+  Frees the range with NBD_CMD_TRIM (a server without trim keeps its data,
+  with a warning that -q silences); -z writes allocated zeroes instead, as
+  effect-nbd zero does, and --fast-zero (which implies -z) zeroes with
+  NBD_CMD_FLAG_FAST_ZERO, failing at once if the server cannot zero fast.
+  -c changes nothing: exit status 0 if the range is already sparse (with -z:
+  reads as zeroes), 2 if not. -v says what is done.
+  ${rangeText}`),
+  Command.withShortDescription("discard a range of an export, all of it by default (like nbddiscard)"),
+  Command.withExamples([
+    { command: "effect-nbd discard nbd://localhost" },
+    { command: "effect-nbd discard -y -o 1M -l 64K nbd://localhost" },
+    { command: "effect-nbd discard --check nbd://localhost" }
+  ])
+)
 
 /**
  * The `zero` subcommand (nbdzero).
@@ -305,5 +306,18 @@ export const discard = Command.make(
  * @category commands
  */
 export const zero = Command.make("zero", shared, handler("zero", true)).pipe(
-  Command.withDescription("zero a range of an export, all of it by default (like nbdzero)")
+  Command.withDescription(`Zero all data (or a range) of an NBD export, like nbdzero:
+
+  Replaces the range with allocated zeroes: NBD_CMD_WRITE_ZEROES with
+  NO_HOLE, or zeroes written as data when the server cannot zero.
+  --fast-zero zeroes with NBD_CMD_FLAG_FAST_ZERO, failing at once if the
+  server cannot zero fast. -c changes nothing: exit status 0 if the range
+  already reads as zeroes, 2 if not. -v says what is done.
+  ${rangeText}`),
+  Command.withShortDescription("zero a range of an export, all of it by default (like nbdzero)"),
+  Command.withExamples([
+    { command: "effect-nbd zero nbd://localhost" },
+    { command: "effect-nbd zero -y --fast-zero -o 1M -l 64K nbd://localhost" },
+    { command: "effect-nbd zero --check nbd://localhost" }
+  ])
 )

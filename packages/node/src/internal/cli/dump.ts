@@ -3,10 +3,10 @@
  *
  * @since 0.1.0
  */
-import * as Command from "@effect/cli/Command"
-import * as Options from "@effect/cli/Options"
 import { Nbd } from "@effect-nbd/core"
 import * as Effect from "effect/Effect"
+import * as Command from "effect/cli/Command"
+import * as Flag from "effect/cli/Flag"
 import * as Option from "effect/Option"
 import * as Common from "./common.js"
 
@@ -56,11 +56,7 @@ const allZero = (h: Nbd.Handle, offset: bigint, count: number) =>
 export const command = Command.make(
   "dump",
   {
-    length: Options.text("length").pipe(
-      Options.withAlias("n"),
-      Options.withDescription("dump at most N bytes (suffixes K, M, G allowed)"),
-      Options.optional
-    ),
+    length: Flag.String("length").pipe(Flag.withAlias("n"), Flag.withMetavar("N"), Flag.optional),
     uri: Common.optionalUri
   },
   (o) =>
@@ -106,4 +102,16 @@ export const command = Command.make(
         }
       })
     )
-).pipe(Command.withDescription("hex dump an export (like nbddump)"))
+).pipe(
+  Command.withDescription(`Hexdump the content of a disk over NBD, like nbddump:
+
+  -n N dumps at most N bytes (suffixes K, M, G). [ CMD ARGS ... ] starts a
+  server by socket activation; -- CMD ARGS ... runs one on stdin/stdout.
+  Without a URI: an embedded test server (1M).`),
+  Command.withShortDescription("hex dump an export (like nbddump)"),
+  Command.withExamples([
+    { command: "effect-nbd dump nbd://localhost" },
+    { command: "effect-nbd dump -n 4K -- nbdkit -s memory 1G" },
+    { command: "effect-nbd dump -- [ qemu-nbd -r -f qcow2 file.qcow2 ]" }
+  ])
+)

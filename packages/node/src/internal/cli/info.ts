@@ -3,12 +3,14 @@
  *
  * @since 0.1.0
  */
-import * as Command from "@effect/cli/Command"
-import * as Options from "@effect/cli/Options"
 import { Nbd, NbdUri } from "@effect-nbd/core"
 import type { NbdError } from "@effect-nbd/core"
+import * as CliHelp from "@effect-nbd/test-server/CliHelp"
 import * as Effect from "effect/Effect"
+import * as Command from "effect/cli/Command"
+import * as Flag from "effect/cli/Flag"
 import * as Option from "effect/Option"
+import * as Result from "effect/Result"
 import type * as Scope from "effect/Scope"
 import { execFile } from "node:child_process"
 import * as Fs from "node:fs"
@@ -105,7 +107,7 @@ const probeContent = (h: Nbd.Handle, size: bigint, explicit: boolean): Effect.Ef
     return yield* Effect.acquireUseRelease(
       Effect.sync(() => Fs.mkdtempSync(Path.join(Os.tmpdir(), "effect-nbd-content-"))),
       (dir) =>
-        Effect.async<string | undefined>((resume) => {
+        Effect.callback<string | undefined>((resume) => {
           const file = Path.join(dir, "content")
           Fs.writeFileSync(file, data)
           execFile("file", ["-b", file], (error, stdout) => {
@@ -141,7 +143,7 @@ const gather = (
   explicit = false
 ): Effect.Effect<ExportFacts, NbdError.NbdError> =>
   Effect.gen(function* () {
-    if (yield* Nbd.aioIsNegotiating(h)) yield* Effect.orElse(Nbd.optInfo(h), () => Nbd.optGo(h))
+    if (yield* Nbd.aioIsNegotiating(h)) yield* Effect.catch(Nbd.optInfo(h), () => Nbd.optGo(h))
     const size = yield* Nbd.getSize(h)
     const uri = yield* optional(uriOf(h))
     const name = (yield* optional(Nbd.getCanonicalExportName(h))) ?? (yield* Nbd.getExportName(h))
@@ -371,11 +373,46 @@ const testFeature = (uri: string, text: string, negated: boolean): Effect.Effect
     const feature = features[name]!
     const h = yield* Common.connect(uri, { optMode: true })
     if (yield* Nbd.aioIsNegotiating(h)) {
-      const info = yield* Effect.either(Nbd.optInfo(h))
-      if (feature.export && info._tag === "Left") return yield* info.left
+      const info = yield* Effect.result(Nbd.optInfo(h))
+      if (feature.export && Result.isFailure(info)) return yield* Effect.fail(info.failure)
     }
     return yield* answer(yield* feature.question(h), negated)
   })
+
+/** nbdinfo's spellings of `--can` (`--is`, `--has`, `--have`: the one question) and of `--cannot`. */
+const canAliases = ["is", "has", "have"]
+const cannotAliases = [
+  "can-not",
+  "cant",
+  "isnt",
+  "isnot",
+  "is-not",
+  "hasnt",
+  "hasnot",
+  "has-not",
+  "havent",
+  "havenot",
+  "have-not"
+]
+
+const withAliases =
+  (aliases: ReadonlyArray<string>) =>
+  <A>(flag: Flag.Flag<A>): Flag.Flag<A> =>
+    aliases.reduce((f, alias) => Flag.withAlias(f, alias), flag)
+
+const description = `Display information and metadata about NBD servers and exports, like nbdinfo:
+
+  --map alone maps base:allocation; qemu's contexts work too (qemu:dirty-bitmap:NAME,
+  qemu:allocation-depth). --can FEATURE (or --is, --has, --have) exits 0 when true,
+  2 when false, 1 on error; --cannot (--isnt, --hasnt, --cant, ...) 0 when false, 2
+  when true. As in nbdinfo, they are one question: each takes any feature of
+  ${Object.keys(features).join(", ")}, or a meta context
+  (base:allocation, qemu:dirty-bitmap:NAME). connect: the handshake works; open:
+  the server opens the export; read: always, once connected; write: not
+  read-only; tls: TLS was negotiated. --content (the default without --list) runs
+  the first 8K through file(1). [ CMD ARGS ... ] starts a server by socket
+  activation (nbdkit memory 1G); -- CMD ARGS ... runs a server on stdin/stdout
+  (nbdkit -s memory 1G). Without a URI: an embedded test server (1M).`
 
 /**
  * The `info` subcommand.
@@ -385,26 +422,15 @@ const testFeature = (uri: string, text: string, negated: boolean): Effect.Effect
 export const command = Command.make(
   "info",
   {
-    json: Options.boolean("json").pipe(Options.withDescription("print JSON, as nbdinfo --json")),
-    list: Options.boolean("list").pipe(Options.withAlias("L"), Options.withDescription("show every export")),
-    map: Options.text("map").pipe(
-      Options.withDescription("print the extents of a meta context (--map alone: base:allocation)"),
-      Options.optional
-    ),
-    size: Options.boolean("size").pipe(Options.withDescription("print only the size in bytes")),
-    can: Options.text("can").pipe(
-      Options.withDescription(
-        `exit 0 if the export can FEATURE, 2 if not (--is, --has: the same; ${Object.keys(features).join(", ")}, or a meta context)`
-      ),
-      Options.optional
-    ),
-    cannot: Options.text("cannot").pipe(
-      Options.withDescription("exit 0 if the export cannot FEATURE, 2 if it can (--isnt, --hasnt: the same)"),
-      Options.optional
-    ),
-    totals: Options.boolean("totals").pipe(Options.withDescription("with --map: bytes per type")),
-    content: Options.boolean("content").pipe(Options.withDescription("probe the content with file(1)")),
-    noContent: Options.boolean("no-content").pipe(Options.withDescription("do not probe the content")),
+    json: CliHelp.boolean("json"),
+    list: CliHelp.boolean("list").pipe(Flag.withAlias("L")),
+    map: Flag.String("map").pipe(Flag.withOptionalValue("base:allocation"), Flag.withMetavar("CONTEXT"), Flag.optional),
+    size: CliHelp.boolean("size"),
+    can: Flag.String("can").pipe(withAliases(canAliases), Flag.withMetavar("FEATURE"), Flag.optional),
+    cannot: Flag.String("cannot").pipe(withAliases(cannotAliases), Flag.withMetavar("FEATURE"), Flag.optional),
+    totals: CliHelp.boolean("totals"),
+    content: CliHelp.boolean("content"),
+    noContent: CliHelp.boolean("no-content"),
     uri: Common.optionalUri
   },
   (o) =>
@@ -419,6 +445,8 @@ export const command = Command.make(
           return yield* new Common.CliError({ message: "you must use --totals only with --map option (EINVAL)" })
         if (o.content && o.noContent)
           return yield* new Common.CliError({ message: "you cannot use --content and --no-content together (EINVAL)" })
+        if (Option.isSome(o.map) && o.map.value === "")
+          return yield* new Common.CliError({ message: "--map=: the meta context name is empty (EINVAL)" })
         const uri = yield* Common.uriOrEmbedded(o.uri)
         if (Option.isSome(o.can)) return yield* testFeature(uri, o.can.value, false)
         if (Option.isSome(o.cannot)) return yield* testFeature(uri, o.cannot.value, true)
@@ -447,4 +475,18 @@ export const command = Command.make(
         yield* Common.writeStdout(output)
       })
     )
-).pipe(Command.withDescription("show information about an NBD server and its exports (like nbdinfo)"))
+).pipe(
+  Command.withDescription(description),
+  Command.withShortDescription("show information about an NBD server and its exports (like nbdinfo)"),
+  Command.withExamples([
+    { command: "effect-nbd info nbd://localhost" },
+    { command: 'effect-nbd info "nbd+unix:///?socket=/tmp/unixsock"' },
+    { command: "effect-nbd info --size nbd://example.com" },
+    { command: "effect-nbd info --can connect nbd://example.com" },
+    { command: "effect-nbd info --has extended-headers nbd://example.com" },
+    { command: "effect-nbd info --map --totals nbd://example.com" },
+    { command: "effect-nbd info --list --json nbd://example.com" },
+    { command: "effect-nbd info -- nbdkit -s memory 1G" },
+    { command: "effect-nbd info --map -- [ qemu-nbd -r -f qcow2 file.qcow2 ]" }
+  ])
+)
