@@ -119,6 +119,8 @@ export const serve = (settings: Settings.Settings, conn: Net.Socket): Effect.Eff
 
     const session = new Session.Session(settings, flow, send, fork, end, startTls)
     listen(conn)
+    // A socket server hands over its connections paused, so that no byte is lost before a reader is there.
+    conn.resume()
 
     session.start()
 
