@@ -3,7 +3,7 @@ import * as Cause from "effect/Cause"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
-import * as Runtime from "effect/Runtime"
+import type * as Context from "effect/Context"
 import { BufferPool } from "../src/internal/transfer/bufferPool.js"
 import { copyRandom } from "../src/internal/transfer/copyLoop.js"
 import { Planner } from "../src/internal/transfer/planner.js"
@@ -33,7 +33,7 @@ const fill = (offset: number, into: Uint8Array): void => {
  * A reader of `SIZE` bytes whose byte at offset o is o & 0xff, ending its reads before `read` returns, later
  * (a callback that cannot be stopped, as positional file I/O), or as an effect in a fiber of its own.
  */
-const reader = (timing: Timing, runtime: Runtime.Runtime<never>): Reader<string> => ({
+const reader = (timing: Timing, runtime: Context.Context<never>): Reader<string> => ({
   size: SIZE,
   lanes: 1,
   maxRequest: PIECE,
@@ -65,7 +65,7 @@ const reader = (timing: Timing, runtime: Runtime.Runtime<never>): Reader<string>
 })
 
 /** A writer that records what it is given, its writes run as effects; `write` may be replaced to fail or die. */
-const recorder = (runtime: Runtime.Runtime<never>, write?: (offset: number) => Effect.Effect<void, string>) => {
+const recorder = (runtime: Context.Context<never>, write?: (offset: number) => Effect.Effect<void, string>) => {
   const seen = new Map<number, Uint8Array>()
   const writer: Writer<string> = {
     lanes: 1,
@@ -98,7 +98,7 @@ const run = (r: Reader<string>, w: Writer<string>, requests = 4) =>
 describe("copyRandom", () => {
   it.live("moves every piece once, with the right bytes, whether I/O ends at once, later or as an effect", () =>
     Effect.gen(function* () {
-      const runtime = yield* Effect.runtime<never>()
+      const runtime = yield* Effect.context<never>()
       for (const timing of ["at once", "later", "effect"] as const) {
         const { seen, writer } = recorder(runtime)
         yield* run(reader(timing, runtime), writer)
@@ -114,7 +114,7 @@ describe("copyRandom", () => {
     Effect.gen(function* () {
       let inFlight = 0
       let most = 0
-      const runtime = yield* Effect.runtime<never>()
+      const runtime = yield* Effect.context<never>()
       const { writer } = recorder(runtime, (offset) =>
         Effect.suspend(() => {
           inFlight++
@@ -135,7 +135,7 @@ describe("copyRandom", () => {
   it.live("a side whose effect dies ends the copy with that defect, after what is in flight", () =>
     Effect.gen(function* () {
       let pending = 0
-      const runtime = yield* Effect.runtime<never>()
+      const runtime = yield* Effect.context<never>()
       const { writer } = recorder(runtime, (offset) =>
         offset === 2 * PIECE
           ? Effect.die(new Error("boom"))
@@ -148,7 +148,7 @@ describe("copyRandom", () => {
             })
       )
       const exit = yield* Effect.exit(run(reader("later", runtime), writer))
-      expect(Exit.isFailure(exit) && Cause.isDie(exit.cause)).toBe(true)
+      expect(Exit.isFailure(exit) && Cause.hasDies(exit.cause)).toBe(true)
       expect(pending).toBe(0)
     })
   )
@@ -156,7 +156,7 @@ describe("copyRandom", () => {
   it.live("an interrupted copy waits for the I/O that cannot be stopped", () =>
     Effect.gen(function* () {
       let running = 0
-      const runtime = yield* Effect.runtime<never>()
+      const runtime = yield* Effect.context<never>()
       const slow: Reader<string> = {
         ...reader("later", runtime),
         read: (_lane, _offset, _length, into, done) => {
@@ -168,7 +168,7 @@ describe("copyRandom", () => {
           return uncancellable
         }
       }
-      const fiber = yield* Effect.fork(run(slow, recorder(runtime).writer))
+      const fiber = yield* Effect.forkChild(run(slow, recorder(runtime).writer))
       yield* Effect.sleep("10 millis")
       expect(running).toBe(4)
       yield* Fiber.interrupt(fiber)
@@ -178,7 +178,7 @@ describe("copyRandom", () => {
 
   it.live("an interrupted copy stops the I/O that can be stopped, at once, and never hears from it again", () =>
     Effect.gen(function* () {
-      const runtime = yield* Effect.runtime<never>()
+      const runtime = yield* Effect.context<never>()
       const started: Array<() => void> = []
       let cancelled = 0
       const stoppable: Reader<string> = {
@@ -199,11 +199,12 @@ describe("copyRandom", () => {
         }
       }
       const { seen, writer } = recorder(runtime)
-      const fiber = yield* Effect.fork(run(stoppable, writer))
+      const fiber = yield* Effect.forkChild(run(stoppable, writer))
       yield* Effect.sleep("10 millis")
       expect(started.length).toBe(4)
-      const exit = yield* Fiber.interrupt(fiber)
-      expect(Exit.isInterrupted(exit)).toBe(true)
+      yield* Fiber.interrupt(fiber)
+      const exit = yield* Fiber.await(fiber)
+      expect(Exit.hasInterrupts(exit)).toBe(true)
       expect(cancelled).toBe(4)
       // Replies that come after the interruption go nowhere: nothing is written, nothing more is read.
       for (const reply of started) reply()

@@ -4,7 +4,7 @@ import * as Effect from "effect/Effect"
 import { inspect } from "node:util"
 
 describe("a handle is a value", () => {
-  it.scoped("it inspects and serialises as its name and state, and pipes", () =>
+  it.effect("it inspects and serialises as its name and state, and pipes", () =>
     Effect.gen(function* () {
       const h = yield* Nbd.make({ handleName: "disk0" })
       expect(Nbd.isHandle(h)).toBe(true)

@@ -40,15 +40,15 @@ describe("InFlight", () => {
     Effect.gen(function* () {
       const running = { count: 0 }
       const file = new InFlight<never, number>(new Set()).begin(fileLike(running, 50))
-      const fiber = yield* Effect.fork(file.wait)
+      const fiber = yield* Effect.forkChild(file.wait)
       yield* Effect.sleep("5 millis")
-      expect(Exit.isInterrupted(yield* Fiber.interrupt(fiber))).toBe(true)
+      expect(Exit.hasInterrupts(yield* Effect.andThen(Fiber.interrupt(fiber), Fiber.await(fiber)))).toBe(true)
       expect(running.count).toBe(0)
       const stopped = { count: 0 }
       const command = new InFlight<never, number>(new Set()).begin(commandLike(stopped))
-      const waiting = yield* Effect.fork(command.wait)
+      const waiting = yield* Effect.forkChild(command.wait)
       yield* Effect.sleep("5 millis")
-      expect(Exit.isInterrupted(yield* Fiber.interrupt(waiting))).toBe(true)
+      expect(Exit.hasInterrupts(yield* Effect.andThen(Fiber.interrupt(waiting), Fiber.await(waiting)))).toBe(true)
       expect(stopped.count).toBe(1)
     })
   )

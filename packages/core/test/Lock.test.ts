@@ -18,7 +18,7 @@ describe("the copy's lock", () => {
               inside++
               most = Math.max(most, inside)
               order.push(i)
-              yield* Effect.yieldNow()
+              yield* Effect.yieldNow
               inside--
             })
           ),
@@ -32,11 +32,11 @@ describe("the copy's lock", () => {
   it.effect("is given back when the holder fails, and a waiter interrupted while waiting takes nothing", () =>
     Effect.gen(function* () {
       const lock = new Lock()
-      expect((yield* Effect.either(lock.with(Effect.fail("boom"))))._tag).toBe("Left")
-      const holder = yield* Effect.fork(lock.with(Effect.never))
-      yield* Effect.yieldNow()
-      const waiter = yield* Effect.fork(lock.with(Effect.succeed("never ran")))
-      yield* Effect.yieldNow()
+      expect((yield* Effect.result(lock.with(Effect.fail("boom"))))._tag).toBe("Failure")
+      const holder = yield* Effect.forkChild(lock.with(Effect.never))
+      yield* Effect.yieldNow
+      const waiter = yield* Effect.forkChild(lock.with(Effect.succeed("never ran")))
+      yield* Effect.yieldNow
       yield* Fiber.interrupt(waiter)
       yield* Fiber.interrupt(holder)
       expect(yield* lock.with(Effect.succeed("free again"))).toBe("free again")

@@ -105,7 +105,7 @@ const bad: ReadonlyArray<readonly [string, Bad]> = [
 
 describe("Nbd.make checks every setting as its setter does", () => {
   for (const [what, { errno, setter, settings }] of bad) {
-    it.scoped(`${what}: make fails ${errno}, as the setter does`, () =>
+    it.effect(`${what}: make fails ${errno}, as the setter does`, () =>
       Effect.gen(function* () {
         const error = yield* Effect.flip(Nbd.make(settings))
         expect(error._tag).toBe("InvalidArgumentError")
@@ -119,7 +119,7 @@ describe("Nbd.make checks every setting as its setter does", () => {
     )
   }
 
-  it.scoped("the issue's example is refused as a whole", () =>
+  it.effect("the issue's example is refused as a whole", () =>
     Effect.gen(function* () {
       const error = yield* Effect.flip(
         Nbd.make({
@@ -134,7 +134,7 @@ describe("Nbd.make checks every setting as its setter does", () => {
     })
   )
 
-  it.scoped("an unknown setting is refused", () =>
+  it.effect("an unknown setting is refused", () =>
     Effect.gen(function* () {
       const error = yield* Effect.flip(Nbd.make(unchecked<Nbd.Settings>({ exportname: "typo" })))
       expect(error.errno).toBe("EINVAL")
@@ -142,7 +142,7 @@ describe("Nbd.make checks every setting as its setter does", () => {
     })
   )
 
-  it.scoped("good settings are taken, and the getters give them back", () =>
+  it.effect("good settings are taken, and the getters give them back", () =>
     Effect.gen(function* () {
       const h = yield* Nbd.make({
         exportName: "é".repeat(2048),

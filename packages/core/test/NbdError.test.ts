@@ -60,7 +60,9 @@ describe("NbdError", () => {
           return yield* error
         })
       )
-      expect(Exit.isFailure(exit) && exit.cause._tag === "Fail" && exit.cause.error).toBe(error)
+      const reasons = Exit.isFailure(exit) ? exit.cause.reasons : []
+      expect(reasons).toHaveLength(1)
+      expect(reasons[0]?._tag === "Fail" && reasons[0].error).toBe(error)
     })
   }
 

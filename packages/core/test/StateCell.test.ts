@@ -1,5 +1,4 @@
 import { describe, expect, it } from "@effect/vitest"
-import * as Chunk from "effect/Chunk"
 import * as Deferred from "effect/Deferred"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
@@ -18,7 +17,7 @@ const deadWith = (n: number): HandleState.HandleState =>
 const collect = (cell: StateCell, count: number) =>
   Effect.gen(function* () {
     const subscribed = yield* Deferred.make<void>()
-    const fiber = yield* Effect.fork(
+    const fiber = yield* Effect.forkChild(
       cell.changes.pipe(
         Stream.tap(() => Deferred.succeed(subscribed, undefined)),
         Stream.take(count),
@@ -26,7 +25,7 @@ const collect = (cell: StateCell, count: number) =>
       )
     )
     yield* Deferred.await(subscribed)
-    return Effect.map(Fiber.join(fiber), Chunk.toReadonlyArray)
+    return Fiber.join(fiber)
   })
 
 describe("the handle's state cell", () => {
@@ -50,8 +49,8 @@ describe("the handle's state cell", () => {
       yield* Effect.forEach(
         Array.from({ length: 40 }, (_, n) => n),
         (n) =>
-          Effect.zipRight(
-            Effect.yieldNow(),
+          Effect.andThen(
+            Effect.yieldNow,
             cell.modify((): readonly [void, HandleState.HandleState] => {
               const next = deadWith(n)
               made.push(next)

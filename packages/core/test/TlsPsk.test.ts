@@ -1,6 +1,6 @@
 import { describe, expect, it } from "@effect/vitest"
 import { TlsPsk } from "@effect-nbd/core"
-import * as Either from "effect/Either"
+import * as Result from "effect/Result"
 import * as Option from "effect/Option"
 import { execFileSync } from "node:child_process"
 import * as Fs from "node:fs"
@@ -11,14 +11,14 @@ const hex = (bytes: Uint8Array): string => Buffer.from(bytes).toString("hex")
 
 const keysOf = (text: string) => {
   const parsed = TlsPsk.parse(text)
-  if (Either.isLeft(parsed)) throw new Error(`unexpected ${parsed.left.message}`)
-  return parsed.right.map((k) => ({ username: k.username, key: hex(k.key), line: k.line }))
+  if (Result.isFailure(parsed)) throw new Error(`unexpected ${parsed.failure.message}`)
+  return parsed.success.map((k) => ({ username: k.username, key: hex(k.key), line: k.line }))
 }
 
 const errorOf = (text: string) => {
   const parsed = TlsPsk.parse(text)
-  if (Either.isRight(parsed)) throw new Error("expected a parse error")
-  return { _tag: parsed.left._tag, line: parsed.left.line, message: parsed.left.message }
+  if (Result.isSuccess(parsed)) throw new Error("expected a parse error")
+  return { _tag: parsed.failure._tag, line: parsed.failure.line, message: parsed.failure.message }
 }
 
 describe("TlsPsk.parse", () => {
@@ -73,7 +73,7 @@ describe("TlsPsk.parse", () => {
 
 describe("TlsPsk.find", () => {
   it("gives the first entry of a name, as GnuTLS does, and none for an unknown name", () => {
-    const parsed = Either.getOrThrow(TlsPsk.parse("alice:01\nbob:02\nalice:03\n"))
+    const parsed = Result.getOrThrow(TlsPsk.parse("alice:01\nbob:02\nalice:03\n"))
     expect(Option.map(TlsPsk.find(parsed, "alice"), (k) => hex(k.key))).toEqual(Option.some("01"))
     expect(Option.isNone(TlsPsk.find(parsed, "carol"))).toBe(true)
     // A name is matched whole, not as a prefix.
