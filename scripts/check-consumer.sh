@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The packages share their consumer's Effect. Packs core, node and test-server as they would be published,
-# installs the tarballs with npm into a scratch project outside the workspace that pins another effect 3.x
-# patch than the workspace does, and checks there:
+# installs the tarballs with npm into a scratch project outside the workspace that takes effect and
+# @effect/platform-node as npm resolves them today (or the versions given), and checks there:
 #   - npm accepts the peers (--strict-peer-deps), and node_modules holds one copy of effect and of each of our
 #     packages, effect at the consumer's version;
 #   - a program using Nbd.make, TestServer.layer and NodeNbd.connectUri typechecks (tsc, strict, NodeNext)
@@ -10,19 +10,17 @@
 #   - the packages' exports block ./internal/* (for tsc and for node) and ./bin (node: importing a bin must not run
 #     it), and export ./package.json;
 #   - the bins (bin/NAME.cjs, loading the launcher dist/cli/NAME.cjs) run the esbuild bundles, which carry what
-#     they need: effect-nbd runs its embedded server even with effect and @effect-nbd/test-server moved away,
-#     and @effect/cli (bundled) is not installed at all; effect-nbd-server --run works; a second run uses the
-#     V8 code cache the first wrote ($XDG_CACHE_HOME).
-# Environment: EFFECT_VERSION (default 3.22.3); PLATFORM_VERSION, PLATFORM_NODE_VERSION to pin those too (the
-# bottom of our ranges: EFFECT_VERSION=3.22.1 PLATFORM_VERSION=0.97.1 PLATFORM_NODE_VERSION=0.108.1);
-# SKIP_BUILD=1 to reuse dist/; KEEP=1 to keep the scratch dir.
+#     they need: effect-nbd runs its embedded server even with effect and @effect-nbd/test-server moved away;
+#     effect-nbd-server --run works; a second run uses the V8 code cache the first wrote ($XDG_CACHE_HOME).
+# Environment: EFFECT_VERSION and PLATFORM_NODE_VERSION (default ^4.1: what npm resolves today; the bottom of
+# our ranges is EFFECT_VERSION=4.1.0 PLATFORM_NODE_VERSION=4.1.0); SKIP_BUILD=1 to reuse dist/; KEEP=1 to keep
+# the scratch dir.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 started=$SECONDS
-effect_version="${EFFECT_VERSION:-3.22.3}"
-platform_version="${PLATFORM_VERSION:-^0.97.0}"
-platform_node_version="${PLATFORM_NODE_VERSION:-^0.108.0}"
+effect_version="${EFFECT_VERSION:-^4.1}"
+platform_node_version="${PLATFORM_NODE_VERSION:-^4.1}"
 
 fail() {
   echo "check-consumer: FAIL: $*" >&2
@@ -33,8 +31,6 @@ step() { echo "check-consumer: $* ($((SECONDS - started))s)"; }
 workspace_effect=$(node -p 'require("./packages/core/package.json").devDependencies.effect')
 typescript_version=$(node -p 'require("./package.json").devDependencies.typescript')
 types_node_version=$(node -p 'require("./package.json").devDependencies["@types/node"]')
-[ "$effect_version" != "$workspace_effect" ] ||
-  fail "EFFECT_VERSION $effect_version is the workspace's own; pick another 3.x patch"
 
 work=$(mktemp -d "${TMPDIR:-/tmp}/effect-nbd-consumer.XXXXXX")
 case "$work/" in "$root"/*) fail "scratch dir $work is inside the workspace" ;; esac
@@ -69,7 +65,10 @@ for t in "$core" "$node" "$server"; do
   node -e '
     const p = JSON.parse(process.argv[1])
     if ((p.dependencies ?? {}).effect !== undefined) throw new Error(p.name + ": effect is a dependency")
-    if (!/^\^3\./.test((p.peerDependencies ?? {}).effect ?? "")) throw new Error(p.name + ": no ^3 peer on effect")
+    if (!/^\^4\./.test((p.peerDependencies ?? {}).effect ?? "")) throw new Error(p.name + ": no ^4 peer on effect")
+    for (const dep of ["@effect/platform", "@effect/cli"])
+      if ((p.peerDependencies ?? {})[dep] !== undefined || (p.dependencies ?? {})[dep] !== undefined)
+        throw new Error(p.name + ": depends on " + dep + ", which has no Effect 4 version")
     if (p.exports["./package.json"] !== "./package.json") throw new Error(p.name + ": ./package.json is not exported")
     for (const bin of Object.values(p.bin ?? {}))
       if (!/^\.\/bin\/[^/]+\.cjs$/.test(bin)) throw new Error(p.name + ": bin " + bin + " is not a launcher in bin/")
@@ -92,7 +91,6 @@ cat >package.json <<EOF
     "@effect-nbd/core": "file:$core",
     "@effect-nbd/node": "file:$node",
     "@effect-nbd/test-server": "file:$server",
-    "@effect/platform": "$platform_version",
     "@effect/platform-node": "$platform_node_version",
     "effect": "$effect_version"
   },
@@ -164,16 +162,21 @@ npm install --no-audit --no-fund --strict-peer-deps --loglevel=error >npm-instal
 
 step "checking node_modules"
 copies() { find . -path "*/node_modules/$1/package.json"; }
-for p in effect @effect/platform @effect/platform-node @effect-nbd/core @effect-nbd/node @effect-nbd/test-server; do
+for p in effect @effect/platform-node @effect-nbd/core @effect-nbd/node @effect-nbd/test-server; do
   n=$(copies "$p" | wc -l)
   [ "$n" -eq 1 ] || fail "$n copies of $p: $(copies "$p" | tr '\n' ' ')"
 done
 installed=$(node -p 'require("effect/package.json").version')
-[ "$installed" = "$effect_version" ] || fail "effect is $installed, not $effect_version"
+case "$installed" in 4.*) ;; *) fail "effect is $installed, not a 4.x" ;; esac
+case "$effect_version" in [0-9]*) [ "$installed" = "$effect_version" ] || fail "effect is $installed, not $effect_version" ;; esac
 npm ls effect --all >npm-ls.txt 2>&1 || {
   cat npm-ls.txt >&2
   fail "npm ls effect"
 }
+# Every package that needs effect sees the same one ("deduped" below the first).
+versions=$(grep -oE 'effect@[0-9][^ ]*' npm-ls.txt | sort -u)
+[ "$versions" = "effect@$installed" ] || fail "npm ls effect shows $(tr '\n' ' ' <<<"$versions")"
+sed 's/^/  /' npm-ls.txt
 
 # The packages' internals are not importable, by tsc or by node.
 # One internal module, by its path under internal/ (the modules sit in folders by layer).
@@ -211,7 +214,6 @@ done
 
 step "the bins"
 export XDG_CACHE_HOME="$work/cache"
-[ ! -e node_modules/@effect/cli ] || fail "@effect/cli was installed: the bin bundles it, nothing else needs it"
 out=$(node_modules/.bin/effect-nbd info) || fail "effect-nbd info (embedded server) exited $?"
 grep -q "export-size" <<<"$out" || fail "effect-nbd info printed: $out"
 # The bundle carries effect and the embedded server: it runs with neither installed.
@@ -231,4 +233,4 @@ if node -e 'process.exit(typeof require("node:module").enableCompileCache === "f
   [ "$(node_modules/.bin/effect-nbd info --size)" = 1048576 ] || fail "effect-nbd info --size from its code cache"
 fi
 
-step "OK: one copy of effect $effect_version (workspace: $workspace_effect)"
+step "OK: one copy of effect $installed (asked for $effect_version; workspace: $workspace_effect)"
