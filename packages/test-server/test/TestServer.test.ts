@@ -1,6 +1,8 @@
-import { describe, expect, it } from "@effect/vitest"
+import { describe, expect, it, layer } from "@effect/vitest"
 import { Backend, Filter, TestServer } from "@effect-nbd/test-server"
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
+import * as Layer from "effect/Layer"
 import { createHash, randomBytes } from "node:crypto"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
@@ -486,6 +488,75 @@ describe("TestServer against libnbd's tools", () => {
       const error = yield* Effect.flip(Effect.scoped(TestServer.make({ exports: [{ name: "", size: -1 }] })))
       expect(error._tag).toBe("TestServerError")
       expect(error.reason).toBe("Config")
+    })
+  )
+})
+
+/** One layer value, provided several times below. */
+const oneMiB = TestServer.layer({ exports: [{ name: "", size: 1 << 20 }] })
+
+/** The export size nbdinfo reads from the server of the context: it is up and serving. */
+const servedSize = Effect.flatMap(Effect.service(TestServer.TestServer), (server) =>
+  Effect.map(nbdinfoJson(server.uri), (info) => firstExport(info)["export-size"])
+)
+
+/** What a layer built beside the server saw of it. */
+class SeenUri extends Context.Service<SeenUri, string>()("test/SeenUri") {}
+
+describe("TestServer.layer: one server per provide", () => {
+  it.live("two Effect.provide of the same layer value give two servers, each serving", () =>
+    Effect.gen(function* () {
+      const outer = yield* TestServer.TestServer
+      const inner = yield* Effect.provide(
+        Effect.gen(function* () {
+          const inner = yield* TestServer.TestServer
+          expect(yield* servedSize).toBe(1 << 20)
+          return inner
+        }),
+        oneMiB
+      )
+      expect(inner.uri).not.toBe(outer.uri)
+      expect(yield* servedSize).toBe(1 << 20)
+    }).pipe(Effect.provide(oneMiB))
+  )
+
+  it.live("one build shares one server wherever the layer appears in it", () =>
+    Effect.gen(function* () {
+      const server = yield* TestServer.TestServer
+      expect(yield* SeenUri).toBe(server.uri)
+    }).pipe(
+      Effect.provide(
+        Layer.merge(
+          oneMiB,
+          Layer.effect(
+            SeenUri,
+            Effect.map(Effect.service(TestServer.TestServer), (s) => s.uri)
+          ).pipe(Layer.provide(oneMiB))
+        )
+      )
+    )
+  )
+})
+
+/** The URIs the tests of the block below saw, in order. */
+const blockUris: Array<string> = []
+
+layer(oneMiB)("TestServer.layer in a layer(...) block: its tests share one server", (it) => {
+  it.effect("the first test sees the block's server", () =>
+    Effect.gen(function* () {
+      const server = yield* TestServer.TestServer
+      expect(blockUris).toEqual([])
+      blockUris.push(server.uri)
+      expect(yield* servedSize).toBe(1 << 20)
+    })
+  )
+
+  it.effect("the second test sees the same server, still serving", () =>
+    Effect.gen(function* () {
+      const server = yield* TestServer.TestServer
+      expect(blockUris).toEqual([server.uri])
+      blockUris.push(server.uri)
+      expect(yield* servedSize).toBe(1 << 20)
     })
   )
 })
