@@ -200,7 +200,7 @@ const streamRead =
     return Effect.map(
       Stream.runFold(
         NbdStream.readStream(h, { length: size, requestSize: REQUEST_SIZE, requests: DEPTH }),
-        0,
+        () => 0,
         (n, chunk) => n + chunk.length
       ),
       (bytes) => ({ bytes, requests: Math.ceil(bytes / REQUEST_SIZE) })
@@ -243,8 +243,8 @@ const randomRead =
 const worker = (task: WorkerTask): Effect.Effect<ReadonlyArray<WorkerRun>, unknown> =>
   task.mode === "randread"
     ? Effect.map(session(task.uri, randomRead(task.seconds)), (r) => [r])
-    : Effect.zipRight(
-        task.warmupBytes > 0 ? session(task.uri, transferOf(task.mode, task.warmupBytes)) : Effect.void,
+    : Effect.andThen(
+        task.warmupBytes > 0 ? Effect.asVoid(session(task.uri, transferOf(task.mode, task.warmupBytes))) : Effect.void,
         Effect.forEach(Array.from({ length: task.reps }), () => session(task.uri, transferOf(task.mode)), {
           concurrency: 1
         })
@@ -270,7 +270,7 @@ const runTimed = (
   args: ReadonlyArray<string>,
   env?: Record<string, string>
 ): Effect.Effect<ProcessResult, BenchError> =>
-  Effect.async<ProcessResult, BenchError>((resume) => {
+  Effect.callback<ProcessResult, BenchError>((resume) => {
     const rssFile = Path.join(Os.tmpdir(), `effect-nbd-bench-rss-${process.pid}-${Crypto.randomUUID()}`)
     const t0 = performance.now()
     const child = spawn("/usr/bin/time", ["-f", "%M", "-o", rssFile, file, ...args], {
@@ -380,7 +380,7 @@ const startServer = (
       return { child, server: { name, uri: `nbd+unix:///?socket=${socket}`, pid: child.pid! } }
     }),
     ({ child }) =>
-      Effect.async<void>((resume) => {
+      Effect.callback<void>((resume) => {
         if (child.exitCode !== null || child.signalCode !== null) return resume(Effect.void)
         const timer = setTimeout(() => child.kill("SIGKILL"), 3000)
         child.once("exit", () => {

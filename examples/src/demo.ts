@@ -25,7 +25,7 @@ const program = Effect.gen(function* () {
   const h = yield* Nbd.make({ exportName: "disk", metaContexts: ["base:allocation"], fullInfo: true })
   const watcher = yield* Nbd.stateChanges(h).pipe(
     Stream.runForEach((s) => Console.log(`  state: ${describeState(s)}`)),
-    Effect.fork
+    Effect.forkChild
   )
 
   yield* Console.log("connecting (aioConnectSocket returns at once, the handshake runs in the background)")
