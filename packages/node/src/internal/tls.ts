@@ -171,16 +171,16 @@ export const startTls =
   (socket: NodeSocket.Upgradable, transportHost: string | undefined) =>
   (settings: Transport.TlsSettings): Effect.Effect<void, NbdError.NbdError> =>
     Effect.flatMap(connectionOptions(settings, transportHost), (options) =>
-      Effect.mapError(
-        socket.upgrade(options),
-        (error) =>
-          new NbdError.ConnectionError({
-            errno: "",
-            operation: OPERATION,
-            message: `tls handshake: ${error.cause instanceof Error ? error.cause.message : String(error.cause)}`,
-            cause: error.cause
-          })
-      )
+      Effect.mapError(socket.upgrade(options), (error) => {
+        // The TLS error itself is the reason's cause (a close reason carries none).
+        const cause = "cause" in error.reason ? error.reason.cause : error.reason
+        return new NbdError.ConnectionError({
+          errno: "",
+          operation: OPERATION,
+          message: `tls handshake: ${cause instanceof Error ? cause.message : String(cause)}`,
+          cause
+        })
+      })
     )
 
 /**
