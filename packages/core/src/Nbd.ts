@@ -157,7 +157,7 @@ export interface Settings {
    * const backup = Effect.scoped(
    *   Effect.gen(function* () {
    *     const h = yield* Nbd.make({
-   *       reconnect: Schedule.spaced("250 millis").pipe(Schedule.upTo("30 seconds")),
+   *       reconnect: Schedule.spaced("250 millis").pipe(Schedule.upTo({ duration: "30 seconds" })),
    *       openTimeout: "30 seconds"
    *     })
    *     yield* NodeNbd.connectUri(h, "nbd+unix:///?socket=/tmp/nbd.sock")

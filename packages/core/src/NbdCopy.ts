@@ -1,6 +1,6 @@
 /**
  * `copy(source, destination, options)`: nbdcopy as a library call. Either side is an NBD handle, an
- * `NbdPool` (multi-conn), a file (through @effect/platform's `FileSystem`) or an Effect stream; a
+ * `NbdPool` (multi-conn), a file (through Effect's `FileSystem`) or an Effect stream; a
  * destination may also be a sink or `discard` (nbdcopy's `null:`).
  *
  * Between random-access sides it works as nbdcopy does: connections × requests workers, each reading the

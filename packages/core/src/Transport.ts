@@ -12,6 +12,19 @@
  * A socket without the service connects in plaintext with no address: "allow" TLS stays in plaintext,
  * "require" fails with ENOTSUP, and `getUri` fails with EINVAL.
  *
+ * What a connection asks of the `Socket.Socket` itself:
+ *
+ * - it acquires the socket's `reader` once per connection (a reconnect acquires it again), and releases it
+ *   when the connection ends: a socket that opens its connection when its reader is acquired (as
+ *   `NodeSocket`'s do) opens one per acquisition, and closes it on release;
+ * - it hands every chunk of each batch `pull` gives to the decoder at once, before it pulls again, and the
+ *   decoder copies what it keeps: a socket may give views into a buffer it reuses, valid only until the
+ *   next `pull`. A `pull` that fails ends the connection: with `SocketCloseError` code 1000 (the server
+ *   closed the stream) cleanly, with anything else as a ConnectionError;
+ * - it writes each batch of requests with one `writeAll` (one corked write), and releases the writer's
+ *   scope after the end of writes (NBD_CMD_DISC), which must shut the write side (a FIN, as `NodeSocket`'s
+ *   writer does with `end()`): some servers close only once they see it.
+ *
  * @since 0.2.0
  */
 import * as Context from "effect/Context"

@@ -11,7 +11,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
-import * as Scope from "effect/Scope"
+import type * as Scope from "effect/Scope"
 import * as Socket from "effect/socket/Socket"
 import * as ClientCodec from "../../ClientCodec.js"
 import * as NbdError from "../../NbdError.js"
@@ -136,17 +136,19 @@ export class Connection {
   }
 
   /**
-   * Starts the reader and the writer on the socket, in the given scope: the reader is acquired in it (for a
-   * socket that connects on its first read, that is when it connects), the writer in a scope of its own
-   * inside it, which closes after the end of writes (the FIN after NBD_CMD_DISC). Cookies begin at
-   * `firstCookie`: a reconnect continues the numbering, so replayed commands keep theirs and new ones never
-   * collide.
+   * Starts the reader and the writer on the socket, as fibers in the given scope. Each holds its side of the
+   * socket in a scope of its own: the reader's (for a socket that connects when its reader is acquired, the
+   * connection itself) closes when the reader stops, so a reconnect never leaves the last connection open;
+   * the writer's closes after the end of writes, which shuts the write side (the FIN after NBD_CMD_DISC).
+   * Cookies begin at `firstCookie`: a reconnect continues the numbering, so replayed commands keep theirs and
+   * new ones never collide.
    */
   static start(h: Host, socket: Socket.Socket, scope: Scope.Scope, firstCookie = 1): Effect.Effect<Connection> {
     return Effect.gen(function* () {
       const conn = new Connection(h, yield* Deferred.make<void>(), firstCookie)
-      conn.readerFiber = yield* Scope.provide(socket.reader, scope).pipe(
-        Effect.flatMap((reader) => conn.readLoop(reader.pull)),
+      conn.readerFiber = yield* Effect.scoped(
+        Effect.flatMap(socket.reader, (reader) => conn.readLoop(reader.pull))
+      ).pipe(
         Effect.matchCauseEffect({
           onSuccess: () => conn.terminate(undefined),
           onFailure: (cause) => conn.terminate(Cause.squash(cause))
