@@ -8,6 +8,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fiber from "effect/Fiber"
 import * as Option from "effect/Option"
+import * as PlatformError from "effect/PlatformError"
 import * as Result from "effect/Result"
 import * as Sink from "effect/Sink"
 import * as Stream from "effect/Stream"
@@ -438,7 +439,10 @@ describe("NbdCopy.copy", () => {
       expect(seen.every((b) => b < BigInt(8 * MiB))).toBe(true)
       // A missing file fails with the file system's error.
       const missing = yield* Effect.result(NbdCopy.copy(NbdCopy.file("/nonexistent/disk.img"), NbdCopy.discard))
-      expect(Result.isFailure(missing) && missing.failure._tag).toBe("SystemError")
+      const notFound = Result.isFailure(missing) ? missing.failure : undefined
+      expect(notFound).toBeInstanceOf(PlatformError.PlatformError)
+      expect((notFound as PlatformError.PlatformError).reason).toBeInstanceOf(PlatformError.SystemError)
+      expect((notFound as PlatformError.PlatformError).reason._tag).toBe("NotFound")
       // A sink that fails: its error is the copy's.
       const refused = new Error("the sink refused")
       const failingSink = NbdCopy.toSink(Sink.forEach(() => Effect.fail(refused)))
