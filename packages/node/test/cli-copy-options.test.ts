@@ -83,7 +83,7 @@ describe("--blkhash with any destination", () => {
   }
   const repeats = { data: '"12345678"*512*256', md5: "84fc21ac2f49ac283ff399378d834d1a" }
 
-  it.scopedLive("to a file and to an NBD export, the hash is libnbd's known answer, as to null:", () =>
+  it.live("to a file and to an NBD export, the hash is libnbd's known answer, as to null:", () =>
     Effect.gen(function* () {
       const dir = yield* tempDir
       const file = Path.join(dir, "hello.img")
@@ -121,48 +121,46 @@ describe("--blkhash with any destination", () => {
     })
   )
 
-  it.scopedLive(
-    "many connections and requests out of order: the hash of the data copied, whatever the destination",
-    () =>
-      Effect.gen(function* () {
-        const dir = yield* tempDir
-        // Random data with holes: the source map has zero extents that are never read.
-        const source = yield* nbdkit([
-          "data",
-          "@0 (0x5a 0xc3 0x01)*100000 @8388608 (1 2 3 4)*300000 @16777216 9",
-          "size=24M"
-        ])
-        const destination = yield* nbdkit(["memory", "24M"])
-        const reference = Path.join(dir, "reference.img")
-        yield* theirs([source.uri, reference])
-        const cases: ReadonlyArray<{ readonly flags: ReadonlyArray<string>; readonly spec: Blkhash.Spec }> = [
-          { flags: ["--blkhash"], spec: Blkhash.defaults },
-          // Blocks larger than the requests: each block is put together from pieces that finish in any order.
-          { flags: ["--blkhash=sha512/1M", "--request-size=64K"], spec: { digest: "sha512", blockSize: MiB } },
-          // Requests that do not line up with the blocks.
-          { flags: ["--blkhash=sha256/64K", "--request-size=100000"], spec: { digest: "sha256", blockSize: 64 * KiB } }
-        ]
-        for (const { flags, spec } of cases) {
-          const toNull = (yield* ok(["copy", ...flags, source.uri, "null:"])).stdout
-          const file = Path.join(dir, "copy.img")
-          const toFile = (yield* ok(["copy", ...flags, source.uri, file])).stdout
-          const toNbd = (yield* ok(["copy", "-C4", ...flags, source.uri, destination.uri])).stdout
-          expect(toFile, flags.join(" ")).toBe(toNull)
-          expect(toNbd, flags.join(" ")).toBe(toNull)
-          // The reference: the block hash of the copied bytes, in order.
-          expect(toNull, flags.join(" ")).toBe(`${blkhashOf(file, spec)}\n`)
-          expect(sha256(file)).toBe(sha256(reference))
-          if (yield* nbdcopyHasBlkhash) {
-            const nbdcopyHash = yield* theirs([...flags.filter((f) => f.startsWith("--blkhash")), source.uri, "null:"])
-            expect(nbdcopyHash.stdout).toBe(toNull)
-          }
-        }
-        // stdin to a file: the bytes arrive in order, and hash the same.
+  it.live("many connections and requests out of order: the hash of the data copied, whatever the destination", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      // Random data with holes: the source map has zero extents that are never read.
+      const source = yield* nbdkit([
+        "data",
+        "@0 (0x5a 0xc3 0x01)*100000 @8388608 (1 2 3 4)*300000 @16777216 9",
+        "size=24M"
+      ])
+      const destination = yield* nbdkit(["memory", "24M"])
+      const reference = Path.join(dir, "reference.img")
+      yield* theirs([source.uri, reference])
+      const cases: ReadonlyArray<{ readonly flags: ReadonlyArray<string>; readonly spec: Blkhash.Spec }> = [
+        { flags: ["--blkhash"], spec: Blkhash.defaults },
+        // Blocks larger than the requests: each block is put together from pieces that finish in any order.
+        { flags: ["--blkhash=sha512/1M", "--request-size=64K"], spec: { digest: "sha512", blockSize: MiB } },
+        // Requests that do not line up with the blocks.
+        { flags: ["--blkhash=sha256/64K", "--request-size=100000"], spec: { digest: "sha256", blockSize: 64 * KiB } }
+      ]
+      for (const { flags, spec } of cases) {
+        const toNull = (yield* ok(["copy", ...flags, source.uri, "null:"])).stdout
         const file = Path.join(dir, "copy.img")
-        const fromStdin = (yield* ok(["copy", "--blkhash", "-", Path.join(dir, "stdin.img")], { stdin: file })).stdout
-        expect(fromStdin).toBe(`${blkhashOf(file, Blkhash.defaults)}\n`)
-        expect(sha256(Path.join(dir, "stdin.img"))).toBe(sha256(file))
-      })
+        const toFile = (yield* ok(["copy", ...flags, source.uri, file])).stdout
+        const toNbd = (yield* ok(["copy", "-C4", ...flags, source.uri, destination.uri])).stdout
+        expect(toFile, flags.join(" ")).toBe(toNull)
+        expect(toNbd, flags.join(" ")).toBe(toNull)
+        // The reference: the block hash of the copied bytes, in order.
+        expect(toNull, flags.join(" ")).toBe(`${blkhashOf(file, spec)}\n`)
+        expect(sha256(file)).toBe(sha256(reference))
+        if (yield* nbdcopyHasBlkhash) {
+          const nbdcopyHash = yield* theirs([...flags.filter((f) => f.startsWith("--blkhash")), source.uri, "null:"])
+          expect(nbdcopyHash.stdout).toBe(toNull)
+        }
+      }
+      // stdin to a file: the bytes arrive in order, and hash the same.
+      const file = Path.join(dir, "copy.img")
+      const fromStdin = (yield* ok(["copy", "--blkhash", "-", Path.join(dir, "stdin.img")], { stdin: file })).stdout
+      expect(fromStdin).toBe(`${blkhashOf(file, Blkhash.defaults)}\n`)
+      expect(sha256(Path.join(dir, "stdin.img"))).toBe(sha256(file))
+    })
   )
 
   it("a block hash fed out of order, with zero ranges, is the one fed in order", () => {
@@ -202,42 +200,40 @@ describe("--blkhash with any destination", () => {
 })
 
 describe("-S N, the granularity of zero detection", () => {
-  it.scopedLive(
-    "4K zero runs become holes in a file with -S 4096 (the default), and data with -S 65536, as nbdcopy's",
-    () =>
-      Effect.gen(function* () {
-        const dir = yield* tempDir
-        const source = Path.join(dir, "stripes.img")
-        Fs.writeFileSync(source, stripes())
-        const cases: ReadonlyArray<ReadonlyArray<string>> = [["-S", "4096"], ["-S65536"], ["--sparse=4096"], []]
-        for (const [i, flags] of cases.entries()) {
-          const a = Path.join(dir, `ours${i}.img`)
-          const b = Path.join(dir, `theirs${i}.img`)
-          yield* ok(["copy", ...flags, source, a])
-          yield* theirs([...flags, source, b])
-          expect(sha256(a), flags.join(" ")).toBe(sha256(source))
-          expect(yield* fileMap(a), flags.join(" ")).toEqual(yield* fileMap(b))
-        }
-        const fine = yield* fileMap(Path.join(dir, "ours0.img"))
-        // 16 blocks of 64K, each 8 data and 8 zero runs of 4K.
-        expect(fine).toHaveLength(256)
-        expect(fine.filter(([, length, data]) => !data && length === 4096)).toHaveLength(128)
-        expect(allocated(Path.join(dir, "ours0.img"))).toBe(MiB / 2)
-        expect(yield* fileMap(Path.join(dir, "ours1.img"))).toEqual([[0, MiB, true]])
-        expect(allocated(Path.join(dir, "ours1.img"))).toBe(MiB)
-        // The default is -S 4096.
-        expect(yield* fileMap(Path.join(dir, "ours3.img"))).toEqual(fine)
-        // From stdin, where the bytes come in order through another path, -S cuts the same.
-        const piped = Path.join(dir, "piped.img")
-        yield* ok(["copy", "-S", "4096", "-", piped], { stdin: source })
-        expect(yield* fileMap(piped)).toEqual(fine)
-        const coarse = Path.join(dir, "coarse.img")
-        yield* ok(["copy", "-S", "65536", "-", coarse], { stdin: source })
-        expect(yield* fileMap(coarse)).toEqual([[0, MiB, true]])
-      })
+  it.live("4K zero runs become holes in a file with -S 4096 (the default), and data with -S 65536, as nbdcopy's", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const source = Path.join(dir, "stripes.img")
+      Fs.writeFileSync(source, stripes())
+      const cases: ReadonlyArray<ReadonlyArray<string>> = [["-S", "4096"], ["-S65536"], ["--sparse=4096"], []]
+      for (const [i, flags] of cases.entries()) {
+        const a = Path.join(dir, `ours${i}.img`)
+        const b = Path.join(dir, `theirs${i}.img`)
+        yield* ok(["copy", ...flags, source, a])
+        yield* theirs([...flags, source, b])
+        expect(sha256(a), flags.join(" ")).toBe(sha256(source))
+        expect(yield* fileMap(a), flags.join(" ")).toEqual(yield* fileMap(b))
+      }
+      const fine = yield* fileMap(Path.join(dir, "ours0.img"))
+      // 16 blocks of 64K, each 8 data and 8 zero runs of 4K.
+      expect(fine).toHaveLength(256)
+      expect(fine.filter(([, length, data]) => !data && length === 4096)).toHaveLength(128)
+      expect(allocated(Path.join(dir, "ours0.img"))).toBe(MiB / 2)
+      expect(yield* fileMap(Path.join(dir, "ours1.img"))).toEqual([[0, MiB, true]])
+      expect(allocated(Path.join(dir, "ours1.img"))).toBe(MiB)
+      // The default is -S 4096.
+      expect(yield* fileMap(Path.join(dir, "ours3.img"))).toEqual(fine)
+      // From stdin, where the bytes come in order through another path, -S cuts the same.
+      const piped = Path.join(dir, "piped.img")
+      yield* ok(["copy", "-S", "4096", "-", piped], { stdin: source })
+      expect(yield* fileMap(piped)).toEqual(fine)
+      const coarse = Path.join(dir, "coarse.img")
+      yield* ok(["copy", "-S", "65536", "-", coarse], { stdin: source })
+      expect(yield* fileMap(coarse)).toEqual([[0, MiB, true]])
+    })
   )
 
-  it.scopedLive("to an NBD export, the zero runs become NBD_CMD_WRITE_ZEROES holes with -S 4096 only", () =>
+  it.live("to an NBD export, the zero runs become NBD_CMD_WRITE_ZEROES holes with -S 4096 only", () =>
     Effect.gen(function* () {
       const dir = yield* tempDir
       const source = Path.join(dir, "stripes.img")
@@ -265,7 +261,7 @@ describe("-S N, the granularity of zero detection", () => {
     })
   )
 
-  it.scopedLive("without -S, an NBD destination's preferred block size when larger than 4096, as nbdcopy's", () =>
+  it.live("without -S, an NBD destination's preferred block size when larger than 4096, as nbdcopy's", () =>
     Effect.gen(function* () {
       const dir = yield* tempDir
       const source = Path.join(dir, "stripes.img")
@@ -297,7 +293,7 @@ describe("-S N, the granularity of zero detection", () => {
 describe("--allocated", () => {
   const sparse = ["nbdkit", "data", '"hello" @1048576 "goodbye"', "size=4M"]
 
-  it.scopedLive("a file destination is fully allocated, with the content of a sparse copy", () =>
+  it.live("a file destination is fully allocated, with the content of a sparse copy", () =>
     Effect.gen(function* () {
       const dir = yield* tempDir
       const full = Path.join(dir, "full.img")
@@ -316,7 +312,7 @@ describe("--allocated", () => {
     })
   )
 
-  it.scopedLive("an NBD destination gets NBD_CMD_WRITE_ZEROES with NO_HOLE and ends allocated, as nbdcopy's", () =>
+  it.live("an NBD destination gets NBD_CMD_WRITE_ZEROES with NO_HOLE and ends allocated, as nbdcopy's", () =>
     Effect.gen(function* () {
       const dir = yield* tempDir
       const copyInto = (tool: "ours" | "theirs", flags: ReadonlyArray<string>) =>
@@ -359,7 +355,7 @@ describe("--queue-size and -T", () => {
     buffers: Number(/ (\d+) buffer\(s\)/.exec(stderr)?.[1])
   })
 
-  it.scopedLive("--queue-size bounds the bytes in flight per connection: requests x request size", () =>
+  it.live("--queue-size bounds the bytes in flight per connection: requests x request size", () =>
     Effect.gen(function* () {
       const dir = yield* tempDir
       const source = yield* nbdkit(["pattern", "16M"])
@@ -390,7 +386,7 @@ describe("--queue-size and -T", () => {
     })
   )
 
-  it.scopedLive("-T N caps the connections at N, as nbdcopy ties one thread to each; -T 0 leaves them to -C", () =>
+  it.live("-T N caps the connections at N, as nbdcopy ties one thread to each; -T 0 leaves them to -C", () =>
     Effect.gen(function* () {
       const dir = yield* tempDir
       const source = yield* nbdkit(["pattern", "8M"])

@@ -63,7 +63,7 @@ const file = (dir: string, name: string, text: string): string => {
 }
 
 describe("discard and zero", () => {
-  it.scopedLive("discard -y trims the range, zero -y writes allocated zeroes; -o and -l take size suffixes", () =>
+  it.live("discard -y trims the range, zero -y writes allocated zeroes; -o and -l take size suffixes", () =>
     Effect.gen(function* () {
       const kit = yield* logged(["memory", "2M"])
       const data = Buffer.alloc(2 << 20, 0x5a)
@@ -99,7 +99,7 @@ describe("discard and zero", () => {
     })
   )
 
-  it.scopedLive("without -y it asks on stderr and erases only after y or yes on stdin", () =>
+  it.live("without -y it asks on stderr and erases only after y or yes on stdin", () =>
     Effect.gen(function* () {
       const kit = yield* logged(["memory", "1M"])
       const dir = yield* tempDir
@@ -127,7 +127,7 @@ describe("discard and zero", () => {
     })
   )
 
-  it.scopedLive("-c changes nothing and answers 0 when already sparse (or zero), 2 when not, even read-only", () =>
+  it.live("-c changes nothing and answers 0 when already sparse (or zero), 2 when not, even read-only", () =>
     Effect.gen(function* () {
       const kit = yield* logged(["-r", "data", "1 2 3 @1048576 4 5 6", "size=2M"])
       const answer = (args: ReadonlyArray<string>) =>
@@ -150,7 +150,7 @@ describe("discard and zero", () => {
     })
   )
 
-  it.scopedLive("a server without trim keeps its data with a warning; without zero, zeroes are written", () =>
+  it.live("a server without trim keeps its data with a warning; without zero, zeroes are written", () =>
     Effect.gen(function* () {
       const size = 1 << 20
       const writes: Array<readonly [number, number]> = []
@@ -178,7 +178,7 @@ describe("discard and zero", () => {
     })
   )
 
-  it.scopedLive("errors are one line with exit status 1: read-only, out of range, bad size, no fast zero", () =>
+  it.live("errors are one line with exit status 1: read-only, out of range, bad size, no fast zero", () =>
     Effect.gen(function* () {
       const ro = yield* nbdkit(["-r", "memory", "1M"])
       oneLine(yield* ours(["discard", "-y", ro.uri]), /^effect-nbd: discard: .*: the export is read-only \(EPERM\)\n$/)
@@ -217,6 +217,14 @@ describe("help pages", () => {
             expect(r.stdout).toContain(`effect-nbd ${command} `)
             expect(r.stdout.split("\n").length).toBeLessThan(50)
           }
+      // `effect-nbd discard --help | cat`, even where the environment asks for colour.
+      for (const command of ["", "info", "copy", "dump", "discard", "zero"]) {
+        const line = `"${process.execPath}" "${bin}" ${command} --help | cat`
+        const r = yield* proc("/bin/sh", ["-c", line], { env: { FORCE_COLOR: "1", TERM: "xterm-256color" } })
+        expect([r.code, r.stderr], line).toEqual([0, ""])
+        expect(r.stdout, line).not.toMatch(/\x1b/)
+        expect(r.stdout, line).toContain("Examples:")
+      }
       expect((yield* ours(["--help"])).stdout).toMatch(/effect-nbd discard .*\n.*effect-nbd zero /)
       for (const args of [["bogus", "--help"], ["--wizard"], ["--completions", "bash"], ["discard", "--wizard"]]) {
         const r = yield* ours(args)

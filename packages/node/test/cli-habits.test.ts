@@ -37,7 +37,7 @@ const oneLine = (r: Result, pattern: RegExp) => {
 }
 
 describe("argument habits", () => {
-  it.scopedLive("-C4 -R8 --request-size=64K copy as nbdcopy does; -n40 dumps as nbddump -n 40", () =>
+  it.live("-C4 -R8 --request-size=64K copy as nbdcopy does; -n40 dumps as nbddump -n 40", () =>
     Effect.gen(function* () {
       const source = yield* nbdkit(["pattern", "3M"])
       const dir = yield* tempDir
@@ -80,7 +80,7 @@ describe("argument habits", () => {
     })
   )
 
-  it.scopedLive("-- CMD ARGS ... runs a server on stdin/stdout (nbdkit -s); copy takes [ CMD ] on either side", () =>
+  it.live("-- CMD ARGS ... runs a server on stdin/stdout (nbdkit -s); copy takes [ CMD ] on either side", () =>
     Effect.gen(function* () {
       expect(yield* ok(["info", "--size", "--", "nbdkit", "-s", "memory", "1G"])).toBe("1073741824\n")
       const text = yield* ok(["info", "--", "nbdkit", "-s", "memory", "1G"])
@@ -152,7 +152,7 @@ describe("help and errors", () => {
     })
   )
 
-  it.scopedLive("a missing socket says connect: No such file or directory (ENOENT), as nbdinfo", () =>
+  it.live("a missing socket says connect: No such file or directory (ENOENT), as nbdinfo", () =>
     Effect.gen(function* () {
       const dir = yield* tempDir
       const uri = `nbd+unix:///?socket=${Path.join(dir, "nope.sock")}`
@@ -167,7 +167,7 @@ describe("help and errors", () => {
     })
   )
 
-  it.scopedLive("an unknown export suggests --list, in nbdinfo's words", () =>
+  it.live("an unknown export suggests --list, in nbdinfo's words", () =>
     Effect.gen(function* () {
       const kit = yield* nbdkit(["--filter=exportname", "memory", "1M", "exportname=good", "exportname-strict=true"])
       const uri = kit.uri.replace(/^(nbd\+unix:\/\/\/)[^?]*/, "$1wrong")
@@ -185,7 +185,7 @@ describe("help and errors", () => {
 })
 
 describe("nbdinfo's options", () => {
-  it.scopedLive("--map --totals (text and JSON) is nbdinfo's, on nbdkit and qemu-nbd", () =>
+  it.live("--map --totals (text and JSON) is nbdinfo's, on nbdkit and qemu-nbd", () =>
     Effect.gen(function* () {
       const data = yield* nbdkit(["data", "@1048576 1 2 3 @536870912 4 5 6", "size=1G"])
       const qcow2 = yield* qcow2Image("8M", ["write -P 0xab 1M 64k", "write -z 2M 128k", "write -P 1 7M 4k"])
@@ -204,7 +204,7 @@ describe("nbdinfo's options", () => {
     })
   )
 
-  it.scopedLive(
+  it.live(
     "--map=CONTEXT for qemu's contexts (allocation depth, a dirty bitmap) is nbdinfo's, with --totals and --json",
     () =>
       Effect.gen(function* () {
@@ -230,7 +230,7 @@ describe("nbdinfo's options", () => {
       })
   )
 
-  it.scopedLive("--content is file(1)'s, as nbdinfo's; without file(1), --content says so plainly", () =>
+  it.live("--content is file(1)'s, as nbdinfo's; without file(1), --content says so plainly", () =>
     Effect.gen(function* () {
       const qcow2 = yield* qcow2Image("1M", ["write -P 1 0 64k"])
       const qemu = yield* qemuNbd(qcow2, ["--format=qcow2", "-r"])
@@ -248,7 +248,7 @@ describe("nbdinfo's options", () => {
     })
   )
 
-  it.scopedLive("--is tls and --can answer with nbdinfo's exit status; --has CONTEXT with 0 or 2", () =>
+  it.live("--is tls and --can answer with nbdinfo's exit status; --has CONTEXT with 0 or 2", () =>
     Effect.gen(function* () {
       const kit = yield* nbdkit(["memory", "1M"])
       for (const flags of [
@@ -269,7 +269,7 @@ describe("nbdinfo's options", () => {
 })
 
 describe("nbdcopy's options", () => {
-  it.scopedLive("--progress=FD writes nbdcopy's N/100 lines; -p draws a bar with rate on a non-terminal stderr", () =>
+  it.live("--progress=FD writes nbdcopy's N/100 lines; -p draws a bar with rate on a non-terminal stderr", () =>
     Effect.gen(function* () {
       const source = yield* nbdkit(["--filter=delay", "pattern", "8M", "delay-read=5ms"])
       const dir = yield* tempDir
@@ -291,7 +291,7 @@ describe("nbdcopy's options", () => {
     })
   )
 
-  it.scopedLive(
+  it.live(
     "--destination-is-zero, --target-is-zero, --flush, --no-extents, -S 0, --synchronous, -v copy what nbdcopy copies",
     () =>
       Effect.gen(function* () {
@@ -367,7 +367,7 @@ describe("nbdcopy's options", () => {
     ]
   ]
 
-  it.scopedLive("--blkhash=DIGEST[/SIZE] and --blkhash-file give libnbd 1.24's known block hashes", () =>
+  it.live("--blkhash=DIGEST[/SIZE] and --blkhash-file give libnbd 1.24's known block hashes", () =>
     Effect.gen(function* () {
       const dir = yield* tempDir
       const results = yield* Effect.forEach(

@@ -58,7 +58,7 @@ const socketUri = (server: TestServer.Service, name: string): string =>
   `nbd+unix:///${name}?socket=${server.address._tag === "Unix" ? server.address.path : ""}`
 
 describe("info --can / --cannot, --is / --isnt, --has / --hasnt", () => {
-  it.scopedLive("each feature nbdinfo 1.14 knows gets its exit status; the negated options the opposite", () =>
+  it.live("each feature nbdinfo 1.14 knows gets its exit status; the negated options the opposite", () =>
     Effect.gen(function* () {
       const keys = yield* pskKeys
       const rw = yield* nbdkit(["memory", "1M"])
@@ -93,7 +93,7 @@ describe("info --can / --cannot, --is / --isnt, --has / --hasnt", () => {
     })
   )
 
-  it.scopedLive("--has / --hasnt extended-headers, structured-reply and block-status-payload, as negotiated", () =>
+  it.live("--has / --hasnt extended-headers, structured-reply and block-status-payload, as negotiated", () =>
     Effect.gen(function* () {
       for (const extendedHeaders of [true, false]) {
         const server = yield* TestServer.make({ exports: [{ name: "", size: 1 << 20 }], extendedHeaders })
@@ -118,7 +118,7 @@ describe("info --can / --cannot, --is / --isnt, --has / --hasnt", () => {
     })
   )
 
-  it.scopedLive("--can open tells a refused export from a working connection; --can connect is the handshake", () =>
+  it.live("--can open tells a refused export from a working connection; --can connect is the handshake", () =>
     Effect.gen(function* () {
       const server = yield* TestServer.make({ exports: [{ name: "disk", size: 1 << 20 }] })
       const good = socketUri(server, "disk")
@@ -146,7 +146,7 @@ describe("info --can / --cannot, --is / --isnt, --has / --hasnt", () => {
     })
   )
 
-  it.scopedLive("--has / --hasnt CONTEXT test a meta context; nbdinfo's other spellings ask the same", () =>
+  it.live("--has / --hasnt CONTEXT test a meta context; nbdinfo's other spellings ask the same", () =>
     Effect.gen(function* () {
       const kit = yield* nbdkit(["memory", "1M"])
       expect(yield* status(["--has", "base:allocation", kit.uri])).toBe(0)
@@ -173,7 +173,7 @@ describe("info --can / --cannot, --is / --isnt, --has / --hasnt", () => {
     })
   )
 
-  it.scopedLive("an unknown feature or two tests at once is one line and exit status 1, as nbdinfo's", () =>
+  it.live("an unknown feature or two tests at once is one line and exit status 1, as nbdinfo's", () =>
     Effect.gen(function* () {
       const kit = yield* nbdkit(["memory", "1M"])
       for (const form of ["--can", "--cannot", "--has", "--hasnt"]) {

@@ -44,7 +44,7 @@ const startCopy = (args: ReadonlyArray<string>): Effect.Effect<Copying> =>
       const last = /^(\d+)\/100$/.exec(lines[lines.length - 1] ?? "")
       if (last) percent = Number(last[1])
     })
-    const exit = Effect.async<{ readonly code: number; readonly stderr: string }>((resume) => {
+    const exit = Effect.callback<{ readonly code: number; readonly stderr: string }>((resume) => {
       if (child.exitCode !== null) return resume(Effect.succeed({ code: child.exitCode, stderr }))
       child.once("close", (code) => resume(Effect.succeed({ code: code ?? -1, stderr })))
     })
@@ -61,7 +61,7 @@ const waitUntil = (condition: () => boolean, what: string): Effect.Effect<void> 
   })
 
 describe("effect-nbd copy --reconnect-delay", () => {
-  it.scopedLive("a source server killed mid-copy and started again: the copy finishes, byte for byte", () =>
+  it.live("a source server killed mid-copy and started again: the copy finishes, byte for byte", () =>
     Effect.gen(function* () {
       const dir = yield* tempDir
       const source = Path.join(dir, "source.img")
@@ -83,7 +83,7 @@ describe("effect-nbd copy --reconnect-delay", () => {
     })
   )
 
-  it.scopedLive("without --reconnect-delay the same kill fails the copy with ENOTCONN-class errors", () =>
+  it.live("without --reconnect-delay the same kill fails the copy with ENOTCONN-class errors", () =>
     Effect.gen(function* () {
       const dir = yield* tempDir
       const source = Path.join(dir, "source.img")
@@ -100,7 +100,7 @@ describe("effect-nbd copy --reconnect-delay", () => {
     })
   )
 
-  it.scopedLive("a server that never comes back fails the copy once the delay has passed", () =>
+  it.live("a server that never comes back fails the copy once the delay has passed", () =>
     Effect.gen(function* () {
       const dir = yield* tempDir
       const source = Path.join(dir, "source.img")
@@ -118,7 +118,7 @@ describe("effect-nbd copy --reconnect-delay", () => {
     })
   )
 
-  it.scopedLive("--reconnect-delay takes seconds, 0 or more", () =>
+  it.live("--reconnect-delay takes seconds, 0 or more", () =>
     Effect.gen(function* () {
       const copying = yield* startCopy(["--reconnect-delay=-1", "nbd://localhost", "null:"])
       const { code, stderr } = yield* copying.exit

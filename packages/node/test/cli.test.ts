@@ -23,7 +23,7 @@ interface Result {
 
 /** Runs `effect-nbd ARGS` to completion, optionally feeding stdin. */
 const cli = (args: ReadonlyArray<string>, input?: Uint8Array): Effect.Effect<Result> =>
-  Effect.async<Result>((resume) => {
+  Effect.callback<Result>((resume) => {
     const child = spawn(process.execPath, [bin, ...args], { stdio: ["pipe", "pipe", "pipe"] })
     const out: Array<Buffer> = []
     let err = ""
@@ -98,7 +98,7 @@ const compareInfo = (ours: Record<string, unknown>, theirs: Record<string, unkno
 const SIZE = 4 << 20
 
 describe("effect-nbd info", () => {
-  it.scopedLive("--json matches nbdinfo --json against nbdkit and qemu-nbd, key by key", () =>
+  it.live("--json matches nbdinfo --json against nbdkit and qemu-nbd, key by key", () =>
     Effect.gen(function* () {
       const kit = yield* nbdkit(["memory", "4M"])
       yield* writeExport(kit.uri, image(SIZE))
@@ -120,7 +120,7 @@ describe("effect-nbd info", () => {
     })
   )
 
-  it.scopedLive("--map matches nbdinfo --map (text and JSON)", () =>
+  it.live("--map matches nbdinfo --map (text and JSON)", () =>
     Effect.gen(function* () {
       const qcow2 = yield* qcow2Image("8M", ["write -P 0xab 1M 64k", "write -z 2M 128k", "write -P 1 7M 4k"])
       const qemu = yield* qemuNbd(qcow2, ["--format=qcow2"])
@@ -141,7 +141,7 @@ describe("effect-nbd info", () => {
     })
   )
 
-  it.scopedLive("--size, and --can / --is exit with 0 for true, 2 for false, 1 for errors", () =>
+  it.live("--size, and --can / --is exit with 0 for true, 2 for false, 1 for errors", () =>
     Effect.gen(function* () {
       const kit = yield* nbdkit(["memory", "1234567"])
       const ro = yield* nbdkit(["-r", "memory", "1M"])
@@ -164,7 +164,7 @@ describe("effect-nbd info", () => {
         ([flag, uri]) =>
           Effect.all([
             code(["info", ...flag, uri]),
-            Effect.async<number>((resume) => {
+            Effect.callback<number>((resume) => {
               spawn("nbdinfo", [...flag, uri]).on("close", (c) => resume(Effect.succeed(c ?? -1)))
             })
           ]),
@@ -178,7 +178,7 @@ describe("effect-nbd info", () => {
     })
   )
 
-  it.scopedLive("--list shows every export, as nbdinfo --list does", () =>
+  it.live("--list shows every export, as nbdinfo --list does", () =>
     Effect.gen(function* () {
       const server = yield* TestServer.make({
         exports: [
@@ -257,7 +257,7 @@ describe("effect-nbd copy", () => {
       }
     })
 
-  it.scopedLive(
+  it.live(
     "between every pair of file, nbdkit, our test server and qemu-nbd (sha256)",
     () =>
       Effect.gen(function* () {
@@ -280,7 +280,7 @@ describe("effect-nbd copy", () => {
     120_000
   )
 
-  it.scopedLive("a qcow2 image served by qemu-nbd copies to a file with its holes kept", () =>
+  it.live("a qcow2 image served by qemu-nbd copies to a file with its holes kept", () =>
     Effect.gen(function* () {
       const qcow2 = yield* qcow2Image("16M", ["write -P 0xab 1M 64k", "write -P 0xcd 9M 1M"])
       const qemu = yield* qemuNbd(qcow2, ["--format=qcow2", "-r"])
@@ -293,7 +293,7 @@ describe("effect-nbd copy", () => {
     })
   )
 
-  it.scopedLive("a sparse 1 GiB image copies without reading its holes (nbdkit log filter)", () =>
+  it.live("a sparse 1 GiB image copies without reading its holes (nbdkit log filter)", () =>
     Effect.gen(function* () {
       const dir = yield* tempDir
       const log = Path.join(dir, "nbdkit.log")
@@ -342,7 +342,7 @@ describe("effect-nbd copy", () => {
     })
   )
 
-  it.scopedLive("- reads stdin and writes stdout; null: discards", () =>
+  it.live("- reads stdin and writes stdout; null: discards", () =>
     Effect.gen(function* () {
       const content = image(SIZE)
       const kit = yield* nbdkit(["memory", String(SIZE)])
@@ -363,7 +363,7 @@ describe("effect-nbd copy", () => {
     })
   )
 
-  it.scopedLive("a destination smaller than the source is an error", () =>
+  it.live("a destination smaller than the source is an error", () =>
     Effect.gen(function* () {
       const big = yield* nbdkit(["memory", "2M"])
       const small = yield* nbdkit(["memory", "1M"])
@@ -375,7 +375,7 @@ describe("effect-nbd copy", () => {
 })
 
 describe("effect-nbd dump", () => {
-  it.scopedLive("prints what nbddump prints", () =>
+  it.live("prints what nbddump prints", () =>
     Effect.gen(function* () {
       const dir = yield* directoryWith({
         "small.bin": Buffer.from("Hello, world! 0123456789abcdefXYZ\n".padEnd(100, "\0"))
@@ -410,7 +410,7 @@ describe("effect-nbd errors", () => {
     expect(r.stderr).not.toMatch(/\n\s+at /)
   }
 
-  it.scopedLive("bad URI, missing socket, refused connection, missing file, bad flags", () =>
+  it.live("bad URI, missing socket, refused connection, missing file, bad flags", () =>
     Effect.gen(function* () {
       const dir = yield* tempDir
       const [badUri, missing, refused, missingFile, badSize] = yield* Effect.all(

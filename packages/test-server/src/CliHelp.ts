@@ -84,7 +84,7 @@ const labelOf = (flag: HelpDoc.FlagDoc): string => {
 }
 
 const argumentOf = (arg: HelpDoc.ArgDoc): string => {
-  const text = arg.variadic ? `${arg.type} ...` : arg.type
+  const text = arg.variadic && !arg.type.includes("...") ? `${arg.type} ...` : arg.type
   return arg.required ? text : `[${text}]`
 }
 
@@ -105,9 +105,9 @@ const table = (flags: ReadonlyArray<HelpDoc.FlagDoc>): Array<string> =>
 const block = (title: string, lines: ReadonlyArray<string>): string => `${title}\n\n${lines.join("\n")}\n`
 
 /**
- * A help page: the description's first paragraph, the synopsis (each option in it, unless the options are
- * described in a table), the rest of the description, the described options by section, the global options
- * and the examples.
+ * A help page: the description's first paragraph, the synopsis (every option, as nbdkit's and libnbd's
+ * pages give it), the rest of the description, the options that have a description in a table, by section,
+ * the global options and the examples.
  */
 const page = (doc: HelpDoc.HelpDoc): string => {
   const path = (doc.commandPath ?? [doc.usage.split(" ")[0] ?? ""]).join(" ")
@@ -123,10 +123,7 @@ const page = (doc: HelpDoc.HelpDoc): string => {
         .join("\n") + "\n"
     )
   } else {
-    const words = [
-      ...(described.length > 0 ? ["[OPTIONS]"] : doc.flags.map(synopsisOf)),
-      ...(doc.args ?? []).map(argumentOf)
-    ]
+    const words = [...doc.flags.map(synopsisOf), ...(doc.args ?? []).map(argumentOf)]
     parts.push(wrap(words, `    ${path} `, 5 + path.length).join("\n") + "\n")
   }
   if (body.length > 0) parts.push(`${body.join("\n\n").replace(/\s+$/, "")}\n`)
@@ -235,8 +232,7 @@ export const describe = (
       const name = spelling(error.option, context.doc, context.argv)
       if (error.value === "") return `option '${name}' requires an argument`
       if (error.expected === "at most 1 value") return `option '${name}' is given more than once`
-      const flag = context.doc.flags.find((f) => f.name === error.option)
-      return `${name}: '${show(error.value)}' is not ${flag === undefined ? "valid" : `a valid ${valueOf(flag)?.metavar ?? "value"} (${error.expected.replace(/^Expected:? /, "")})`}`
+      return `${name}: '${show(error.value)}' is not ${error.expected.replace(/^Expected:? /, "")}`
     }
     default:
       return oneLine(error.message)
@@ -306,6 +302,20 @@ export const layer = (options: Parameters<typeof presenter>[0]): Layer.Layer<nev
  */
 export const boolean = (name: string): Flag.Flag<boolean> =>
   Flag.Boolean(name).pipe(Flag.withoutNegation, Flag.withDefault(false))
+
+/**
+ * A whole number, negative ones included (a range is the command's to check, with its own words), that
+ * says "is not an integer" of anything else.
+ * @since 1.0.0
+ * @category flags
+ */
+export const integer = (name: string): Flag.Flag<number> =>
+  Flag.String(name).pipe(
+    Flag.filterMap(
+      (text) => (/^\s*-?[0-9]+\s*$/.test(text) ? Option.some(Number(text)) : Option.none()),
+      () => "an integer"
+    )
+  )
 
 /**
  * The command line with a short option's glued value (`-C4`, getopt's habit) given with `=` (`-C=4`), which

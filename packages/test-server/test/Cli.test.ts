@@ -7,7 +7,10 @@ import * as Path from "node:path"
 import * as Cli from "../src/internal/cli.js"
 import { buildServerBin, makeTlsCredentials, run, runOk, serverBin as bin, toolEnv } from "./helpers.js"
 
-const cli = (args: ReadonlyArray<string>) => run("node", [bin, ...args], { env: toolEnv() })
+/** The Node that runs the tests: the bins need Node 22.19 or later, which the PATH's node may not be. */
+const node = process.execPath
+
+const cli = (args: ReadonlyArray<string>) => run(node, [bin, ...args], { env: toolEnv() })
 
 describe("effect-nbd-server CLI", () => {
   beforeAll(buildServerBin, 120_000)
@@ -71,7 +74,7 @@ describe("effect-nbd-server CLI", () => {
       const dir = Fs.mkdtempSync(Path.join(Os.tmpdir(), "effect-nbd-cli-"))
       const socket = Path.join(dir, "s.sock")
       const pidfile = Path.join(dir, "pid")
-      const child = spawn("node", [bin, "-f", "-U", socket, "-P", pidfile], { stdio: "ignore" })
+      const child = spawn(node, [bin, "-f", "-U", socket, "-P", pidfile], { stdio: "ignore" })
       try {
         for (let i = 0; i < 100 && !Fs.existsSync(pidfile); i++) yield* Effect.sleep("50 millis")
         expect(Fs.readFileSync(pidfile, "utf8").trim()).toBe(String(child.pid))
@@ -101,7 +104,7 @@ describe("effect-nbd-server CLI", () => {
         "t = time.monotonic()\nbad.pwrite(b'x', 0)\nassert time.monotonic() - t < 0.15"
       ].join("\n")
       const r = yield* run(
-        "node",
+        node,
         [
           bin,
           "-U",
@@ -126,7 +129,7 @@ describe("effect-nbd-server CLI", () => {
     })
   )
 
-  it.scopedLive("--tls=require with --tls-psk or --tls-certificates serves libnbd over TLS only", () =>
+  it.live("--tls=require with --tls-psk or --tls-certificates serves libnbd over TLS only", () =>
     Effect.gen(function* () {
       const dir = yield* Effect.acquireRelease(
         Effect.sync(() => Fs.mkdtempSync(Path.join(Os.tmpdir(), "effect-nbd-cli-tls-"))),
@@ -175,6 +178,19 @@ describe("effect-nbd-server CLI", () => {
         expect(help.stdout).toContain("--tls=off|on|require")
       }),
     60_000
+  )
+
+  it.live("the help page carries no colour through a pipe, with NO_COLOR or with FORCE_COLOR, as nbdkit's", () =>
+    Effect.gen(function* () {
+      for (const flag of ["--help", "-h"])
+        for (const env of [{}, { NO_COLOR: "1" }, { FORCE_COLOR: "1", TERM: "xterm-256color" }]) {
+          const r = yield* run(node, [bin, flag], { env: toolEnv(env) })
+          expect([r.code, r.stderr], `${flag} ${JSON.stringify(env)}`).toEqual([0, ""])
+          expect(r.stdout).not.toMatch(/\x1b/)
+          expect(r.stdout).toContain("effect-nbd-server [-U PATH|--unix=PATH]")
+          expect(r.stdout).toContain("Examples:")
+        }
+    })
   )
 })
 

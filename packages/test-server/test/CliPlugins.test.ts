@@ -8,7 +8,10 @@ import * as Path from "node:path"
 import * as Cli from "../src/internal/cli.js"
 import { buildServerBin, nbdsh, root, run, runOk, serverBin as bin, toolEnv } from "./helpers.js"
 
-const cli = (args: ReadonlyArray<string>) => run("node", [bin, ...args], { env: toolEnv() })
+/** The Node that runs the tests: the bins need Node 22.19 or later, which the PATH's node may not be. */
+const node = process.execPath
+
+const cli = (args: ReadonlyArray<string>) => run(node, [bin, ...args], { env: toolEnv() })
 
 const tempDir = Effect.acquireRelease(
   Effect.sync(() => Fs.mkdtempSync(Path.join(Os.tmpdir(), "effect-nbd-plugins-"))),
@@ -19,7 +22,7 @@ const sha256 = (file: string): string => Crypto.createHash("sha256").update(Fs.r
 
 /** nbdsh with libnbd's connect_command: the server on a socketpair as its stdin and stdout. */
 const connectCommand = (argv: ReadonlyArray<string>, script: string) =>
-  run("nbdsh", ["-c", `h.connect_command(${JSON.stringify(["node", bin, ...argv])})`, "-c", script])
+  run("nbdsh", ["-c", `h.connect_command(${JSON.stringify([node, bin, ...argv])})`, "-c", script])
 
 /**
  * Socket activation as systemd and libnbd do it, without either: python binds and listens on `path`, moves
@@ -90,7 +93,7 @@ describe("effect-nbd-server: -s, plugins and the file backend", () => {
   it.live("-s refuses a stdin that is not a socket, in one line", () =>
     Effect.gen(function* () {
       // Not a pipe from Node either: libuv's pipes are socketpairs.
-      const r = yield* run("/bin/sh", ["-c", `node ${bin} -s memory 1M < /dev/null`])
+      const r = yield* run("/bin/sh", ["-c", `${node} ${bin} -s memory 1M < /dev/null`])
       expect(r.code).toBe(1)
       expect(r.stderr).toMatch(/^effect-nbd-server: error: -s: stdin is not a socket/)
     })
@@ -122,7 +125,7 @@ describe("effect-nbd-server: -s, plugins and the file backend", () => {
     })
   )
 
-  it.scopedLive("a plugin answers to any export name and NBD_OPT_LIST lists it as nbdkit does", () =>
+  it.live("a plugin answers to any export name and NBD_OPT_LIST lists it as nbdkit does", () =>
     Effect.gen(function* () {
       const dir = yield* tempDir
       const file = Path.join(dir, "disk.img")
@@ -184,9 +187,9 @@ describe("effect-nbd-server: -s, plugins and the file backend", () => {
     })
   )
 
-  it.scopedLive("-p 0 prints the URI of the port it chose", () =>
+  it.live("-p 0 prints the URI of the port it chose", () =>
     Effect.gen(function* () {
-      const child = spawn("node", [bin, "-p", "0", "-f", "memory", "1M"], { stdio: ["ignore", "pipe", "inherit"] })
+      const child = spawn(node, [bin, "-p", "0", "-f", "memory", "1M"], { stdio: ["ignore", "pipe", "inherit"] })
       yield* Effect.addFinalizer(() => Effect.sync(() => child.kill("SIGKILL")))
       const line = yield* Effect.promise(
         () =>
@@ -204,44 +207,42 @@ describe("effect-nbd-server: -s, plugins and the file backend", () => {
     })
   )
 
-  it.scopedLive(
-    "without -f it goes to the background once listening: a script runs it, then nbdinfo, as with nbdkit",
-    () =>
-      Effect.gen(function* () {
-        const dir = yield* tempDir
-        const script = (server: string) =>
-          [
-            "set -e",
-            `rm -f ${dir}/s.sock`,
-            `${server} -U ${dir}/s.sock -P ${dir}/pid memory 1G`,
-            `nbdinfo --size "nbd+unix:///?socket=${dir}/s.sock"`,
-            `kill $(cat ${dir}/pid)`,
-            `while kill -0 $(cat ${dir}/pid) 2>/dev/null; do sleep 0.1; done`,
-            "echo stopped"
-          ].join("\n")
-        // The same script with nbdkit, then with ours; $(...) returns: the server holds no stdout.
-        for (const server of ["nbdkit", `node ${bin}`]) {
-          const r = yield* run("/bin/sh", ["-c", `out=$(${script(server).replace(/\n/g, "; ")}); echo "$out"`])
-          expect(r.code, `${server}: ${r.stderr}`).toBe(0)
-          expect(r.stdout.trim().split("\n"), server).toEqual([String(1 << 30), "stopped"])
-        }
-        // -p 0 in the background prints the URI it chose, then returns; an error comes back from the child.
-        const uri = yield* run("/bin/sh", ["-c", `node ${bin} -p 0 -P ${dir}/pid2 null 1M`])
-        expect(uri.code, uri.stderr).toBe(0)
-        const pid = Number(Fs.readFileSync(Path.join(dir, "pid2"), "utf8"))
-        try {
-          expect(uri.stdout).toMatch(/^nbd:\/\/127\.0\.0\.1:\d+\/\n$/)
-          expect((yield* runOk("nbdinfo", ["--size", uri.stdout.trim()])).stdout.trim()).toBe(String(1 << 20))
-        } finally {
-          process.kill(pid, "SIGTERM")
-        }
-        const bad = yield* run("node", [bin, "-U", Path.join(dir, "no/such/dir/s.sock"), "memory", "1M"])
-        expect(bad.code).toBe(1)
-        expect(bad.stderr).toMatch(/^effect-nbd-server: error: cannot listen: /)
-      })
+  it.live("without -f it goes to the background once listening: a script runs it, then nbdinfo, as with nbdkit", () =>
+    Effect.gen(function* () {
+      const dir = yield* tempDir
+      const script = (server: string) =>
+        [
+          "set -e",
+          `rm -f ${dir}/s.sock`,
+          `${server} -U ${dir}/s.sock -P ${dir}/pid memory 1G`,
+          `nbdinfo --size "nbd+unix:///?socket=${dir}/s.sock"`,
+          `kill $(cat ${dir}/pid)`,
+          `while kill -0 $(cat ${dir}/pid) 2>/dev/null; do sleep 0.1; done`,
+          "echo stopped"
+        ].join("\n")
+      // The same script with nbdkit, then with ours; $(...) returns: the server holds no stdout.
+      for (const server of ["nbdkit", `${node} ${bin}`]) {
+        const r = yield* run("/bin/sh", ["-c", `out=$(${script(server).replace(/\n/g, "; ")}); echo "$out"`])
+        expect(r.code, `${server}: ${r.stderr}`).toBe(0)
+        expect(r.stdout.trim().split("\n"), server).toEqual([String(1 << 30), "stopped"])
+      }
+      // -p 0 in the background prints the URI it chose, then returns; an error comes back from the child.
+      const uri = yield* run("/bin/sh", ["-c", `${node} ${bin} -p 0 -P ${dir}/pid2 null 1M`])
+      expect(uri.code, uri.stderr).toBe(0)
+      const pid = Number(Fs.readFileSync(Path.join(dir, "pid2"), "utf8"))
+      try {
+        expect(uri.stdout).toMatch(/^nbd:\/\/127\.0\.0\.1:\d+\/\n$/)
+        expect((yield* runOk("nbdinfo", ["--size", uri.stdout.trim()])).stdout.trim()).toBe(String(1 << 20))
+      } finally {
+        process.kill(pid, "SIGTERM")
+      }
+      const bad = yield* run(node, [bin, "-U", Path.join(dir, "no/such/dir/s.sock"), "memory", "1M"])
+      expect(bad.code).toBe(1)
+      expect(bad.stderr).toMatch(/^effect-nbd-server: error: cannot listen: /)
+    })
   )
 
-  it.scopedLive("--exit-with-parent: the server stops when the process that started it exits", () =>
+  it.live("--exit-with-parent: the server stops when the process that started it exits", () =>
     Effect.gen(function* () {
       const dir = yield* tempDir
       const pidfile = Path.join(dir, "pid")
@@ -249,7 +250,7 @@ describe("effect-nbd-server: -s, plugins and the file backend", () => {
       // The parent, a shell, starts the server in the background and exits after a second.
       const r = yield* run("/bin/sh", [
         "-c",
-        `node ${bin} --exit-with-parent -U ${socket} -P ${pidfile} memory 1M & sleep 1; nbdinfo --size "nbd+unix:///?socket=${socket}"`
+        `${node} ${bin} --exit-with-parent -U ${socket} -P ${pidfile} memory 1M & sleep 1; nbdinfo --size "nbd+unix:///?socket=${socket}"`
       ])
       expect(r.code, r.stderr).toBe(0)
       expect(r.stdout.trim()).toBe(String(1 << 20))
@@ -267,7 +268,7 @@ describe("effect-nbd-server: -s, plugins and the file backend", () => {
     })
   )
 
-  it.scopedLive("file: nbdcopy in and out keeps the checksum, and qemu-img compare agrees", () =>
+  it.live("file: nbdcopy in and out keeps the checksum, and qemu-img compare agrees", () =>
     Effect.gen(function* () {
       const dir = yield* tempDir
       const src = Path.join(dir, "src.img")
@@ -305,7 +306,7 @@ describe("effect-nbd-server: -s, plugins and the file backend", () => {
     })
   )
 
-  it.scopedLive("file: zero and trim, read-only, and block status of a file with no block allocated", () =>
+  it.live("file: zero and trim, read-only, and block status of a file with no block allocated", () =>
     Effect.gen(function* () {
       const dir = yield* tempDir
       const file = Path.join(dir, "disk.img")
@@ -359,18 +360,18 @@ describe("effect-nbd-server: -s, plugins and the file backend", () => {
     Effect.gen(function* () {
       // nbdinfo [ CMD ]: libnbd binds a socket, passes it as fd 3 with LISTEN_PID and LISTEN_FDS, connects.
       const info = (argv: ReadonlyArray<string>) => runOk("nbdinfo", ["--json", "[", ...argv, "]"])
-      const ours = JSON.parse((yield* info(["node", bin, "memory", "1G"])).stdout) as Record<string, unknown>
+      const ours = JSON.parse((yield* info([node, bin, "memory", "1G"])).stdout) as Record<string, unknown>
       const theirs = JSON.parse((yield* info(["nbdkit", "memory", "1G"])).stdout) as Record<string, unknown>
       expect(ours.protocol).toBe(theirs.protocol)
       const [e] = ours.exports as Array<Record<string, unknown>>
       expect(e!["export-size"]).toBe(1 << 30)
       expect(e!.is_read_only).toBe(false)
-      const list = yield* runOk("nbdinfo", ["--list", "--json", "[", "node", bin, "pattern", "1M", "]"])
+      const list = yield* runOk("nbdinfo", ["--list", "--json", "[", node, bin, "pattern", "1M", "]"])
       const listed = (JSON.parse(list.stdout) as { exports: Array<Record<string, unknown>> }).exports
       expect(listed.map((x) => [x["export-name"], x["export-size"], x.is_read_only])).toEqual([["", 1 << 20, true]])
       const sh = yield* run("nbdsh", [
         "-c",
-        `h.connect_systemd_socket_activation(${JSON.stringify(["node", bin, "memory", "1M"])})`,
+        `h.connect_systemd_socket_activation(${JSON.stringify([node, bin, "memory", "1M"])})`,
         "-c",
         "h.pwrite(b'activated', 512)\nprint(h.pread(9, 512).decode(), h.get_size())"
       ])
@@ -378,17 +379,17 @@ describe("effect-nbd-server: -s, plugins and the file backend", () => {
       expect(sh.stdout.trim()).toBe(`activated ${1 << 20}`)
       // nbdcopy to stdout: the server shares that pipe, and must leave it blocking for nbdcopy's writes.
       const copy = (server: string) => run("/bin/sh", ["-c", `nbdcopy -- [ ${server} pattern 1M ] - | sha256sum`])
-      const copied = yield* copy(`node ${bin}`)
+      const copied = yield* copy(`${node} ${bin}`)
       expect(copied.code, copied.stderr).toBe(0)
       expect(copied.stdout).toBe((yield* copy("nbdkit")).stdout)
     })
   )
 
-  it.scopedLive("socket activation: the activated server serves every client on its socket, in the foreground", () =>
+  it.live("socket activation: the activated server serves every client on its socket, in the foreground", () =>
     Effect.gen(function* () {
       const dir = yield* tempDir
       const socket = Path.join(dir, "activated.sock")
-      const child = yield* activate(socket, ["node", bin, "memory", "1M"])
+      const child = yield* activate(socket, [node, bin, "memory", "1M"])
       const uri = `nbd+unix:///?socket=${socket}`
       yield* runOk("nbdsh", ["-u", uri, "-c", "h.pwrite(b'kept', 0)"])
       const again = yield* nbdsh(uri, "print(h.pread(4, 0).decode())")
@@ -406,7 +407,7 @@ describe("effect-nbd-server: -s, plugins and the file backend", () => {
     })
   )
 
-  it.scopedLive('socket activation in the library: listen { _tag: "Fd" } tells the socket\'s path', () =>
+  it.live('socket activation in the library: listen { _tag: "Fd" } tells the socket\'s path', () =>
     Effect.gen(function* () {
       const dir = yield* tempDir
       const socket = Path.join(dir, "lib.sock")
@@ -415,12 +416,12 @@ describe("effect-nbd-server: -s, plugins and the file backend", () => {
         `import { TestServer } from ${JSON.stringify(index)}`,
         `import * as Effect from "effect/Effect"`,
         `Effect.runFork(Effect.scoped(Effect.flatMap(TestServer.make({ listen: { _tag: "Fd", fds: [3] } }),`,
-        `  (server) => Effect.zipRight(Effect.sync(() => console.log(server.uri)), Effect.never))))`
+        `  (server) => Effect.andThen(Effect.sync(() => console.log(server.uri)), Effect.never))))`
       ].join("\n")
       const file = Path.join(root, "packages/test-server/dist", `activation-${process.pid}.mjs`)
       Fs.writeFileSync(file, script)
       yield* Effect.addFinalizer(() => Effect.sync(() => Fs.rmSync(file, { force: true })))
-      const child = yield* activate(socket, ["node", file])
+      const child = yield* activate(socket, [node, file])
       const uri = yield* firstLine(child.stdout)
       expect(uri).toBe(`nbd+unix:///?socket=${socket}`)
       expect((yield* runOk("nbdinfo", ["--size", uri])).stdout.trim()).toBe(String(1 << 30))
@@ -429,18 +430,7 @@ describe("effect-nbd-server: -s, plugins and the file backend", () => {
 
   it.live("socket activation refuses -U, -p, -i, -s and --run, and ignores LISTEN_PID of another process", () =>
     Effect.gen(function* () {
-      const refused = yield* run("nbdinfo", [
-        "--size",
-        "--",
-        "[",
-        "node",
-        bin,
-        "-U",
-        "/tmp/x.sock",
-        "memory",
-        "1G",
-        "]"
-      ])
+      const refused = yield* run("nbdinfo", ["--size", "--", "[", node, bin, "-U", "/tmp/x.sock", "memory", "1G", "]"])
       expect(refused.code).not.toBe(0)
       expect(refused.stderr).toContain("effect-nbd-server: error: cannot use socket activation with -U flag")
       for (const [args, flag] of [
@@ -460,13 +450,13 @@ describe("effect-nbd-server: -s, plugins and the file backend", () => {
       expect(Cli.activatedFds({ LISTEN_PID: "41", LISTEN_FDS: "1" }, 42).fds).toEqual([])
       expect(Cli.activatedFds({ LISTEN_PID: "42", LISTEN_FDS: "x" }, 42)).toMatchObject({ fds: [] })
       // nbdkit's range: 1 to 16 sockets; outside it, the server does not start.
-      const none = yield* run("/bin/sh", ["-c", `LISTEN_PID=$$ LISTEN_FDS=0 exec node ${bin} memory 1M`])
+      const none = yield* run("/bin/sh", ["-c", `LISTEN_PID=$$ LISTEN_FDS=0 exec ${node} ${bin} memory 1M`])
       expect(none.code).toBe(1)
       expect(none.stderr).toBe("effect-nbd-server: error: socket activation: LISTEN_FDS=0 out of range\n")
       // As nbdkit: variables meant for another process are ignored, with a note.
       const ignored = yield* run("/bin/sh", [
         "-c",
-        `LISTEN_PID=1 LISTEN_FDS=1 node ${bin} -U - memory 1M --run 'nbdinfo --size "$uri"'`
+        `LISTEN_PID=1 LISTEN_FDS=1 ${node} ${bin} -U - memory 1M --run 'nbdinfo --size "$uri"'`
       ])
       expect(ignored.code, ignored.stderr).toBe(0)
       expect(ignored.stdout.trim()).toBe(String(1 << 20))

@@ -40,7 +40,7 @@ export const proc = (
   args: ReadonlyArray<string>,
   options: { readonly stdin?: string; readonly fd3?: string; readonly env?: Record<string, string> } = {}
 ): Effect.Effect<Result> =>
-  Effect.async<Result>((resume) => {
+  Effect.callback<Result>((resume) => {
     const input = options.stdin === undefined ? "ignore" : Fs.openSync(options.stdin, "r")
     const fd = options.fd3 === undefined ? undefined : Fs.openSync(options.fd3, "w")
     const child = spawn(command, [...args], {

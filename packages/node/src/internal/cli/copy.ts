@@ -416,11 +416,11 @@ export const command = Command.make(
       Flag.optional
     ),
     blkhashFile: Flag.String("blkhash-file").pipe(Flag.withMetavar("FILE"), Flag.optional),
-    connections: Flag.Int("connections").pipe(Flag.withAlias("C"), Flag.withMetavar("N"), Flag.withDefault(4)),
-    requests: Flag.Int("requests").pipe(Flag.withAlias("R"), Flag.withMetavar("N"), Flag.withDefault(64)),
+    connections: CliHelp.integer("connections").pipe(Flag.withAlias("C"), Flag.withMetavar("N"), Flag.withDefault(4)),
+    requests: CliHelp.integer("requests").pipe(Flag.withAlias("R"), Flag.withMetavar("N"), Flag.withDefault(64)),
     requestSize: Flag.String("request-size").pipe(Flag.withMetavar("N"), Flag.withDefault("256K")),
     queueSize: Flag.String("queue-size").pipe(Flag.withMetavar("N"), Flag.withDefault(CopyLimits.defaults.queueSize)),
-    threads: Flag.Int("threads").pipe(
+    threads: CliHelp.integer("threads").pipe(
       Flag.withAlias("T"),
       Flag.withMetavar("N"),
       Flag.withDefault(CopyLimits.defaults.threads)
@@ -439,8 +439,8 @@ export const command = Command.make(
     sparse: Flag.String("sparse").pipe(Flag.withAlias("S"), Flag.withMetavar("N"), Flag.optional),
     synchronous: CliHelp.boolean("synchronous"),
     verbose: CliHelp.boolean("verbose").pipe(Flag.withAlias("v")),
-    source: Argument.String("SOURCE"),
-    destination: Argument.String("DESTINATION")
+    source: Argument.String("SOURCE").pipe(Argument.withMetavar("SOURCE")),
+    destination: Argument.String("DESTINATION").pipe(Argument.withMetavar("DESTINATION"))
   },
   (o) =>
     Effect.scoped(
