@@ -4,11 +4,16 @@ import { TestServer } from "@effect-nbd/test-server"
 import * as NodeSocket from "@effect/platform-node/NodeSocket"
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
+import * as Scope from "effect/Scope"
 import * as ChildProcess from "node:child_process"
+import * as Crypto from "node:crypto"
 import * as Fs from "node:fs"
 import * as Net from "node:net"
 import * as Path from "node:path"
+import * as OwnSocket from "../src/internal/socket.js"
 import { nbdkit, startServer, tempDir } from "./util/peers.js"
 
 const MiB = 1024 * 1024
@@ -213,6 +218,94 @@ describe("any Socket layer (Nbd.aioConnectSocket)", () => {
       const back = yield* Effect.forEach([0, 1, 2, 3, 4, 5], (i) => Nbd.pread(h, MiB, i * MiB), { concurrency: 6 })
       expect(Buffer.concat(back).equals(big)).toBe(true)
       expect(yield* Nbd.getUri(h)).toBe(`nbd+unix:///?socket=${path}`)
+    })
+  )
+})
+
+/** A Unix socket server that runs `serve` on each connection; the path, for the scope. */
+const rawServer = (serve: (socket: Net.Socket) => void) =>
+  Effect.gen(function* () {
+    const path = Path.join(yield* tempDir, "raw.sock")
+    const sockets = new Set<Net.Socket>()
+    yield* Effect.acquireRelease(
+      Effect.callback<Net.Server>((resume) => {
+        const srv = Net.createServer((socket) => {
+          sockets.add(socket)
+          socket.on("error", () => {})
+          serve(socket)
+        })
+        srv.listen(path, () => resume(Effect.succeed(srv)))
+      }),
+      (srv) =>
+        Effect.sync(() => {
+          for (const socket of sockets) socket.destroy()
+          srv.close()
+        })
+    )
+    return path
+  })
+
+describe("the Node transport's socket (reused read buffers, pulled)", () => {
+  it.live("a consumer that stalls stops the reads (the peer backs up), then gets every byte in order", () =>
+    Effect.gen(function* () {
+      const total = 48 * MiB
+      const data = Crypto.randomBytes(total)
+      let peer: Net.Socket | undefined
+      const path = yield* rawServer((socket) => {
+        peer = socket
+        let at = 0
+        const more = (): void => {
+          while (at < total) {
+            const n = Math.min(total - at, 1 + ((at * 7919) % 300_000))
+            const room = socket.write(data.subarray(at, at + n))
+            at += n
+            if (!room) return void socket.once("drain", more)
+          }
+          socket.end()
+        }
+        more()
+      })
+      const { pull } = yield* OwnSocket.make({ path }).reader
+      // Nothing pulled for a while: two buffers fill, then the socket stops reading and the peer waits.
+      yield* Effect.sleep("300 millis")
+      expect(peer).toBeDefined()
+      expect(peer!.writableLength).toBeGreaterThan(0)
+      const hash = Crypto.createHash("sha256")
+      let received = 0
+      let pulls = 0
+      while (true) {
+        const batch = yield* Effect.result(pull)
+        if (batch._tag === "Failure") {
+          expect(batch.failure.reason._tag).toBe("SocketCloseError")
+          break
+        }
+        // A slow consumer now and then: reads go on meanwhile, into the regions no view still uses.
+        if (++pulls % 3 === 0) yield* Effect.sleep("1 millis")
+        for (const chunk of batch.success) {
+          hash.update(chunk)
+          received += chunk.length
+        }
+      }
+      expect(received).toBe(total)
+      expect(hash.digest("hex")).toBe(Crypto.createHash("sha256").update(data).digest("hex"))
+    })
+  )
+
+  it.live("closing the reader's scope fails a pull that waits; a write then waits for the next connection", () =>
+    Effect.gen(function* () {
+      const path = yield* rawServer(() => {})
+      const socket = OwnSocket.make({ path })
+      const scope = yield* Scope.make()
+      const { pull } = yield* Scope.provide(socket.reader, scope)
+      const waiting = yield* Effect.forkChild(pull)
+      yield* Effect.sleep("20 millis")
+      yield* Scope.close(scope, Exit.void)
+      const error = yield* Effect.flip(Fiber.join(waiting))
+      expect(error.reason._tag).toBe("SocketCloseError")
+      const writer = yield* socket.writer
+      // No connection: a write waits for the next one rather than writing into a closed socket.
+      const write = yield* Effect.timeoutOption(writer.write(new Uint8Array(4)), "50 millis")
+      expect(write._tag).toBe("None")
     })
   )
 })
