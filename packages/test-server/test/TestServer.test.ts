@@ -3,12 +3,13 @@ import { Backend, Filter, TestServer } from "@effect-nbd/test-server"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
+import * as Logger from "effect/Logger"
 import { createHash, randomBytes } from "node:crypto"
 import * as Fs from "node:fs"
 import * as Os from "node:os"
 import * as Path from "node:path"
 import { nbdsh, run, runOk } from "./helpers.js"
-import { CMD_FLUSH, handshakeSimple, RawClient, request, simpleReply } from "./raw.js"
+import { CMD_FLUSH, CMD_READ, handshakeSimple, RawClient, request, simpleReply, sleep } from "./raw.js"
 
 const withServer = <A, E>(config: TestServer.Config, f: (server: TestServer.Service) => Effect.Effect<A, E>) =>
   Effect.scoped(Effect.flatMap(TestServer.make(config), f))
@@ -482,6 +483,41 @@ describe("TestServer against libnbd's tools", () => {
       })
     )
   )
+
+  it.live("clients that leave mid-request, and a server closed under open connections, log nothing", () => {
+    const logs: Array<string> = []
+    const logger = Logger.make(({ logLevel, message }) => {
+      logs.push(`${logLevel}: ${String(message)}`)
+    })
+    return Effect.gen(function* () {
+      // The logger is the one the server's fibers log to: a probe reaches it.
+      yield* Effect.logWarning("probe")
+      yield* Effect.scoped(
+        Effect.gen(function* () {
+          const server = yield* TestServer.make({ faults: [{ command: "read", delayMs: 10_000 }] })
+          if (server.address._tag !== "Unix") throw new Error("expected a Unix socket")
+          const path = server.address.path
+          yield* Effect.promise(async () => {
+            // One client goes away while its read is in service.
+            const gone = await RawClient.connect(path)
+            await handshakeSimple(gone)
+            await gone.write(request(CMD_READ, 1, 0, 512))
+            await sleep(50)
+            gone.destroy()
+            // One waits in the handshake, one has a read in service, when the server closes.
+            const waiting = await RawClient.connect(path)
+            await waiting.read(18)
+            const serving = await RawClient.connect(path)
+            await handshakeSimple(serving)
+            await serving.write(request(CMD_READ, 2, 0, 512))
+            await sleep(50)
+          })
+        })
+      )
+      yield* Effect.sleep(100)
+      expect(logs).toEqual(["Warn: probe"])
+    }).pipe(Effect.provide(Logger.layer([logger])))
+  })
 
   it.live("invalid configuration fails with a TestServerError", () =>
     Effect.gen(function* () {
