@@ -499,6 +499,7 @@ export class TestServer extends Context.Service<TestServer, Service>()("@effect-
    * A layer with a running server for its scope: the module's `layer`.
    *
    * @since 1.0.0
+   * @category layers
    */
   static readonly layer = (config: Config = {}): Layer.Layer<TestServer, TestServerError> => layer(config)
 }
