@@ -244,11 +244,13 @@ export class Transmission {
 
   /** Fails every command still waiting with ENOTCONN. */
   failPending(message: string): void {
-    for (const p of this.pending.values()) {
-      p.completion.done(failed(new NbdError.ConnectionError({ errno: "ENOTCONN", operation: p.operation, message })))
-    }
+    // The books first: a listener may look at them (or issue a command) as soon as its command settles.
+    const waiting = [...this.pending.values()]
     this.pending.clear()
     this.inFlight = 0
+    for (const p of waiting) {
+      p.completion.done(failed(new NbdError.ConnectionError({ errno: "ENOTCONN", operation: p.operation, message })))
+    }
   }
 
   private complete(p: Pending): void {

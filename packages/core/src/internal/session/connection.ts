@@ -94,6 +94,11 @@ export interface Host extends EngineHost {
   readonly transport: Transport.Service | undefined
   /** The connection has ended, with the error that ended it (undefined for a clean end). */
   readonly connectionEnded: (error: NbdError.NbdError | undefined) => Effect.Effect<void>
+  /**
+   * The same, at once, for the state only: called before the commands still waiting fail, since a fiber
+   * waiting on one resumes as soon as it settles, and must find the connection's end in the state.
+   */
+  readonly connectionEnding: (error: NbdError.NbdError | undefined) => void
 }
 
 /**
@@ -132,7 +137,21 @@ export class Connection {
   ) {
     this.endedSignal = endedSignal
     this.tryWrite = h.transport?.tryWrite
-    this.engine = new Transmission(h, { queued: () => this.queued(), handshakeBytes: () => this.wake?.() }, firstCookie)
+    // The engine fails the commands still waiting when the handle does not keep them for a reconnect: the
+    // state says the connection has ended first.
+    const host: EngineHost = {
+      stats: h.stats,
+      adopt: (error, waiting) => {
+        if (h.adopt(error, waiting)) return true
+        h.connectionEnding(error)
+        return false
+      }
+    }
+    this.engine = new Transmission(
+      host,
+      { queued: () => this.queued(), handshakeBytes: () => this.wake?.() },
+      firstCookie
+    )
   }
 
   /**
@@ -356,6 +375,8 @@ export class Connection {
       const error = endError(cause, inHandshake)
       this.ended = { error }
       this.wake?.()
+      // After NBD_CMD_DISC nothing is kept for a reconnect: the engine fails what waits without asking.
+      if (this.engine.disconnectRequested) this.h.connectionEnding(error)
       this.engine.end(error)
       const fibers = [this.readerFiber, this.writerFiber].filter((f): f is Fiber.Fiber<void> => f !== undefined)
       return Effect.andThen(

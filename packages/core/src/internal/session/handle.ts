@@ -226,7 +226,17 @@ export class HandleImpl implements Host, Inspectable.Inspectable {
     const recovery = this.recovery
     if (recovery !== undefined)
       return recovery.started || this.reconnect === undefined ? Effect.void : this.reconnect(this)
-    return this.transition((s) => [
+    return Effect.sync(() => this.connectionEnding(error))
+  }
+
+  /**
+   * The state part of `connectionEnded`, at once: Dead with its error, or Closed, unless it already is, or a
+   * reconnect (or the open timeout's retries) owns the state. Called as the connection ends, before its
+   * commands fail: a fiber waiting on one resumes as soon as it settles, and must find the handle ended.
+   */
+  connectionEnding(error: NbdError.NbdError | undefined): void {
+    if (this.opening || this.recovery !== undefined) return
+    this.state.modifyUnsafe((s) => [
       undefined,
       isEnded(s) ? s : error === undefined ? HandleState.Closed : HandleState.Dead(error)
     ])

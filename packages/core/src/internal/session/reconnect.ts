@@ -100,8 +100,9 @@ const attempt = (h: HandleImpl, recovery: Recovery, before: Agreement, firstCook
 /** Fails every waiting command, under its own name, and the new commands waiting with them. */
 const release = (recovery: Recovery, error: NbdError.NbdError): Effect.Effect<void> =>
   Effect.sync(() => {
-    for (const pending of recovery.waiting) pending.completion.done(failed(stranded(error, pending.operation)))
-    recovery.waiting.splice(0)
+    // Emptied first: a fiber waiting on a command resumes as soon as it fails, and may count what waits.
+    const waiting = recovery.waiting.splice(0)
+    for (const pending of waiting) pending.completion.done(failed(stranded(error, pending.operation)))
     recovery.ready.done(failed(error))
   })
 

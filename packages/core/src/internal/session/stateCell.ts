@@ -44,17 +44,20 @@ export class StateCell {
    * given changes nothing and publishes nothing.
    */
   modify<A>(f: (s: HandleState.HandleState) => readonly [A, HandleState.HandleState]): Effect.Effect<A> {
-    return Effect.sync(() => {
-      const [answer, next] = f(this.current)
-      if (next !== this.current) {
-        this.current = next
-        this.version += 1
-        // Offered in the step that made the change (an unbounded PubSub always takes it), so subscribers see
-        // the changes in the order they were made.
-        PubSub.publishUnsafe(this.published, { version: this.version, state: next })
-      }
-      return answer
-    })
+    return Effect.sync(() => this.modifyUnsafe(f))
+  }
+
+  /** `modify`, done at once rather than as an effect, for a step that cannot wait for a fiber. */
+  modifyUnsafe<A>(f: (s: HandleState.HandleState) => readonly [A, HandleState.HandleState]): A {
+    const [answer, next] = f(this.current)
+    if (next !== this.current) {
+      this.current = next
+      this.version += 1
+      // Offered in the step that made the change (an unbounded PubSub always takes it), so subscribers see
+      // the changes in the order they were made.
+      PubSub.publishUnsafe(this.published, { version: this.version, state: next })
+    }
+    return answer
   }
 
   /**
