@@ -20,6 +20,8 @@ import * as NodeTls from "./internal/tls.js"
 
 /**
  * A `Socket` layer that connects to a Unix socket, with the `Transport` service that can upgrade it to TLS.
+ * Each acquisition of the socket's reader opens a connection; each provide of the layer gets a socket of its
+ * own (as for every transport layer here).
  * @since 0.1.0
  * @category layers
  */
@@ -443,6 +445,11 @@ export interface LayerConfig extends Nbd.Settings, UriOptions {
  * handle with the settings and connects it (`connectUri`), releasing it disconnects and closes the handle.
  * A bad setting, a URI that does not parse or a server that cannot be reached fails the layer with the
  * `NbdError`. Application code depends on `NbdClient` alone; tests provide another layer.
+ *
+ * One layer value may be provided in several places: each provide (or `Layer.build`) gets a handle of its
+ * own, even inside a program that already provides the same layer, while the layers of one composition that
+ * need it share one handle, and a layer built once for a group of tests (@effect/vitest's `layer`) serves
+ * them all.
  *
  * @example
  * ```ts
