@@ -257,6 +257,18 @@ describe("the engine, fed bytes with no socket", () => {
     }
   })
 
+  // A fiber waiting on a command resumes as soon as the command settles, in the engine's own step: whatever it
+  // reads of the engine then must already be true.
+  it("a connection's end settles the books before any listener hears of it", () => {
+    const { engine, issue } = engineFor("structured")
+    const first = issue(read(), 0, 512)
+    issue(flush, 0, 0)
+    const seenInFlight: Array<number> = []
+    first.completion.listen(() => seenInFlight.push(engine.inFlight))
+    engine.end(undefined)
+    expect(seenInFlight).toEqual([0])
+  })
+
   it("after NBD_CMD_DISC no command may follow, and the write side ends after it", () => {
     const { engine, queued } = engineFor("structured")
     expect(engine.disconnect()).toBe(1)
