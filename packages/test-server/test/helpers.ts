@@ -32,10 +32,13 @@ export interface RunResult {
   readonly stderr: string
 }
 
-/** Debian's python first, so nbdsh finds its `nbd` module. */
+/**
+ * Debian's python first, so nbdsh finds its `nbd` module, but the Node running the tests before it: the
+ * bins that the tools start (`[ effect-nbd-server ... ]`) need that Node, not the system's.
+ */
 export const toolEnv = (extra: Record<string, string> = {}): NodeJS.ProcessEnv => ({
   ...process.env,
-  PATH: `/usr/bin:/usr/sbin:${process.env.PATH ?? ""}`,
+  PATH: `${Path.dirname(process.execPath)}:/usr/bin:/usr/sbin:${process.env.PATH ?? ""}`,
   ...extra
 })
 
