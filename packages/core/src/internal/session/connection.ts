@@ -317,11 +317,12 @@ export class Connection {
 
   /**
    * Resumes once the queue is handed over to the writer. It wakes after the fibers already scheduled have
-   * run, so the requests they queue in the meantime go out together.
+   * run, so the requests they queue in the meantime go out together: a resumed fiber would otherwise run at
+   * once, inside the call that queued the first request.
    */
   private readonly handedOver: Effect.Effect<void> = Effect.callback<void>((resume) => {
     if (this.sender !== "idle" && this.sender !== "flush") return resume(Effect.void)
-    this.resumeWriter = () => resume(Effect.void)
+    this.resumeWriter = () => resume(Effect.yieldNow)
     return Effect.sync(() => {
       this.resumeWriter = undefined
     })
