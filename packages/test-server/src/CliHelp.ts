@@ -104,6 +104,35 @@ const table = (flags: ReadonlyArray<HelpDoc.FlagDoc>): Array<string> =>
 
 const block = (title: string, lines: ReadonlyArray<string>): string => `${title}\n\n${lines.join("\n")}\n`
 
+/** The synopsis: each subcommand with what it does, or the command with every option and argument. */
+const synopsis = (doc: HelpDoc.HelpDoc, path: string): string => {
+  const subcommands = (doc.subcommands ?? []).flatMap((group) => group.commands)
+  if (subcommands.length === 0) {
+    const words = [...doc.flags.map(synopsisOf), ...(doc.args ?? []).map(argumentOf)]
+    return wrap(words, `    ${path} `, 5 + path.length).join("\n") + "\n"
+  }
+  const width = Math.max(...subcommands.map((s) => s.name.length)) + 2
+  return (
+    subcommands
+      .map((s) => `    ${path} ${s.name.padEnd(width)}${s.shortDescription ?? s.description.split("\n")[0]}`)
+      .join("\n") + "\n"
+  )
+}
+
+/** The options that have a description, in a table per section (the rest under "Options:"). */
+const optionTables = (doc: HelpDoc.HelpDoc): Array<string> => {
+  const described = doc.flags.filter((f) => Option.isSome(f.description))
+  const sections = Option.getOrElse(Context.getOption(doc.annotations, Sections), () => [])
+  const placed = new Set(sections.flatMap((s) => s.flags))
+  const blocks = sections.map((section) => {
+    const flags = section.flags.flatMap((name) => described.filter((f) => f.name === name))
+    const note = section.note === undefined ? [] : section.note.replace(/\s+$/, "").split("\n")
+    return block(`${section.title}:`, [...table(flags), ...note])
+  })
+  const rest = described.filter((f) => !placed.has(f.name))
+  return rest.length > 0 ? [...blocks, block("Options:", table(rest))] : blocks
+}
+
 /**
  * A help page: the description's first paragraph, the synopsis (every option, as nbdkit's and libnbd's
  * pages give it), the rest of the description, the options that have a description in a table, by section,
@@ -112,49 +141,33 @@ const block = (title: string, lines: ReadonlyArray<string>): string => `${title}
 const page = (doc: HelpDoc.HelpDoc): string => {
   const path = (doc.commandPath ?? [doc.usage.split(" ")[0] ?? ""]).join(" ")
   const [title = "", ...body] = doc.description.split(/\n\s*\n/)
-  const described = doc.flags.filter((f) => Option.isSome(f.description))
-  const parts: Array<string> = [`${title.trim()}\n`]
-  const subcommands = (doc.subcommands ?? []).flatMap((group) => group.commands)
-  if (subcommands.length > 0) {
-    const width = Math.max(...subcommands.map((s) => s.name.length)) + 2
-    parts.push(
-      subcommands
-        .map((s) => `    ${path} ${s.name.padEnd(width)}${s.shortDescription ?? s.description.split("\n")[0]}`)
-        .join("\n") + "\n"
-    )
-  } else {
-    const words = [...doc.flags.map(synopsisOf), ...(doc.args ?? []).map(argumentOf)]
-    parts.push(wrap(words, `    ${path} `, 5 + path.length).join("\n") + "\n")
-  }
-  if (body.length > 0) parts.push(`${body.join("\n\n").replace(/\s+$/, "")}\n`)
-  const sections = Option.getOrElse(Context.getOption(doc.annotations, Sections), () => [])
-  const placed = new Set(sections.flatMap((s) => s.flags))
-  for (const section of sections) {
-    const flags = section.flags.flatMap((name) => described.filter((f) => f.name === name))
-    const note = section.note === undefined ? [] : section.note.replace(/\s+$/, "").split("\n")
-    parts.push(block(`${section.title}:`, [...table(flags), ...note]))
-  }
-  const rest = described.filter((f) => !placed.has(f.name))
-  if (rest.length > 0) parts.push(block("Options:", table(rest)))
   const globals = doc.globalFlags ?? []
-  if (globals.length > 0)
-    parts.push(
-      block(
-        "Other options:",
-        globals.map((f) => `    ${path} ${[...f.aliases.filter(isShort), `--${f.name}`].join("|")}`)
-      )
-    )
-  if (doc.examples !== undefined && doc.examples.length > 0)
-    parts.push(
-      block(
-        "Examples:",
-        doc.examples.flatMap((e) => [
-          ...(e.description === undefined ? [] : [`    # ${e.description}`]),
-          `    ${e.command}`
-        ])
-      )
-    )
-  return parts.join("\n")
+  const examples = doc.examples ?? []
+  return [
+    `${title.trim()}\n`,
+    synopsis(doc, path),
+    ...(body.length > 0 ? [`${body.join("\n\n").replace(/\s+$/, "")}\n`] : []),
+    ...optionTables(doc),
+    ...(globals.length > 0
+      ? [
+          block(
+            "Other options:",
+            globals.map((f) => `    ${path} ${[...f.aliases.filter(isShort), `--${f.name}`].join("|")}`)
+          )
+        ]
+      : []),
+    ...(examples.length > 0
+      ? [
+          block(
+            "Examples:",
+            examples.flatMap((e) => [
+              ...(e.description === undefined ? [] : [`    # ${e.description}`]),
+              `    ${e.command}`
+            ])
+          )
+        ]
+      : [])
+  ].join("\n")
 }
 
 /** A message on one line, control characters shown rather than sent to the terminal. */
