@@ -1,5 +1,5 @@
 /**
- * An application module, as a user of effect-nbd would write one: it depends on the `NbdClient` tag and the
+ * An application module, as a user of effect-nbd would write one: it depends on the `NbdClient` service and the
  * `Nbd` calls only. Which server it talks to, over which transport, with which settings, is decided by the
  * layer the caller provides; nothing here changes when a test swaps nbdkit for the in-process test server.
  */
