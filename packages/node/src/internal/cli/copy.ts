@@ -518,7 +518,7 @@ DIGEST is any of node's, e.g. md5, sha512/512k), with any destination (to -
 give --blkhash-file). --reconnect-delay=SECONDS (qemu's name; default 0:
 never): a side whose server drops the connection reconnects every 100 ms for
 that long and sends the waiting requests again.`),
-  Command.withShortDescription("copy between NBD exports, files, stdin/stdout and null: (like nbdcopy)"),
+  Command.withShortDescription("copy NBD exports, files, stdin/stdout (like nbdcopy)"),
   Command.withExamples([
     { command: "effect-nbd copy nbd://example.com local.img" },
     { command: "effect-nbd copy -C4 -R64 --request-size=1M local.img nbd://example.com" },

@@ -292,7 +292,7 @@ export const discard = Command.make(
   -c changes nothing: exit status 0 if the range is already sparse (with -z:
   reads as zeroes), 2 if not. -v says what is done.
   ${rangeText}`),
-  Command.withShortDescription("discard a range of an export, all of it by default (like nbddiscard)"),
+  Command.withShortDescription("discard a range, all of it by default (like nbddiscard)"),
   Command.withExamples([
     { command: "effect-nbd discard nbd://localhost" },
     { command: "effect-nbd discard -y -o 1M -l 64K nbd://localhost" },
@@ -314,7 +314,7 @@ export const zero = Command.make("zero", shared, handler("zero", true)).pipe(
   server cannot zero fast. -c changes nothing: exit status 0 if the range
   already reads as zeroes, 2 if not. -v says what is done.
   ${rangeText}`),
-  Command.withShortDescription("zero a range of an export, all of it by default (like nbdzero)"),
+  Command.withShortDescription("zero a range, all of it by default (like nbdzero)"),
   Command.withExamples([
     { command: "effect-nbd zero nbd://localhost" },
     { command: "effect-nbd zero -y --fast-zero -o 1M -l 64K nbd://localhost" },

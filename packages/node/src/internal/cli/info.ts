@@ -402,15 +402,17 @@ const withAliases =
 
 const description = `Display information and metadata about NBD servers and exports, like nbdinfo:
 
-  --map alone maps base:allocation; qemu's contexts work too (qemu:dirty-bitmap:NAME,
-  qemu:allocation-depth). --can FEATURE (or --is, --has, --have) exits 0 when true,
-  2 when false, 1 on error; --cannot (--isnt, --hasnt, --cant, ...) 0 when false, 2
-  when true. As in nbdinfo, they are one question: each takes any feature of
-  ${Object.keys(features).join(", ")}, or a meta context
-  (base:allocation, qemu:dirty-bitmap:NAME). connect: the handshake works; open:
-  the server opens the export; read: always, once connected; write: not
-  read-only; tls: TLS was negotiated. --content (the default without --list) runs
-  the first 8K through file(1). [ CMD ARGS ... ] starts a server by socket
+  --map alone maps base:allocation; qemu's contexts work too
+  (qemu:dirty-bitmap:NAME, qemu:allocation-depth). --can FEATURE (or --is,
+  --has, --have) exits 0 when true, 2 when false, 1 on error; --cannot (--isnt,
+  --hasnt, --cant, ...) 0 when false, 2 when true. As in nbdinfo, they are one
+  question: each takes any feature (connect, read, open, tls, structured-reply,
+  extended-headers, read-only, write, rotational, block-status-payload, cache,
+  df, fast-zero, flush, fua, multi-conn, trim, zero) or a meta context
+  (base:allocation, qemu:dirty-bitmap:NAME). connect: the handshake works;
+  open: the server opens the export; read: always, once connected; write: not
+  read-only; tls: TLS was negotiated. --content (the default without --list)
+  runs the first 8K through file(1). [ CMD ARGS ... ] starts a server by socket
   activation (nbdkit memory 1G); -- CMD ARGS ... runs a server on stdin/stdout
   (nbdkit -s memory 1G). Without a URI: an embedded test server (1M).`
 
@@ -477,7 +479,7 @@ export const command = Command.make(
     )
 ).pipe(
   Command.withDescription(description),
-  Command.withShortDescription("show information about an NBD server and its exports (like nbdinfo)"),
+  Command.withShortDescription("show an NBD server and its exports (like nbdinfo)"),
   Command.withExamples([
     { command: "effect-nbd info nbd://localhost" },
     { command: 'effect-nbd info "nbd+unix:///?socket=/tmp/unixsock"' },
