@@ -196,7 +196,9 @@ export class Connection {
       }
       return Effect.void
     }
-    return Effect.forever(Effect.flatMap(pull, received))
+    // No yield of its own between pulls: a pull with nothing to give suspends anyway, and the scheduler's
+    // budget still interrupts a long run of pulls that never wait.
+    return Effect.forever(Effect.flatMap(pull, received), { disableYield: true })
   }
 
   /**
