@@ -96,6 +96,18 @@ describe("malformed replies on the wire", () => {
     })
   )
 
+  it.live("disconnectAfter: requests sent together with the nth still get the replies before it", () =>
+    withRawClient({ structuredReplies: false, disconnectAfter: 3 }, async (client) => {
+      // One write: the server decodes all four at once, answers the first two and dies at the third.
+      await client.write(Buffer.concat([1, 2, 3, 4].map((cookie) => request(CMD_FLUSH, cookie, 0, 0))))
+      expect(await simpleReply(client)).toEqual({ error: 0, cookie: 1 })
+      expect(await simpleReply(client)).toEqual({ error: 0, cookie: 2 })
+      const before = client.received
+      await client.waitClosed()
+      expect(client.received).toBe(before)
+    })
+  )
+
   it.live("the configuration refuses kinds on the wrong command and contradictory faults", () =>
     Effect.gen(function* () {
       const refused = (fault: TestServer.FaultConfig) =>

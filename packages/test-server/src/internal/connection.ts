@@ -84,6 +84,17 @@ export const serve = (settings: Settings.Settings, conn: Net.Socket): Effect.Eff
       })
     }
 
+    /** Hands every reply queued so far to the socket, and waits until the socket has written it. */
+    const flushQueued = Effect.gen(function* () {
+      const flushed = yield* Deferred.make<void>()
+      writer.push(flushed)
+      yield* Deferred.await(flushed)
+      if (io.socket.writableLength > 0)
+        yield* Effect.callback<void>((resume) => {
+          io.socket.write(new Uint8Array(0), () => resume(Effect.void))
+        })
+    })
+
     const startTls = (received: Uint8Array): void => {
       const tls = settings.tls!
       // Nothing more is read in plaintext: what already arrived goes back to the socket for the TLS layer.
@@ -125,7 +136,13 @@ export const serve = (settings: Settings.Settings, conn: Net.Socket): Effect.Eff
     session.start()
 
     const how = yield* Deferred.await(ending)
-    if (how === "hard") return
+    if (how === "hard") {
+      // As when a server process dies: the replies it had already written still reach the client (the kernel
+      // sends what was written before the death); the requests still being served are lost.
+      io.socket.removeAllListeners("data")
+      if (!io.socket.destroyed) yield* Effect.raceFirst(flushQueued, Deferred.await(closed))
+      return
+    }
     // A soft disconnect: finish the requests in flight, flush their replies, then close.
     io.socket.removeAllListeners("data")
     yield* Effect.raceFirst(
