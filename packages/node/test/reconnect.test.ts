@@ -6,6 +6,7 @@ import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Fiber from "effect/Fiber"
 import * as Logger from "effect/Logger"
+import * as Layer from "effect/Layer"
 import * as Schedule from "effect/Schedule"
 import * as Stream from "effect/Stream"
 import * as Tracer from "effect/Tracer"
@@ -417,7 +418,7 @@ describe("reconnect by schedule", () => {
         const reconnects = yield* Effect.forEach(pool.handles, (h) => Effect.map(Nbd.stats(h), (s) => s.reconnects))
         expect(reconnects.reduce((a, b) => a + b, 0)).toBeGreaterThanOrEqual(1)
         expect(sha256(target)).toBe(sha256(source))
-      }).pipe(Effect.provide(NodeFileSystem.layer), Effect.provide(capturedLogs([]))),
+      }).pipe(Effect.provide(Layer.merge(NodeFileSystem.layer, capturedLogs([])))),
     60_000
   )
 })

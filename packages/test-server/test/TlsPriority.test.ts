@@ -5,6 +5,7 @@
  */
 import { beforeAll, describe, expect, it } from "@effect/vitest"
 import { TestServer } from "@effect-nbd/test-server"
+import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Fs from "node:fs"
@@ -42,6 +43,9 @@ const readExactly = (socket: Net.Socket, n: number): Promise<Buffer> =>
     socket.resume()
   })
 
+/** A failed STARTTLS exchange or TLS handshake, with Node's error as the cause. */
+class HandshakeError extends Data.TaggedError("HandshakeError")<{ readonly cause: unknown }> {}
+
 /**
  * Connects, negotiates NBD_OPT_STARTTLS and runs a Node TLS handshake with `options`: the version and cipher
  * negotiated, or the handshake's error.
@@ -74,7 +78,7 @@ const handshake = (path: string, ca: Buffer, options: Tls.ConnectionOptions = {}
             secure.once("error", reject)
           })
         },
-        catch: (e) => e as Error
+        catch: (cause) => new HandshakeError({ cause })
       }),
     (socket) => Effect.sync(() => socket.destroy())
   )
