@@ -36,10 +36,10 @@ done
 if [ ${#fuzzers[@]} -eq 0 ]; then echo "no fuzzers found" >&2; exit 2; fi
 share=$((duration / ${#fuzzers[@]}))
 
-npx tsc -b tsconfig.build.json
+node_modules/.bin/tsc -b tsconfig.build.json
 status=0
 for pkg in "${fuzzers[@]}"; do
-  npx tsc -b "packages/$pkg/test/fuzz/tsconfig.fuzz.json"
+  node_modules/.bin/tsc -b "packages/$pkg/test/fuzz/tsconfig.fuzz.json"
   # The entry point's place under build/fuzz follows the tsconfig's rootDir (test/ or test/fuzz/).
   entry="packages/$pkg/build/fuzz/fuzz/run.js"
   [ -f "$entry" ] || entry="packages/$pkg/build/fuzz/run.js"

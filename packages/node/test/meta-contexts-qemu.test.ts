@@ -17,7 +17,11 @@ vi.setConfig({ testTimeout: 90_000 })
 
 // The CLI test runs the built CLI as a real process: build it (incrementally) first.
 beforeAll(() => {
-  execFileSync("npx", ["tsc", "-b", "packages/node/tsconfig.src.json"], { cwd: root, stdio: "inherit" })
+  execFileSync(
+    process.execPath,
+    [Path.join(root, "node_modules/typescript/bin/tsc"), "-b", "packages/node/tsconfig.src.json"],
+    { cwd: root, stdio: "inherit" }
+  )
 }, 120_000)
 
 const MiB = 1024 * 1024

@@ -22,7 +22,11 @@ export const serverBin = Path.join(
  * the bin from its build.
  */
 export const buildServerBin = (): void => {
-  execFileSync("npx", ["tsc", "-b", "packages/test-server/tsconfig.src.json"], { cwd: root, stdio: "inherit" })
+  execFileSync(
+    process.execPath,
+    [Path.join(root, "node_modules/typescript/bin/tsc"), "-b", "packages/test-server/tsconfig.src.json"],
+    { cwd: root, stdio: "inherit" }
+  )
   execFileSync(process.execPath, ["scripts/bundle-bins.mjs", "packages/test-server"], { cwd: root, stdio: "inherit" })
 }
 

@@ -20,7 +20,11 @@ export const bin = Path.join(root, "packages/node", manifest.bin["effect-nbd"]!)
  * process.
  */
 export const buildCli = (): void => {
-  execFileSync("npx", ["tsc", "-b", "packages/node/tsconfig.src.json"], { cwd: root, stdio: "inherit" })
+  execFileSync(
+    process.execPath,
+    [Path.join(root, "node_modules/typescript/bin/tsc"), "-b", "packages/node/tsconfig.src.json"],
+    { cwd: root, stdio: "inherit" }
+  )
   execFileSync(process.execPath, ["scripts/bundle-bins.mjs", "packages/node"], { cwd: root, stdio: "inherit" })
 }
 
