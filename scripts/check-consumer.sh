@@ -12,9 +12,10 @@
 #   - the bins (bin/NAME.cjs, loading the launcher dist/cli/NAME.cjs) run the esbuild bundles, which carry what
 #     they need: effect-nbd runs its embedded server even with effect and @effect-nbd/test-server moved away;
 #     effect-nbd-server --run works; a second run uses the V8 code cache the first wrote (Node's compile cache).
-# Environment: EFFECT_VERSION and PLATFORM_NODE_VERSION (default ^4.1: what npm resolves today; the bottom of
-# our ranges is EFFECT_VERSION=4.1.0 PLATFORM_NODE_VERSION=4.1.0); SKIP_BUILD=1 to reuse dist/; KEEP=1 to keep
-# the scratch dir.
+# Environment: EFFECT_VERSION and PLATFORM_NODE_VERSION (default ^4.1: what npm resolves today); SKIP_BUILD=1 to
+# reuse dist/; KEEP=1 to keep the scratch dir. (effect 4.1.0 cannot be installed beside @effect/platform-node
+# with strict peers: every @effect/platform-node 4.1 takes @effect/platform-node-shared ^4.1.0, which resolves to
+# 4.1.5, whose peer is effect ^4.1.5.)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -136,7 +137,7 @@ const program = Effect.gen(function* () {
   const size = yield* Nbd.getSize(h)
   yield* Nbd.pwrite(h, new TextEncoder().encode(text), 4096)
   const back = new TextDecoder().decode(yield* Nbd.pread(h, text.length, 4096))
-  if (back !== text) return yield* Effect.dieMessage(`read back ${JSON.stringify(back)}`)
+  if (back !== text) return yield* Effect.die(new Error(`read back ${JSON.stringify(back)}`))
   yield* Console.log(`size ${size}, read back: ${back}`)
 })
 
