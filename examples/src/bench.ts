@@ -10,6 +10,8 @@
  *      processes, each server started with `--run` for one nbdcopy of a 1 GiB file into a fresh memory export
  *   5. whole processes: `effect-nbd copy` vs `nbdcopy` (URI to null: at the defaults, -C 1 and -C 4; URI to a
  *      file; a file to URI), and the start-up of `effect-nbd info --size` and `effect-nbd-server --run true`
+ *   6. the socket: the aio read loop and the random reads through our Node socket vs through
+ *      `@effect/platform-node`'s `NodeSocket.layerNet` (the same client otherwise)
  *
  * Node's floor (floor.ts: a raw `net` NBD reader and writer, no Effect, no library code) runs beside the
  * sequential reads and writes and the `copy URI null:` rows, and those rows print ours / floor as well.
@@ -28,6 +30,7 @@
 import { Nbd, NbdStream } from "@effect-nbd/core"
 import { NodeNbd } from "@effect-nbd/node"
 import * as NodeRuntime from "@effect/platform-node/NodeRuntime"
+import * as NodeSocket from "@effect/platform-node/NodeSocket"
 import * as Duration from "effect/Duration"
 import * as Data from "effect/Data"
 import * as Effect from "effect/Effect"
@@ -88,8 +91,16 @@ type WorkerTask =
       readonly reps: number
       /** An untimed session of this many bytes first, so the timed ones run on warm (JIT-compiled) code. */
       readonly warmupBytes: number
+      readonly socket?: SocketKind
     }
-  | { readonly mode: "randread"; readonly uri: string; readonly seconds: number }
+  | { readonly mode: "randread"; readonly uri: string; readonly seconds: number; readonly socket?: SocketKind }
+
+/**
+ * How the worker connects: "ours" through `NodeNbd.connectUri` (our Node socket: reused read buffers,
+ * synchronous writes), "effect" through `Nbd.connectSocket` on `@effect/platform-node`'s `NodeSocket.layerNet`
+ * (a fresh buffer per read, no synchronous write), for a Unix socket URI.
+ */
+type SocketKind = "ours" | "effect"
 
 interface WorkerRun {
   /** The whole session: make, connect, transfer, close. */
@@ -129,9 +140,18 @@ const pipeline = (
     return issued
   })
 
+/** Connects `h` to `uri` through the socket `kind` names. */
+const connect = (h: Nbd.Handle, uri: string, kind: SocketKind = "ours"): Effect.Effect<void, unknown> => {
+  if (kind === "ours") return NodeNbd.connectUri(h, uri)
+  const path = new URL(uri).searchParams.get("socket")
+  if (path === null) return Effect.fail(new BenchError({ message: `not a Unix socket URI: ${uri}` }))
+  return Nbd.connectSocket(h).pipe(Effect.provide(NodeSocket.layerNet({ path })))
+}
+
 const session = (
   uri: string,
-  transfer: (h: Nbd.Handle, size: number) => Effect.Effect<{ bytes: number; requests: number }, unknown>
+  transfer: (h: Nbd.Handle, size: number) => Effect.Effect<{ bytes: number; requests: number }, unknown>,
+  socket?: SocketKind
 ): Effect.Effect<WorkerRun, unknown> =>
   Effect.gen(function* () {
     const t0 = performance.now()
@@ -140,7 +160,7 @@ const session = (
     const result = yield* Effect.scoped(
       Effect.gen(function* () {
         const h = yield* Nbd.make()
-        yield* NodeNbd.connectUri(h, uri)
+        yield* connect(h, uri, socket)
         const size = Number(yield* Nbd.getSize(h))
         t1 = performance.now()
         const r = yield* transfer(h, size)
@@ -242,10 +262,12 @@ const randomRead =
 
 const worker = (task: WorkerTask): Effect.Effect<ReadonlyArray<WorkerRun>, unknown> =>
   task.mode === "randread"
-    ? Effect.map(session(task.uri, randomRead(task.seconds)), (r) => [r])
+    ? Effect.map(session(task.uri, randomRead(task.seconds), task.socket), (r) => [r])
     : Effect.andThen(
-        task.warmupBytes > 0 ? Effect.asVoid(session(task.uri, transferOf(task.mode, task.warmupBytes))) : Effect.void,
-        Effect.forEach(Array.from({ length: task.reps }), () => session(task.uri, transferOf(task.mode)), {
+        task.warmupBytes > 0
+          ? Effect.asVoid(session(task.uri, transferOf(task.mode, task.warmupBytes), task.socket))
+          : Effect.void,
+        Effect.forEach(Array.from({ length: task.reps }), () => session(task.uri, transferOf(task.mode), task.socket), {
           concurrency: 1
         })
       )
@@ -634,6 +656,25 @@ const benchmark = Effect.scoped(
       randomOurs.push(yield* runWorker({ mode: "randread", uri: nbdkit.uri, seconds: RANDOM_SECONDS }))
     }
 
+    // 6. the socket: our Node socket against @effect/platform-node's NodeSocket.layerNet, the same client
+    // otherwise, alternating; what says whether our own socket still earns its place.
+    const socketRuns = { ours: [] as Array<WorkerResult>, effect: [] as Array<WorkerResult> }
+    const socketRandom = { ours: [] as Array<WorkerResult>, effect: [] as Array<WorkerResult> }
+    for (let i = 0; i < REPS; i++) {
+      yield* log(`socket: sequential read ${i + 1}/${REPS}`)
+      for (const socket of ["ours", "effect"] as const)
+        socketRuns[socket].push(
+          yield* runWorker({ mode: "read", uri: nbdkit.uri, reps: 1, warmupBytes: WARMUP_BYTES, socket })
+        )
+    }
+    for (let i = 0; i < RANDOM_REPS; i++) {
+      yield* log(`socket: random 4 KiB reads ${i + 1}/${RANDOM_REPS}`)
+      for (const socket of ["ours", "effect"] as const)
+        socketRandom[socket].push(
+          yield* runWorker({ mode: "randread", uri: nbdkit.uri, seconds: RANDOM_SECONDS, socket })
+        )
+    }
+
     // 5. what users run, as whole processes, alternating with libnbd's tools: the CLI's copy at its
     // defaults (nbdcopy's), -C 1 and -C 4, NBD to null:, to a file and from a file; and start-up.
     type Run = { seconds: number; bytes: number; requests: number }
@@ -846,6 +887,28 @@ const benchmark = Effect.scoped(
         0.9
       )
     ]
+    const socketRow = (test: string, runs: typeof socketRuns, withIops: boolean) =>
+      compare(
+        test,
+        side(
+          "our Node socket",
+          "NodeNbd.connectUri",
+          runs.ours.flatMap((r) => r.runs),
+          maxOf(runs.ours.map((r) => r.peakRssKiB)),
+          withIops
+        ),
+        side(
+          "NodeSocket.layerNet",
+          "Nbd.connectSocket on @effect/platform-node's NodeSocket.layerNet",
+          runs.effect.flatMap((r) => r.runs),
+          maxOf(runs.effect.map((r) => r.peakRssKiB)),
+          withIops
+        )
+      )
+    comparisons.push(
+      socketRow("socket: seq read 1 GiB, aio loop (ours vs NodeSocket)", socketRuns, false),
+      socketRow(`socket: rand read 4K x 64, ${RANDOM_SECONDS} s (ours vs NodeSocket)`, socketRandom, true)
+    )
     comparisons.push(...processRows)
     const rendered = table(comparisons)
     const startUpLines = startUp.map(
