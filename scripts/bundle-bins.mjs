@@ -36,6 +36,46 @@ const licenseText = (dir) => {
   return file === undefined ? undefined : Fs.readFileSync(Path.join(dir, file), "utf8").trim()
 }
 
+// Node's modules that a short run (info or a copy over a plain socket, a server without TLS) never touches but
+// that cost start-up when required at the top: TLS (with crypto) alone is about a tenth of `info --size`.
+const lazyBuiltins = new Set(["child_process", "crypto", "dgram", "dns", "readline", "tls"])
+
+/** The helper that stands for a lazy builtin: the module is required at the first property read. */
+const lazyHelper =
+  "var __lazyBuiltin=id=>{let m;return new Proxy({},{get:(_,key)=>(m??=require(id))[key]})};"
+
+/**
+ * How the bundle takes Node's own modules. esbuild gives each `import * as X from "node:x"` its own copy of
+ * the module's exports (`__toESM`, a getter per export, for `default`): the module itself is what a namespace
+ * import of a builtin means, so it is used as is. The modules of `lazyBuiltins` are required at their first
+ * use. Both hold only while the bundle reads the binding's members and never its `default`: checked here, and
+ * the build fails otherwise rather than ship a bundle that would behave differently.
+ */
+const rewriteBuiltins = (code, file) => {
+  const declaration = /([A-Za-z_$][\w$]*)=(?:__toESM\(require\("node:([a-z_/]+)"\),1\)|require\("node:([a-z_/]+)"\))/g
+  const bindings = []
+  const out = code.replace(declaration, (_, binding, a, b) => {
+    const id = a ?? b
+    bindings.push(binding)
+    return lazyBuiltins.has(id) ? `${binding}=__lazyBuiltin("node:${id}")` : `${binding}=require("node:${id}")`
+  })
+  const all = code.match(/require\("node:[a-z_/]+"\)/g)?.length ?? 0
+  if (all !== bindings.length) throw new Error(`${file}: a builtin is required in a way the rewrite does not know`)
+  // esbuild declares the bindings of a lazily evaluated module up front (`var a,b,init_c=__esm(…)`), and a
+  // module's name is no use of a binding named like it.
+  const checked = out
+    .replace(/\bvar (?:[\w$]+,)+/g, "var ")
+    .replace(/\bvar [\w$]+;/g, "")
+    .replace(/"node:[a-z_/]+"/g, '""')
+  for (const binding of new Set(bindings)) {
+    const uses = checked.matchAll(new RegExp(`(?<=^|[\\s(,=:?[{}!&|;+])${binding.replace(/\$/g, "\\$")}(?![\\w$])(?=(.{0,24}))`, "g"))
+    for (const [, after] of uses)
+      if (!/^(=(__lazyBuiltin|require)\(""\)|\.(?!default\b))/.test(after))
+        throw new Error(`${file}: ${binding} (a builtin) is used other than by its members: ${binding}${after}`)
+  }
+  return out.replace(/^/, lazyHelper)
+}
+
 for (const { pkg, name } of bins) {
   const outdir = Path.join(root, pkg, "dist/cli")
   Fs.rmSync(outdir, { recursive: true, force: true })
@@ -57,7 +97,7 @@ for (const { pkg, name } of bins) {
     logLevel: "warning"
   })
   // The loader runs the bundle: its #! line (from bin.ts) would not parse inside the module wrapper.
-  const code = Fs.readFileSync(bundle, "utf8").replace(/^#!.*\n/, "")
+  const code = rewriteBuiltins(Fs.readFileSync(bundle, "utf8").replace(/^#!.*\n/, ""), bundle)
   Fs.writeFileSync(bundle, code)
   const build = Crypto.createHash("sha256").update(code).digest("hex").slice(0, 16)
   const bin = Path.join(outdir, `${name}.cjs`)
