@@ -11,7 +11,7 @@
 #     it), and export ./package.json;
 #   - the bins (bin/NAME.cjs, loading the launcher dist/cli/NAME.cjs) run the esbuild bundles, which carry what
 #     they need: effect-nbd runs its embedded server even with effect and @effect-nbd/test-server moved away;
-#     effect-nbd-server --run works; a second run uses the V8 code cache the first wrote (Node's compile cache).
+#     effect-nbd-server --run works; a second run uses the V8 code cache the first wrote (in $NODE_COMPILE_CACHE).
 # Environment: EFFECT_VERSION and PLATFORM_NODE_VERSION (default ^4.1: what npm resolves today); SKIP_BUILD=1 to
 # reuse dist/; KEEP=1 to keep the scratch dir. (effect 4.1.0 cannot be installed beside @effect/platform-node
 # with strict peers: every @effect/platform-node 4.1 takes @effect/platform-node-shared ^4.1.0, which resolves to
@@ -226,10 +226,10 @@ mv "$work/aside/test-server" node_modules/@effect-nbd/test-server
 [ "$status" -eq 0 ] && [ "$out" = 1048576 ] || fail "effect-nbd info --size without effect installed: $status: $out"
 out=$(node_modules/.bin/effect-nbd-server -U - --run 'echo "served $uri"') || fail "effect-nbd-server --run exited $?"
 grep -q "^served nbd" <<<"$out" || fail "effect-nbd-server --run printed: $out"
-# The bins keep V8's code cache through Node's own compile cache: a second run starts from it.
+# The bins keep V8's code cache in $NODE_COMPILE_CACHE when it is set: a second run starts from it.
 export NODE_COMPILE_CACHE="$work/compile-cache"
 [ "$(node_modules/.bin/effect-nbd info --size)" = 1048576 ] || fail "effect-nbd info --size"
-[ -n "$(ls -A "$NODE_COMPILE_CACHE" 2>/dev/null)" ] || fail "effect-nbd wrote no code cache in $NODE_COMPILE_CACHE"
+compgen -G "$NODE_COMPILE_CACHE/effect-nbd-[0-9a-f]*" >/dev/null || fail "effect-nbd wrote no code cache in $NODE_COMPILE_CACHE"
 [ "$(node_modules/.bin/effect-nbd info --size)" = 1048576 ] || fail "effect-nbd info --size from its code cache"
 
 step "OK: one copy of effect $installed (asked for $effect_version; workspace: $workspace_effect)"
