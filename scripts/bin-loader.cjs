@@ -2,9 +2,9 @@
 // The __NAME__ command: runs __NAME__.bundle.cjs beside this file through V8's code cache, so a run after the
 // first compiles next to nothing. The cache is made when the first run exits, so it also holds every function
 // that run compiled (Node's own compile cache is made before the code runs and holds little more than the top
-// level: about a fifth more start-up). One file per build, Node version and architecture, in
-// $NODE_COMPILE_CACHE when set, else $XDG_CACHE_HOME/effect-nbd (default ~/.cache/effect-nbd).
-// NODE_DISABLE_COMPILE_CACHE=1 turns it off.
+// level: about a fifth more start-up). A subcommand runs other functions than its siblings, so each has its
+// own: one file per build, subcommand, Node version and architecture, in $NODE_COMPILE_CACHE when set, else
+// $XDG_CACHE_HOME/effect-nbd (default ~/.cache/effect-nbd). NODE_DISABLE_COMPILE_CACHE=1 turns it off.
 // Written from scripts/bin-loader.cjs by scripts/bundle-bins.mjs.
 "use strict"
 const Fs = require("node:fs")
@@ -34,13 +34,19 @@ const cacheDir = () => {
   }
 }
 
-/** Writes the cache atomically, dropping this command's caches of other builds or Node versions. */
+// The subcommands, each with a cache of its own; any other command line (an option first, --help, a typo)
+// shares one.
+const subcommands = __SUBCOMMANDS__
+
+const cacheKey = () => (subcommands.includes(process.argv[2]) ? process.argv[2] : "main")
+
+/** Writes the cache atomically, dropping this command's caches of other builds. */
 const save = (dir, file, script) => {
   try {
     Fs.mkdirSync(dir, { recursive: true, mode: 0o700 })
     const mine = new RegExp(`^${name}-[0-9a-f]{16}-`)
     for (const old of Fs.readdirSync(dir))
-      if (mine.test(old) && old !== Path.basename(file)) Fs.rmSync(Path.join(dir, old), { force: true })
+      if (mine.test(old) && !old.startsWith(`${name}-${build}-`)) Fs.rmSync(Path.join(dir, old), { force: true })
     const temporary = `${file}.${process.pid}`
     Fs.writeFileSync(temporary, script.createCachedData(), { mode: 0o600 })
     Fs.renameSync(temporary, file)
@@ -52,7 +58,8 @@ const save = (dir, file, script) => {
 const run = () => {
   if (process.env.NODE_DISABLE_COMPILE_CACHE) return require(bundle)
   const dir = cacheDir()
-  const file = dir === undefined ? undefined : Path.join(dir, `${name}-${build}-${process.version}-${process.arch}`)
+  const file =
+    dir === undefined ? undefined : Path.join(dir, `${name}-${build}-${cacheKey()}-${process.version}-${process.arch}`)
   let cachedData
   try {
     if (file !== undefined) cachedData = Fs.readFileSync(file)

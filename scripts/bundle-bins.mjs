@@ -16,8 +16,8 @@ const root = Path.resolve(Path.dirname(fileURLToPath(import.meta.url)), "..")
 
 const only = process.argv.slice(2).map((p) => p.replace(/\/$/, ""))
 const bins = [
-  { pkg: "packages/node", name: "effect-nbd" },
-  { pkg: "packages/test-server", name: "effect-nbd-server" }
+  { pkg: "packages/node", name: "effect-nbd", subcommands: ["info", "copy", "dump", "discard", "zero"] },
+  { pkg: "packages/test-server", name: "effect-nbd-server", subcommands: [] }
 ].filter(({ pkg }) => only.length === 0 || only.includes(pkg))
 
 const loader = Fs.readFileSync(Path.join(root, "scripts/bin-loader.cjs"), "utf8")
@@ -41,8 +41,7 @@ const licenseText = (dir) => {
 const lazyBuiltins = new Set(["child_process", "crypto", "dgram", "dns", "readline", "tls"])
 
 /** The helper that stands for a lazy builtin: the module is required at the first property read. */
-const lazyHelper =
-  "var __lazyBuiltin=id=>{let m;return new Proxy({},{get:(_,key)=>(m??=require(id))[key]})};"
+const lazyHelper = "var __lazyBuiltin=id=>{let m;return new Proxy({},{get:(_,key)=>(m??=require(id))[key]})};"
 
 /**
  * How the bundle takes Node's own modules. esbuild gives each `import * as X from "node:x"` its own copy of
@@ -68,7 +67,9 @@ const rewriteBuiltins = (code, file) => {
     .replace(/\bvar [\w$]+;/g, "")
     .replace(/"node:[a-z_/]+"/g, '""')
   for (const binding of new Set(bindings)) {
-    const uses = checked.matchAll(new RegExp(`(?<=^|[\\s(,=:?[{}!&|;+])${binding.replace(/\$/g, "\\$")}(?![\\w$])(?=(.{0,24}))`, "g"))
+    const uses = checked.matchAll(
+      new RegExp(`(?<=^|[\\s(,=:?[{}!&|;+])${binding.replace(/\$/g, "\\$")}(?![\\w$])(?=(.{0,24}))`, "g")
+    )
     for (const [, after] of uses)
       if (!/^(=(__lazyBuiltin|require)\(""\)|\.(?!default\b))/.test(after))
         throw new Error(`${file}: ${binding} (a builtin) is used other than by its members: ${binding}${after}`)
@@ -76,7 +77,7 @@ const rewriteBuiltins = (code, file) => {
   return out.replace(/^/, lazyHelper)
 }
 
-for (const { pkg, name } of bins) {
+for (const { pkg, name, subcommands } of bins) {
   const outdir = Path.join(root, pkg, "dist/cli")
   Fs.rmSync(outdir, { recursive: true, force: true })
   const bundle = Path.join(outdir, `${name}.bundle.cjs`)
@@ -101,7 +102,13 @@ for (const { pkg, name } of bins) {
   Fs.writeFileSync(bundle, code)
   const build = Crypto.createHash("sha256").update(code).digest("hex").slice(0, 16)
   const bin = Path.join(outdir, `${name}.cjs`)
-  Fs.writeFileSync(bin, loader.replaceAll("__NAME__", name).replace("__BUILD__", build))
+  Fs.writeFileSync(
+    bin,
+    loader
+      .replaceAll("__NAME__", name)
+      .replace("__BUILD__", build)
+      .replace("__SUBCOMMANDS__", JSON.stringify(subcommands))
+  )
   Fs.chmodSync(bin, 0o755)
 
   const packages = new Map()
