@@ -1289,7 +1289,8 @@ export const aioPread = (
   )
 
 /**
- * Reads `count` bytes at `offset`: all or nothing.
+ * Reads `count` bytes at `offset`: all or nothing. Without `buffer` the result is a new buffer the caller
+ * owns: its `.buffer` is memory of its own, which nothing else holds or writes.
  * @example
  * ```ts
  * import { Nbd } from "@effect-nbd/core"

@@ -9,7 +9,8 @@ import * as ServerCodec from "@effect-nbd/core/ServerCodec"
 import type { Outcome } from "../src/internal/engine/completion.js"
 import { END_OF_WRITES, frame, type Outgoing } from "../src/internal/engine/outbox.js"
 import { concat } from "../src/internal/wire/bytes.js"
-import type { CommandRequest, Pending } from "../src/internal/engine/pending.js"
+import type { Allocate, CommandRequest, Pending } from "../src/internal/engine/pending.js"
+import { uninitialized } from "../src/internal/engine/uninitialized.js"
 import { type EngineHost, type Stats, Transmission } from "../src/internal/engine/transmission.js"
 
 type Mode = "simple" | "structured" | "extended"
@@ -17,8 +18,8 @@ type Mode = "simple" | "structured" | "extended"
 const newStats = (): Stats => ({ bytesSent: 0, chunksSent: 0, bytesReceived: 0, chunksReceived: 0, reconnects: 0 })
 
 /** An engine in the transmission phase, with every outcome recorded per cookie. */
-const engineFor = (mode: Mode, adopt: EngineHost["adopt"] = () => false) => {
-  const host: EngineHost = { stats: newStats(), adopt }
+const engineFor = (mode: Mode, adopt: EngineHost["adopt"] = () => false, allocate?: Allocate) => {
+  const host: EngineHost = { stats: newStats(), adopt, allocate }
   const queued: Array<Outgoing> = []
   const engine = new Transmission(host, { queued: (item) => queued.push(item), handshakeBytes: () => {} })
   // What a handshake would have agreed to.
@@ -276,5 +277,170 @@ describe("the engine, fed bytes with no socket", () => {
     expect(engine.disconnectRequested).toBe(true)
     expect(queued.at(-1)).toBe(END_OF_WRITES)
     expect(engine.writesEnding).toBe(true)
+  })
+})
+
+/**
+ * Stands for memory that was not cleared: every byte 0xee, as if another read's data were still in it. Counts
+ * what it gave.
+ */
+const staleMemory = () => {
+  const given: Array<Uint8Array> = []
+  const allocate: Allocate = (count) => {
+    const buffer = new Uint8Array(count).fill(0xee)
+    given.push(buffer)
+    return buffer
+  }
+  return { allocate, given }
+}
+
+const outcomeOf = (outcomes: Map<number, Array<Outcome>>, cookie: number): Outcome => {
+  const seen = outcomes.get(cookie) ?? []
+  expect(seen).toHaveLength(1)
+  return seen[0]!
+}
+
+const valueOf = (outcome: Outcome): Uint8Array => {
+  expect(outcome.ok).toBe(true)
+  return (outcome as { value: Uint8Array }).value
+}
+
+describe("fresh read buffers: the caller owns them, and they never show old memory", () => {
+  for (const mode of ["simple", "structured", "extended"] as const) {
+    it(`${mode}: one reply that covers the read fills uncleared memory, every byte the server's`, () => {
+      const stale = staleMemory()
+      const { engine, outcomes, issue } = engineFor(mode, undefined, stale.allocate)
+      issue(read(), 4096, 4096)
+      const data = pattern(4096, 5)
+      const target = { extended: mode === "extended", cookie: 1n, offset: 4096 }
+      const bytes =
+        mode === "simple"
+          ? concat([ServerCodec.simpleReply(1n, 0), data])
+          : concat(ServerCodec.offsetDataChunk(target, Protocol.REPLY_FLAG_DONE, 4096, data))
+      // Cut inside the data too: the buffer is made once, when the data starts.
+      expect(feed(engine, bytes, [bytes.length - 4000, bytes.length - 100])).toBeUndefined()
+      const value = valueOf(outcomeOf(outcomes, 1))
+      expect(stale.given).toHaveLength(1)
+      expect(value).toBe(stale.given[0])
+      expect(sameBytes(value, data)).toBe(true)
+    })
+  }
+
+  it("chunks that add up to the count without covering it (a duplicate) leave zeroes, never old memory", () => {
+    const stale = staleMemory()
+    const { engine, outcomes, issue } = engineFor("structured", undefined, stale.allocate)
+    issue(read(), 0, 4096)
+    const half = pattern(2048, 9)
+    const target = { extended: false, cookie: 1n, offset: 0 }
+    const bytes = concat([
+      ...ServerCodec.offsetDataChunk(target, 0, 0, half),
+      ...ServerCodec.offsetDataChunk(target, Protocol.REPLY_FLAG_DONE, 0, half)
+    ])
+    expect(feed(engine, bytes, [])).toBeUndefined()
+    const value = valueOf(outcomeOf(outcomes, 1))
+    expect(stale.given).toHaveLength(0)
+    expect(sameBytes(value.subarray(0, 2048), half)).toBe(true)
+    expect(value.subarray(2048)).toEqual(new Uint8Array(2048))
+  })
+
+  it("more data after a reply that covered the read fails it: no buffer reaches the caller", () => {
+    const stale = staleMemory()
+    const { engine, outcomes, issue } = engineFor("structured", undefined, stale.allocate)
+    issue(read(), 0, 4096)
+    const target = { extended: false, cookie: 1n, offset: 0 }
+    const bytes = concat([
+      ...ServerCodec.offsetDataChunk(target, 0, 0, pattern(4096, 1)),
+      ServerCodec.offsetHoleChunk(target, Protocol.REPLY_FLAG_DONE, 0, 512)
+    ])
+    expect(feed(engine, bytes, [])).toBeUndefined()
+    const outcome = outcomeOf(outcomes, 1)
+    expect(outcome.ok).toBe(false)
+    if (!outcome.ok) expect(outcome.error.errno).toBe("EPROTO")
+  })
+
+  it("a short reply, an error after the data, or a lost connection mid-data give the caller no buffer", () => {
+    const { engine, outcomes, issue } = engineFor("structured", undefined, staleMemory().allocate)
+    issue(read(), 0, 4096)
+    issue(read(), 4096, 4096)
+    issue(read(), 8192, 4096)
+    const at = (cookie: bigint, offset: number) => ({ extended: false, cookie, offset })
+    const bytes = concat([
+      ...ServerCodec.offsetDataChunk(at(1n, 0), Protocol.REPLY_FLAG_DONE, 0, pattern(2048, 1)),
+      ...ServerCodec.offsetDataChunk(at(2n, 4096), 0, 4096, pattern(4096, 2)),
+      ServerCodec.errorChunk(at(2n, 4096), Protocol.REPLY_FLAG_DONE, Protocol.NbdErrno.EIO, "bad sector"),
+      ...ServerCodec.offsetDataChunk(at(3n, 8192), Protocol.REPLY_FLAG_DONE, 8192, pattern(4096, 3))
+    ])
+    // The third read's data is cut off halfway, and the connection ends.
+    expect(feed(engine, bytes.subarray(0, bytes.length - 2048), [])).toBeUndefined()
+    engine.end(undefined)
+    expect([1, 2, 3].map((cookie) => outcomeOf(outcomes, cookie).ok)).toEqual([false, false, false])
+  })
+
+  it("a read replayed after a lost connection gets a new buffer: nothing of the first attempt's memory shows", () => {
+    const stale = staleMemory()
+    const adopted: Array<Pending> = []
+    const { engine, outcomes, issue } = engineFor(
+      "structured",
+      (_error, waiting) => {
+        adopted.push(...waiting)
+        return true
+      },
+      stale.allocate
+    )
+    issue(read(), 0, 4096)
+    const target = { extended: false, cookie: 1n, offset: 0 }
+    // The first server starts a reply that covers the read, then the connection is lost halfway.
+    const first = concat(ServerCodec.offsetDataChunk(target, Protocol.REPLY_FLAG_DONE, 0, pattern(4096, 4)))
+    expect(feed(engine, first.subarray(0, first.length - 2048), [])).toBeUndefined()
+    engine.end(undefined)
+    expect(stale.given).toHaveLength(1)
+    const next = new Transmission(
+      { stats: newStats(), adopt: () => false, allocate: stale.allocate },
+      { queued: () => {}, handshakeBytes: () => {} },
+      engine.cookieFloor
+    )
+    next.handshake.agreement.structuredReplies = true
+    expect(next.startTransmission()).toBeUndefined()
+    for (const p of adopted) next.replay(p)
+    // The second server sends the first half twice: the count adds up, the second half is never written.
+    const half = pattern(2048, 6)
+    const again = concat([
+      ...ServerCodec.offsetDataChunk(target, 0, 0, half),
+      ...ServerCodec.offsetDataChunk(target, Protocol.REPLY_FLAG_DONE, 0, half)
+    ])
+    expect(feed(next, again, [])).toBeUndefined()
+    const value = valueOf(outcomeOf(outcomes, 1))
+    expect(value).not.toBe(stale.given[0])
+    expect(sameBytes(value.subarray(0, 2048), half)).toBe(true)
+    expect(value.subarray(2048)).toEqual(new Uint8Array(2048))
+  })
+
+  it("uncleared memory is a plain Uint8Array with memory of its own, shared with no other buffer", () => {
+    for (const count of [1, 100, 4095, 4096, 65536, 262144]) {
+      const a = uninitialized(count)
+      const b = uninitialized(count)
+      for (const buffer of [a, b]) {
+        expect(buffer.constructor).toBe(Uint8Array)
+        expect([buffer.length, buffer.byteOffset, buffer.buffer.byteLength]).toEqual([count, 0, count])
+      }
+      expect(a.buffer).not.toBe(b.buffer)
+    }
+  })
+
+  it("by default a fresh read's buffer is the read's alone: its memory is exactly its bytes", () => {
+    const { engine, outcomes, issue } = engineFor("simple")
+    issue(read(), 0, 100)
+    issue(read(), 100, 100)
+    const bytes = concat([
+      ServerCodec.simpleReply(1n, 0),
+      pattern(100, 1),
+      ServerCodec.simpleReply(2n, 0),
+      pattern(100, 2)
+    ])
+    expect(feed(engine, bytes, [])).toBeUndefined()
+    const [a, b] = [1, 2].map((cookie) => valueOf(outcomeOf(outcomes, cookie)))
+    expect(a!.buffer).not.toBe(b!.buffer)
+    expect([a!.buffer.byteLength, b!.buffer.byteLength]).toEqual([100, 100])
+    expect(sameBytes(a!, pattern(100, 1)) && sameBytes(b!, pattern(100, 2))).toBe(true)
   })
 })

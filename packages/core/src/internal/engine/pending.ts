@@ -70,11 +70,29 @@ export const release = (pending: Pending): void => {
   pending.cancelled = true
 }
 
-/** A fresh read's buffer, made when it is first needed; undefined once the caller has stopped waiting. */
+/** A fresh read's buffer, made zeroed when it is first needed; undefined once the caller has stopped waiting. */
 export const bufferOf = (p: Pending): Uint8Array | undefined => {
   if (p.buffer === undefined && p.fresh && !p.cancelled) p.buffer = new Uint8Array(p.count)
   return p.buffer
 }
+
+/**
+ * A fresh read's buffer for data that lands at `at`, `length` bytes. Only data that covers the whole read may
+ * land in memory that was not cleared (`allocate`): the read then succeeds only when all of it was copied in
+ * (any further data or hole pushes the count past the request and fails it), so no byte of old memory can
+ * reach the caller. Anything else gets zeroed memory, because duplicate or overlapping chunks could leave
+ * bytes unwritten while the count still adds up.
+ */
+export const bufferFor = (p: Pending, at: number, length: number, allocate: Allocate): Uint8Array | undefined => {
+  if (p.buffer === undefined && p.fresh && !p.cancelled && at === 0 && length === p.count) p.buffer = allocate(p.count)
+  return bufferOf(p)
+}
+
+/**
+ * Memory for a fresh read, which may hold old bytes: a buffer of its own (its `buffer` is exactly `count`
+ * bytes, shared with nothing), for `bufferFor` to fill whole before anyone sees it.
+ */
+export type Allocate = (count: number) => Uint8Array
 
 /** A command error carrying the server's errno. */
 export const serverError = (p: Pending, wire: number, message: string): NbdError.CommandError => {

@@ -12,7 +12,16 @@ import { Completion, failed, succeeded } from "./completion.js"
 import type { Agreement } from "./agreement.js"
 import { Handshake } from "./handshake.js"
 import { END_OF_WRITES, type Outgoing } from "./outbox.js"
-import { bufferOf, type CommandRequest, commandProtocolError, type Pending, serverError } from "./pending.js"
+import {
+  type Allocate,
+  bufferFor,
+  bufferOf,
+  type CommandRequest,
+  commandProtocolError,
+  type Pending,
+  serverError
+} from "./pending.js"
+import { uninitialized } from "./uninitialized.js"
 
 /** The counters of bytes and chunks a connection moves (libnbd's stats_* calls). */
 export interface Stats {
@@ -32,6 +41,8 @@ export interface EngineHost {
    * the host keeps them for a reconnect to replay, false when they fail here with ENOTCONN.
    */
   readonly adopt: (error: NbdError.NbdError | undefined, waiting: Iterable<Pending>) => boolean
+  /** Where fresh reads covered whole by one reply get their memory; by default, memory that is not cleared. */
+  readonly allocate?: Allocate | undefined
 }
 
 /** What the engine tells its driver, as plain callbacks. */
@@ -56,6 +67,7 @@ export class Transmission {
   private nextCookie: number
   private disconnecting = false
   private writesEnded = false
+  private readonly allocate: Allocate
 
   constructor(
     private readonly host: EngineHost,
@@ -63,6 +75,7 @@ export class Transmission {
     firstCookie = 1
   ) {
     this.nextCookie = firstCookie
+    this.allocate = host.allocate ?? uninitialized
     this.handshake = new Handshake({
       send: (bytes) => this.send(bytes),
       endWrites: () => this.endWrites(),
@@ -204,6 +217,8 @@ export class Transmission {
   replay(pending: Pending): void {
     pending.error = undefined
     pending.dataSeen = 0
+    // A fresh buffer may hold uncleared memory the first reply never reached: the new reply gets a new one.
+    if (pending.fresh) pending.buffer = undefined
     pending.sent = false
     pending.chunks?.splice(0)
     pending.restart?.()
@@ -291,7 +306,7 @@ export class Transmission {
           return { length: 0, target: undefined }
         }
         p.dataSeen = p.count
-        const buffer = bufferOf(p)
+        const buffer = bufferFor(p, 0, p.count, this.allocate)
         return { length: p.count, target: buffer === undefined ? undefined : { buffer, at: 0 } }
       }
       this.complete(p)
@@ -314,7 +329,7 @@ export class Transmission {
         return new ClientCodec.DecodeError({ errno: "EPROTO", message: "server sent read data outside the request" })
       p.dataSeen += length
       p.chunks?.push({ _tag: "Data", offset: p.offset + at, length })
-      const buffer = bufferOf(p)
+      const buffer = bufferFor(p, at, length, this.allocate)
       return buffer === undefined ? undefined : { buffer, at }
     },
     dataChunkDone: (header) => {
