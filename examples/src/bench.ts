@@ -1050,7 +1050,7 @@ const profile = Effect.scoped(
       "--cpu-prof-interval=200"
     ])
     const name = Fs.readdirSync(profDir).find((f) => f.endsWith(".cpuprofile"))
-    if (name === undefined) return yield* Effect.fail(new BenchError({ message: "no .cpuprofile was written" }))
+    if (name === undefined) return yield* new BenchError({ message: "no .cpuprofile was written" })
     Fs.mkdirSync(RESULTS_DIR, { recursive: true })
     const saved = Path.join(RESULTS_DIR, `read-${new Date().toISOString().replace(/[:.]/g, "-")}.cpuprofile`)
     Fs.copyFileSync(Path.join(profDir, name), saved)

@@ -240,7 +240,7 @@ const closeHandle = (h: internal.HandleImpl): Effect.Effect<void> =>
 export const make = (settings: Settings = {}): Effect.Effect<Handle, NbdError.NbdError, Scope.Scope> =>
   Effect.gen(function* () {
     const invalid = settingRules.validate(calls.make.name, settings)
-    if (invalid !== undefined) return yield* Effect.fail(invalid)
+    if (invalid !== undefined) return yield* invalid
     // The handle's own scope closes in order, whatever the caller's does (a pool closes its handles in
     // parallel): first the close, which waits for the server's end, then the connection's reader and writer.
     // In parallel the reader would be gone before the server's end arrived, and every close would wait out
@@ -965,13 +965,11 @@ export const optSetMetaContext = (
     Effect.gen(function* () {
       yield* optionCalls.requireFixed(impl, operation)
       if (!impl.agreement.structuredReplies)
-        return yield* Effect.fail(
-          new NbdError.UnsupportedError({
-            errno: "ENOTSUP",
-            operation,
-            message: "server lacks structured replies"
-          })
-        )
+        return yield* new NbdError.UnsupportedError({
+          errno: "ENOTSUP",
+          operation,
+          message: "server lacks structured replies"
+        })
       return yield* handshake.metaContextExchange(
         impl,
         conn,
@@ -1022,13 +1020,11 @@ export const optStarttls = (h: Handle): Effect.Effect<boolean, NbdError.NbdError
       yield* optionCalls.requireFixed(impl, operation)
       const startTls = impl.transport?.startTls
       if (startTls === undefined)
-        return yield* Effect.fail(
-          new NbdError.UnsupportedError({
-            errno: "ENOTSUP",
-            operation,
-            message: "TLS is not available on this transport"
-          })
-        )
+        return yield* new NbdError.UnsupportedError({
+          errno: "ENOTSUP",
+          operation,
+          message: "TLS is not available on this transport"
+        })
       return yield* handshake.starttls(impl, conn, operation, startTls)
     })
   )

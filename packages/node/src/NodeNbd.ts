@@ -190,9 +190,11 @@ const tcp = (
   Effect.gen(function* () {
     const portNumber = Tcp.resolvePort(port)
     if (portNumber === undefined)
-      return yield* Effect.fail(
-        new NbdError.InvalidArgumentError({ errno: "EINVAL", operation, message: Tcp.badPort(host, port).message })
-      )
+      return yield* new NbdError.InvalidArgumentError({
+        errno: "EINVAL",
+        operation,
+        message: Tcp.badPort(host, port).message
+      })
     yield* connectOn(h, layerTcp(host, portNumber), operation)
   })
 
@@ -366,19 +368,18 @@ const connectToUri = (
     const scheme = uri.slice(0, uri.indexOf(":"))
     const transport = parsed.transport
     if (options.allowTransports && !options.allowTransports.includes(transport._tag === "Tcp" ? "tcp" : "unix"))
-      return yield* Effect.fail(notPermitted(operation, `URI transport ${scheme} is not permitted`))
+      return yield* notPermitted(operation, `URI transport ${scheme} is not permitted`)
     const allowTls = options.allowTls ?? "allow"
     if ((parsed.tls && allowTls === "disable") || (!parsed.tls && allowTls === "require"))
-      return yield* Effect.fail(notPermitted(operation, `URI TLS setting ${scheme} is not permitted`))
+      return yield* notPermitted(operation, `URI TLS setting ${scheme} is not permitted`)
     for (const name of ["tls-psk-file", "tls-certificates"])
       if (parsed.query.has(name) && options.allowLocalFile !== true)
-        return yield* Effect.fail(
-          notPermitted(operation, `local file access (${name}) is not allowed, set allowLocalFile to enable this`)
+        return yield* notPermitted(
+          operation,
+          `local file access (${name}) is not allowed, set allowLocalFile to enable this`
         )
     if (parsed.query.has("tls-priority") && options.allowTlsPriority !== true)
-      return yield* Effect.fail(
-        notPermitted(operation, "tls-priority is not allowed in URIs, set allowTlsPriority to enable this")
-      )
+      return yield* notPermitted(operation, "tls-priority is not allowed in URIs, set allowTlsPriority to enable this")
     if (parsed.tls) yield* Nbd.setTls(h, "require")
     const q = parsed.query
     const certificates = q.get("tls-certificates")

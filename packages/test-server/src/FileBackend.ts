@@ -103,9 +103,10 @@ export const make = (
     })
     const isBlock = stat.isBlockDevice()
     if (!isBlock && !stat.isFile())
-      return yield* Effect.fail(
-        new Backend.BackendError({ errno: "EINVAL", message: `${path} is neither a regular file nor a block device` })
-      )
+      return yield* new Backend.BackendError({
+        errno: "EINVAL",
+        message: `${path} is neither a regular file nor a block device`
+      })
     const size = isBlock
       ? yield* Effect.try({
           try: () => blockDeviceSize(path, stat.rdev),

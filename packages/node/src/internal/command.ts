@@ -138,7 +138,7 @@ export const systemdSocketActivation =
       // Node passes a listening server to a child only by descriptor number.
       const fd = (server as unknown as { readonly _handle?: { readonly fd?: unknown } })._handle?.fd
       if (typeof fd !== "number" || fd < 0)
-        return yield* Effect.fail(openError(new Error("the listening socket has no file descriptor")))
+        return yield* openError(new Error("the listening socket has no file descriptor"))
       let local: Net.Socket | undefined
       const env: NodeJS.ProcessEnv = { ...process.env, LISTEN_FDS: "1", LISTEN_FDNAMES: fdName }
       delete env["LISTEN_PID"]

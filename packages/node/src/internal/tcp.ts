@@ -103,7 +103,7 @@ export const connect =
     Effect.acquireRelease(
       Effect.gen(function* () {
         const portNumber = resolvePort(port)
-        if (portNumber === undefined) return yield* Effect.fail(NodeSocket.openError(badPort(host, port)))
+        if (portNumber === undefined) return yield* NodeSocket.openError(badPort(host, port))
         const addresses = yield* lookup(host)
         let first: Error | undefined
         for (const address of addresses) {
@@ -111,7 +111,7 @@ export const connect =
           if (Result.isSuccess(result)) return result.success
           first ??= result.failure
         }
-        return yield* Effect.fail(NodeSocket.openError(first))
+        return yield* NodeSocket.openError(first)
       }),
       (conn) => Effect.sync(() => conn.destroy())
     )

@@ -91,7 +91,7 @@ const drive = (
           return undefined
         case "Failed":
           if (step.close) yield* h.setState(HandleState.Closed)
-          return yield* Effect.fail(step.error)
+          return yield* step.error
       }
     }
   })

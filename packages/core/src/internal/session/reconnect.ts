@@ -79,14 +79,12 @@ const attempt = (h: HandleImpl, recovery: Recovery, before: Agreement, firstCook
         yield* handshake.run(h, conn, OPERATION)
         const changed = difference(before, conn.engine.handshake.agreement)
         if (changed !== undefined)
-          return yield* Effect.fail(
-            new NbdError.ExportChangedError({ errno: "ESTALE", operation: OPERATION, message: changed })
-          )
+          return yield* new NbdError.ExportChangedError({ errno: "ESTALE", operation: OPERATION, message: changed })
         yield* h.setState(HandleState.Ready)
         if (conn.ended !== undefined)
-          return yield* Effect.fail(
+          return yield* (
             conn.ended.error ??
-              new NbdError.ConnectionError({ errno: "ENOTCONN", operation: OPERATION, message: DISCONNECTED })
+            new NbdError.ConnectionError({ errno: "ENOTCONN", operation: OPERATION, message: DISCONNECTED })
           )
         // Callers that stopped waiting (interrupted, timed out) are not replayed: nobody takes the result.
         for (const pending of recovery.waiting) if (!pending.cancelled) conn.engine.replay(pending)
@@ -197,7 +195,7 @@ export const openWithRetries = (
     h.connection = conn
     yield* Effect.tapError(handshake.run(h, conn, operation), (error) => discard(conn, error))
     if (conn.ended !== undefined)
-      return yield* Effect.fail(
+      return yield* (
         conn.ended.error ?? new NbdError.ConnectionError({ errno: "ENOTCONN", operation, message: DISCONNECTED })
       )
     // From here on an end of this connection is an ordinary one.

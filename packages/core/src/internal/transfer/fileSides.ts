@@ -72,7 +72,7 @@ const openFile = (
         let done = 0
         while (done < into.length) {
           const n = Number(yield* file.read(into.subarray(done)))
-          if (n === 0) return yield* Effect.fail(unexpectedEof(path))
+          if (n === 0) return yield* unexpectedEof(path)
           done += n
         }
       })

@@ -184,15 +184,13 @@ export const nbdWriter = (
     const h0 = handles[0]!
     const size = yield* exportSize(operation, h0)
     if (yield* Nbd.isReadOnly(h0))
-      return yield* Effect.fail(invalidArgument(operation, "the destination export is read-only", "EPERM"))
+      return yield* invalidArgument(operation, "the destination export is read-only", "EPERM")
     const start = options.offset ?? 0
     if (options.sourceSize !== undefined && start + options.sourceSize > size)
-      return yield* Effect.fail(
-        invalidArgument(
-          operation,
-          `the destination (${size} bytes) is smaller than the source (${options.sourceSize} bytes)`,
-          "ENOSPC"
-        )
+      return yield* invalidArgument(
+        operation,
+        `the destination (${size} bytes) is smaller than the source (${options.sourceSize} bytes)`,
+        "ENOSPC"
       )
     const canZero = yield* Nbd.canZero(h0)
     const canFlush = yield* Nbd.canFlush(h0)

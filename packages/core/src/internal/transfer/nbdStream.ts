@@ -40,11 +40,9 @@ export const readStream = (
           ? Math.max(0, reader.size - start)
           : yield* toOffset(operation, "length", options.length)
       if (start + length > reader.size)
-        return yield* Effect.fail(
-          invalidArgument(
-            operation,
-            `the range ${start}+${length} ends past the end of the export (${reader.size} bytes)`
-          )
+        return yield* invalidArgument(
+          operation,
+          `the range ${start}+${length} ends past the end of the export (${reader.size} bytes)`
         )
       return orderedStream(reader, {
         start,

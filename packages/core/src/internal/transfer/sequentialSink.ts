@@ -84,12 +84,10 @@ export const sequentialSink = <E>(
       while (window.size > 0) yield* window.shift(tracker)
       const written = pos - options.offset
       if (options.expected !== undefined && written !== options.expected)
-        return yield* Effect.fail(
-          invalidArgument(
-            options.operation,
-            `the source gave ${written} bytes where its size said ${options.expected}`,
-            "EIO"
-          )
+        return yield* invalidArgument(
+          options.operation,
+          `the source gave ${written} bytes where its size said ${options.expected}`,
+          "EIO"
         )
       yield* writer.finish(pos, options.flush)
       return written

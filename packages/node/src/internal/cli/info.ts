@@ -374,7 +374,7 @@ const testFeature = (uri: string, text: string, negated: boolean): Effect.Effect
     const h = yield* Common.connect(uri, { optMode: true })
     if (yield* Nbd.aioIsNegotiating(h)) {
       const info = yield* Effect.result(Nbd.optInfo(h))
-      if (feature.export && Result.isFailure(info)) return yield* Effect.fail(info.failure)
+      if (feature.export && Result.isFailure(info)) return yield* info.failure
     }
     return yield* answer(yield* feature.question(h), negated)
   })
