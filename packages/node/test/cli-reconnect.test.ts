@@ -67,8 +67,10 @@ describe("effect-nbd copy --reconnect-delay", () => {
       const source = Path.join(dir, "source.img")
       const target = Path.join(dir, "target.img")
       randomFile(source, 512 * MiB)
-      // The rate filter (in bits per second) keeps the copy going for about 2 s, so the kill lands in its middle.
-      const peer = yield* restartable(["--filter=rate", "file", source, "rate=2G"])
+      // The rate filter (in bits per second) lets its bucket, 2 s of the rate by default, go at full speed and
+      // then keeps the copy going for some 2 s more, so the kill lands in its middle. (At 2G the bucket held
+      // nearly the whole 512 MiB, and a fast copy could end before the kill.)
+      const peer = yield* restartable(["--filter=rate", "file", source, "rate=1G"])
       const copying = yield* startCopy(["--reconnect-delay=20", peer.uri, target])
       yield* waitUntil(() => copying.percent() >= 10, "the copy to reach 10%")
       yield* peer.kill
