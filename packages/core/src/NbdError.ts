@@ -128,14 +128,15 @@ export interface NbdErrorFields {
 
 // The base of every effect-nbd error class: a tagged, yieldable error that carries the `TypeId` on its
 // prototype, so `isNbdError` recognises every class at once.
-const NbdErrorClass = <Tag extends string>(
-  tag: Tag
-): new <A extends NbdErrorFields>(args: {
+type NbdErrorConstructor<Tag extends string> = new <A extends NbdErrorFields>(args: {
   readonly [P in keyof A as P extends "_tag" | TypeId ? never : P]: A[P]
-}) => Cause.YieldableError & { readonly _tag: Tag; readonly [TypeId]: TypeId } & Readonly<A> => {
+}) => Cause.YieldableError & { readonly _tag: Tag; readonly [TypeId]: TypeId } & Readonly<A>
+
+const NbdErrorClass = <Tag extends string>(tag: Tag): NbdErrorConstructor<Tag> => {
   class Base extends Data.TaggedError(tag)<{}> {}
   Object.defineProperty(Base.prototype, TypeId, { value: TypeId })
-  return Base as any
+  // The prototype now carries the TypeId the constructor's type promises; the fields come from the arguments.
+  return Base as unknown as NbdErrorConstructor<Tag>
 }
 
 /**
