@@ -6,6 +6,7 @@ import { beforeAll, describe, expect, it, vi } from "@effect/vitest"
 import * as Effect from "effect/Effect"
 import * as Crypto from "node:crypto"
 import * as Fs from "node:fs"
+import * as Os from "node:os"
 import * as Path from "node:path"
 import * as Blkhash from "../src/internal/cli/blkhash.js"
 import { nbdinfoMap, nbdkit, run, tempDir } from "./util/peers.js"
@@ -386,18 +387,22 @@ describe("--queue-size and -T", () => {
     })
   )
 
-  it.live("-T N caps the connections at N, as nbdcopy ties one thread to each; -T 0 leaves them to -C", () =>
+  it.live("-T N caps the connections at N and -T 0 at the processors, as nbdcopy's threads do", () =>
     Effect.gen(function* () {
       const dir = yield* tempDir
       const source = yield* nbdkit(["pattern", "8M"])
       const reference = Path.join(dir, "reference.img")
       yield* theirs(["-T1", source.uri, reference])
+      // nbdcopy's -T 0 is the processors online; ours the processors this process may run on (the same
+      // unless an affinity mask narrows them).
+      const processors = Os.availableParallelism()
       const cases: ReadonlyArray<readonly [ReadonlyArray<string>, number]> = [
         [["-T1"], 1],
         [["-T", "2"], 2],
         [["--threads=3"], 3],
-        [["-T0"], 4],
-        [[], 4],
+        [["-T0"], Math.min(4, processors)],
+        [[], Math.min(4, processors)],
+        [["-C8"], Math.min(8, processors)],
         [["-C2", "-T3"], 2],
         [["-T2", "--synchronous"], 1]
       ]
@@ -412,8 +417,11 @@ describe("--queue-size and -T", () => {
         const r = yield* ok(["copy", "-v", ...flags, source.uri, out])
         expect(verbose(r.stderr).connections, flags.join(" ")).toBe(connections)
         expect(sha256(out), flags.join(" ")).toBe(sha256(reference))
-        yield* theirs([...flags, source.uri, Path.join(dir, "theirs.img")])
+        const peer = yield* theirs(["-v", ...flags, source.uri, Path.join(dir, "theirs.img")])
         expect(sha256(Path.join(dir, "theirs.img")), flags.join(" ")).toBe(sha256(reference))
+        // nbdcopy -v says what it runs with: the same number of connections.
+        if (Os.cpus().length === processors)
+          expect(Number(/connections=(\d+) /.exec(peer.stderr)?.[1]), flags.join(" ")).toBe(connections)
       }
     })
   )
@@ -427,7 +435,9 @@ describe("help and bad values", () => {
         expect(help).toContain(s)
       const flat = help.replace(/\s+/g, " ")
       expect(flat).toContain("--queue-size=16M in flight per connection")
-      expect(flat).toContain("-T N caps the connections at N and -T 0 leaves them to -C")
+      expect(flat).toContain(
+        "-T N caps the connections at N and -T 0 at the processors this process may run on (so -C 4 is 2 connections on a 2-core machine)"
+      )
       expect(flat).toContain(
         "4 connections (when the server advertises multi-conn), 64 requests in flight each, 256K per request (--request-size at most 32M)"
       )

@@ -26,6 +26,7 @@ import * as Argument from "effect/cli/Argument"
 import * as Command from "effect/cli/Command"
 import * as Flag from "effect/cli/Flag"
 import * as Fs from "node:fs"
+import * as Os from "node:os"
 import type { Readable } from "node:stream"
 import * as NodeNbd from "../../NodeNbd.js"
 import * as Blkhash from "./blkhash.js"
@@ -455,7 +456,8 @@ export const command = Command.make(
           requestSize,
           queueSize,
           threads: o.threads,
-          synchronous: o.synchronous
+          synchronous: o.synchronous,
+          processors: Os.availableParallelism()
         })
         if ("error" in resolved) return yield* new Common.CliError({ message: resolved.error })
         const { connections, requests } = resolved.limits
@@ -506,10 +508,11 @@ export const command = Command.make(
 Defaults (nbdcopy's): 4 connections (when the server advertises multi-conn),
 64 requests in flight each, 256K per request (--request-size at most 32M),
 --queue-size=16M in flight per connection (so at most 16M/request-size
-requests); -T 0. nbdcopy runs one thread per connection: here the engine is
-single-threaded, so -T N caps the connections at N and -T 0 leaves them to
--C. -S 4096 (or an NBD destination's preferred block size, if larger): zero
-blocks of that size become holes or zeroes (-S 0 writes every byte as data);
+requests); -T 0. As nbdcopy's, -T N caps the connections at N and -T 0 at
+the processors this process may run on (so -C 4 is 2 connections on a 2-core
+machine), though the engine itself runs on one thread. -S 4096 (or an NBD
+destination's preferred block size, if larger): zero blocks of that size
+become holes or zeroes (-S 0 writes every byte as data);
 --allocated writes zeroes, never holes. An NBD destination is flushed at the
 end (--flush also fsyncs a file). --progress=FD writes "N/100" lines to FD;
 -p draws a bar with the rate and time left on stderr. --blkhash prints

@@ -2,9 +2,10 @@
  * How `effect-nbd copy`'s parallelism options become the copy's connections and requests in flight, as
  * nbdcopy reads them: `-C` connections, `-R` requests per connection, `--queue-size` bytes in flight per
  * connection (so at most queue-size / request-size requests, and always one), and `-T` threads. nbdcopy
- * runs one worker thread per connection and never more connections than threads; this engine is
- * single-threaded, so `-T N` caps the connections at N, and `-T 0` (nbdcopy's "autodetect", the default)
- * leaves them to `-C`. `--synchronous` is one connection with one request.
+ * runs one worker thread per connection and never more connections than threads, and `-T 0` (the default)
+ * is as many threads as the machine has processors: so `-T N` caps the connections at N, and `-T 0` at the
+ * processors this process may run on, as nbdcopy's do (on a 2-core machine nbdcopy's default and `-C 4`
+ * both run 2 connections). `--synchronous` is one connection with one request.
  *
  * @since 0.2.0
  */
@@ -21,6 +22,8 @@ export interface Given {
   readonly queueSize: number
   readonly threads: number
   readonly synchronous: boolean
+  /** What `-T 0` stands for: the processors this process may run on. */
+  readonly processors: number
 }
 
 /**
@@ -69,7 +72,7 @@ export const resolve = (given: Given): { readonly limits: Limits } | { readonly 
   const fit = Math.max(1, Math.floor(given.queueSize / given.requestSize))
   return {
     limits: {
-      connections: given.threads === 0 ? given.connections : Math.min(given.connections, given.threads),
+      connections: Math.min(given.connections, given.threads === 0 ? Math.max(1, given.processors) : given.threads),
       requests: Math.min(given.requests, fit)
     }
   }
