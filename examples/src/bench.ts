@@ -12,6 +12,9 @@
  *      file; a file to URI), and the start-up of `effect-nbd info --size` and `effect-nbd-server --run true`
  *   6. the socket: the aio read loop and the random reads through our Node socket vs through
  *      `@effect/platform-node`'s `NodeSocket.layerNet` (the same client otherwise)
+ *   7. threads: Node's floor reading 1 GiB split over 2 and over 4 worker threads (one connection each) vs
+ *      the floor on one thread, and nbdcopy at `-C N -T N` vs `-C 1 -T 1`: whether a thread per connection
+ *      pays on this machine, for Node and for libnbd
  *
  * Node's floor (floor.ts: a raw `net` NBD reader and writer, no Effect, no library code) runs beside the
  * sequential reads and writes and the `copy URI null:` rows, and those rows print ours / floor as well.
@@ -675,9 +678,25 @@ const benchmark = Effect.scoped(
         )
     }
 
+    type Run = { seconds: number; bytes: number; requests: number }
+    // 7. threads: does a thread per connection pay on this machine? Node's floor split over N worker threads
+    // (the transfer alone: thread start-up left out, in the threads' favour) against the floor on one thread,
+    // and nbdcopy's own threads (whole processes) against one, alternating.
+    const threadCounts = [2, 4] as const
+    const threadRuns = new Map<number, { floor: Array<WorkerRun>; nbdcopy: Array<Run> }>()
+    for (const n of [1, ...threadCounts]) threadRuns.set(n, { floor: [], nbdcopy: [] })
+    for (let i = 0; i < REPS; i++) {
+      yield* log(`threads ${i + 1}/${REPS}`)
+      for (const n of [1, ...threadCounts]) {
+        const floor = yield* runFloor({ mode: "read", uri: nbdkit.uri, reps: 1, warmupBytes: 0, threads: n })
+        threadRuns.get(n)!.floor.push(...floor.runs.map((r) => ({ ...r, seconds: r.transferSeconds })))
+        const peer = yield* runTimed("nbdcopy", ["-C", String(n), "-T", String(n), nbdkit.uri, "null:"])
+        threadRuns.get(n)!.nbdcopy.push({ seconds: peer.wallSeconds, bytes: SIZE, requests: 1 })
+      }
+    }
+
     // 5. what users run, as whole processes, alternating with libnbd's tools: the CLI's copy at its
     // defaults (nbdcopy's), -C 1 and -C 4, NBD to null:, to a file and from a file; and start-up.
-    type Run = { seconds: number; bytes: number; requests: number }
     const wholeProcesses = (
       test: string,
       ours: ReadonlyArray<string>,
@@ -909,6 +928,22 @@ const benchmark = Effect.scoped(
       socketRow("socket: seq read 1 GiB, aio loop (ours vs NodeSocket)", socketRuns, false),
       socketRow(`socket: rand read 4K x 64, ${RANDOM_SECONDS} s (ours vs NodeSocket)`, socketRandom, true)
     )
+    for (const n of threadCounts) {
+      const one = threadRuns.get(1)!
+      const many = threadRuns.get(n)!
+      comparisons.push(
+        compare(
+          `threads: Node's floor read 1 GiB, ${n} threads / 1`,
+          side(`floor x ${n} threads`, `floor.js --worker (read, threads ${n}, transfer)`, many.floor, NaN, false),
+          side("floor x 1", "floor.js --worker (read, transfer)", one.floor, NaN, false)
+        ),
+        compare(
+          `threads: nbdcopy -C ${n} -T ${n} / -C 1 -T 1`,
+          side(`nbdcopy -T ${n}`, `nbdcopy -C ${n} -T ${n} URI null:`, many.nbdcopy, NaN, false),
+          side("nbdcopy -T 1", "nbdcopy -C 1 -T 1 URI null:", one.nbdcopy, NaN, false)
+        )
+      )
+    }
     comparisons.push(...processRows)
     const rendered = table(comparisons)
     const startUpLines = startUp.map(
@@ -922,6 +957,7 @@ const benchmark = Effect.scoped(
       `Load average (1 min) before / after: ${loadBefore[0]!.toFixed(2)} / ${Os.loadavg()[0]!.toFixed(2)} on ${Os.cpus().length} CPUs.`,
       `Server CPU over the ${REPS} reads: effect-nbd-server ${cpuOurs.toFixed(2)} s, nbdkit ${cpuNbdkit.toFixed(2)} s.`,
       "Node's floor: floor.js, a raw net NBD client (no Effect, no library code, simple replies, 256K x 64, payloads copied once into pooled buffers); ours/floor = ours / floor throughput. Sequential rows time its session like ours; copy rows time its whole process.",
+      "threads rows: the first side over the second; the floor's time is its transfer alone (worker threads' start-up left out), nbdcopy's its whole process.",
       "The copy rows and the server write row time whole processes (node start-up included) from spawn to exit, alternating with the peer.",
       ...startUpLines
     ]

@@ -7,11 +7,17 @@
  * 256 KiB in flight. Reads arrive through the `onread` option into one reused buffer, and each payload is
  * copied once into a pooled buffer (one per slot); writes send a pooled buffer per request.
  *
+ * With `threads` above 1, a read is split into that many equal slices, each read by a session of its own in a
+ * worker thread of its own (`node:worker_threads`): one connection and one event loop per thread, the least a
+ * Node client spreading a copy over threads could do, so the bench can say whether threads pay on this
+ * machine at all.
+ *
  * `node examples/dist/floor.js --worker JSON` runs one task and prints its runs as JSON, the same shape as
  * bench.js's worker: `seconds` (connect, transfer, disconnect) and `transferSeconds` (the transfer alone).
  */
 import * as Crypto from "node:crypto"
 import * as Net from "node:net"
+import { isMainThread, parentPort, Worker, workerData } from "node:worker_threads"
 
 export interface FloorTask {
   readonly mode: "read" | "write"
@@ -20,6 +26,14 @@ export interface FloorTask {
   readonly reps: number
   /** An untimed session of this many bytes first, as bench.js's worker does. */
   readonly warmupBytes: number
+  /** Reads only: the worker threads the export is split over (default 1: this thread alone). */
+  readonly threads?: number
+}
+
+/** The part of the export one session moves: `length` bytes from `base`, a multiple of the request size. */
+interface Slice {
+  readonly base: number
+  readonly length: number
 }
 
 export interface FloorRun {
@@ -27,6 +41,11 @@ export interface FloorRun {
   readonly transferSeconds: number
   readonly bytes: number
   readonly requests: number
+  /** When the transfer began and ended, in ms since the epoch: comparable across threads. */
+  readonly transferStart: number
+  readonly transferEnd: number
+  /** The size the server gave. */
+  readonly exportSize: number
 }
 
 const REQUEST_SIZE = 256 * 1024
@@ -54,12 +73,13 @@ const socketOf = (uri: string): string => {
  * One session: connect, handshake, move `limit` bytes (or the whole export), disconnect. Every byte that
  * arrives goes through `consume`, which is swapped from the handshake's steps to the reply parser.
  */
-const session = (task: FloorTask, limit: number): Promise<FloorRun> =>
+const session = (task: FloorTask, limit: number, slice?: Slice): Promise<FloorRun> =>
   new Promise((resolve, reject) => {
     const t0 = performance.now()
     let t1 = 0
     let t2 = 0
     let size = 0
+    let exportSize = 0
     let requests = 0
     const pool = Array.from({ length: DEPTH }, () => {
       const b = Buffer.allocUnsafe(REQUEST_SIZE)
@@ -108,10 +128,11 @@ const session = (task: FloorTask, limit: number): Promise<FloorRun> =>
 
     let count = 0
     let issued = 0
+    const base = slice?.base ?? 0
     let done = 0
     const issue = (slot: number) => {
-      const offset = issued * REQUEST_SIZE
-      const len = Math.min(REQUEST_SIZE, size - offset)
+      const offset = base + issued * REQUEST_SIZE
+      const len = Math.min(REQUEST_SIZE, size - issued * REQUEST_SIZE)
       const h = headers[slot]!
       h.writeUInt32BE(REQUEST_MAGIC, 0)
       h.writeUInt16BE(0, 4)
@@ -139,7 +160,16 @@ const session = (task: FloorTask, limit: number): Promise<FloorRun> =>
       socket.end(disc)
       socket.once("close", () => {
         const t3 = performance.now()
-        resolve({ seconds: (t3 - t0) / 1000, transferSeconds: (t2 - t1) / 1000, bytes: size, requests })
+        const epoch = (t: number) => performance.timeOrigin + t
+        resolve({
+          seconds: (t3 - t0) / 1000,
+          transferSeconds: (t2 - t1) / 1000,
+          bytes: size,
+          requests,
+          transferStart: epoch(t1),
+          transferEnd: epoch(t2),
+          exportSize
+        })
       })
     }
     const completed = (slot: number) => {
@@ -198,7 +228,8 @@ const session = (task: FloorTask, limit: number): Promise<FloorRun> =>
       out.writeUInt32BE(0, 16)
       socket.write(out)
       need(noZeroes ? 10 : 134, (info) => {
-        size = Math.min(Number(info.readBigUInt64BE(0)), limit)
+        exportSize = Number(info.readBigUInt64BE(0))
+        size = Math.min(slice?.length ?? exportSize, limit)
         count = Math.ceil(size / REQUEST_SIZE)
         requests = count
         consume = replies
@@ -209,20 +240,72 @@ const session = (task: FloorTask, limit: number): Promise<FloorRun> =>
     })
   })
 
+/** The size of the export, from a session that moves nothing. */
+const exportSize = async (task: FloorTask): Promise<number> => {
+  const probe = await session({ ...task, mode: "read" }, 0)
+  return probe.exportSize
+}
+
+/**
+ * One read split over `threads` worker threads, each a session on its own slice: timed from the first
+ * thread's start to the last one's end, the transfer from the first transfer's start to the last one's end.
+ */
+const threaded = async (task: FloorTask, threads: number, size: number): Promise<FloorRun> => {
+  const blocks = Math.ceil(size / REQUEST_SIZE)
+  const slices = Array.from({ length: threads }, (_, i): Slice => {
+    const from = Math.floor((i * blocks) / threads) * REQUEST_SIZE
+    const to = Math.min(size, Math.floor(((i + 1) * blocks) / threads) * REQUEST_SIZE)
+    return { base: from, length: to - from }
+  })
+  const t0 = performance.now()
+  const runs = await Promise.all(
+    slices.map(
+      (slice) =>
+        new Promise<FloorRun>((resolve, reject) => {
+          const worker = new Worker(new URL(import.meta.url), { workerData: { task, slice } })
+          worker.once("message", (run: FloorRun) => resolve(run))
+          worker.once("error", reject)
+          worker.once("exit", (code) => reject(new Error(`floor: a worker thread exited with ${code}`)))
+        })
+    )
+  )
+  const seconds = (performance.now() - t0) / 1000
+  const transferStart = Math.min(...runs.map((r) => r.transferStart))
+  const transferEnd = Math.max(...runs.map((r) => r.transferEnd))
+  return {
+    seconds,
+    transferSeconds: (transferEnd - transferStart) / 1000,
+    bytes: runs.reduce((n, r) => n + r.bytes, 0),
+    requests: runs.reduce((n, r) => n + r.requests, 0),
+    transferStart,
+    transferEnd,
+    exportSize: size
+  }
+}
+
 export const runFloor = async (task: FloorTask): Promise<ReadonlyArray<FloorRun>> => {
+  const threads = task.threads ?? 1
+  if (threads > 1 && task.mode !== "read") throw new Error("floor: only reads run in worker threads")
   if (task.warmupBytes > 0) await session(task, task.warmupBytes)
+  const size = threads > 1 ? await exportSize(task) : 0
   const runs: Array<FloorRun> = []
-  for (let i = 0; i < task.reps; i++) runs.push(await session(task, Infinity))
+  for (let i = 0; i < task.reps; i++)
+    runs.push(threads > 1 ? await threaded(task, threads, size) : await session(task, Infinity))
   return runs
 }
 
-const argv = process.argv.slice(2)
-if (argv[0] === "--worker") {
-  runFloor(JSON.parse(argv[1] ?? "{}") as FloorTask).then(
-    (runs) => process.stdout.write(JSON.stringify(runs)),
-    (error: unknown) => {
-      process.stderr.write(`floor worker: ${String(error)}\n`)
-      process.exit(1)
-    }
-  )
+if (!isMainThread) {
+  const { slice, task } = workerData as { readonly task: FloorTask; readonly slice: Slice }
+  void session(task, Infinity, slice).then((run) => parentPort!.postMessage(run))
+} else {
+  const argv = process.argv.slice(2)
+  if (argv[0] === "--worker") {
+    runFloor(JSON.parse(argv[1] ?? "{}") as FloorTask).then(
+      (runs) => process.stdout.write(JSON.stringify(runs)),
+      (error: unknown) => {
+        process.stderr.write(`floor worker: ${String(error)}\n`)
+        process.exit(1)
+      }
+    )
+  }
 }
