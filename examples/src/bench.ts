@@ -3,7 +3,8 @@
  *
  *   1. sequential read of 1 GiB from `nbdkit memory 1G` (filled, not sparse): ours vs `nbdcopy ... null:`, three
  *      ways: the aio loop (reused buffers), `NbdStream.readStream`, and `Effect.forEach` of `Nbd.pread` into
- *      fresh buffers (what a user writes first)
+ *      fresh buffers (what a user writes first); the last two again with glibc told to keep freed memory
+ *      (the README's GLIBC_TUNABLES)
  *   2. sequential write of 1 GiB into it: ours vs `nbdcopy FILE URI` (FILE in /dev/shm)
  *   3. 4 KiB random reads, 64 in flight, for a fixed time: ours vs `fio --ioengine=nbd`
  *   4. our server: `nbdcopy URI null:` from `effect-nbd-server` (filled first) vs from nbdkit; and, as whole
@@ -345,8 +346,20 @@ const workerResult = (r: ProcessResult): WorkerResult => ({
 })
 
 /** Runs our client side in a child node process. */
-const runWorker = (task: WorkerTask, nodeArgs: ReadonlyArray<string> = []): Effect.Effect<WorkerResult, BenchError> =>
-  Effect.map(runTimed(process.execPath, [...nodeArgs, SELF, "--worker", JSON.stringify(task)]), workerResult)
+const runWorker = (
+  task: WorkerTask,
+  nodeArgs: ReadonlyArray<string> = [],
+  env?: Record<string, string>
+): Effect.Effect<WorkerResult, BenchError> =>
+  Effect.map(runTimed(process.execPath, [...nodeArgs, SELF, "--worker", JSON.stringify(task)], env), workerResult)
+
+/**
+ * The README's setting for fresh buffers: glibc keeps freed memory rather than handing it back to the kernel,
+ * so the next fresh buffers reuse pages instead of faulting new ones in.
+ */
+const GLIBC_KEEPS_MEMORY = {
+  GLIBC_TUNABLES: "glibc.malloc.mmap_threshold=1048576:glibc.malloc.trim_threshold=268435456"
+}
 
 /** Runs Node's floor (floor.js) in a child node process, timed the same way as our client. */
 const runFloor = (task: FloorTask): Effect.Effect<WorkerResult, BenchError> =>
@@ -600,7 +613,8 @@ const benchmark = Effect.scoped(
     const sequentialPhase = (
       mode: "read" | "write" | "pread" | "stream",
       peerArgs: ReadonlyArray<string>,
-      floorMode?: "read" | "write"
+      floorMode?: "read" | "write",
+      env?: Record<string, string>
     ) =>
       Effect.gen(function* () {
         const peer: Array<{ run: { seconds: number; bytes: number; requests: number }; peakRssKiB: number }> = []
@@ -609,7 +623,7 @@ const benchmark = Effect.scoped(
         for (let i = 0; i < REPS; i++) {
           yield* log(`sequential ${mode} ${i + 1}/${REPS}`)
           peer.push(yield* nbdcopy(peerArgs))
-          ours.push(yield* runWorker({ mode, uri: nbdkit.uri, reps: 1, warmupBytes: WARMUP_BYTES }))
+          ours.push(yield* runWorker({ mode, uri: nbdkit.uri, reps: 1, warmupBytes: WARMUP_BYTES }, [], env))
           if (floorMode !== undefined)
             floor.push(yield* runFloor({ mode: floorMode, uri: nbdkit.uri, reps: 1, warmupBytes: WARMUP_BYTES }))
         }
@@ -627,6 +641,18 @@ const benchmark = Effect.scoped(
     } = yield* sequentialPhase("read", [nbdkit.uri, "null:"], "read")
     const { ours: oursPread, peer: peerPread } = yield* sequentialPhase("pread", [nbdkit.uri, "null:"])
     const { ours: oursStream, peer: peerStream } = yield* sequentialPhase("stream", [nbdkit.uri, "null:"])
+    const { ours: oursPreadTuned, peer: peerPreadTuned } = yield* sequentialPhase(
+      "pread",
+      [nbdkit.uri, "null:"],
+      undefined,
+      GLIBC_KEEPS_MEMORY
+    )
+    const { ours: oursStreamTuned, peer: peerStreamTuned } = yield* sequentialPhase(
+      "stream",
+      [nbdkit.uri, "null:"],
+      undefined,
+      GLIBC_KEEPS_MEMORY
+    )
 
     // 3. random 4 KiB reads, alternating sides
     const haveFio = fioAvailable()
@@ -848,6 +874,8 @@ const benchmark = Effect.scoped(
       readRow("seq read 1 GiB, aio loop 256K x 64", oursRead, peerRead, 0.9),
       readRow("seq read 1 GiB, NbdStream.readStream", oursStream, peerStream, 0.8),
       readRow("seq read 1 GiB, forEach Nbd.pread (fresh)", oursPread, peerPread, 0.5),
+      readRow("seq read 1 GiB, NbdStream.readStream, glibc keeps memory", oursStreamTuned, peerStreamTuned, 0.8),
+      readRow("seq read 1 GiB, forEach Nbd.pread (fresh), glibc keeps memory", oursPreadTuned, peerPreadTuned, 0.5),
       compare(
         "seq write 1 GiB, 256K x 64",
         side("effect-nbd client", "effect-nbd (node)", oursWrite.runs, oursWrite.peakRssKiB, false),
