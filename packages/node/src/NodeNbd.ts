@@ -147,9 +147,7 @@ const connectOn = (
   Effect.andThen(requireCreated(h, operation), Nbd.aioConnectSocket(h, { operation }).pipe(Effect.provide(layer)))
 
 const unix = (h: Nbd.Handle, path: string, operation: Nbd.ConnectCall): Effect.Effect<void, NbdError.NbdError> =>
-  Effect.gen(function* () {
-    yield* connectOn(h, layerUnix(path), operation)
-  })
+  Effect.suspend(() => connectOn(h, layerUnix(path), operation))
 
 /**
  * Begins connecting to a Unix socket (nbd_aio_connect_unix).

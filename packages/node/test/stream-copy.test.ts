@@ -414,7 +414,7 @@ describe("NbdCopy.copy", () => {
       const ro = failure(yield* Effect.exit(NbdCopy.copy(yield* connect(good.uri), yield* connect(readOnly.uri, {}))))
       expect(ro.errno).toBe("EPERM")
       // With a tracer installed every I/O runs as an effect in a fiber of its own: a failed one too is observed.
-      const native = Effect.runSync(Effect.tracer)
+      const native = yield* Effect.tracer
       const passThrough = Tracer.make({ span: native.span.bind(native) })
       const traced = failure(
         yield* Effect.exit(

@@ -123,10 +123,13 @@ const openSource = (
     case "File":
       return Effect.map(fileReader(source.path, settings.lanes), (reader) => ({ _tag: "Random" as const, reader }))
     case "FromStream":
-      return Effect.map(
-        source.size === undefined ? Effect.succeed(undefined) : toOffset(OPERATION, "size", source.size),
-        (size) => ({ _tag: "Sequential" as const, stream: source.stream, ...(size === undefined ? {} : { size }) })
-      )
+      return source.size === undefined
+        ? Effect.succeed({ _tag: "Sequential" as const, stream: source.stream })
+        : Effect.map(toOffset(OPERATION, "size", source.size), (size) => ({
+            _tag: "Sequential" as const,
+            stream: source.stream,
+            size
+          }))
   }
 }
 
