@@ -351,6 +351,13 @@ export interface ChunkHeader {
 export interface DataTarget {
   readonly buffer: Uint8Array
   readonly at: number
+  /**
+   * Whose data it is. Once the owner is `cancelled` (its caller stopped waiting), the rest of the data is
+   * read and dropped: the decoder looks before every piece it copies, so a payload that arrives in several
+   * pieces never writes into `buffer` after the cancel.
+   * @since 1.0.0
+   */
+  readonly owner?: { readonly cancelled: boolean } | undefined
 }
 
 /**
@@ -408,6 +415,7 @@ export class ReplyDecoder {
   /** Where the data being read goes, and where in it the next byte lands. */
   private targetBuffer: Uint8Array | undefined = undefined
   private targetAt = 0
+  private targetOwner: DataTarget["owner"] = undefined
   /** The offset of an OFFSET_DATA chunk, gathered here rather than in a new array per reply. */
   private readonly offsetBytes = new Uint8Array(8)
   private remaining = 0
@@ -572,12 +580,13 @@ export class ReplyDecoder {
   private aim(target: DataTarget | undefined): void {
     this.targetBuffer = target?.buffer
     this.targetAt = target?.at ?? 0
+    this.targetOwner = target?.owner
   }
 
   private copyData(chunk: Uint8Array, at: number): number {
     const step = Math.min(this.remaining, chunk.length - at)
     const buffer = this.targetBuffer
-    if (buffer !== undefined) {
+    if (buffer !== undefined && this.targetOwner?.cancelled !== true) {
       buffer.set(step === chunk.length ? chunk : chunk.subarray(at, at + step), this.targetAt)
       this.targetAt += step
     }
@@ -590,6 +599,7 @@ export class ReplyDecoder {
   private finishData(): number | undefined {
     this.phase = Phase.Header
     this.targetBuffer = undefined
+    this.targetOwner = undefined
     if (this.chunkHeader === undefined) {
       this.sink.simpleDataDone(this.simpleCookie)
       return undefined

@@ -9,7 +9,7 @@ import * as ServerCodec from "@effect-nbd/core/ServerCodec"
 import type { Outcome } from "../src/internal/engine/completion.js"
 import { END_OF_WRITES, frame, type Outgoing } from "../src/internal/engine/outbox.js"
 import { concat } from "../src/internal/wire/bytes.js"
-import type { Allocate, CommandRequest, Pending } from "../src/internal/engine/pending.js"
+import { type Allocate, type CommandRequest, type Pending, release } from "../src/internal/engine/pending.js"
 import { uninitialized } from "../src/internal/engine/uninitialized.js"
 import { type EngineHost, type Stats, Transmission } from "../src/internal/engine/transmission.js"
 
@@ -159,6 +159,43 @@ describe("the engine, fed bytes with no socket", () => {
     expect(outcomes.get(2)).toEqual([{ ok: true, value: undefined }])
     expect(outcomes.get(3)![0]!.ok).toBe(true)
   })
+
+  for (const mode of ["simple", "structured", "extended"] as const)
+    it(`${mode}: a caller that stops waiting in the middle of its data: the rest is dropped, never written`, () => {
+      const data = pattern(4096, 5)
+      const header = (cookie: bigint): ReadonlyArray<Uint8Array> =>
+        mode === "simple"
+          ? [ServerCodec.simpleReply(cookie, 0), data]
+          : ServerCodec.offsetDataChunk(
+              { extended: mode === "extended", cookie, offset: 0 },
+              Protocol.REPLY_FLAG_DONE,
+              0,
+              data
+            )
+      const bytes = concat([...header(1n), ...header(2n)])
+      const payloadStart = bytes.length / 2 - data.length
+      const wrong: Array<string> = []
+      // Cancelled after every cut inside the first reply's data, and once before any of it arrived.
+      for (let cut = payloadStart; cut < bytes.length / 2; cut++) {
+        const { engine, outcomes, issue } = engineFor(mode)
+        const into = new Uint8Array(4096)
+        const gaveUp = issue(read(into), 0, 4096)
+        const next = new Uint8Array(4096)
+        issue(read(next), 0, 4096)
+        expect(engine.receive(bytes.slice(0, cut))).toBeUndefined()
+        const before = into.slice()
+        release(gaveUp)
+        expect(engine.receive(bytes.slice(cut))).toBeUndefined()
+        const right =
+          sameBytes(into, before) &&
+          sameBytes(into.subarray(0, cut - payloadStart), data.subarray(0, cut - payloadStart)) &&
+          sameBytes(next, data) &&
+          outcomes.get(2)?.[0]?.ok === true &&
+          engine.pending.size === 0
+        if (!right) wrong.push(`cut at ${cut}`)
+      }
+      expect(wrong).toEqual([])
+    })
 
   it("a server error fails that command only, with the server's errno", () => {
     const { engine, outcomes, issue } = engineFor("structured")

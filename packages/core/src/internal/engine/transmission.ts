@@ -307,7 +307,7 @@ export class Transmission {
         }
         p.dataSeen = p.count
         const buffer = bufferFor(p, 0, p.count, this.allocate)
-        return { length: p.count, target: buffer === undefined ? undefined : { buffer, at: 0 } }
+        return { length: p.count, target: buffer === undefined ? undefined : { buffer, at: 0, owner: p } }
       }
       this.complete(p)
       return { length: 0, target: undefined }
@@ -330,7 +330,7 @@ export class Transmission {
       p.dataSeen += length
       p.chunks?.push({ _tag: "Data", offset: p.offset + at, length })
       const buffer = bufferFor(p, at, length, this.allocate)
-      return buffer === undefined ? undefined : { buffer, at }
+      return buffer === undefined ? undefined : { buffer, at, owner: p }
     },
     dataChunkDone: (header) => {
       const p = this.lookup(header)
