@@ -3,6 +3,7 @@ import { NodeNbd } from "@effect-nbd/node"
 import { TestServer } from "@effect-nbd/test-server"
 import { describe, expect, it } from "@effect/vitest"
 import * as Effect from "effect/Effect"
+import * as Fiber from "effect/Fiber"
 import * as Logger from "effect/Logger"
 import * as Schedule from "effect/Schedule"
 import * as commands from "../../core/src/internal/api/commands.js"
@@ -10,10 +11,13 @@ import type { Outcome } from "../../core/src/internal/engine/completion.js"
 import type { HandleImpl } from "../../core/src/internal/session/handle.js"
 import { noise } from "./util/bytes.js"
 import { restartable } from "./util/peers.js"
+import { Chunk, chunk, scriptedServer } from "./util/scripted.js"
 
 // commands.submit, the one way a command is issued: what its caller is told, and when.
 
 const KiB = 1024
+/** NBD_REPLY_TYPE_OFFSET_DATA. */
+const OFFSET_DATA = 1
 
 const implOf = (h: Nbd.Handle): HandleImpl => h as unknown as HandleImpl
 
@@ -98,6 +102,41 @@ describe("commands.submit", () => {
       expect(buffer.every((b) => b === 0xaa)).toBe(true)
       // The stream is in step: the next read gets its own data.
       expect(Buffer.compare(yield* Nbd.pread(h, 8 * KiB, 0), data)).toBe(0)
+    })
+  )
+
+  it.live("an Nbd.pread interrupted while its data arrives in pieces: the rest of the data is never written", () =>
+    Effect.gen(function* () {
+      // A scripted server answers the first read with half its data, the rest only when the second read comes.
+      const half = 32 * KiB
+      const data = noise(2 * half, 3)
+      let rest: (() => void) | undefined
+      const server = yield* scriptedServer({
+        onRequest: (request, socket) => {
+          const payload = Buffer.concat([Buffer.alloc(8), data])
+          const whole = chunk(request.cookie, OFFSET_DATA, Chunk.DONE, payload)
+          if (rest === undefined) {
+            const cut = whole.length - half
+            rest = () => socket.write(whole.subarray(cut))
+            return whole.subarray(0, cut)
+          }
+          rest()
+          return whole
+        }
+      })
+      const h = yield* Nbd.make()
+      yield* NodeNbd.connectUnix(h, server.path)
+      const buffer = new Uint8Array(2 * half)
+      const fiber = yield* Effect.forkChild(Nbd.pread(h, 2 * half, 0, { buffer }))
+      // Until the first half has landed in the caller's buffer.
+      yield* Effect.suspend(() =>
+        Buffer.compare(buffer.subarray(0, half), data.subarray(0, half)) === 0 ? Effect.void : Effect.fail("not yet")
+      ).pipe(Effect.retry(Schedule.spaced("5 millis")), Effect.timeout("5 seconds"))
+      yield* Fiber.interrupt(fiber)
+      // The second read makes the server send the rest of the first reply, then its own: once it is back, the
+      // first reply has been read whole.
+      expect(Buffer.compare(yield* Nbd.pread(h, 2 * half, 0), data)).toBe(0)
+      expect(buffer.subarray(half).every((b) => b === 0)).toBe(true)
     })
   )
 
