@@ -508,19 +508,19 @@ export const command = Command.make(
 Defaults (nbdcopy's): 4 connections (when the server advertises multi-conn),
 64 requests in flight each, 256K per request (--request-size at most 32M),
 --queue-size=16M in flight per connection (so at most 16M/request-size
-requests); -T 0. As nbdcopy's, -T N caps the connections at N and -T 0 at
-the processors this process may run on (so -C 4 is 2 connections on a 2-core
+requests); -T 0. As nbdcopy's, -T N caps the connections at N and -T 0 at the
+processors this process may run on (so -C 4 is 2 connections on a 2-core
 machine), though the engine itself runs on one thread. -S 4096 (or an NBD
 destination's preferred block size, if larger): zero blocks of that size
-become holes or zeroes (-S 0 writes every byte as data);
---allocated writes zeroes, never holes. An NBD destination is flushed at the
-end (--flush also fsyncs a file). --progress=FD writes "N/100" lines to FD;
--p draws a bar with the rate and time left on stderr. --blkhash prints
-libnbd's block hash of the data copied (default sha256 over 64K blocks;
-DIGEST is any of node's, e.g. md5, sha512/512k), with any destination (to -
-give --blkhash-file). --reconnect-delay=SECONDS (qemu's name; default 0:
-never): a side whose server drops the connection reconnects every 100 ms for
-that long and sends the waiting requests again.`),
+become holes or zeroes (-S 0 writes every byte as data); --allocated writes
+zeroes, never holes. An NBD destination is flushed at the end (--flush also
+fsyncs a file). --progress=FD writes "N/100" lines to FD; -p draws a bar with
+the rate and time left on stderr. --blkhash prints libnbd's block hash of the
+data copied (default sha256 over 64K blocks; DIGEST is any of node's, e.g.
+md5, sha512/512k), with any destination (to - give --blkhash-file).
+--reconnect-delay=SECONDS (qemu's name; default 0: never): a side whose server
+drops the connection reconnects every 100 ms for that long and sends the
+waiting requests again.`),
   Command.withShortDescription("copy NBD exports, files, stdin/stdout (like nbdcopy)"),
   Command.withExamples([
     { command: "effect-nbd copy nbd://example.com local.img" },
