@@ -176,6 +176,30 @@ describe("copyRandom", () => {
     })
   )
 
+  it.live("an interrupted copy returns when an I/O it stops ends while it is being stopped", () =>
+    Effect.gen(function* () {
+      const runtime = yield* Effect.context<never>()
+      let ended = 0
+      // An effect waiting on something (a block-status reply, a socket): interrupting its fiber ends it there
+      // and then, so its `done` comes inside `cancel`, which answers false.
+      const waiting: Reader<string> = {
+        ...reader("later", runtime),
+        read: (_lane, _offset, _length, _into, done) =>
+          forkIo(runtime, Effect.never, (failure, value) => {
+            ended++
+            done(failure, value)
+          })
+      }
+      const fiber = yield* Effect.forkDetach(run(waiting, recorder(runtime).writer))
+      yield* Effect.sleep("10 millis")
+      // Interrupted without waiting here, so a copy that never returns fails the test rather than hangs it.
+      fiber.interruptUnsafe()
+      const exit = yield* Effect.timeoutOption(Fiber.await(fiber), "1 second")
+      expect(exit._tag).toBe("Some")
+      expect(ended).toBe(4)
+    })
+  )
+
   it.live("an interrupted copy stops the I/O that can be stopped, at once, and never hears from it again", () =>
     Effect.gen(function* () {
       const runtime = yield* Effect.context<never>()

@@ -172,6 +172,42 @@ describe("commands.submit", () => {
     }).pipe(Effect.provide(quiet))
   )
 
+  it.live("a command cancelled by another's outcome as the reconnect ends is neither queued nor called back", () =>
+    Effect.gen(function* () {
+      const peer = yield* restartable(["pattern", "1M"])
+      const h = yield* Nbd.make({
+        reconnect: Schedule.spaced("20 millis").pipe(Schedule.upTo({ duration: "10 seconds" }))
+      })
+      yield* NodeNbd.connectUri(h, peer.uri)
+      const impl = implOf(h)
+      yield* peer.kill
+      yield* until(() => impl.recovery !== undefined)
+      // Both wait for the reconnect. The first fails its checks once it ends (it reads past the export), and
+      // its caller then stops waiting for the second, as a transfer does on its first error.
+      const buffer = new Uint8Array(4 * KiB)
+      const second = recorder()
+      let other: commands.Submitted | undefined
+      const first = recorder()
+      submitted(
+        commands.submit(impl, readSpec(2 * 1024 * KiB, new Uint8Array(512)), (outcome) => {
+          first.onOutcome(outcome)
+          other?.cancel()
+        })
+      )
+      other = submitted(commands.submit(impl, readSpec(8 * KiB, buffer), second.onOutcome))
+      yield* peer.start
+      yield* until(() => first.outcomes.length > 0, 10_000)
+      expect(first.outcomes).toHaveLength(1)
+      expect(first.outcomes[0]!.ok).toBe(false)
+      // A read after it: any reply to the cancelled one would have been read by then.
+      yield* Nbd.pread(h, 512, 0)
+      expect(second.outcomes).toHaveLength(0)
+      expect(buffer.every((b) => b === 0)).toBe(true)
+      expect(other.cookie).toBeUndefined()
+      expect(yield* Nbd.aioInFlight(h)).toBe(0)
+    }).pipe(Effect.provide(quiet))
+  )
+
   it.live("a reconnect that gives up fails the waiting command, under its own name", () =>
     Effect.gen(function* () {
       const peer = yield* restartable(["pattern", "1M"])

@@ -20,14 +20,18 @@ export class Completion {
   outcome: Outcome | undefined = undefined
   private listeners: Array<(outcome: Outcome) => void> | undefined = undefined
 
-  /** Settles the command; only the first outcome counts. */
+  /**
+   * Settles the command; only the first outcome counts. The listeners are taken one at a time from the live
+   * list: one may stop another from listening (a caller that cancels a command on another's outcome), and
+   * that one is then not called.
+   */
   done(outcome: Outcome): void {
     if (this.outcome !== undefined) return
     this.outcome = outcome
     const listeners = this.listeners
     if (listeners === undefined) return
+    while (listeners.length > 0) listeners.shift()!(outcome)
     this.listeners = undefined
-    for (const f of listeners) f(outcome)
   }
 
   /** Calls `f` with the outcome once it is known (at once when it is). */

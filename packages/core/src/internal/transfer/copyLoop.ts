@@ -107,11 +107,12 @@ class CopyLoop<E1, E2> {
   /** Interruption: nothing more is started, every I/O in flight is stopped, and those that cannot be are waited for. */
   readonly stop: Effect.Effect<void> = Effect.suspend(() => {
     this.stopped = true
+    // Counted before any is stopped: one that cannot be may end inside its `cancel` (a fiber interrupted
+    // while it waits ends there and then), and its end is then already one fewer to wait for.
+    this.unfinished = this.inFlight
     // An I/O that can be stopped is an object of its own; one that cannot may share one (`uncancellable`).
-    let stoppedNow = 0
-    for (const io of this.running) if (io.cancel()) stoppedNow++
+    for (const io of this.running) if (io.cancel()) this.unfinished--
     this.running.clear()
-    this.unfinished = this.inFlight - stoppedNow
     return Effect.callback<void>((resume) => {
       if (this.unfinished === 0) return resume(Effect.void)
       this.onSettled = () => resume(Effect.void)

@@ -66,18 +66,23 @@ const openFile = (
     for (let i = 1; i < lanes; i++) files.push(yield* fs.open(path, { flag: rest }))
     const locks = locked(files.length)
     const runtime = yield* ioContext
+    // Each read and write uninterruptible: the file system cannot take back one it began (its callback still
+    // comes), so a fiber interrupted meanwhile ends only once it has, while its buffer is in use and its file
+    // must stay open. The interruption is taken between two of them.
     const readFully = (file: FileSystem.File, offset: number, into: Uint8Array) =>
       Effect.gen(function* () {
         yield* file.seek(BigInt(offset), "start")
         let done = 0
         while (done < into.length) {
-          const n = Number(yield* file.read(into.subarray(done)))
+          const n = Number(yield* Effect.uninterruptible(file.read(into.subarray(done))))
           if (n === 0) return yield* unexpectedEof(path)
           done += n
         }
       })
     const writeAtEffect = (lane: number, offset: number, data: Uint8Array) =>
-      locks[lane]!.with(Effect.andThen(files[lane]!.seek(BigInt(offset), "start"), files[lane]!.writeAll(data)))
+      locks[lane]!.with(
+        Effect.andThen(files[lane]!.seek(BigInt(offset), "start"), Effect.uninterruptible(files[lane]!.writeAll(data)))
+      )
     return {
       lanes: files.length,
       first: files[0]!,
