@@ -49,6 +49,21 @@ const until = (ready: () => boolean, ms = 5000) =>
 
 const quiet = Logger.layer([Logger.make(() => {})])
 
+/** Every 20 ms for 10 seconds: long enough for a test to start the server again. */
+const patient = Schedule.spaced("20 millis").pipe(Schedule.upTo({ duration: "10 seconds" }))
+
+/** A handle on nbdkit's pattern that reconnects by `schedule`, whose server was just killed: it is reconnecting. */
+const reconnecting = (schedule: Schedule.Schedule<unknown, NbdError.NbdError>) =>
+  Effect.gen(function* () {
+    const peer = yield* restartable(["pattern", "1M"])
+    const h = yield* Nbd.make({ reconnect: schedule })
+    yield* NodeNbd.connectUri(h, peer.uri)
+    const impl = implOf(h)
+    yield* peer.kill
+    yield* until(() => impl.recovery !== undefined)
+    return { h, impl, peer }
+  })
+
 describe("commands.submit", () => {
   it.live("settles once, with the data in the caller's buffer; a failed check is answered, not called back", () =>
     Effect.gen(function* () {
@@ -142,14 +157,7 @@ describe("commands.submit", () => {
 
   it.live("while the handle reconnects, a command waits and is queued on the new connection", () =>
     Effect.gen(function* () {
-      const peer = yield* restartable(["pattern", "1M"])
-      const h = yield* Nbd.make({
-        reconnect: Schedule.spaced("20 millis").pipe(Schedule.upTo({ duration: "10 seconds" }))
-      })
-      yield* NodeNbd.connectUri(h, peer.uri)
-      const impl = implOf(h)
-      yield* peer.kill
-      yield* until(() => impl.recovery !== undefined)
+      const { h, impl, peer } = yield* reconnecting(patient)
       expect(impl.recovery).toBeDefined()
       const waiting = recorder()
       const buffer = new Uint8Array(4 * KiB)
@@ -174,14 +182,7 @@ describe("commands.submit", () => {
 
   it.live("a command cancelled by another's outcome as the reconnect ends is neither queued nor called back", () =>
     Effect.gen(function* () {
-      const peer = yield* restartable(["pattern", "1M"])
-      const h = yield* Nbd.make({
-        reconnect: Schedule.spaced("20 millis").pipe(Schedule.upTo({ duration: "10 seconds" }))
-      })
-      yield* NodeNbd.connectUri(h, peer.uri)
-      const impl = implOf(h)
-      yield* peer.kill
-      yield* until(() => impl.recovery !== undefined)
+      const { h, impl, peer } = yield* reconnecting(patient)
       // Both wait for the reconnect. The first fails its checks once it ends (it reads past the export), and
       // its caller then stops waiting for the second, as a transfer does on its first error.
       const buffer = new Uint8Array(4 * KiB)
@@ -210,14 +211,9 @@ describe("commands.submit", () => {
 
   it.live("a reconnect that gives up fails the waiting command, under its own name", () =>
     Effect.gen(function* () {
-      const peer = yield* restartable(["pattern", "1M"])
-      const h = yield* Nbd.make({
-        reconnect: Schedule.recurs(2).pipe(Schedule.addDelay(() => Effect.succeed("20 millis")))
-      })
-      yield* NodeNbd.connectUri(h, peer.uri)
-      const impl = implOf(h)
-      yield* peer.kill
-      yield* until(() => impl.recovery !== undefined)
+      const { impl } = yield* reconnecting(
+        Schedule.recurs(2).pipe(Schedule.addDelay(() => Effect.succeed("20 millis")))
+      )
       const waiting = recorder()
       submitted(commands.submit(impl, readSpec(0, new Uint8Array(512)), waiting.onOutcome))
       yield* until(() => waiting.outcomes.length > 0)
